@@ -1,0 +1,14 @@
+"""iqalab: a reproducible research compendium for human-centred blind image quality assessment.
+
+The package computes; notebooks under ``notebooks/`` orchestrate and show. Modules:
+
+- :mod:`iqalab.config` - ``params.yaml`` loading and validation.
+- :mod:`iqalab.data` - canonical tables, validator, image cache, splits, torch loaders, real-dataset adapters.
+- :mod:`iqalab.sim` - the built-in camera simulator and virtual rater panel.
+- :mod:`iqalab.models` - the model registry and one module per paper.
+- :mod:`iqalab.train` - training engine and losses.
+- :mod:`iqalab.metrics` - correlation and accuracy metrics.
+- :mod:`iqalab.stages` - the DVC stages, callable from notebooks and the CLI.
+"""
+
+__version__ = "0.1.0"

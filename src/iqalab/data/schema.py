@@ -1,0 +1,374 @@
+"""The canonical tables every adapter and the simulator produce (``../shared/DESIGN.md``, "Canonical data").
+
+A dataset folder holds::
+
+    images.parquet   image_id, path, scene, condition, width, height, mos_<a>, std_<a>, n_<a>, cam_<p>,
+                     optional person_/face_ boxes and lm<k>_x/y landmarks (normalised 0-1 image coordinates)
+    pairs.parquet    image_a, image_b, attribute, p, source, fine          (optional)
+    ratings.parquet  image_id, rater, attribute, score                     (optional)
+    splits.parquet   image_id, split, role
+    dataset.json     name, attributes, mos_range, source, licence, citation, row counts, sha256 of each table
+
+:func:`write_dataset` validates before it writes and writes ``dataset.json`` last, atomically, so a folder
+without a matching ``dataset.json`` is known to be partial. :func:`read_dataset` validates again and checks the
+table checksums. Every error is a :class:`DataError` naming the file, the row and the column.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from iqalab.io import sha256_file, write_json, write_parquet
+
+log = logging.getLogger(__name__)
+
+#: The seven camera parameters of TuningIQA (Sec. "FGLive-10K"), in GCPF node order.
+CAM_PARAMS: tuple[str, ...] = ("aperture", "shutter", "iso", "wb", "contrast", "saturation", "sharpness")
+CAM_COLUMNS: tuple[str, ...] = tuple(f"cam_{p}" for p in CAM_PARAMS)
+PERSON_BOX = ("person_x0", "person_y0", "person_x1", "person_y1")
+FACE_BOX = ("face_x0", "face_y0", "face_x1", "face_y1")
+LANDMARKS = tuple(f"lm{k}_{c}" for k in range(5) for c in ("x", "y"))
+ROLES = ("train", "val", "test")
+TABLES = ("images", "pairs", "ratings", "splits")
+PAIR_SOURCES = ("mos", "refined")
+
+
+class DataError(ValueError):
+    """A dataset violates the canonical contract; the message names file, row and column."""
+
+
+def where(file: str, row: int | None = None, column: str | None = None) -> str:
+    """Format the location part of an error message."""
+    parts = [file]
+    if row is not None:
+        parts.append(f"row {row}")
+    if column is not None:
+        parts.append(f"column '{column}'")
+    return " ".join(parts)
+
+
+@dataclass
+class Dataset:
+    """A dataset in canonical form, as read from (or about to be written to) ``root``."""
+
+    root: Path
+    meta: dict[str, Any]
+    images: pd.DataFrame
+    splits: pd.DataFrame
+    pairs: pd.DataFrame | None = None
+    ratings: pd.DataFrame | None = None
+    _scene_index: dict[str, int] = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return str(self.meta["name"])
+
+    @property
+    def attributes(self) -> list[str]:
+        return list(self.meta["attributes"])
+
+    @property
+    def mos_range(self) -> tuple[float, float]:
+        lo, hi = self.meta["mos_range"]
+        return float(lo), float(hi)
+
+    @property
+    def scenes(self) -> list[str]:
+        return sorted(self.images["scene"].astype(str).unique())
+
+    def image_path(self, image_id_or_path: str) -> Path:
+        """Absolute path of an image given its relative ``path`` value."""
+        return self.root / image_id_or_path
+
+    def split_ids(self, split: str, role: str) -> list[str]:
+        """Image ids with ``role`` in ``split`` (in images-table order, for determinism)."""
+        sel = self.splits[(self.splits["split"] == split) & (self.splits["role"] == role)]
+        if sel.empty and split not in set(self.splits["split"]):
+            raise DataError(
+                f"{where('splits.parquet', column='split')}: no split named '{split}' in dataset "
+                f"'{self.name}'; available: {sorted(self.splits['split'].unique())}"
+            )
+        wanted = set(sel["image_id"])
+        return [i for i in self.images["image_id"] if i in wanted]
+
+
+# --------------------------------------------------------------------------------------------- validation
+def _require_columns(frame: pd.DataFrame, file: str, columns: list[str]) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{where(file, column=missing[0])}: required column missing "
+            f"(missing: {missing}; present: {list(frame.columns)})"
+        )
+
+
+def _first_bad(mask: pd.Series | np.ndarray) -> int:
+    return int(np.flatnonzero(np.asarray(mask))[0])
+
+
+def _require_not_null(frame: pd.DataFrame, file: str, columns: list[str]) -> None:
+    for col in columns:
+        bad = frame[col].isna().to_numpy()
+        if bad.any():
+            raise DataError(f"{where(file, _first_bad(bad), col)}: missing value (NaN/None) not allowed")
+
+
+def _require_numeric(frame: pd.DataFrame, file: str, columns: list[str]) -> None:
+    for col in columns:
+        if not pd.api.types.is_numeric_dtype(frame[col]):
+            values = pd.to_numeric(frame[col], errors="coerce")
+            bad = values.isna() & frame[col].notna()
+            row = _first_bad(bad) if bad.any() else None
+            raise DataError(f"{where(file, row, col)}: expected numbers, got {frame[col].iloc[row or 0]!r}")
+        finite = frame[col].dropna().to_numpy(dtype=float)
+        if not np.isfinite(finite).all():
+            bad = ~np.isfinite(frame[col].to_numpy(dtype=float)) & frame[col].notna().to_numpy()
+            raise DataError(f"{where(file, _first_bad(bad), col)}: infinite value not allowed")
+
+
+def safe_relative_path(root: Path, rel: str, file: str = "images.parquet", row: int | None = None) -> Path:
+    """Resolve ``rel`` inside ``root``; refuse absolute paths, ``..`` and symlinks that escape the root."""
+    candidate = Path(str(rel))
+    if candidate.is_absolute() or ".." in candidate.parts:
+        raise DataError(f"{where(file, row, 'path')}: path {rel!r} escapes the dataset root {root}")
+    full = (root / candidate).resolve()
+    root_resolved = root.resolve()
+    if root_resolved != full and root_resolved not in full.parents:
+        raise DataError(f"{where(file, row, 'path')}: path {rel!r} resolves outside the dataset root {root}")
+    return full
+
+
+def validate_images(images: pd.DataFrame, meta: dict[str, Any], root: Path | None = None,
+                    check_files: bool = False) -> None:
+    """Check ``images.parquet`` against the contract (and, with ``check_files``, that every file exists)."""
+    file = "images.parquet"
+    attrs = list(meta["attributes"])
+    lo, hi = (float(v) for v in meta["mos_range"])
+    base = ["image_id", "path", "scene", "width", "height"]
+    mos_cols = [f"mos_{a}" for a in attrs]
+    _require_columns(images, file, base + ["condition"] + mos_cols + list(CAM_COLUMNS))
+    _require_not_null(images, file, base)
+    dup = images["image_id"].duplicated().to_numpy()
+    if dup.any():
+        row = _first_bad(dup)
+        raise DataError(f"{where(file, row, 'image_id')}: duplicate image id {images['image_id'].iloc[row]!r}")
+    numeric = ["width", "height", *mos_cols, *CAM_COLUMNS]
+    numeric += [c for a in attrs for c in (f"std_{a}", f"n_{a}") if c in images.columns]
+    numeric += [c for c in (*PERSON_BOX, *FACE_BOX, *LANDMARKS) if c in images.columns]
+    _require_numeric(images, file, numeric)
+    for col in ("width", "height"):
+        bad = (images[col] <= 0).to_numpy()
+        if bad.any():
+            raise DataError(f"{where(file, _first_bad(bad), col)}: image size must be positive")
+    for col in mos_cols:
+        values = images[col].to_numpy(dtype=float)
+        present = ~np.isnan(values)
+        if not present.any():
+            raise DataError(f"{where(file, column=col)}: attribute has no score at all")
+        bad = present & ((values < lo - 1e-9) | (values > hi + 1e-9))
+        if bad.any():
+            row = _first_bad(bad)
+            raise DataError(
+                f"{where(file, row, col)}: {values[row]:g} outside the declared MOS range [{lo:g}, {hi:g}]"
+            )
+    for col in (*PERSON_BOX, *FACE_BOX, *LANDMARKS):
+        if col in images.columns:
+            values = images[col].to_numpy(dtype=float)
+            bad = ~np.isnan(values) & ((values < -1e-6) | (values > 1 + 1e-6))
+            if bad.any():
+                raise DataError(f"{where(file, _first_bad(bad), col)}: normalised coordinate outside [0, 1]")
+    if root is not None:
+        for row, rel in enumerate(images["path"].astype(str)):
+            full = safe_relative_path(root, rel, file, row)
+            if check_files and not full.is_file():
+                raise DataError(f"{where(file, row, 'path')}: image file not found: {full}")
+
+
+def validate_splits(splits: pd.DataFrame, images: pd.DataFrame, meta: dict[str, Any]) -> None:
+    """Check ``splits.parquet``: known ids and roles, one role per image per split, scene-level disjointness."""
+    file = "splits.parquet"
+    _require_columns(splits, file, ["image_id", "split", "role"])
+    _require_not_null(splits, file, ["image_id", "split", "role"])
+    known = set(images["image_id"])
+    unknown = ~splits["image_id"].isin(known).to_numpy()
+    if unknown.any():
+        row = _first_bad(unknown)
+        raise DataError(f"{where(file, row, 'image_id')}: unknown image id {splits['image_id'].iloc[row]!r}")
+    bad_role = ~splits["role"].isin(ROLES).to_numpy()
+    if bad_role.any():
+        row = _first_bad(bad_role)
+        raise DataError(f"{where(file, row, 'role')}: role {splits['role'].iloc[row]!r} not one of {ROLES}")
+    dup = splits.duplicated(["image_id", "split"]).to_numpy()
+    if dup.any():
+        row = _first_bad(dup)
+        raise DataError(f"{where(file, row, 'image_id')}: image listed twice in split {splits['split'].iloc[row]!r}")
+    scene_level = set(meta.get("scene_level_splits", []))
+    scene_of = images.set_index("image_id")["scene"]
+    for split in sorted(set(splits["split"])):
+        if not (split in scene_level or split.startswith("scene")):
+            continue
+        part = splits[splits["split"] == split]
+        scenes = part.assign(scene=part["image_id"].map(scene_of))
+        roles_per_scene = scenes.groupby("scene")["role"].nunique()
+        leaking = roles_per_scene[roles_per_scene > 1]
+        if len(leaking):
+            scene = leaking.index[0]
+            row = int(np.flatnonzero((scenes["scene"] == scene).to_numpy())[0])
+            row = int(part.index[row]) if isinstance(part.index[row], (int, np.integer)) else row
+            raise DataError(
+                f"{where(file, row, 'role')}: scene {scene!r} appears in more than one role of the "
+                f"scene-level split {split!r}"
+            )
+
+
+def validate_pairs(pairs: pd.DataFrame, images: pd.DataFrame, meta: dict[str, Any]) -> None:
+    """Check ``pairs.parquet``: known ids and attributes, ``p`` in [0, 1], known source."""
+    file = "pairs.parquet"
+    _require_columns(pairs, file, ["image_a", "image_b", "attribute", "p", "source", "fine"])
+    _require_not_null(pairs, file, ["image_a", "image_b", "attribute", "p", "source", "fine"])
+    known = set(images["image_id"])
+    for col in ("image_a", "image_b"):
+        bad = ~pairs[col].isin(known).to_numpy()
+        if bad.any():
+            row = _first_bad(bad)
+            raise DataError(f"{where(file, row, col)}: unknown image id {pairs[col].iloc[row]!r}")
+    bad = ~pairs["attribute"].isin(meta["attributes"]).to_numpy()
+    if bad.any():
+        row = _first_bad(bad)
+        raise DataError(f"{where(file, row, 'attribute')}: unknown attribute {pairs['attribute'].iloc[row]!r}")
+    _require_numeric(pairs, file, ["p"])
+    bad = ((pairs["p"] < 0) | (pairs["p"] > 1)).to_numpy()
+    if bad.any():
+        raise DataError(f"{where(file, _first_bad(bad), 'p')}: preference probability outside [0, 1]")
+    bad = ~pairs["source"].isin(PAIR_SOURCES).to_numpy()
+    if bad.any():
+        raise DataError(f"{where(file, _first_bad(bad), 'source')}: source not one of {PAIR_SOURCES}")
+
+
+def validate_ratings(ratings: pd.DataFrame, images: pd.DataFrame, meta: dict[str, Any]) -> None:
+    """Check ``ratings.parquet`` (long format votes)."""
+    file = "ratings.parquet"
+    _require_columns(ratings, file, ["image_id", "rater", "attribute", "score"])
+    _require_not_null(ratings, file, ["image_id", "rater", "attribute", "score"])
+    bad = ~ratings["image_id"].isin(set(images["image_id"])).to_numpy()
+    if bad.any():
+        row = _first_bad(bad)
+        raise DataError(f"{where(file, row, 'image_id')}: unknown image id {ratings['image_id'].iloc[row]!r}")
+    bad = ~ratings["attribute"].isin(meta["attributes"]).to_numpy()
+    if bad.any():
+        raise DataError(f"{where(file, _first_bad(bad), 'attribute')}: unknown attribute")
+    _require_numeric(ratings, file, ["score"])
+
+
+def validate_meta(meta: dict[str, Any]) -> None:
+    """Check ``dataset.json``'s required keys."""
+    for key in ("name", "attributes", "mos_range", "source"):
+        if key not in meta:
+            raise DataError(f"{where('dataset.json', column=key)}: required key missing")
+    lo, hi = meta["mos_range"]
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise DataError(f"{where('dataset.json', column='mos_range')}: invalid range {meta['mos_range']}")
+    if not meta["attributes"]:
+        raise DataError(f"{where('dataset.json', column='attributes')}: empty attribute list")
+
+
+def validate(ds: Dataset, check_files: bool = False) -> None:
+    """Validate every table of ``ds`` against the contract."""
+    validate_meta(ds.meta)
+    validate_images(ds.images, ds.meta, ds.root, check_files=check_files)
+    validate_splits(ds.splits, ds.images, ds.meta)
+    if ds.pairs is not None:
+        validate_pairs(ds.pairs, ds.images, ds.meta)
+    if ds.ratings is not None:
+        validate_ratings(ds.ratings, ds.images, ds.meta)
+
+
+# --------------------------------------------------------------------------------------------- read/write
+def complete_images_table(images: pd.DataFrame, attributes: list[str]) -> pd.DataFrame:
+    """Add the nullable columns a producer may leave out (condition, cam_*, std_/n_) as NaN/None."""
+    images = images.copy()
+    if "condition" not in images.columns:
+        images["condition"] = None
+    for col in CAM_COLUMNS:
+        if col not in images.columns:
+            images[col] = np.nan
+    for a in attributes:
+        for prefix in ("std", "n"):
+            if f"{prefix}_{a}" not in images.columns:
+                images[f"{prefix}_{a}"] = np.nan
+    images["image_id"] = images["image_id"].astype(str)
+    images["scene"] = images["scene"].astype(str)
+    return images
+
+
+def write_dataset(ds: Dataset, check_files: bool = True) -> Path:
+    """Validate and write ``ds`` to ``ds.root``: tables first, ``dataset.json`` (with checksums) last."""
+    ds.images = complete_images_table(ds.images, ds.attributes)
+    validate(ds, check_files=check_files)
+    root = Path(ds.root)
+    root.mkdir(parents=True, exist_ok=True)
+    marker = root / "dataset.json"
+    if marker.exists():
+        marker.unlink()  # the folder is incomplete until the new marker lands
+    checksums: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    for table in TABLES:
+        frame = getattr(ds, table)
+        path = root / f"{table}.parquet"
+        if frame is None:
+            if path.exists():
+                path.unlink()
+            continue
+        write_parquet(path, frame.reset_index(drop=True))
+        checksums[f"{table}.parquet"] = sha256_file(path)
+        counts[table] = len(frame)
+    meta = dict(ds.meta)
+    meta["counts"] = counts
+    meta["checksums"] = checksums
+    meta.setdefault("scene_level_splits", [s for s in ds.splits["split"].unique() if str(s).startswith("scene")])
+    write_json(marker, meta)
+    ds.meta = meta
+    log.info("wrote dataset %s to %s (%d images)", ds.name, root, len(ds.images))
+    return root
+
+
+def read_dataset(root: str | Path, check_files: bool = False, verify_checksums: bool = True) -> Dataset:
+    """Read and validate a canonical dataset folder; partial or corrupt folders raise :class:`DataError`."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"dataset folder not found: {root} (run the ingest stage first: iqalab ingest <name>)")
+    marker = root / "dataset.json"
+    if not marker.is_file():
+        raise DataError(f"{marker}: missing: the dataset folder is incomplete (an interrupted ingest?); rerun ingest")
+    try:
+        meta = json.loads(marker.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{marker}: not valid JSON ({exc})") from exc
+    validate_meta(meta)
+    frames: dict[str, pd.DataFrame | None] = {}
+    for table in TABLES:
+        path = root / f"{table}.parquet"
+        expected = meta.get("checksums", {}).get(f"{table}.parquet")
+        if not path.exists():
+            if table in ("images", "splits") or expected:
+                raise DataError(f"{path}: table missing")
+            frames[table] = None
+            continue
+        if verify_checksums and expected and sha256_file(path) != expected:
+            raise DataError(f"{path}: checksum does not match dataset.json (corrupt or partially written); rerun ingest")
+        try:
+            frames[table] = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise DataError(f"{path}: cannot be read as parquet ({exc})") from exc
+    ds = Dataset(root=root, meta=meta, images=frames["images"], splits=frames["splits"],  # type: ignore[arg-type]
+                 pairs=frames["pairs"], ratings=frames["ratings"])
+    validate(ds, check_files=check_files)
+    return ds

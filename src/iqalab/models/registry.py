@@ -1,0 +1,62 @@
+"""Model registry: ``@register("name")`` on an :class:`~iqalab.models.base.IQAModel` subclass.
+
+``build_model(name, attributes, **kwargs)`` checks ``kwargs`` against the constructor's signature so a typo in
+``params.yaml`` fails with the key's path and the allowed keys instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from iqalab.models.base import IQAModel
+
+_REGISTRY: dict[str, type[IQAModel]] = {}
+T = TypeVar("T", bound="type[IQAModel]")
+
+
+def register(name: str):  # noqa: ANN201 - decorator
+    """Register a model class under ``name`` (the value of ``model.name`` in ``params.yaml``)."""
+
+    def wrap(cls: T) -> T:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"model name {name!r} registered twice ({_REGISTRY[name].__name__}, {cls.__name__})")
+        _REGISTRY[name] = cls
+        cls.registry_name = name
+        return cls
+
+    return wrap
+
+
+def available() -> list[str]:
+    """Names of all registered models."""
+    import iqalab.models  # noqa: F401 - populates the registry
+
+    return sorted(_REGISTRY)
+
+
+def get_model_class(name: str) -> type[IQAModel]:
+    """The class registered under ``name``; unknown names list the known ones."""
+    import iqalab.models  # noqa: F401
+
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown model {name!r}; registered models: {sorted(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def allowed_kwargs(cls: type) -> dict[str, inspect.Parameter]:
+    """Constructor keyword arguments of ``cls`` (minus ``self`` and ``attributes``)."""
+    sig = inspect.signature(cls.__init__)
+    return {k: p for k, p in sig.parameters.items() if k not in {"self", "attributes"}
+            and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+
+
+def build_model(name: str, attributes: list[str], key_path: str = "model", **kwargs: Any) -> IQAModel:
+    """Instantiate a registered model; unknown keyword arguments raise ``ValueError`` naming the key path."""
+    cls = get_model_class(name)
+    allowed = allowed_kwargs(cls)
+    for key in kwargs:
+        if key not in allowed:
+            raise ValueError(f"{key_path}.{key}: unknown parameter for model {name!r}; allowed: {sorted(allowed)}")
+    return cls(attributes=list(attributes), **kwargs)
