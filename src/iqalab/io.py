@@ -83,3 +83,9 @@ def project_root(start: str | os.PathLike[str] | None = None) -> Path:
         if (folder / "dvc.yaml").exists():
             return folder
     raise FileNotFoundError(f"no dvc.yaml found in {here} or any parent: run from inside the iqalab checkout")
+
+
+def workdir() -> Path:
+    """Folder that receives ``build/`` and ``results/``: ``$IQALAB_WORKDIR`` if set, else the project root."""
+    override = os.environ.get("IQALAB_WORKDIR")
+    return Path(override) if override else project_root()

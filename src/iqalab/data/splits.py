@@ -4,6 +4,9 @@
   training scenes; no scene appears under two roles.
 - ``random_00`` .. ``random_19``: REQA's 20 random 80/20 image-level splits, seeds recorded in the split name.
 - ``fold_0`` .. ``fold_4``: SFIQA's 5-fold cross-validation with 7:1:2 train/val/test.
+- ``official`` / ``scene`` / ``device``: splits given by a publisher (:func:`mapped_split`,
+  :func:`piq23_scene_split`: PIQ23's 35/15 scenes and its device split; CGFIQA-40K's folders).
+- ``full_train`` / ``full_test``: the cross-dataset protocol (:func:`cross_dataset_splits`).
 """
 
 from __future__ import annotations
@@ -81,3 +84,66 @@ def kfold_splits(images: pd.DataFrame, n_folds: int = 5, ratios: tuple[float, fl
         roles = np.where(np.isin(chunks, list(test)), "test", np.where(np.isin(chunks, list(val)), "val", "train"))
         frames.append(_rows(images["image_id"], f"fold_{fold}", roles))
     return pd.concat(frames, ignore_index=True)
+
+
+# --------------------------------------------------------------------------------------------- given splits
+_ROLE_ALIASES = {
+    "train": "train", "training": "train", "trn": "train",
+    "val": "val", "valid": "val", "validation": "val", "dev": "val",
+    "test": "test", "testing": "test", "tst": "test",
+}
+
+
+def normalise_role(value: object) -> str:
+    """Map a published split label (``Train``, ``validation``, ``TEST`` ...) onto ``train``/``val``/``test``."""
+    role = _ROLE_ALIASES.get(str(value).strip().lower())
+    if role is None:
+        raise ValueError(f"split label {value!r} is not one of train/val/test (or {sorted(_ROLE_ALIASES)})")
+    return role
+
+
+def mapped_split(images: pd.DataFrame, role_of: dict[str, str], by: str = "image_id",
+                 name: str = "official") -> pd.DataFrame:
+    """A split given by the publisher: ``role_of`` maps each image id (``by="image_id"``) or scene
+    (``by="scene"``) to a role; every image must be covered (a ``KeyError`` names the first that is not)."""
+    keys = images[by].astype(str)
+    missing = ~keys.isin(set(role_of))
+    if missing.any():
+        first = keys[missing].iloc[0]
+        raise KeyError(f"split {name!r}: {by} {first!r} has no role in the published split table")
+    roles = [normalise_role(role_of[k]) for k in keys]
+    return _rows(images["image_id"], name, roles)
+
+
+def piq23_scene_split(images: pd.DataFrame, scene_roles: dict[str, str], val_scenes: int = 0, seed: int = 0,
+                      name: str = "scene") -> pd.DataFrame:
+    """PIQ23 official scene split (FHIQA Sec. IV-A: 35 train / 15 test scenes of 50, ~30% of the images).
+
+    ``scene_roles`` comes from ``Test split/Scene Split.csv`` (SCENE -> Train/Test). The release has no
+    validation scenes; ``val_scenes`` > 0 moves that many training scenes (seeded) to ``val``.
+    """
+    roles = {str(s): normalise_role(r) for s, r in scene_roles.items()}
+    train_scenes = sorted(s for s, r in roles.items() if r == "train" and s in set(images["scene"].astype(str)))
+    if val_scenes > 0:
+        if val_scenes >= len(train_scenes):
+            raise ValueError(f"val_scenes={val_scenes} leaves no training scene (have {len(train_scenes)})")
+        rng = np.random.default_rng(seed)
+        for idx in rng.permutation(len(train_scenes))[:val_scenes]:
+            roles[train_scenes[idx]] = "val"
+    return mapped_split(images, roles, by="scene", name=name)
+
+
+def cross_dataset_splits(images: pd.DataFrame, val_fraction: float = 0.1, seed: int = 0) -> pd.DataFrame:
+    """Cross-dataset protocol (REQA Table IV, SFIQA Table IV): train on all of A, test on all of B.
+
+    Two splits per dataset: ``full_train`` (every image trains, a seeded ``val_fraction`` validates) and
+    ``full_test`` (every image is tested). An experiment trains on A's ``full_train``; evaluation on B reads
+    B's ``full_test``.
+    """
+    ids = images["image_id"].to_numpy()
+    roles = np.full(len(ids), "train", dtype=object)
+    n_val = int(round(val_fraction * len(ids)))
+    if n_val:
+        roles[np.random.default_rng(seed).permutation(len(ids))[:n_val]] = "val"
+    return pd.concat([_rows(ids, "full_train", roles), _rows(ids, "full_test", ["test"] * len(ids))],
+                     ignore_index=True)

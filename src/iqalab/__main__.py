@@ -1,0 +1,96 @@
+"""Command line: ``iqalab <stage> ...`` runs the same library code as the notebooks.
+
+    iqalab ingest fglive_sim          build one dataset (tables + cache)
+    iqalab train tuningiqa_fglive     train one experiment
+    iqalab evaluate                   tables and metrics from all predictions
+    iqalab stats fglive_sim           annotation statistics of one dataset
+    iqalab score --checkpoint C IMG.. per-attribute scores of your own images as CSV
+    iqalab models                     list the registered models (model cards)
+    iqalab check                      validate params.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from iqalab.io import workdir
+
+
+def _params(args: argparse.Namespace):  # noqa: ANN202
+    from iqalab.config import load_params
+
+    return load_params(args.params or os.environ.get("IQALAB_PARAMS"))
+
+
+def _root(args: argparse.Namespace) -> Path:
+    return workdir()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="iqalab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default=None, help="params.yaml to use (default: the project root's)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("ingest", help="build a dataset's canonical tables and image cache")
+    p.add_argument("dataset")
+    p = sub.add_parser("train", help="train an experiment")
+    p.add_argument("experiment")
+    sub.add_parser("evaluate", help="tables and metrics from all predictions")
+    p = sub.add_parser("stats", help="annotation statistics of a dataset")
+    p.add_argument("dataset")
+    p = sub.add_parser("score", help="score your own images with a trained checkpoint")
+    p.add_argument("--checkpoint", required=True, help="e.g. build/models/<experiment>/<split>/best.pt")
+    p.add_argument("--out", default="scores.csv", help="CSV to write (default scores.csv)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("images", nargs="+", help="image files or folders")
+    sub.add_parser("models", help="list registered models")
+    sub.add_parser("check", help="validate params.yaml")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    progress = not args.quiet
+    try:
+        if args.command == "ingest":
+            from iqalab.stages import ingest
+
+            ingest.run(_params(args), args.dataset, _root(args), progress=progress)
+        elif args.command == "train":
+            from iqalab.stages import train
+
+            train.run(_params(args), args.experiment, _root(args), progress=progress)
+        elif args.command == "evaluate":
+            from iqalab.stages import evaluate
+
+            evaluate.run(_params(args), _root(args))
+        elif args.command == "stats":
+            from iqalab.stages import annotation_stats
+
+            annotation_stats.run(_params(args), args.dataset, _root(args))
+        elif args.command == "score":
+            from iqalab.stages.score import score_images
+
+            frame = score_images(args.checkpoint, args.images, args.out, args.batch_size, args.device, progress)
+            print(frame.to_string(index=False))
+        elif args.command == "models":
+            from iqalab.models.cards import model_cards
+
+            print(model_cards().to_string(index=False))
+        elif args.command == "check":
+            params = _params(args)
+            print(f"params OK: {len(params.datasets)} datasets, {len(params.experiments)} experiments")
+    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as exc:
+        # one line naming the culprit (DataError, ParamsError, CheckpointError are ValueError/RuntimeError)
+        print(f"iqalab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Training: the engine (loop, AMP, checkpoint/resume, early stopping, predictions) and shared losses."""

@@ -1,0 +1,393 @@
+"""The training engine: one loop for every model, seeded, resumable and device-agnostic.
+
+Per experiment and split: build the model from the registry, train with the model's own ``training_step`` (or
+``fit`` for non-trainable models such as NIQE), validate each epoch (mean SRCC over attributes), checkpoint
+atomically every epoch (``last.pt``) and at the best validation score (``best.pt``), stop early after ``patience``
+epochs without improvement, then predict the val and test images with the best weights. Random draws are seeded by
+``(seed, epoch)``, so a run killed at any point and resumed from ``last.pt`` ends with the same metrics as an
+uninterrupted one (on CPU). On CUDA the loop uses AMP (bf16 where supported) and channels_last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from iqalab.config import Params, TrainConfig
+from iqalab.data.cache import ImageCache
+from iqalab.data.loaders import CamStats, ImageItems, PairItems, mos_pairs
+from iqalab.data.schema import Dataset, read_dataset
+from iqalab.io import atomic_path, write_json, write_parquet
+from iqalab.models.base import IQAModel, StepContext
+from iqalab.models.registry import build_model
+from iqalab.repro import seed_everything
+
+log = logging.getLogger(__name__)
+
+PREDICTION_COLUMNS = ["image_id", "attribute", "pred", "mos", "split", "role", "scene", "model", "dataset",
+                      "experiment"]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be used (wrong model, missing keys, corrupt file)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else name if name != "auto" else "cpu")
+
+
+def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
+    """Move every tensor of a (nested) batch to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        batch = batch.to(device, non_blocking=True)
+        if channels_last and batch.dim() == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
+    if isinstance(batch, dict):
+        return {k: to_device(v, device, channels_last) for k, v in batch.items()}
+    if isinstance(batch, list) and batch and isinstance(batch[0], torch.Tensor):
+        return [to_device(v, device, channels_last) for v in batch]
+    return batch
+
+
+def fingerprint(obj: Any) -> str:
+    """Stable short hash of a JSON-able object (model + train config + data checksum)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class RunSpec:
+    """Everything that defines one training run (one experiment on one split)."""
+
+    experiment: str
+    dataset: Dataset
+    cache: ImageCache
+    model_name: str
+    model_kwargs: dict[str, Any]
+    train: TrainConfig
+    split: str
+    seed: int
+    out_dir: Path
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def config(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "model_kwargs": self.model_kwargs,
+                "attributes": self.dataset.attributes, "mos_range": list(self.dataset.mos_range),
+                "cache_size": self.cache.size, "train": self.train.model_dump(), "split": self.split,
+                "seed": self.seed, "data": self.dataset.meta.get("checksums", {})}
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Atomic ``torch.save``: a kill mid-write never leaves a truncated checkpoint."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` with a clear error for missing or damaged files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - many failure types for a damaged file
+        raise CheckpointError(f"{path}: cannot be loaded as a weights-only checkpoint ({exc})") from None
+
+
+def load_model_state(model: IQAModel, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load weights, naming the model and the mismatching keys instead of dumping tensors."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        raise CheckpointError(
+            f"{source}: checkpoint does not fit model {model.registry_name!r}: "
+            f"{len(missing)} missing keys {missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}, "
+            f"{len(wrong)} keys with another shape {wrong[:5]}"
+        )
+    model.load_state_dict(state)
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> IQAModel:
+    """Rebuild the model a checkpoint was trained as, and load its weights."""
+    if "config" not in ckpt or "model" not in ckpt:
+        raise CheckpointError(f"{source}: not an iqalab checkpoint (keys: {sorted(ckpt)[:8]})")
+    cfg = ckpt["config"]
+    model = build_model(cfg["model_name"], cfg["attributes"], **cfg["model_kwargs"])
+    load_model_state(model, ckpt["model"], source)
+    model.eval()
+    return model
+
+
+def _loader(dataset: Any, batch_size: int, shuffle: bool, seed: int, workers: int,
+            batch_sampler: Any = None) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    if batch_sampler is not None:
+        return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers,
+                          pin_memory=torch.cuda.is_available())
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers,
+                      pin_memory=torch.cuda.is_available(), drop_last=shuffle and len(dataset) > batch_size)
+
+
+def _optimizer(model: IQAModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = model.param_groups(cfg.lr)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+
+
+def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs))
+    if cfg.scheduler == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=cfg.step_epochs or [10**9], gamma=cfg.gamma)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+@torch.no_grad()
+def predict_items(model: IQAModel, items: ImageItems, batch_size: int, device: torch.device,
+                  amp: bool = False, channels_last: bool = False, progress: bool = False) -> np.ndarray:
+    """Normalised predictions ``[N, A]`` of ``model`` over ``items`` (in item order)."""
+    model.eval()
+    loader = _loader(items, batch_size, shuffle=False, seed=0, workers=0)
+    out = []
+    for batch in tqdm(loader, disable=not progress, desc="predict", leave=False):
+        batch = to_device(batch, device, channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+            pred = model.predict(batch)
+        out.append(torch.stack([pred[a].float() for a in model.attributes], dim=1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(model.attributes)), dtype=np.float32)
+
+
+def mean_srcc(pred: np.ndarray, target: np.ndarray) -> float:
+    """Mean SRCC over attributes with a target (the validation monitor)."""
+    from iqalab.metrics import srcc
+
+    values = []
+    for k in range(target.shape[1]):
+        ok = ~np.isnan(target[:, k])
+        if ok.sum() >= 3:
+            value = srcc(pred[ok, k], target[ok, k])
+            if not math.isnan(value):
+                values.append(value)
+    return float(np.mean(values)) if values else float("nan")
+
+
+def _iterate_train(model: IQAModel, loader: DataLoader, opt: torch.optim.Optimizer, device: torch.device,
+                   cfg: TrainConfig, ctx: StepContext, progress: bool, desc: str) -> float:
+    model.train()
+    use_amp = cfg.amp and device.type == "cuda"
+    total, count = 0.0, 0
+    for batch in tqdm(loader, disable=not progress, desc=desc, leave=False):
+        batch = to_device(batch, device, cfg.channels_last and device.type == "cuda")
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            loss = model.training_step(batch, ctx)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{desc}: loss became {loss.item()} at step {ctx.step}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        total += float(loss.detach())
+        count += 1
+        ctx.step += 1
+    return total / max(count, 1)
+
+
+def train_split(spec: RunSpec) -> pd.DataFrame:
+    """Train (or resume) one run and return its val/test predictions in dataset units."""
+    cfg, ds = spec.train, spec.dataset
+    device = resolve_device(cfg.device)
+    seed_everything(spec.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model = build_model(spec.model_name, ds.attributes, key_path=f"experiments.{spec.experiment}.model",
+                        **spec.model_kwargs)
+    ids = {role: ds.split_ids(spec.split, role) for role in ("train", "val", "test")}
+    if not ids["train"]:
+        raise ValueError(f"split {spec.split!r} of dataset {ds.name!r} has no training images")
+    if cfg.max_train_images and len(ids["train"]) > cfg.max_train_images:
+        keep = np.random.default_rng(spec.seed).choice(len(ids["train"]), cfg.max_train_images, replace=False)
+        ids["train"] = [ids["train"][i] for i in sorted(keep)]
+    table = ds.images.set_index("image_id")
+    cam_stats = CamStats.fit(table.loc[ids["train"]].reset_index())
+    common = dict(ds=ds, cache=spec.cache, inputs=model.inputs, cam_stats=cam_stats, seed=spec.seed)
+    train_items = ImageItems(ids=ids["train"], train=True, crop=cfg.crop, flip=cfg.flip, vflip=cfg.vflip,
+                             **common)
+    eval_items = {role: ImageItems(ids=ids[role], train=False, eval_crop=cfg.eval_crop, **common)
+                  for role in ("val", "test") if ids[role]}
+    monitor_items = eval_items.get("val")
+    if cfg.monitor == "val_srcc" and monitor_items is None:
+        log.warning("split %s has no val images: monitoring the training loss instead", spec.split)
+
+    trainable = getattr(model, "trainable", True) and any(p.requires_grad for p in model.parameters())
+    model.to(device)
+    if cfg.channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    ckpt_dir = spec.out_dir
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    config = spec.config() | {"cam_stats": {"mean": cam_stats.mean, "std": cam_stats.std}}
+    config["eval_crop"] = cfg.eval_crop
+    fp = fingerprint(config)
+    history: list[dict[str, float]] = []
+
+    if not trainable:
+        fit = getattr(model, "fit", None)
+        if fit is not None:
+            fit_items = ImageItems(ids=ids["train"], train=False, eval_crop=cfg.eval_crop, **common)
+            fit(iter(_loader(fit_items, cfg.batch_size, False, spec.seed, 0)))
+        save_checkpoint(ckpt_dir / "best.pt", {"model": model.state_dict(), "config": config, "fingerprint": fp,
+                                               "epoch": 0, "best": float("nan"), "history": []})
+    else:
+        train_set: Any = train_items
+        if "pairs" in model.inputs:
+            pairs = ds.pairs if ds.pairs is not None else mos_pairs(train_items, 0)
+            needed = max(0, len(train_items) * 2 - len(pairs))
+            if needed:
+                scene = table.loc[ids["train"], "scene"].reset_index(drop=True)
+                pairs = pd.concat([pairs, mos_pairs(train_items, needed, spec.seed, by_scene=scene)],
+                                  ignore_index=True)
+            train_set = PairItems(train_items, pairs)
+            log.info("training on %d pairs", len(train_set))
+        opt = _optimizer(model, cfg)
+        sched = _scheduler(opt, cfg)
+        start_epoch, best, best_epoch, bad_epochs = 0, -math.inf, -1, 0
+        last = ckpt_dir / "last.pt"
+        if last.exists():
+            state = load_checkpoint(last)
+            if state.get("fingerprint") == fp:
+                load_model_state(model, state["model"], str(last))
+                opt.load_state_dict(state["optimizer"])
+                sched.load_state_dict(state["scheduler"])
+                start_epoch, best, best_epoch = state["epoch"] + 1, state["best"], state["best_epoch"]
+                bad_epochs, history = state["bad_epochs"], list(state["history"])
+                log.info("resuming %s/%s from epoch %d", spec.experiment, spec.split, start_epoch)
+            else:
+                log.info("%s: configuration changed, training from scratch", last)
+        live = _live(ckpt_dir, resume=start_epoch > 0)
+        ctx = StepContext(epoch=start_epoch, epochs=cfg.epochs, step=0)
+        for epoch in range(start_epoch, cfg.epochs):
+            if cfg.patience and bad_epochs >= cfg.patience:
+                break
+            ctx.epoch = epoch
+            seed_everything(spec.seed * 1000 + epoch)
+            train_set.set_epoch(epoch)
+            sampler_factory = getattr(model, "make_train_sampler", None)
+            batch_sampler = None
+            if sampler_factory is not None and train_set is train_items:
+                batch_sampler = sampler_factory(train_items.mos_norm[:, 0], cfg.batch_size, spec.seed * 1000 + epoch)
+            loader = _loader(train_set, cfg.batch_size, True, spec.seed * 1000 + epoch, cfg.num_workers,
+                             batch_sampler)
+            train_loss = _iterate_train(model, loader, opt, device, cfg, ctx, spec.progress,
+                                        f"{spec.experiment}/{spec.split} epoch {epoch + 1}/{cfg.epochs}")
+            sched.step()
+            record = {"epoch": epoch, "train_loss": train_loss}
+            if monitor_items is not None:
+                val_pred = predict_items(model, monitor_items, cfg.batch_size, device, cfg.amp)
+                record["val_srcc"] = mean_srcc(val_pred, monitor_items.mos_norm)
+                record["val_loss"] = float(np.nanmean(np.abs(val_pred - monitor_items.mos_norm)))
+            key = cfg.monitor if cfg.monitor in record else "train_loss"
+            score = record[key] if key == "val_srcc" else -record[key]
+            if math.isnan(score):
+                score = -math.inf
+            improved = score > best or best_epoch < 0
+            if improved:
+                best, best_epoch, bad_epochs = score, epoch, 0
+            else:
+                bad_epochs += 1
+            history.append(record)
+            for name, value in record.items():
+                if name != "epoch" and live is not None:
+                    live.log_metric(name, value)
+            if live is not None:
+                live.next_step()
+            log.info("%s/%s epoch %d: %s", spec.experiment, spec.split, epoch + 1,
+                     {k: round(v, 4) for k, v in record.items()})
+            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                     "epoch": epoch, "best": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                     "history": history, "fingerprint": fp, "config": config}
+            if improved:
+                save_checkpoint(ckpt_dir / "best.pt", state)
+            save_checkpoint(last, state)
+        if live is not None:
+            live.end()
+        best_state = load_checkpoint(ckpt_dir / "best.pt")
+        load_model_state(model, best_state["model"], str(ckpt_dir / "best.pt"))
+        history = list(best_state["history"]) if not history else history
+    write_json(ckpt_dir / "history.json", {"history": history, "fingerprint": fp})
+    return _predictions(model, spec, eval_items, device)
+
+
+def _live(ckpt_dir: Path, resume: bool) -> Any:
+    try:
+        from dvclive import Live
+
+        return Live(dir=str(ckpt_dir / "live"), resume=resume, save_dvc_exp=False, dvcyaml=None, report=None)
+    except Exception as exc:  # noqa: BLE001 - logging must never stop training
+        log.warning("dvclive unavailable (%s); curves are still in history.json", exc)
+        return None
+
+
+def _predictions(model: IQAModel, spec: RunSpec, eval_items: dict[str, ImageItems],
+                 device: torch.device) -> pd.DataFrame:
+    lo, hi = spec.dataset.mos_range
+    scene_of = spec.dataset.images.set_index("image_id")["scene"].astype(str)
+    frames = []
+    for role, items in eval_items.items():
+        pred = predict_items(model, items, spec.train.batch_size, device, spec.train.amp,
+                             progress=spec.progress) * (hi - lo) + lo
+        for k, attr in enumerate(spec.dataset.attributes):
+            frames.append(pd.DataFrame({
+                "image_id": items.ids, "attribute": attr, "pred": pred[:, k].astype(float),
+                "mos": items.mos[:, k].astype(float), "split": spec.split, "role": role,
+                "scene": scene_of.loc[items.ids].to_numpy(), "model": spec.model_name,
+                "dataset": spec.dataset.name, "experiment": spec.experiment,
+            }))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PREDICTION_COLUMNS)
+
+
+def train_experiment(params: Params, experiment: str, root: Path, progress: bool = True) -> pd.DataFrame:
+    """Run every split of ``experiment``; write ``results/predictions/<experiment>.parquet`` atomically."""
+    exp = params.experiment(experiment)
+    dcfg = params.dataset(exp.dataset)
+    ds = read_dataset(root / "build" / "datasets" / exp.dataset)
+    cache = ImageCache(ds, dcfg.cache_size)
+    frames = []
+    for split in _splits(ds, exp.splits):
+        spec = RunSpec(experiment=experiment, dataset=ds, cache=cache, model_name=exp.model.name,
+                       model_kwargs=params.model_kwargs(experiment), train=params.train_config(experiment),
+                       split=split, seed=params.seed, out_dir=root / "build" / "models" / experiment / split,
+                       progress=progress)
+        frames.append(train_split(spec))
+    preds = pd.concat(frames, ignore_index=True)[PREDICTION_COLUMNS]
+    write_parquet(root / "results" / "predictions" / f"{experiment}.parquet", preds)
+    return preds
+
+
+def _splits(ds: Dataset, wanted: list[str]) -> Iterator[str]:
+    available = set(ds.splits["split"])
+    for name in wanted:
+        if name.endswith("*"):
+            yield from sorted(s for s in available if s.startswith(name[:-1]))
+        else:
+            yield name

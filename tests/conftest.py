@@ -1,0 +1,64 @@
+"""Shared fixtures: a tiny real-photo dataset (the toy builder), its cache, and a throw-away project folder."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+TOY_CACHE = 64
+
+
+@pytest.fixture(scope="session")
+def toy_dataset(tmp_path_factory: pytest.TempPathFactory):
+    """A validated toy dataset (4 scenes x 5 images, 72 px) with a 64 px cache, shared read-only by tests."""
+    from iqalab.data.cache import build_cache
+    from iqalab.data.schema import read_dataset
+    from iqalab.data.toy import build_toy
+
+    root = tmp_path_factory.mktemp("datasets") / "toy"
+    build_toy(root, n_scenes=4, per_scene=5, size=72, seed=0)
+    ds = read_dataset(root, check_files=True)
+    build_cache(ds, TOY_CACHE, progress=False)
+    return ds
+
+
+def toy_params(**experiments: dict) -> dict:
+    """A params mapping over the toy dataset with the given experiments."""
+    return {
+        "seed": 0,
+        "datasets": {"toy": {"source": "toy", "builder": "toy", "cache_size": TOY_CACHE,
+                             "options": {"n_scenes": 4, "per_scene": 5, "size": 72}}},
+        "train_defaults": {"epochs": 2, "batch_size": 8, "crop": 48, "lr": 1e-3},
+        "experiments": experiments,
+    }
+
+
+@dataclass
+class Project:
+    """A scratch project folder; ``write_params`` writes its params.yaml and returns the validated Params."""
+
+    root: Path
+
+    def write_params(self, params: dict):  # noqa: ANN201
+        from iqalab.config import load_params
+
+        path = self.root / "params.yaml"
+        path.write_text(yaml.safe_dump(params))
+        return load_params(path)
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
+    """A scratch project (dvc.yaml marker, cwd, IQALAB_WORKDIR): outputs land inside it, not in the repo."""
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.setenv("IQALAB_WORKDIR", str(tmp_path))
+    monkeypatch.delenv("IQALAB_PARAMS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return Project(tmp_path)

@@ -1,0 +1,126 @@
+"""Training engine on the toy dataset: predictions, checkpoints, exact resume, clear checkpoint errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from iqalab.config import parse_params
+from iqalab.models.backbones import PretrainedUnavailable, create_backbone
+from iqalab.train.engine import (
+    PREDICTION_COLUMNS,
+    CheckpointError,
+    load_checkpoint,
+    model_from_checkpoint,
+    train_experiment,
+)
+
+from .conftest import toy_params
+
+TINY = {"name": "backbone_mlp", "backbone": "mobilenetv3_small_050", "hidden": 16}
+
+
+def _setup(project, toy_dataset, **train):
+    dest = project.root / "build" / "datasets" / "toy"
+    shutil.copytree(toy_dataset.root, dest)
+    return parse_params(toy_params(e={"dataset": "toy", "model": TINY, "train": train}))
+
+
+def test_train_writes_predictions_and_checkpoints(project, toy_dataset):
+    params = _setup(project, toy_dataset, epochs=2)
+    preds = train_experiment(params, "e", project.root, progress=False)
+    assert list(preds.columns) == PREDICTION_COLUMNS
+    on_disk = pd.read_parquet(project.root / "results" / "predictions" / "e.parquet")
+    pd.testing.assert_frame_equal(on_disk, preds)
+    test_ids = set(toy_dataset.split_ids("scene", "test"))
+    assert set(preds[preds.role == "test"].image_id) == test_ids
+    assert set(preds.attribute) == set(toy_dataset.attributes)
+    lo, hi = toy_dataset.mos_range
+    assert preds.pred.between(lo, hi).all(), "sigmoid outputs mapped back into the MOS range"
+    run_dir = project.root / "build" / "models" / "e" / "scene"
+    history = json.loads((run_dir / "history.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [0, 1] and all("val_srcc" in h for h in history)
+    ckpt = load_checkpoint(run_dir / "best.pt")
+    model = model_from_checkpoint(ckpt)
+    assert model.attributes == toy_dataset.attributes
+
+
+def test_resume_after_interruption_matches_uninterrupted(project, toy_dataset):
+    params = _setup(project, toy_dataset, epochs=3)
+    full = train_experiment(params, "e", project.root, progress=False)
+    run_dir = project.root / "build" / "models" / "e" / "scene"
+    full_history = json.loads((run_dir / "history.json").read_text())["history"]
+    shutil.rmtree(project.root / "build" / "models")
+    # interrupted run: only 1 epoch done, then resumed with the same config up to 3
+    short = parse_params(toy_params(e={"dataset": "toy", "model": TINY, "train": {"epochs": 3}}))
+    state_after_one = None
+
+    import iqalab.train.engine as engine
+
+    original = engine.save_checkpoint
+    calls = {"n": 0}
+
+    def crash_after_first_epoch(path, state):
+        original(path, state)
+        if path.name == "last.pt":
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise KeyboardInterrupt("simulated kill after epoch 1")
+
+    engine.save_checkpoint = crash_after_first_epoch
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_experiment(short, "e", project.root, progress=False)
+    finally:
+        engine.save_checkpoint = original
+    state_after_one = load_checkpoint(run_dir / "last.pt")
+    assert state_after_one["epoch"] == 0
+    resumed = train_experiment(short, "e", project.root, progress=False)
+    resumed_history = json.loads((run_dir / "history.json").read_text())["history"]
+    assert [h["epoch"] for h in resumed_history] == [0, 1, 2]
+    for a, b in zip(full_history, resumed_history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5, abs=1e-7)
+    np.testing.assert_allclose(full.pred.to_numpy(), resumed.pred.to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_checkpoint_of_another_model_names_the_keys(project, toy_dataset):
+    params = _setup(project, toy_dataset, epochs=1)
+    train_experiment(params, "e", project.root, progress=False)
+    ckpt = load_checkpoint(project.root / "build" / "models" / "e" / "scene" / "best.pt")
+    ckpt["config"]["model_kwargs"]["hidden"] = 32  # a model the weights do not fit
+    with pytest.raises(CheckpointError, match=r"does not fit model 'backbone_mlp'.*keys with another shape"):
+        model_from_checkpoint(ckpt, "best.pt")
+    del ckpt["model"]
+    with pytest.raises(CheckpointError, match="not an iqalab checkpoint"):
+        model_from_checkpoint(ckpt, "best.pt")
+
+
+def test_truncated_checkpoint_refused(tmp_path):
+    path = tmp_path / "best.pt"
+    torch.save({"model": {"w": torch.zeros(100)}}, path)
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(CheckpointError, match="best.pt: cannot be loaded"):
+        load_checkpoint(path)
+
+
+def test_pretrained_offline_fails_fast_with_instructions(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    with pytest.raises(PretrainedUnavailable, match=r"pretrained: /path/to/resnet18.pth"):
+        create_backbone("resnet18", pretrained=True)
+    assert time.monotonic() - start < 5
+
+
+def test_pretrained_from_local_file(tmp_path):
+    reference = create_backbone("resnet18", pretrained=False)
+    path = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), path)
+    loaded = create_backbone("resnet18", pretrained=str(path))
+    for (name, a), b in zip(reference.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
