@@ -1,0 +1,355 @@
+"""Shared machinery of the real-dataset adapters: dataset cards, checked reading, image checks, atomic publish.
+
+Every adapter (one module per benchmark) reads ``data/raw/<name>/`` exactly as published and hands the rows to
+:func:`publish`, which owns three decisions made once for all of them:
+
+- **Where images live.** The canonical ``path`` column is relative to the output dataset root, so every listed
+  image is *hard-linked* into ``<out_root>/images/<path inside the raw folder>`` (no bytes copied, same inode; a
+  raw file and its link cannot diverge because nothing writes images). Where a hard link is impossible (another
+  file system, a file system without links) the file is copied instead, and ``dataset.json`` records which of
+  the two happened (``image_links``). Symbolic links are not used: ``schema.safe_relative_path`` refuses links
+  that escape the dataset root, and a link into ``data/`` would.
+- **Nothing half-written remains.** Every check (layout, columns, ranges, duplicates, files present, decode)
+  runs before anything is written; the dataset is then written into a hidden sibling folder
+  ``.<name>.partial-<random>`` and renamed over ``out_root`` only when :func:`iqalab.data.schema.write_dataset`
+  has finished. Any exception removes the partial folder; an earlier ``out_root`` stays as it was until the
+  final rename.
+- **Errors say where.** :func:`loc` formats ``<file> row <i> (line <i+2>) column '<c>'``: ``row`` counts data rows
+  from 0 (the pandas index), ``line`` is the line a spreadsheet or text editor shows (header on line 1).
+
+Images are checked with PIL: opened (which reads the header and applies PIL's decompression-bomb limit, left at
+its default) and ``verify()``-ed; ``verify`` checks structure and PNG CRCs but does not decode every JPEG scan,
+so a file truncated inside its entropy-coded data may still pass here and is caught by the image cache
+(:mod:`iqalab.data.cache`), which decodes every image once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm.auto import tqdm
+
+from iqalab.data.schema import CAM_COLUMNS, DataError, Dataset, write_dataset
+from iqalab.data.splits import cross_dataset_splits, random_splits
+from iqalab.io import sha256_file
+
+log = logging.getLogger(__name__)
+
+#: ``link`` options of :func:`publish`.
+LINK_MODES = ("hardlink", "copy")
+#: Names a folder must contain before :func:`publish` agrees to replace it.
+_CANONICAL_ENTRIES = ("dataset.json", "images.parquet", "splits.parquet", "images")
+
+
+@dataclass(frozen=True)
+class DatasetCard:
+    """What an adapter knows about its benchmark before reading a byte: names, scale, provenance, layout."""
+
+    name: str
+    title: str
+    attributes: tuple[str, ...]
+    mos_range: tuple[float, float]
+    url: str
+    licence: str
+    citation: str
+    layout: tuple[str, ...]
+
+    def meta(self, mos_range: Sequence[float] | None = None, name: str | None = None,
+             **extra: Any) -> dict[str, Any]:
+        """The ``dataset.json`` content for this benchmark (``source: real``)."""
+        lo, hi = mos_range if mos_range is not None else self.mos_range
+        meta: dict[str, Any] = {
+            "name": name or self.name,
+            "title": self.title,
+            "attributes": list(self.attributes),
+            "mos_range": [float(lo), float(hi)],
+            "source": "real",
+            "licence": self.licence,
+            "citation": self.citation,
+            "url": self.url,
+            "adapter": self.name,
+        }
+        meta.update(extra)
+        return meta
+
+    def layout_text(self) -> str:
+        return "; ".join(self.layout)
+
+
+# --------------------------------------------------------------------------------------------- messages
+def loc(file: str | Path, row: int | None = None, column: str | None = None, line_offset: int | None = 2) -> str:
+    """``file row i (line i+offset) column 'c'`` - the location part of an adapter error."""
+    text = str(file)
+    if row is not None:
+        text += f" row {row}"
+        if line_offset is not None:
+            text += f" (line {row + line_offset})"
+    if column is not None:
+        text += f" column '{column}'"
+    return text
+
+
+def layout_error(card: DatasetCard, raw_root: Path, missing: Sequence[str]) -> DataError:
+    """The error for a missing or wrong raw folder: what was expected, where, and where to get it."""
+    what = "folder not found" if not raw_root.is_dir() else f"missing {', '.join(missing)}"
+    return DataError(
+        f"{card.title} raw folder {raw_root}: {what}. Expected layout under {raw_root}: {card.layout_text()}. "
+        f"Get {card.title} from {card.url} ({card.licence}), unpack it there, then run `dvc add data` "
+        f"(or `dvc commit`); docs/datasets.md describes every adapter."
+    )
+
+
+def require_layout(card: DatasetCard, raw_root: Path, required: Iterable[str]) -> None:
+    """Raise :func:`layout_error` unless ``raw_root`` holds every entry of ``required`` (files or folders)."""
+    raw_root = Path(raw_root)
+    if not raw_root.is_dir():
+        raise layout_error(card, raw_root, list(required))
+    missing = [entry for entry in required if not (raw_root / entry).exists()]
+    if missing:
+        raise layout_error(card, raw_root, missing)
+
+
+def guard_out_root(raw_root: Path, out_root: Path) -> None:
+    """Refuse to write inside the raw folder (``data/`` is immutable) or over a folder that is not a dataset."""
+    raw_abs, out_abs = Path(raw_root).resolve(), Path(out_root).resolve()
+    if out_abs == raw_abs or raw_abs in out_abs.parents:
+        raise DataError(f"output folder {out_root} lies inside the raw folder {raw_root}: raw data are immutable")
+    if out_abs.is_dir() and any(out_abs.iterdir()) and not any((out_abs / e).exists() for e in _CANONICAL_ENTRIES):
+        raise DataError(
+            f"output folder {out_root} exists, is not empty and holds no canonical dataset "
+            f"({', '.join(_CANONICAL_ENTRIES)}); refusing to replace it"
+        )
+
+
+# --------------------------------------------------------------------------------------------- tables
+def read_table(path: Path, sheet: int | str = 0) -> pd.DataFrame:
+    """Read a CSV, Excel or parquet table; column names are stripped of surrounding blanks."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".xlsx", ".xlsm", ".xls"):
+            frame = pd.read_excel(path, sheet_name=sheet)
+        elif suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path)
+    except Exception as exc:  # pandas/openpyxl/pyarrow raise many types for a damaged file
+        raise DataError(f"{path}: cannot be read as a {suffix.lstrip('.') or 'csv'} table ({exc})") from exc
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame.reset_index(drop=True)
+
+
+def require_columns(frame: pd.DataFrame, file: str | Path, columns: Sequence[str]) -> None:
+    """Every name in ``columns`` must be a column of ``frame`` (the error lists what is there)."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{loc(file, column=missing[0])}: required column missing (missing: {missing}; "
+            f"present: {list(frame.columns)})"
+        )
+
+
+def numeric(frame: pd.DataFrame, file: str | Path, column: str, allow_missing: bool = False) -> np.ndarray:
+    """Column as float64; a non-number (or a blank unless ``allow_missing``) raises naming the row."""
+    raw = frame[column]
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+    bad = np.isnan(values) & raw.notna().to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{loc(file, row, column)}: expected a number, got {raw.iloc[row]!r}")
+    if not allow_missing and np.isnan(values).any():
+        row = int(np.flatnonzero(np.isnan(values))[0])
+        raise DataError(f"{loc(file, row, column)}: value missing")
+    if np.isinf(values).any():
+        row = int(np.flatnonzero(np.isinf(values))[0])
+        raise DataError(f"{loc(file, row, column)}: infinite value")
+    return values
+
+
+def check_range(values: np.ndarray, file: str | Path, column: str, mos_range: Sequence[float],
+                rows: Sequence[int] | None = None, line_offset: int | None = 2) -> None:
+    """Every present value must lie in ``mos_range`` (closed); the error names the first offending row."""
+    lo, hi = float(mos_range[0]), float(mos_range[1])
+    values = np.asarray(values, dtype=float)
+    bad = ~np.isnan(values) & ((values < lo - 1e-9) | (values > hi + 1e-9))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        row = int(rows[i]) if rows is not None else i
+        raise DataError(
+            f"{loc(file, row, column, line_offset)}: {values[i]:g} outside the MOS range [{lo:g}, {hi:g}] "
+            f"(pass mos_range=... if the release uses another scale)"
+        )
+
+
+def check_unique(values: Sequence[str], file: str | Path, column: str, rows: Sequence[int] | None = None,
+                 line_offset: int | None = 2) -> None:
+    """No value may repeat; the error names both rows."""
+    first: dict[str, int] = {}
+    for i, value in enumerate(values):
+        if value in first:
+            row = int(rows[i]) if rows is not None else i
+            prev = int(rows[first[value]]) if rows is not None else first[value]
+            raise DataError(f"{loc(file, row, column, line_offset)}: duplicate name {value!r} "
+                            f"(first listed at row {prev})")
+        first[value] = i
+
+
+def relative_image_path(value: Any, file: str | Path, row: int, column: str) -> str:
+    """A published image path as a clean POSIX path relative to the raw root (``\\`` becomes ``/``)."""
+    text = str(value).strip().replace("\\", "/")
+    while text.startswith("./"):
+        text = text[2:]
+    path = PurePosixPath(text)
+    if not text or text in (".", "nan") or path.is_absolute() or ".." in path.parts:
+        raise DataError(f"{loc(file, row, column)}: {value!r} is not a path inside the dataset folder")
+    return path.as_posix()
+
+
+def first_existing(raw_root: Path, candidates: Sequence[str]) -> str | None:
+    """The first of ``candidates`` (relative paths) that is a file under ``raw_root``."""
+    for rel in candidates:
+        if (raw_root / rel).is_file():
+            return rel
+    return None
+
+
+# --------------------------------------------------------------------------------------------- images
+def _probe(path: Path, verify: bool) -> tuple[int, int]:
+    with Image.open(path) as img:
+        size = img.size
+        if verify:
+            img.verify()
+    return int(size[0]), int(size[1])
+
+
+def inspect_images(raw_root: Path, rel_paths: Sequence[str], source: str | Path,
+                   rows: Sequence[int] | None = None, verify: bool = True, workers: int = 4,
+                   line_offset: int | None = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Check that every listed image exists and opens (PIL ``verify``); return widths and heights.
+
+    ``source`` and ``rows`` name the annotation file and row that listed each image, for the error message.
+    """
+    raw_root = Path(raw_root)
+    rows = list(rows) if rows is not None else list(range(len(rel_paths)))
+    for i, rel in enumerate(rel_paths):
+        if not (raw_root / rel).is_file():
+            raise DataError(f"{loc(source, rows[i], line_offset=line_offset)}: image listed but not found: "
+                            f"{raw_root / rel}")
+
+    def probe(i: int) -> tuple[int, int]:
+        path = raw_root / rel_paths[i]
+        try:
+            return _probe(path, verify)
+        except Exception as exc:  # UnidentifiedImageError, DecompressionBombError, OSError, SyntaxError...
+            raise DataError(f"{path}: unreadable image ({type(exc).__name__}: {exc}); listed in "
+                            f"{loc(source, rows[i], line_offset=line_offset)}") from exc
+
+    sizes: list[tuple[int, int]] = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for size in tqdm(pool.map(probe, range(len(rel_paths))), total=len(rel_paths),
+                         desc=f"checking images ({Path(str(source)).name})", leave=False, mininterval=2.0):
+            sizes.append(size)
+    arr = np.array(sizes, dtype=np.int64).reshape(-1, 2)
+    return arr[:, 0], arr[:, 1]
+
+
+def _place(src: Path, dst: Path, mode: str) -> str:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "hardlink":
+        try:
+            os.link(src, dst)
+            return "hardlink"
+        except OSError:
+            pass
+    shutil.copy2(src, dst)
+    return "copy"
+
+
+def link_images(raw_root: Path, rel_paths: Sequence[str], dest_root: Path, mode: str = "hardlink") -> str:
+    """Place each raw image at ``dest_root/images/<rel>``; return ``hardlink``, ``copy`` or ``mixed``."""
+    if mode not in LINK_MODES:
+        raise DataError(f"link={mode!r} is not one of {LINK_MODES}")
+    used: set[str] = set()
+    for rel in tqdm(rel_paths, desc="linking images", leave=False, mininterval=2.0):
+        used.add(_place(Path(raw_root) / rel, Path(dest_root) / "images" / rel, mode))
+    if mode == "hardlink" and "copy" in used:
+        log.warning("hard links were not possible for some images under %s; they were copied", raw_root)
+    return used.pop() if len(used) == 1 else ("mixed" if used else mode)
+
+
+# --------------------------------------------------------------------------------------------- splits
+def default_splits(images: pd.DataFrame, n_splits: int, test_fraction: float = 0.2, val_fraction: float = 0.0,
+                   seed: int = 0, cross: bool = True) -> pd.DataFrame:
+    """REQA's ``random_XX`` image-level splits, plus the cross-dataset ``full_train``/``full_test`` splits."""
+    frames = []
+    if n_splits > 0:
+        frames.append(random_splits(images, n_splits=n_splits, test_fraction=test_fraction,
+                                    val_fraction=val_fraction, seed=seed))
+    if cross:
+        frames.append(cross_dataset_splits(images, seed=seed))
+    if not frames:
+        raise DataError("no split requested: set n_splits > 0 or cross=True")
+    return pd.concat(frames, ignore_index=True)
+
+
+# --------------------------------------------------------------------------------------------- publish
+def file_checksums(raw_root: Path, rel_paths: Iterable[str]) -> dict[str, str]:
+    """SHA-256 of the annotation files an adapter read (provenance in ``dataset.json``)."""
+    return {rel: sha256_file(Path(raw_root) / rel) for rel in rel_paths}
+
+
+def publish(raw_root: Path, out_root: Path, images: pd.DataFrame, splits: pd.DataFrame, meta: Mapping[str, Any],
+            pairs: pd.DataFrame | None = None, ratings: pd.DataFrame | None = None,
+            link: str = "hardlink") -> Dataset:
+    """Link images, validate and write the canonical tables into a partial folder, then rename it to ``out_root``.
+
+    ``images`` carries a ``raw_path`` column (relative to ``raw_root``); it becomes ``path = images/<raw_path>``.
+    """
+    raw_root, out_root = Path(raw_root), Path(out_root)
+    guard_out_root(raw_root, out_root)
+    if link not in LINK_MODES:
+        raise DataError(f"link={link!r} is not one of {LINK_MODES}")
+    table = images.copy()
+    raw_paths = [str(p) for p in table.pop("raw_path")]
+    table.insert(1, "path", [f"images/{p}" for p in raw_paths])
+    for col in CAM_COLUMNS:
+        if col in table.columns:
+            table[col] = table[col].astype(float)
+    out_root.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_root.parent / f".{out_root.name}.partial-{uuid.uuid4().hex[:8]}"
+    old = out_root.parent / f".{out_root.name}.old-{uuid.uuid4().hex[:8]}"
+    try:
+        partial.mkdir()
+        links = link_images(raw_root, raw_paths, partial, link)
+        full_meta = dict(meta)
+        full_meta["image_links"] = links
+        full_meta["raw_root"] = str(raw_root)
+        ds = Dataset(root=partial, meta=full_meta, images=table.reset_index(drop=True),
+                     splits=splits.reset_index(drop=True), pairs=pairs, ratings=ratings)
+        write_dataset(ds, check_files=True)
+        if out_root.exists():
+            out_root.rename(old)
+        partial.rename(out_root)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        if old.exists() and not out_root.exists():
+            old.rename(out_root)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    ds.root = out_root
+    log.info("adapted %s: %d images, %d split rows -> %s", ds.name, len(ds.images), len(ds.splits), out_root)
+    return ds
+
+
+AdapterFn = Callable[..., Dataset]

@@ -1,0 +1,117 @@
+"""KonIQ-10k adapter.
+
+V. Hosu, H. Lin, T. Sziranyi, D. Saupe, "KonIQ-10k: An ecologically valid database for deep learning of blind
+image quality assessment", IEEE TIP 29:4041-4056, 2020. Used by REQA (Sec. IV-A, Tables I, II, IV-VI).
+
+Published as ``koniq10k_scores_and_distributions.csv`` (image_name, c1..c5, c_total, MOS, SD, MOS_zscore) and
+the images in ``1024x768/`` (or the ``512x384/`` release). MOS is on the 1-5 ACR scale; REQA's tiers rescale it
+to 0-100 downstream (the tables keep the published scale). The vote histogram c1..c5 is kept as
+``ratings.parquet``: one row per vote with an anonymous rater id ``anon_<k>`` numbered within the image (KonIQ
+does not publish rater identities, so ids are not linked across images). ``n_overall`` = c_total,
+``std_overall`` = SD. If ``koniq10k_distributions_sets.csv`` (image_name, set) is present, its
+training/validation/test sets become the split ``official``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from iqalab.data.adapters.base import (
+    DatasetCard,
+    check_range,
+    check_unique,
+    default_splits,
+    file_checksums,
+    inspect_images,
+    numeric,
+    publish,
+    read_table,
+    relative_image_path,
+    require_columns,
+    require_layout,
+)
+from iqalab.data.schema import DataError, Dataset
+from iqalab.data.splits import mapped_split
+
+SCORES = "koniq10k_scores_and_distributions.csv"
+SETS = "koniq10k_distributions_sets.csv"
+VOTES = ("c1", "c2", "c3", "c4", "c5")
+
+CARD = DatasetCard(
+    name="koniq10k",
+    title="KonIQ-10k",
+    attributes=("overall",),
+    mos_range=(1.0, 5.0),
+    url="https://database.mmsp-kn.de/koniq-10k-database.html",
+    licence="research use; images from YFCC100M under their Creative Commons licences, see the database page",
+    citation="V. Hosu, H. Lin, T. Sziranyi, D. Saupe. KonIQ-10k: An ecologically valid database for deep "
+             "learning of blind image quality assessment. IEEE TIP 29:4041-4056, 2020.",
+    layout=(SCORES + " (image_name, c1..c5, c_total, MOS, SD, MOS_zscore)",
+            "1024x768/<image_name> (or 512x384/ with resolution: 512x384)",
+            SETS + " (optional: image_name, set)"),
+)
+
+
+def adapt(raw_root: Path, out_root: Path, *, resolution: str = "1024x768", n_splits: int = 20,
+          test_fraction: float = 0.2, val_fraction: float = 0.0, seed: int = 0, cross: bool = True,
+          ratings: bool = True, mos_range: tuple[float, float] | None = None, link: str = "hardlink",
+          verify: bool = True, workers: int = 4, dataset_name: str | None = None) -> Dataset:
+    """Turn ``raw_root`` (KonIQ-10k as published) into a canonical dataset at ``out_root``."""
+    raw_root, out_root = Path(raw_root), Path(out_root)
+    require_layout(CARD, raw_root, [SCORES, resolution])
+    scale = tuple(mos_range) if mos_range is not None else CARD.mos_range
+    table = read_table(raw_root / SCORES)
+    require_columns(table, SCORES, ["image_name", *VOTES, "c_total", "MOS", "SD"])
+    names = [relative_image_path(v, SCORES, i, "image_name") for i, v in enumerate(table["image_name"])]
+    check_unique(names, SCORES, "image_name")
+    mos = numeric(table, SCORES, "MOS")
+    check_range(mos, SCORES, "MOS", scale)
+    sd = numeric(table, SCORES, "SD", allow_missing=True)
+    counts = np.stack([numeric(table, SCORES, c) for c in VOTES], axis=1)
+    total = numeric(table, SCORES, "c_total")
+    bad = (counts < 0).any(axis=1) | (counts.sum(axis=1) != total)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{SCORES} row {row} (line {row + 2}) column 'c_total': vote counts c1..c5 "
+                        f"{counts[row].astype(int).tolist()} do not sum to c_total={total[row]:g}")
+    raw_paths = [f"{resolution}/{n}" for n in names]
+    widths, heights = inspect_images(raw_root, raw_paths, SCORES, verify=verify, workers=workers)
+    images = pd.DataFrame({
+        "image_id": names, "raw_path": raw_paths, "scene": names, "condition": None,
+        "width": widths, "height": heights,
+        "mos_overall": mos, "std_overall": sd, "n_overall": total,
+    })
+    splits = [default_splits(images, n_splits, test_fraction, val_fraction, seed, cross)]
+    read = [SCORES]
+    if (raw_root / SETS).is_file():
+        sets = read_table(raw_root / SETS)
+        require_columns(sets, SETS, ["image_name", "set"])
+        role_of = dict(zip(sets["image_name"].astype(str), sets["set"].astype(str)))
+        try:
+            splits.append(mapped_split(images, role_of, name="official"))
+        except (KeyError, ValueError) as exc:
+            raise DataError(f"{SETS}: {exc.args[0]}") from exc
+        read.append(SETS)
+    vote_table = _votes(names, counts.astype(np.int64)) if ratings else None
+    extra = {"ratings_from": "vote histogram c1..c5, anonymous raters numbered per image"} if ratings else {}
+    meta = CARD.meta(scale, dataset_name, resolution=resolution, raw_files=file_checksums(raw_root, read), **extra)
+    return publish(raw_root, out_root, images, pd.concat(splits, ignore_index=True), meta,
+                   ratings=vote_table, link=link)
+
+
+def _votes(names: list[str], counts: np.ndarray) -> pd.DataFrame:
+    """Expand per-image vote histograms (columns = scores 1..5) into one row per vote."""
+    per_image = counts.sum(axis=1)
+    image_ids = np.repeat(np.asarray(names, dtype=object), per_image)
+    scores = np.concatenate([np.repeat(np.arange(1, counts.shape[1] + 1), row) for row in counts]) \
+        if len(counts) else np.zeros(0, dtype=np.int64)
+    within = np.concatenate([np.arange(n) for n in per_image]) if len(counts) else np.zeros(0, dtype=np.int64)
+    return pd.DataFrame({
+        "image_id": image_ids,
+        "rater": [f"anon_{k:03d}" for k in within],
+        "attribute": "overall",
+        "score": scores.astype(float),
+    })

@@ -1,0 +1,190 @@
+"""PIQ23 (portrait image quality) adapter, with the official scene and device splits.
+
+N. Chahine, A.-S. Calarasanu, D. Garcia-Civiero, T. Cayla, S. Ferradans, J. Ponce, "An image quality
+assessment dataset for portraits", CVPR 2023. The FHIQA paper (seed 001, Sec. IV-A) evaluates on its scene
+split: 35 training / 15 test scenes of 50 (about 30% of the 5116 images), metrics per scene, median across scenes.
+
+Published (https://github.com/DXOMARK-Research/PIQ2023 + the image download) as:
+
+- ``Scores/Scores_{Overall,Details,Exposure}.csv``: IMAGE PATH (Windows path with backslashes, e.g.
+  ``Overall\\66_Indoor_Scene_0.jpg``), JOD, JOD STD, CI LOW, CI HIGH, CI RANGE, QUALITY LEVEL, CLUSTER,
+  TOTAL COMPARISONS, IMAGE, SCENE, ATTRIBUTE, SCENE IDX, CONDITION;
+- ``Test split/Scene Split.csv`` (SCENE, SPLIT, NB IMAGES) and ``Test split/Device Split.csv`` (IMAGE, SPLIT);
+- optionally ``Metadata/Image Metadata.csv`` (Image, Device) -> a ``device`` column;
+- the images at the IMAGE PATHs (``Overall/``, ``Details/``, ``Exposure/``).
+
+The three attributes join on IMAGE (outer join: an image scored for one attribute only keeps NaN for the
+others). ``path`` is the first of its Overall, Details, Exposure paths found on disk. ``std_<a>`` = JOD STD,
+``n_<a>`` = TOTAL COMPARISONS (pairwise comparisons, not raters). JOD scores are per-scene scales
+(``meta.scale_per_scene``): compare within a scene only. Their native range is not bounded; unless ``mos_range``
+is given the declared range is [floor(min JOD), ceil(max JOD)] over all attributes (recorded in dataset.json),
+which fixes the [0, 1] normalisation models train in.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from iqalab.data.adapters.base import (
+    DatasetCard,
+    check_range,
+    check_unique,
+    file_checksums,
+    first_existing,
+    inspect_images,
+    loc,
+    numeric,
+    publish,
+    read_table,
+    relative_image_path,
+    require_columns,
+    require_layout,
+)
+from iqalab.data.schema import DataError, Dataset
+from iqalab.data.splits import cross_dataset_splits, mapped_split, piq23_scene_split
+
+log = logging.getLogger(__name__)
+
+ATTRIBUTES = ("overall", "details", "exposure")
+SCORE_FILES = {a: f"Scores/Scores_{a.capitalize()}.csv" for a in ATTRIBUTES}
+SCENE_SPLIT = "Test split/Scene Split.csv"
+DEVICE_SPLIT = "Test split/Device Split.csv"
+METADATA = "Metadata/Image Metadata.csv"
+SCORE_COLUMNS = ("IMAGE PATH", "IMAGE", "JOD", "JOD STD", "SCENE", "CONDITION")
+
+CARD = DatasetCard(
+    name="piq23",
+    title="PIQ23",
+    attributes=ATTRIBUTES,
+    mos_range=(-10.0, 10.0),  # placeholder; the adapter derives the range from the data (see module doc)
+    url="https://github.com/DXOMARK-Research/PIQ2023 (images: https://corp.dxomark.com/data-base-piq23/)",
+    licence="non-commercial research only, PIQ23 terms and conditions",
+    citation="N. Chahine, A.-S. Calarasanu, D. Garcia-Civiero, T. Cayla, S. Ferradans, J. Ponce. An image "
+             "quality assessment dataset for portraits. CVPR 2023.",
+    layout=tuple(f"{f} (IMAGE PATH, JOD, JOD STD, ..., IMAGE, SCENE, CONDITION)" for f in SCORE_FILES.values())
+    + (SCENE_SPLIT + " (SCENE, SPLIT)", DEVICE_SPLIT + " (IMAGE, SPLIT; optional)",
+       METADATA + " (optional)", "Overall/, Details/, Exposure/ with the images named in IMAGE PATH"),
+)
+
+
+def _scores(raw_root: Path, attr: str) -> pd.DataFrame:
+    rel = SCORE_FILES[attr]
+    table = read_table(raw_root / rel)
+    require_columns(table, rel, SCORE_COLUMNS)
+    names = [str(v).strip() for v in table["IMAGE"]]
+    check_unique(names, rel, "IMAGE")
+    paths = [relative_image_path(v, rel, i, "IMAGE PATH") for i, v in enumerate(table["IMAGE PATH"])]
+    jod = numeric(table, rel, "JOD")
+    std = numeric(table, rel, "JOD STD", allow_missing=True)
+    count = numeric(table, rel, "TOTAL COMPARISONS", allow_missing=True) if "TOTAL COMPARISONS" in table \
+        else np.full(len(names), np.nan)
+    return pd.DataFrame({
+        "image_id": names, f"path_{attr}": paths, f"scene_{attr}": table["SCENE"].astype(str).str.strip(),
+        f"condition_{attr}": table["CONDITION"].astype(str).str.strip(), f"mos_{attr}": jod,
+        f"std_{attr}": std, f"n_{attr}": count, f"row_{attr}": np.arange(len(names)),
+    })
+
+
+def adapt(raw_root: Path, out_root: Path, *, val_scenes: int = 0, device_split: bool = True, seed: int = 0,
+          cross: bool = True, mos_range: tuple[float, float] | None = None, link: str = "hardlink",
+          verify: bool = True, workers: int = 4, dataset_name: str | None = None) -> Dataset:
+    """Turn ``raw_root`` (PIQ23 as published) into a canonical dataset at ``out_root``.
+
+    Splits: ``scene`` (official 35/15 scenes; ``val_scenes`` training scenes moved to val), ``device`` (the
+    official device split, if its file is present and ``device_split``), ``full_train``/``full_test``.
+    """
+    raw_root, out_root = Path(raw_root), Path(out_root)
+    require_layout(CARD, raw_root, [*SCORE_FILES.values(), SCENE_SPLIT])
+    merged: pd.DataFrame | None = None
+    order: dict[str, None] = {}  # images in file order: Overall's, then any only in Details, then Exposure
+    for attr in ATTRIBUTES:
+        part = _scores(raw_root, attr)
+        order.update(dict.fromkeys(part["image_id"]))
+        merged = part if merged is None else merged.merge(part, on="image_id", how="outer")
+    assert merged is not None
+    merged = merged.set_index("image_id").loc[list(order)].reset_index()
+    # scene and condition must agree across the three files
+    scene = merged[[f"scene_{a}" for a in ATTRIBUTES]].bfill(axis=1).iloc[:, 0]
+    condition = merged[[f"condition_{a}" for a in ATTRIBUTES]].bfill(axis=1).iloc[:, 0]
+    for attr in ATTRIBUTES:
+        clash = merged[f"scene_{attr}"].notna() & (merged[f"scene_{attr}"] != scene)
+        if clash.any():
+            i = int(np.flatnonzero(clash.to_numpy())[0])
+            row = int(merged[f"row_{attr}"].iloc[i])
+            raise DataError(f"{loc(SCORE_FILES[attr], row, 'SCENE')}: scene {merged[f'scene_{attr}'].iloc[i]!r} "
+                            f"of image {merged['image_id'].iloc[i]!r} differs from {scene.iloc[i]!r} in another "
+                            "score file")
+    if mos_range is None:
+        jods = merged[[f"mos_{a}" for a in ATTRIBUTES]].to_numpy(dtype=float)
+        scale = (float(math.floor(np.nanmin(jods))), float(math.ceil(np.nanmax(jods))))
+        if scale[0] == scale[1]:
+            scale = (scale[0] - 1.0, scale[1] + 1.0)
+    else:
+        scale = (float(mos_range[0]), float(mos_range[1]))
+        for attr in ATTRIBUTES:
+            present = merged[f"row_{attr}"].notna().to_numpy()
+            check_range(merged[f"mos_{attr}"].to_numpy()[present], SCORE_FILES[attr], "JOD", scale,
+                        rows=merged[f"row_{attr}"].to_numpy()[present].astype(int))
+    raw_paths, sources, rows = [], [], []
+    for i in range(len(merged)):
+        candidates = [merged[f"path_{a}"].iloc[i] for a in ATTRIBUTES if isinstance(merged[f"path_{a}"].iloc[i], str)]
+        first_attr = next(a for a in ATTRIBUTES if isinstance(merged[f"path_{a}"].iloc[i], str))
+        raw_paths.append(first_existing(raw_root, candidates) or candidates[0])
+        sources.append(SCORE_FILES[first_attr])
+        rows.append(int(merged[f"row_{first_attr}"].iloc[i]))
+    missing = [k for k, p in enumerate(raw_paths) if not (raw_root / p).is_file()]
+    if missing:
+        k = missing[0]
+        raise DataError(f"{loc(sources[k], rows[k], 'IMAGE PATH')}: image listed but not found: "
+                        f"{raw_root / raw_paths[k]}")
+    widths, heights = inspect_images(raw_root, raw_paths, "Scores/Scores_*.csv", rows=rows, verify=verify,
+                                     workers=workers)
+    columns: dict[str, Any] = {"image_id": merged["image_id"], "raw_path": raw_paths, "scene": scene,
+                               "condition": condition, "width": widths, "height": heights}
+    for attr in ATTRIBUTES:
+        for prefix in ("mos", "std", "n"):
+            columns[f"{prefix}_{attr}"] = merged[f"{prefix}_{attr}"].to_numpy(dtype=float)
+    images = pd.DataFrame(columns)
+    read = list(SCORE_FILES.values()) + [SCENE_SPLIT]
+    if (raw_root / METADATA).is_file():
+        meta_table = read_table(raw_root / METADATA)
+        require_columns(meta_table, METADATA, ["Image", "Device"])
+        device_of = dict(zip(meta_table["Image"].astype(str).str.strip(), meta_table["Device"].astype(str)))
+        images["device"] = [device_of.get(i) for i in images["image_id"]]
+        read.append(METADATA)
+    splits = [_scene_split(raw_root, images, val_scenes, seed)]
+    if device_split and (raw_root / DEVICE_SPLIT).is_file():
+        table = read_table(raw_root / DEVICE_SPLIT)
+        require_columns(table, DEVICE_SPLIT, ["IMAGE", "SPLIT"])
+        role_of = dict(zip(table["IMAGE"].astype(str).str.strip(), table["SPLIT"].astype(str)))
+        try:
+            splits.append(mapped_split(images, role_of, name="device"))
+        except (KeyError, ValueError) as exc:
+            raise DataError(f"{DEVICE_SPLIT}: {exc.args[0]}") from exc
+        read.append(DEVICE_SPLIT)
+    elif device_split:
+        log.warning("PIQ23: %s not found; no device split", raw_root / DEVICE_SPLIT)
+    if cross:
+        splits.append(cross_dataset_splits(images, seed=seed))
+    meta = CARD.meta(scale, dataset_name, scale_per_scene=True, mos_range_source=(
+        "given" if mos_range is not None else "floor/ceil of the JOD scores"),
+        scene_level_splits=["scene"], raw_files=file_checksums(raw_root, read))
+    return publish(raw_root, out_root, images, pd.concat(splits, ignore_index=True), meta, link=link)
+
+
+def _scene_split(raw_root: Path, images: pd.DataFrame, val_scenes: int, seed: int) -> pd.DataFrame:
+    table = read_table(raw_root / SCENE_SPLIT)
+    require_columns(table, SCENE_SPLIT, ["SCENE", "SPLIT"])
+    scenes = [str(s).strip() for s in table["SCENE"]]
+    check_unique(scenes, SCENE_SPLIT, "SCENE")
+    role_of = dict(zip(scenes, table["SPLIT"].astype(str)))
+    try:
+        return piq23_scene_split(images, role_of, val_scenes=val_scenes, seed=seed)
+    except (KeyError, ValueError) as exc:
+        raise DataError(f"{SCENE_SPLIT}: {exc.args[0]}") from exc
