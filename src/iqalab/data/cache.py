@@ -57,15 +57,7 @@ def build_cache(ds: Dataset, size: int, workers: int = 2, progress: bool = True)
     crcs = np.zeros(len(paths), dtype=np.int64)
     with atomic_path(array_path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
-
-        def work(i: int) -> None:
-            arr = decode_image(paths[i], size)
-            out[i] = arr
-            crcs[i] = zlib.crc32(arr.tobytes())
-
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            list(tqdm(pool.map(work, range(len(paths))), total=len(paths), disable=not progress,
-                      desc=f"cache {ds.name} @{size}"))
+        _fill(out, paths, crcs, size, workers, progress, f"cache {ds.name} @{size}")
         out.flush()
         del out
     write_json(index_path, {
@@ -74,6 +66,19 @@ def build_cache(ds: Dataset, size: int, workers: int = 2, progress: bool = True)
     })
     log.info("cached %d images of %s at %d px", len(paths), ds.name, size)
     return array_path
+
+
+def _fill(out: np.ndarray, paths: list[Path], crcs: np.ndarray, size: int, workers: int, progress: bool,
+          desc: str) -> None:
+    """Decode ``paths`` into ``out`` (threads: PIL releases the GIL while decoding) and record each CRC32."""
+
+    def work(i: int) -> None:
+        arr = decode_image(paths[i], size)
+        out[i] = arr
+        crcs[i] = zlib.crc32(arr.tobytes())
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        list(tqdm(pool.map(work, range(len(paths))), total=len(paths), disable=not progress, desc=desc))
 
 
 class ImageCache:

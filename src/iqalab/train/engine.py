@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,6 +241,7 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
     if cfg.monitor == "val_srcc" and monitor_items is None:
         log.warning("split %s has no val images: monitoring the training loss instead", spec.split)
 
+    spec.extra["n_params"] = model.num_parameters()
     trainable = getattr(model, "trainable", True) and any(p.requires_grad for p in model.parameters())
     model.to(device)
     if cfg.channels_last and device.type == "cuda":
@@ -373,14 +375,26 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
     ds = read_dataset(root / "build" / "datasets" / exp.dataset)
     cache = ImageCache(ds, dcfg.cache_size)
     frames = []
+    started = time.perf_counter()
+    n_params = 0
     for split in _splits(ds, exp.splits):
         spec = RunSpec(experiment=experiment, dataset=ds, cache=cache, model_name=exp.model.name,
                        model_kwargs=params.model_kwargs(experiment), train=params.train_config(experiment),
                        split=split, seed=params.seed, out_dir=root / "build" / "models" / experiment / split,
                        progress=progress)
         frames.append(train_split(spec))
+        n_params = spec.extra.get("n_params", n_params)
     preds = pd.concat(frames, ignore_index=True)[PREDICTION_COLUMNS]
-    write_parquet(root / "results" / "predictions" / f"{experiment}.parquet", preds)
+    out = root / "results" / "predictions"
+    write_json(out / f"{experiment}.json", {
+        "experiment": experiment, "label": exp.label or experiment, "model": exp.model.name,
+        "model_kwargs": params.model_kwargs(experiment), "dataset": exp.dataset, "attributes": ds.attributes,
+        "mos_range": list(ds.mos_range), "simulated": bool(ds.meta.get("simulated", False)),
+        "dataset_source": ds.meta.get("source"), "tables": exp.tables, "protocol": exp.protocol,
+        "splits": sorted(preds["split"].unique().tolist()), "n_params": int(n_params),
+        "train_seconds": round(time.perf_counter() - started, 1), "profile": params.profile,
+    })
+    write_parquet(out / f"{experiment}.parquet", preds)
     return preds
 
 

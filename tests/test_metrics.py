@@ -1,0 +1,200 @@
+"""Metrics against scipy.stats, known logistic parameters and hand-computed FG-ACC, medians and tiers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from iqalab import metrics as m
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_correlations_match_scipy(seed: int) -> None:
+    r = np.random.default_rng(seed)
+    x = r.normal(size=80)
+    y = 0.5 * x + r.normal(size=80)
+    assert m.srcc(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
+    assert m.plcc(x, y) == pytest.approx(stats.pearsonr(x, y).statistic, abs=1e-12)
+    assert m.krcc(x, y) == pytest.approx(stats.kendalltau(x, y).statistic, abs=1e-12)
+
+
+def test_srcc_with_ties_matches_scipy(rng: np.random.Generator) -> None:
+    x = rng.integers(1, 6, size=60).astype(float)  # 1-5 votes: many ties
+    y = x + rng.integers(-1, 2, size=60)
+    assert m.srcc(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
+    assert m.krcc(x, y) == pytest.approx(stats.kendalltau(x, y).statistic, abs=1e-12)
+
+
+def test_krcc_hand_computed() -> None:
+    # pairs of (1,2,3,4) vs (1,3,2,4): 5 concordant, 1 discordant -> (5 - 1) / 6
+    assert m.krcc([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+
+
+def test_rowwise_correlations_match_scipy(rng: np.random.Generator) -> None:
+    a = rng.normal(size=(4, 30))
+    b = a + rng.normal(size=(4, 30))
+    rows_p = m.pearson_rows(a, b)
+    rows_s = m.spearman_rows(a, b)
+    for k in range(4):
+        assert rows_p[k] == pytest.approx(stats.pearsonr(a[k], b[k]).statistic, abs=1e-12)
+        assert rows_s[k] == pytest.approx(stats.spearmanr(a[k], b[k]).statistic, abs=1e-12)
+
+
+def test_errors_hand_computed() -> None:
+    pred, mos = [1.0, 2.0, 4.0], [1.0, 3.0, 2.0]
+    assert m.rmse(pred, mos) == pytest.approx(math.sqrt((0 + 1 + 4) / 3))
+    assert m.mae(pred, mos) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("fn", [m.srcc, m.plcc, m.krcc, m.plcc_logistic])
+def test_constant_input_is_nan_with_warning(fn) -> None:
+    with pytest.warns(m.MetricWarning):
+        assert math.isnan(fn(np.ones(10), np.arange(10.0)))
+    with pytest.warns(m.MetricWarning):
+        assert math.isnan(fn(np.arange(10.0), np.full(10, 3.0)))
+    with pytest.warns(m.MetricWarning):
+        assert math.isnan(fn([1.0], [2.0]))
+
+
+def test_non_finite_pairs_are_dropped_with_warning() -> None:
+    x = np.array([1.0, 2.0, np.nan, 4.0, 5.0])
+    y = np.array([2.0, 1.0, 3.0, 5.0, np.inf])
+    with pytest.warns(m.MetricWarning, match="dropped 2"):
+        value = m.srcc(x, y)
+    assert value == pytest.approx(stats.spearmanr([1, 2, 4], [2, 1, 5]).statistic)
+
+
+@pytest.mark.parametrize("params", [(90.0, 10.0, 0.5, 0.1), (1.0, 5.0, 40.0, 8.0), (4.6, 1.2, -2.0, 0.7)])
+def test_logistic_fit_recovers_known_parameters(params: tuple[float, ...], rng: np.random.Generator) -> None:
+    b1, b2, b3, b4 = params
+    x = rng.uniform(b3 - 5 * b4, b3 + 5 * b4, size=300)
+    fit = m.logistic4_fit(x, m.logistic4(x, *params))
+    assert fit.kind == "logistic4" and not fit.fallback
+    assert np.allclose(fit.params, params, rtol=1e-4, atol=1e-6 * max(map(abs, params)))
+
+
+def test_logistic_fit_with_noise_is_close_and_beats_linear(rng: np.random.Generator) -> None:
+    x = rng.uniform(0, 1, size=400)
+    y = m.logistic4(x, 85, 15, 0.55, 0.08) + rng.normal(0, 2.0, size=400)
+    fit = m.logistic4_fit(x, y)
+    assert np.allclose(fit.params, (85, 15, 0.55, 0.08), rtol=0.05)
+    linear_sse = np.sum((np.polyval(np.polyfit(x, y, 1), x) - y) ** 2)
+    assert fit.sse < linear_sse
+    assert m.plcc_logistic(x, y) > m.plcc(x, y)
+    assert m.rmse(x * 100, y, logistic=True) < m.rmse(x * 100, y)
+
+
+def test_logistic_fit_falls_back_to_linear_and_flags_it() -> None:
+    fit = m.logistic4_fit([1.0, 2.0, 3.0], [1.0, 2.0, 4.0])  # too few points for 4 parameters
+    assert fit.fallback and fit.kind == "linear" and "linear" in fit.message
+    slope, intercept = np.polyfit([1.0, 2.0, 3.0], [1.0, 2.0, 4.0], 1)
+    assert fit.params == pytest.approx((slope, intercept))
+
+
+def test_logistic_map_is_monotone_and_plcc_logistic_invariant_to_affine_rescaling(rng) -> None:
+    x = rng.normal(size=200)
+    y = np.tanh(x) * 2 + rng.normal(0, 0.2, size=200)
+    fit = m.logistic4_fit(x, y)
+    grid = np.linspace(x.min(), x.max(), 50)
+    assert np.all(np.diff(fit(grid)) >= 0)
+    assert m.plcc_logistic(3 * x + 7, y) == pytest.approx(m.plcc_logistic(x, y), abs=1e-6)
+
+
+def _pairs() -> pd.DataFrame:
+    return pd.DataFrame({
+        "image_a": ["a", "a", "b", "c", "d", "a"],
+        "image_b": ["b", "c", "c", "d", "e", "e"],
+        "attribute": ["overall"] * 5 + ["noise"],
+        "p": [1.0, 0.75, 0.5, 0.0, 0.2, 1.0],
+        "source": ["refined"] * 6,
+        "fine": [True, True, True, True, True, False],
+    })
+
+
+def test_fg_acc_hand_computed() -> None:
+    scores = {"a": 0.9, "b": 0.5, "c": 0.6, "d": 0.6, "e": 0.1}
+    # overall fine pairs: a>b correct; a>c correct; b~c (p=.5) excluded; c vs d predicted tie (target d better);
+    # d vs e target e better (p=.2) but d scored higher -> wrong.  Decided: 4.
+    assert m.fg_acc(_pairs(), scores, attribute="overall") == pytest.approx((1 + 1 + 0.5 + 0) / 4)
+    assert m.fg_acc(_pairs(), scores, attribute="overall", predicted_tie="wrong") == pytest.approx(2 / 4)
+    # the non-fine pair is only counted without fine_only
+    assert m.fg_acc(_pairs(), scores, attribute="noise", fine_only=False) == pytest.approx(1.0)
+    with pytest.warns(m.MetricWarning):
+        assert math.isnan(m.fg_acc(_pairs(), scores, attribute="noise"))
+
+
+def test_fg_acc_skips_pairs_without_predictions() -> None:
+    scores = pd.Series({"a": 0.9, "b": 0.5})
+    assert m.fg_acc(_pairs(), scores, attribute="overall") == pytest.approx(1.0)  # only a-b is scored
+
+
+def test_per_group_median_hand_computed() -> None:
+    frame = pd.DataFrame({
+        "scene": ["s1"] * 4 + ["s2"] * 4 + ["s3"] * 4 + ["s4"] * 2,
+        "pred": [1, 2, 3, 4, 1, 2, 3, 4, 1, 2, 3, 4, 1, 2],
+        "mos": [1, 2, 3, 4, 4, 3, 2, 1, 1, 2, 4, 3, 5, 6],
+    })
+    table = m.per_group_metrics(frame, "scene", {"srcc": m.srcc, "mae": m.mae})
+    # SRCC per scene: 1, -1, 0.8; s4 has 2 images (< min_size 3) -> NaN and left out of the median
+    assert table.set_index("scene")["srcc"].iloc[:3].tolist() == pytest.approx([1.0, -1.0, 0.8])
+    assert math.isnan(table.set_index("scene").loc["s4", "srcc"])
+    med = m.per_group_median(frame, "scene", {"srcc": m.srcc, "mae": m.mae})
+    assert med["srcc"] == pytest.approx(0.8)
+    assert med["mae"] == pytest.approx(np.median([0.0, 2.0, 0.5]))
+
+
+def test_quality_tiers_boundaries() -> None:
+    tiers = m.quality_tiers([0, 19.999, 20, 39.9, 40, 60, 79.99, 80, 100])
+    assert list(tiers) == ["Bad", "Bad", "Poor", "Poor", "Fair", "Good", "Good", "Excellent", "Excellent"]
+    # 1-5 scale maps linearly: 1 -> 0, 4.2 -> 80, 5 -> 100
+    assert list(m.quality_tiers([1.0, 1.8, 4.19, 4.2, 5.0], mos_range=(1, 5))) == [
+        "Bad", "Poor", "Good", "Excellent", "Excellent"]
+    assert pd.isna(m.quality_tiers([np.nan])[0])
+    with pytest.raises(ValueError):
+        m.quality_tiers([101.0])
+
+
+def test_per_tier_metrics_matches_direct_computation(rng: np.random.Generator) -> None:
+    mos = rng.uniform(0, 100, size=300)
+    pred = mos + rng.normal(0, 10, size=300)
+    table = m.per_tier_metrics(pred, mos)
+    assert list(table.index) == list(m.TIERS)
+    assert table["n"].sum() == 300
+    good = (mos >= 60) & (mos < 80)
+    assert table.loc["Good", "n"] == good.sum()
+    assert table.loc["Good", "srcc"] == pytest.approx(stats.spearmanr(pred[good], mos[good]).statistic)
+    assert table.loc["Good", "plcc"] == pytest.approx(stats.pearsonr(pred[good], mos[good]).statistic)
+    # the range effect: correlation inside a tier is lower than over the whole range
+    assert (table["srcc"] < m.srcc(pred, mos)).all()
+
+
+def test_summarise_and_mean_std(rng: np.random.Generator) -> None:
+    runs = []
+    for _ in range(3):
+        mos = rng.uniform(1, 5, size=60)
+        runs.append(m.summarise(mos + rng.normal(0, 0.5, size=60), mos))
+    keys = {"n", "srcc", "plcc", "plcc_logistic", "krcc", "rmse", "mae", "rmse_logistic", "mae_logistic",
+            "logistic_fallback"}
+    assert keys == set(runs[0])
+    agg = m.mean_std([*runs, {"srcc": math.nan, "note": "ignored"}])
+    values = [r["srcc"] for r in runs]
+    assert agg["srcc"]["mean"] == pytest.approx(np.mean(values))
+    assert agg["srcc"]["std"] == pytest.approx(np.std(values, ddof=1))
+    assert agg["srcc"]["n"] == 3 and "note" not in agg
+    assert math.isnan(m.mean_std([{"srcc": 0.5}])["srcc"]["std"])
+
+
+def test_summarise_constant_prediction_does_not_crash() -> None:
+    with pytest.warns(m.MetricWarning):
+        out = m.summarise(np.full(20, 0.5), np.linspace(1, 5, 20))
+    assert math.isnan(out["srcc"]) and math.isnan(out["plcc_logistic"])
+    assert out["mae"] == pytest.approx(np.mean(np.abs(0.5 - np.linspace(1, 5, 20))))
