@@ -7,7 +7,7 @@ import pandas as pd
 import torch
 
 from iqalab.data.cache import ImageCache
-from iqalab.data.loaders import IMAGENET_MEAN, IMAGENET_STD, ImageItems, PairItems, mos_pairs
+from iqalab.data.loaders import IMAGENET_MEAN, IMAGENET_STD, ImageItems, PairItems, mos_pairs, normalise_batch
 
 from .conftest import TOY_CACHE
 
@@ -17,12 +17,16 @@ def _items(ds, train=True, inputs=("image",), **kw):
     return ImageItems(ds, ds.images["image_id"].tolist(), cache, set(inputs), train, **kw)
 
 
-def test_eval_item_is_the_normalised_cache(toy_dataset):
+def test_eval_item_is_the_cache_and_batches_normalise(toy_dataset):
     items = _items(toy_dataset, train=False)
     item = items[0]
+    assert item["image"].dtype == torch.uint8
+    np.testing.assert_array_equal(item["image"].permute(1, 2, 0).numpy(), items.cache[0])
     raw = items.cache[0].astype(np.float32) / 255.0
     expected = (raw - IMAGENET_MEAN) / IMAGENET_STD
-    np.testing.assert_allclose(item["image"].permute(1, 2, 0).numpy(), expected, atol=1e-5)
+    batch = normalise_batch(torch.stack([item["image"], items[1]["image"]]))
+    assert batch.dtype == torch.float32 and batch.shape == (2, 3, TOY_CACHE, TOY_CACHE)
+    np.testing.assert_allclose(batch[0].permute(1, 2, 0).numpy(), expected, atol=1e-5)
     lo, hi = toy_dataset.mos_range
     assert torch.allclose(item["mos_norm"], (item["mos"] - lo) / (hi - lo))
 

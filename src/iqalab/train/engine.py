@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from iqalab.config import Params, TrainConfig
 from iqalab.data.cache import ImageCache
-from iqalab.data.loaders import CamStats, ImageItems, PairItems, mos_pairs
+from iqalab.data.loaders import CamStats, ImageItems, PairItems, mos_pairs, normalise_batch
 from iqalab.data.schema import Dataset, read_dataset
 from iqalab.io import atomic_path, write_json, write_parquet
 from iqalab.models.base import IQAModel, StepContext
@@ -53,14 +53,20 @@ def resolve_device(name: str) -> torch.device:
 
 
 def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
-    """Move every tensor of a (nested) batch to ``device``."""
+    """Move every tensor of a (nested) batch to ``device``; uint8 ``image`` batches are normalised there."""
     if isinstance(batch, torch.Tensor):
         batch = batch.to(device, non_blocking=True)
         if channels_last and batch.dim() == 4:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch
     if isinstance(batch, dict):
-        return {k: to_device(v, device, channels_last) for k, v in batch.items()}
+        out = {k: to_device(v, device, channels_last) for k, v in batch.items()}
+        image = out.get("image")
+        if isinstance(image, torch.Tensor) and image.dtype == torch.uint8:
+            out["image"] = normalise_batch(image)
+            if channels_last:
+                out["image"] = out["image"].contiguous(memory_format=torch.channels_last)
+        return out
     if isinstance(batch, list) and batch and isinstance(batch[0], torch.Tensor):
         return [to_device(v, device, channels_last) for v in batch]
     return batch

@@ -1,0 +1,375 @@
+"""NIQE and BRISQUE (src/iqalab/models/classical.py): MSCN, GGD/AGGD fits against sampled data, MATLAB-compatible
+resizing, vectorisation against per-item computation, monotonicity on a real photo, model files and wrappers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage, stats
+from scipy.special import gamma as gamma_fn
+
+from iqalab.models import build_model
+from iqalab.models.classical import (
+    AGGD_RATIO,
+    BRISQUE,
+    GGD_RATIO,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    NIQE,
+    SHAPE_GRID,
+    NiqeModel,
+    _blocks,
+    _nearest_index,
+    _niqe_block_features,
+    batch_to_gray,
+    brisque_features,
+    fit_aggd,
+    fit_ggd,
+    fit_niqe,
+    gaussian_window,
+    imresize,
+    mscn,
+    niqe,
+    niqe_patch_features,
+    to_gray,
+)
+
+skimage_data = pytest.importorskip("skimage.data")
+
+#: official NIQE parameters as shipped in basicsr's sdist (never committed); a test skips when it is absent
+OFFICIAL_NIQE = Path(os.environ.get("IQALAB_NIQE_PARAMS",
+                                    "/tmp/basicsr_dl/basicsr-1.4.2/basicsr/metrics/niqe_pris_params.npz"))
+
+
+def blur(gray: np.ndarray, sigma: float) -> np.ndarray:
+    return np.round(ndimage.gaussian_filter(gray, sigma)) if sigma > 0 else gray
+
+
+def noisy(gray: np.ndarray, sigma: float, seed: int = 0) -> np.ndarray:
+    noise = np.random.default_rng(seed).normal(0.0, sigma, gray.shape)
+    return np.clip(np.round(gray + noise), 0, 255)
+
+
+@pytest.fixture(scope="module")
+def camera() -> np.ndarray:
+    """The cameraman photo, grey 0-255 float, cropped to 384x384 (16 NIQE patches)."""
+    return skimage_data.camera()[64:448, 64:448].astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def pristine_other_photos() -> NiqeModel:
+    """A pristine model from photos other than the test photo (all 76 patches: four photos have too few sharp
+    ones for a 36-dimensional covariance)."""
+    photos = [skimage_data.coffee(), skimage_data.chelsea(), skimage_data.rocket(), skimage_data.astronaut()]
+    return fit_niqe(photos, sharpness_threshold=0.0)
+
+
+# -- MSCN ------------------------------------------------------------------------------------------------------
+def test_mscn_of_constant_image_is_zero():
+    flat = np.full((40, 52), 117.0)
+    coef, local_std = mscn(flat, mode="nearest")
+    assert np.abs(coef).max() < 1e-9 and np.abs(local_std).max() < 1e-4  # sqrt of a cancelling difference
+    # zero padding (BRISQUE's filter2 'same') is exact only away from the 3-pixel border
+    coef0, _ = mscn(flat, mode="constant")
+    assert np.abs(coef0[3:-3, 3:-3]).max() < 1e-9
+    assert np.abs(coef0[0]).min() > 0.1
+
+
+@pytest.mark.parametrize("mode", ["nearest", "constant"])
+def test_mscn_matches_direct_2d_filtering(mode):
+    img = np.random.default_rng(1).uniform(0, 255, (33, 41))
+    win = gaussian_window()
+    mu = ndimage.correlate(img, win, mode=mode)
+    sd = np.sqrt(np.abs(ndimage.correlate(img**2, win, mode=mode) - mu**2))
+    coef, local_std = mscn(img, mode=mode)
+    np.testing.assert_allclose(local_std, sd, atol=1e-8)
+    np.testing.assert_allclose(coef, (img - mu) / (sd + 1.0), atol=1e-10)
+
+
+def test_gaussian_window_is_fspecial():
+    win = gaussian_window(7, 7 / 6)
+    assert win.shape == (7, 7) and win.sum() == pytest.approx(1.0)
+    # fspecial: exp(-(x^2 + y^2) / (2 sigma^2)) normalised
+    assert win[3, 3] / win[3, 4] == pytest.approx(np.exp(1 / (2 * (7 / 6) ** 2)))
+    assert win[3, 3] / win[4, 4] == pytest.approx(np.exp(2 / (2 * (7 / 6) ** 2)))
+
+
+# -- GGD / AGGD fits -------------------------------------------------------------------------------------------
+def test_nearest_index_is_the_table_argmin():
+    rng = np.random.default_rng(2)
+    for table in (AGGD_RATIO, GGD_RATIO[::-1]):
+        assert np.all(np.diff(table) > 0), "moment-ratio table must be strictly monotone"
+        values = rng.uniform(table[0] - 0.01, table[-1] + 0.01, 400)
+        brute = np.argmin(np.abs(table[None, :] - values[:, None]), axis=1)
+        np.testing.assert_array_equal(_nearest_index(table, values), brute)
+    assert _nearest_index(AGGD_RATIO, np.array([np.nan]))[0] == -1
+
+
+@pytest.mark.parametrize("shape", [0.6, 1.0, 2.0, 3.5])
+def test_ggd_fit_recovers_gennorm_shape(shape):
+    x = stats.gennorm.rvs(shape, scale=2.0, size=200_000, random_state=np.random.default_rng(3))
+    alpha, sigma = fit_ggd(x)
+    assert alpha == pytest.approx(shape, rel=0.05)
+    # sigma^2 of a GGD with scale s is s^2 Gamma(3/b) / Gamma(1/b)
+    assert sigma == pytest.approx(2.0 * np.sqrt(gamma_fn(3 / shape) / gamma_fn(1 / shape)), rel=0.02)
+
+
+def test_ggd_fit_is_vectorised_over_rows():
+    rng = np.random.default_rng(4)
+    rows = np.stack([stats.gennorm.rvs(b, size=50_000, random_state=rng) for b in (0.8, 2.0)])
+    alpha, _ = fit_ggd(rows, axis=1)
+    assert alpha.shape == (2,)
+    assert alpha[0] == pytest.approx(0.8, rel=0.06) and alpha[1] == pytest.approx(2.0, rel=0.06)
+    np.testing.assert_array_equal(alpha, [fit_ggd(r)[0] for r in rows])
+
+
+@pytest.mark.parametrize(("shape", "beta_l", "beta_r"), [(1.2, 0.5, 1.5), (2.5, 1.0, 0.4)])
+def test_aggd_fit_recovers_asymmetric_parameters(shape, beta_l, beta_r):
+    rng = np.random.default_rng(5)
+    n = 300_000
+    magnitude = np.abs(stats.gennorm.rvs(shape, size=n, random_state=rng))
+    # mass on each side is proportional to its scale
+    left = rng.random(n) < beta_l / (beta_l + beta_r)
+    x = np.where(left, -beta_l * magnitude, beta_r * magnitude)
+    alpha, bl, br = fit_aggd(x)
+    assert alpha == pytest.approx(shape, rel=0.05)
+    assert bl == pytest.approx(beta_l, rel=0.03) and br == pytest.approx(beta_r, rel=0.03)
+    assert (br > bl) == (beta_r > beta_l)
+
+
+def test_aggd_of_one_sided_data_is_undefined():
+    alpha, bl, br = fit_aggd(np.abs(np.random.default_rng(6).normal(size=1000)))
+    assert np.isnan(alpha) and np.isnan(bl)
+
+
+# -- MATLAB imresize -------------------------------------------------------------------------------------------
+def test_imresize_half_keeps_constants_and_linear_ramps():
+    const = np.full((40, 30), 9.0)
+    np.testing.assert_allclose(imresize(const, 0.5), np.full((20, 15), 9.0), atol=1e-12)
+    ramp = np.tile(np.arange(64, dtype=float), (16, 1))
+    out = imresize(ramp, 0.5)
+    assert out.shape == (8, 32)
+    # output column i (1-based) samples input position 2i - 0.5 (1-based); exact away from the mirrored borders
+    expected = 2 * np.arange(1, 33) - 1.5
+    np.testing.assert_allclose(out[:, 3:-3], np.broadcast_to(expected[3:-3], (8, 26)), atol=1e-9)
+
+
+def test_imresize_antialiases():
+    checker = np.indices((64, 64)).sum(axis=0) % 2 * 255.0
+    # plain decimation of a one-pixel checkerboard is constant 0 or 255; antialiased it is mid-grey
+    assert np.abs(imresize(checker, 0.5)[4:-4, 4:-4] - 127.5).max() < 1.0
+
+
+# -- features --------------------------------------------------------------------------------------------------
+def test_brisque_features_batch_equals_single(camera):
+    imgs = np.stack([camera[:128, :160], noisy(camera[:128, :160], 10.0)])
+    batch = brisque_features(imgs)
+    assert batch.shape == (2, 36) and np.isfinite(batch).all()
+    np.testing.assert_allclose(batch[1], brisque_features(imgs[1]), rtol=1e-12)
+    # shapes of GGD fits lie on the 0.2:0.001:10 grid
+    assert np.isin(np.round(batch[:, [0, 18]], 3), SHAPE_GRID).all()
+
+
+def test_niqe_patch_features_follow_blocks_and_crop(camera):
+    img = camera[:200, :300]  # cropped to 192 x 288: 2 x 3 patches of 96
+    feats, sharp = niqe_patch_features(img, 96)
+    assert feats.shape == (6, 36) and sharp.shape == (6,)
+    coef, local_std = mscn(img[:192, :288])
+    # column-major patch order (blkproc): index 1 is the patch below the first one
+    np.testing.assert_allclose(feats[1, :18], _niqe_block_features(coef[96:192, 0:96][None])[0], rtol=1e-12)
+    assert sharp[3] == pytest.approx(local_std[96:192, 96:192].mean(), rel=1e-12)
+    assert sharp[4] == pytest.approx(local_std[0:96, 192:288].mean(), rel=1e-12)
+    half, _ = mscn(imresize(img[:192, :288], 0.5))
+    np.testing.assert_allclose(feats[1, 18:], _niqe_block_features(half[48:96, 0:48][None])[0], rtol=1e-12)
+    assert _blocks(np.arange(16.0).reshape(4, 4), 2)[1, 0, 0] == 8.0
+
+
+def test_niqe_rejects_images_smaller_than_a_patch():
+    with pytest.raises(ValueError, match="smaller than one"):
+        niqe_patch_features(np.zeros((50, 200)), 96)
+
+
+# -- monotonicity on a real photo ------------------------------------------------------------------------------
+def test_niqe_increases_with_blur_and_noise(camera, pristine_other_photos):
+    blurred = [niqe(blur(camera, s).astype(np.uint8), pristine_other_photos) for s in (0.0, 1.0, 2.0, 3.0)]
+    noised = [niqe(noisy(camera, s).astype(np.uint8), pristine_other_photos) for s in (0.0, 8.0, 16.0, 32.0)]
+    assert np.all(np.diff(blurred) > 0), blurred
+    assert np.all(np.diff(noised) > 0), noised
+
+
+def test_brisque_quality_decreases_with_blur_and_noise(camera):
+    # train on other photos at some distortion levels, test on the cameraman at levels in between
+    train_feats, targets = [], []
+    for photo in (skimage_data.coffee(), skimage_data.chelsea(), skimage_data.astronaut(), skimage_data.rocket()):
+        gray = to_gray(photo)[:256, :256]
+        for s in (0.0, 1.0, 2.0, 3.0):
+            train_feats.append(brisque_features(blur(gray, s)))
+            targets.append(1.0 - 0.2 * s)
+        for s in (10.0, 20.0, 30.0):
+            train_feats.append(brisque_features(noisy(gray, s)))
+            targets.append(1.0 - 0.02 * s)
+    model = BRISQUE(["overall"])
+    model.fit_features(np.stack(train_feats), np.array(targets)[:, None])
+    img = camera[:256, :256]
+    by_blur = model.predict_features(brisque_features(np.stack([blur(img, s) for s in (0, 0.8, 1.6, 2.4)])))[:, 0]
+    by_noise = model.predict_features(brisque_features(np.stack([noisy(img, s) for s in (0, 6, 14, 26)])))[:, 0]
+    assert np.all(np.diff(by_blur) < 0), by_blur
+    assert np.all(np.diff(by_noise) < 0), by_noise
+
+
+# -- model files -----------------------------------------------------------------------------------------------
+def test_niqe_model_save_load_round_trip(tmp_path, camera, pristine_other_photos):
+    path = tmp_path / "pristine.npz"
+    pristine_other_photos.save(path)
+    loaded = NiqeModel.load(path)
+    np.testing.assert_array_equal(loaded.mu, pristine_other_photos.mu)
+    np.testing.assert_array_equal(loaded.cov, pristine_other_photos.cov)
+    assert niqe(camera.astype(np.uint8), loaded) == niqe(camera.astype(np.uint8), pristine_other_photos)
+
+
+def test_niqe_model_reads_the_official_key_names(tmp_path, pristine_other_photos):
+    path = tmp_path / "niqe_pris_params.npz"
+    np.savez(path, mu_pris_param=pristine_other_photos.mu[None], cov_pris_param=pristine_other_photos.cov,
+             gaussian_window=gaussian_window())
+    loaded = NiqeModel.load(path)
+    assert loaded.mu.shape == (36,) and loaded.patch_size == 96
+    np.testing.assert_array_equal(loaded.cov, pristine_other_photos.cov)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, something=np.zeros(3))
+    with pytest.raises(ValueError, match="not a NIQE parameter file"):
+        NiqeModel.load(bad)
+
+
+@pytest.mark.skipif(not OFFICIAL_NIQE.is_file(), reason="official NIQE parameters (basicsr sdist) not present")
+def test_official_niqe_parameters_score_a_clean_photo_as_natural(camera):
+    model = NiqeModel.load(OFFICIAL_NIQE)
+    clean = niqe(camera.astype(np.uint8), model)
+    # the original's scores for clean natural photos are typically 2-5; blur and noise raise them
+    assert 2.0 < clean < 5.0
+    assert niqe(blur(camera, 2.0).astype(np.uint8), model) > clean + 1.0
+    assert niqe(noisy(camera, 20.0).astype(np.uint8), model) > clean + 1.0
+
+
+# -- registry wrappers -----------------------------------------------------------------------------------------
+def normalise(gray_batch: np.ndarray) -> torch.Tensor:
+    """Grey uint8-valued images [B, H, W] -> ImageNet-normalised RGB tensor [B, 3, H, W]."""
+    rgb = torch.from_numpy(np.repeat(gray_batch[:, None], 3, axis=1) / 255.0).float()
+    return (rgb - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+
+def test_batch_to_gray_undoes_imagenet_normalisation():
+    rgb = np.random.default_rng(7).integers(0, 256, (2, 24, 20, 3), dtype=np.uint8)
+    x = (torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255.0 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+    x = x / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    np.testing.assert_array_equal(batch_to_gray(x), to_gray(rgb))
+
+
+def distorted_batches(camera: np.ndarray, size: int = 192) -> list[dict]:
+    """Two batches of crops: clean crops rated high, blurred/noisy ones rated by severity."""
+    crops = [camera[r:r + size, c:c + size] for r in (0, 192) for c in (0, 192)]
+    images, mos = [], []
+    for k, crop in enumerate(crops):
+        for s, q in ((0.0, 0.9), (1.5, 0.5), (3.0, 0.2)):
+            images.append(blur(crop, s))
+            mos.append(q + 0.01 * k)
+        images.append(noisy(crop, 25.0, seed=k))
+        mos.append(0.3)
+    images, mos = np.stack(images), np.array(mos)[:, None]
+    half = len(images) // 2
+    return [{"image": normalise(images[i:j]), "mos_norm": torch.from_numpy(np.repeat(mos[i:j], 2, axis=1)).float()}
+            for i, j in ((0, half), (half, len(images)))]
+
+
+def test_niqe_wrapper_fits_on_best_rated_images_and_ranks_distortions(camera):
+    model = build_model("niqe", ["overall", "sharpness"], top_quantile=0.25)
+    assert model.trainable is False
+    with pytest.raises(RuntimeError, match="not fitted"):
+        model({"image": normalise(camera[None, :192, :192])})
+    model.fit(iter(distorted_batches(camera)))
+    assert model.is_fitted and (model.calib[:, 1] > 0).all()
+    test = normalise(np.stack([camera[96:288, 96:288], blur(camera[96:288, 96:288], 2.5)]))
+    out = model.predict({"image": test})
+    assert set(out) == {"overall", "sharpness"}
+    assert out["overall"].shape == (2,) and out["overall"].dtype == torch.float32
+    assert ((out["overall"] > 0) & (out["overall"] < 1)).all()
+    assert out["overall"][0] > out["overall"][1]
+    raw = model.niqe_scores(test)
+    assert raw[1] > raw[0]
+
+
+def test_niqe_wrapper_state_dict_round_trip_through_weights_only_checkpoint(tmp_path, camera):
+    model = NIQE(["overall"], pristine="skimage", patch_size=64)
+    path = tmp_path / "best.pt"
+    torch.save(model.state_dict(), path)
+    twin = NIQE(["overall"], patch_size=64)
+    twin.load_state_dict(torch.load(path, weights_only=True))
+    batch = {"image": normalise(camera[None, :128, :128])}
+    torch.testing.assert_close(model(batch)["overall"], twin(batch)["overall"])
+
+
+@pytest.mark.skipif(not OFFICIAL_NIQE.is_file(), reason="official NIQE parameters (basicsr sdist) not present")
+def test_niqe_wrapper_loads_the_official_file(camera):
+    model = NIQE(["overall"], pristine=str(OFFICIAL_NIQE))
+    assert model.is_fitted
+    raw = float(model.niqe_scores(normalise(camera[None]))[0])
+    assert raw == pytest.approx(niqe(camera.astype(np.uint8), NiqeModel.load(OFFICIAL_NIQE)), rel=1e-9)
+
+
+def test_brisque_svr_buffers_predict_like_sklearn():
+    from sklearn.svm import SVR
+
+    rng = np.random.default_rng(8)
+    feats = rng.normal(size=(60, 36)) * rng.uniform(0.1, 5, 36) + rng.normal(size=36)
+    target = np.stack([1 / (1 + np.exp(-feats[:, 0])), rng.random(60)], axis=1)
+    target[5, 1] = np.nan
+    model = BRISQUE(["a", "b"], svr_c=10.0, svr_gamma=0.1)
+    model.fit_features(feats, target)
+    assert int(model.n_support.max()) <= 60 and model.num_parameters() > 72
+    lo, hi = feats.min(0), feats.max(0)
+    scaled = 2 * (feats - lo) / (hi - lo) - 1
+    test = rng.normal(size=(7, 36)) * 2
+    for k in range(2):
+        ok = ~np.isnan(target[:, k])
+        ref = SVR(kernel="rbf", C=10.0, gamma=0.1, epsilon=0.1).fit(scaled[ok], 100 * target[ok, k])
+        expected = ref.predict(2 * (test - lo) / (hi - lo) - 1) / 100
+        np.testing.assert_allclose(model.predict_features(test)[:, k], expected, atol=1e-9)
+    assert scaled.min() == -1 and scaled.max() == 1
+
+
+def test_brisque_wrapper_fit_forward_and_regressor_file(tmp_path, camera):
+    model = build_model("brisque", ["overall", "sharpness"], max_support_vectors=32)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        model({"image": normalise(camera[None, :96, :96])})
+    model.fit(distorted_batches(camera, size=96 * 2))
+    assert int(model.n_support.max()) <= 16
+    test = {"image": normalise(np.stack([camera[:192, 192:], blur(camera[:192, 192:], 3.0)]))}
+    out = model.predict(test)
+    assert out["overall"].shape == (2,) and out["overall"][0] > out["overall"][1]
+    path = tmp_path / "brisque.npz"
+    model.save_regressor(path)
+    twin = BRISQUE(["overall", "sharpness"], regressor=str(path), max_support_vectors=32)
+    torch.testing.assert_close(twin.predict(test)["overall"], out["overall"])
+    with pytest.raises(ValueError, match="attributes"):
+        BRISQUE(["overall"], regressor=str(path), max_support_vectors=32)
+
+
+@pytest.mark.parametrize("model", [{"name": "niqe", "patch_size": 32, "top_quantile": 0.5},
+                                   {"name": "brisque", "max_support_vectors": 64}])
+def test_engine_fits_checkpoints_and_restores_classical_models(project, toy_dataset, model):
+    import shutil
+
+    from iqalab.config import parse_params
+    from iqalab.train.engine import load_checkpoint, model_from_checkpoint, train_experiment
+
+    from .conftest import toy_params
+
+    shutil.copytree(toy_dataset.root, project.root / "build" / "datasets" / "toy")
+    params = parse_params(toy_params(e={"dataset": "toy", "model": model}))
+    preds = train_experiment(params, "e", project.root, progress=False)
+    assert np.isfinite(preds.pred).all() and set(preds.attribute) == set(toy_dataset.attributes)
+    restored = model_from_checkpoint(load_checkpoint(project.root / "build" / "models" / "e" / "scene" / "best.pt"))
+    assert restored.is_fitted
