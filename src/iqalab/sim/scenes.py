@@ -1,0 +1,418 @@
+"""Scenes for the camera simulator: real photographs that installed packages ship, made linear and varied.
+
+A :class:`Scene` is what stands in front of the camera: a linear-light background layer, optionally a person
+layer with a soft alpha matte (a head-and-shoulders cut-out of a shipped portrait composited onto a background),
+the light (level in cd/m^2 and correlated colour temperature), and the physical facts the camera needs that a
+photograph alone does not carry: how far each layer is out of the focal plane (defocus at f/1), how fast each
+layer moves (subject motion, camera shake), veiling glare (car windows), infrared mixing (surveillance at night)
+and the intrinsic softness of a low-resolution capture. Person and face boxes and the 5 facial landmarks are
+known exactly because the composite is built from sprites whose face geometry is stored below.
+
+Sources (all offline): scikit-image ``astronaut``, ``camera``, ``coffee``, ``chelsea``, ``cat``, ``rocket``,
+``stereo_motorcycle``, ``brick``, ``grass``, ``gravel``, ``clock``, ``coins``; matplotlib's ``grace_hopper``;
+scikit-learn's ``china`` and ``flower``. Face boxes and landmarks of the person sources were found once with
+MTCNN (facenet-pytorch 2.6.0, probability > 0.999) and are stored as constants; person boxes were read off the
+images by hand.
+
+Units: lengths that describe optics and motion are in *reference pixels*, i.e. pixels of a 512-px-wide image,
+and are scaled to the rendered size, so a scene blurs the same at 256 px and at 512 px relative to its width.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+#: rendered widths are expressed relative to this width (see module docstring)
+REFERENCE_WIDTH = 512
+#: lighting conditions (PIQ23-like); each has a luminance range (cd/m^2) and a CCT range (K)
+CONDITIONS: dict[str, dict[str, tuple[float, float]]] = {
+    "outdoor": {"luminance": (1500.0, 5000.0), "cct": (5000.0, 7000.0)},
+    "indoor": {"luminance": (80.0, 400.0), "cct": (3000.0, 4800.0)},
+    "lowlight": {"luminance": (8.0, 40.0), "cct": (2700.0, 4000.0)},
+    "night": {"luminance": (1.0, 6.0), "cct": (2100.0, 3200.0)},
+}
+BACKGROUNDS = ("coffee", "chelsea", "cat", "rocket", "motorcycle", "china", "flower", "brick", "grass", "gravel",
+               "clock", "coins")
+
+
+@dataclass(frozen=True)
+class PersonSource:
+    """A shipped photograph of a person: face box / landmarks (MTCNN, source pixels) and person box (by hand)."""
+
+    name: str
+    face_box: tuple[float, float, float, float]
+    landmarks: tuple[tuple[float, float], ...]  # left eye, right eye, nose, mouth left, mouth right
+    person_box: tuple[float, float, float, float]
+    photo: str = ""  # the photograph's loader name when it differs from ``name``
+
+    @property
+    def source(self) -> str:
+        return self.photo or self.name
+
+
+PERSONS: dict[str, PersonSource] = {
+    "astronaut": PersonSource("astronaut", (181.1, 62.2, 267.7, 172.1),
+                              ((205.0, 101.7), (246.8, 103.7), (224.7, 129.0), (201.7, 139.2), (245.3, 141.9)),
+                              (15.0, 12.0, 365.0, 512.0)),
+    "grace_hopper": PersonSource("grace_hopper", (174.4, 119.6, 355.6, 340.5),
+                                 ((221.7, 192.2), (309.8, 186.1), (269.4, 239.2), (232.7, 279.6), (306.6, 275.9)),
+                                 (10.0, 20.0, 512.0, 600.0)),
+    "camera": PersonSource("camera", (199.2, 118.9, 254.3, 192.3),
+                           ((234.4, 147.2), (252.3, 149.6), (250.7, 169.1), (231.2, 180.4), (243.5, 181.9)),
+                           (0.0, 62.0, 340.0, 512.0)),
+    # a small, low-resolution face (the rider on the left of stereo_motorcycle): surveillance-like face crops
+    "rider": PersonSource("rider", (576.9, 331.8, 654.8, 436.3),
+                          ((596.0, 374.1), (629.1, 374.9), (614.6, 400.0), (597.9, 411.3), (629.6, 412.9)),
+                          (540.0, 280.0, 741.0, 500.0), photo="motorcycle"),
+}
+#: sources usable as composited head-and-shoulders sprites (the rider is only used for face crops)
+SPRITES = ("astronaut", "grace_hopper", "camera")
+
+
+# --------------------------------------------------------------------------------------------- colour helpers
+def srgb_to_linear(v: np.ndarray) -> np.ndarray:
+    """IEC 61966-2-1 sRGB decoding (values in [0, 1])."""
+    v = np.asarray(v, dtype=np.float32)
+    return np.where(v <= 0.04045, v / 12.92, ((v + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def linear_to_srgb(v: np.ndarray) -> np.ndarray:
+    """IEC 61966-2-1 sRGB encoding; input clipped to [0, 1]."""
+    v = np.clip(np.asarray(v, dtype=np.float32), 0.0, 1.0)
+    return np.where(v <= 0.0031308, 12.92 * v, 1.055 * np.power(v, 1 / 2.4) - 0.055).astype(np.float32)
+
+
+LUMA = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)  # Rec. 709 / sRGB luminance weights
+
+
+def luminance(rgb: np.ndarray) -> np.ndarray:
+    """Relative luminance of linear sRGB (or luma of encoded values) over the last axis."""
+    return rgb @ LUMA
+
+
+def illuminant_rgb(cct: float) -> np.ndarray:
+    """Relative RGB of a black body at ``cct`` kelvin, sampled at 610/550/465 nm, unit luminance.
+
+    Planck's law at one wavelength per channel is a coarse stand-in for camera spectral sensitivities; it gives
+    the right direction and roughly the right size of a white-balance cast (3000 K light under a 6500 K setting
+    looks orange).
+    """
+    hc_k = 1.4388e-2  # second radiation constant, m K
+    lam = np.array([610e-9, 550e-9, 465e-9])
+    radiance = lam**-5.0 / np.expm1(hc_k / (lam * float(cct)))
+    rgb = radiance / radiance[1]
+    return (rgb / float(rgb @ LUMA)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------- sources
+def _to_rgb(img: np.ndarray) -> np.ndarray:
+    if img.dtype == bool:
+        img = img.astype(np.uint8) * 255
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    return np.ascontiguousarray(img[..., :3])
+
+
+@functools.cache
+def load_photo(name: str) -> np.ndarray:
+    """A shipped photograph as linear-light float32 RGB (read once per process, then cached read-only)."""
+    import skimage.data
+
+    if name == "grace_hopper":
+        import matplotlib.cbook
+
+        with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
+            img = np.asarray(Image.open(fh).convert("RGB"))
+    elif name in ("china", "flower"):
+        from sklearn.datasets import load_sample_image
+
+        img = load_sample_image(f"{name}.jpg")
+    elif name == "motorcycle":
+        img = skimage.data.stereo_motorcycle()[0]
+    else:
+        img = getattr(skimage.data, name)()
+    lin = srgb_to_linear(_to_rgb(img).astype(np.float32) / 255.0)
+    lin.setflags(write=False)
+    return lin
+
+
+def resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Resize a float32 HxW or HxWxC array (antialiased bilinear via PIL's float mode)."""
+    if img.shape[1] == width and img.shape[0] == height:
+        return img.astype(np.float32, copy=True)
+    if img.ndim == 2:
+        return np.asarray(Image.fromarray(np.ascontiguousarray(img, dtype=np.float32), mode="F")
+                          .resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None))
+    return np.stack([resize(img[..., c], width, height) for c in range(img.shape[-1])], axis=-1)
+
+
+@functools.cache
+def sprite(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Head-and-shoulders cut-out of a person source: (linear RGB crop of the person box, soft alpha matte).
+
+    The matte is a head ellipse around the MTCNN face box (extended upwards for hair/caps), a neck, and
+    shoulders widening downwards to the person box: crude, but its geometry is known exactly.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    src = PERSONS[name]
+    photo = load_photo(src.source)
+    x0, y0, x1, y1 = (int(round(v)) for v in src.person_box)
+    crop = photo[y0:y1, x0:x1]
+    h, w = crop.shape[:2]
+    fx0, fy0, fx1, fy1 = src.face_box
+    fw, fh = fx1 - fx0, fy1 - fy0
+    cx, cy = (fx0 + fx1) / 2 - x0, (fy0 + fy1) / 2 - y0
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    head = ((xx - cx) / (0.68 * fw)) ** 2 + ((yy - (cy - 0.12 * fh)) / (0.8 * fh)) ** 2 <= 1.0
+    neck_top = cy + 0.35 * fh
+    half = np.where(yy < neck_top, 0.0, np.minimum(0.38 * fw + np.clip(yy - (cy + 0.6 * fh), 0, None) * 1.4,
+                                                     1.9 * fw))
+    body = (yy >= neck_top) & (np.abs(xx - cx) <= half)
+    alpha = gaussian_filter((head | body).astype(np.float32), sigma=max(1.0, 0.02 * fw))
+    return crop, alpha.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------- scenes
+@dataclass
+class Scene:
+    """What stands in front of the camera (see the module docstring for units).
+
+    ``background`` (and ``person``) hold linear relative radiance whose luminance averages 0.18 over the frame
+    (a metered mid-grey); ``luminance`` scales it to cd/m^2. Boxes are normalised ``(x0, y0, x1, y1)``,
+    landmarks normalised ``(x, y)`` rows: left eye, right eye, nose, mouth left, mouth right (image left first).
+    """
+
+    name: str
+    background: np.ndarray
+    luminance: float
+    cct: float
+    condition: str | None = None
+    person: np.ndarray | None = None
+    alpha: np.ndarray | None = None
+    person_box: tuple[float, float, float, float] | None = None
+    face_box: tuple[float, float, float, float] | None = None
+    landmarks: np.ndarray | None = None
+    person_defocus: float = 0.5      # blur-circle diameter at f/1 (reference px) of the focused subject
+    background_defocus: float = 0.0  # same for the background layer (unused without a person: the camera then
+    #                                  focuses on the background, which gets ``person_defocus``)
+    subject_speed: tuple[float, float] = (0.0, 0.0)  # subject motion, reference px/s (x, y); without a person
+    #                                                  layer it moves the whole frame (a face crop)
+    shake_speed: tuple[float, float] = (0.0, 0.0)    # camera shake, reference px per second (moves everything)
+    veil: float = 0.0        # veiling glare, fraction of the mean radiance added uniformly (windscreens)
+    ir_mix: float = 0.0      # infrared illumination share (desaturates and tints; surveillance at night)
+    base_blur: float = 0.0   # softness already in the pixels (Gaussian sigma, reference px), e.g. low resolution
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) in pixels."""
+        return int(self.background.shape[0]), int(self.background.shape[1])
+
+    @property
+    def has_person(self) -> bool:
+        return self.person is not None
+
+    def radiance(self) -> np.ndarray:
+        """The sharp composite (no optics), for previews and tests."""
+        if self.person is None or self.alpha is None:
+            return self.background
+        a = self.alpha[..., None]
+        return self.person * a + self.background * (1 - a)
+
+
+def _random_crop(photo: np.ndarray, size: int, rng: np.random.Generator, min_frac: float = 0.45,
+                 max_frac: float = 1.0) -> np.ndarray:
+    h, w = photo.shape[:2]
+    side = int(min(h, w) * rng.uniform(min_frac, max_frac))
+    y = int(rng.integers(0, h - side + 1))
+    x = int(rng.integers(0, w - side + 1))
+    return resize(photo[y:y + side, x:x + side], size, size)
+
+
+def _relight(img: np.ndarray, rng: np.random.Generator, strength: float = 0.6) -> np.ndarray:
+    """Multiply by a smooth directional light ramp (side or top light), then normalise mean luminance to 0.18."""
+    h, w = img.shape[:2]
+    angle = rng.uniform(0, 2 * np.pi)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    ramp = (np.cos(angle) * (xx / w - 0.5) + np.sin(angle) * (yy / h - 0.5)) * 2
+    gain = np.exp(rng.uniform(0, strength) * ramp).astype(np.float32)
+    out = img * gain[..., None]
+    return _normalise(out)
+
+
+def _normalise(img: np.ndarray, target: float = 0.18) -> np.ndarray:
+    mean = float(luminance(img).mean())
+    return (img * (target / max(mean, 1e-6))).astype(np.float32)
+
+
+def _tint_if_grey(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Give a greyscale photograph (brick, grass, ...) a plausible reflectance colour."""
+    if np.allclose(img[..., 0], img[..., 1]) and np.allclose(img[..., 1], img[..., 2]):
+        tint = rng.uniform(0.55, 1.0, size=3).astype(np.float32)
+        img = img * tint / float(tint @ LUMA)
+    return img
+
+
+def _flip_landmarks(lm: np.ndarray) -> np.ndarray:
+    out = lm.copy()
+    out[:, 0] = 1.0 - out[:, 0]
+    return out[[1, 0, 2, 4, 3]]
+
+
+def _pick(rng: np.random.Generator, options: tuple[str, ...] | list[str]) -> str:
+    return str(options[int(rng.integers(0, len(options)))])
+
+
+def make_scene(rng: np.random.Generator, size: int = 256, condition: str | None = None, person: str | None = "any",
+               name: str = "scene", background: str | None = None) -> Scene:
+    """Draw a random scene: a background crop, relit, with a composited person (``person``: a sprite name,
+    ``"any"`` or ``None`` for none), under ``condition`` lighting (random when ``None``)."""
+    condition = condition or _pick(rng, tuple(CONDITIONS))
+    if condition not in CONDITIONS:
+        raise ValueError(f"unknown condition {condition!r}; choose from {sorted(CONDITIONS)}")
+    bg_name = background or _pick(rng, BACKGROUNDS)
+    bg = _tint_if_grey(_random_crop(load_photo(bg_name), size, rng), rng)
+    if rng.random() < 0.5:
+        bg = bg[:, ::-1]
+    bg = _relight(bg, rng)
+    light = CONDITIONS[condition]
+    lum = float(np.exp(rng.uniform(*np.log(light["luminance"]))))
+    cct = float(rng.uniform(*light["cct"]))
+    scene = Scene(name=name, background=np.ascontiguousarray(bg), luminance=lum, cct=cct, condition=condition,
+                  background_defocus=float(rng.uniform(0.0, 30.0)),
+                  person_defocus=float(rng.uniform(0.0, 3.0)),
+                  shake_speed=(float(rng.normal(0, 15)), float(rng.normal(0, 10))),
+                  meta={"background_source": bg_name})
+    if person is not None:
+        who = _pick(rng, SPRITES) if person == "any" else person
+        _composite(scene, who, rng)
+    return scene
+
+
+def _composite(scene: Scene, who: str, rng: np.random.Generator) -> None:
+    """Paste a relit head-and-shoulders sprite, bottom-aligned, at a random scale and horizontal position."""
+    src = PERSONS[who]
+    rgb, alpha = sprite(who)
+    size_h, size_w = scene.size
+    sh, sw = rgb.shape[:2]
+    scale = rng.uniform(0.65, 1.0) * size_h / sh
+    new_h, new_w = max(8, int(round(sh * scale))), max(8, int(round(sw * scale)))
+    rgb_s = resize(rgb, new_w, new_h)
+    alpha_s = np.clip(resize(alpha, new_w, new_h), 0, 1)
+    # person reflectance brightness relative to the background: relit by the same light, +/- 1 stop
+    rgb_s = rgb_s * float(np.exp(rng.uniform(-0.7, 0.7)))
+    x_left = int(rng.integers(-new_w // 4, max(-new_w // 4 + 1, size_w - 3 * new_w // 4)))
+    y_top = size_h - new_h
+    person = np.zeros_like(scene.background)
+    matte = np.zeros(scene.size, dtype=np.float32)
+    xs0, xs1 = max(0, x_left), min(size_w, x_left + new_w)
+    ys0 = max(0, y_top)
+    person[ys0:, xs0:xs1] = rgb_s[ys0 - y_top:, xs0 - x_left:xs1 - x_left]
+    matte[ys0:, xs0:xs1] = alpha_s[ys0 - y_top:, xs0 - x_left:xs1 - x_left]
+    px0, py0 = src.person_box[:2]
+
+    def to_norm(x: np.ndarray | float, y: np.ndarray | float) -> tuple[Any, Any]:
+        return (np.asarray(x) - px0) * scale + x_left, (np.asarray(y) - py0) * scale + y_top
+
+    fx, fy = to_norm(np.array(src.face_box[0::2]), np.array(src.face_box[1::2]))
+    lm = np.array(src.landmarks, dtype=np.float64)
+    lx, ly = to_norm(lm[:, 0], lm[:, 1])
+    ys, xs = np.nonzero(matte > 0.5)
+    if len(xs) == 0:
+        return
+    flip = bool(rng.random() < 0.5)
+    if flip:
+        person, matte = person[:, ::-1].copy(), matte[:, ::-1].copy()
+        xs = size_w - 1 - xs
+        fx = size_w - fx[::-1]
+    scene.person, scene.alpha = np.ascontiguousarray(person), np.ascontiguousarray(matte)
+    scene.person_box = _clip_box((xs.min() / size_w, ys.min() / size_h, (xs.max() + 1) / size_w,
+                                  (ys.max() + 1) / size_h))
+    scene.face_box = _clip_box((fx[0] / size_w, fy[0] / size_h, fx[1] / size_w, fy[1] / size_h))
+    landmarks = np.stack([lx / size_w, ly / size_h], axis=1)
+    scene.landmarks = np.clip(_flip_landmarks(landmarks) if flip else landmarks, 0.0, 1.0)
+    scene.subject_speed = (float(rng.normal(0, 60)), float(rng.normal(0, 20)))
+    # whole composite normalised to a metered mid-grey
+    total = luminance(scene.radiance()).mean()
+    k = 0.18 / max(float(total), 1e-6)
+    scene.background = (scene.background * k).astype(np.float32)
+    scene.person = (scene.person * k).astype(np.float32)
+    scene.meta["person_source"] = who
+    scene.meta["flipped"] = flip
+
+
+def _clip_box(box: tuple[float, ...]) -> tuple[float, float, float, float]:
+    x0, y0, x1, y1 = (float(np.clip(v, 0.0, 1.0)) for v in box)
+    return x0, y0, x1, y1
+
+
+def face_crop_scene(rng: np.random.Generator, size: int = 128, scenario: str = "indoor", night: bool = False,
+                    name: str = "face", who: str | None = None) -> Scene:
+    """A loosely cropped face (SFIQA-Bench style: the camera saves only the face region) under a surveillance
+    ``scenario`` (indoor / outdoor / vehicle), by day or by night.
+
+    Vehicle scenes get veiling glare (windscreen) and faster subject motion; night scenes infrared mixing and
+    low light. The source face is resampled from its native size, so small faces (the rider) are soft.
+    """
+    if scenario not in ("indoor", "outdoor", "vehicle"):
+        raise ValueError(f"unknown scenario {scenario!r}; choose indoor, outdoor or vehicle")
+    who = who or _pick(rng, tuple(PERSONS))
+    src = PERSONS[who]
+    photo = load_photo(src.source)
+    fx0, fy0, fx1, fy1 = src.face_box
+    side = max(fx1 - fx0, fy1 - fy0) * rng.uniform(1.5, 2.0)
+    cx = (fx0 + fx1) / 2 + rng.uniform(-0.08, 0.08) * side
+    cy = (fy0 + fy1) / 2 + rng.uniform(-0.08, 0.08) * side
+    h, w = photo.shape[:2]
+    side = min(side, h, w)
+    x0 = int(np.clip(round(cx - side / 2), 0, w - side))
+    y0 = int(np.clip(round(cy - side / 2), 0, h - side))
+    side_i = int(round(side))
+    # surveillance cameras save small faces: capture at a random lower resolution, shown upsampled
+    native = int(np.clip(round(rng.uniform(0.25, 1.0) * size), 16, size))
+    crop = resize(resize(photo[y0:y0 + side_i, x0:x0 + side_i], native, native), size, size)
+    flip = bool(rng.random() < 0.5)
+    if flip:
+        crop = crop[:, ::-1]
+    crop = _relight(crop, rng, strength=0.9 if scenario != "indoor" else 0.4)
+    s = size / side_i
+    face = np.array([(fx0 - x0) * s, (fy0 - y0) * s, (fx1 - x0) * s, (fy1 - y0) * s]) / size
+    lm = (np.array(src.landmarks) - [x0, y0]) * s / size
+    if flip:
+        face = np.array([1 - face[2], face[1], 1 - face[0], face[3]])
+        lm = _flip_landmarks(lm)
+    if night:
+        condition = "night" if scenario != "indoor" else "lowlight"
+    else:
+        condition = "indoor" if scenario == "indoor" else "outdoor"
+    light = CONDITIONS[condition]
+    # upsampling from min(native, source) px to ``size`` px leaves a softness of about 0.45 px per unit of
+    # magnification (output px); expressed in reference px. Already in the pixels: counted, not re-applied.
+    magnification = size / max(min(native, side_i), 1)
+    scene = Scene(name=name, background=np.ascontiguousarray(crop),
+                  luminance=float(np.exp(rng.uniform(*np.log(light["luminance"])))),
+                  cct=float(rng.uniform(*light["cct"])), condition=scenario,
+                  face_box=_clip_box(tuple(face)), landmarks=np.clip(lm, 0, 1),
+                  person_box=(0.0, 0.0, 1.0, 1.0),
+                  person_defocus=float(rng.uniform(0.0, 3.0)),
+                  subject_speed=(float(rng.normal(0, 150 if scenario == "vehicle" else 60)),
+                                 float(rng.normal(0, 30))),
+                  veil=float(rng.uniform(0.05, 0.5)) if scenario == "vehicle" else 0.0,
+                  ir_mix=float(rng.uniform(0.4, 0.9)) if night and scenario != "indoor" else 0.0,
+                  base_blur=float(0.45 * max(magnification - 1.0, 0.0) * REFERENCE_WIDTH / size),
+                  meta={"person_source": who, "night": night, "flipped": flip})
+    return scene
+
+
+def scene_with(scene: Scene, **changes: Any) -> Scene:
+    """A copy of ``scene`` with some fields replaced (arrays are shared, never mutated by the camera)."""
+    return replace(scene, **changes)
