@@ -32,7 +32,7 @@ from iqalab.data.loaders import CamStats, ImageItems, PairItems, mos_pairs, norm
 from iqalab.data.schema import Dataset, read_dataset
 from iqalab.io import atomic_path, write_json, write_parquet
 from iqalab.models.base import IQAModel, StepContext
-from iqalab.models.registry import build_model
+from iqalab.models.registry import allowed_kwargs, build_model, get_model_class
 from iqalab.repro import seed_everything
 
 log = logging.getLogger(__name__)
@@ -228,6 +228,8 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
     seed_everything(spec.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    if "n_scenes" in allowed_kwargs(get_model_class(spec.model_name)) and "n_scenes" not in spec.model_kwargs:
+        spec.model_kwargs = {**spec.model_kwargs, "n_scenes": len(ds.scenes)}  # scene-aware models (FHIQA)
     model = build_model(spec.model_name, ds.attributes, key_path=f"experiments.{spec.experiment}.model",
                         **spec.model_kwargs)
     ids = {role: ds.split_ids(spec.split, role) for role in ("train", "val", "test")}

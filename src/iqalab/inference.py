@@ -1,0 +1,84 @@
+"""Inference with a trained checkpoint on images in memory: the one path shared by ``iqalab score``, gMAD and the
+camera-tuning study.
+
+:class:`Scorer` rebuilds the model a checkpoint was trained as, prepares images exactly as the training cache did
+(square ``cache_size`` resize, optional centre crop, ImageNet normalisation on the device) and standardises camera
+parameters with the training split's statistics, so a model sees at inference what it saw in training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from iqalab.data.loaders import CamStats, to_chw_uint8
+from iqalab.train.engine import load_checkpoint, model_from_checkpoint, resolve_device, to_device
+
+
+class Scorer:
+    """A checkpoint ready to score uint8 RGB images (scores in the training dataset's MOS units)."""
+
+    def __init__(self, checkpoint: str | Path, device: str = "auto") -> None:
+        ckpt = load_checkpoint(checkpoint)
+        self.model = model_from_checkpoint(ckpt, str(checkpoint))
+        self.config: dict[str, Any] = ckpt["config"]
+        self.device = resolve_device(device)
+        self.model.to(self.device)
+        self.attributes = list(self.model.attributes)
+        self.size = int(self.config["cache_size"])
+        self.crop = self.config.get("eval_crop")
+        stats = self.config.get("cam_stats")
+        self.cam_stats = CamStats(**stats) if stats else None
+        self.lo, self.hi = (float(v) for v in self.config["mos_range"])
+        self.name = self.config.get("model_name", self.model.registry_name)
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """Resize (and centre-crop) one uint8 ``[H, W, 3]`` image as the cache did."""
+        if image.shape[:2] != (self.size, self.size):
+            image = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.Resampling.BICUBIC))
+        if self.crop:
+            off = (self.size - self.crop) // 2
+            image = image[off:off + self.crop, off:off + self.crop]
+        return image
+
+    @torch.no_grad()
+    def score(self, images: Sequence[np.ndarray], cam: np.ndarray | None = None,
+              person_boxes: np.ndarray | None = None, face_boxes: np.ndarray | None = None,
+              landmarks: np.ndarray | None = None, batch_size: int = 32) -> dict[str, np.ndarray]:
+        """Scores per attribute for ``images`` (uint8 ``[H, W, 3]`` each).
+
+        ``cam`` is ``[N, 7]`` raw camera parameters in ``CAM_PARAMS`` order (NaN = unknown); boxes are normalised
+        ``[N, 4]`` x0, y0, x1, y1 and landmarks ``[N, 5, 2]`` in [0, 1] (NaN = unknown, the model's fallback).
+        """
+        n = len(images)
+        out = {a: np.empty(n, dtype=np.float64) for a in self.attributes}
+        side = self.crop or self.size
+        offset = (self.size - side) / 2
+        for start in range(0, n, batch_size):
+            idx = slice(start, min(n, start + batch_size))
+            chunk = [self.prepare(np.asarray(im, dtype=np.uint8)) for im in images[idx]]
+            m = len(chunk)
+            batch: dict[str, Any] = {"image": torch.stack([to_chw_uint8(a) for a in chunk]),
+                                     "scene_idx": torch.zeros(m, dtype=torch.long),
+                                     "image_id": [str(i) for i in range(start, start + m)]}
+            raw_cam = np.full((m, 7), np.nan) if cam is None else np.asarray(cam, dtype=float)[idx]
+            if self.cam_stats is not None:
+                z, mask = self.cam_stats.transform(raw_cam)
+            else:
+                z, mask = np.zeros((m, 7), np.float32), np.zeros((m, 7), np.float32)
+            batch["cam"], batch["cam_mask"] = torch.from_numpy(z), torch.from_numpy(mask)
+            for key, values, shape in (("person_box", person_boxes, (4,)), ("face_box", face_boxes, (4,)),
+                                       ("landmarks", landmarks, (5, 2))):
+                pts = np.full((m, *shape), np.nan, dtype=np.float32) if values is None \
+                    else np.asarray(values, dtype=np.float32)[idx].reshape(m, *shape)
+                pixels = pts.reshape(m, -1, 2) * self.size - offset
+                batch[key] = torch.from_numpy(pixels.reshape(m, *shape).astype(np.float32))
+            pred = self.model.predict(to_device(batch, self.device))
+            for a in self.attributes:
+                out[a][idx] = pred[a].float().cpu().numpy() * (self.hi - self.lo) + self.lo
+        return out

@@ -1,0 +1,499 @@
+"""HyperIQA, SEM-HyperIQA and SEM-HyperIQA-CO: a hyper network that writes the weights of a small quality
+regressor for every patch, optionally with a scene classifier and a per-scene score rescaler.
+
+Papers:
+
+- S. Su, Q. Yan, Y. Zhu, C. Zhang, X. Ge, J. Sun, Y. Zhang, "Blindly Assess Image Quality in the Wild Guided by
+  a Self-Adaptive Hyper Network", CVPR 2020 (HyperIQA; original code github.com/SSL92/hyperIQA).
+- N. Chahine, S. Calarasanu, D. Garcia-Civiero, T. Cayla, S. Ferradans, J. Ponce, "An Image Quality Assessment
+  Dataset for Portraits", CVPR 2023 (PIQ23, SEM-HyperIQA; code github.com/DXOMARK-Research/PIQ2023).
+- N. Chahine, S. Ferradans, J. Vazquez-Corral, J. Ponce, "Generalized Portrait Quality Assessment" (seed ``001``),
+  Sections II-a (SEM-HyperIQA), IV-B (training strategy, multi-scale patch protocol), Table I. FHIQA, the
+  paper's own model, lives in :mod:`iqalab.models.fhiqa` and reuses everything here.
+
+What is implemented
+-------------------
+- HyperIQA (Su et al. Sec. 3): a ResNet-50 (timm ``resnet50``; any timm CNN with four stages, e.g. ``resnet18``
+  on a CPU) gives four stage maps. The *local distortion aware* (LDA) module turns each of stages 1-3 into a
+  16-d vector (1x1 conv to 16/32/64 channels, 7x7 average pooling = an 8x8/4x4/2x2 grid at 224 px, linear to 16)
+  and stage 4 into a 176-d vector (global pooling, linear); the 224-d concatenation is the target network's input.
+  The hyper network reduces stage 4 with three 1x1 conv + ReLU layers (2048 -> 1024 -> 512 -> 112) to the
+  112 x 7 x 7 hyper feature ``H``; 3x3 convs on ``H`` generate the weights of the target FC layers
+  (224-112-56-28-14) and linear layers on pooled ``H`` generate their biases and the last layer (14 -> 1). The
+  target network is FC + sigmoid four times, then a linear FC: its weights differ for every patch.
+- Patches are sampled inside the model: ``n_patches`` random ``patch_size`` squares per image in training, and
+  ``test_rounds`` seeded rounds of ``n_patches`` averaged by :meth:`HyperIQA.predict`. The multi-scale protocol of
+  seed 001 Sec. IV-B (224 x 5, 672 x 3, 1344 x 1) is :func:`patch_protocol`; with ``reference_side`` set, patch
+  sizes are scaled by the *patch rate* ``min(1, short side / reference_side)`` so a cached (smaller) image keeps
+  the field of view a patch had at full resolution.
+- SEM-HyperIQA (PIQ23; seed 001 Sec. II-a): the per-patch semantic features (``H`` average-pooled) of the
+  ``n_patches`` crops are concatenated and classified into the dataset's scenes by an MLP (3 layers, 500 hidden,
+  as the official code); a rescaler MLP (3 hidden layers of 100) maps the softmax scene vector to (a, b) and the
+  image score is ``a * mean_i(q_i) + b`` (= the mean of the rescaled patch scores ``a q_i + b``).
+- SEM-HyperIQA-CO: the multitask model without the rescaler ("classification only", see below).
+- Losses (seed 001 Sec. IV-B): HyperIQA L1 (original, each patch labelled with its image's score) or Huber;
+  scene models ``Huber(score) + 0.5 * CE(scene)``. ``param_groups`` gives the backbone ``backbone_lr_scale`` times
+  the learning rate (original: backbone 2e-5, hyper network 10x).
+
+Readings and deviations (each a constructor argument where it matters)
+----------------------------------------------------------------------
+- Any patch size: the original needs 224 px patches (fixed 7x7 pools and FC widths); PIQ23 multiplies every width
+  by ``patch_size // 224``. We keep the 224 architecture and pool *adaptively* (8/4/2/1 grids for the LDA module,
+  7x7 for ``H``): at 224 px this is exactly the original computation, and one network (one parameter count)
+  serves every scale of the protocol and the small CPU patches.
+- Parameter count: with ``resnet50`` and one attribute the model has :data:`DOCUMENTED_PARAMS` ``["hyperiqa"]``
+  parameters = 27.38 M, the figure TuningIQA's table gives (timm's ResNet-50 without classifier 23.51 M + LDA
+  0.48 M + hyper network 3.39 M), the same layer sizes as the original code; asserted by the unit tests.
+- Several attributes: the backbone, LDA and hyper network (target layers 1-4) are shared; each attribute has its
+  own generator for the last target layer (14 -> 1 weights and bias), i.e. one target-net head per attribute. With
+  one attribute this is exactly the original. PIQ23 trains one model per attribute: the paper profile does the same
+  by running one experiment per attribute (the other attributes' targets are then simply NaN-masked or ignored).
+- Output scale: models predict MOS scaled to [0, 1]; the target network's last layer is linear as in the original,
+  plus a constant 0.5 so an untrained model starts mid-scale (the original learns this offset in its bias).
+- Huber loss: PyTorch's default ``delta = 1`` is meant for JOD units (PIQ23 MAE ~ 1); on the [0, 1] scale we use
+  ``huber_delta = 0.1`` (a kwarg).
+- Scene features: the official code pools ``H`` (112 x 7 x 7) to 112 x 1 x n_scenes per patch (an adaptive pool
+  whose width is the number of classes); ``scene_pool_width=None`` reproduces that, an integer fixes the width
+  (1 = global average, 112 values per patch) to keep the classifier small on a CPU.
+- "SEM-HyperIQA-CO" is not defined in seed 001; the official PIQ23 code has three configurations - classifier +
+  rescaler fed by the predicted scene vector (SEM-HyperIQA), classifier without rescaler, and rescaler fed by the
+  *ground-truth* scene one-hot (reported as SEM-HyperIQA-SO, on the device split only, where test scenes are
+  known). We read CO as "classification only": multitask training (Huber + 0.5 CE) with the unscaled score.
+- The rescaler's last layer starts as the identity rescaling (weights ~ 1e-3, bias a = 1, b = 0) so the quality
+  head learns from the first step; the official code draws Kaiming-normal weights there.
+- ``scene_idx`` indexes the dataset's sorted scene list (train and test scenes), so ``n_scenes`` counts every
+  scene; test scenes never appear as targets, the classifier learns to give them little weight. Negative indices
+  are ignored by the cross-entropy.
+- Evaluation patches are random like the original's 25 test patches, but drawn from a generator seeded with
+  ``eval_seed`` so predictions are deterministic.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from iqalab.models.backbones import create_backbone
+from iqalab.models.base import IQAModel, StepContext
+from iqalab.models.registry import register
+
+log = logging.getLogger(__name__)
+
+#: Patch protocol of seed 001 Sec. IV-B: (patch side in full-resolution pixels, patches per image).
+PIQ23_SCALES: tuple[tuple[int, int], ...] = ((224, 5), (672, 3), (1344, 1))
+
+#: Parameter counts measured with ``pretrained=False``, one attribute (asserted by ``tests/test_hyperiqa.py``).
+DOCUMENTED_PARAMS: dict[str, int] = {"hyperiqa": 27_375_369}
+#: TuningIQA's table gives HyperIQA 27.38 M parameters.
+PAPER_PARAMS_M: float = 27.38
+
+
+# -- patch protocol ---------------------------------------------------------------------------------------------
+def patch_rate(height: int, width: int, reference_side: int | None) -> float:
+    """Scale from full-resolution patch sizes to this image: ``min(1, short side / reference_side)`` (1 if unset)."""
+    if reference_side is None:
+        return 1.0
+    return min(1.0, min(height, width) / float(reference_side))
+
+
+def patch_protocol(height: int, width: int, scales: Sequence[Sequence[int]] = PIQ23_SCALES,
+                   reference_side: int | None = 1344, min_patch: int = 16) -> list[tuple[int, int]]:
+    """The multi-scale patch protocol (seed 001 Sec. IV-B) for an image of ``height x width`` pixels.
+
+    Each ``(size, n)`` in ``scales`` becomes ``(round(size * rate), n)`` with ``rate`` from :func:`patch_rate`,
+    clipped to ``[min_patch, short side]``: a 448 px cache with the PIQ23 scales and ``reference_side=1344``
+    gives 75 x 5, 224 x 3 and 448 x 1 (each patch covers the same share of the scene as at 1344 px).
+    """
+    if not scales:
+        raise ValueError("patch_protocol needs at least one (size, n) scale")
+    rate = patch_rate(height, width, reference_side)
+    short = min(height, width)
+    out = []
+    for size, n in scales:
+        if size <= 0 or n <= 0:
+            raise ValueError(f"invalid patch scale ({size}, {n}): size and count must be positive")
+        side = max(min_patch, int(round(size * rate)))
+        out.append((min(side, short), int(n)))
+    return out
+
+
+def random_patch_offsets(batch: int, n: int, height: int, width: int, size: int,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+    """Top-left corners ``long[batch, n, 2]`` (y, x) of ``n`` uniformly random ``size`` squares per image."""
+    ys = torch.randint(0, height - size + 1, (batch, n), generator=generator)
+    xs = torch.randint(0, width - size + 1, (batch, n), generator=generator)
+    return torch.stack([ys, xs], dim=-1)
+
+
+def crop_patches(image: torch.Tensor, size: int, offsets: torch.Tensor) -> torch.Tensor:
+    """Cut ``size`` squares at ``offsets`` (long[B, n, 2], y/x) from ``image`` [B, C, H, W] -> [B, n, C, s, s]."""
+    b, n = offsets.shape[:2]
+    rows = []
+    for i in range(b):
+        rows.append(torch.stack([image[i, :, y:y + size, x:x + size] for y, x in offsets[i].tolist()]))
+    return torch.stack(rows).reshape(b, n, image.shape[1], size, size)
+
+
+def sample_patches(image: torch.Tensor, size: int, n: int,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """``n`` random ``size`` patches per image (size clipped to the short side): [B, n, C, s, s]."""
+    _, _, h, w = image.shape
+    size = min(size, h, w)
+    offsets = random_patch_offsets(image.shape[0], n, h, w, size, generator)
+    return crop_patches(image, size, offsets)
+
+
+# -- losses -----------------------------------------------------------------------------------------------------
+def masked_huber(pred: dict[str, torch.Tensor], target: torch.Tensor, attributes: list[str],
+                 delta: float) -> torch.Tensor:
+    """Huber loss averaged over the attributes that have a target (NaN targets are skipped)."""
+    losses = []
+    for k, attr in enumerate(attributes):
+        t = target[:, k]
+        mask = ~torch.isnan(t)
+        if mask.any():
+            losses.append(F.huber_loss(pred[attr][mask], t[mask], delta=delta))
+    if not losses:
+        return next(iter(pred.values())).sum() * 0.0
+    return torch.stack(losses).mean()
+
+
+def quality_loss(pred: dict[str, torch.Tensor], target: torch.Tensor, attributes: list[str], kind: str,
+                 delta: float) -> torch.Tensor:
+    """``kind`` = ``"l1"`` (original HyperIQA) or ``"huber"`` (seed 001 Sec. IV-B), NaN targets masked."""
+    if kind == "l1":
+        from iqalab.models.base import masked_l1
+
+        return masked_l1(pred, target, attributes)
+    if kind == "huber":
+        return masked_huber(pred, target, attributes, delta)
+    raise ValueError(f"unknown loss {kind!r}; expected 'l1' or 'huber'")
+
+
+# -- building blocks --------------------------------------------------------------------------------------------
+class LocalDistortionAware(nn.Module):
+    """LDA module (Su et al. Sec. 3.2): stage maps -> the target network's input vector.
+
+    Stages 1-3: 1x1 conv (no bias) to ``lda_channels[i]``, adaptive average pool to ``grids[i]`` (8/4/2 = the
+    original's 7x7 pooling at 224 px), linear to ``lda_out``. Stage 4: global average pool, linear to
+    ``target_in - 3 * lda_out``.
+    """
+
+    def __init__(self, in_channels: Sequence[int], target_in: int = 224, lda_out: int = 16,
+                 lda_channels: Sequence[int] = (16, 32, 64), grids: Sequence[int] = (8, 4, 2)) -> None:
+        super().__init__()
+        if len(in_channels) != 4:
+            raise ValueError(f"LDA needs four stage widths, got {list(in_channels)}")
+        if target_in <= 3 * lda_out:
+            raise ValueError(f"target_in ({target_in}) must exceed 3 * lda_out ({3 * lda_out})")
+        self.convs = nn.ModuleList(nn.Conv2d(c, m, 1, bias=False) for c, m in zip(in_channels[:3], lda_channels))
+        self.pools = nn.ModuleList(nn.AdaptiveAvgPool2d(g) for g in grids)
+        self.fcs = nn.ModuleList(nn.Linear(m * g * g, lda_out) for m, g in zip(lda_channels, grids))
+        self.fc_last = nn.Linear(in_channels[3], target_in - 3 * lda_out)
+        for module in [*self.convs, *self.fcs, self.fc_last]:
+            nn.init.kaiming_normal_(module.weight)
+
+    def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        parts = [fc(pool(conv(f)).flatten(1)) for f, conv, pool, fc in zip(feats[:3], self.convs, self.pools,
+                                                                           self.fcs)]
+        parts.append(self.fc_last(feats[3].mean(dim=(2, 3))))
+        return torch.cat(parts, dim=1)
+
+
+class HyperNetwork(nn.Module):
+    """Hyper network (Su et al. Sec. 3.3): stage-4 map -> hyper feature ``H`` -> target-network weights.
+
+    Weight generators are 3x3 convs on ``H`` whose output, flattened channel-major, is read as the ``out x in``
+    weight matrix (``ceil(out * in / fs^2)`` channels; exactly ``out * in / 49`` in the original sizes); biases and
+    the last layer come from linear layers on globally pooled ``H``. The last layer has one generator per
+    attribute (``n_outputs``).
+    """
+
+    def __init__(self, in_channels: int, hyper_in: int = 112, target_in: int = 224,
+                 target_sizes: Sequence[int] = (112, 56, 28, 14), feature_size: int = 7, n_outputs: int = 1) -> None:
+        super().__init__()
+        self.hyper_in = hyper_in
+        self.feature_size = feature_size
+        self.sizes = [target_in, *target_sizes]
+        mid1, mid2 = max(hyper_in, in_channels // 2), max(hyper_in, in_channels // 4)
+        self.reduce = nn.Sequential(
+            nn.Conv2d(in_channels, mid1, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(mid1, mid2, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(mid2, hyper_in, 1), nn.ReLU(inplace=True),
+        )
+        self.pool_h = nn.AdaptiveAvgPool2d(feature_size)
+        area = feature_size * feature_size
+        self.weight_gens = nn.ModuleList(
+            nn.Conv2d(hyper_in, math.ceil(o * i / area), 3, padding=1) for i, o in zip(self.sizes[:-1], self.sizes[1:])
+        )
+        self.bias_gens = nn.ModuleList(nn.Linear(hyper_in, o) for o in self.sizes[1:])
+        self.last_weight_gens = nn.ModuleList(nn.Linear(hyper_in, self.sizes[-1]) for _ in range(n_outputs))
+        self.last_bias_gens = nn.ModuleList(nn.Linear(hyper_in, 1) for _ in range(n_outputs))
+        for module in [*self.weight_gens, *self.bias_gens, *self.last_weight_gens, *self.last_bias_gens]:
+            nn.init.kaiming_normal_(module.weight)
+
+    def hyper_feature(self, stage4: torch.Tensor) -> torch.Tensor:
+        """``H`` [N, hyper_in, fs, fs] (adaptive pooling makes it size-independent; identity at 224 px)."""
+        return self.pool_h(self.reduce(stage4))
+
+    def forward(self, hyper: torch.Tensor) -> dict[str, Any]:
+        """Generated target-network parameters: ``weights`` (list of [N, out, in]), ``biases`` (list of [N, out]),
+        ``last_weights`` [N, A, fc4] and ``last_biases`` [N, A]."""
+        n = hyper.shape[0]
+        pooled = hyper.mean(dim=(2, 3))
+        weights, biases = [], []
+        for gen, bgen, i, o in zip(self.weight_gens, self.bias_gens, self.sizes[:-1], self.sizes[1:]):
+            weights.append(gen(hyper).flatten(1)[:, : o * i].reshape(n, o, i))
+            biases.append(bgen(pooled))
+        last_w = torch.stack([g(pooled) for g in self.last_weight_gens], dim=1)
+        last_b = torch.cat([g(pooled) for g in self.last_bias_gens], dim=1)
+        return {"weights": weights, "biases": biases, "last_weights": last_w, "last_biases": last_b}
+
+
+def target_network(x: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
+    """Apply the generated target network to ``x`` [N, target_in]: FC + sigmoid per hidden layer, then one linear
+    output per attribute -> [N, A] (Su et al. Sec. 3.4)."""
+    h = x
+    for w, b in zip(params["weights"], params["biases"]):
+        h = torch.sigmoid(torch.baddbmm(b.unsqueeze(-1), w, h.unsqueeze(-1)).squeeze(-1))
+    return torch.baddbmm(params["last_biases"].unsqueeze(-1), params["last_weights"], h.unsqueeze(-1)).squeeze(-1)
+
+
+def mlp(in_features: int, hidden: int, out_features: int, hidden_layers: int) -> nn.Sequential:
+    """``hidden_layers`` Linear + ReLU blocks of width ``hidden``, then a linear output (0 = a single Linear)."""
+    layers: list[nn.Module] = []
+    width = in_features
+    for _ in range(hidden_layers):
+        layers += [nn.Linear(width, hidden), nn.ReLU(inplace=True)]
+        width = hidden
+    layers.append(nn.Linear(width, out_features))
+    return nn.Sequential(*layers)
+
+
+# -- models -----------------------------------------------------------------------------------------------------
+@register("hyperiqa")
+class HyperIQA(IQAModel):
+    """HyperIQA (Su et al., CVPR 2020): content-adaptive target network generated per patch by a hyper network."""
+
+    inputs = frozenset({"image"})
+    paper = ("S. Su, Q. Yan, Y. Zhu, C. Zhang, X. Ge, J. Sun, Y. Zhang, 'Blindly Assess Image Quality in the Wild "
+             "Guided by a Self-Adaptive Hyper Network', CVPR 2020")
+    smoke_params: ClassVar[dict[str, Any]] = {
+        "backbone": "resnet10t", "patch_size": 32, "n_patches": 2, "test_rounds": 1, "hyper_in": 16,
+        "target_in": 32, "lda_out": 4, "target_sizes": [16, 8, 8, 4], "feature_size": 2,
+    }
+    smoke_image_size: ClassVar[int] = 64
+    #: per-patch loss (each patch labelled with its image's score, as the original) vs image-level loss
+    patch_level_loss: ClassVar[bool] = True
+
+    def __init__(self, attributes: list[str], backbone: str = "resnet50", pretrained: bool | str | Path = False,
+                 patch_size: int = 224, n_patches: int = 5, test_rounds: int = 5, reference_side: int | None = None,
+                 hyper_in: int = 112, target_in: int = 224, lda_out: int = 16,
+                 target_sizes: Sequence[int] = (112, 56, 28, 14), feature_size: int = 7,
+                 loss: str = "l1", huber_delta: float = 0.1, backbone_lr_scale: float = 0.1,
+                 eval_seed: int = 0) -> None:
+        super().__init__(attributes)
+        if loss not in ("l1", "huber"):
+            raise ValueError(f"loss must be 'l1' or 'huber', got {loss!r}")
+        if n_patches < 1 or test_rounds < 1:
+            raise ValueError("n_patches and test_rounds must be >= 1")
+        self.patch_size = int(patch_size)
+        self.n_patches = int(n_patches)
+        self.test_rounds = int(test_rounds)
+        self.reference_side = reference_side
+        self.loss = loss
+        self.huber_delta = float(huber_delta)
+        self.backbone_lr_scale = float(backbone_lr_scale)
+        self.eval_seed = int(eval_seed)
+        self.backbone = create_backbone(backbone, pretrained=pretrained, features_only=True)
+        channels = list(self.backbone.feature_info.channels())[-4:]
+        self.lda = LocalDistortionAware(channels, target_in=target_in, lda_out=lda_out)
+        self.hyper = HyperNetwork(channels[-1], hyper_in=hyper_in, target_in=target_in,
+                                  target_sizes=target_sizes, feature_size=feature_size,
+                                  n_outputs=len(self.attributes))
+
+    # -- patch level ------------------------------------------------------------------------------------------
+    def patch_side(self, height: int, width: int) -> int:
+        """Patch side in this image's pixels (``patch_size`` scaled by the patch rate, clipped to the image)."""
+        return patch_protocol(height, width, [(self.patch_size, self.n_patches)], self.reference_side)[0][0]
+
+    def encode(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patches [N, 3, s, s] -> (target input vector [N, target_in], hyper feature ``H`` [N, 112, 7, 7])."""
+        feats = self.backbone(patches)[-4:]
+        return self.lda(feats), self.hyper.hyper_feature(feats[-1])
+
+    def generated_params(self, patches: torch.Tensor) -> dict[str, Any]:
+        """The target network's parameters the hyper network writes for each patch (for inspection and tests)."""
+        _, hyper = self.encode(patches)
+        return self.hyper(hyper)
+
+    def patch_outputs(self, patches: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Patches [B, n, 3, s, s] -> ``q`` [B, n, A] patch scores and ``hyper`` [B, n, 112, fs, fs]."""
+        b, n = patches.shape[:2]
+        vec, hyper = self.encode(patches.flatten(0, 1))
+        q = target_network(vec, self.hyper(hyper)) + 0.5
+        return {"q": q.reshape(b, n, -1), "hyper": hyper.reshape(b, n, *hyper.shape[1:])}
+
+    # -- image level ------------------------------------------------------------------------------------------
+    def image_outputs(self, image: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """One round of ``n_patches`` random patches: ``q_patches`` [B, n, A] and the image score ``quality``
+        [B, A] (mean over patches)."""
+        side = self.patch_side(image.shape[-2], image.shape[-1])
+        out = self.patch_outputs(sample_patches(image, side, self.n_patches, generator))
+        return {"q_patches": out["q"], "quality": out["q"].mean(dim=1)}
+
+    def _as_dict(self, quality: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {attr: quality[:, k] for k, attr in enumerate(self.attributes)}
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """One round of random patches (training); image score = mean over the patches."""
+        return self._as_dict(self.image_outputs(batch["image"])["quality"])
+
+    @torch.no_grad()
+    def predict_details(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Every image-level output averaged over ``test_rounds`` seeded rounds of ``n_patches`` patches."""
+        image = batch["image"]
+        generator = torch.Generator().manual_seed(self.eval_seed)
+        totals: dict[str, torch.Tensor] = {}
+        for _ in range(self.test_rounds):
+            out = self.image_outputs(image, generator)
+            for key, value in out.items():
+                if key != "q_patches":
+                    totals[key] = totals.get(key, 0) + value
+        return {k: v / self.test_rounds for k, v in totals.items()}
+
+    @torch.no_grad()
+    def predict(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Mean score over ``test_rounds * n_patches`` seeded random patches (original: 25 test patches)."""
+        return self._as_dict(self.predict_details(batch)["quality"])
+
+    def training_step(self, batch: dict[str, Any], ctx: StepContext) -> torch.Tensor:
+        """L1 (original) or Huber on the patch scores, each patch labelled with its image's normalised MOS."""
+        out = self.image_outputs(batch["image"])
+        target = batch["mos_norm"]
+        if self.patch_level_loss:
+            q = out["q_patches"]
+            pred = self._as_dict(q.flatten(0, 1))
+            target = target.repeat_interleave(q.shape[1], dim=0)
+        else:
+            pred = self._as_dict(out["quality"])
+        return quality_loss(pred, target, self.attributes, self.loss, self.huber_delta)
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Backbone at ``lr * backbone_lr_scale``; LDA, hyper network (and heads of subclasses) at ``lr``."""
+        backbone = list(self.backbone.parameters())
+        ids = {id(p) for p in backbone}
+        rest = [p for p in self.parameters() if id(p) not in ids and p.requires_grad]
+        return [{"params": [p for p in backbone if p.requires_grad], "lr": lr * self.backbone_lr_scale},
+                {"params": rest, "lr": lr}]
+
+
+@register("sem_hyperiqa")
+class SemHyperIQA(HyperIQA):
+    """SEM-HyperIQA (PIQ23, CVPR 2023; seed 001 Sec. II-a): HyperIQA + scene classifier on the concatenated
+    semantic features of the patches + rescaler MLP (scene vector -> a, b per attribute)."""
+
+    inputs = frozenset({"image", "scene_idx"})
+    paper = ("N. Chahine, S. Calarasanu, D. Garcia-Civiero, T. Cayla, S. Ferradans, J. Ponce, 'An Image Quality "
+             "Assessment Dataset for Portraits', CVPR 2023 (SEM-HyperIQA); as compared in N. Chahine et al., "
+             "'Generalized Portrait Quality Assessment' (seed 001)")
+    smoke_params: ClassVar[dict[str, Any]] = {
+        **HyperIQA.smoke_params, "n_scenes": 3, "scene_pool_width": 1, "classifier_hidden": 16,
+        "rescaler_hidden": 8,
+    }
+    patch_level_loss = False
+    #: whether the image score goes through the rescaler (False: SEM-HyperIQA-CO)
+    rescale: ClassVar[bool] = True
+
+    def __init__(self, attributes: list[str], n_scenes: int = 2, backbone: str = "resnet50",
+                 pretrained: bool | str | Path = False, patch_size: int = 224, n_patches: int = 5,
+                 test_rounds: int = 5, reference_side: int | None = None, hyper_in: int = 112,
+                 target_in: int = 224, lda_out: int = 16, target_sizes: Sequence[int] = (112, 56, 28, 14),
+                 feature_size: int = 7, loss: str = "huber", huber_delta: float = 0.1,
+                 backbone_lr_scale: float = 0.1, eval_seed: int = 0, scene_pool_width: int | None = None,
+                 classifier_layers: int = 3, classifier_hidden: int = 500, rescaler_layers: int = 3,
+                 rescaler_hidden: int = 100, ce_weight: float = 0.5) -> None:
+        super().__init__(attributes, backbone=backbone, pretrained=pretrained, patch_size=patch_size,
+                         n_patches=n_patches, test_rounds=test_rounds, reference_side=reference_side,
+                         hyper_in=hyper_in, target_in=target_in, lda_out=lda_out, target_sizes=target_sizes,
+                         feature_size=feature_size, loss=loss, huber_delta=huber_delta,
+                         backbone_lr_scale=backbone_lr_scale, eval_seed=eval_seed)
+        if n_scenes < 1:
+            raise ValueError("n_scenes must be >= 1")
+        self.n_scenes = int(n_scenes)
+        self.ce_weight = float(ce_weight)
+        self.scene_pool_width = int(scene_pool_width or n_scenes)
+        self.scene_pool = nn.AdaptiveAvgPool2d((1, self.scene_pool_width))
+        sem_features = self.n_patches * hyper_in * self.scene_pool_width
+        # official SceneClassNet: numLayers=3 linear layers (two hidden of 500)
+        self.classifier = mlp(sem_features, classifier_hidden, self.n_scenes, max(0, classifier_layers - 1))
+        if self.rescale:
+            self.rescaler = mlp(self.n_scenes, rescaler_hidden, 2 * len(self.attributes), rescaler_layers)
+            self._init_identity_rescale()
+
+    def _init_identity_rescale(self) -> None:
+        last = self.rescaler[-1]
+        nn.init.normal_(last.weight, std=1e-3)
+        with torch.no_grad():
+            a_count = len(self.attributes)
+            last.bias.copy_(torch.cat([torch.ones(a_count), torch.zeros(a_count)]))
+
+    def scene_logits(self, hyper: torch.Tensor) -> torch.Tensor:
+        """``H`` of the patches [B, n, C, fs, fs] -> scene logits [B, n_scenes] (features concatenated)."""
+        b, n = hyper.shape[:2]
+        pooled = self.scene_pool(hyper.flatten(0, 1)).reshape(b, n * hyper.shape[2] * self.scene_pool_width)
+        return self.classifier(pooled)
+
+    def rescale_params(self, scene_vector: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rescaler: scene vector [..., n_scenes] -> (a, b), each [..., A]."""
+        out = self.rescaler(scene_vector)
+        a_count = len(self.attributes)
+        return out[..., :a_count], out[..., a_count:]
+
+    def fuse(self, pre_quality: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """SEM-HyperIQA: ``a(P) * Q_p + b(P)`` with ``P`` the softmax scene vector (seed 001 Sec. II-a)."""
+        if not self.rescale:
+            return pre_quality
+        a, b = self.rescale_params(logits.softmax(dim=-1))
+        return a * pre_quality + b
+
+    def image_outputs(self, image: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """One round: ``q_patches`` [B, n, A], ``pre_quality`` [B, A] (mean patch score), ``scene_probs``
+        [B, S] and the final ``quality`` [B, A]; ``logits`` for the loss."""
+        side = self.patch_side(image.shape[-2], image.shape[-1])
+        out = self.patch_outputs(sample_patches(image, side, self.n_patches, generator))
+        pre = out["q"].mean(dim=1)
+        logits = self.scene_logits(out["hyper"])
+        return {"q_patches": out["q"], "pre_quality": pre, "logits": logits, "scene_probs": logits.softmax(-1),
+                "quality": self.fuse(pre, logits)}
+
+    def training_step(self, batch: dict[str, Any], ctx: StepContext) -> torch.Tensor:
+        """``Huber(quality) + ce_weight * CE(scene)`` (seed 001 Sec. IV-B: weights 1.0 and 0.5)."""
+        out = self.image_outputs(batch["image"])
+        q_loss = quality_loss(self._as_dict(out["quality"]), batch["mos_norm"], self.attributes, self.loss,
+                              self.huber_delta)
+        scene = batch["scene_idx"].to(out["logits"].device).long()
+        if int(scene.max()) >= self.n_scenes:
+            raise ValueError(f"scene_idx {int(scene.max())} >= n_scenes={self.n_scenes}: set the model's n_scenes "
+                             f"to the number of scenes in the dataset")
+        if (scene >= 0).any():
+            ce = F.cross_entropy(out["logits"], scene, ignore_index=-1)
+        else:
+            ce = out["logits"].sum() * 0.0
+        return q_loss + self.ce_weight * ce
+
+
+@register("sem_hyperiqa_co")
+class SemHyperIQACO(SemHyperIQA):
+    """SEM-HyperIQA-CO (seed 001 Table I), read as *classification only*: the multitask model (scene classifier
+    trained with 0.5 CE) whose quality score is not rescaled."""
+
+    rescale = False
+    paper = SemHyperIQA.paper + "; -CO variant of Table I read as classification only"
