@@ -1,0 +1,70 @@
+"""Inference benchmark: ``iqalab score`` (batched Scorer) against a plain eager loop over PIL images.
+
+Both score the same files with the same freshly built model. The reference decodes each file with PIL, resizes it,
+normalises it with torchvision-style per-image ops and runs the model on one image at a time, as a quick script
+would. Run:
+
+    .venv/bin/python benchmarks/bench_inference.py [--images 64] [--model backbone_mlp] [--batch-size 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from iqalab.data.loaders import IMAGENET_MEAN, IMAGENET_STD
+from iqalab.data.toy import build_toy
+from iqalab.models import build_model, get_model_class
+from iqalab.stages.score import score_images
+from iqalab.train.engine import save_checkpoint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--size", type=int, default=512, help="side of the image files")
+    parser.add_argument("--cache", type=int, default=224, help="working resolution of the model")
+    parser.add_argument("--model", default="backbone_mlp")
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args()
+    attributes = ["overall", "sharpness", "noise"]
+    kwargs = dict(getattr(get_model_class(args.model), "smoke_params", {}))
+    if args.model == "backbone_mlp":
+        kwargs = {"backbone": "resnet18"}
+    model = build_model(args.model, attributes, **kwargs).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        build_toy(root / "ds", n_scenes=max(1, args.images // 8), per_scene=8, size=args.size, n_random_splits=1)
+        files = sorted((root / "ds" / "images").glob("*.png"))
+        ckpt = root / "best.pt"
+        save_checkpoint(ckpt, {"model": model.state_dict(), "config": {
+            "model_name": args.model, "model_kwargs": kwargs, "attributes": attributes, "mos_range": [1.0, 5.0],
+            "cache_size": args.cache, "eval_crop": None}})
+        mean = torch.from_numpy(IMAGENET_MEAN)[:, None, None]
+        std = torch.from_numpy(IMAGENET_STD)[:, None, None]
+        start = time.perf_counter()
+        with torch.no_grad():
+            for path in files:
+                img = Image.open(path).convert("RGB").resize((args.cache, args.cache), Image.Resampling.BICUBIC)
+                x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1)
+                model({"image": ((x - mean) / std)[None]})
+        ref_rate = len(files) / (time.perf_counter() - start)
+        start = time.perf_counter()
+        score_images(ckpt, [root / "ds" / "images"], root / "scores.csv", batch_size=args.batch_size,
+                     device="cpu", progress=False)
+        our_rate = len(files) / (time.perf_counter() - start)
+    print(f"model={args.model} images={len(files)} files={args.size}px input={args.cache}px "
+          f"batch={args.batch_size} torch_threads={torch.get_num_threads()}")
+    print(f"reference eager loop (PIL, batch 1): {ref_rate:7.1f} images/s")
+    print(f"iqalab score (batched Scorer):       {our_rate:7.1f} images/s")
+    print(f"ratio (ours / reference): {our_rate / ref_rate:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
