@@ -10,7 +10,9 @@ Ratios are printed against ``backbone_mlp`` measured in the same run.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -21,6 +23,7 @@ from iqalab.train.engine import to_device
 
 
 def _batch(model, n: int, size: int, device: torch.device) -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.test_models_registry import make_batch  # the registry tests' synthetic batch
 
     batch = make_batch(model, n=n, size=size)

@@ -1,0 +1,292 @@
+"""TuningIQA (seed 000): shapes, gradients, the GCPF graph, ablation switches, losses (Eqs. 10-11) by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from iqalab.data.schema import CAM_PARAMS
+from iqalab.models import build_model
+from iqalab.models.base import StepContext
+from iqalab.models.tuningiqa import (
+    GCPF_NODES,
+    TuningIQA,
+    gcpf_edge_index,
+    parameter_breakdown,
+    partition_masks,
+    whole_image_fallback,
+)
+from iqalab.train.losses import confidence_weighted_l1, pairwise_bce
+
+ATTRS = ["overall", "face", "sharpness", "exposure", "noise"]
+SIZE = 96  # 3x3 feature grid at stride 32: every one of the nine partitions is non-empty for a centred box
+
+
+def make_model(**overrides) -> TuningIQA:
+    torch.manual_seed(0)
+    return TuningIQA(ATTRS, **(TuningIQA.smoke_params | overrides))
+
+
+@pytest.fixture(scope="module")
+def model() -> TuningIQA:
+    """The smoke-size model (HFE + GCPF), built once; tests leave it in eval mode without gradients."""
+    return make_model().eval()
+
+
+def make_batch(n: int, seed: int = 0, size: int = 64) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    cam_mask = torch.ones(n, 7)
+    cam_mask[::2, 2] = 0.0  # ISO unknown on every other image
+    box = torch.tensor([size / 3 + 2, size / 3 + 1, 2 * size / 3 - 2, 2 * size / 3 - 1])
+    return {
+        "image": torch.randn(n, 3, size, size, generator=g),
+        "person_box": box.expand(n, 4).clone(),
+        "cam": torch.randn(n, 7, generator=g),
+        "cam_mask": cam_mask,
+        "mos_norm": torch.rand(n, len(ATTRS), generator=g),
+        "std_norm": torch.rand(n, len(ATTRS), generator=g) * 0.2,
+    }
+
+
+def pair_batch(n: int, size: int = 64) -> dict:
+    return {"a": make_batch(n, 1, size), "b": make_batch(n, 2, size), "p": torch.linspace(0, 1, n),
+            "attr_idx": torch.arange(n) % len(ATTRS)}
+
+
+# ----------------------------------------------------------------------------------------------- shapes
+def test_single_and_pairwise_shapes(model: TuningIQA) -> None:
+    batch = make_batch(2, size=64)
+    out = model(batch)
+    assert list(out) == ATTRS
+    for score in out.values():
+        assert score.shape == (2,)
+        assert ((score > 0) & (score < 1)).all()
+    probs = model.forward_pair(make_batch(3, 1, 64), make_batch(3, 2, 64))
+    assert list(probs) == ATTRS and all(p.shape == (3,) and ((p > 0) & (p < 1)).all() for p in probs.values())
+    assert model.predict(batch)["face"].shape == (2,)
+
+
+def test_query_residual_option(model: TuningIQA) -> None:
+    assert not model.attention.query_residual  # Eq. 4 as printed is the default
+    batch = make_batch(2, size=64)
+    with torch.no_grad():
+        plain = model.quality_features(batch)
+        model.attention.query_residual = True
+        try:
+            residual = model.quality_features(batch)
+        finally:
+            model.attention.query_residual = False
+        m = model.human_backbone(batch["image"])[-1]
+        boxes = whole_image_fallback(batch["person_box"], 2, 64, 64, torch.device("cpu"))
+        expected = model.attention.w_q(model.hfe(m, boxes, (64, 64)))
+    assert torch.allclose(residual - plain, expected, atol=1e-5)
+    assert TuningIQA(ATTRS, **(TuningIQA.smoke_params | {"query_residual": True})).attention.query_residual
+
+
+def test_build_through_registry_and_unknown_key() -> None:
+    model = build_model("tuningiqa", ATTRS, **TuningIQA.smoke_params)
+    assert isinstance(model, TuningIQA) and model.paper
+    with pytest.raises(ValueError, match="model.use_hef"):
+        build_model("tuningiqa", ATTRS, use_hef=True, **TuningIQA.smoke_params)
+
+
+# ---------------------------------------------------------------------------------------------- gradients
+def test_gradients_reach_every_parameter(model: TuningIQA) -> None:
+    model.train()
+    loss = model.training_step(pair_batch(len(ATTRS), SIZE), StepContext(epoch=0, epochs=1))
+    loss.backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    assert not missing, f"no gradient for {missing[:8]}"
+    components = parameter_breakdown(model)
+    for part in ("backbone", "human_backbone", "hfe", "cross_attention", "gcpf", "heads", "pair_heads"):
+        assert components[part] > 0, part
+
+
+def test_gradients_without_modules() -> None:
+    model = make_model(use_hfe=False, use_gcpf=False).train()
+    model.training_step(pair_batch(len(ATTRS)), StepContext(epoch=0, epochs=1)).backward()
+    assert all(p.grad is not None for p in model.parameters())
+    # a single (non-pair) batch trains the regression heads only
+    model.zero_grad()
+    model.training_step(make_batch(2), StepContext(epoch=0, epochs=1)).backward()
+    assert all(p.grad is None for p in model.pair_heads.parameters())
+    assert all(p.grad is not None for p in model.heads.parameters())
+
+
+# --------------------------------------------------------------------------------------------------- graph
+def test_graph_has_exactly_the_paper_edges() -> None:
+    expected = {frozenset(("visual", p)) for p in CAM_PARAMS}  # (1) cross-modal hub
+    expected |= {frozenset(e) for e in (("iso", "shutter"), ("iso", "aperture"), ("shutter", "aperture"))}  # (2)
+    expected |= {frozenset(e) for e in (("contrast", "saturation"), ("saturation", "sharpness"),
+                                        ("contrast", "sharpness"))}  # (3)
+    expected |= {frozenset(("wb", "saturation"))}  # (4)
+    edges = gcpf_edge_index()
+    assert GCPF_NODES == ("visual", *CAM_PARAMS) and len(GCPF_NODES) == 8
+    directed = [(GCPF_NODES[s], GCPF_NODES[d]) for s, d in edges.t().tolist()]
+    assert len(directed) == len(set(directed)) == 2 * len(expected)
+    assert all(s != d for s, d in directed)
+    assert all((d, s) in set(directed) for s, d in directed)  # undirected
+    assert {frozenset(e) for e in directed} == expected
+    model = make_model(use_hfe=False)
+    assert torch.equal(model.gcpf.edge_index, edges)
+    batched = model.gcpf.batched_edges(3)
+    assert batched.shape == (2, 3 * edges.shape[1])
+    assert torch.equal(batched[:, -edges.shape[1]:], edges + 16)
+
+
+def test_gcpf_off_has_no_graph_parameters(model: TuningIQA) -> None:
+    on, off = model, make_model(use_gcpf=False)
+    assert not any("gcpf" in name or "gat" in name for name, _ in off.named_parameters())
+    assert not any(type(m).__name__ == "GATConv" for m in off.modules())
+    assert parameter_breakdown(off)["gcpf"] == 0
+    assert on.num_parameters() - off.num_parameters() == parameter_breakdown(on)["gcpf"] > 0
+    # nine partition transforms: depthwise (default) vs full 3x3 convs on 3C/2 = 16 + 8 channels
+    ch = TuningIQA.smoke_params["hfe_dim"] * 3 // 2
+    full = make_model(use_gcpf=False, partition_conv="full")
+    assert sum(p.numel() for p in full.hfe.partitions.parameters()) == 9 * (ch * ch * 9 + ch)
+    assert sum(p.numel() for p in off.hfe.partitions.parameters()) == 9 * (ch * 9 + ch)
+    no_hfe = make_model(use_hfe=False)
+    assert not hasattr(no_hfe, "human_backbone") and parameter_breakdown(no_hfe)["hfe"] == 0
+
+
+def test_unknown_camera_parameter_is_ignored_known_one_is_used(model: TuningIQA) -> None:
+    batch = make_batch(2)
+    base = model(batch)["overall"]
+    unknown = dict(batch, cam=batch["cam"].clone())
+    unknown["cam"][0, 2] += 5.0  # ISO of image 0 is masked out
+    assert torch.allclose(model(unknown)["overall"], base)
+    known = dict(batch, cam=batch["cam"].clone())
+    known["cam"][0, 0] += 5.0  # aperture of image 0 is known
+    changed = model(known)["overall"]
+    assert not torch.isclose(changed[0], base[0]) and torch.isclose(changed[1], base[1])
+
+
+# -------------------------------------------------------------------------------------------------- HFE
+def test_partition_masks_follow_the_box() -> None:
+    masks = partition_masks(torch.tensor([[1.5, 2.0, 3.2, 4.0]]), height=5, width=5)
+    assert masks.shape == (1, 9, 5, 5)
+    assert torch.equal(masks.sum(1), torch.ones(1, 5, 5))
+    label = masks.argmax(1)[0]
+    cols = label[0] % 3
+    rows = label[:, 0] // 3
+    assert cols.tolist() == [0, 1, 1, 1, 2]  # cells 1..3 overlap x in [1.5, 3.2]
+    assert rows.tolist() == [0, 0, 1, 1, 2]  # cells 2..3 overlap y in [2, 4]; cell 4 starts at 4
+    assert label[2, 2].item() == 4  # the centre partition is the box
+
+
+def test_missing_person_falls_back_to_whole_image(model: TuningIQA) -> None:
+    boxes = torch.tensor([[float("nan")] * 4, [10.0, 10.0, 5.0, 20.0], [-3.0, 2.0, 50.0, 90.0]])
+    fixed = whole_image_fallback(boxes, 3, 64, 48, torch.device("cpu"))
+    assert fixed[0].tolist() == [0, 0, 48, 64] and fixed[1].tolist() == [0, 0, 48, 64]  # NaN, degenerate
+    assert fixed[2].tolist() == [0, 2, 48, 64]  # clamped
+    batch = make_batch(2, size=SIZE)
+    nan_box = dict(batch, person_box=torch.full((2, 4), float("nan")))
+    whole = dict(batch, person_box=torch.tensor([[0.0, 0.0, SIZE, SIZE]]).expand(2, 4))
+    with torch.no_grad():
+        assert torch.allclose(model(nan_box)["face"], model(whole)["face"])
+        m = model.human_backbone(batch["image"])[-1]
+        f_box = model.hfe(m, batch["person_box"], (SIZE, SIZE))
+        f_whole = model.hfe(m, whole["person_box"], (SIZE, SIZE))
+    assert (f_box - f_whole).abs().max() > 1e-3 * f_whole.abs().mean()  # the box changes F_h
+
+
+def test_bf16_autocast_forward(model: TuningIQA) -> None:
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(make_batch(2, size=64))
+    assert torch.isfinite(out["noise"].float()).all()
+
+
+# ------------------------------------------------------------------------------------------------- losses
+def test_confidence_weighted_l1_by_hand() -> None:
+    nan = float("nan")
+    pred = torch.tensor([[0.5, 0.2], [0.9, 0.1], [0.3, 0.3]])
+    target = torch.tensor([[0.7, 0.2], [0.4, nan], [nan, nan]])
+    variance = torch.tensor([[0.5, nan], [0.0, 1.0], [2.0, 2.0]])
+    # image 1: exp(-0.5)*|0.5-0.7| + 1*|0.2-0.2|; image 2: exp(0)*|0.9-0.4| (second attribute unrated);
+    # image 3 has no target and does not count in |D|
+    expected = (math.exp(-0.5) * 0.2 + 0.0 + 0.5) / 2
+    assert confidence_weighted_l1(pred, target, variance).item() == pytest.approx(expected, rel=1e-6)
+    # one variance per image (Eq. 10 as printed) broadcasts over attributes
+    per_image = confidence_weighted_l1(pred[:2], target[:2], torch.tensor([1.0, 0.0]))
+    assert per_image.item() == pytest.approx((math.exp(-1.0) * 0.2 + 0.5) / 2, rel=1e-6)
+    assert confidence_weighted_l1(pred, target).item() == pytest.approx((0.2 + 0.5) / 2, rel=1e-6)
+    pred.requires_grad_(True)
+    confidence_weighted_l1(pred, torch.full_like(target, nan)).backward()  # no target at all: zero, with a graph
+    assert pred.grad is not None and pred.grad.abs().sum() == 0
+
+
+def test_pairwise_bce_by_hand() -> None:
+    logits = torch.tensor([2.0, -1.0, 0.5, 0.0])
+    target = torch.tensor([1.0, 0.5, 0.0, float("nan")])
+
+    def bce(c: float, z: float) -> float:
+        p = 1 / (1 + math.exp(-z))
+        return -(c * math.log(p) + (1 - c) * math.log(1 - p))
+
+    expected = (bce(1.0, 2.0) + bce(0.5, -1.0) + bce(0.0, 0.5)) / 3
+    assert pairwise_bce(logits, target).item() == pytest.approx(expected, rel=1e-6)
+    probs = torch.sigmoid(logits)
+    assert pairwise_bce(probs, target, from_logits=False).item() == pytest.approx(expected, rel=1e-5)
+    # [P, A]: attributes are summed per pair (Eq. 11)
+    two = pairwise_bce(torch.tensor([[2.0, -1.0]]), torch.tensor([[1.0, 0.5]]))
+    assert two.item() == pytest.approx(bce(1.0, 2.0) + bce(0.5, -1.0), rel=1e-6)
+
+
+def test_training_step_combines_eq10_and_eq11_one_to_two(model: TuningIQA) -> None:
+    assert (model.lambda_reg, model.lambda_rank) == (1.0, 2.0)  # the paper's 1 : 2 default
+    assert not model.training  # eval: BatchNorm statistics fixed, no dropout
+    batch = pair_batch(3)
+    a, b = batch["a"], batch["b"]
+    with torch.no_grad():
+        loss = model.training_step(batch, StepContext(epoch=0, epochs=1)).item()
+        pa, pb, pair = model(a), model(b), model.forward_pair(a, b)
+    reg = 0.0
+    for side, pred in ((a, pa), (b, pb)):
+        for i in range(3):
+            for k, attr in enumerate(ATTRS):
+                v = (side["std_norm"][i, k].item() * 4.0) ** 2  # variance on a 1-5 scale
+                reg += math.exp(-v) * abs(pred[attr][i].item() - side["mos_norm"][i, k].item())
+    reg /= 6
+    rank = 0.0
+    for i in range(3):
+        q = pair[ATTRS[batch["attr_idx"][i]]][i].item()
+        c = batch["p"][i].item()
+        rank -= c * math.log(q) + (1 - c) * math.log(1 - q)
+    rank /= 3
+    assert loss == pytest.approx(reg + 2.0 * rank, rel=1e-4)
+
+
+# ------------------------------------------------------------------------------------------- parameters
+def test_parameter_breakdown_covers_the_model_and_paper_size(model: TuningIQA) -> None:
+    parts = parameter_breakdown(model)
+    assert sum(v for k, v in parts.items() if k != "total") == parts["total"] == model.num_parameters()
+    # the paper's MobileNetV3-S configuration (Table 2: 58.29M), built once without pretrained weights
+    paper = TuningIQA(ATTRS, backbone="mobilenetv3_small_100", human_backbone="tf_efficientnetv2_m",
+                      hfe_dim=None, partition_conv="depthwise", embed_dim=1280, head_hidden=64, use_gcpf=False)
+    total = parameter_breakdown(paper)["total"]
+    assert abs(total - 58.29e6) / 58.29e6 < 0.03
+    # W_K and W_V scale with the backbone width: 2 x 576 x 1280 weights (+ biases) for MobileNetV3-S
+    assert paper.attention.w_k.weight.numel() + paper.attention.w_v.weight.numel() == 2 * 576 * 1280
+
+
+# ------------------------------------------------------------------------------------------ through the engine
+def test_trains_on_pairs_through_the_engine(project, toy_dataset) -> None:
+    import shutil
+
+    from iqalab.config import parse_params
+    from iqalab.train.engine import train_experiment
+
+    from .conftest import toy_params
+
+    shutil.copytree(toy_dataset.root, project.root / "build" / "datasets" / "toy")
+    model_cfg = {"name": "tuningiqa", **TuningIQA.smoke_params}
+    params = parse_params(toy_params(e={"dataset": "toy", "model": model_cfg, "train": {"epochs": 1}}))
+    preds = train_experiment(params, "e", project.root, progress=False)
+    lo, hi = toy_dataset.mos_range
+    assert set(preds.attribute) == set(toy_dataset.attributes)
+    assert preds.pred.between(lo, hi).all() and preds.pred.notna().all()
+    assert set(preds[preds.role == "test"].image_id) == set(toy_dataset.split_ids("scene", "test"))
