@@ -59,6 +59,7 @@ class TrainConfig(_Strict):
     channels_last: bool = True
     compile: bool = False
     max_train_images: int | None = Field(None, ge=1)
+    max_pairs: int | None = Field(None, ge=1, description="pairs per epoch for pair-trained models (fine first)")
     grad_clip: float | None = Field(None, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 

@@ -277,6 +277,8 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
                 scene = table.loc[ids["train"], "scene"].reset_index(drop=True)
                 pairs = pd.concat([pairs, mos_pairs(train_items, needed, spec.seed, by_scene=scene)],
                                   ignore_index=True)
+            if cfg.max_pairs and len(pairs) > cfg.max_pairs:
+                pairs = _subsample_pairs(pairs, set(ids["train"]), cfg.max_pairs, spec.seed)
             train_set = PairItems(train_items, pairs)
             log.info("training on %d pairs", len(train_set))
         opt = _optimizer(model, cfg)
@@ -346,6 +348,15 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
         history = list(best_state["history"]) if not history else history
     write_json(ckpt_dir / "history.json", {"history": history, "fingerprint": fp})
     return _predictions(model, spec, eval_items, device)
+
+
+def _subsample_pairs(pairs: pd.DataFrame, train_ids: set[str], limit: int, seed: int) -> pd.DataFrame:
+    """At most ``limit`` pairs inside the training images, fine (annotated) pairs first, deterministic."""
+    inside = pairs[pairs["image_a"].isin(train_ids) & pairs["image_b"].isin(train_ids)]
+    rank = np.random.default_rng(seed).permutation(len(inside))
+    fine = inside["fine"].to_numpy(dtype=bool) if "fine" in inside else np.zeros(len(inside), bool)
+    order = np.lexsort((rank, ~fine))
+    return inside.iloc[np.sort(order[:limit])].reset_index(drop=True)
 
 
 def _live(ckpt_dir: Path, resume: bool) -> Any:
