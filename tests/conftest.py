@@ -14,6 +14,12 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 TOY_CACHE = 64
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two xdist workers on two cores: one intra-op thread each, or tiny convolutions oversubscribe and crawl
+    import torch
+
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def toy_dataset(tmp_path_factory: pytest.TempPathFactory):

@@ -3,6 +3,7 @@
     iqalab ingest fglive_sim          build one dataset (tables + cache)
     iqalab train tuningiqa_fglive     train one experiment
     iqalab evaluate                   tables and metrics from all predictions
+    iqalab gmad                       gMAD competition between trained models
     iqalab significance               which differences between models are statistically real
     iqalab stats fglive_sim           annotation statistics of one dataset
     iqalab score --checkpoint C IMG.. per-attribute scores of your own images as CSV
@@ -44,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("experiment")
     sub.add_parser("evaluate", help="tables and metrics from all predictions")
     sub.add_parser("significance", help="F-test matrix, paired tests and bootstrap CIs between models")
+    sub.add_parser("gmad", help="gMAD competition between every pair of trained models")
     p = sub.add_parser("stats", help="annotation statistics of a dataset")
     p.add_argument("dataset")
     p = sub.add_parser("score", help="score your own images with a trained checkpoint")
@@ -71,6 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from iqalab.stages import evaluate
 
             evaluate.run(_params(args), _root(args))
+        elif args.command == "gmad":
+            from iqalab.stages import gmad
+
+            gmad.run(_params(args), _root(args), progress=progress)
         elif args.command == "significance":
             from iqalab.stages import significance
 
