@@ -4,6 +4,7 @@
     iqalab train tuningiqa_fglive     train one experiment
     iqalab evaluate                   tables and metrics from all predictions
     iqalab gmad                       gMAD competition between trained models
+    iqalab camera-tuning              models pick camera settings; panel win rates and regret
     iqalab significance               which differences between models are statistically real
     iqalab stats fglive_sim           annotation statistics of one dataset
     iqalab score --checkpoint C IMG.. per-attribute scores of your own images as CSV
@@ -46,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("evaluate", help="tables and metrics from all predictions")
     sub.add_parser("significance", help="F-test matrix, paired tests and bootstrap CIs between models")
     sub.add_parser("gmad", help="gMAD competition between every pair of trained models")
+    sub.add_parser("camera-tuning", help="let each model tune the simulated camera; panel win rates and regret")
     p = sub.add_parser("stats", help="annotation statistics of a dataset")
     p.add_argument("dataset")
     p = sub.add_parser("score", help="score your own images with a trained checkpoint")
@@ -77,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from iqalab.stages import gmad
 
             gmad.run(_params(args), _root(args), progress=progress)
+        elif args.command == "camera-tuning":
+            from iqalab.stages import camera_tuning
+
+            camera_tuning.run(_params(args), _root(args), progress=progress)
         elif args.command == "significance":
             from iqalab.stages import significance
 

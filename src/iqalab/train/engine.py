@@ -2,9 +2,10 @@
 
 Per experiment and split: build the model from the registry, train with the model's own ``training_step`` (or
 ``fit`` for non-trainable models such as NIQE), validate each epoch (mean SRCC over attributes), checkpoint
-atomically every epoch (``last.pt``) and at the best validation score (``best.pt``), stop early after ``patience``
-epochs without improvement, then predict the val and test images with the best weights. Random draws are seeded by
-``(seed, epoch)``, so a run killed at any point and resumed from ``last.pt`` ends with the same metrics as an
+atomically every epoch (``last.pt``, with optimiser state, removed once training completes) and at the best
+validation score (``best.pt``, weights and config only), stop early after ``patience`` epochs without
+improvement, then predict the val and test images with the best weights. Random draws are seeded by ``(seed,
+epoch)``, so a run killed at any point and resumed from ``last.pt`` ends with the same metrics as an
 uninterrupted one (on CPU). On CUDA the loop uses AMP (bf16 where supported) and channels_last.
 """
 
@@ -338,11 +339,13 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "epoch": epoch, "best": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
                      "history": history, "fingerprint": fp, "config": config}
-            if improved:
-                save_checkpoint(ckpt_dir / "best.pt", state)
+            if improved:  # best.pt is for inference: weights and config, no optimiser state
+                save_checkpoint(ckpt_dir / "best.pt", {k: v for k, v in state.items()
+                                                       if k not in ("optimizer", "scheduler")})
             save_checkpoint(last, state)
         if live is not None:
             live.end()
+        last.unlink(missing_ok=True)  # training finished: the resume point is no longer needed
         best_state = load_checkpoint(ckpt_dir / "best.pt")
         load_model_state(model, best_state["model"], str(ckpt_dir / "best.pt"))
         history = list(best_state["history"]) if not history else history
