@@ -124,3 +124,24 @@ def test_pretrained_from_local_file(tmp_path):
     loaded = create_backbone("resnet18", pretrained=str(path))
     for (name, a), b in zip(reference.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_pretrained_local_file_for_feature_maps(tmp_path):
+    reference = create_backbone("resnet18", pretrained=False)
+    path = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), path)
+    features = create_backbone("resnet18", pretrained=str(path), features_only=True)
+    x = torch.randn(1, 3, 64, 64)
+    reference.eval()
+    features.eval()
+    with torch.no_grad():
+        pooled = reference(x)
+        last = features(x)[-1].mean(dim=(2, 3))
+    torch.testing.assert_close(pooled, last)
+
+
+def test_pretrained_wrong_file_names_it(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"something": torch.zeros(3)}, path)
+    with pytest.raises(PretrainedUnavailable, match="other.pth"):
+        create_backbone("resnet18", pretrained=str(path))

@@ -38,14 +38,7 @@ def load_local_weights(model: nn.Module, path: str | Path, strict: bool = False)
     path = Path(path)
     if not path.is_file():
         raise PretrainedUnavailable(f"pretrained weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+    state = _read_state(path)
     missing, unexpected = model.load_state_dict(state, strict=strict)
     if len(missing) > len(list(model.state_dict())) // 2:
         raise PretrainedUnavailable(
@@ -53,6 +46,35 @@ def load_local_weights(model: nn.Module, path: str | Path, strict: bool = False)
         )
     log.info("loaded %s (%d missing, %d unexpected keys)", path, len(missing), len(unexpected))
     return model
+
+
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            return state[key]
+    return state
+
+
+def _check_weights_file(name: str, path: Path) -> None:
+    """Refuse a weights file that does not hold most of ``name``'s weights (timm would load it non-strictly)."""
+    import timm
+
+    try:
+        state = _read_state(path)
+    except Exception as exc:  # noqa: BLE001 - pickles, damaged files, wrong formats
+        raise PretrainedUnavailable(f"{path}: cannot be read as a weights file ({exc})") from None
+    keys = {k.removeprefix("module.") for k in state}
+    wanted = set(timm.create_model(name, pretrained=False, num_classes=0).state_dict())
+    found = len(wanted & keys)
+    if found < 0.5 * len(wanted):
+        raise PretrainedUnavailable(
+            f"{path}: holds {found} of the {len(wanted)} weights of backbone {name!r}; is it the right file?"
+        )
 
 
 def pooled_dim(model: nn.Module, size: int = 64) -> int:
@@ -92,18 +114,25 @@ def create_backbone(name: str, pretrained: bool | str | Path = False, features_o
             opts["out_indices"] = out_indices
     else:
         opts["num_classes"] = 0
+    if local is not None:
+        if not local.is_file():
+            raise PretrainedUnavailable(f"pretrained weights file not found: {local}")
+        _check_weights_file(name, local)
+        # timm loads the file itself, so its key remapping (e.g. features_only stem names) and classifier
+        # filtering apply exactly as for hub weights
+        opts["pretrained_cfg_overlay"] = {"file": str(local)}
     try:
-        model = timm.create_model(name, pretrained=use_hub, **opts)
+        model = timm.create_model(name, pretrained=use_hub or local is not None, **opts)
     except RuntimeError as exc:
         if "Unknown model" in str(exc):
             raise ValueError(f"unknown backbone {name!r} (timm has no such model)") from exc
         raise
-    except Exception as exc:  # hub errors come in many types
+    except Exception as exc:  # hub and file errors come in many types
+        if local is not None:
+            raise PretrainedUnavailable(f"{local}: cannot load as weights for backbone {name!r} ({exc})") from exc
         if use_hub:
             raise PretrainedUnavailable(f"could not download weights for {name!r}: {exc}. Pass a local file.") from exc
         raise
-    if local is not None:
-        load_local_weights(model, local)
     if not features_only:
         model.num_features = pooled_dim(model)
     return model

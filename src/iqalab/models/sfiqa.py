@@ -43,38 +43,47 @@ Readings of an ambiguous text (each is a constructor argument where it matters)
 - The decoder "applied twice" is read as two post-norm transformer decoder layers (residual + LayerNorm around
   self-attention, cross-attention and a feed-forward block of width ``ffn_dim`` = 2048, dropout 0.1: PyTorch's
   ``nn.TransformerDecoderLayer`` defaults). The paper does not list the FFN, but without it the model would have
-  1.3 M fewer parameters than Table II says; with it, all three variants land within 0.5 % of Table II.
+  1.3 M fewer parameters than Table II says; with it, all three variants land within 0.04 M of Table II.
   Cross-attention uses no positional encoding (none is mentioned).
 - "Three-layer MLP with 128, 128 and 1 neurons" is read as input 128 -> hidden 128 (ReLU) -> 1 (two linear
-  layers); with three linear layers every variant would be 0.1 M above the paper instead of 0.04 M below. The
+  layers); with three linear layers every variant would be 0.07 M above the paper instead of 0.03 M below. The
   output is linear (MSE regression on the [0, 1] normalised MOS), its bias starts at 0.5 (mid-scale).
 
 Complexity (Table II; ours measured with :func:`iqalab.models.profile.profile_model`, ``pretrained=False``,
-six attributes, 224 x 224 views, ``torch.utils.flop_counter``, GMACs = FLOPs / 2)
+six attributes, 224 x 224 image and views, ``torch.utils.flop_counter``, GMACs = FLOPs / 2; latency batch 1 on a
+shared 2-core AMD EPYC CPU, torch 2.14.1, 2 threads, mean of 20 runs after 5 warm-up runs)
 ----------------------------------------------------------------------------------------------------------------
-======== ============ =========== =========== ==========
-variant  params paper params ours GMACs paper GMACs ours
-======== ============ =========== =========== ==========
-S        17.76 M      17.724 M    3.75        3.76
-XS        8.26 M       8.219 M    2.05        2.04
-XXS       5.28 M       5.249 M    1.39        1.38
-======== ============ =========== =========== ==========
+======= ============ =========== =========== ========== ================ ===============
+variant params paper params ours GMACs paper GMACs ours latency paper    latency ours
+======= ============ =========== =========== ========== ================ ===============
+S       17.76 M      17.728 M    3.75        3.81       10.59 ms (GPU)   66 ms (CPU)
+XS       8.26 M       8.230 M    2.05        2.12        9.34 ms (GPU)   53 ms (CPU)
+XXS      5.28 M       5.251 M    1.39        1.47        8.26 ms (GPU)   36 ms (CPU)
+======= ============ =========== =========== ========== ================ ===============
 
-Exact parameter counts are in :data:`DOCUMENTED_PARAMS` (asserted by the unit tests). The 0.03-0.04 M we lack
-in every variant is the same constant, so it sits outside the backbones (plausibly a bias or normalisation layer
-in the heads or decoder that the paper does not describe). GMACs agree to 1 %: the count includes the three
-backbones, the stride-4 fusion and the decoder's cross-attention over the 56 x 56 tokens; it excludes
-``roi_align`` (not a multiply-accumulate). Latency is machine-specific: the paper's 8-11 ms were measured on an RTX
-3090 including preprocessing; ours come from ``profile_model`` with the device named (the views are cut inside
-``forward``, so they are included; MTCNN detection runs once at ingest and is not).
+Exact parameter counts are in :data:`DOCUMENTED_PARAMS` (asserted by the unit tests). Per view: backbone
+features (EdgeNeXt-S 5.281 M / XS 2.143 M / XXS 1.158 M) + per-stage linears + fusion conv; shared: cross-view
+block 33 k, two decoder layers 1.319 M, six heads 0.100 M. We lack the same 0.03 M in every variant, so the gap sits
+outside the backbones (plausibly a bias or normalisation layer in the heads or decoder that the paper does not
+describe). GMACs (S): each view 1.200 = backbone 0.959 + stride-4 fusion 0.206 + per-stage linears; decoder 0.213,
+almost all of it the keys/values of the cross-attention over 56 x 56 tokens; ``roi_align`` is not counted. Ours are
+1.6 % (S), 3.6 % (XS), 6.1 % (XXS) above the paper; a counter that skips ``nn.MultiheadAttention`` (thop,
+ptflops with default hooks) would report 0.21 less (3.60 / 1.91 / 1.26), so the paper's values lie between the two
+counting conventions; fvcore, which also counts the bilinear upsampling, gives 3.85 (S) and 1.50 (XXS). Latency is
+machine-specific: the paper's were measured on an RTX 3090 including preprocessing; ours come from
+``profile_model`` with the device named (the views are cut inside ``forward``, so cropping is included; MTCNN
+detection runs once at ingest and is not). The CPU-sized default (XXS, 112 x 112 views) is 0.37 GMACs.
 
-Ablation numbers the paper reports but this reading does not reproduce (Table VI): without task self-attention
-the paper has 17.01 M / 3.74 GMACs (ours: 17.59 M, the two 66 k self-attention blocks removed) and without
-cross-view fusion 16.64 M / 3.15 GMACs (ours: 17.69 M, the 33 k fusion block removed). Those deltas are larger
-than either module can hold under any reading of Eq. (5)-(11), so the paper's ablated models presumably differed
-in other ways it does not describe. Table V backbone swaps (EfficientFormerV2-S1 19.05 M, MobileNetV4-Conv-M
-23.42 M) match ours within 1 %; RepViT-M1.0 (paper 16.10 M) does not: timm's ``repvit_m1_0`` features alone are
-6.40 M per view (ours ~20.7 M in total).
+Ablation numbers the paper reports but this reading does not reproduce (Table VI, ours in brackets): original view
+only 6.91 M / 1.32 GMACs (6.878 M / 1.41), original + face or + eyes-mouth 12.34 M / 2.54 (12.303 M / 2.61); without
+task self-attention 17.01 M / 3.74 (17.596 M / 3.81: two 66 k self-attention blocks removed) and without cross-view
+fusion 16.64 M / 3.15 (17.695 M / 3.81: the 33 k fusion block removed). The last two deltas are larger than either
+module can hold under any reading of Eq. (5)-(11), so the paper's ablated models presumably differed in ways it does
+not describe. Table V backbone swaps, all stages of each backbone, fused at the finest: EfficientFormerV2-S1 paper
+19.05 M / 2.75 (ours 19.019 M / 2.85); MobileNetV4-Conv-M 23.42 M / 5.67 (23.802 M / 6.65: timm reports five
+levels, the first at stride 2, so the fusion runs at 112 x 112; ``fuse_at_stage=1`` gives 3.73); RepViT-M1.0
+16.10 M / 3.36 (21.183 M / 4.28: timm's ``repvit_m1_0`` features alone are 6.40 M per view, more than the paper's
+whole-model figure allows).
 """
 
 from __future__ import annotations
@@ -103,7 +112,7 @@ VARIANT_BACKBONES: dict[str, str] = {"s": "edgenext_small", "xs": "edgenext_x_sm
 PAPER_COMPLEXITY: dict[str, tuple[float, float]] = {"s": (17.76, 3.75), "xs": (8.26, 2.05), "xxs": (5.28, 1.39)}
 
 #: Our exact parameter counts (six attributes, default arguments), asserted by the unit tests
-DOCUMENTED_PARAMS: dict[str, int] = {"s": 17_724_433, "xs": 8_218_699, "xxs": 5_248_579}
+DOCUMENTED_PARAMS: dict[str, int] = {"s": 17_728_350, "xs": 8_230_458, "xxs": 5_250_798}
 
 #: Table V backbone swaps (timm names)
 TABLE_V_BACKBONES: tuple[str, ...] = ("edgenext_small", "mobilenetv4_conv_medium", "efficientformerv2_s1",
