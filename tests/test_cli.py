@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -44,6 +46,13 @@ def test_ingest_train_score_end_to_end(project, capsys, tmp_path):
     scores = pd.read_csv(out)
     assert len(scores) == 20 and list(scores.columns) == ["path", "overall", "sharpness", "noise"]
     assert scores[["overall", "sharpness", "noise"]].apply(lambda c: c.between(1, 5)).all().all()
+    assert main(["-q", "profile"]) == 0
+    profile = json.loads((project.root / "results" / "profile" / "e.json").read_text())
+    from iqalab.train.engine import load_checkpoint, model_from_checkpoint
+
+    model = model_from_checkpoint(load_checkpoint(ckpt))
+    assert profile["params"] == model.num_parameters()
+    assert profile["gmacs"] > 0 and profile["latency_ms"] > 0 and profile["device"] == "cpu"
 
 
 def test_score_rejects_corrupt_image(project, capsys, tmp_path):

@@ -2,6 +2,7 @@
 
     iqalab ingest fglive_sim          build one dataset (tables + cache)
     iqalab train tuningiqa_fglive     train one experiment
+    iqalab profile [experiment ...]   params, GMACs at 224^2 and CPU latency of trained models
     iqalab evaluate                   tables and metrics from all predictions
     iqalab gmad                       gMAD competition between trained models
     iqalab camera-tuning              models pick camera settings; panel win rates and regret
@@ -44,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("dataset")
     p = sub.add_parser("train", help="train an experiment")
     p.add_argument("experiment")
+    p = sub.add_parser("profile", help="params, GMACs and latency of trained experiments' models")
+    p.add_argument("experiments", nargs="*", help="default: every experiment in params.yaml")
     sub.add_parser("evaluate", help="tables and metrics from all predictions")
     sub.add_parser("significance", help="F-test matrix, paired tests and bootstrap CIs between models")
     sub.add_parser("gmad", help="gMAD competition between every pair of trained models")
@@ -71,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from iqalab.stages import train
 
             train.run(_params(args), args.experiment, _root(args), progress=progress)
+        elif args.command == "profile":
+            from iqalab.stages import profile
+
+            profile.run(_params(args), _root(args), args.experiments or None)
         elif args.command == "evaluate":
             from iqalab.stages import evaluate
 
@@ -103,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "check":
             params = _params(args)
             print(f"params OK: {len(params.datasets)} datasets, {len(params.experiments)} experiments")
-    except (ValueError, FileNotFoundError, RuntimeError, KeyError) as exc:
+    except (ValueError, OSError, RuntimeError, KeyError) as exc:
         # one line naming the culprit (DataError, ParamsError, CheckpointError are ValueError/RuntimeError)
         print(f"iqalab {args.command}: error: {exc}", file=sys.stderr)
         return 2

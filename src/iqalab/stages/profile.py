@@ -1,0 +1,46 @@
+"""Stage ``profile``: parameters, GMACs at 224x224 and batch-1 latency of each trained experiment's model.
+
+Reads the experiment's first checkpoint and writes ``results/profile/<experiment>.json`` (keys ``params``,
+``params_m``, ``gmacs``, ``latency_ms``, ``device``, ...), which the evaluation tables' efficiency columns (SFIQA
+Table II, TuningIQA Table 2) read. It runs beside training rather than inside it, so re-profiling never retrains.
+Classical models (NIQE/BRISQUE) get latency only: their numpy pipelines have no torch graph to count MACs on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from iqalab.config import Params
+from iqalab.io import write_json
+from iqalab.models.profile import profile_model
+from iqalab.train.engine import load_checkpoint, model_from_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def run(params: Params, root: Path, experiments: list[str] | None = None, image_size: int = 224,
+        repeats: int = 10) -> dict[str, dict[str, Any]]:
+    """Profile every experiment of ``params`` (or those named) in one process; returns experiment -> profile."""
+    return {name: profile_experiment(params, name, root, image_size, repeats)
+            for name in (experiments or list(params.experiments))}
+
+
+def profile_experiment(params: Params, experiment: str, root: Path, image_size: int = 224,
+                       repeats: int = 10) -> dict[str, Any]:
+    """Profile ``experiment``'s trained model on the CPU (the device the default profile trains on)."""
+    params.experiment(experiment)
+    meta_path = root / "results" / "predictions" / f"{experiment}.json"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path}: experiment {experiment!r} has not been trained yet")
+    split = json.loads(meta_path.read_text())["splits"][0]
+    ckpt = root / "build" / "models" / experiment / split / "best.pt"
+    model = model_from_checkpoint(load_checkpoint(ckpt), str(ckpt))
+    result = profile_model(model, image_size=image_size, device="cpu", warmup=2, repeats=repeats)
+    if not getattr(model, "trainable", True):  # numpy feature pipelines: no torch graph to count MACs on
+        result.update(gmacs=None, params=model.num_parameters(), params_m=model.num_parameters() / 1e6)
+    result.update({"experiment": experiment, "model": model.registry_name, "checkpoint": str(ckpt.relative_to(root))})
+    write_json(root / "results" / "profile" / f"{experiment}.json", result)
+    return result
