@@ -9,7 +9,8 @@
     iqalab significance               which differences between models are statistically real
     iqalab stats fglive_sim           annotation statistics of one dataset
     iqalab score --checkpoint C IMG.. per-attribute scores of your own images as CSV
-    iqalab models                     list the registered models (model cards)
+    iqalab models [--write F]         list the registered models (model cards)
+    iqalab report                     results/report.md from every stage's outputs
     iqalab check                      validate params.yaml
 """
 
@@ -59,7 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("images", nargs="+", help="image files or folders")
-    sub.add_parser("models", help="list registered models")
+    p = sub.add_parser("models", help="list registered models (model cards)")
+    p.add_argument("--write", default=None, help="write the cards as Markdown (e.g. docs/models.md)")
+    p.add_argument("--config", default="smoke", choices=["smoke", "default"])
+    sub.add_parser("report", help="results/report.md: every table and figure in the papers' order")
     sub.add_parser("check", help="validate params.yaml")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
@@ -104,9 +108,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             frame = score_images(args.checkpoint, args.images, args.out, args.batch_size, args.device, progress)
             print(frame.to_string(index=False))
         elif args.command == "models":
-            from iqalab.models.cards import model_cards
+            from iqalab.models.cards import model_cards, write_model_cards
 
-            print(model_cards().to_string(index=False))
+            if args.write:
+                print(write_model_cards(args.write, config=args.config))
+            else:
+                cards = model_cards(config=args.config)
+                print(cards[["model", "inputs", "params", "gmacs", "paper"]].to_string(index=False))
+        elif args.command == "report":
+            from iqalab.report import build_report
+
+            print(build_report(_params(args), _root(args)))
         elif args.command == "check":
             params = _params(args)
             print(f"params OK: {len(params.datasets)} datasets, {len(params.experiments)} experiments")

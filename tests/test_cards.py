@@ -1,0 +1,96 @@
+"""Model cards from the registry: inputs, paper, parameter count and GMACs of each model, and docs/models.md."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from iqalab.models import registry
+from iqalab.models.base import IQAModel
+from iqalab.models.cards import cards_markdown, model_card, model_cards, write_model_cards
+from iqalab.models.registry import available, build_model, get_model_class
+
+NAMES = ["backbone_mlp", "niqe", "tuningiqa"]
+
+
+@pytest.fixture(scope="module")
+def cards():
+    return model_cards(names=NAMES, image_size=64)
+
+
+def test_cards_describe_each_model(cards):
+    assert cards["model"].tolist() == NAMES
+    for card in cards.to_dict(orient="records"):
+        cls = get_model_class(card["model"])
+        assert card["inputs"].split(",") == sorted(cls.inputs)
+        assert card["paper"] == cls.paper and card["class"] == cls.__name__
+        assert card["config"] == dict(getattr(cls, "smoke_params", {}))
+        torch.manual_seed(0)
+        fresh = build_model(card["model"], ["overall"], **card["config"])
+        assert card["params"] == sum(p.numel() for p in fresh.parameters())
+
+
+def test_gmacs_counted_for_networks_not_for_classical_models(cards):
+    by_name = cards.set_index("model")
+    assert by_name.loc["backbone_mlp", "gmacs"] > 0 and by_name.loc["tuningiqa", "gmacs"] > 0
+    assert by_name.loc["niqe", "params"] == 0 and pd.isna(by_name.loc["niqe", "gmacs"])
+
+
+def test_gmacs_grow_with_the_image_area(cards):
+    small = cards.set_index("model").loc["backbone_mlp", "gmacs"]
+    large = model_card("backbone_mlp", image_size=128)["gmacs"]
+    assert 3.0 < large / small < 5.0, "a convolutional backbone's MACs scale with the number of pixels"
+
+
+def test_default_config_builds_without_downloading():
+    smoke = model_card("backbone_mlp", gmacs=False)
+    default = model_card("backbone_mlp", gmacs=False, config="default")
+    assert default["config"] == {"pretrained": False}
+    assert isinstance(default["params"], int) and default["params"] > 0
+    assert default["kwargs"] == smoke["kwargs"]
+    with pytest.raises(ValueError, match="smoke"):
+        model_card("backbone_mlp", config="paper")
+
+
+def test_a_broken_model_gets_an_error_card(monkeypatch):
+    class Broken(IQAModel):
+        """Fails on construction."""
+
+        inputs = frozenset({"image"})
+        paper = "nobody"
+
+        def __init__(self, attributes: list[str], width: int = 3) -> None:
+            super().__init__(attributes)
+            raise RuntimeError("no weights here")
+
+        def forward(self, batch):  # pragma: no cover
+            return {}
+
+    monkeypatch.setitem(registry._REGISTRY, "broken_for_test", Broken)
+    card = model_card("broken_for_test")
+    assert card["params"].startswith("error:") and "no weights here" in card["params"]
+    assert card["kwargs"] == {"width": 3} and card["gmacs"] is None
+
+
+def test_every_registered_model_gets_a_card(monkeypatch):
+    from iqalab.models import cards as cards_module
+
+    monkeypatch.setattr(cards_module, "model_card", lambda name, *args: {"model": name})
+    assert model_cards()["model"].tolist() == available()
+
+
+def test_markdown_has_a_row_and_a_card_per_model(cards):
+    text = cards_markdown(cards, image_size=64)
+    for name in NAMES:
+        assert f"| [`{name}`](#{name.replace('_', '-')}) |" in text
+        assert f"\n## {name}\n" in text
+    assert "| `backbone` | `'resnet18'` |" in text, "constructor defaults are listed"
+    assert text.count("| n/a |") == 1, "only NIQE has no countable GMACs"
+
+
+def test_write_model_cards_writes_markdown(tmp_path, cards):
+    path = write_model_cards(tmp_path / "docs" / "models.md", names=["backbone_mlp"], image_size=64)
+    text = path.read_text()
+    gmacs = cards.set_index("model").loc["backbone_mlp", "gmacs"]
+    assert text.startswith("# Models") and f"| {gmacs:.3f} |" in text and "64x64" in text
