@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from iqalab.io import project_root
 
@@ -46,7 +54,8 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(1e-4, ge=0)
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     scheduler: Literal["cosine", "step", "none"] = "cosine"
-    step_epochs: list[int] = Field(default_factory=list, description="epochs where 'step' divides lr by gamma")
+    step_epochs: list[int] = Field(default_factory=list, validate_default=True,
+                                   description="epochs where 'step' divides lr by gamma")
     gamma: float = Field(0.1, gt=0)
     crop: int | None = Field(224, gt=15, description="random-crop size in training; None = whole cached image")
     flip: bool = True
@@ -62,6 +71,13 @@ class TrainConfig(_Strict):
     max_pairs: int | None = Field(None, ge=1, description="pairs per epoch for pair-trained models (fine first)")
     grad_clip: float | None = Field(None, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("step_epochs")
+    @classmethod
+    def _step_needs_epochs(cls, value: list[int], info: ValidationInfo) -> list[int]:
+        if info.data.get("scheduler") == "step" and not value:
+            raise ValueError("scheduler 'step' needs at least one epoch here")
+        return value
 
 
 class ModelConfig(BaseModel):

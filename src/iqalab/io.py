@@ -16,7 +16,8 @@ from typing import Any
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path`` (atomic on POSIX).
 
-    On any exception the temporary file is removed and ``path`` keeps its previous content.
+    On any exception the temporary file is removed and ``path`` keeps its previous content; an ``OSError``
+    (disk full, quota, permissions) is re-raised with the same errno and a message naming ``path``.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -28,6 +29,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
+    except OSError as exc:
+        # OSError(errno, msg) builds the matching subclass, so callers catching e.g. FileNotFoundError still do
+        reason = exc.strerror or str(exc)
+        message = f"cannot write {target}: {reason} (its previous content is unchanged)"
+        raise (OSError(exc.errno, message) if exc.errno is not None else OSError(message)) from exc
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -88,7 +88,13 @@ class ImageCache:
         array_path, index_path = cache_paths(ds.root, size)
         if not array_path.is_file() or not index_path.is_file():
             raise DataError(f"{array_path}: image cache missing; run `iqalab ingest {ds.name}` to build it")
-        index = json.loads(index_path.read_text())
+        try:
+            index = json.loads(index_path.read_text())
+            index_ok = isinstance(index, dict) and {"image_ids", "n", "crc32"} <= set(index)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DataError(f"{index_path}: corrupt cache index ({exc}); rerun ingest") from None
+        if not index_ok:
+            raise DataError(f"{index_path}: corrupt cache index (keys image_ids, n, crc32 expected); rerun ingest")
         if index["image_ids"] != ds.images["image_id"].tolist():
             raise DataError(f"{index_path}: cache does not match images.parquet (stale cache); rerun ingest")
         try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -269,15 +270,29 @@ def validate_ratings(ratings: pd.DataFrame, images: pd.DataFrame, meta: dict[str
 
 
 def validate_meta(meta: dict[str, Any]) -> None:
-    """Check ``dataset.json``'s required keys."""
+    """Check ``dataset.json``'s required keys and their types (a hand-edited file fails here, not later)."""
+    if not isinstance(meta, dict):
+        raise DataError(f"dataset.json: expected a JSON object, got {type(meta).__name__}")
     for key in ("name", "attributes", "mos_range", "source"):
         if key not in meta:
             raise DataError(f"{where('dataset.json', column=key)}: required key missing")
-    lo, hi = meta["mos_range"]
+    bounds = meta["mos_range"]
+    if not (isinstance(bounds, (list, tuple)) and len(bounds) == 2
+            and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in bounds)):
+        raise DataError(f"{where('dataset.json', column='mos_range')}: expected [low, high] numbers, got {bounds!r}")
+    lo, hi = bounds
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise DataError(f"{where('dataset.json', column='mos_range')}: invalid range {meta['mos_range']}")
-    if not meta["attributes"]:
+    attrs = meta["attributes"]
+    if not isinstance(attrs, (list, tuple)) or not all(isinstance(a, str) and a for a in attrs):
+        raise DataError(f"{where('dataset.json', column='attributes')}: expected a list of names, got {attrs!r}")
+    if not attrs:
         raise DataError(f"{where('dataset.json', column='attributes')}: empty attribute list")
+    if len(set(attrs)) != len(attrs):
+        raise DataError(f"{where('dataset.json', column='attributes')}: duplicate attribute in {attrs}")
+    for key in ("checksums", "counts"):
+        if not isinstance(meta.get(key, {}), dict):
+            raise DataError(f"{where('dataset.json', column=key)}: expected a JSON object, got {meta[key]!r}")
 
 
 def validate(ds: Dataset, check_files: bool = False) -> None:
@@ -304,8 +319,8 @@ def complete_images_table(images: pd.DataFrame, attributes: list[str]) -> pd.Dat
         for prefix in ("std", "n"):
             if f"{prefix}_{a}" not in images.columns:
                 images[f"{prefix}_{a}"] = np.nan
-    images["image_id"] = images["image_id"].astype(str)
-    images["scene"] = images["scene"].astype(str)
+    for col in ("image_id", "scene"):  # ids as text; missing stays missing so the validator names the row
+        images[col] = images[col].where(images[col].isna(), images[col].astype(str))
     return images
 
 

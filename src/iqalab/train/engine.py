@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import math
+import pickle
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -102,9 +103,28 @@ class RunSpec:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Atomic ``torch.save``: a kill mid-write never leaves a truncated checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """Atomic ``torch.save``: a kill mid-write never leaves a truncated checkpoint.
+
+    A failed write (disk full: torch reports it as a bare ``RuntimeError`` from its stream writer) raises
+    :class:`CheckpointError` naming ``path``; the previous checkpoint at ``path`` is kept.
+    """
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    except (OSError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: cannot write checkpoint, previous one kept (disk full?): {exc}") from exc
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files (``.<name>.*.tmp``) a run killed inside :func:`save_checkpoint` left behind.
+
+    They are never read (only ``last.pt``/``best.pt`` are), but each is as large as a checkpoint.
+    """
+    stale = sorted(folder.glob(".*.pt.*.tmp")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+        log.info("removed %s left by an interrupted run", path)
+    return stale
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -114,8 +134,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's text is several paragraphs; keep the line naming the refused object, on one line
+        lines = [line for line in str(exc).splitlines() if "GLOBAL" in line or "Unsupported" in line]
+        reason = " ".join((lines[0] if lines else str(exc)).split())
+        raise CheckpointError(f"{path}: cannot be loaded as a weights-only checkpoint: it holds pickled Python "
+                              f"objects, refused ({reason})") from None
     except Exception as exc:  # noqa: BLE001 - many failure types for a damaged file
-        raise CheckpointError(f"{path}: cannot be loaded as a weights-only checkpoint ({exc})") from None
+        reason = " ".join(str(exc).split())
+        raise CheckpointError(f"{path}: cannot be loaded as a weights-only checkpoint ({reason})") from None
 
 
 def load_model_state(model: IQAModel, state: dict[str, torch.Tensor], source: str) -> None:
@@ -257,6 +284,7 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
         model.to(memory_format=torch.channels_last)
     ckpt_dir = spec.out_dir
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(ckpt_dir)
     config = spec.config() | {"cam_stats": {"mean": cam_stats.mean, "std": cam_stats.std}}
     config["eval_crop"] = cfg.eval_crop
     fp = fingerprint(config)
