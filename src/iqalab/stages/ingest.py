@@ -58,8 +58,13 @@ def run(params: Params, name: str, root: Path, progress: bool = True) -> Dataset
     build_cache(ds, cfg.cache_size, progress=progress)
     if cfg.detect_faces:
         log.warning("detect_faces is set but face detection at ingest is not wired yet; boxes from the source kept")
-    if final.exists():
-        shutil.rmtree(final)
+    retired = final.with_name(f".{name}.old")
+    if retired.exists():
+        shutil.rmtree(retired)
+    if final.exists():  # two renames: a kill leaves either the old or the new folder whole, never half-deleted
+        final.rename(retired)
     staging.rename(final)
+    if retired.exists():
+        shutil.rmtree(retired)
     log.info("ingested %s: %d images", name, len(ds.images))
     return read_dataset(final)
