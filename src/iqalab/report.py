@@ -193,7 +193,7 @@ def collect_sections(params: Params, root: Path) -> list[Section]:
     results = Path(root) / "results"
     tables_dir, figures_dir = results / "tables", results / "figures"
     all_tables = sorted(tables_dir.glob("*.md"))
-    all_figures = sorted(figures_dir.rglob("*.png"))
+    all_figures = sorted([*figures_dir.rglob("*.png"), *figures_dir.rglob("*.jpg")])
     claimed: set[Path] = set()
 
     def claim(paths: Iterable[Path]) -> list[Path]:

@@ -21,7 +21,7 @@ algorithm and the score definitions are in :mod:`iqalab.gmad`. This module is th
 5. **Outputs**: ``results/gmad/pairs.csv`` (ids, levels, scores, verdicts, image paths), ``aggressiveness`` and
    ``resistance`` (``.md`` + ``.csv``), ``summary.json`` (per-model means and ranks, settings, skips),
    ``votes_template.csv`` (a blank sheet for a real subjective test of the same pairs); figures
-   ``results/figures/gmad/matrices`` and ``pairs_<x>_vs_<y>`` (PNG + PDF; pair images as 128-px thumbnails,
+   ``results/figures/gmad/matrices`` and ``pairs_<x>_vs_<y>`` (matrices PNG + PDF, pair grids JPEG; pair images as thumbnails,
    full-size pair images are the pool files named in ``pairs.csv``). Pool scores: ``build/gmad/scores.parquet``.
 
 Relative ``image_folder`` / ``votes_csv`` paths are taken relative to ``root`` (the project root).
@@ -79,7 +79,7 @@ class GmadSettings(BaseModel):
     seed: int | None = Field(None, description="pool, tie-break and panel seed (default: params.seed)")
     image_folder: str | None = Field(None, description="a folder of images as the pool instead of the simulator")
     votes_csv: str | None = Field(None, description="human votes on the pairs (gmad.import_votes format)")
-    thumb_size: int = Field(128, ge=16, description="side of the pair thumbnails in the grids")
+    thumb_size: int = Field(96, ge=16, description="side of the pair thumbnails in the grids")
     batch_size: int = Field(16, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -412,7 +412,8 @@ def run(params: Params, root: Path, progress: bool = True) -> dict[str, Any]:
     for x, y in combinations(models, 2):
         fig = gmad.pair_grid(pairs, x, y, thumb, labels)
         label_simulated(fig, pool.simulated)
-        result["figures"] += save(fig, fig_dir / f"pairs_{x}_vs_{y}")
+        # photographs: JPEG keeps results/ small (a PNG + PDF of each grid would be ~3 MB)
+        result["figures"] += save(fig, fig_dir / f"pairs_{x}_vs_{y}", formats=("jpg",))
         plt.close(fig)
     report["n_pairs"] = len(pairs)
     report["outcomes"] = {str(k): int(v) for k, v in pairs["outcome"].value_counts().sort_index().items()}
