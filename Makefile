@@ -23,7 +23,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 repro: $(STAMP)
-	$(BIN)/dvc repro
+	# stages call papermill and iqalab: put the venv first on PATH (no activation needed)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
