@@ -9,8 +9,9 @@ keys; model keyword arguments are checked against the registered model's constru
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -24,6 +25,8 @@ from pydantic import (
 )
 
 from iqalab.io import project_root
+
+SectionT = TypeVar("SectionT", bound=BaseModel)
 
 
 class ParamsError(ValueError):
@@ -141,7 +144,8 @@ class Params(_Strict):
         try:
             return TrainConfig(**merged)
         except ValidationError as exc:
-            raise ParamsError(_format(exc, prefix=f"experiments.{experiment}.train")) from None
+            raise ParamsError(_format(exc, prefix=f"experiments.{experiment}.train",
+                                      allowed=sorted(TrainConfig.model_fields))) from None
 
     def experiment(self, name: str) -> ExperimentConfig:
         if name not in self.experiments:
@@ -184,17 +188,30 @@ def _model_in(annotation: Any) -> Any:
     return None
 
 
-def _format(exc: ValidationError, prefix: str = "") -> str:
+def _format(exc: ValidationError, prefix: str = "", allowed: list[str] | None = None) -> str:
+    """One line per error with its key path; ``allowed`` lists the keys of a flat section (else looked up)."""
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
         path = ".".join(str(p) for p in ((prefix,) if prefix else ()) + loc)
         if err["type"] == "extra_forbidden":
-            allowed = _allowed_keys(loc) if not prefix else sorted(TrainConfig.model_fields)
-            lines.append(f"{path}: unknown key; allowed keys: {allowed}")
+            lines.append(f"{path}: unknown key; allowed keys: {allowed if allowed is not None else _allowed_keys(loc)}")
         else:
             lines.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
     return "; ".join(lines)
+
+
+def validate_section(model: type[SectionT], raw: Any, prefix: str) -> SectionT:
+    """Validate a stage's settings block (e.g. ``extra.gmad``) with the same one-line, key-path errors as the
+    rest of ``params.yaml``; a missing block gives the model's defaults."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ParamsError(f"{prefix}: must be a mapping, got {type(raw).__name__}")
+    try:
+        return model(**raw)
+    except ValidationError as exc:
+        raise ParamsError(_format(exc, prefix=prefix, allowed=sorted(model.model_fields))) from None
 
 
 def _reject_non_finite(node: Any, path: str = "") -> None:

@@ -39,6 +39,7 @@ from iqalab.data.schema import (
     read_dataset,
     safe_relative_path,
 )
+from iqalab.inference import experiment_checkpoint
 from iqalab.plots import PAGE_WIDTH_IN, label_simulated
 
 log = logging.getLogger(__name__)
@@ -178,20 +179,13 @@ def pick_image(ds: Dataset, image_id: str | None = None, by: str | None = None) 
 def trained_checkpoints(params: Params, root: Path) -> dict[str, Path]:
     """Experiment -> ``build/models/<e>/<first split>/best.pt`` for every experiment of ``params`` whose
     ``results/predictions/<e>.json`` lists splits and whose checkpoint exists (not trained yet: left out)."""
-    root = Path(root)
     found: dict[str, Path] = {}
     for name in params.experiments:
-        meta = root / "results" / "predictions" / f"{name}.json"
-        if not meta.is_file():
-            continue
-        splits = json.loads(meta.read_text()).get("splits") or []
-        if not splits:
-            continue
-        path = root / "build" / "models" / name / str(splits[0]) / "best.pt"
-        if path.is_file():
+        path, why = experiment_checkpoint(root, name)
+        if path is not None:
             found[name] = path
-        else:
-            log.info("experiment %s has predictions but no checkpoint at %s", name, path)
+        elif "checkpoint" in why:
+            log.info("experiment %s has predictions but no checkpoint: %s", name, why)
     return found
 
 

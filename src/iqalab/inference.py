@@ -8,6 +8,7 @@ parameters with the training split's statistics, so a model sees at inference wh
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,25 @@ from PIL import Image
 
 from iqalab.data.loaders import CamStats, to_chw_uint8
 from iqalab.train.engine import load_checkpoint, model_from_checkpoint, resolve_device, to_device
+
+
+def experiment_checkpoint(root: str | Path, experiment: str) -> tuple[Path | None, str]:
+    """The checkpoint the analysis stages use for a trained experiment and, when there is none, why.
+
+    It is ``build/models/<experiment>/<first split>/best.pt``, the split taken from
+    ``results/predictions/<experiment>.json``, which training writes only once every split has finished.
+    """
+    root = Path(root)
+    meta = root / "results" / "predictions" / f"{experiment}.json"
+    if not meta.is_file():
+        return None, f"not trained ({meta.relative_to(root)} missing)"
+    splits = json.loads(meta.read_text()).get("splits") or []
+    if not splits:
+        return None, f"{meta.relative_to(root)} lists no split"
+    ckpt = root / "build" / "models" / experiment / str(splits[0]) / "best.pt"
+    if not ckpt.is_file():
+        return None, f"checkpoint {ckpt.relative_to(root)} missing"
+    return ckpt, ""
 
 
 class Scorer:

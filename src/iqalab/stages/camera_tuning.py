@@ -20,7 +20,6 @@ Settings: ``params.extra.camera_tuning`` (:class:`CameraTuningSettings`; unknown
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -29,10 +28,11 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from iqalab.config import Params, ParamsError
+from iqalab.config import Params, ParamsError, validate_section
 from iqalab.data.schema import CAM_PARAMS
+from iqalab.inference import experiment_checkpoint
 from iqalab.io import write_json, write_text
 from iqalab.tables import SIMULATED_NOTE, Table
 from iqalab.tuning import DEFAULT_STEPS, RenderCache, StudyConfig, StudyResult, cams_from_infos, run_study
@@ -86,20 +86,7 @@ class CameraTuningSettings(BaseModel):
 
 def settings_from_params(params: Params) -> CameraTuningSettings:
     """Validate ``params.extra.camera_tuning`` (missing = defaults); errors name ``extra.camera_tuning.<key>``."""
-    raw = params.extra.get("camera_tuning") or {}
-    if not isinstance(raw, Mapping):
-        raise ParamsError("extra.camera_tuning: must be a mapping")
-    try:
-        settings = CameraTuningSettings(**raw)
-    except ValidationError as exc:
-        parts = []
-        for err in exc.errors():
-            path = ".".join(["extra", "camera_tuning", *(str(p) for p in err["loc"])])
-            if err["type"] == "extra_forbidden":
-                parts.append(f"{path}: unknown key; allowed keys: {sorted(CameraTuningSettings.model_fields)}")
-            else:
-                parts.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
-        raise ParamsError("; ".join(parts)) from None
+    settings = validate_section(CameraTuningSettings, params.extra.get("camera_tuning"), "extra.camera_tuning")
     if settings.dataset not in params.datasets:
         raise ParamsError(f"extra.camera_tuning.dataset: unknown dataset {settings.dataset!r}; "
                           f"defined: {sorted(params.datasets)}")
@@ -186,16 +173,13 @@ def competing_experiments(params: Params, settings: CameraTuningSettings) -> lis
 
 
 def checkpoint_path(root: Path, experiment: str) -> Path | None:
-    """``build/models/<experiment>/<first split>/best.pt`` (split from the predictions JSON), if it exists."""
-    meta = root / "results" / "predictions" / f"{experiment}.json"
-    splits: list[str] = []
-    if meta.is_file():
-        splits = list(json.loads(meta.read_text()).get("splits") or [])
-    if not splits:
+    """The experiment's checkpoint (:func:`iqalab.inference.experiment_checkpoint`); when its predictions JSON is
+    missing or lists no split, the first ``build/models/<experiment>/*/best.pt`` found."""
+    path, why = experiment_checkpoint(root, experiment)
+    if path is None and not why.startswith("checkpoint"):
         found = sorted((root / "build" / "models" / experiment).glob("*/best.pt"))
         return found[0] if found else None
-    path = root / "build" / "models" / experiment / splits[0] / "best.pt"
-    return path if path.is_file() else None
+    return path
 
 
 def choose_reference(params: Params, settings: CameraTuningSettings, available: Sequence[str]) -> str:

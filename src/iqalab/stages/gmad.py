@@ -41,13 +41,14 @@ from typing import Any, Literal
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from iqalab import gmad
-from iqalab.config import Params, ParamsError
+from iqalab.config import Params, ParamsError, validate_section
 from iqalab.data.cache import decode_image
 from iqalab.data.schema import CAM_COLUMNS, FACE_BOX, LANDMARKS, PERSON_BOX
+from iqalab.inference import experiment_checkpoint
 from iqalab.io import write_json, write_parquet, write_text
 from iqalab.plots import label_simulated, save
 from iqalab.sim.observers import ATTRIBUTES, true_quality
@@ -86,20 +87,8 @@ class GmadSettings(BaseModel):
 
 def load_settings(params: Params) -> GmadSettings:
     """Validate ``params.extra["gmad"]``; errors name the key path ``extra.gmad.<key>``."""
-    raw = params.extra.get("gmad", {}) or {}
-    if not isinstance(raw, Mapping):
-        raise ParamsError(f"extra.gmad: must be a mapping, got {type(raw).__name__}")
-    try:
-        cfg = GmadSettings(**raw)
-    except ValidationError as exc:
-        parts = []
-        for err in exc.errors():
-            path = ".".join(["extra", "gmad", *(str(p) for p in err["loc"])])
-            if err["type"] == "extra_forbidden":
-                parts.append(f"{path}: unknown key; allowed keys: {sorted(GmadSettings.model_fields)}")
-            else:
-                parts.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
-        raise ParamsError("; ".join(parts)) from None
+    raw = params.extra.get("gmad") or {}
+    cfg = validate_section(GmadSettings, raw, "extra.gmad")
     if "dataset" in raw and cfg.dataset not in params.datasets:  # the default may be absent: then no competitors
         raise ParamsError(f"extra.gmad.dataset: unknown dataset {cfg.dataset!r}; defined: {sorted(params.datasets)}")
     for name in cfg.experiments or []:
@@ -120,17 +109,9 @@ def competing_experiments(params: Params, cfg: GmadSettings, root: Path) -> tupl
     chosen: dict[str, Path] = {}
     skipped: dict[str, str] = {}
     for name in candidates:
-        meta_path = root / "results" / "predictions" / f"{name}.json"
-        if not meta_path.is_file():
-            skipped[name] = f"not trained ({meta_path.relative_to(root)} missing)"
-            continue
-        splits = json.loads(meta_path.read_text()).get("splits") or []
-        if not splits:
-            skipped[name] = f"{meta_path.relative_to(root)} lists no split"
-            continue
-        ckpt = root / "build" / "models" / name / str(splits[0]) / "best.pt"
-        if not ckpt.is_file():
-            skipped[name] = f"checkpoint {ckpt.relative_to(root)} missing"
+        ckpt, why = experiment_checkpoint(root, name)
+        if ckpt is None:
+            skipped[name] = why
             continue
         chosen[name] = ckpt
     for name, why in skipped.items():

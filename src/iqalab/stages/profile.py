@@ -8,12 +8,12 @@ Classical models (NIQE/BRISQUE) get latency only: their numpy pipelines have no 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from iqalab.config import Params
+from iqalab.inference import experiment_checkpoint
 from iqalab.io import write_json
 from iqalab.models.profile import profile_model
 from iqalab.train.engine import load_checkpoint, model_from_checkpoint
@@ -32,11 +32,9 @@ def profile_experiment(params: Params, experiment: str, root: Path, image_size: 
                        repeats: int = 10) -> dict[str, Any]:
     """Profile ``experiment``'s trained model on the CPU (the device the default profile trains on)."""
     params.experiment(experiment)
-    meta_path = root / "results" / "predictions" / f"{experiment}.json"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path}: experiment {experiment!r} has not been trained yet")
-    split = json.loads(meta_path.read_text())["splits"][0]
-    ckpt = root / "build" / "models" / experiment / split / "best.pt"
+    ckpt, why = experiment_checkpoint(root, experiment)
+    if ckpt is None:
+        raise FileNotFoundError(f"experiment {experiment!r}: {why}")
     model = model_from_checkpoint(load_checkpoint(ckpt), str(ckpt))
     result = profile_model(model, image_size=image_size, device="cpu", warmup=2, repeats=repeats)
     if not getattr(model, "trainable", True):  # numpy feature pipelines: no torch graph to count MACs on
