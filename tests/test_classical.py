@@ -3,6 +3,7 @@ resizing, vectorisation against per-item computation, monotonicity on a real pho
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -373,3 +374,20 @@ def test_engine_fits_checkpoints_and_restores_classical_models(project, toy_data
     assert np.isfinite(preds.pred).all() and set(preds.attribute) == set(toy_dataset.attributes)
     restored = model_from_checkpoint(load_checkpoint(project.root / "build" / "models" / "e" / "scene" / "best.pt"))
     assert restored.is_fitted
+    meta = json.loads((project.root / "results" / "predictions" / "e.json").read_text())
+    assert meta["n_params"] == restored.num_parameters(), "the tables count the fitted model (BRISQUE: its SVs)"
+
+
+def test_niqe_calibration_survives_far_outliers():
+    """A near-flat image can give NIQE ~1e4 while the rest lie in 3-20: the logistic fit must still start
+    inside its bounds (b >= 1e-3) and come out decreasing (regression: face_sim, patch_size 64)."""
+    from scipy.special import expit
+
+    from iqalab.models.classical import _fit_decreasing_logistic
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.uniform(3, 20, 200), [36550.0]])
+    y = expit(3.0 - 0.3 * x)
+    a, b = _fit_decreasing_logistic(x, y, np.array([3.0, 0.5]))  # 1 / std(x) ~ 4e-4 was the old start
+    assert b >= 1e-3
+    assert np.corrcoef(expit(a - b * x[:-1]), y[:-1])[0, 1] > 0.99

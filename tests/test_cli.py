@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -46,6 +47,14 @@ def test_ingest_train_score_end_to_end(project, capsys, tmp_path):
     scores = pd.read_csv(out)
     assert len(scores) == 20 and list(scores.columns) == ["path", "overall", "sharpness", "noise"]
     assert scores[["overall", "sharpness", "noise"]].apply(lambda c: c.between(1, 5)).all().all()
+    from iqalab.stages.score import score_images
+
+    # threads decode ahead of the model: any worker count and batch size gives the same scores in file order
+    serial = score_images(ckpt, [images], batch_size=3, device="cpu", progress=False, workers=1)
+    threaded = score_images(ckpt, [images], batch_size=7, device="cpu", progress=False, workers=3)
+    pd.testing.assert_frame_equal(serial, threaded)
+    assert serial["path"].tolist() == scores["path"].tolist()
+    np.testing.assert_allclose(serial["overall"], scores["overall"], atol=1e-4)
     assert main(["-q", "profile"]) == 0
     profile = json.loads((project.root / "results" / "profile" / "e.json").read_text())
     from iqalab.train.engine import load_checkpoint, model_from_checkpoint

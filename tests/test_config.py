@@ -84,3 +84,13 @@ def test_missing_params_file(tmp_path):
 def test_nbval_params_are_valid():
     raw = yaml.safe_load((REPO / "tests" / "nbval" / "params.yaml").read_text())
     parse_params(raw)
+
+
+@pytest.mark.parametrize("name", ["params.yaml", "params/paper.yaml"])
+def test_params_files_have_no_yaml_anchors(name):
+    """``dvc exp run -S`` silently drops overrides of anchored or aliased keys (docs/experiments.md, pitfalls)."""
+    from iqalab.io import project_root
+
+    text = (project_root() / name).read_text()
+    tokens = [t for t in yaml.scan(text) if isinstance(t, (yaml.AnchorToken, yaml.AliasToken))]
+    assert not tokens, f"{name}: anchors/aliases at lines {[t.start_mark.line + 1 for t in tokens]}"

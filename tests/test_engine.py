@@ -145,3 +145,27 @@ def test_pretrained_wrong_file_names_it(tmp_path):
     torch.save({"something": torch.zeros(3)}, path)
     with pytest.raises(PretrainedUnavailable, match="other.pth"):
         create_backbone("resnet18", pretrained=str(path))
+
+
+def test_constant_predictions_leave_null_in_history(project, toy_dataset, monkeypatch):
+    """A model whose validation scores are constant has no SRCC (NaN): training completes, history says null."""
+    import warnings
+
+    from iqalab.models import get_model_class
+    from iqalab.plots import learning_curves
+
+    cls = get_model_class("backbone_mlp")
+
+    def constant(self, batch):
+        return {a: torch.full((batch["image"].shape[0],), 0.5) for a in self.attributes}
+
+    monkeypatch.setattr(cls, "predict", constant)
+    params = _setup(project, toy_dataset, epochs=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        preds = train_experiment(params, "e", project.root, progress=False)
+    assert (preds.pred == preds.pred.iloc[0]).all()
+    history = json.loads((project.root / "build" / "models" / "e" / "scene" / "history.json").read_text())
+    assert [h["val_srcc"] for h in history["history"]] == [None, None]
+    fig = learning_curves(project.root / "build" / "models" / "e")
+    assert fig is not None

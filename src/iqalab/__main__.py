@@ -2,6 +2,7 @@
 
     iqalab ingest fglive_sim          build one dataset (tables + cache)
     iqalab train tuningiqa_fglive     train one experiment
+    torchrun --standalone --nproc_per_node=N -m iqalab train EXP   the same on N GPUs (DDP)
     iqalab profile [experiment ...]   params, GMACs at 224^2 and CPU latency of trained models
     iqalab evaluate                   tables and metrics from all predictions
     iqalab gmad                       gMAD competition between trained models
@@ -59,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default="scores.csv", help="CSV to write (default scores.csv)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--workers", type=int, default=None, help="decoding threads (default: up to 4)")
     p.add_argument("images", nargs="+", help="image files or folders")
     p = sub.add_parser("models", help="list registered models (model cards)")
     p.add_argument("--write", default=None, help="write the cards as Markdown (e.g. docs/models.md)")
@@ -76,8 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             ingest.run(_params(args), args.dataset, _root(args), progress=progress)
         elif args.command == "train":
             from iqalab.stages import train
+            from iqalab.train import distributed
 
-            train.run(_params(args), args.experiment, _root(args), progress=progress)
+            try:  # under torchrun: one process per GPU (or CPU process, gloo), see iqalab.train.distributed
+                train.run(_params(args), args.experiment, _root(args), progress=progress)
+            finally:
+                distributed.shutdown()
         elif args.command == "profile":
             from iqalab.stages import profile
 
@@ -105,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "score":
             from iqalab.stages.score import score_images
 
-            frame = score_images(args.checkpoint, args.images, args.out, args.batch_size, args.device, progress)
+            frame = score_images(args.checkpoint, args.images, args.out, args.batch_size, args.device, progress,
+                                 workers=args.workers)
             print(frame.to_string(index=False))
         elif args.command == "models":
             from iqalab.models.cards import model_cards, write_model_cards

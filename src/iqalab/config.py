@@ -69,7 +69,10 @@ class TrainConfig(_Strict):
     num_workers: int = Field(0, ge=0)
     amp: bool = True
     channels_last: bool = True
-    compile: bool = False
+    compile: bool = Field(False, description="torch.compile the model's forward (pays on CUDA; first steps slower)")
+    compile_backend: Literal["inductor", "aot_eager", "eager"] = Field(
+        "inductor", description="torch.compile backend; 'eager' only traces (tests)")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
     max_train_images: int | None = Field(None, ge=1)
     max_pairs: int | None = Field(None, ge=1, description="pairs per epoch for pair-trained models (fine first)")
     grad_clip: float | None = Field(None, gt=0)

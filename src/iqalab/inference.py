@@ -25,13 +25,21 @@ def experiment_checkpoint(root: str | Path, experiment: str) -> tuple[Path | Non
     """The checkpoint the analysis stages use for a trained experiment and, when there is none, why.
 
     It is ``build/models/<experiment>/<first split>/best.pt``, the split taken from
-    ``results/predictions/<experiment>.json``, which training writes only once every split has finished.
+    ``results/predictions/<experiment>.json``, which training writes only once every split has finished. An
+    experiment whose model could not run (a zero-shot ``pyiqa:<metric>`` without its weights) has none: the
+    reason is its status (``"pyiqa not installed"``, ``"weights unavailable: ..."``, see :mod:`iqalab.status`).
     """
+    from iqalab.status import unavailable_reason
+
     root = Path(root)
     meta = root / "results" / "predictions" / f"{experiment}.json"
     if not meta.is_file():
         return None, f"not trained ({meta.relative_to(root)} missing)"
-    splits = json.loads(meta.read_text()).get("splits") or []
+    info = json.loads(meta.read_text())
+    status = unavailable_reason(info)
+    if status is not None:
+        return None, status
+    splits = info.get("splits") or []
     if not splits:
         return None, f"{meta.relative_to(root)} lists no split"
     ckpt = root / "build" / "models" / experiment / str(splits[0]) / "best.pt"
@@ -43,11 +51,13 @@ def experiment_checkpoint(root: str | Path, experiment: str) -> tuple[Path | Non
 class Scorer:
     """A checkpoint ready to score uint8 RGB images (scores in the training dataset's MOS units)."""
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto") -> None:
+    def __init__(self, checkpoint: str | Path, device: str = "auto", amp: bool = False) -> None:
         ckpt = load_checkpoint(checkpoint)
         self.model = model_from_checkpoint(ckpt, str(checkpoint))
         self.config: dict[str, Any] = ckpt["config"]
         self.device = resolve_device(device)
+        # bf16 autocast on CUDA only when asked: its 8 mantissa bits tie close scores (see predict_items)
+        self.amp = amp and self.device.type == "cuda"
         self.model.to(self.device)
         self.attributes = list(self.model.attributes)
         self.size = int(self.config["cache_size"])
@@ -57,10 +67,15 @@ class Scorer:
         self.lo, self.hi = (float(v) for v in self.config["mos_range"])
         self.name = self.config.get("model_name", self.model.registry_name)
 
-    def prepare(self, image: np.ndarray) -> np.ndarray:
-        """Resize (and centre-crop) one uint8 ``[H, W, 3]`` image as the cache did."""
+    def resize(self, image: np.ndarray) -> np.ndarray:
+        """Resize one uint8 ``[H, W, 3]`` image to the square cache size (bicubic, as the cache did)."""
         if image.shape[:2] != (self.size, self.size):
             image = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.Resampling.BICUBIC))
+        return image
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """Resize (and centre-crop) one uint8 ``[H, W, 3]`` image as the cache did."""
+        image = self.resize(image)
         if self.crop:
             off = (self.size - self.crop) // 2
             image = image[off:off + self.crop, off:off + self.crop]
@@ -98,7 +113,8 @@ class Scorer:
                     else np.asarray(values, dtype=np.float32)[idx].reshape(m, *shape)
                 pixels = pts.reshape(m, -1, 2) * self.size - offset
                 batch[key] = torch.from_numpy(pixels.reshape(m, *shape).astype(np.float32))
-            pred = self.model.predict(to_device(batch, self.device))
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                pred = self.model.predict(to_device(batch, self.device))
             for a in self.attributes:
                 out[a][idx] = pred[a].float().cpu().numpy() * (self.hi - self.lo) + self.lo
         return out

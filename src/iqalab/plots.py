@@ -66,7 +66,8 @@ def learning_curves(model_dir: str | Path) -> plt.Figure:
     """Training loss and validation SRCC per epoch for every split under ``build/models/<experiment>/``."""
     fig, (ax_loss, ax_srcc) = plt.subplots(1, 2, figsize=(PAGE_WIDTH_IN, 2.4))
     for hist_path in sorted(Path(model_dir).glob("*/history.json")):
-        history = pd.DataFrame(json.loads(hist_path.read_text())["history"])
+        # null (NaN written by the engine, e.g. SRCC of constant predictions) -> NaN
+        history = pd.DataFrame(json.loads(hist_path.read_text())["history"]).apply(pd.to_numeric, errors="coerce")
         if history.empty:
             continue
         label = hist_path.parent.name

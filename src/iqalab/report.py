@@ -5,7 +5,8 @@ recomputing anything, so it is cheap and always matches the files next to it:
 
 1. a header naming the params profile, seed and a digest of the params that produced the run, a clear
    **simulated data** warning when any dataset comes from the simulator (``source: sim``) or the toy generator,
-   the experiments (model, dataset, whether they have predictions) and the full params in a folded block;
+   the experiments (model, dataset, whether they have predictions, or why a zero-shot model could not run) and
+   the full params in a folded block;
 2. the paper sections in the compendium's order - TuningIQA (Sheng et al.), FHIQA, REQA, SFIQA - each with its
    tables (``results/tables/<paper>_*.md``, in the order of :data:`iqalab.stages.evaluate.PAPER_TABLES`) and the
    evaluation figures of the datasets its experiments use (``results/figures/evaluation/*_<dataset>_*.png``; a
@@ -36,6 +37,7 @@ import yaml
 
 from iqalab.config import Params
 from iqalab.io import write_text
+from iqalab.status import unavailable_reason
 
 log = logging.getLogger(__name__)
 
@@ -285,13 +287,15 @@ def _run_details(params: Params, root: Path) -> list[str]:
     lines: list[str] = []
     rows = []
     for name, exp in params.experiments.items():
-        done = (root / "results" / "predictions" / f"{name}.json").is_file()
+        meta_path = root / "results" / "predictions" / f"{name}.json"
+        done = meta_path.is_file()
+        status = unavailable_reason(_read_json(meta_path)) if done else None
         model_kwargs = params.model_kwargs(name)
         backbone = model_kwargs.get("backbone", "")
         rows.append({"experiment": name, "label": exp.label or name, "model": exp.model.name,
                      "backbone": backbone, "dataset": exp.dataset + (" (simulated)" if flags.get(exp.dataset) else ""),
                      "splits": ", ".join(exp.splits), "tables": ", ".join(exp.tables),
-                     "predictions": "yes" if done else "not run"})
+                     "predictions": status or ("yes" if done else "not run")})
     if rows:
         lines += ["## Experiments", "", frame_to_markdown(pd.DataFrame(rows))]
     dump = yaml.safe_dump(params.model_dump(mode="json", exclude_none=True), sort_keys=False, width=110)

@@ -11,6 +11,10 @@ per dataset x metric as in REQA Table I where the SROCC and PLCC blocks are rank
 comes from the column name (errors, parameters, GMACs and latency: lower is better; counts: not ranked) unless
 the table overrides it. Ties are all bold; a group with a single finite value gets no bold (nothing compared).
 
+A row may carry a *status* (``row_status``: row key -> text, e.g. ``"pyiqa not installed"`` for a zero-shot
+model whose weights are missing, :mod:`iqalab.status`): its missing cells show that text instead of ``–`` in the
+Markdown and LaTeX outputs, and the CSV gains a ``status`` column (``ok`` for the other rows).
+
 Writers:
 
 - Markdown (``<name>.md``): the caption line, then a pipe table;
@@ -53,8 +57,10 @@ def column_label(column: Hashable) -> str:
 
 
 def default_direction(column: Hashable) -> str | None:
-    """``"max"`` (higher is better), ``"min"`` or ``None`` (not ranked) from the column's last header level."""
-    last = str(column[-1] if isinstance(column, tuple) else column).lower()
+    """``"max"`` (higher is better), ``"min"`` or ``None`` (not ranked) from the column's last non-empty header
+    level (``("Params (M)", "")`` is a parameter count)."""
+    levels = [str(part) for part in column if str(part) != ""] if isinstance(column, tuple) else [str(column)]
+    last = (levels[-1] if levels else "").lower()
     if last in NOT_RANKED:
         return None
     if any(key in last for key in LOWER_IS_BETTER):
@@ -88,6 +94,7 @@ class Table:
     directions: dict[Hashable, str | None] = field(default_factory=dict)
     digits: int = 4
     bold: bool = True
+    row_status: dict[Hashable, str] = field(default_factory=dict)
 
     def direction(self, column: Hashable) -> str | None:
         """How ``column`` is ranked: ``"max"``, ``"min"`` or ``None``."""
@@ -150,14 +157,22 @@ class Table:
         """The display strings (value, and ``± std`` where a finite std is known), without bold."""
         std = self.std_of()
         out = pd.DataFrame("", index=self.data.index, columns=self.data.columns, dtype=object)
+        statuses = self._statuses()
         for j in range(self.data.shape[1]):
             for i in range(self.data.shape[0]):
                 text = self._number(self.data.iat[i, j])
                 s = std.iat[i, j]
                 if text != MISSING and isinstance(s, float | np.floating) and math.isfinite(s):
                     text += f"{pm}{self._number(s)}"
+                if text == MISSING and statuses[i] is not None:
+                    text = statuses[i]
                 out.iat[i, j] = text
         return out
+
+    def _statuses(self) -> list[str | None]:
+        """The status text of each row (None for rows without one)."""
+        return [self.row_status.get(key) for key in self.data.index] if self.row_status else \
+            [None] * len(self.data)
 
     def _index_rows(self) -> list[list[str]]:
         frame = self.data.index.to_frame(index=False)
@@ -191,6 +206,8 @@ class Table:
             s = pd.to_numeric(std.iloc[:, j], errors="coerce")
             if np.isfinite(s.to_numpy(dtype=float)).any():
                 out[f"{label} std"] = s.to_numpy()
+        if any(status is not None for status in self._statuses()):
+            out["status"] = [status or "ok" for status in self._statuses()]
         return out
 
     def to_csv(self) -> str:

@@ -11,7 +11,8 @@ so nothing is downloaded). GMACs are those of one forward pass at 224 x 224 (bat
 :func:`iqalab.models.profile.profile_model` (``torch.utils.flop_counter``: convolutions, matrix multiplies and
 attention; not activations, normalisation or pooling). Models without a torch network (NIQE, BRISQUE: NumPy
 features and a fitted regressor) have no countable multiply-accumulates: their GMACs are reported as
-not applicable.
+not applicable. The zero-shot ``pyiqa:<metric>`` models are not registered one by one and are not built here
+(pyiqa is optional, its weights may be absent): the page describes them in one section of their own.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from iqalab.io import write_text
+from iqalab.models import zeroshot
 from iqalab.models.registry import allowed_kwargs, available, build_model, get_model_class
 
 log = logging.getLogger(__name__)
@@ -107,8 +109,10 @@ def _md(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def cards_markdown(cards: pd.DataFrame, image_size: int = CARD_IMAGE_SIZE, config: str = "smoke") -> str:
-    """``docs/models.md``: an overview table and one card per model."""
+def cards_markdown(cards: pd.DataFrame, image_size: int = CARD_IMAGE_SIZE, config: str = "smoke",
+                   zero_shot: bool = True) -> str:
+    """``docs/models.md``: an overview table and one card per model; with ``zero_shot`` also the row and section
+    of the ``pyiqa:<metric>`` models (:func:`iqalab.models.zeroshot.card_markdown`; none is built)."""
     built = "its `smoke_params` (the tiny CPU-test configuration)" if config == "smoke" \
         else "its constructor defaults (`pretrained` off)"
     lines = ["# Models", "",
@@ -123,6 +127,8 @@ def cards_markdown(cards: pd.DataFrame, image_size: int = CARD_IMAGE_SIZE, confi
     for card in cards.to_dict(orient="records"):
         lines.append(f"| [`{card['model']}`](#{card['model'].replace('_', '-')}) | {card['inputs']} | "
                      f"{_md(_fmt_params(card['params']))} | {_fmt_gmacs(card['gmacs'])} | {_md(card['paper'])} |")
+    if zero_shot:
+        lines.append(zeroshot.card_overview_row())
     lines.append("")
     for card in cards.to_dict(orient="records"):
         lines += [f"## {card['model']}", "", f"`{card['class']}`: {card['summary']}", "",
@@ -134,6 +140,8 @@ def cards_markdown(cards: pd.DataFrame, image_size: int = CARD_IMAGE_SIZE, confi
                   "| constructor argument | default |", "|---|---|"]
         lines += [f"| `{k}` | `{_md(repr(v))}` |" for k, v in card["kwargs"].items()]
         lines.append("")
+    if zero_shot:
+        lines += [*zeroshot.card_markdown(), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -143,6 +151,6 @@ def write_model_cards(path: str | Path = "docs/models.md", names: Sequence[str] 
     path = Path(path)
     cards = model_cards(names=names, image_size=image_size, config=config)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text(path, cards_markdown(cards, image_size, config))
+    write_text(path, cards_markdown(cards, image_size, config, zero_shot=names is None))
     log.info("wrote %d model cards to %s", len(cards), path)
     return path

@@ -59,6 +59,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from scipy import ndimage, optimize
+from scipy.special import expit
 from scipy.special import gamma as gamma_fn
 from tqdm.auto import tqdm
 
@@ -650,12 +651,15 @@ def _fit_decreasing_logistic(x: np.ndarray, y: np.ndarray, default: np.ndarray) 
     if ok.sum() < 3:
         return np.asarray(default, dtype=np.float64)
     x, y = x[ok], y[ok]
-    spread = max(float(np.std(x)), 1e-6)
-    b0 = 1.0 / spread
+    # robust scale (NIQE has far outliers on near-flat images): interquartile range as a normal sd, and a start
+    # inside the bound b >= 1e-3 (a huge spread would put 1 / spread below it and least_squares refuses that)
+    q75, q25 = np.percentile(x, [75.0, 25.0])
+    spread = max(float(q75 - q25) / 1.349, float(np.std(x)) if q75 == q25 else 0.0, 1e-6)
+    b0 = max(1.0 / spread, 2e-3)
     start = np.array([b0 * float(np.median(x)), b0])
 
     def residual(p: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-(p[0] - p[1] * x))) - y
+        return expit(p[0] - p[1] * x) - y  # no overflow warning for far outliers
 
     fit = optimize.least_squares(residual, start, bounds=([-np.inf, 1e-3], [np.inf, np.inf]))
     return fit.x

@@ -2,6 +2,11 @@
 
 ``build_model(name, attributes, **kwargs)`` checks ``kwargs`` against the constructor's signature so a typo in
 ``params.yaml`` fails with the key's path and the allowed keys instead of being silently ignored.
+
+Names with the ``pyiqa:`` prefix (``pyiqa:musiq``, ``pyiqa:liqe``, ...) are not registered one by one: they resolve
+to a zero-shot wrapper made for that pyiqa metric (:func:`iqalab.models.zeroshot.pyiqa_model_class`), which imports
+pyiqa only when the model is built. Building one raises :class:`iqalab.status.ModelUnavailable` when pyiqa or the
+metric's local weights are missing. :func:`available` lists the registered models only.
 """
 
 from __future__ import annotations
@@ -37,11 +42,17 @@ def available() -> list[str]:
 
 
 def get_model_class(name: str) -> type[IQAModel]:
-    """The class registered under ``name``; unknown names list the known ones."""
+    """The class registered under ``name`` (or the zero-shot wrapper of ``pyiqa:<metric>``); unknown names list
+    the known ones."""
     import iqalab.models  # noqa: F401
 
+    if str(name).startswith("pyiqa:"):
+        from iqalab.models.zeroshot import pyiqa_model_class
+
+        return pyiqa_model_class(name)
     if name not in _REGISTRY:
-        raise KeyError(f"unknown model {name!r}; registered models: {sorted(_REGISTRY)}")
+        raise KeyError(f"unknown model {name!r}; registered models: {sorted(_REGISTRY)}, or a zero-shot "
+                       "'pyiqa:<metric>'")
     return _REGISTRY[name]
 
 

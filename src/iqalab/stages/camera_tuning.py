@@ -34,6 +34,7 @@ from iqalab.config import Params, ParamsError, validate_section
 from iqalab.data.schema import CAM_PARAMS
 from iqalab.inference import experiment_checkpoint
 from iqalab.io import write_json, write_text
+from iqalab.status import experiment_unavailable
 from iqalab.tables import SIMULATED_NOTE, Table
 from iqalab.tuning import DEFAULT_STEPS, RenderCache, StudyConfig, StudyResult, cams_from_infos, run_study
 
@@ -174,9 +175,10 @@ def competing_experiments(params: Params, settings: CameraTuningSettings) -> lis
 
 def checkpoint_path(root: Path, experiment: str) -> Path | None:
     """The experiment's checkpoint (:func:`iqalab.inference.experiment_checkpoint`); when its predictions JSON is
-    missing or lists no split, the first ``build/models/<experiment>/*/best.pt`` found."""
+    missing or lists no split, the first ``build/models/<experiment>/*/best.pt`` found. None for an experiment
+    whose model could not run (zero-shot weights unavailable: its status, :mod:`iqalab.status`)."""
     path, why = experiment_checkpoint(root, experiment)
-    if path is None and not why.startswith("checkpoint"):
+    if path is None and not why.startswith("checkpoint") and experiment_unavailable(root, experiment) is None:
         found = sorted((root / "build" / "models" / experiment).glob("*/best.pt"))
         return found[0] if found else None
     return path
@@ -205,7 +207,9 @@ def load_models(params: Params, settings: CameraTuningSettings, root: Path) -> t
     for name in competing_experiments(params, settings):
         path = checkpoint_path(root, name)
         if path is None:
-            log.warning("camera tuning: experiment %s has no checkpoint; skipped", name)
+            status = experiment_unavailable(root, name)
+            log.warning("camera tuning: experiment %s %s; skipped", name,
+                        f"did not run ({status})" if status else "has no checkpoint")
             skipped.append(name)
             continue
         models[name] = ScorerModel(Scorer(path, settings.device), settings.attribute, name)
@@ -259,9 +263,13 @@ def run(params: Params, root: Path, progress: bool = True) -> dict[str, Any]:
     result = run_study(scenes, bases, models, reference, cache, truth, judge, config, BASELINES, progress)
     labels = {name: params.experiment(name).label or name for name in models}
     labels.update({"default": "default setting (auto)", "oracle": "oracle (ground truth)"})
+    unavailable = {name: status for name in skipped if (status := experiment_unavailable(root, name))}
     caption = (f"Camera tuning on {settings.n_scenarios} held-out scenes of the {kind} scene pool "
                f"({SIMULATED_NOTE}); attribute {attribute}, profile {profile}, {settings.n_raters} judgments per "
                f"comparison; checkpoints trained on {settings.dataset}")
+    if unavailable:
+        caption += "; not competing (model could not run): " + "; ".join(
+            f"{params.experiment(n).label or n}: {status}" for n, status in unavailable.items())
     out = root / "results" / "tuning"
     write_tables(result, labels, caption, out)
     figures = write_figures(result, scenes, labels, root / "results" / "figures" / "tuning",
@@ -269,7 +277,8 @@ def run(params: Params, root: Path, progress: bool = True) -> dict[str, Any]:
     summary = {
         "dataset": settings.dataset, "attribute": attribute, "profile": profile, "scene_kind": kind,
         "image_size": size, "n_scenarios": settings.n_scenarios, "n_raters": settings.n_raters,
-        "reference": reference, "models": list(models), "skipped": skipped, "simulated": True,
+        "reference": reference, "models": list(models), "skipped": skipped, "unavailable": unavailable,
+        "simulated": True,
         "renders": cache.n_rendered, "figures": [str(p.relative_to(root)) for p in figures],
         "win_rate": {f"{r.tuner}/{r.opponent}": _finite(r.win_rate) for r in result.win_rates.itertuples()},
         "regret": {f"{r.tuner}/{r.model}": _finite(r.regret_mean) for r in result.regret.itertuples()},

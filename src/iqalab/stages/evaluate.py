@@ -47,7 +47,15 @@ Conventions (choices where the papers are silent or disagree):
   within-dataset rows;
 - rows are labelled with the experiment's ``label``; two experiments with the same label on one dataset get the
   experiment key appended. The same label on different datasets shares a row in per-dataset column layouts
-  (REQA Table II, SFIQA Table III), as in the papers.
+  (REQA Table II, SFIQA Table III), as in the papers;
+- ``Params (M)`` (TuningIQA Table 2, FHIQA Table I, REQA Tables I/II, SFIQA Tables II/V/VI) is the experiment's
+  ``n_params`` (every tensor of the trained model; the numbers a classical model fitted; a zero-shot model's
+  network); it is not ranked except in the SFIQA tables, whose subject is model size;
+- an experiment whose model could not run (a zero-shot ``pyiqa:<metric>`` without pyiqa or its weights: its
+  predictions JSON has a ``status`` other than ``ok``, :mod:`iqalab.status`) still gets its row in every table it
+  is tagged for: its metric cells read the status (``pyiqa not installed`` / ``weights unavailable``), the CSV
+  has a ``status`` column, the caption gives the full reason, and ``summary.json`` leaves it out. A table whose
+  tagged experiments all lack predictions is not written.
 """
 
 from __future__ import annotations
@@ -68,6 +76,7 @@ import pandas as pd
 from iqalab import metrics
 from iqalab.config import Params
 from iqalab.io import write_json
+from iqalab.status import run_status, short_status, unavailable_reason
 from iqalab.tables import Table, dataset_caption
 
 log = logging.getLogger(__name__)
@@ -105,7 +114,8 @@ def load_predictions(params: Params, root: Path) -> tuple[pd.DataFrame, dict[str
     Files of experiments no longer in ``params.yaml`` are ignored (logged); experiments without predictions are
     skipped with a warning (they have not been trained yet). ``tables``, ``protocol`` and ``label`` are taken
     from the current ``params.yaml`` (so retagging an experiment needs no retraining); the metadata gains
-    ``train_dataset`` (the JSON's, else its ``dataset``).
+    ``train_dataset`` (the JSON's, else its ``dataset``) and ``status`` (``"ok"``, or why the model could not
+    run: such an experiment is in the metadata but has no prediction rows).
     """
     folder = Path(root) / "results" / "predictions"
     frames, meta = [], {}
@@ -119,6 +129,11 @@ def load_predictions(params: Params, root: Path) -> tuple[pd.DataFrame, dict[str
         info.update(tables=list(exp.tables), protocol=exp.protocol, label=exp.label or info.get("label") or name)
         info.setdefault("dataset", exp.dataset)
         info.setdefault("train_dataset", info["dataset"])
+        info["status"] = run_status(info)
+        if unavailable_reason(info) is not None:
+            log.warning("experiment %s did not run (%s): listed as unavailable", name, info["status"])
+            meta[name] = info
+            continue
         frame = pd.read_parquet(parquet)
         missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
         if missing:
@@ -262,6 +277,11 @@ class _Context:
     def plcc_note(self) -> str:
         return ("PLCC after the 4-parameter logistic map" if self.logistic else "PLCC on raw predictions")
 
+    @property
+    def unavailable(self) -> dict[str, str]:
+        """Experiment -> status, for the experiments whose model could not run (no predictions)."""
+        return {e: str(info["status"]) for e, info in self.meta.items() if unavailable_reason(info) is not None}
+
     def tagged(self, *tags: str) -> list[str]:
         return [e for e, info in self.meta.items() if set(info.get("tables") or ()) & set(tags)]
 
@@ -280,9 +300,14 @@ class _Context:
                 names |= set(self.scores.loc[self.scores.experiment == exp, "dataset"])
             for name in sorted(names):
                 datasets[name] = datasets.get(name, False) or bool(self.meta[exp].get("simulated", False))
-        n_splits = sorted({len(set(self.scores.loc[self.scores.experiment == e, "split"])) for e in exps})
+        missing = self.unavailable
+        n_splits = sorted({len(set(self.scores.loc[self.scores.experiment == e, "split"])) for e in exps
+                           if e not in missing})
         split_note = ("one test split per experiment" if n_splits == [1]
                       else f"mean ± std over {'/'.join(map(str, n_splits))} test splits")
+        gone = [f"{self.labels[e]}: {missing[e]}" for e in exps if e in missing]
+        if gone:
+            notes = [*notes, "no predictions (zero-shot model could not run), row kept: " + "; ".join(gone)]
         return ". ".join([layout, dataset_caption(datasets), split_note, *notes]) + "."
 
     def stats(self, exps: Sequence[str], metric_names: Mapping[str, str], by: Sequence[str], group: str = "all",
@@ -312,7 +337,11 @@ class _Context:
         return values
 
     def profile_value(self, exps: Sequence[str], key: str) -> list[float]:
-        return [float(self.profiles.get(e, {}).get(key, math.nan)) for e in exps]
+        values = []
+        for e in exps:
+            value = self.profiles.get(e, {}).get(key)
+            values.append(math.nan if value is None else float(value))  # None: not applicable (classical)
+        return values
 
     def has_profile(self, exps: Sequence[str], key: str) -> bool:
         return any(np.isfinite(self.profile_value(exps, key)))
@@ -373,11 +402,17 @@ def all_metrics_table(ctx: _Context) -> Table | None:
              "fg_acc", "logistic_fallback"]
     wide = wide[[c for c in order if c in wide.columns]]
     wide.columns.name = None
-    exps = list(dict.fromkeys(s["experiment"]))
+    missing = ctx.unavailable
+    status = {(ctx.dataset_of(e), e, "-", "-"): short_status(text) for e, text in missing.items()}
+    if status:  # one row per experiment that could not run, its cells reading the status
+        extra = pd.DataFrame(np.nan, index=pd.MultiIndex.from_tuples(list(status), names=wide.index.names),
+                             columns=wide.columns)
+        wide = pd.concat([wide, extra])
+    exps = list(dict.fromkeys([*s["experiment"], *missing]))
     caption = ctx.caption("Every metric of every test split and attribute (role test)", exps,
                           ["PLCC/RMSE/MAE raw and after the 4-parameter logistic (_logistic)",
                            "best per dataset x split x attribute in bold"])
-    return Table("all_metrics", wide, caption, group_levels=("dataset", "split", "attribute"))
+    return Table("all_metrics", wide, caption, group_levels=("dataset", "split", "attribute"), row_status=status)
 
 
 def tuningiqa_table2(ctx: _Context, exps: list[str]) -> Table:
@@ -450,8 +485,10 @@ def fhiqa_table1(ctx: _Context, exps: list[str]) -> Table:
     mean, std = _wide(stats, exps, [(a, m) for a in attrs for m in names.values()], ["attribute", "metric"])
     caption = ctx.caption("FHIQA Table I layout: median across scenes of each metric (PIQ23 protocol)", exps,
                           ["PLCC raw within scenes; MAE in MOS units; scenes with < 3 test images left out"])
-    return Table("fhiqa_table1", mean.set_axis(ctx.rows(exps)), caption, std.set_axis(ctx.rows(exps)),
-                 ("dataset",))
+    data = mean.set_axis(ctx.rows(exps))
+    data[("Params (M)", "")] = ctx.params_m(exps)
+    return Table("fhiqa_table1", data, caption, std.set_axis(ctx.rows(exps)), ("dataset",),
+                 {("Params (M)", ""): None})
 
 
 def _tier_table(ctx: _Context, exps: list[str], name: str, layout: str) -> Table:
@@ -480,10 +517,12 @@ def _tier_table(ctx: _Context, exps: list[str], name: str, layout: str) -> Table
         lookup = dict(zip(exps, settings))
         data.insert(0, "Settings", [lookup[_exp_of(ctx, exps, (r[0], r[3]))] for r in rows])
         std_frame.insert(0, "Settings", np.nan)
+    params_of = dict(zip(exps, ctx.params_m(exps)))
+    data["Params (M)"] = [params_of[_exp_of(ctx, exps, (r[0], r[3]))] for r in rows]
     caption = ctx.caption(layout, exps, [
         "tiers of the ground-truth MOS mapped to 0-100 (Excellent >= 80, Good 60-80, Fair 40-60, Poor 20-40, "
         "Bad < 20); PLCC raw (REQA Eq. 16); tiers with < 3 test images shown as -"])
-    return Table(name, data, caption, std_frame, ("dataset", "attribute", "metric"))
+    return Table(name, data, caption, std_frame, ("dataset", "attribute", "metric"), {"Params (M)": None})
 
 
 def reqa_table2(ctx: _Context, exps: list[str]) -> Table:
@@ -492,7 +531,7 @@ def reqa_table2(ctx: _Context, exps: list[str]) -> Table:
     stats = ctx.stats(exps, names, ["metric"], primary_only=True)
     return _per_dataset_columns(ctx, exps, stats, list(names.values()), "reqa_table2",
                                 "REQA Table II layout: single-database performance, median and mean over "
-                                "random splits", with_median=True)
+                                "random splits", with_median=True, params=True)
 
 
 def sfiqa_table3(ctx: _Context, exps: list[str]) -> Table:
@@ -500,11 +539,11 @@ def sfiqa_table3(ctx: _Context, exps: list[str]) -> Table:
     names = {"srcc": "SRCC", ctx.plcc_key: "PLCC"}
     stats = ctx.stats(exps, names, ["metric"], primary_only=True)
     return _per_dataset_columns(ctx, exps, stats, list(names.values()), "sfiqa_table3",
-                                "SFIQA Table III layout: performance per dataset", with_median=False)
+                                "SFIQA Table III layout: performance per dataset", with_median=False, params=True)
 
 
 def _per_dataset_columns(ctx: _Context, exps: list[str], stats: pd.DataFrame, metric_labels: list[str],
-                         name: str, layout: str, with_median: bool) -> Table:
+                         name: str, layout: str, with_median: bool, params: bool = False) -> Table:
     labels = list(dict.fromkeys(ctx.labels[e] for e in exps))
     datasets = list(dict.fromkeys(ctx.dataset_of(e) for e in exps))
     stat_names = ["median", "mean"] if with_median else ["mean"]
@@ -523,7 +562,16 @@ def _per_dataset_columns(ctx: _Context, exps: list[str], stats: pd.DataFrame, me
                     std.loc[ctx.labels[e], col] = row["std"]
     attrs = sorted({ctx.primary(e) for e in exps})
     caption = ctx.caption(layout, exps, [f"attribute: {', '.join(attrs)}", ctx.plcc_note])
-    return Table(name, data, caption, std)
+    directions: dict[Any, str | None] = {}
+    if params:  # one row per label: the first of its experiments with a known count
+        column = ("Params (M)", "", "") if with_median else ("Params (M)", "")
+        known = {}
+        for e, value in zip(exps, ctx.params_m(exps)):
+            if np.isfinite(value):
+                known.setdefault(ctx.labels[e], value)
+        data[column] = [known.get(label, np.nan) for label in labels]
+        directions[column] = None
+    return Table(name, data, caption, std, directions=directions)
 
 
 def _cross_table(ctx: _Context, exps: list[str], name: str, layout: str, metric_names: dict[str, str]
@@ -558,7 +606,7 @@ def sfiqa_table2(ctx: _Context, exps: list[str]) -> Table:
     for key, label in (("gmacs", "GMACs"), ("latency_ms", "Latency (ms)")):
         if ctx.has_profile(exps, key):
             data[(label, "")] = ctx.profile_value(exps, key)
-    devices = sorted({str(ctx.profiles[e].get("device")) for e in exps if e in ctx.profiles})
+    devices = sorted({str(ctx.profiles[e]["device"]) for e in exps if ctx.profiles.get(e, {}).get("device")})
     notes = [ctx.plcc_note] + ([f"latency measured on {', '.join(devices)}"] if devices else [])
     caption = ctx.caption("SFIQA Table II layout: per-dimension performance and cost", exps, notes)
     return Table("sfiqa_table2", data, caption, std, ("dataset",))
@@ -600,14 +648,36 @@ def build_tables(scores: pd.DataFrame, inputs: EvalInputs, logistic: bool = True
     table = all_metrics_table(ctx)
     if table is not None:
         tables[table.name] = table
+    missing = ctx.unavailable
     for name, (tags, builder) in PAPER_TABLES.items():
-        exps = [e for e in ctx.tagged(*tags) if e in set(scores["experiment"])]
-        if not exps:
+        exps = [e for e in ctx.tagged(*tags) if e in set(scores["experiment"]) or e in missing]
+        if all(e in missing for e in exps):  # nothing measured (or nothing tagged): no table
             continue
         table = builder(ctx, exps)
         if table is not None:
+            _mark_unavailable(table, ctx, exps)
             tables[name] = table
     return tables
+
+
+def _mark_unavailable(table: Table, ctx: _Context, exps: Sequence[str]) -> None:
+    """Give the rows of experiments that could not run their short status (shown in their empty cells): rows
+    are matched on the ``experiment`` index level, else on ``model`` (the label) and ``dataset`` when present."""
+    missing = {e: status for e, status in ctx.unavailable.items() if e in exps}
+    if not missing:
+        return
+    names = list(table.data.index.names)
+    for key in table.data.index:
+        parts = dict(zip(names, key if isinstance(key, tuple) else (key,)))
+        for e, status in missing.items():
+            if "experiment" in parts:
+                hit = parts["experiment"] == e
+            elif "model" in parts:
+                hit = parts["model"] == ctx.labels[e] and parts.get("dataset", ctx.dataset_of(e)) == ctx.dataset_of(e)
+            else:
+                hit = False
+            if hit:
+                table.row_status[key] = short_status(status)
 
 
 # ------------------------------------------------------------------------------------------------- stage

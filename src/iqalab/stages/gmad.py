@@ -7,8 +7,9 @@ algorithm and the score definitions are in :mod:`iqalab.gmad`. This module is th
    ``extra.gmad.<key>``).
 2. **Competitors**: the experiments listed in ``experiments``, or every experiment on ``dataset``; each needs
    ``results/predictions/<e>.json`` and the checkpoint ``build/models/<e>/<first split>/best.pt``. Experiments
-   not trained yet are skipped (and listed in the summary); with fewer than two the stage writes a summary that
-   says why and stops.
+   not trained yet are skipped (and listed in the summary), as are zero-shot experiments whose model could not
+   run (``unavailable`` in the summary with their status, and named in the matrices' captions); with fewer than
+   two the stage writes a summary that says why and stops.
 3. **Pool** (never trained on): simulator renders of held-out scenes
    (:func:`iqalab.sim.builders.scene_pool`, a generator stream no builder uses) under the camera settings
    ``fglive_sim`` draws (a per-scene auto-exposure reference plus deviations of 1-3 of the 7 parameters, half
@@ -52,6 +53,7 @@ from iqalab.inference import experiment_checkpoint
 from iqalab.io import write_json, write_parquet, write_text
 from iqalab.plots import label_simulated, save
 from iqalab.sim.observers import ATTRIBUTES, true_quality
+from iqalab.status import experiment_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -314,8 +316,10 @@ def run(params: Params, root: Path, progress: bool = True) -> dict[str, Any]:
     _clear(out_dir, fig_dir)
     checkpoints, skipped = competing_experiments(params, cfg, root)
     labels = {name: params.experiments[name].label or name for name in checkpoints}
+    unavailable = {name: status for name in skipped if (status := experiment_unavailable(root, name))}
     report: dict[str, Any] = {"paper": gmad.PAPER, "settings": cfg.model_dump(), "seed": seed,
-                              "competitors": list(checkpoints), "skipped_experiments": skipped}
+                              "competitors": list(checkpoints), "skipped_experiments": skipped,
+                              "unavailable": unavailable}
     result: dict[str, Any] = {"pairs": None, "aggressiveness": None, "resistance": None, "summary": None,
                               "report": report, "figures": []}
     if len(checkpoints) < 2:
@@ -365,6 +369,9 @@ def run(params: Params, root: Path, progress: bool = True) -> dict[str, Any]:
     simulated = pool.simulated and cfg.votes_csv is None
     note = ("SIMULATED: simulator pool judged by the virtual rater panel, not a paper reproduction"
             if simulated else "verdicts: " + report["verdicts"])
+    if unavailable:
+        note += ". Not competing (model could not run): " + "; ".join(
+            f"{params.experiments[n].label or n}: {status}" for n, status in unavailable.items())
     if pairs["p"].notna().any():
         agg = gmad.aggressiveness_matrix(pairs, models)
         res = gmad.resistance_matrix(pairs, models)

@@ -3,7 +3,9 @@
 Reads the experiment's first checkpoint and writes ``results/profile/<experiment>.json`` (keys ``params``,
 ``params_m``, ``gmacs``, ``latency_ms``, ``device``, ...), which the evaluation tables' efficiency columns (SFIQA
 Table II, TuningIQA Table 2) read. It runs beside training rather than inside it, so re-profiling never retrains.
-Classical models (NIQE/BRISQUE) get latency only: their numpy pipelines have no torch graph to count MACs on.
+Classical models (NIQE/BRISQUE) get latency only: their numpy pipelines have no torch graph to count MACs on;
+zero-shot ``pyiqa:<metric>`` models likewise get their parameter count and latency. An experiment whose model
+could not run (zero-shot weights unavailable, :mod:`iqalab.status`) gets a profile holding only its ``status``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from iqalab.config import Params
 from iqalab.inference import experiment_checkpoint
 from iqalab.io import write_json
 from iqalab.models.profile import profile_model
+from iqalab.status import experiment_unavailable
 from iqalab.train.engine import load_checkpoint, model_from_checkpoint
 
 log = logging.getLogger(__name__)
@@ -31,7 +34,14 @@ def run(params: Params, root: Path, experiments: list[str] | None = None, image_
 def profile_experiment(params: Params, experiment: str, root: Path, image_size: int = 224,
                        repeats: int = 10) -> dict[str, Any]:
     """Profile ``experiment``'s trained model on the CPU (the device the default profile trains on)."""
-    params.experiment(experiment)
+    exp = params.experiment(experiment)
+    status = experiment_unavailable(root, experiment)
+    if status is not None:  # a zero-shot model that could not run: nothing to profile, say why
+        result = {"experiment": experiment, "model": exp.model.name, "status": status, "params": None,
+                  "params_m": None, "gmacs": None, "latency_ms": None}
+        log.warning("profile: experiment %s did not run (%s); no profile", experiment, status)
+        write_json(root / "results" / "profile" / f"{experiment}.json", result)
+        return result
     ckpt, why = experiment_checkpoint(root, experiment)
     if ckpt is None:
         raise FileNotFoundError(f"experiment {experiment!r}: {why}")

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -34,19 +38,39 @@ def expand_images(inputs: Sequence[str | Path]) -> list[Path]:
 
 
 def score_images(checkpoint: str | Path, images: Sequence[str | Path], out_csv: str | Path | None = None,
-                 batch_size: int = 16, device: str = "auto", progress: bool = True) -> pd.DataFrame:
+                 batch_size: int = 16, device: str = "auto", progress: bool = True,
+                 workers: int | None = None) -> pd.DataFrame:
     """Score image files with a checkpoint; columns ``path`` and one per attribute in the training MOS units.
 
     Images are decoded and prepared exactly as in training (:class:`iqalab.inference.Scorer`). Models needing
-    boxes or camera parameters receive "unknown" values and use their documented fallbacks.
+    boxes or camera parameters receive "unknown" values and use their documented fallbacks. ``workers`` threads
+    (default: up to 4, one per core) decode and resize the next batches while the model scores the current one;
+    Pillow releases the GIL while it decodes and resizes.
     """
     scorer = Scorer(checkpoint, device)
     files = expand_images(images)
+    workers = workers if workers is not None else max(1, min(4, os.cpu_count() or 1))
     frames = []
-    for start in tqdm(range(0, len(files), batch_size), disable=not progress, desc="score"):
-        chunk = files[start:start + batch_size]
-        scores = scorer.score([decode_image(p) for p in chunk], batch_size=batch_size)
-        frames.append(pd.DataFrame({"path": [str(p) for p in chunk], **scores}))
+    with ThreadPoolExecutor(max_workers=workers) as pool, \
+            tqdm(total=len(files), disable=not progress, desc="score", unit="img") as bar:
+        pending: deque[Future[np.ndarray]] = deque()
+        upcoming = iter(files)
+
+        def fill() -> None:  # keep two batches decoding ahead of the model
+            while len(pending) < 2 * batch_size:
+                path = next(upcoming, None)
+                if path is None:
+                    return
+                pending.append(pool.submit(lambda p: scorer.resize(decode_image(p)), path))
+
+        for start in range(0, len(files), batch_size):
+            fill()
+            chunk = files[start:start + batch_size]
+            decoded = [pending.popleft().result() for _ in chunk]
+            fill()
+            scores = scorer.score(decoded, batch_size=batch_size)
+            frames.append(pd.DataFrame({"path": [str(p) for p in chunk], **scores}))
+            bar.update(len(chunk))
     frame = pd.concat(frames, ignore_index=True)
     if out_csv is not None:
         with atomic_path(out_csv) as tmp:

@@ -16,7 +16,9 @@ attribute (``<ds>_<attr>`` in the file names):
 - ``bootstrap_ci.{md,csv}``: percentile bootstrap 95% CIs of each model's SRCC and (raw) PLCC on each test split,
   ``evaluate.bootstrap`` resamples (0 turns the bootstraps off);
 - ``disagreements.{md,csv}``: every model pair on which the tests disagree, all datasets together;
-- ``summary.json``: per dataset/attribute the split used, image count, models and counts of disagreements.
+- ``summary.json``: per dataset/attribute the split used, image count, models and counts of disagreements, and
+  ``unavailable``: the experiments on that dataset whose model could not run (zero-shot weights missing,
+  :mod:`iqalab.status`) with their status; they have no predictions and take no part in any test.
 
 Alignment: models are compared only on the images they all predicted. Within a split, predictions are joined on
 ``image_id`` (inner join); the F-test, Pitman-Morgan and bootstrap use the first split (sorted by name) that every
@@ -43,6 +45,7 @@ from iqalab import significance as sig
 from iqalab.config import Params
 from iqalab.io import write_json
 from iqalab.stages.evaluate import display_labels, load_predictions
+from iqalab.status import unavailable_reason
 from iqalab.tables import Table, dataset_caption
 
 log = logging.getLogger(__name__)
@@ -160,7 +163,10 @@ def run(params: Params, root: Path, figures: bool = True) -> dict[str, pd.DataFr
         simulated = simulated_by_ds.get(dataset, False)
         split, compared = choose_split(part, models)
         entry: dict[str, Any] = {"models": [labels[m] for m in models], "split": split,
-                                 "excluded": [labels[m] for m in models if m not in compared]}
+                                 "excluded": [labels[m] for m in models if m not in compared],
+                                 "unavailable": {labels[e]: str(info["status"]) for e, info in meta.items()
+                                                 if str(info["dataset"]) == dataset
+                                                 and unavailable_reason(info) is not None}}
         summary[f"{dataset}/{attr}"] = entry
         if split is None or len(compared) < 2:
             log.info("%s/%s: fewer than two models on a common split; nothing to compare", dataset, attr)

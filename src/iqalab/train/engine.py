@@ -6,7 +6,9 @@ atomically every epoch (``last.pt``, with optimiser state, removed once training
 validation score (``best.pt``, weights and config only), stop early after ``patience`` epochs without
 improvement, then predict the val and test images with the best weights. Random draws are seeded by ``(seed,
 epoch)``, so a run killed at any point and resumed from ``last.pt`` ends with the same metrics as an
-uninterrupted one (on CPU). On CUDA the loop uses AMP (bf16 where supported) and channels_last.
+uninterrupted one (on CPU). On CUDA the loop uses AMP (bf16 where supported) and channels_last; ``train.compile``
+compiles the model's forward with ``torch.compile``. Launched by ``torchrun``, the same loop trains with DDP
+(:mod:`iqalab.train.distributed`): ``train.batch_size`` stays the global batch, rank 0 writes every file.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Subset
 from tqdm.auto import tqdm
 
 from iqalab.config import Params, TrainConfig
@@ -36,6 +40,7 @@ from iqalab.io import atomic_path, write_json, write_parquet
 from iqalab.models.base import IQAModel, StepContext
 from iqalab.models.registry import allowed_kwargs, build_model, get_model_class
 from iqalab.repro import seed_everything
+from iqalab.train import distributed
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +53,12 @@ class CheckpointError(RuntimeError):
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
+    """``auto`` -> CUDA when available, else CPU; under ``torchrun`` each rank takes GPU ``LOCAL_RANK``."""
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
-    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else name if name != "auto" else "cpu")
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", distributed.env_info().local_rank)
 
 
 def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
@@ -201,16 +208,29 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_s
 @torch.no_grad()
 def predict_items(model: IQAModel, items: ImageItems, batch_size: int, device: torch.device,
                   amp: bool = False, channels_last: bool = False, progress: bool = False) -> np.ndarray:
-    """Normalised predictions ``[N, A]`` of ``model`` over ``items`` (in item order)."""
+    """Normalised predictions ``[N, A]`` of ``model`` over ``items`` (in item order).
+
+    The engine predicts in fp32 (``amp=False``) even when it trains with bf16 autocast: bf16 keeps 8 mantissa
+    bits, so scores closer than about 0.004 tie, which lowers SRCC and, for a barely trained model, can make the
+    predictions constant (seen on an H200).
+
+    Under DDP each rank predicts every ``world_size``-th item and the rows are gathered, so every rank returns
+    the full array.
+    """
     model.eval()
-    loader = _loader(items, batch_size, shuffle=False, seed=0, workers=0)
+    dist_info = distributed.info()
+    distributed.sync_buffers(model, dist_info)
+    indices = distributed.shard_indices(len(items), dist_info)
+    subset = items if not dist_info.enabled else Subset(items, indices.tolist())
+    loader = _loader(subset, batch_size, shuffle=False, seed=0, workers=0)
     out = []
-    for batch in tqdm(loader, disable=not progress, desc="predict", leave=False):
+    for batch in tqdm(loader, disable=not progress or not dist_info.is_main, desc="predict", leave=False):
         batch = to_device(batch, device, channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
             pred = model.predict(batch)
         out.append(torch.stack([pred[a].float() for a in model.attributes], dim=1).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, len(model.attributes)), dtype=np.float32)
+    local = np.concatenate(out) if out else np.zeros((0, len(model.attributes)), dtype=np.float32)
+    return distributed.gather_rows(local, indices, len(items), dist_info) if dist_info.enabled else local
 
 
 def mean_srcc(pred: np.ndarray, target: np.ndarray) -> float:
@@ -227,15 +247,47 @@ def mean_srcc(pred: np.ndarray, target: np.ndarray) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def _iterate_train(model: IQAModel, loader: DataLoader, opt: torch.optim.Optimizer, device: torch.device,
-                   cfg: TrainConfig, ctx: StepContext, progress: bool, desc: str) -> float:
+class TrainingStep(nn.Module):
+    """``forward(batch)`` = ``model.training_step(batch, ctx)``: the module DDP wraps, so its gradient hooks see
+    every model's own objective (pairs, curricula) rather than a bare ``forward``."""
+
+    def __init__(self, model: IQAModel, ctx: StepContext) -> None:
+        super().__init__()
+        self.model = model
+        self.ctx = ctx
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self.model.training_step(batch, self.ctx)
+
+
+def wrap_for_training(model: IQAModel, ctx: StepContext, cfg: TrainConfig, device: torch.device) -> nn.Module:
+    """The step module the loop calls: ``torch.compile``d forward when ``cfg.compile``; DDP under ``torchrun``.
+
+    Compiling ``model`` in place compiles its ``forward`` (called by every ``training_step`` and by ``predict``),
+    leaving losses and curricula eager.
+    """
+    if cfg.compile:
+        mode = None if cfg.compile_mode == "default" else cfg.compile_mode
+        model.compile(backend=cfg.compile_backend, mode=mode)
+        log.info("torch.compile(backend=%s, mode=%s) on %s", cfg.compile_backend, cfg.compile_mode,
+                 model.registry_name)
+    step: nn.Module = TrainingStep(model, ctx)
+    if distributed.info().enabled:
+        ids = [device.index] if device.type == "cuda" else None
+        # some models leave parts unused in a step (pair-only heads, curriculum stages)
+        step = DistributedDataParallel(step, device_ids=ids, find_unused_parameters=True)
+    return step
+
+
+def _iterate_train(step_module: nn.Module, model: IQAModel, loader: DataLoader, opt: torch.optim.Optimizer,
+                   device: torch.device, cfg: TrainConfig, ctx: StepContext, progress: bool, desc: str) -> float:
     model.train()
     use_amp = cfg.amp and device.type == "cuda"
     total, count = 0.0, 0
     for batch in tqdm(loader, disable=not progress, desc=desc, leave=False):
         batch = to_device(batch, device, cfg.channels_last and device.type == "cuda")
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            loss = model.training_step(batch, ctx)
+            loss = step_module(batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{desc}: loss became {loss.item()} at step {ctx.step}")
         opt.zero_grad(set_to_none=True)
@@ -252,6 +304,12 @@ def _iterate_train(model: IQAModel, loader: DataLoader, opt: torch.optim.Optimiz
 def train_split(spec: RunSpec) -> pd.DataFrame:
     """Train (or resume) one run and return its val/test predictions in dataset units."""
     cfg, ds = spec.train, spec.dataset
+    dist_info = distributed.init(use_cuda=cfg.device != "cpu")
+    if dist_info.enabled and cfg.batch_size < dist_info.world_size:
+        raise ValueError(f"experiments.{spec.experiment}.train.batch_size={cfg.batch_size} is the global batch: it "
+                         f"must be at least the number of processes ({dist_info.world_size})")
+    main = dist_info.is_main
+    progress = spec.progress and main
     device = resolve_device(cfg.device)
     seed_everything(spec.seed)
     if device.type == "cuda":
@@ -284,7 +342,8 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
         model.to(memory_format=torch.channels_last)
     ckpt_dir = spec.out_dir
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(ckpt_dir)
+    if main:
+        remove_stale_temporaries(ckpt_dir)
     config = spec.config() | {"cam_stats": {"mean": cam_stats.mean, "std": cam_stats.std}}
     config["eval_crop"] = cfg.eval_crop
     fp = fingerprint(config)
@@ -295,8 +354,11 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
         if fit is not None:
             fit_items = ImageItems(ids=ids["train"], train=False, eval_crop=cfg.eval_crop, **common)
             fit(iter(_loader(fit_items, cfg.batch_size, False, spec.seed, 0)))
-        save_checkpoint(ckpt_dir / "best.pt", {"model": model.state_dict(), "config": config, "fingerprint": fp,
-                                               "epoch": 0, "best": float("nan"), "history": []})
+            spec.extra["n_params"] = model.num_parameters()  # fitted models size themselves (BRISQUE: its SVs)
+        if main:
+            save_checkpoint(ckpt_dir / "best.pt", {"model": model.state_dict(), "config": config,
+                                                   "fingerprint": fp, "epoch": 0, "best": float("nan"),
+                                                   "history": []})
     else:
         train_set: Any = train_items
         if "pairs" in model.inputs:
@@ -310,6 +372,8 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
                 pairs = _subsample_pairs(pairs, set(ids["train"]), cfg.max_pairs, spec.seed)
             train_set = PairItems(train_items, pairs)
             log.info("training on %d pairs", len(train_set))
+        ctx = StepContext(epoch=0, epochs=cfg.epochs, step=0)
+        step_module = wrap_for_training(model, ctx, cfg, device)
         opt = _optimizer(model, cfg)
         sched = _scheduler(opt, cfg)
         start_epoch, best, best_epoch, bad_epochs = 0, -math.inf, -1, 0
@@ -325,8 +389,8 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
                 log.info("resuming %s/%s from epoch %d", spec.experiment, spec.split, start_epoch)
             else:
                 log.info("%s: configuration changed, training from scratch", last)
-        live = _live(ckpt_dir, resume=start_epoch > 0)
-        ctx = StepContext(epoch=start_epoch, epochs=cfg.epochs, step=0)
+        live = _live(ckpt_dir, resume=start_epoch > 0) if main else None
+        ctx.epoch = start_epoch
         for epoch in range(start_epoch, cfg.epochs):
             if cfg.patience and bad_epochs >= cfg.patience:
                 break
@@ -337,14 +401,23 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
             batch_sampler = None
             if sampler_factory is not None and train_set is train_items:
                 batch_sampler = sampler_factory(train_items.mos_norm[:, 0], cfg.batch_size, spec.seed * 1000 + epoch)
+            if dist_info.enabled:  # the global batches one process would draw, each cut into per-rank shards
+                if batch_sampler is None:
+                    generator = torch.Generator().manual_seed(spec.seed * 1000 + epoch)
+                    batch_sampler = BatchSampler(RandomSampler(train_set, generator=generator), cfg.batch_size,
+                                                 drop_last=len(train_set) > cfg.batch_size)
+                batch_sampler = distributed.ShardedBatchSampler(batch_sampler, dist_info.rank,
+                                                                dist_info.world_size)
             loader = _loader(train_set, cfg.batch_size, True, spec.seed * 1000 + epoch, cfg.num_workers,
                              batch_sampler)
-            train_loss = _iterate_train(model, loader, opt, device, cfg, ctx, spec.progress,
+            train_loss = _iterate_train(step_module, model, loader, opt, device, cfg, ctx, progress,
                                         f"{spec.experiment}/{spec.split} epoch {epoch + 1}/{cfg.epochs}")
+            if dist_info.enabled:  # the logged loss is the mean over ranks
+                train_loss = float(np.mean(_all_gather(train_loss)))
             sched.step()
             record = {"epoch": epoch, "train_loss": train_loss}
             if monitor_items is not None:
-                val_pred = predict_items(model, monitor_items, cfg.batch_size, device, cfg.amp)
+                val_pred = predict_items(model, monitor_items, cfg.batch_size, device)
                 record["val_srcc"] = mean_srcc(val_pred, monitor_items.mos_norm)
                 record["val_loss"] = float(np.nanmean(np.abs(val_pred - monitor_items.mos_norm)))
             key = cfg.monitor if cfg.monitor in record else "train_loss"
@@ -367,18 +440,31 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
             state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "epoch": epoch, "best": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
                      "history": history, "fingerprint": fp, "config": config}
-            if improved:  # best.pt is for inference: weights and config, no optimiser state
+            if improved and main:  # best.pt is for inference: weights and config, no optimiser state
                 save_checkpoint(ckpt_dir / "best.pt", {k: v for k, v in state.items()
                                                        if k not in ("optimizer", "scheduler")})
-            save_checkpoint(last, state)
+            if main:
+                save_checkpoint(last, state)
         if live is not None:
             live.end()
-        last.unlink(missing_ok=True)  # training finished: the resume point is no longer needed
+        if dist_info.enabled:
+            log.info("rank %d weights checksum %s", dist_info.rank, distributed.weights_checksum(model))
+        distributed.barrier()  # rank 0 has written best.pt
+        if main:
+            last.unlink(missing_ok=True)  # training finished: the resume point is no longer needed
         best_state = load_checkpoint(ckpt_dir / "best.pt")
         load_model_state(model, best_state["model"], str(ckpt_dir / "best.pt"))
         history = list(best_state["history"]) if not history else history
-    write_json(ckpt_dir / "history.json", {"history": history, "fingerprint": fp})
-    return _predictions(model, spec, eval_items, device)
+    if main:  # NaN (e.g. SRCC of constant predictions) is written as null: JSON has no NaN
+        clean = [{k: (v if math.isfinite(v) else None) for k, v in record.items()} for record in history]
+        write_json(ckpt_dir / "history.json", {"history": clean, "fingerprint": fp})
+    return _predictions(model, spec, eval_items, device, progress)
+
+
+def _all_gather(value: float) -> list[float]:
+    parts: list[Any] = [None] * distributed.info().world_size
+    torch.distributed.all_gather_object(parts, value)
+    return [float(v) for v in parts]
 
 
 def _subsample_pairs(pairs: pd.DataFrame, train_ids: set[str], limit: int, seed: int) -> pd.DataFrame:
@@ -401,13 +487,12 @@ def _live(ckpt_dir: Path, resume: bool) -> Any:
 
 
 def _predictions(model: IQAModel, spec: RunSpec, eval_items: dict[str, ImageItems],
-                 device: torch.device) -> pd.DataFrame:
+                 device: torch.device, progress: bool) -> pd.DataFrame:
     lo, hi = spec.dataset.mos_range
     scene_of = spec.dataset.images.set_index("image_id")["scene"].astype(str)
     frames = []
     for role, items in eval_items.items():
-        pred = predict_items(model, items, spec.train.batch_size, device, spec.train.amp,
-                             progress=spec.progress) * (hi - lo) + lo
+        pred = predict_items(model, items, spec.train.batch_size, device, progress=progress) * (hi - lo) + lo
         for k, attr in enumerate(spec.dataset.attributes):
             frames.append(pd.DataFrame({
                 "image_id": items.ids, "attribute": attr, "pred": pred[:, k].astype(float),
@@ -419,31 +504,57 @@ def _predictions(model: IQAModel, spec: RunSpec, eval_items: dict[str, ImageItem
 
 
 def train_experiment(params: Params, experiment: str, root: Path, progress: bool = True) -> pd.DataFrame:
-    """Run every split of ``experiment``; write ``results/predictions/<experiment>.parquet`` atomically."""
+    """Run every split of ``experiment``; write ``results/predictions/<experiment>.parquet`` atomically.
+
+    The JSON beside it records ``"status": "ok"``. When the model cannot be built on this machine
+    (:class:`iqalab.status.ModelUnavailable`: a zero-shot ``pyiqa:<metric>`` without pyiqa or without its local
+    weights) the stage still completes: the JSON records the status (``"pyiqa not installed"``, ``"weights
+    unavailable: <reason>"``) with no split and no parameter count, the parquet is empty with the usual columns,
+    and ``build/models/<experiment>/status.json`` says the same (the folder is the stage's DVC output).
+    """
+    from iqalab.status import STATUS_OK, ModelUnavailable
+
     exp = params.experiment(experiment)
     dcfg = params.dataset(exp.dataset)
     ds = read_dataset(root / "build" / "datasets" / exp.dataset)
     cache = ImageCache(ds, dcfg.cache_size)
     frames = []
     started = time.perf_counter()
-    n_params = 0
-    for split in _splits(ds, exp.splits):
-        spec = RunSpec(experiment=experiment, dataset=ds, cache=cache, model_name=exp.model.name,
-                       model_kwargs=params.model_kwargs(experiment), train=params.train_config(experiment),
-                       split=split, seed=params.seed, out_dir=root / "build" / "models" / experiment / split,
-                       progress=progress)
-        frames.append(train_split(spec))
-        n_params = spec.extra.get("n_params", n_params)
-    preds = pd.concat(frames, ignore_index=True)[PREDICTION_COLUMNS]
+    n_params: int | None = 0
+    status, detail = STATUS_OK, ""
+    try:
+        for split in _splits(ds, exp.splits):
+            spec = RunSpec(experiment=experiment, dataset=ds, cache=cache, model_name=exp.model.name,
+                           model_kwargs=params.model_kwargs(experiment), train=params.train_config(experiment),
+                           split=split, seed=params.seed, out_dir=root / "build" / "models" / experiment / split,
+                           progress=progress)
+            frames.append(train_split(spec))
+            n_params = spec.extra.get("n_params", n_params)
+    except ModelUnavailable as exc:
+        status, detail, frames, n_params = exc.status, exc.detail, [], None
+        log.warning("experiment %s (model %s): %s%s; the stage completes with an empty predictions file and this "
+                    "status", experiment, exp.model.name, exc.status, f" ({exc.detail})" if exc.detail else "")
+    if frames:
+        preds = pd.concat(frames, ignore_index=True)[PREDICTION_COLUMNS]
+    else:
+        preds = pd.DataFrame({c: pd.Series(dtype="float64" if c in ("pred", "mos") else "object")
+                              for c in PREDICTION_COLUMNS})
+    if not distributed.info().is_main:  # under torchrun every rank holds the gathered predictions; rank 0 writes
+        return preds
     out = root / "results" / "predictions"
-    write_json(out / f"{experiment}.json", {
+    meta = {
         "experiment": experiment, "label": exp.label or experiment, "model": exp.model.name,
         "model_kwargs": params.model_kwargs(experiment), "dataset": exp.dataset, "attributes": ds.attributes,
         "mos_range": list(ds.mos_range), "simulated": bool(ds.meta.get("simulated", False)),
         "dataset_source": ds.meta.get("source"), "tables": exp.tables, "protocol": exp.protocol,
-        "splits": sorted(preds["split"].unique().tolist()), "n_params": int(n_params),
-        "train_seconds": round(time.perf_counter() - started, 1), "profile": params.profile,
-    })
+        "splits": sorted(preds["split"].unique().tolist()), "n_params": None if n_params is None else int(n_params),
+        "train_seconds": round(time.perf_counter() - started, 1), "profile": params.profile, "status": status,
+    }
+    if status != STATUS_OK:
+        meta["status_detail"] = detail
+        write_json(root / "build" / "models" / experiment / "status.json",
+                   {"experiment": experiment, "model": exp.model.name, "status": status, "status_detail": detail})
+    write_json(out / f"{experiment}.json", meta)
     write_parquet(out / f"{experiment}.parquet", preds)
     return preds
 

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Every GPU check of issue #15 in one prepared run (the device machine: python3 with PyTorch and CUDA; pydantic
+# travels as wheels in .whl/, see the README's "Speed" section). Writes $OUT/gpu_checks.log. Each step has its own
+# time limit and a failure does not stop the next.
+set -u
+OUT=${OUT:-/tmp/gpu-checks}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD/src:$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 MPLBACKEND=Agg
+step() { echo; echo "=== $1 ($(date +%T))"; }
+{
+  step "machine"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, torch.cuda.get_device_name())"
+  step "training step, default profile models, 224 px, batch 32"
+  timeout 150 python3 benchmarks/bench_train_step.py --size 224 --batch 32 --steps 10 --warmup 3 \
+    --compile backbone_mlp
+  step "training step, paper profile models (papers' backbones), 224 px, batch 32"
+  timeout 170 python3 benchmarks/bench_train_step.py --params params/paper.yaml --size 224 --batch 32 --steps 10 \
+    --warmup 3 --models backbone_mlp tuningiqa hyperiqa reqa sfiqa_s --compile tuningiqa
+  step "inference: iqalab score vs eager PIL loop"
+  timeout 60 python3 benchmarks/bench_inference.py --images 512 --device cuda --batch-size 64 --model backbone_mlp
+  step "engine and DDP tests with CUDA visible (training on cuda:0, AMP + channels_last)"
+  timeout 110 python3 -m pytest -q -p no:cacheprovider -x tests/test_engine.py tests/test_distributed.py
+  step "done"
+} 2>&1 | tee "$OUT/gpu_checks.log"

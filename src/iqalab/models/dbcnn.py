@@ -1,0 +1,217 @@
+"""DBCNN: W. Zhang, K. Ma, J. Yan, D. Deng, Z. Wang, "Blind Image Quality Assessment Using a Deep Bilinear
+Convolutional Neural Network", IEEE Transactions on Circuits and Systems for Video Technology 30(1):36-47, 2020.
+Released code: https://github.com/zwx8981/DBCNN-PyTorch (``DBCNN.py``, ``SCNN.py``).
+
+Two streams see the same image (paper Sec. III, Fig. 1):
+
+- **S-CNN** (Sec. III-A, Table I), a small CNN for *synthetic* distortions: nine 3x3 convolution - batch norm -
+  ReLU blocks with 48, 48, 64, 64, 64, 64, 128, 128, 128 channels and strides 1, 2, 1, 2, 1, 2, 1, 1, 2 (output
+  at 1/16 of the input, 128 channels), exactly the ``features`` block of the released ``SCNN.py``. The paper
+  pre-trains it to classify 39 distortion types x levels on PASCAL VOC / Waterloo Exploration images distorted
+  synthetically, then keeps only the convolutional part. **That pre-training set is not available here, so the
+  S-CNN is trained from scratch with the rest of the model** (``scnn_weights`` loads the authors' released
+  ``pretrained_scnn/scnn.pkl`` when you have it). Its classification head (pooling, two 1x1 convolutions of 256
+  channels, a 39-way linear layer) is not part of DBCNN and is not built.
+- **Authentic-distortion stream** (Sec. III-B): VGG-16 pre-trained on ImageNet, its last convolutional map
+  (``conv5_3`` after ReLU, 512 channels at 1/16, i.e. ``backbone="vgg16", backbone_stage=4`` here). Any timm
+  backbone works through :func:`iqalab.models.backbones.create_backbone`; the default is ``resnet18``'s last
+  stage (512 channels at 1/32) so CPU runs are quick, and ``pretrained`` is passed through as for other models.
+
+**Bilinear pooling** (Sec. III-C): the S-CNN map is resized (bilinear) to the backbone map's spatial size, then
+the two maps ``F1 [C1, L]`` and ``F2 [C2, L]`` (``L = H x W`` locations) are pooled into
+``B = F1 F2^T / L`` (``C1 x C2``, the outer products averaged over locations), flattened, passed through the
+signed square root ``z = sign(B) sqrt(|B|)`` and ``l2``-normalised. A linear layer per attribute maps the
+``C1 C2`` features to the score (the paper's single output layer, one per attribute here), followed by a sigmoid
+so predictions are on the normalised [0, 1] scale of :mod:`iqalab.models.base`. Loss: mean squared error on the
+normalised MOS (the paper's l2 loss; released code ``nn.MSELoss``).
+
+**Training** (Sec. III-D and the released ``DBCNN.py``): first only the linear layer is trained with both
+streams frozen (SGD, lr 1e-3), then everything is fine-tuned (Adam, lr 1e-5, weight decay 5e-4, batch 8).
+Here one optimiser runs both phases: for the first ``freeze_epochs`` epochs the streams' features are computed
+without gradients (the heads alone learn), then all parts train, the streams at ``lr * stream_lr_scale``.
+With ``freeze_epochs=0`` (default, sensible from scratch) all parts train from the start.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from iqalab.models.backbones import PretrainedUnavailable, create_backbone
+from iqalab.models.base import IQAModel, StepContext
+from iqalab.models.registry import register
+
+log = logging.getLogger(__name__)
+
+#: S-CNN convolution widths and strides (paper Table I; released ``SCNN.py`` ``features``)
+SCNN_CHANNELS: tuple[int, ...] = (48, 48, 64, 64, 64, 64, 128, 128, 128)
+SCNN_STRIDES: tuple[int, ...] = (1, 2, 1, 2, 1, 2, 1, 1, 2)
+
+
+class SCNN(nn.Module):
+    """The S-CNN's convolutional part: 3x3 conv - BN - ReLU blocks (paper Table I), output ``[B, C, H/16, W/16]``
+    for the default strides. Weights are initialised as in the released code (He-normal, zero bias, BN 1/0)."""
+
+    def __init__(self, channels: Sequence[int] = SCNN_CHANNELS, strides: Sequence[int] = SCNN_STRIDES) -> None:
+        super().__init__()
+        if len(channels) != len(strides) or not channels:
+            raise ValueError(f"scnn_channels ({len(channels)}) and scnn_strides ({len(strides)}) must have the same "
+                             "non-zero length")
+        layers: list[nn.Module] = []
+        previous = 3
+        for width, stride in zip(channels, strides):
+            layers += [nn.Conv2d(previous, int(width), 3, int(stride), 1), nn.BatchNorm2d(int(width)),
+                       nn.ReLU(inplace=True)]
+            previous = int(width)
+        self.features = nn.Sequential(*layers)
+        self.out_channels = previous
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.features(image)
+
+
+def bilinear_pool(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """DBCNN bilinear pooling (Sec. III-C): ``[B, C1, H, W]`` x ``[B, C2, H', W']`` -> ``[B, C1 * C2]``.
+
+    ``b`` is resized (bilinear) to ``a``'s spatial size; the result is ``vec(a b^T / (H W))`` (feature
+    ``c1 * C2 + c2`` pairs channel ``c1`` of ``a`` with channel ``c2`` of ``b``) after the signed square root
+    ``sign(z) sqrt(|z| + eps)`` and l2 normalisation. ``eps`` keeps the square root's gradient finite at 0.
+    Computed in at least float32 (autocast off; float64 inputs stay float64).
+    """
+    n, c1, h, w = a.shape
+    # in float32 even under bf16 autocast: the square root of small products and the norm over C1 * C2 terms
+    # lose too much in 8 mantissa bits
+    with torch.autocast(device_type=a.device.type, enabled=False):
+        dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
+        a, b = a.to(dtype), b.to(dtype)
+        if b.shape[-2:] != (h, w):
+            b = F.interpolate(b, size=(h, w), mode="bilinear", align_corners=False)
+        c2 = b.shape[1]
+        pooled = torch.bmm(a.reshape(n, c1, h * w), b.reshape(n, c2, h * w).transpose(1, 2)) / (h * w)
+        pooled = pooled.reshape(n, c1 * c2)
+        pooled = torch.sign(pooled) * torch.sqrt(pooled.abs() + eps)
+        return F.normalize(pooled, dim=1)
+
+
+def masked_mse(pred: dict[str, torch.Tensor], target: torch.Tensor, attributes: Sequence[str]) -> torch.Tensor:
+    """Mean squared error over the attributes that have a target (NaN targets skipped), averaged over them."""
+    losses = []
+    for k, attr in enumerate(attributes):
+        t = target[:, k]
+        mask = ~torch.isnan(t)
+        if mask.any():
+            losses.append((pred[attr][mask] - t[mask]).square().mean())
+    if not losses:
+        return next(iter(pred.values())).sum() * 0.0
+    return torch.stack(losses).mean()
+
+
+@register("dbcnn")
+class DBCNN(IQAModel):
+    """DBCNN (Zhang et al., TCSVT 2020): S-CNN and backbone streams, bilinear pooling, linear heads.
+
+    One linear head per attribute on the bilinear features, sigmoid output in [0, 1]. The S-CNN is trained from
+    scratch here (its distortion-classification pre-training set is not available; ``scnn_weights`` loads the
+    authors' released S-CNN). ``backbone_stage`` picks the backbone's feature map (-1 = last; VGG-16's conv5_3,
+    the paper's, is 4); ``freeze_epochs`` / ``stream_lr_scale`` give the paper's two training phases.
+    """
+
+    inputs = frozenset({"image"})
+    paper = ("W. Zhang, K. Ma, J. Yan, D. Deng, Z. Wang, 'Blind Image Quality Assessment Using a Deep Bilinear "
+             "Convolutional Neural Network', IEEE TCSVT 30(1), 2020")
+    smoke_params: ClassVar[dict[str, Any]] = {"backbone": "resnet10t", "scnn_channels": [8, 8, 8, 8, 8, 8, 16, 16, 16]}
+
+    def __init__(self, attributes: list[str], backbone: str = "resnet18", pretrained: bool | str | Path = False,
+                 backbone_stage: int = -1, scnn_channels: Sequence[int] = SCNN_CHANNELS,
+                 scnn_strides: Sequence[int] = SCNN_STRIDES, scnn_weights: str | Path | None = None,
+                 freeze_epochs: int = 0, stream_lr_scale: float = 1.0) -> None:
+        super().__init__(attributes)
+        if freeze_epochs < 0:
+            raise ValueError(f"freeze_epochs must be >= 0, got {freeze_epochs}")
+        self.backbone = _feature_stage(backbone, pretrained, backbone_stage)
+        self.scnn = SCNN(tuple(scnn_channels), tuple(scnn_strides))
+        if scnn_weights is not None:
+            load_scnn_weights(self.scnn, scnn_weights)
+        self.c1 = int(self.backbone.feature_info.channels()[-1])
+        self.c2 = self.scnn.out_channels
+        self.heads = nn.ModuleDict({a: nn.Linear(self.c1 * self.c2, 1) for a in self.attributes})
+        for head in self.heads.values():  # released code: He-normal weights, zero bias
+            nn.init.kaiming_normal_(head.weight)
+            nn.init.zeros_(head.bias)
+        self.freeze_epochs = int(freeze_epochs)
+        self.stream_lr_scale = float(stream_lr_scale)
+
+    def streams(self) -> list[nn.Module]:
+        """The two feature streams (backbone, S-CNN)."""
+        return [self.backbone, self.scnn]
+
+    def features(self, image: torch.Tensor) -> torch.Tensor:
+        """Bilinear features ``[B, C1 * C2]`` (backbone channels x S-CNN channels)."""
+        return bilinear_pool(self.backbone(image)[-1], self.scnn(image))
+
+    def scores(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {a: torch.sigmoid(head(feats).squeeze(-1)) for a, head in self.heads.items()}
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        return self.scores(self.features(batch["image"]))
+
+    def training_step(self, batch: dict[str, Any], ctx: StepContext) -> torch.Tensor:
+        """MSE on normalised MOS; during the first ``freeze_epochs`` epochs only the heads learn (Sec. III-D)."""
+        if ctx.epoch < self.freeze_epochs:
+            with torch.no_grad():
+                feats = self.features(batch["image"])
+            pred = self.scores(feats)
+        else:
+            pred = self(batch)
+        return masked_mse(pred, batch["mos_norm"], self.attributes)
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        streams = [p for s in self.streams() for p in s.parameters() if p.requires_grad]
+        return [{"params": streams, "lr": lr * self.stream_lr_scale},
+                {"params": list(self.heads.parameters()), "lr": lr}]
+
+
+def _feature_stage(name: str, pretrained: bool | str | Path, stage: int) -> nn.Module:
+    """A timm feature extractor returning ``[map]`` for feature stage ``stage`` (index into ``feature_info``;
+    -1 = last). VGG-16's ``conv5_3`` (the paper's) is stage 4."""
+    probe = create_backbone(name, pretrained=False, features_only=True)
+    n = len(probe.feature_info.channels())
+    index = stage if stage >= 0 else n + stage
+    if not 0 <= index < n:
+        raise ValueError(f"model.backbone_stage: backbone {name!r} has feature stages 0..{n - 1}, got {stage}")
+    return create_backbone(name, pretrained=pretrained, features_only=True, out_indices=(index,))
+
+
+def load_scnn_weights(scnn: SCNN, path: str | Path) -> None:
+    """Load the S-CNN convolutional weights from a state dict file, e.g. the authors' ``scnn.pkl`` (keys
+    ``module.features.*``; the classification head's keys are ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PretrainedUnavailable(f"model.scnn_weights: {path} not found")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    found = {k.removeprefix("module.").removeprefix("scnn."): v for k, v in state.items()}
+    found = {k: v for k, v in found.items() if k.startswith("features.")}
+    wanted = scnn.state_dict()
+    missing = sorted(set(wanted) - set(found))
+    wrong = sorted(k for k in set(wanted) & set(found) if tuple(found[k].shape) != tuple(wanted[k].shape))
+    if missing or wrong:
+        raise PretrainedUnavailable(
+            f"model.scnn_weights: {path} does not fit this S-CNN ({len(missing)} missing keys, e.g. {missing[:3]}; "
+            f"{len(wrong)} of another shape, e.g. {wrong[:3]}); check scnn_channels / scnn_strides")
+    scnn.load_state_dict({k: found[k] for k in wanted})
+    log.info("loaded S-CNN weights from %s", path)

@@ -1,0 +1,149 @@
+"""DBCNN (Zhang et al., TCSVT 2020): S-CNN layout, bilinear pooling against a hand computation, head size,
+gradients to both streams, the frozen-streams phase, S-CNN weight loading and a run through the engine."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from iqalab.models import build_model, get_model_class
+from iqalab.models.base import StepContext
+from iqalab.models.dbcnn import DBCNN, SCNN, SCNN_CHANNELS, SCNN_STRIDES, bilinear_pool
+
+ATTRS = ["overall", "noise", "color"]
+SMOKE = dict(get_model_class("dbcnn").smoke_params)
+
+
+def _model(**overrides) -> DBCNN:
+    torch.manual_seed(0)
+    return build_model("dbcnn", ATTRS, **{**SMOKE, **overrides})
+
+
+def _batch(n: int = 3, size: int = 64) -> dict:
+    g = torch.Generator().manual_seed(1)
+    return {"image": torch.randn(n, 3, size, size, generator=g), "mos_norm": torch.rand(n, len(ATTRS), generator=g)}
+
+
+def _hand_bilinear(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Sec. III-C by loops: B[c1, c2] = mean over locations of a[c1] * b[c2]; signed sqrt; l2 normalisation."""
+    n, c1, h, w = a.shape
+    c2 = b.shape[1]
+    out = np.zeros((n, c1 * c2))
+    for i in range(n):
+        for p in range(c1):
+            for q in range(c2):
+                out[i, p * c2 + q] = sum(a[i, p, y, x] * b[i, q, y, x] for y in range(h) for x in range(w)) / (h * w)
+    out = np.sign(out) * np.sqrt(np.abs(out))
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def test_bilinear_pool_equals_hand_computation():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(2, 3, 2, 3))  # signed values: the signed square root matters
+    b = rng.normal(size=(2, 4, 2, 3))
+    got = bilinear_pool(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+    np.testing.assert_allclose(got, _hand_bilinear(a, b), atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-12)
+
+
+def test_bilinear_pool_resizes_the_second_map_to_the_first():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(1, 2, 2, 2))
+    b = rng.normal(size=(1, 3, 4, 4))
+    # halving with bilinear interpolation (align_corners=False) samples the centre of each 2x2 block: its mean
+    b_small = b.reshape(1, 3, 2, 2, 2, 2).mean(axis=(3, 5))
+    got = bilinear_pool(torch.from_numpy(a), torch.from_numpy(b)).numpy()
+    np.testing.assert_allclose(got, _hand_bilinear(a, b_small), atol=1e-6)
+
+
+def test_scnn_follows_the_paper_layout():
+    scnn = SCNN()
+    convs = [m for m in scnn.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == list(SCNN_CHANNELS) == [48, 48, 64, 64, 64, 64, 128, 128, 128]
+    assert [c.stride[0] for c in convs] == list(SCNN_STRIDES) and all(c.kernel_size == (3, 3) for c in convs)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in scnn.modules()) == 9
+    assert scnn(torch.zeros(1, 3, 64, 64)).shape == (1, 128, 4, 4), "128 channels at 1/16 of the input"
+
+
+def test_output_shapes_range_and_head_size():
+    model = _model()
+    model.eval()
+    out = model(_batch(n=3))
+    assert set(out) == set(ATTRS)
+    assert all(v.shape == (3,) and bool(((v >= 0) & (v <= 1)).all()) for v in out.values())
+    c1, c2 = model.c1, model.c2
+    assert c1 == model.backbone.feature_info.channels()[-1] == 512 and c2 == SMOKE["scnn_channels"][-1]
+    assert model.features(_batch()["image"]).shape == (3, c1 * c2)
+    assert sum(p.numel() for p in model.heads.parameters()) == (c1 * c2 + 1) * len(ATTRS)
+
+
+def test_gradients_reach_both_streams_and_heads():
+    model = _model()
+    model.train()
+    model.training_step(_batch(), StepContext(epoch=0, epochs=2)).backward()
+    for part in (model.backbone, model.scnn, model.heads):
+        grads = [p.grad for p in part.parameters()]
+        assert all(g is not None for g in grads) and any(float(g.abs().sum()) > 0 for g in grads)
+
+
+def test_frozen_phase_trains_the_heads_only():
+    model = _model(freeze_epochs=1)
+    model.train()
+    model.training_step(_batch(), StepContext(epoch=0, epochs=3)).backward()
+    assert all(p.grad is None for p in [*model.backbone.parameters(), *model.scnn.parameters()])
+    assert all(p.grad is not None for p in model.heads.parameters())
+    model.zero_grad(set_to_none=True)
+    model.training_step(_batch(), StepContext(epoch=1, epochs=3)).backward()
+    assert all(p.grad is not None for p in model.scnn.parameters())
+
+
+def test_param_groups_scale_the_streams():
+    model = _model(stream_lr_scale=0.01)
+    streams, heads = model.param_groups(1e-3)
+    assert streams["lr"] == pytest.approx(1e-5) and heads["lr"] == pytest.approx(1e-3)
+    assert len(streams["params"]) + len(heads["params"]) == len(list(model.parameters()))
+
+
+def test_backbone_stage_out_of_range_names_the_key():
+    with pytest.raises(ValueError, match="backbone_stage"):
+        _model(backbone_stage=7)
+
+
+def test_scnn_weights_load_from_the_released_key_layout(tmp_path):
+    source = SCNN(SMOKE["scnn_channels"])
+    state = {f"module.{k}": v for k, v in source.state_dict().items()}
+    state["module.classifier.weight"] = torch.zeros(39, 256)  # the classification head is ignored
+    path = tmp_path / "scnn.pkl"
+    torch.save(state, path)
+    model = _model(scnn_weights=str(path))
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(model.scnn.state_dict()[key], value)
+    wrong = tmp_path / "wrong.pkl"
+    torch.save({"module.features.0.weight": torch.zeros(1)}, wrong)
+    with pytest.raises(Exception, match="scnn_weights"):
+        _model(scnn_weights=str(wrong))
+
+
+def test_engine_trains_dbcnn(project, toy_dataset):
+    from iqalab.config import parse_params
+    from iqalab.train.engine import (
+        PREDICTION_COLUMNS,
+        load_checkpoint,
+        model_from_checkpoint,
+        train_experiment,
+    )
+
+    from .conftest import toy_params
+
+    shutil.copytree(toy_dataset.root, project.root / "build" / "datasets" / "toy")
+    params = parse_params(toy_params(e={"dataset": "toy", "model": {"name": "dbcnn", **SMOKE},
+                                        "train": {"epochs": 1}}))
+    preds = train_experiment(params, "e", project.root, progress=False)
+    assert list(preds.columns) == PREDICTION_COLUMNS and np.isfinite(preds.pred).all()
+    lo, hi = toy_dataset.mos_range
+    assert preds.pred.between(lo, hi).all()
+    model = model_from_checkpoint(load_checkpoint(project.root / "build" / "models" / "e" / "scene" / "best.pt"))
+    assert isinstance(model, DBCNN) and model.attributes == toy_dataset.attributes

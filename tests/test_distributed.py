@@ -1,0 +1,118 @@
+"""DDP training launched by torchrun (2 CPU processes, gloo) and the torch.compile option of the engine."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from torch.utils.data import BatchSampler, RandomSampler
+
+from iqalab.config import parse_params
+from iqalab.train import distributed
+from iqalab.train.engine import train_experiment
+
+from .conftest import toy_params
+
+TINY = {"name": "backbone_mlp", "backbone": "mobilenetv3_small_050", "hidden": 16}
+
+
+def test_sharded_batches_cover_each_global_batch_once():
+    batches = list(BatchSampler(RandomSampler(range(23), generator=torch.Generator().manual_seed(3)), 8, False))
+    shards = [list(distributed.ShardedBatchSampler(batches, rank, 2)) for rank in range(2)]
+    assert len(shards[0]) == len(shards[1]) == 3  # 8, 8, 7 rows: every rank steps three times
+    for k, batch in enumerate(batches):
+        assert sorted(shards[0][k] + shards[1][k]) == sorted(batch)
+        assert abs(len(shards[0][k]) - len(shards[1][k])) <= 1
+
+
+def test_batches_smaller_than_the_world_are_dropped_on_every_rank():
+    batches = [[0, 1, 2, 3], [4, 5], [6]]
+    for rank in range(3):
+        sampler = distributed.ShardedBatchSampler(batches, rank, 3)
+        assert len(sampler) == 1 and list(sampler) == [[0, 1, 2, 3][rank::3]]
+    with pytest.raises(ValueError, match="rank 3 outside world size 3"):
+        distributed.ShardedBatchSampler(batches, 3, 3)
+
+
+def test_single_process_helpers_are_identities():
+    info = distributed.info()
+    assert not info.enabled and info.is_main
+    rows = np.arange(12, dtype=np.float32).reshape(6, 2)
+    idx = distributed.shard_indices(6, info)
+    np.testing.assert_array_equal(distributed.gather_rows(rows[idx], idx, 6, info), rows)
+    sharded = distributed.DistInfo(rank=1, world_size=4)
+    np.testing.assert_array_equal(distributed.shard_indices(10, sharded), [1, 5, 9])
+
+
+def test_env_info_reads_torchrun_variables(monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed.env_info() == distributed.DistInfo(1, 2, 1)
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ValueError, match="WORLD_SIZE='two'"):
+        distributed.env_info()
+
+
+def _copy_toy(project, toy_dataset) -> None:
+    shutil.copytree(toy_dataset.root, project.root / "build" / "datasets" / "toy")
+
+
+def _smoke(name: str) -> dict:
+    from iqalab.models import get_model_class
+
+    return {"name": name, **get_model_class(name).smoke_params}
+
+
+@pytest.mark.parametrize("model", [TINY, "tuningiqa", "reqa"], ids=["backbone_mlp", "pairs", "batch_sampler"])
+def test_torchrun_two_processes_train_one_synchronised_model(project, toy_dataset, model):
+    """``torchrun --nproc_per_node 2 -m iqalab train``: gloo DDP on CPU; rank 0 alone writes results.
+
+    Covers a plain regressor, a pair-trained model (TuningIQA) and one with its own batch sampler (REQA).
+    """
+    _copy_toy(project, toy_dataset)
+    model = _smoke(model) if isinstance(model, str) else model
+    params = toy_params(e={"dataset": "toy", "model": model, "train": {"epochs": 2, "batch_size": 8,
+                                                                        "device": "cpu"}})
+    params_file = project.root / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    env = {**os.environ, "IQALAB_WORKDIR": str(project.root), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "iqalab", "--params", str(params_file), "train", "e"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    sums = dict(re.findall(r"rank (\d) weights checksum (\S+)", proc.stderr))
+    assert set(sums) == {"0", "1"}, proc.stderr[-4000:]
+    assert sums["0"] == sums["1"], f"ranks ended with different weights: {sums}"
+
+    preds = pd.read_parquet(project.root / "results" / "predictions" / "e.parquet")
+    test = preds[preds.role == "test"]
+    counts = test.groupby(["image_id", "attribute"]).size()
+    assert set(test.image_id) == set(toy_dataset.split_ids("scene", "test"))
+    assert (counts == 1).all(), "each test image predicted exactly once after gathering"
+    run_dir = project.root / "build" / "models" / "e" / "scene"
+    assert (run_dir / "best.pt").is_file() and not (run_dir / "last.pt").exists()
+
+
+def test_compile_traces_every_step_and_matches_eager(project, toy_dataset):
+    """``train.compile`` with the tracing-only backend: dynamo captures the forward, results equal eager."""
+    _copy_toy(project, toy_dataset)
+    eager = parse_params(toy_params(e={"dataset": "toy", "model": TINY, "train": {"epochs": 1}}))
+    compiled = parse_params(toy_params(e={"dataset": "toy", "model": TINY, "train": {
+        "epochs": 1, "compile": True, "compile_backend": "eager"}}))
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    b = train_experiment(compiled, "e", project.root, progress=False)
+    assert counters["stats"]["unique_graphs"] >= 1, "torch.compile captured no graph"
+    shutil.rmtree(project.root / "build" / "models")
+    a = train_experiment(eager, "e", project.root, progress=False)
+    np.testing.assert_allclose(a.pred.to_numpy(), b.pred.to_numpy(), rtol=1e-4, atol=1e-4)
