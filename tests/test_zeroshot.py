@@ -57,7 +57,7 @@ def fake_pyiqa(monkeypatch, tmp_path):
     downloader, which iqalab must block)."""
     calls: list[dict] = []
     specs = {"musiq": (False, "~0, ~100", "NR"), "niqe": (True, None, "NR"), "psnr": (False, None, "FR"),
-             "needs_download": (False, "0, 1", "NR")}
+             "needs_download": (False, "0, 1", "NR"), "liqe": (False, "1, 5", "NR")}
 
     def create_metric(name, as_loss=False, device=None, **kwargs):
         calls.append({"name": name, "device": device, **kwargs})
@@ -65,6 +65,8 @@ def fake_pyiqa(monkeypatch, tmp_path):
             target = tmp_path / "hub" / "pyiqa" / "needs_download.pth"
             if not target.is_file():
                 torch.hub.download_url_to_file("https://example.invalid/needs_download.pth", str(target))
+        if name == "liqe":  # as real pyiqa: the arch imports openai-clip, which imports pkg_resources
+            raise ModuleNotFoundError("No module named 'pkg_resources'")
         lower, score_range, mode = specs[name]
         return FakeMetric(name, lower, score_range, mode)
 
@@ -162,6 +164,12 @@ def test_missing_weights_block_the_download_and_say_so(fake_pyiqa):
     assert err.value.status.startswith("weights unavailable: pyiqa:needs_download is not in the local cache")
     assert "https://example.invalid/needs_download.pth" in err.value.status
     assert torch.hub.download_url_to_file is original, "the downloader is restored"
+
+
+def test_a_metric_whose_packages_fail_to_import_is_unavailable(fake_pyiqa):
+    """Seen with real pyiqa 0.1.16: LIQE and CLIP-IQA import openai-clip, which needs pkg_resources."""
+    with pytest.raises(ModelUnavailable, match=r"pyiqa:liqe not importable: ModuleNotFoundError.*pkg_resources"):
+        build_model("pyiqa:liqe", ["overall"])
 
 
 def test_weights_argument_is_a_local_file(fake_pyiqa, tmp_path):

@@ -220,6 +220,12 @@ def load_metric(metric: str, weights: str | Path | None = None, options: dict[st
     with no_downloads() as attempts:
         try:
             net = pyiqa.create_metric(metric, as_loss=False, device=torch.device("cpu"), **opts)
+        except ImportError as exc:
+            # pyiqa imports a metric's own packages lazily; e.g. LIQE and CLIP-IQA need openai-clip, which
+            # imports pkg_resources (gone from setuptools >= 81)
+            raise ModelUnavailable(f"pyiqa:{metric} not importable: {type(exc).__name__}: {exc}",
+                                   "install what the metric imports into this environment (for openai-clip: "
+                                   "pip install 'setuptools<81')") from None
         except Exception as exc:
             if attempts or _is_offline_error(exc):
                 what = attempts[0] if attempts else f"{type(exc).__name__}: {exc}"
