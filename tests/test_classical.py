@@ -391,3 +391,24 @@ def test_niqe_calibration_survives_far_outliers():
     a, b = _fit_decreasing_logistic(x, y, np.array([3.0, 0.5]))  # 1 / std(x) ~ 4e-4 was the old start
     assert b >= 1e-3
     assert np.corrcoef(expit(a - b * x[:-1]), y[:-1])[0, 1] > 0.99
+
+
+def test_niqe_calibration_is_scale_free():
+    """NIQE distances of small images reach thousands (portrait_sim: median ~5,000). The decreasing logistic
+    must recover a slope below 1e-3 there, and fall back to about the mean when the data rise instead of
+    falling (regression: every portrait_sim prediction sat at the bottom of the MOS range)."""
+    from scipy.special import expit
+
+    from iqalab.models.classical import _fit_decreasing_logistic
+
+    rng = np.random.default_rng(1)
+    x = rng.uniform(500.0, 8000.0, 300)
+    y = expit(2.0 - 5e-4 * x)
+    a, b = _fit_decreasing_logistic(x, y, np.array([3.0, 0.5]))
+    assert 0 < b < 1e-3
+    np.testing.assert_allclose(expit(a - b * x), y, atol=0.01)
+    rising = rng.uniform(0.2, 0.8, 300)
+    rising.sort()
+    a, b = _fit_decreasing_logistic(np.sort(x), rising, np.array([3.0, 0.5]))
+    assert b > 0
+    assert abs(expit(a - b * np.sort(x)).mean() - rising.mean()) < 0.05

@@ -645,24 +645,29 @@ class NIQE(_ClassicalModel):
 
 
 def _fit_decreasing_logistic(x: np.ndarray, y: np.ndarray, default: np.ndarray) -> np.ndarray:
-    """Least-squares ``y ~ sigmoid(a - b x)`` with ``b >= 1e-3`` (monotone decreasing); ``default`` when fewer
-    than 3 finite pairs."""
+    """Least-squares ``y ~ sigmoid(a - b x)``, monotone decreasing (``b > 0``); ``default`` when fewer than 3
+    finite pairs.
+
+    The fit runs on ``z = (x - median) / spread`` with ``b_z >= 1e-3`` and is mapped back (``b = b_z / spread``,
+    ``a = a_z + b * median``), so the bound does not depend on the scale of ``x``: NIQE distances of small
+    images reach thousands, where a fixed ``b >= 1e-3`` pinned every prediction to the bottom of the range.
+    """
     ok = np.isfinite(x) & np.isfinite(y)
     if ok.sum() < 3:
         return np.asarray(default, dtype=np.float64)
     x, y = x[ok], y[ok]
-    # robust scale (NIQE has far outliers on near-flat images): interquartile range as a normal sd, and a start
-    # inside the bound b >= 1e-3 (a huge spread would put 1 / spread below it and least_squares refuses that)
+    # robust scale (NIQE has far outliers on near-flat images): interquartile range as a normal sd
     q75, q25 = np.percentile(x, [75.0, 25.0])
     spread = max(float(q75 - q25) / 1.349, float(np.std(x)) if q75 == q25 else 0.0, 1e-6)
-    b0 = max(1.0 / spread, 2e-3)
-    start = np.array([b0 * float(np.median(x)), b0])
+    centre = float(np.median(x))
+    z = (x - centre) / spread
 
     def residual(p: np.ndarray) -> np.ndarray:
-        return expit(p[0] - p[1] * x) - y  # no overflow warning for far outliers
+        return expit(p[0] - p[1] * z) - y  # no overflow warning for far outliers
 
-    fit = optimize.least_squares(residual, start, bounds=([-np.inf, 1e-3], [np.inf, np.inf]))
-    return fit.x
+    fit = optimize.least_squares(residual, np.array([0.0, 1.0]), bounds=([-np.inf, 1e-3], [np.inf, np.inf]))
+    b = fit.x[1] / spread
+    return np.array([fit.x[0] + b * centre, b])
 
 
 @register("brisque")
