@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Every GPU check of issue #15 in one prepared run (the device machine: python3 with PyTorch and CUDA; pydantic
-# travels as wheels in .whl/, see the README's "Speed" section). Writes $OUT/gpu_checks.log. Each step has its own
-# time limit and a failure does not stop the next.
+# Every GPU check of issue #15 in one prepared run; writes $OUT/gpu_checks.log (README, "Benchmarks"). Each step
+# has its own time limit and a failure does not stop the next. Run it from the repository root with a python3 that
+# has PyTorch + CUDA, timm, pandas, pyarrow, scipy, scikit-learn, scikit-image and pydantic (no install of iqalab
+# needed: src/ goes on PYTHONPATH). On a machine without pydantic, bring its wheels, e.g.
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d .whl \
+#       pydantic pydantic-core annotated-types typing-inspection
+#   pip install --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 set -u
 OUT=${OUT:-/tmp/gpu-checks}
 mkdir -p "$OUT"
