@@ -13,13 +13,12 @@ import torch
 from scipy import ndimage, stats
 from scipy.special import gamma as gamma_fn
 
+from iqalab.data.loaders import IMAGENET_MEAN, IMAGENET_STD
 from iqalab.models import build_model
 from iqalab.models.classical import (
     AGGD_RATIO,
     BRISQUE,
     GGD_RATIO,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     NIQE,
     SHAPE_GRID,
     NiqeModel,

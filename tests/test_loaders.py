@@ -7,7 +7,15 @@ import pandas as pd
 import torch
 
 from iqalab.data.cache import ImageCache
-from iqalab.data.loaders import IMAGENET_MEAN, IMAGENET_STD, ImageItems, PairItems, mos_pairs, normalise_batch
+from iqalab.data.loaders import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageItems,
+    PairItems,
+    denormalise_batch,
+    mos_pairs,
+    normalise_batch,
+)
 
 from .conftest import TOY_CACHE
 
@@ -27,6 +35,9 @@ def test_eval_item_is_the_cache_and_batches_normalise(toy_dataset):
     batch = normalise_batch(torch.stack([item["image"], items[1]["image"]]))
     assert batch.dtype == torch.float32 and batch.shape == (2, 3, TOY_CACHE, TOY_CACHE)
     np.testing.assert_allclose(batch[0].permute(1, 2, 0).numpy(), expected, atol=1e-5)
+    back = denormalise_batch(batch)  # the pixel models' inverse (NIQE, BRISQUE, pyiqa)
+    assert back.dtype == torch.float32
+    np.testing.assert_allclose(back[0].permute(1, 2, 0).numpy(), raw, atol=1e-5)
     lo, hi = toy_dataset.mos_range
     assert torch.allclose(item["mos_norm"], (item["mos"] - lo) / (hi - lo))
 

@@ -44,6 +44,14 @@ def normalise_batch(images: torch.Tensor, dtype: torch.dtype = torch.float32) ->
     return (images.to(dtype) - mean) / std
 
 
+def denormalise_batch(images: torch.Tensor) -> torch.Tensor:
+    """ImageNet-normalised ``[B, 3, H, W]`` -> float32 RGB in [0, 1] (unclipped), on the images' device: the
+    inverse of :func:`normalise_batch` for models that work on pixels (NIQE, BRISQUE, pyiqa metrics)."""
+    mean = torch.as_tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.as_tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    return images.float() * std + mean
+
+
 def normalise(arr: np.ndarray) -> torch.Tensor:
     """uint8 ``[H, W, 3]`` -> ImageNet-normalised float ``[3, H, W]`` (single images, e.g. scoring)."""
     return normalise_batch(to_chw_uint8(arr)[None])[0]

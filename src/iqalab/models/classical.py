@@ -63,14 +63,13 @@ from scipy.special import expit
 from scipy.special import gamma as gamma_fn
 from tqdm.auto import tqdm
 
+from iqalab.data.loaders import denormalise_batch
 from iqalab.io import atomic_path
 from iqalab.models.base import IQAModel
 from iqalab.models.registry import register
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 #: MATLAB ``rgb2gray`` weights (the original NIQE/BRISQUE input)
 RGB2GRAY = (0.298936021293775, 0.587043074451121, 0.114020904255103)
 #: MATLAB ``rgb2ycbcr`` luma weights for 0-255 input (offset 16)
@@ -483,10 +482,7 @@ def _skimage_brisque_set(size: int = 128, color: str = "gray") -> tuple[np.ndarr
 # ---------------------------------------------------------------------------------------------------------------
 def batch_to_gray(image: torch.Tensor, color: str = "gray") -> np.ndarray:
     """Undo ImageNet normalisation of ``[B, 3, H, W]`` and return grey images ``[B, H, W]`` in [0, 255]."""
-    x = image.detach().float().cpu()
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    rgb = (x * std + mean).permute(0, 2, 3, 1).numpy().astype(np.float64)
+    rgb = denormalise_batch(image.detach().cpu()).permute(0, 2, 3, 1).numpy().astype(np.float64)
     return to_gray(rgb, color)
 
 

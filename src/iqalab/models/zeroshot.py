@@ -52,14 +52,13 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from iqalab.data.loaders import denormalise_batch
 from iqalab.models.base import IQAModel
 from iqalab.status import PYIQA_MISSING, ModelUnavailable
 
 log = logging.getLogger(__name__)
 
 PREFIX = "pyiqa:"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 PYIQA_PAPER = ("C. Chen, J. Mo, IQA-PyTorch: PyTorch Toolbox for Image Quality Assessment (pyiqa), "
                "https://github.com/chaofengc/IQA-PyTorch")
 #: metric name (or the prefix of its variants, e.g. ``musiq-ava``) -> the paper of the method
@@ -289,8 +288,6 @@ class PyIQAModel(IQAModel):
         object.__setattr__(self, "_metric", metric)
         self.lower_better = bool(getattr(metric, "lower_better", False))
         self.score_range = parse_score_range(score_range) or parse_score_range(getattr(metric, "score_range", None))
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         log.info("pyiqa:%s ready (%s is better, score range %s)", self.metric_name,
                  "lower" if self.lower_better else "higher", self.score_range)
 
@@ -317,7 +314,7 @@ class PyIQAModel(IQAModel):
 
     def raw_scores(self, image: torch.Tensor) -> torch.Tensor:
         """The metric's own scores ``[B]`` of ImageNet-normalised images (float32, autocast off)."""
-        rgb = (image.float() * self.std + self.mean).clamp(0.0, 1.0)
+        rgb = denormalise_batch(image).clamp(0.0, 1.0)
         with torch.autocast(device_type=rgb.device.type, enabled=False):
             out = self.metric(rgb)
         if isinstance(out, tuple | list):
