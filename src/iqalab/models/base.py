@@ -57,6 +57,20 @@ def masked_l1(pred: dict[str, torch.Tensor], target: torch.Tensor, attributes: l
     return torch.stack(losses).mean()
 
 
+def masked_mse(pred: dict[str, torch.Tensor], target: torch.Tensor, attributes: list[str]) -> torch.Tensor:
+    """Mean squared error per attribute (NaN targets skipped), averaged over the attributes that have a target
+    (SFIQA-Assessor Eq. 14; DBCNN's l2 loss)."""
+    losses = []
+    for k, attr in enumerate(attributes):
+        t = target[:, k]
+        mask = ~torch.isnan(t)
+        if mask.any():
+            losses.append(((pred[attr][mask] - t[mask]) ** 2).mean())
+    if not losses:
+        return next(iter(pred.values())).sum() * 0.0
+    return torch.stack(losses).mean()
+
+
 class IQAModel(nn.Module):
     """Base class: multi-attribute quality regressor with a uniform surface."""
 

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from iqalab.models.backbones import PretrainedUnavailable, create_backbone
-from iqalab.models.base import IQAModel, StepContext
+from iqalab.models.base import IQAModel, StepContext, masked_mse
 from iqalab.models.registry import register
 
 log = logging.getLogger(__name__)
@@ -104,19 +104,6 @@ def bilinear_pool(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.
         pooled = pooled.reshape(n, c1 * c2)
         pooled = torch.sign(pooled) * torch.sqrt(pooled.abs() + eps)
         return F.normalize(pooled, dim=1)
-
-
-def masked_mse(pred: dict[str, torch.Tensor], target: torch.Tensor, attributes: Sequence[str]) -> torch.Tensor:
-    """Mean squared error over the attributes that have a target (NaN targets skipped), averaged over them."""
-    losses = []
-    for k, attr in enumerate(attributes):
-        t = target[:, k]
-        mask = ~torch.isnan(t)
-        if mask.any():
-            losses.append((pred[attr][mask] - t[mask]).square().mean())
-    if not losses:
-        return next(iter(pred.values())).sum() * 0.0
-    return torch.stack(losses).mean()
 
 
 @register("dbcnn")

@@ -98,7 +98,7 @@ from torch import nn
 from torchvision.ops import roi_align
 
 from iqalab.models.backbones import create_backbone
-from iqalab.models.base import IQAModel, StepContext
+from iqalab.models.base import IQAModel, StepContext, masked_mse
 from iqalab.models.registry import register
 
 log = logging.getLogger(__name__)
@@ -343,19 +343,6 @@ def regression_head(dim: int = 128, hidden: int = 128) -> nn.Sequential:
     head = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
     nn.init.constant_(head[-1].bias, 0.5)
     return head
-
-
-def masked_mse(pred: dict[str, torch.Tensor], target: torch.Tensor, attributes: list[str]) -> torch.Tensor:
-    """Eq. (14): MSE per attribute (NaN targets skipped), averaged over the attributes that have a target."""
-    losses = []
-    for k, attr in enumerate(attributes):
-        t = target[:, k]
-        mask = ~torch.isnan(t)
-        if mask.any():
-            losses.append(((pred[attr][mask] - t[mask]) ** 2).mean())
-    if not losses:
-        return next(iter(pred.values())).sum() * 0.0
-    return torch.stack(losses).mean()
 
 
 # ---------------------------------------------------------------------------------------------------------------
