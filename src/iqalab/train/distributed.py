@@ -25,6 +25,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -155,6 +156,15 @@ def gather_rows(local: np.ndarray, indices: np.ndarray, n: int, dist_info: DistI
     if not seen.all():
         raise RuntimeError(f"gathered predictions miss {int((~seen).sum())} of {n} rows")
     return out
+
+
+def mean_over_ranks(value: float, dist_info: DistInfo) -> float:
+    """The mean of a per-rank number (e.g. the epoch's training loss) over all ranks; ``value`` itself alone."""
+    if not dist_info.enabled:
+        return float(value)
+    parts: list[Any] = [None] * dist_info.world_size
+    dist.all_gather_object(parts, float(value))
+    return float(np.mean(parts))
 
 
 def sync_buffers(module: torch.nn.Module, dist_info: DistInfo) -> None:

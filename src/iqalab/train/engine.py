@@ -413,7 +413,7 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
             train_loss = _iterate_train(step_module, model, loader, opt, device, cfg, ctx, progress,
                                         f"{spec.experiment}/{spec.split} epoch {epoch + 1}/{cfg.epochs}")
             if dist_info.enabled:  # the logged loss is the mean over ranks
-                train_loss = float(np.mean(_all_gather(train_loss)))
+                train_loss = distributed.mean_over_ranks(train_loss, dist_info)
             sched.step()
             record = {"epoch": epoch, "train_loss": train_loss}
             if monitor_items is not None:
@@ -459,12 +459,6 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
         clean = [{k: (v if math.isfinite(v) else None) for k, v in record.items()} for record in history]
         write_json(ckpt_dir / "history.json", {"history": clean, "fingerprint": fp})
     return _predictions(model, spec, eval_items, device, progress)
-
-
-def _all_gather(value: float) -> list[float]:
-    parts: list[Any] = [None] * distributed.info().world_size
-    torch.distributed.all_gather_object(parts, value)
-    return [float(v) for v in parts]
 
 
 def _subsample_pairs(pairs: pd.DataFrame, train_ids: set[str], limit: int, seed: int) -> pd.DataFrame:
