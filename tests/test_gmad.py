@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-from iqalab import gmad
+from iqalab.analysis import gmad
 from iqalab.config import ParamsError, parse_params
 
 from .conftest import toy_params

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from iqalab import metrics as m
+from iqalab.analysis import metrics as m
 
 
 @pytest.fixture

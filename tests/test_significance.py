@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from iqalab import metrics
-from iqalab import significance as sig
+from iqalab.analysis import metrics
+from iqalab.analysis import significance as sig
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iqalab import significance as sig
+from iqalab.analysis import significance as sig
 from iqalab.stages import significance
 from iqalab.tables import read_table_csv
 from tests.test_evaluate_fakes import ground_truth, params_dict, with_predictions, write_experiment

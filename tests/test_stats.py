@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from iqalab import stats
+from iqalab.analysis import stats
 
 
 @pytest.fixture

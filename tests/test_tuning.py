@@ -1,4 +1,4 @@
-"""Camera-tuning study (iqalab.tuning, stage 07_camera_tuning): sweeps, search, ranking, win rates, regret."""
+"""Camera-tuning study (iqalab.analysis.tuning, stage 07_camera_tuning): sweeps, search, ranking, win rates, regret."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from iqalab.config import ParamsError, parse_params
 from iqalab.data.schema import CAM_PARAMS
 from iqalab.sim.camera import CameraParams
 from iqalab.sim.observers import Panel
-from iqalab.tuning import (
+from iqalab.analysis.tuning import (
     DEFAULT_STEPS,
     STEP_KIND,
     Lattice,

@@ -7,7 +7,7 @@ The package computes; notebooks under ``notebooks/`` orchestrate and show. Modul
 - :mod:`iqalab.sim` - the built-in camera simulator and virtual rater panel.
 - :mod:`iqalab.models` - the model registry and one module per paper.
 - :mod:`iqalab.train` - training engine and losses.
-- :mod:`iqalab.metrics` - correlation and accuracy metrics.
+- :mod:`iqalab.analysis.metrics` - correlation and accuracy metrics.
 - :mod:`iqalab.stages` - the DVC stages, callable from notebooks and the CLI.
 """
 

@@ -14,7 +14,7 @@
 - :func:`camera_mos` / :func:`camera_correlation` - MOS against each camera parameter, and their SRCC;
 - :func:`parameter_sweep_montage` - images of one scene sorted by one camera parameter (simulator issue).
 
-Every function takes tables (or results of :mod:`iqalab.stats`) and returns a matplotlib figure sized for a paper
+Every function takes tables (or results of :mod:`iqalab.analysis.stats`) and returns a matplotlib figure sized for a paper
 column (3.5 in) or page (7.16 in); the stage saves them with :func:`iqalab.plots.save`. Styling is seaborn's
 ``paper`` context, applied only inside these functions (:func:`figure_style`), so callers' settings are untouched.
 """
@@ -34,7 +34,7 @@ import seaborn as sns
 from matplotlib.ticker import FixedLocator
 
 from iqalab.plots import COLUMN_WIDTH_IN, PAGE_WIDTH_IN
-from iqalab.stats import BT500Report, OLSResult
+from iqalab.analysis.stats import BT500Report, OLSResult
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ def ols_residuals(result: OLSResult, images: pd.DataFrame) -> plt.Figure:
 # ------------------------------------------------------------------------------------------- raters
 def rater_tiers(table: pd.DataFrame, attribute: str) -> plt.Figure:
     """Each rater's PLCC with the MOS over all images and within MOS tiers (TuningIQA Fig. 5), from
-    :func:`iqalab.stats.rater_vs_mos`; raters the dataset's screening removed are drawn as crosses when the
+    :func:`iqalab.analysis.stats.rater_vs_mos`; raters the dataset's screening removed are drawn as crosses when the
     table has a boolean ``kept`` column."""
     order = list(dict.fromkeys(table["tier"]))
     data = table.dropna(subset=["plcc"])

@@ -1,7 +1,7 @@
 """Figures of the evaluation and significance stages (``04_evaluate``, ``06_significance``).
 
 - :func:`scatter_logistic`: predicted score against MOS per model with the fitted 4-parameter logistic
-  (the REQA Fig. 5 / VQEG view; ``iqalab.metrics.logistic4_fit``);
+  (the REQA Fig. 5 / VQEG view; ``iqalab.analysis.metrics.logistic4_fit``);
 - :func:`tier_bars`: SROCC / PLCC per REQA quality tier (Table I as bars);
 - :func:`fg_acc_by_dmos`: accuracy of the predicted order of image pairs against the MOS gap |dMOS| (how
   TuningIQA's FG-ACC degrades as pairs get finer);
@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import ListedColormap
 
-from iqalab import metrics
+from iqalab.analysis import metrics
 from iqalab.plots import COLUMN_WIDTH_IN, PAGE_WIDTH_IN, label_simulated, save
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def tier_bars(tier_scores: pd.DataFrame, labels: Mapping[str, str], title: str, 
 
 def pair_correct(pairs: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
     """Per decided pair with both images in ``test`` (one experiment, one split): ``|dMOS|`` and the credit of
-    the predicted order (1 right, 0 wrong, 0.5 predicted tie; the :func:`iqalab.metrics.fg_acc` rules)."""
+    the predicted order (1 right, 0 wrong, 0.5 predicted tie; the :func:`iqalab.analysis.metrics.fg_acc` rules)."""
     out = []
     pairs = pairs[pairs["p"].astype(float) != 0.5]
     for attr, part in test.groupby("attribute", sort=False):

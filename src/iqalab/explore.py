@@ -309,9 +309,9 @@ def gmad_model_pairs(pairs: pd.DataFrame) -> list[tuple[str, str]]:
 
 def gmad_figure(pairs: pd.DataFrame, root: Path, model_x: str | None = None, model_y: str | None = None,
                 size: int = 128) -> plt.Figure:
-    """The gMAD pair grid (:func:`iqalab.gmad.pair_grid`) of one model couple (default: the first), images read
+    """The gMAD pair grid (:func:`iqalab.analysis.gmad.pair_grid`) of one model couple (default: the first), images read
     from the pool files named in ``pairs.csv`` (``path_a`` / ``path_b``, relative to ``root``)."""
-    from iqalab import gmad
+    from iqalab.analysis import gmad
 
     couples = gmad_model_pairs(pairs)
     if model_x is None or model_y is None:

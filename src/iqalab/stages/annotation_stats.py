@@ -36,9 +36,9 @@ from iqalab import dataset_figures as figs
 from iqalab.config import Params
 from iqalab.data.schema import CAM_COLUMNS, DataError, Dataset, read_dataset
 from iqalab.io import write_json
-from iqalab.metrics import MetricWarning, srcc
+from iqalab.analysis.metrics import MetricWarning, srcc
 from iqalab.plots import label_simulated, save
-from iqalab.stats import (
+from iqalab.analysis.stats import (
     BT500Report,
     OLSResult,
     attribute_corr_matrix,

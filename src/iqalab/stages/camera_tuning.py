@@ -1,7 +1,7 @@
 """Stage ``07_camera_tuning``: trained quality models tune a simulated camera; a virtual panel says who won.
 
 TuningIQA (seed 000), Sec. "Application for Camera Tuning" (12 volunteers, 44 scenarios, top-1 win rates 76 %
-vs LIQE and 74 % vs MUSIQ). The computation is :mod:`iqalab.tuning`; this module reads the settings, loads the
+vs LIQE and 74 % vs MUSIQ). The computation is :mod:`iqalab.analysis.tuning`; this module reads the settings, loads the
 checkpoints, renders held-out simulator scenes and writes:
 
 - ``results/tuning/win_rates.{csv,md}``: the reference model's top-1 against every other model, the untouched
@@ -36,7 +36,7 @@ from iqalab.inference import experiment_checkpoint
 from iqalab.io import write_json, write_text
 from iqalab.status import experiment_unavailable
 from iqalab.tables import SIMULATED_NOTE, Table
-from iqalab.tuning import DEFAULT_STEPS, RenderCache, StudyConfig, StudyResult, cams_from_infos, run_study
+from iqalab.analysis.tuning import DEFAULT_STEPS, RenderCache, StudyConfig, StudyResult, cams_from_infos, run_study
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def settings_from_params(params: Params) -> CameraTuningSettings:
 
 # --------------------------------------------------------------------------------------------- models
 class ScorerModel:
-    """A checkpoint as a :class:`iqalab.tuning.QualityModel`: camera parameters from the render infos, person /
+    """A checkpoint as a :class:`iqalab.analysis.tuning.QualityModel`: camera parameters from the render infos, person /
     face boxes and landmarks from the scene; scores in MOS units. With a pair head (TuningIQA's ``pair_logits``
     on fused ``features``) it also offers :meth:`pairwise` (the paper's pairwise ranking)."""
 

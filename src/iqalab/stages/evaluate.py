@@ -6,7 +6,7 @@ Reads only ``results/predictions/<experiment>.{parquet,json}`` of the experiment
 (GMACs / latency columns of SFIQA Table II). Writes:
 
 - ``results/tables/<name>.{md,csv,tex}`` (:mod:`iqalab.tables`): ``all_metrics`` (long: experiment x split x
-  attribute x every metric of :func:`iqalab.metrics.summarise`, plus FG-ACC) and the paper layouts, each written
+  attribute x every metric of :func:`iqalab.analysis.metrics.summarise`, plus FG-ACC) and the paper layouts, each written
   only when some experiment carries its tag (``experiments.<e>.tables`` in ``params.yaml``):
 
   ==================  ============================================================================================
@@ -73,7 +73,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from iqalab import metrics
+from iqalab.analysis import metrics
 from iqalab.config import Params
 from iqalab.io import write_json
 from iqalab.status import run_status, short_status, unavailable_reason

@@ -1,7 +1,7 @@
 """Stage ``05_gmad``: gMAD competition between every pair of trained models on an unlabelled image pool.
 
 Ma et al., Group MAD Competition (CVPR 2016) and Group Maximum Differentiation Competition (TPAMI 2020); the
-algorithm and the score definitions are in :mod:`iqalab.gmad`. This module is the I/O around it:
+algorithm and the score definitions are in :mod:`iqalab.analysis.gmad`. This module is the I/O around it:
 
 1. **Settings** from ``params.extra["gmad"]`` (:class:`GmadSettings`, unknown keys are errors naming
    ``extra.gmad.<key>``).
@@ -17,7 +17,7 @@ algorithm and the score definitions are in :mod:`iqalab.gmad`. This module is th
    parameters, boxes and the render ``info`` as ``sim_*`` columns) and re-rendered only when the pool settings
    change; or a user's ``image_folder`` (no ground truth: verdicts must come from ``votes_csv``).
 4. **Scores** of every competitor on the pool (:class:`iqalab.inference.Scorer`: camera parameters, person and
-   face boxes and landmarks of the scene are passed on), **pairs** (:func:`iqalab.gmad.select_pairs`),
+   face boxes and landmarks of the scene are passed on), **pairs** (:func:`iqalab.analysis.gmad.select_pairs`),
    **verdicts** from the simulator panel (profile of the dataset's builder) or from ``votes_csv``.
 5. **Outputs**: ``results/gmad/pairs.csv`` (ids, levels, scores, verdicts, image paths), ``aggressiveness`` and
    ``resistance`` (``.md`` + ``.csv``), ``summary.json`` (per-model means and ranks, settings, skips),
@@ -45,7 +45,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
-from iqalab import gmad
+from iqalab.analysis import gmad
 from iqalab.config import Params, ParamsError, validate_section
 from iqalab.data.cache import decode_image
 from iqalab.data.schema import CAM_COLUMNS, FACE_BOX, LANDMARKS, PERSON_BOX

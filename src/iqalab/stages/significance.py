@@ -6,13 +6,13 @@ attribute (``<ds>_<attr>`` in the file names):
 
 - ``f_test_<ds>_<attr>.{md,csv,tex}`` and ``.{png,pdf}``: REQA Table III, the 1/0/-1 matrix of one-sided F-tests
   on the residual variances after the 4-parameter logistic map (alpha 0.05;
-  :func:`iqalab.significance.residual_f_test_matrix`), drawn as a coloured grid;
+  :func:`iqalab.analysis.significance.residual_f_test_matrix`), drawn as a coloured grid;
 - ``compare_tests_<ds>_<attr>.{md,csv}``: for every pair of models, the verdicts of the F-test, the paired
   Pitman-Morgan test on the same residuals, the paired bootstrap of the SRCC difference (with its 95% CI) and,
   with at least 3 common splits, the Wilcoxon signed-rank test of per-split SRCC; ``agree`` is False where the
-  tests disagree (:func:`iqalab.significance.compare_tests`);
+  tests disagree (:func:`iqalab.analysis.significance.compare_tests`);
 - ``split_srcc_<ds>_<attr>.{md,csv}`` (with >= 3 common splits): the other reading of REQA Table III, a 1/0/-1
-  matrix from per-split SRCC (:func:`iqalab.significance.split_metric_matrix`);
+  matrix from per-split SRCC (:func:`iqalab.analysis.significance.split_metric_matrix`);
 - ``bootstrap_ci.{md,csv}``: percentile bootstrap 95% CIs of each model's SRCC and (raw) PLCC on each test split,
   ``evaluate.bootstrap`` resamples (0 turns the bootstraps off);
 - ``disagreements.{md,csv}``: every model pair on which the tests disagree, all datasets together;
@@ -40,8 +40,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from iqalab import metrics
-from iqalab import significance as sig
+from iqalab.analysis import metrics
+from iqalab.analysis import significance as sig
 from iqalab.config import Params
 from iqalab.io import write_json
 from iqalab.stages.evaluate import display_labels, load_predictions

@@ -235,7 +235,7 @@ def predict_items(model: IQAModel, items: ImageItems, batch_size: int, device: t
 
 def mean_srcc(pred: np.ndarray, target: np.ndarray) -> float:
     """Mean SRCC over attributes with a target (the validation monitor)."""
-    from iqalab.metrics import srcc
+    from iqalab.analysis.metrics import srcc
 
     values = []
     for k in range(target.shape[1]):

@@ -31,8 +31,8 @@ import pandas as pd
 from scipy import stats
 from tqdm.auto import tqdm
 
-from iqalab import metrics
-from iqalab.metrics import ArrayLike, logistic4_fit, paired_arrays
+from iqalab.analysis import metrics
+from iqalab.analysis.metrics import ArrayLike, logistic4_fit, paired_arrays
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ _CHUNK_ELEMENTS = 2_000_000
 
 # ------------------------------------------------------------------------------------------ residuals
 def logistic_residuals(pred: ArrayLike, mos: ArrayLike) -> np.ndarray:
-    """``mos - f(pred)`` with ``f`` the fitted 4-parameter logistic (:func:`iqalab.metrics.logistic4_fit`)."""
+    """``mos - f(pred)`` with ``f`` the fitted 4-parameter logistic (:func:`iqalab.analysis.metrics.logistic4_fit`)."""
     x, y = paired_arrays(pred, mos)
     return y - logistic4_fit(x, y)(x)
 

@@ -30,7 +30,7 @@ import statsmodels.api as sm
 from scipy import stats as sps
 from statsmodels.stats.outliers_influence import variance_inflation_factor
 
-from iqalab.metrics import MetricWarning, assign_tiers, plcc, srcc
+from iqalab.analysis.metrics import MetricWarning, assign_tiers, plcc, srcc
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def attribute_corr_matrix(images: pd.DataFrame, attrs: Sequence[str] | None = No
     """Correlation between attribute MOS columns (``method``: ``pearson``/``plcc`` or ``spearman``/``srcc``).
 
     Like ``pandas.DataFrame.corr`` each entry uses the images where both attributes have a score (pairwise
-    complete), and the result equals it; here the numbers come from :mod:`iqalab.metrics` so that every
+    complete), and the result equals it; here the numbers come from :mod:`iqalab.analysis.metrics` so that every
     correlation in the project has one implementation. Rows/columns are named by attribute (``mos_`` dropped).
     A constant attribute gives NaN entries, as in pandas.
     """
