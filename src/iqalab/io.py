@@ -1,4 +1,5 @@
-"""Atomic file writes and checksums: nothing the pipeline writes is ever seen half-written."""
+"""Atomic file writes and checksums: nothing the pipeline writes is ever seen half-written. Also the one listing
+of a user's image files (:func:`expand_images`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,12 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write text atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write bytes atomically (a killed render never leaves half a JPEG)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
@@ -95,3 +102,23 @@ def workdir() -> Path:
     """Folder that receives ``build/`` and ``results/``: ``$IQALAB_WORKDIR`` if set, else the project root."""
     override = os.environ.get("IQALAB_WORKDIR")
     return Path(override) if override else project_root()
+
+
+#: suffixes (lower case) :func:`expand_images` takes for image files inside a folder
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+
+
+def expand_images(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Files as given, folders expanded (recursively) to their image files, sorted."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such image file or folder")
+    if not files:
+        raise FileNotFoundError(f"no images found in {list(map(str, inputs))}")
+    return files

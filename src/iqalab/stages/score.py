@@ -15,26 +15,9 @@ from tqdm.auto import tqdm
 
 from iqalab.data.cache import decode_image
 from iqalab.inference import Scorer
-from iqalab.io import atomic_path
+from iqalab.io import atomic_path, expand_images
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-
-
-def expand_images(inputs: Sequence[str | Path]) -> list[Path]:
-    """Files as given, folders expanded (recursively) to their image files, sorted."""
-    files: list[Path] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"{path}: no such image file or folder")
-    if not files:
-        raise FileNotFoundError(f"no images found in {list(map(str, inputs))}")
-    return files
 
 
 def score_images(checkpoint: str | Path, images: Sequence[str | Path], out_csv: str | Path | None = None,
