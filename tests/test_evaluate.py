@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from iqalab.analysis import evaluation
 from iqalab.stages import evaluate
 from iqalab.tables import Table, dataset_caption, read_table_csv
 from tests.test_evaluate_fakes import ground_truth, params_dict, with_predictions, write_experiment
@@ -202,6 +203,6 @@ def test_cross_dataset_table_and_stale_tables_removed(project) -> None:
 def test_display_labels_disambiguate_within_dataset() -> None:
     meta = {"a": {"label": "Net", "dataset": "d1"}, "b": {"label": "Net", "dataset": "d1"},
             "c": {"label": "Net", "dataset": "d2"}}
-    assert evaluate.display_labels(meta) == {"a": "Net (a)", "b": "Net (b)", "c": "Net"}
-    assert evaluate.primary_attribute(["noise", "overall"]) == "overall"
-    assert evaluate.primary_attribute(["noise", "face"]) == "noise"
+    assert evaluation.display_labels(meta) == {"a": "Net (a)", "b": "Net (b)", "c": "Net"}
+    assert evaluation.primary_attribute(["noise", "overall"]) == "overall"
+    assert evaluation.primary_attribute(["noise", "face"]) == "noise"

@@ -10,10 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iqalab.config import ParamsError, parse_params
-from iqalab.data.schema import CAM_PARAMS
-from iqalab.sim.camera import CameraParams
-from iqalab.sim.observers import Panel
 from iqalab.analysis.tuning import (
     DEFAULT_STEPS,
     STEP_KIND,
@@ -28,6 +24,10 @@ from iqalab.analysis.tuning import (
     top1,
     wilson_interval,
 )
+from iqalab.config import ParamsError, parse_params
+from iqalab.data.schema import CAM_PARAMS
+from iqalab.sim.camera import CameraParams
+from iqalab.sim.observers import Panel
 
 from .conftest import toy_params
 
@@ -311,16 +311,16 @@ def test_settings_errors_name_the_key():
     from iqalab.stages.camera_tuning import settings_from_params
 
     raw = toy_params()
-    raw["extra"] = {"camera_tuning": {"n_scenario": 3}}
-    with pytest.raises(ParamsError, match=r"extra\.camera_tuning\.n_scenario: unknown key"):
+    raw["camera_tuning"] = {"n_scenario": 3}
+    with pytest.raises(ParamsError, match=r"camera_tuning\.n_scenario: unknown key"):
         settings_from_params(parse_params(raw, check_models=False))
-    raw["extra"] = {"camera_tuning": {"dataset": "toy", "steps": {"gamma": 1.0}}}
-    with pytest.raises(ParamsError, match=r"extra\.camera_tuning\.steps"):
+    raw["camera_tuning"] = {"dataset": "toy", "steps": {"gamma": 1.0}}
+    with pytest.raises(ParamsError, match=r"camera_tuning\.steps"):
         settings_from_params(parse_params(raw, check_models=False))
-    raw["extra"] = {"camera_tuning": {"dataset": "nope"}}
-    with pytest.raises(ParamsError, match=r"extra\.camera_tuning\.dataset: unknown dataset 'nope'"):
+    raw["camera_tuning"] = {"dataset": "nope"}
+    with pytest.raises(ParamsError, match=r"camera_tuning\.dataset: unknown dataset 'nope'"):
         settings_from_params(parse_params(raw, check_models=False))
-    raw["extra"] = {"camera_tuning": {"dataset": "toy"}}
+    raw["camera_tuning"] = {"dataset": "toy"}
     settings = settings_from_params(parse_params(raw, check_models=False))
     assert settings.n_raters == 12 and settings.attribute == "overall"
 
@@ -332,8 +332,8 @@ def test_stage_end_to_end_on_a_trained_toy_model(project):
 
     tiny = {"name": "backbone_mlp", "backbone": "mobilenetv3_small_050", "hidden": 16}
     raw = toy_params(e={"dataset": "toy", "model": tiny, "train": {"epochs": 1, "max_train_images": 4}})
-    raw["extra"] = {"camera_tuning": {"dataset": "toy", "n_scenarios": 2, "grid_steps": 1, "search_budget": 4,
-                                      "image_size": 48, "n_figure_scenes": 1, "device": "cpu"}}
+    raw["camera_tuning"] = {"dataset": "toy", "n_scenarios": 2, "grid_steps": 1, "search_budget": 4,
+                            "image_size": 48, "n_figure_scenes": 1, "device": "cpu"}
     params = project.write_params(raw)
     assert main(["-q", "ingest", "toy"]) == 0
     assert main(["-q", "train", "e"]) == 0
@@ -360,8 +360,8 @@ def test_stage_without_checkpoints_compares_default_with_oracle(project):
     from iqalab.stages import camera_tuning
 
     raw = toy_params(e={"dataset": "toy", "model": {"name": "backbone_mlp", "backbone": "resnet18"}})
-    raw["extra"] = {"camera_tuning": {"dataset": "toy", "n_scenarios": 1, "grid_steps": 1, "search": False,
-                                      "image_size": 32, "n_figure_scenes": 1}}
+    raw["camera_tuning"] = {"dataset": "toy", "n_scenarios": 1, "grid_steps": 1, "search": False,
+                            "image_size": 32, "n_figure_scenes": 1}
     summary = camera_tuning.run(project.write_params(raw), project.root, progress=False)
     assert summary["models"] == [] and summary["skipped"] == ["e"] and summary["reference"] == "default"
     assert summary["renders"] == 1 + 2 * 7 and list(summary["win_rate"]) == ["sweep/oracle"]

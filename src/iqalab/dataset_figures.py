@@ -33,8 +33,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import FixedLocator
 
-from iqalab.plots import COLUMN_WIDTH_IN, PAGE_WIDTH_IN
 from iqalab.analysis.stats import BT500Report, OLSResult
+from iqalab.plots import COLUMN_WIDTH_IN, PAGE_WIDTH_IN
 
 log = logging.getLogger(__name__)
 

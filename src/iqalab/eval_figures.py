@@ -30,7 +30,7 @@ from iqalab.analysis import metrics
 from iqalab.plots import COLUMN_WIDTH_IN, PAGE_WIDTH_IN, label_simulated, save
 
 if TYPE_CHECKING:
-    from iqalab.stages.evaluate import EvalInputs
+    from iqalab.analysis.evaluation import EvalInputs
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def evaluation_figures(inputs: EvalInputs, scores: pd.DataFrame, folder: Path,
     panels per attribute is slow as PDF and gains nothing), ``tiers_<dataset>_<attribute>`` (when tier metrics
     exist) and ``fg_acc_dmos_<dataset>`` (when the dataset has pairs), the last two in ``formats``. Stale figures
     are removed."""
-    from iqalab.stages.evaluate import display_labels
+    from iqalab.analysis.evaluation import display_labels
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ recomputing anything, so it is cheap and always matches the files next to it:
    the experiments (model, dataset, whether they have predictions, or why a zero-shot model could not run) and
    the full params in a folded block;
 2. the paper sections in the compendium's order - TuningIQA (Sheng et al.), FHIQA, REQA, SFIQA - each with its
-   tables (``results/tables/<paper>_*.md``, in the order of :data:`iqalab.stages.evaluate.PAPER_TABLES`) and the
+   tables (``results/tables/<paper>_*.md``, in the order of :func:`iqalab.paper_tables.registered_tables`) and the
    evaluation figures of the datasets its experiments use (``results/figures/evaluation/*_<dataset>_*.png``; a
    dataset goes to the first paper one of its experiments is tagged for), then ``all_metrics``;
 3. gMAD (``results/gmad/*.md``, ``results/figures/gmad/``), significance (``results/significance/*.md|png``),
@@ -101,11 +101,9 @@ def _ordered(paths: Iterable[Path], order: Sequence[str]) -> list[Path]:
 
 
 def _paper_table_order() -> list[str]:
-    try:
-        from iqalab.stages.evaluate import PAPER_TABLES
-    except ImportError:  # pragma: no cover - the evaluate stage is part of the package
-        return []
-    return list(PAPER_TABLES)
+    from iqalab.paper_tables import registered_tables
+
+    return [entry.name for entry in registered_tables()]
 
 
 def simulated_datasets(params: Params, root: Path) -> dict[str, bool]:

@@ -33,11 +33,7 @@ import numpy as np
 import pandas as pd
 
 from iqalab import dataset_figures as figs
-from iqalab.config import Params
-from iqalab.data.schema import CAM_COLUMNS, DataError, Dataset, read_dataset
-from iqalab.io import write_json
 from iqalab.analysis.metrics import MetricWarning, srcc
-from iqalab.plots import label_simulated, save
 from iqalab.analysis.stats import (
     BT500Report,
     OLSResult,
@@ -49,6 +45,10 @@ from iqalab.analysis.stats import (
     pair_refinement_summary,
     rater_vs_mos,
 )
+from iqalab.config import Params
+from iqalab.data.schema import CAM_COLUMNS, DataError, Dataset, read_dataset
+from iqalab.io import write_json
+from iqalab.plots import label_simulated, save
 
 log = logging.getLogger(__name__)
 

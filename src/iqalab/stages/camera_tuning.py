@@ -14,8 +14,8 @@ checkpoints, renders held-out simulator scenes and writes:
   the panel's verdict) and ``results/figures/tuning/regret_curve.{png,pdf}``;
 - ``build/tuning/<scene>-<key>.npz``: every render, shared by the models (a DVC out, rebuilt with the stage).
 
-Settings: ``params.extra.camera_tuning`` (:class:`CameraTuningSettings`; unknown keys are errors naming
-``extra.camera_tuning.<key>``). The study always runs on simulated scenes, so every output says so.
+Settings: the ``camera_tuning`` section of the params (:class:`iqalab.config.CameraTuningSettings`; unknown keys
+are errors naming ``camera_tuning.<key>``). The study always runs on simulated scenes, so every output says so.
 """
 
 from __future__ import annotations
@@ -24,19 +24,23 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from iqalab.config import Params, ParamsError, validate_section
-from iqalab.data.schema import CAM_PARAMS
+from iqalab.analysis.tuning import (
+    RenderCache,
+    StudyConfig,
+    StudyResult,
+    cams_from_infos,
+    run_study,
+)
+from iqalab.config import CameraTuningSettings, Params, ParamsError
 from iqalab.inference import experiment_checkpoint
 from iqalab.io import write_json, write_text
 from iqalab.status import experiment_unavailable
 from iqalab.tables import SIMULATED_NOTE, Table
-from iqalab.analysis.tuning import DEFAULT_STEPS, RenderCache, StudyConfig, StudyResult, cams_from_infos, run_study
 
 log = logging.getLogger(__name__)
 
@@ -47,57 +51,11 @@ BUILDER_POOL: dict[str, tuple[str, str]] = {"fglive_sim": ("livestream", "livest
 BASELINES = ("default", "oracle")
 
 
-class CameraTuningSettings(BaseModel):
-    """``params.extra.camera_tuning``: the camera-tuning study (defaults: a CPU-sized study on ``fglive_sim``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    dataset: str = Field("fglive_sim", description="dataset whose experiments compete (their checkpoints)")
-    attribute: str = Field("overall", description="attribute the models optimise and the panel judges")
-    n_scenarios: int = Field(6, ge=1, description="held-out scenes (paper: 44)")
-    n_raters: int = Field(12, ge=1, description="judgments per comparison (paper: 12 volunteers)")
-    grid_steps: int = Field(2, ge=1, description="sweep steps on each side of the default, per parameter")
-    steps: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_STEPS),
-                                    description="step per parameter (stops / kelvin / log units / amount)")
-    search: bool = Field(True, description="also run the coordinate-descent tuner")
-    search_budget: int = Field(12, ge=1, description="renders the search may use per scene and model")
-    search_radius: int | None = Field(None, ge=1, description="lattice radius of the search (default 2 x grid)")
-    seed: int | None = Field(None, description="scene pool, render noise and panel seed (default: params.seed)")
-    experiments: list[str] | None = Field(None, description="competing experiments (default: all on dataset)")
-    reference: str | None = Field(None, description="the reference (default: first tuningiqa experiment)")
-    image_size: int | None = Field(None, ge=16, description="render size (default: the builder's image_size)")
-    scene_kind: Literal["livestream", "portrait", "face", "ugc"] | None = Field(
-        None, description="scene pool kind (default: from the dataset's builder)")
-    profile: Literal["livestream", "surveillance", "portrait", "ugc"] | None = Field(
-        None, description="ground-truth profile of the panel (default: from the dataset's builder)")
-    pairwise: bool = Field(True, description="rank the sweep pairwise (Borda) when a model has a pair head")
-    n_figure_scenes: int = Field(3, ge=0, description="scenes shown in the picks figure")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-
-    @field_validator("steps")
-    @classmethod
-    def _known_parameters(cls, value: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(value) - set(CAM_PARAMS))
-        if unknown:
-            raise ValueError(f"unknown camera parameter(s) {unknown}; known: {list(CAM_PARAMS)}")
-        if not any(float(v) != 0 for v in value.values()):
-            raise ValueError("at least one parameter needs a non-zero step")
-        return {k: float(v) for k, v in value.items()}
-
-
 def settings_from_params(params: Params) -> CameraTuningSettings:
-    """Validate ``params.extra.camera_tuning`` (missing = defaults); errors name ``extra.camera_tuning.<key>``."""
-    settings = validate_section(CameraTuningSettings, params.extra.get("camera_tuning"), "extra.camera_tuning")
-    if settings.dataset not in params.datasets:
-        raise ParamsError(f"extra.camera_tuning.dataset: unknown dataset {settings.dataset!r}; "
-                          f"defined: {sorted(params.datasets)}")
-    for key, names in (("experiments", settings.experiments or []), ("reference", [settings.reference] if
-                                                                      settings.reference else [])):
-        for name in names:
-            if name not in params.experiments:
-                raise ParamsError(f"extra.camera_tuning.{key}: unknown experiment {name!r}; "
-                                  f"defined: {sorted(params.experiments)}")
-    return settings
+    """The ``camera_tuning`` section of the params (:class:`iqalab.config.CameraTuningSettings`, validated with
+    them); its dataset must exist here also when the section is left at its defaults."""
+    params.require_dataset("camera_tuning.dataset", params.camera_tuning.dataset)
+    return params.camera_tuning
 
 
 # --------------------------------------------------------------------------------------------- models
@@ -188,7 +146,7 @@ def choose_reference(params: Params, settings: CameraTuningSettings, available: 
     """The explicit reference, else the first available ``tuningiqa`` experiment, else the first available."""
     if settings.reference is not None:
         if settings.reference not in available:
-            raise ParamsError(f"extra.camera_tuning.reference: experiment {settings.reference!r} has no "
+            raise ParamsError(f"camera_tuning.reference: experiment {settings.reference!r} has no "
                               f"checkpoint under build/models/ (train it first); available: {list(available)}")
         return settings.reference
     for name in available:

@@ -1,7 +1,7 @@
 """Stage ``06_significance``: which differences between models are statistically real (REQA Sec. IV-C-2).
 
 Reads only ``results/predictions/<experiment>.{parquet,json}`` of the experiments in ``params.yaml`` (through
-:func:`iqalab.stages.evaluate.load_predictions`) and writes under ``results/significance/``, per test dataset x
+:func:`iqalab.analysis.evaluation.load_predictions`) and writes under ``results/significance/``, per test dataset x
 attribute (``<ds>_<attr>`` in the file names):
 
 - ``f_test_<ds>_<attr>.{md,csv,tex}`` and ``.{png,pdf}``: REQA Table III, the 1/0/-1 matrix of one-sided F-tests
@@ -24,7 +24,7 @@ Alignment: models are compared only on the images they all predicted. Within a s
 ``image_id`` (inner join); the F-test, Pitman-Morgan and bootstrap use the first split (sorted by name) that every
 model of the group has, or, when no split is common to all, the split shared by the most models (the others are
 listed as ``excluded``). Per-split SRCCs for the Wilcoxon test use the splits common to the compared models.
-Rows and columns are the experiments' display labels (:func:`iqalab.stages.evaluate.display_labels`).
+Rows and columns are the experiments' display labels (:func:`iqalab.analysis.evaluation.display_labels`).
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ from tqdm.auto import tqdm
 
 from iqalab.analysis import metrics
 from iqalab.analysis import significance as sig
+from iqalab.analysis.evaluation import display_labels, load_predictions
 from iqalab.config import Params
 from iqalab.io import write_json
-from iqalab.stages.evaluate import display_labels, load_predictions
 from iqalab.status import unavailable_reason
 from iqalab.tables import Table, dataset_caption
 

@@ -1,0 +1,209 @@
+"""Scores of every experiment's test predictions: the numbers behind the papers' tables and ``summary.json``.
+
+:func:`load_predictions` / :func:`load_inputs` read ``results/predictions/<experiment>.{parquet,json}`` of the
+experiments in ``params.experiments`` (stale files of removed experiments are ignored), the optional fine pairs
+``build/datasets/<dataset>/pairs.parquet`` (FG-ACC) and the optional ``results/profile/<experiment>.json``;
+:func:`compute_scores` turns them into one long frame of every metric (:func:`iqalab.analysis.metrics.summarise`,
+FG-ACC, per-scene medians for the PIQ23 protocol, per-tier metrics for REQA Eq. 16) and :func:`summary_metrics`
+into the small flat ``{experiment: {metric: mean}}`` that ``dvc metrics`` reads. The paper layouts built from
+these scores are in :mod:`iqalab.paper_tables`; the stage that writes them is :mod:`iqalab.stages.evaluate`.
+
+Conventions (choices where the papers are silent or disagree) are listed in :mod:`iqalab.stages.evaluate`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import warnings
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from iqalab.analysis import metrics
+from iqalab.config import Params
+from iqalab.status import run_status, unavailable_reason
+
+log = logging.getLogger(__name__)
+
+PREDICTION_COLUMNS = ("image_id", "attribute", "pred", "mos", "split", "role", "scene", "model", "dataset",
+                      "experiment")
+SUMMARY_KEYS = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse", "fg_acc")
+SCENE_METRICS: dict[str, metrics.MetricFn] = {"srcc": metrics.srcc, "plcc": metrics.plcc, "krcc": metrics.krcc,
+                                               "mae": metrics.mae}
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+@dataclass
+class EvalInputs:
+    """Everything the stage reads: predictions (all roles), experiment metadata, fine pairs, profiles."""
+
+    predictions: pd.DataFrame
+    meta: dict[str, dict[str, Any]]
+    pairs: dict[str, pd.DataFrame] = field(default_factory=dict)
+    profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def experiments(self) -> list[str]:
+        """Experiments with predictions, in ``params.yaml`` order."""
+        return list(self.meta)
+
+
+def load_predictions(params: Params, root: Path) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+    """Predictions and metadata of every experiment in ``params.experiments`` that has both files.
+
+    Files of experiments no longer in ``params.yaml`` are ignored (logged); experiments without predictions are
+    skipped with a warning (they have not been trained yet). ``tables``, ``protocol`` and ``label`` are taken
+    from the current ``params.yaml`` (so retagging an experiment needs no retraining); the metadata gains
+    ``train_dataset`` (the JSON's, else its ``dataset``) and ``status`` (``"ok"``, or why the model could not
+    run: such an experiment is in the metadata but has no prediction rows).
+    """
+    folder = Path(root) / "results" / "predictions"
+    frames, meta = [], {}
+    for name, exp in params.experiments.items():
+        parquet, meta_path = folder / f"{name}.parquet", folder / f"{name}.json"
+        if not (parquet.is_file() and meta_path.is_file()):
+            log.warning("experiment %s: no predictions under %s yet; left out", name, folder)
+            continue
+        info = json.loads(meta_path.read_text())
+        # presentation keys follow the current params.yaml (retagging needs no retraining)
+        info.update(tables=list(exp.tables), protocol=exp.protocol, label=exp.label or info.get("label") or name)
+        info.setdefault("dataset", exp.dataset)
+        info.setdefault("train_dataset", info["dataset"])
+        info["status"] = run_status(info)
+        if unavailable_reason(info) is not None:
+            log.warning("experiment %s did not run (%s): listed as unavailable", name, info["status"])
+            meta[name] = info
+            continue
+        frame = pd.read_parquet(parquet)
+        missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{parquet}: missing columns {missing}")
+        frame = frame.assign(experiment=name)
+        frames.append(frame[list(PREDICTION_COLUMNS)])
+        meta[name] = info
+    if folder.is_dir():
+        stale = sorted({p.stem for p in folder.glob("*.parquet")} - set(params.experiments))
+        if stale:
+            log.info("ignoring predictions of experiments not in params.yaml: %s", stale)
+    columns = list(PREDICTION_COLUMNS)
+    predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    for col in ("split", "role", "attribute", "dataset", "experiment", "image_id"):
+        predictions[col] = predictions[col].astype(str)
+    return predictions, meta
+
+
+def load_inputs(params: Params, root: Path) -> EvalInputs:
+    """:func:`load_predictions` plus the fine pairs of each dataset and the profiles of each experiment."""
+    predictions, meta = load_predictions(params, root)
+    pairs: dict[str, pd.DataFrame] = {}
+    for dataset in sorted(set(predictions["dataset"])):
+        path = Path(root) / "build" / "datasets" / dataset / "pairs.parquet"
+        if path.is_file():
+            pairs[dataset] = pd.read_parquet(path)
+    profiles = {}
+    for name in meta:
+        path = Path(root) / "results" / "profile" / f"{name}.json"
+        if path.is_file():
+            profiles[name] = json.loads(path.read_text())
+    return EvalInputs(predictions, meta, pairs, profiles)
+
+
+def primary_attribute(attributes: Sequence[str]) -> str:
+    """``overall`` when present, else the first attribute: the score single-MOS tables (REQA, SFIQA) report."""
+    return "overall" if "overall" in attributes else str(attributes[0])
+
+
+def display_labels(meta: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Row label per experiment: its ``label``; duplicates within one dataset get ``(experiment)`` appended."""
+    labels = {name: str(info.get("label") or name) for name, info in meta.items()}
+    seen: dict[tuple[str, str], list[str]] = {}
+    for name, info in meta.items():
+        seen.setdefault((str(info.get("dataset")), labels[name]), []).append(name)
+    for names in seen.values():
+        if len(names) > 1:
+            for name in names:
+                labels[name] = f"{labels[name]} ({name})"
+    return labels
+
+
+# ----------------------------------------------------------------------------------------------- scores
+def _fine_pairs(pairs: pd.DataFrame, fine_only: bool) -> dict[str, pd.DataFrame]:
+    """Decided pairs per attribute (``fine`` only when asked), with the columns :func:`metrics.fg_acc` reads."""
+    if fine_only and "fine" in pairs.columns:
+        pairs = pairs[pairs["fine"].astype(bool)]
+    pairs = pairs[pairs["p"].astype(float) != 0.5]
+    if "attribute" not in pairs.columns:
+        return {"*": pairs}
+    return {str(attr): part for attr, part in pairs.groupby("attribute", sort=False)}
+
+
+def compute_scores(inputs: EvalInputs, fine_pairs_only: bool = True, tier_tags: Collection[str] = (),
+                   scene_tags: Collection[str] = ()) -> pd.DataFrame:
+    """Every metric of every test set, long: ``experiment, dataset, train_dataset, split, attribute, group,
+    metric, value``.
+
+    ``group`` is ``all`` (the whole test set: :func:`metrics.summarise` and FG-ACC), ``scene_median`` (PIQ23
+    protocol, :func:`metrics.per_group_median` of SRCC, raw PLCC, KRCC, MAE over scenes; for experiments with
+    ``protocol: per_scene`` or a tag in ``scene_tags``) or ``tier:<Tier>`` (REQA tiers,
+    :func:`metrics.per_tier_metrics`, SRCC and raw PLCC and ``n``; for ``protocol: per_tier`` or a tag in
+    ``tier_tags``). The tag sets come from the paper tables that read those groups
+    (:func:`iqalab.paper_tables.tags_needing`).
+    """
+    test = inputs.predictions[inputs.predictions["role"] == "test"]
+    rows: list[tuple[Any, ...]] = []
+    pairs = {ds: _fine_pairs(frame, fine_pairs_only) for ds, frame in inputs.pairs.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", metrics.MetricWarning)
+        for (exp, dataset, split, attr), part in test.groupby(
+                ["experiment", "dataset", "split", "attribute"], sort=False, observed=True):
+            info = inputs.meta[exp]
+            key = (exp, dataset, str(info["train_dataset"]), split, attr)
+            pred, mos = part["pred"].to_numpy(float), part["mos"].to_numpy(float)
+            for name, value in metrics.summarise(pred, mos).items():
+                rows.append((*key, "all", name, value))
+            ds_pairs = pairs.get(dataset)
+            if ds_pairs is not None:
+                attr_pairs = ds_pairs.get(attr, ds_pairs.get("*"))
+                value = math.nan
+                if attr_pairs is not None and len(attr_pairs):
+                    scores = pd.Series(pred, index=part["image_id"].to_numpy())
+                    value = metrics.fg_acc(attr_pairs, scores, fine_only=False)
+                rows.append((*key, "all", "fg_acc", value))
+            tags = set(info.get("tables") or ())
+            if info.get("protocol") == "per_scene" or tags & set(scene_tags):
+                medians = metrics.per_group_median(part, "scene", SCENE_METRICS)
+                rows.extend((*key, "scene_median", name, value) for name, value in medians.items())
+            if info.get("protocol") == "per_tier" or tags & set(tier_tags):
+                try:
+                    tiers = metrics.per_tier_metrics(pred, mos, tuple(info["mos_range"]))
+                except ValueError as err:
+                    log.warning("%s/%s/%s: no per-tier metrics (%s)", exp, split, attr, err)
+                    continue
+                for tier, tier_row in tiers.iterrows():
+                    rows.extend((*key, f"tier:{tier}", name, float(tier_row[name]))
+                                for name in ("srcc", "plcc", "n"))
+    columns = ["experiment", "dataset", "train_dataset", "split", "attribute", "group", "metric", "value"]
+    scores = pd.DataFrame(rows, columns=columns)
+    scores["value"] = scores["value"].astype(float)
+    return scores
+
+
+def summary_metrics(scores: pd.DataFrame, experiments: Sequence[str]) -> dict[str, dict[str, float]]:
+    """``{experiment: {metric: mean}}`` over attributes and test splits, within-dataset rows, NaN left out."""
+    within = scores[(scores["group"] == "all") & (scores["dataset"] == scores["train_dataset"])
+                    & scores["metric"].isin(SUMMARY_KEYS)]
+    means = within.groupby(["experiment", "metric"])["value"].mean()
+    out: dict[str, dict[str, float]] = {}
+    for exp in experiments:
+        if exp not in means.index.get_level_values(0):
+            continue
+        values = means.loc[exp]
+        out[exp] = {k: round(float(values[k]), 6) for k in SUMMARY_KEYS
+                    if k in values.index and np.isfinite(values[k])}
+    return out

@@ -1,0 +1,281 @@
+"""What the paper tables share: the :class:`TableContext` they read, the reshaping helpers and the layouts that
+several papers use (rows averaged over attributes, per-dataset column blocks, cross-dataset columns), plus the
+long ``all_metrics`` table every run writes. The conventions these follow are listed in
+:mod:`iqalab.stages.evaluate`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from iqalab.analysis.evaluation import primary_attribute
+from iqalab.status import short_status, unavailable_reason
+from iqalab.tables import Table, dataset_caption
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TableContext:
+    """Scores, metadata, row labels and profiles of one run: what every paper-table function reads."""
+
+    scores: pd.DataFrame
+    meta: dict[str, dict[str, Any]]
+    labels: dict[str, str]
+    profiles: dict[str, dict[str, Any]]
+    logistic: bool
+
+    @property
+    def plcc_key(self) -> str:
+        return "plcc_logistic" if self.logistic else "plcc"
+
+    @property
+    def plcc_note(self) -> str:
+        return ("PLCC after the 4-parameter logistic map" if self.logistic else "PLCC on raw predictions")
+
+    @property
+    def unavailable(self) -> dict[str, str]:
+        """Experiment -> status, for the experiments whose model could not run (no predictions)."""
+        return {e: str(info["status"]) for e, info in self.meta.items() if unavailable_reason(info) is not None}
+
+    def tagged(self, *tags: str) -> list[str]:
+        return [e for e, info in self.meta.items() if set(info.get("tables") or ()) & set(tags)]
+
+    def dataset_of(self, exp: str) -> str:
+        return str(self.meta[exp]["train_dataset"])
+
+    def primary(self, exp: str) -> str:
+        return primary_attribute(self.meta[exp].get("attributes") or
+                                 sorted(set(self.scores.loc[self.scores.experiment == exp, "attribute"])))
+
+    def caption(self, layout: str, exps: Sequence[str], notes: Sequence[str] = (), cross: bool = False) -> str:
+        datasets: dict[str, bool] = {}
+        for exp in exps:
+            names = {self.dataset_of(exp)}
+            if cross:
+                names |= set(self.scores.loc[self.scores.experiment == exp, "dataset"])
+            for name in sorted(names):
+                datasets[name] = datasets.get(name, False) or bool(self.meta[exp].get("simulated", False))
+        missing = self.unavailable
+        n_splits = sorted({len(set(self.scores.loc[self.scores.experiment == e, "split"])) for e in exps
+                           if e not in missing})
+        split_note = ("one test split per experiment" if n_splits == [1]
+                      else f"mean ± std over {'/'.join(map(str, n_splits))} test splits")
+        gone = [f"{self.labels[e]}: {missing[e]}" for e in exps if e in missing]
+        if gone:
+            notes = [*notes, "no predictions (zero-shot model could not run), row kept: " + "; ".join(gone)]
+        return ". ".join([layout, dataset_caption(datasets), split_note, *notes]) + "."
+
+    def stats(self, exps: Sequence[str], metric_names: Mapping[str, str], by: Sequence[str], group: str = "all",
+              primary_only: bool = False, average_attributes: bool = False, cross: bool = False) -> pd.DataFrame:
+        """Mean / std / median / count across splits of each metric, indexed by ``experiment`` and ``by``."""
+        s = self.scores
+        sel = s[s["experiment"].isin(exps) & s["metric"].isin(list(metric_names))]
+        sel = sel[sel["group"].str.startswith("tier:")] if group == "tier" else sel[sel["group"] == group]
+        sel = sel[(sel["dataset"] != sel["train_dataset"]) if cross else (sel["dataset"] == sel["train_dataset"])]
+        if primary_only:
+            sel = sel[sel["attribute"] == sel["experiment"].map({e: self.primary(e) for e in exps})]
+        sel = sel.assign(metric=sel["metric"].map(metric_names))
+        if average_attributes:
+            keys = ["experiment", "dataset", "train_dataset", "split", "group", "metric"]
+            sel = sel.groupby(keys, sort=False)["value"].mean().reset_index()
+        return sel.groupby(["experiment", *by], sort=False)["value"].agg(["mean", "std", "median", "count"])
+
+    def rows(self, exps: Sequence[str]) -> pd.MultiIndex:
+        return pd.MultiIndex.from_tuples([(self.dataset_of(e), self.labels[e]) for e in exps],
+                                         names=["dataset", "model"])
+
+    def params_m(self, exps: Sequence[str]) -> list[float]:
+        values = []
+        for e in exps:
+            n = self.meta[e].get("n_params")
+            values.append(float(n) / 1e6 if n else math.nan)
+        return values
+
+    def profile_value(self, exps: Sequence[str], key: str) -> list[float]:
+        values = []
+        for e in exps:
+            value = self.profiles.get(e, {}).get(key)
+            values.append(math.nan if value is None else float(value))  # None: not applicable (classical)
+        return values
+
+    def has_profile(self, exps: Sequence[str], key: str) -> bool:
+        return any(np.isfinite(self.profile_value(exps, key)))
+
+
+
+def wide_stats(stats: pd.DataFrame, exps: Sequence[str], columns: Sequence[Any], level: str | list[str]
+          ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Mean and std frames, rows = experiments (in order), columns in the given order (missing -> NaN)."""
+    if stats.empty:
+        empty = pd.DataFrame(np.nan, index=list(exps), columns=pd.Index(list(columns), tupleize_cols=False))
+        return empty, empty.copy()
+    mean = stats["mean"].unstack(level)
+    std = stats["std"].unstack(level)
+    if isinstance(mean.columns, pd.MultiIndex):
+        idx = pd.MultiIndex.from_tuples(list(columns))
+    else:
+        idx = pd.Index(list(columns))
+    return mean.reindex(index=list(exps), columns=idx), std.reindex(index=list(exps), columns=idx)
+
+
+def differing_settings(meta: Mapping[str, Mapping[str, Any]], exps: Sequence[str]) -> list[str]:
+    """``key=value`` of the model settings that differ among ``exps`` (the ablation rows' configuration)."""
+    kwargs = {e: {"model": meta[e].get("model"), **(meta[e].get("model_kwargs") or {})} for e in exps}
+    keys = sorted({k for kw in kwargs.values() for k in kw})
+    differing = [k for k in keys if len({json.dumps(kw.get(k), sort_keys=True, default=str)
+                                         for kw in kwargs.values()}) > 1]
+    return [", ".join(f"{k}={kwargs[e].get(k)}" for k in differing) or "-" for e in exps]
+
+
+def attribute_order(ctx: TableContext, exps: Sequence[str]) -> list[str]:
+    order: list[str] = []
+    for e in exps:
+        for attr in ctx.meta[e].get("attributes") or []:
+            if attr not in order:
+                order.append(attr)
+    for attr in ctx.scores.loc[ctx.scores.experiment.isin(exps), "attribute"].unique():
+        if attr not in order:
+            order.append(str(attr))
+    return order
+
+
+def frame(index: pd.Index, columns: dict[Any, Sequence[Any]]) -> pd.DataFrame:
+    out = pd.DataFrame(index=index)
+    for col, values in columns.items():
+        out[col] = list(values)
+    return out
+
+
+def exp_of(ctx: TableContext, exps: Sequence[str], row: tuple[str, ...]) -> str:
+    return next(e for e in exps if ctx.dataset_of(e) == row[0] and ctx.labels[e] == row[1])
+
+
+def all_metrics_table(ctx: TableContext) -> Table | None:
+    """Long table: dataset x experiment x split x attribute x every metric (role test, whole test set)."""
+    s = ctx.scores[ctx.scores["group"] == "all"]
+    if s.empty:
+        return None
+    wide = s.pivot_table(index=["dataset", "experiment", "split", "attribute"], columns="metric", values="value",
+                         aggfunc="first", sort=False, dropna=False)
+    order = ["n", "srcc", "plcc", "plcc_logistic", "krcc", "rmse", "mae", "rmse_logistic", "mae_logistic",
+             "fg_acc", "logistic_fallback"]
+    wide = wide[[c for c in order if c in wide.columns]]
+    wide.columns.name = None
+    missing = ctx.unavailable
+    status = {(ctx.dataset_of(e), e, "-", "-"): short_status(text) for e, text in missing.items()}
+    if status:  # one row per experiment that could not run, its cells reading the status
+        extra = pd.DataFrame(np.nan, index=pd.MultiIndex.from_tuples(list(status), names=wide.index.names),
+                             columns=wide.columns)
+        wide = pd.concat([wide, extra])
+    exps = list(dict.fromkeys([*s["experiment"], *missing]))
+    caption = ctx.caption("Every metric of every test split and attribute (role test)", exps,
+                          ["PLCC/RMSE/MAE raw and after the 4-parameter logistic (_logistic)",
+                           "best per dataset x split x attribute in bold"])
+    return Table("all_metrics", wide, caption, group_levels=("dataset", "split", "attribute"), row_status=status)
+
+
+def averaged_table(ctx: TableContext, exps: list[str], name: str, layout: str, metric_names: dict[str, str],
+                   settings: bool = False, params: bool = False, backbone: bool = False,
+                   gmacs: bool = False) -> Table:
+    """Rows = experiments, metrics averaged over attributes (TuningIQA Table 4, SFIQA Tables V-VI)."""
+    columns = list(metric_names.values())
+    mean, std = wide_stats(ctx.stats(exps, metric_names, ["metric"], average_attributes=True), exps, columns, "metric")
+    index = ctx.rows(exps)
+    lead: dict[Any, Sequence[Any]] = {}
+    if backbone:
+        lead["Backbone"] = [str((ctx.meta[e].get("model_kwargs") or {}).get("backbone", "-")) for e in exps]
+    if settings:
+        lead["Settings"] = differing_settings(ctx.meta, exps)
+    data, std = mean.set_axis(index), std.set_axis(index)
+    if lead:
+        info = frame(index, lead)
+        data = pd.concat([info, data], axis=1)
+        std = pd.concat([info.map(lambda _: np.nan), std], axis=1)
+    if params:
+        data["Params (M)"] = ctx.params_m(exps)
+    if gmacs and ctx.has_profile(exps, "gmacs"):
+        data["GMACs"] = ctx.profile_value(exps, "gmacs")
+    return Table(name, data, ctx.caption(layout, exps, [ctx.plcc_note]), std, ("dataset",))
+
+
+def per_dataset_columns(ctx: TableContext, exps: list[str], stats: pd.DataFrame, metric_labels: list[str],
+                        name: str, layout: str, with_median: bool, params: bool = False) -> Table:
+    """One row per label, one column block per dataset (REQA Table II, SFIQA Table III): each metric's mean
+    (and median when ``with_median``) over splits, optionally the label's ``Params (M)``."""
+    labels = list(dict.fromkeys(ctx.labels[e] for e in exps))
+    datasets = list(dict.fromkeys(ctx.dataset_of(e) for e in exps))
+    stat_names = ["median", "mean"] if with_median else ["mean"]
+    columns = [(d, m, s) if with_median else (d, m) for d in datasets for m in metric_labels for s in stat_names]
+    data = pd.DataFrame(np.nan, index=pd.Index(labels, name="model"), columns=pd.MultiIndex.from_tuples(columns))
+    std = data.copy()
+    for e in exps:
+        for m in metric_labels:
+            if (e, m) not in stats.index:
+                continue
+            row = stats.loc[(e, m)]
+            for s in stat_names:
+                col = (ctx.dataset_of(e), m, s) if with_median else (ctx.dataset_of(e), m)
+                data.loc[ctx.labels[e], col] = row[s]
+                if s == "mean":
+                    std.loc[ctx.labels[e], col] = row["std"]
+    attrs = sorted({ctx.primary(e) for e in exps})
+    caption = ctx.caption(layout, exps, [f"attribute: {', '.join(attrs)}", ctx.plcc_note])
+    directions: dict[Any, str | None] = {}
+    if params:  # one row per label: the first of its experiments with a known count
+        column = ("Params (M)", "", "") if with_median else ("Params (M)", "")
+        known = {}
+        for e, value in zip(exps, ctx.params_m(exps)):
+            if np.isfinite(value):
+                known.setdefault(ctx.labels[e], value)
+        data[column] = [known.get(label, np.nan) for label in labels]
+        directions[column] = None
+    return Table(name, data, caption, std, directions=directions)
+
+
+def cross_table(ctx: TableContext, exps: list[str], name: str, layout: str, metric_names: dict[str, str]
+                ) -> Table | None:
+    """REQA Table IV / SFIQA Table IV: rows = models, columns = (train -> test, metric), primary attribute."""
+    stats = ctx.stats(exps, metric_names, ["train_dataset", "dataset", "metric"], primary_only=True, cross=True)
+    if stats.empty:
+        log.info("%s: no cross-dataset predictions among %s; table not written", name, exps)
+        return None
+    labels = list(dict.fromkeys(ctx.labels[e] for e in exps))
+    pairs = list(dict.fromkeys((tr, te) for _, tr, te, _m in stats.index))
+    columns = pd.MultiIndex.from_tuples([(f"{tr} → {te}", m) for tr, te in pairs for m in metric_names.values()])
+    data = pd.DataFrame(np.nan, index=pd.Index(labels, name="model"), columns=columns)
+    std = data.copy()
+    for (e, tr, te, m), row in stats.iterrows():
+        data.loc[ctx.labels[e], (f"{tr} → {te}", m)] = row["mean"]
+        std.loc[ctx.labels[e], (f"{tr} → {te}", m)] = row["std"]
+    caption = ctx.caption(layout, exps, ["trained on the first dataset, tested on the whole second one",
+                                         ctx.plcc_note], cross=True)
+    return Table(name, data, caption, std)
+
+
+def mark_unavailable(table: Table, ctx: TableContext, exps: Sequence[str]) -> None:
+    """Give the rows of experiments that could not run their short status (shown in their empty cells): rows
+    are matched on the ``experiment`` index level, else on ``model`` (the label) and ``dataset`` when present."""
+    missing = {e: status for e, status in ctx.unavailable.items() if e in exps}
+    if not missing:
+        return
+    names = list(table.data.index.names)
+    for key in table.data.index:
+        parts = dict(zip(names, key if isinstance(key, tuple) else (key,)))
+        for e, status in missing.items():
+            if "experiment" in parts:
+                hit = parts["experiment"] == e
+            elif "model" in parts:
+                hit = parts["model"] == ctx.labels[e] and parts.get("dataset", ctx.dataset_of(e)) == ctx.dataset_of(e)
+            else:
+                hit = False
+            if hit:
+                table.row_status[key] = short_status(status)
