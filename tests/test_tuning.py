@@ -294,7 +294,7 @@ class _FakeScorer:
 
 
 def test_scorer_model_pairwise_ranks_through_the_pair_head():
-    from iqalab.stages.camera_tuning import ScorerModel
+    from iqalab.analysis.tuning import ScorerModel
 
     model = ScorerModel(_FakeScorer(), "overall", "fake")
     images = [np.full((4, 4, 3), v, dtype=np.uint8) for v in (10, 200, 90)]

@@ -1,8 +1,9 @@
-"""Stage ``07_camera_tuning``: trained quality models tune a simulated camera; a virtual panel says who won.
+"""Stage ``camera_tuning``: trained quality models tune a simulated camera; a virtual panel says who won.
 
 TuningIQA (seed 000), Sec. "Application for Camera Tuning" (12 volunteers, 44 scenarios, top-1 win rates 76 %
-vs LIQE and 74 % vs MUSIQ). The computation is :mod:`iqalab.analysis.tuning`; this module reads the settings, loads the
-checkpoints, renders held-out simulator scenes and writes:
+vs LIQE and 74 % vs MUSIQ). The computation and the figures are :mod:`iqalab.analysis.tuning`, the scene pool's
+setup :mod:`iqalab.sim.pools`; this module reads the settings, loads the checkpoints, renders held-out simulator
+scenes and writes:
 
 - ``results/tuning/win_rates.{csv,md}``: the reference model's top-1 against every other model, the untouched
   default setting and the ground-truth oracle, per tuner (``sweep`` = the paper's study, ``search`` =
@@ -27,27 +28,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from iqalab.analysis.tuning import (
     RenderCache,
+    ScorerModel,
     StudyConfig,
     StudyResult,
-    cams_from_infos,
     run_study,
+    write_figures,
 )
 from iqalab.config import CameraTuningSettings, Params, ParamsError
 from iqalab.inference import experiment_checkpoint
 from iqalab.io import write_json, write_text
+from iqalab.sim.pools import pool_setup
 from iqalab.status import experiment_unavailable
 from iqalab.tables import SIMULATED_NOTE, Table
 
 log = logging.getLogger(__name__)
 
-#: simulator builder -> (held-out scene pool kind, ground-truth profile)
-BUILDER_POOL: dict[str, tuple[str, str]] = {"fglive_sim": ("livestream", "livestream"),
-                                            "portrait_sim": ("portrait", "portrait"),
-                                            "face_sim": ("face", "surveillance"), "ugc_sim": ("ugc", "ugc")}
 BASELINES = ("default", "oracle")
 
 
@@ -59,71 +57,6 @@ def settings_from_params(params: Params) -> CameraTuningSettings:
 
 
 # --------------------------------------------------------------------------------------------- models
-class ScorerModel:
-    """A checkpoint as a :class:`iqalab.analysis.tuning.QualityModel`: camera parameters from the render infos, person /
-    face boxes and landmarks from the scene; scores in MOS units. With a pair head (TuningIQA's ``pair_logits``
-    on fused ``features``) it also offers :meth:`pairwise` (the paper's pairwise ranking)."""
-
-    def __init__(self, scorer: Any, attribute: str, label: str) -> None:
-        if attribute not in scorer.attributes:
-            raise ValueError(f"{label}: the model predicts {scorer.attributes}, not {attribute!r}")
-        self.scorer = scorer
-        self.attribute = attribute
-        self.label = label
-        model = scorer.model
-        if not (callable(getattr(model, "pair_logits", None)) and callable(getattr(model, "features", None))
-                and callable(getattr(model, "scores", None))):
-            self.pairwise = None  # type: ignore[assignment]
-
-    def _inputs(self, infos: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
-        def rows(key: str, shape: tuple[int, ...]) -> np.ndarray:
-            return np.array([np.full(shape, np.nan) if info.get(key) is None
-                             else np.asarray(info[key], dtype=float).reshape(shape) for info in infos])
-
-        return {"cam": cams_from_infos(infos), "person_boxes": rows("person_box", (4,)),
-                "face_boxes": rows("face_box", (4,)), "landmarks": rows("landmarks", (5, 2))}
-
-    def __call__(self, images: Sequence[np.ndarray], infos: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        return self.scorer.score(list(images), **self._inputs(infos))[self.attribute]
-
-    def pairwise(self, images: Sequence[np.ndarray], infos: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        """``P[i, j]``: the pair head's probability that image i is better than image j (diagonal 0.5)."""
-        import torch
-
-        tap = _FeatureTap(self.scorer.model)
-        original = self.scorer.model
-        self.scorer.model = tap
-        try:
-            self.scorer.score(list(images), **self._inputs(infos))
-        finally:
-            self.scorer.model = original
-        feats = torch.cat(tap.features, dim=0)
-        n = feats.shape[0]
-        k = list(original.attributes).index(self.attribute)
-        ia, ib = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
-        with torch.no_grad():
-            logits = original.pair_logits(feats[ia.reshape(-1)], feats[ib.reshape(-1)])[:, k]
-        prob = torch.sigmoid(logits.float()).reshape(n, n).cpu().numpy().astype(float)
-        np.fill_diagonal(prob, 0.5)
-        return prob
-
-
-class _FeatureTap:
-    """Stands in for a pair-head model inside :meth:`iqalab.inference.Scorer.score` so that the batches the
-    Scorer prepares (resize, normalisation, standardised camera parameters, boxes) also yield the fused
-    features the pair head needs; returns the same scores as the model's ``predict``."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.attributes = model.attributes
-        self.features: list[Any] = []
-
-    def predict(self, batch: dict[str, Any]) -> dict[str, Any]:
-        feats = self.model.features(batch)
-        self.features.append(feats)
-        return self.model.scores(feats)
-
-
 def competing_experiments(params: Params, settings: CameraTuningSettings) -> list[str]:
     """The experiments that compete: ``settings.experiments`` or every experiment on ``settings.dataset``."""
     if settings.experiments is not None:
@@ -175,18 +108,6 @@ def load_models(params: Params, settings: CameraTuningSettings, root: Path) -> t
 
 
 # --------------------------------------------------------------------------------------------- stage
-def scene_setup(params: Params, settings: CameraTuningSettings) -> tuple[str, str, int]:
-    """Scene pool kind, ground-truth profile and render size for the study."""
-    from iqalab.sim.builders import BUILDERS, builder_options
-
-    dcfg = params.dataset(settings.dataset)
-    kind, profile = BUILDER_POOL.get(dcfg.builder, ("livestream", "livestream"))
-    size = settings.image_size or dcfg.options.get("image_size")
-    if size is None:
-        size = builder_options(dcfg.builder).get("image_size", 256) if dcfg.builder in BUILDERS else 256
-    return settings.scene_kind or kind, settings.profile or profile, int(size)
-
-
 def run(params: Params, root: Path, progress: bool = True) -> dict[str, Any]:
     """Run the camera-tuning study and write its tables and figures (see the module docstring); returns the
     summary also written to ``results/tuning/summary.json``."""
@@ -197,7 +118,8 @@ def run(params: Params, root: Path, progress: bool = True) -> dict[str, Any]:
     root = Path(root)
     settings = settings_from_params(params)
     seed = params.seed if settings.seed is None else settings.seed
-    kind, profile, size = scene_setup(params, settings)
+    kind, profile, size = pool_setup(params.dataset(settings.dataset), settings.scene_kind, settings.profile,
+                                     settings.image_size)
     models, skipped = load_models(params, settings, root)
     reference = choose_reference(params, settings, list(models))
     if not models:
@@ -273,99 +195,3 @@ def write_tables(result: StudyResult, labels: Mapping[str, str], caption: str, o
     curve.insert(1, "label", curve["model"].map(lambda n: labels.get(n, n)))
     write_text(out / "regret_curve.csv", curve.to_csv(index=False, float_format="%.6g"))
     write_text(out / "picks.csv", result.picks.to_csv(index=False, float_format="%.6g"))
-
-
-# --------------------------------------------------------------------------------------------- figures
-def picks_figure(result: StudyResult, scenes: Sequence[Any], labels: Mapping[str, str], n_scenes: int = 3,
-                 tuner: str = "sweep") -> Any:
-    """Rows = scenes, columns = models: each model's top-1 capture with its score, ground truth and the panel's
-    verdict against the reference (share of judgments preferring the reference; ties count half)."""
-    import matplotlib.pyplot as plt
-
-    from iqalab.plots import PAGE_WIDTH_IN, label_simulated
-
-    picks = result.picks[result.picks["tuner"] == tuner]
-    names = list(dict.fromkeys(picks["model"]))
-    names = [result.reference] + [n for n in names if n != result.reference] if result.reference in names else names
-    shown = [s.name for s in scenes][:n_scenes]
-    cols = max(len(names), 1)
-    width = min(PAGE_WIDTH_IN * 1.6, 1.5 * cols)
-    fig, axes = plt.subplots(max(len(shown), 1), cols, figsize=(width, 2.0 * max(len(shown), 1) + 0.4),
-                             squeeze=False)
-    verdicts = result.verdicts[result.verdicts["tuner"] == tuner].set_index(["scene", "opponent"])
-    for r, scene in enumerate(shown):
-        for c, name in enumerate(names):
-            ax = axes[r][c]
-            ax.axis("off")
-            row = picks[(picks["scene"] == scene) & (picks["model"] == name)]
-            image = result.images.get((scene, name, tuner))
-            if row.empty or image is None:
-                continue
-            row = row.iloc[0]
-            ax.imshow(image)
-            if name == result.reference:
-                verdict = "reference"
-            elif (scene, name) in verdicts.index:
-                v = verdicts.loc[(scene, name)]
-                verdict = "same pick (tie)" if bool(v["same_pick"]) else f"panel prefers ref {float(v['p']):.0%}"
-            else:
-                verdict = ""
-            score = "untouched" if name == "default" else f"score {row['score']:.2f}"
-            title = (f"{labels.get(name, name)[:24]}\n{row['change'][:28]}\n{score} · true {row['true_quality']:.2f}"
-                     f"\n{verdict}")
-            ax.set_title(title, fontsize=5.5)
-            if c == 0:
-                ax.text(-0.04, 0.5, scene, transform=ax.transAxes, rotation=90, ha="right", va="center",
-                        fontsize=5.5)
-    fig.suptitle(f"Top-1 setting per model ({tuner}); reference: {labels.get(result.reference, result.reference)}",
-                 fontsize=8)
-    fig.tight_layout()
-    label_simulated(fig, True)
-    return fig
-
-
-def regret_curve_figure(curve: pd.DataFrame, labels: Mapping[str, str]) -> Any:
-    """Mean regret (± s.e. over scenes) of the best capture so far against the number of captures rendered."""
-    import matplotlib.pyplot as plt
-
-    from iqalab.plots import COLUMN_WIDTH_IN, label_simulated
-
-    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN * 1.6, 2.6))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for k, model in enumerate(dict.fromkeys(curve["model"])):
-        for tuner, style in (("sweep", "--"), ("search", "-")):
-            g = curve[(curve["model"] == model) & (curve["tuner"] == tuner)]
-            if g.empty or model == "default":
-                continue
-            colour = colours[k % len(colours)]
-            ax.plot(g["n_renders"], g["regret_mean"], style, color=colour, lw=1.2,
-                    label=f"{labels.get(model, model)} ({'coordinate descent' if tuner == 'search' else tuner})")
-            ax.fill_between(g["n_renders"], g["regret_mean"] - g["regret_sem"], g["regret_mean"] + g["regret_sem"],
-                            color=colour, alpha=0.12, lw=0)
-    default = curve[(curve["model"] == "default")]
-    if not default.empty:
-        ax.axhline(float(default["regret_mean"].iloc[0]), color="0.5", lw=0.8, ls=":", label="default setting")
-    ax.set(xlabel="captures rendered", ylabel="regret (ground truth, 1-5)")
-    ax.legend(fontsize=5.5, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    label_simulated(fig, True)
-    return fig
-
-
-def write_figures(result: StudyResult, scenes: Sequence[Any], labels: Mapping[str, str], folder: Path,
-                  n_scenes: int) -> list[Path]:
-    """The picks figure and the regret curve, as PNG and PDF."""
-    import matplotlib.pyplot as plt
-
-    from iqalab.plots import save
-
-    written: list[Path] = []
-    if n_scenes > 0:
-        fig = picks_figure(result, scenes, labels, n_scenes)
-        written += save(fig, folder / "picks")
-        plt.close(fig)
-    if not result.curve.empty:
-        fig = regret_curve_figure(result.curve, labels)
-        written += save(fig, folder / "regret_curve")
-        plt.close(fig)
-    return written
