@@ -10,9 +10,11 @@
     iqalab significance               which differences between models are statistically real
     iqalab stats fglive_sim           annotation statistics of one dataset
     iqalab score --checkpoint C IMG.. per-attribute scores of your own images as CSV
+    iqalab score --model niqe IMG..   published NIQE / BRISQUE / pyiqa:<metric> scores, no checkpoint
     iqalab models [--write F]         list the registered models (model cards)
     iqalab report                     results/report.md from every stage's outputs
     iqalab check                      validate params.yaml
+    iqalab --params params/paper.yaml compose --out params.yaml   apply a profile (an overlay of params.yaml)
 """
 
 from __future__ import annotations
@@ -23,8 +25,22 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from iqalab.io import workdir
+
+
+def _options(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs of ``--option`` as keyword arguments (values parsed as YAML scalars)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"iqalab score: --option {pair!r} is not KEY=VALUE")
+        out[key] = yaml.safe_load(value)
+    return out
 
 
 def _params(args: argparse.Namespace):  # noqa: ANN202
@@ -55,8 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("camera-tuning", help="let each model tune the simulated camera; panel win rates and regret")
     p = sub.add_parser("stats", help="annotation statistics of a dataset")
     p.add_argument("dataset")
-    p = sub.add_parser("score", help="score your own images with a trained checkpoint")
-    p.add_argument("--checkpoint", required=True, help="e.g. build/models/<experiment>/<split>/best.pt")
+    p = sub.add_parser("score", help="score your own images with a trained checkpoint or a model needing none")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", help="e.g. build/models/<experiment>/<split>/best.pt")
+    which.add_argument("--model", help="a model that needs no checkpoint: niqe, brisque (the original LIVE "
+                                       "models) or pyiqa:<metric>; writes its published score")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a model keyword for --model (YAML value), e.g. --option patch_size=64")
     p.add_argument("--out", default="scores.csv", help="CSV to write (default scores.csv)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -67,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--config", default="smoke", choices=["smoke", "default"])
     sub.add_parser("report", help="results/report.md: every table and figure in the papers' order")
     sub.add_parser("check", help="validate params.yaml")
+    p = sub.add_parser("compose", help="the params file (--params) with its base merged in, validated, as YAML")
+    p.add_argument("--out", default=None, help="file to write (default: print); e.g. params.yaml to apply a profile")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -112,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from iqalab.stages.score import score_images
 
             frame = score_images(args.checkpoint, args.images, args.out, args.batch_size, args.device, progress,
-                                 workers=args.workers)
+                                 workers=args.workers, model=args.model, options=_options(args.option))
             print(frame.to_string(index=False))
         elif args.command == "models":
             from iqalab.models.cards import model_cards, write_model_cards
@@ -129,6 +152,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "check":
             params = _params(args)
             print(f"params OK: {len(params.datasets)} datasets, {len(params.experiments)} experiments")
+        elif args.command == "compose":
+            from iqalab.config import compose_params, dump_params
+            from iqalab.io import project_root, write_text
+
+            source = args.params or os.environ.get("IQALAB_PARAMS") or project_root() / "params.yaml"
+            _params(args)  # validated before anything is written
+            text = dump_params(compose_params(source))
+            if args.out:
+                write_text(Path(args.out), f"# composed by `iqalab compose` from {source}\n{text}")
+            else:
+                print(text, end="")
     except (ValueError, OSError, RuntimeError, KeyError) as exc:
         # one line naming the culprit (DataError, ParamsError, CheckpointError are ValueError/RuntimeError)
         print(f"iqalab {args.command}: error: {exc}", file=sys.stderr)

@@ -118,3 +118,33 @@ class Scorer:
             for a in self.attributes:
                 out[a][idx] = pred[a].float().cpu().numpy() * (self.hi - self.lo) + self.lo
         return out
+
+
+class ModelScorer:
+    """A model that needs no checkpoint, ready to score uint8 RGB images as published: NIQE and BRISQUE (the
+    original LIVE models) and zero-shot ``pyiqa:<metric>``. Each image is scored at its native resolution (no
+    resize or crop, as the original code) and the result is the model's published raw score (e.g. NIQE, lower
+    is better) in a column named after it; a model without a raw score gives its [0, 1] output.
+    """
+
+    def __init__(self, name: str, options: dict[str, Any] | None = None, device: str = "auto") -> None:
+        from iqalab.models import build_model
+
+        self.model = build_model(name, ["quality"], key_path="--model", **(options or {}))
+        if not self.model.ready_without_training:
+            raise ValueError(f"--model {name}: this model (with options {options or {}}) must be trained first; "
+                             "score with --checkpoint build/models/<experiment>/<split>/best.pt instead")
+        self.device = resolve_device(device)
+        self.model.to(self.device).eval()
+        self.column = (self.model.raw_score_name or name).lower()
+
+    @torch.no_grad()
+    def score(self, images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """``{column: [N]}`` for uint8 ``[H, W, 3]`` images, one image per forward pass (sizes differ)."""
+        out = np.empty(len(images), dtype=np.float64)
+        for k, image in enumerate(images):
+            batch = to_device({"image": to_chw_uint8(np.asarray(image, dtype=np.uint8))[None]}, self.device)
+            pred, raw = self.model.predict_with_raw(batch)
+            out[k] = float((raw if raw is not None else pred["quality"]).reshape(-1)[0])
+        return {self.column: out}
+

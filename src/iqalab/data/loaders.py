@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
-from iqalab.data.cache import ImageCache
+from iqalab.data.cache import ImageCache, decode_image
 from iqalab.data.schema import CAM_COLUMNS, FACE_BOX, LANDMARKS, PERSON_BOX, Dataset
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -227,3 +227,28 @@ def mos_pairs(items: ImageItems, max_pairs: int, seed: int = 0, by_scene: pd.Ser
         p = 1.0 if ma > mb else 0.0 if ma < mb else 0.5
         rows.append((items.ids[i], items.ids[j], items.attributes[k], p, "mos", False))
     return pd.DataFrame(rows, columns=["image_a", "image_b", "attribute", "p", "source", "fine"])
+
+
+class NativeImageItems(ImageItems):
+    """:class:`ImageItems` whose images are the ingested files at their stored (native) resolution, decoded by
+    the data package's one decode path: no resize, crop or flip. For models with ``input_resolution = "native"``
+    (NIQE and BRISQUE, which the papers run on full-resolution images); batch them one image at a time, since
+    sizes differ. Boxes and landmarks are in the native pixel frame."""
+
+    def __init__(self, ds: Dataset, ids: Sequence[str], cache: ImageCache, inputs: Iterable[str],
+                 cam_stats: CamStats | None = None, seed: int = 0, **_: Any) -> None:
+        super().__init__(ds, ids, cache, inputs, train=False, cam_stats=cam_stats, seed=seed)
+        table = ds.images.set_index("image_id").loc[self.ids]
+        self.files = [ds.image_path(str(p)) for p in table["path"]]
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = super().__getitem__(i)
+        arr = decode_image(self.files[i])
+        if "image" in self.inputs:
+            item["image"] = to_chw_uint8(arr)
+        h, w = arr.shape[:2]
+        for key in ("person_box", "face_box", "landmarks"):
+            if key in self.inputs:
+                pts = self.boxes[key][i].reshape(-1, 2) * np.array([w, h], dtype=np.float32)
+                item[key] = torch.from_numpy(pts.reshape(self.boxes[key][i].shape).astype(np.float32))
+        return item

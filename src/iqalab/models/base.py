@@ -99,6 +99,33 @@ class IQAModel(nn.Module):
         """Scores used for evaluation and ``iqalab score`` (override for multi-patch averaging)."""
         return self(batch)
 
+    # -- published raw scores (classical and zero-shot metrics) ---------------------------------------------
+    #: name of the published score :meth:`predict_with_raw` returns beside the [0, 1] outputs (``None``: none)
+    raw_score_name: ClassVar[str | None] = None
+    #: whether a lower raw score means better quality (NIQE, BRISQUE): tables state the sign convention
+    raw_lower_is_better: ClassVar[bool] = False
+    #: ``"cache"``: the square training cache; ``"native"``: each image at its stored resolution, one per batch
+    #: (NIQE and BRISQUE run at full resolution as published)
+    input_resolution: ClassVar[str] = "cache"
+
+    @torch.no_grad()
+    def predict_with_raw(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """:meth:`predict` and, for models with a published score (``raw_score_name``), that score ``[B]`` in its
+        own units (e.g. NIQE's distance), computed in the same pass. The default has no raw score."""
+        return self.predict(batch), None
+
+    @property
+    def ready_without_training(self) -> bool:
+        """True when the model scores images as published without reading a training split (official NIQE and
+        BRISQUE, zero-shot metrics): ``iqalab score --model <name>`` accepts exactly these."""
+        return False
+
+    def run_notes(self) -> dict[str, Any]:
+        """Facts about a finished run that its table rows must state, recorded in the predictions JSON (e.g. a
+        classical model's variant label, the raw score's name and sign, images scored by a fallback). Default:
+        none."""
+        return {}
+
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         """Optimiser parameter groups; override for per-part learning rates."""
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]

@@ -334,8 +334,30 @@ class PyIQAModel(IQAModel):
         return -raw if self.lower_better else raw
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        score = self.to_unit(self.raw_scores(batch["image"]))
-        return {attr: score for attr in self.attributes}
+        return self.predict_with_raw(batch)[0]
+
+    @property
+    def raw_score_name(self) -> str:  # type: ignore[override]
+        """The metric's name (its raw score is pyiqa's output)."""
+        return self.metric_name
+
+    @property
+    def raw_lower_is_better(self) -> bool:  # type: ignore[override]
+        return self.lower_better
+
+    @torch.no_grad()
+    def predict_with_raw(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        raw = self.raw_scores(batch["image"])
+        score = self.to_unit(raw)
+        return {attr: score for attr in self.attributes}, raw
+
+    @property
+    def ready_without_training(self) -> bool:
+        return True
+
+    def run_notes(self) -> dict[str, Any]:
+        """The raw score's name and sign (tables state them in their captions)."""
+        return {"raw_score": self.metric_name, "raw_lower_is_better": self.lower_better, "trained": False}
 
     def training_step(self, batch: dict[str, Any], ctx: Any) -> torch.Tensor:  # pragma: no cover - guard
         raise RuntimeError(f"pyiqa:{self.metric_name} is a zero-shot metric: it is not trained")

@@ -1,4 +1,6 @@
-"""``iqalab score``: per-attribute scores of a trained checkpoint for a user's own images, as a CSV."""
+"""``iqalab score``: scores of a user's own images as a CSV, from a trained checkpoint (per attribute, in the
+training MOS units) or from a model that needs none (``--model niqe|brisque|pyiqa:<metric>``: its published
+score)."""
 
 from __future__ import annotations
 
@@ -8,29 +10,38 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from iqalab.data.cache import decode_image
-from iqalab.inference import Scorer
+from iqalab.inference import ModelScorer, Scorer
 from iqalab.io import atomic_path, expand_images
 
 log = logging.getLogger(__name__)
 
 
-def score_images(checkpoint: str | Path, images: Sequence[str | Path], out_csv: str | Path | None = None,
+def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], out_csv: str | Path | None = None,
                  batch_size: int = 16, device: str = "auto", progress: bool = True,
-                 workers: int | None = None) -> pd.DataFrame:
-    """Score image files with a checkpoint; columns ``path`` and one per attribute in the training MOS units.
+                 workers: int | None = None, model: str | None = None,
+                 options: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Score image files; columns ``path`` and the scores.
 
-    Images are decoded and prepared exactly as in training (:class:`iqalab.inference.Scorer`). Models needing
-    boxes or camera parameters receive "unknown" values and use their documented fallbacks. ``workers`` threads
-    (default: up to 4, one per core) decode and resize the next batches while the model scores the current one;
-    Pillow releases the GIL while it decodes and resizes.
+    With ``checkpoint``: one column per attribute in the training MOS units; images are decoded and prepared
+    exactly as in training (:class:`iqalab.inference.Scorer`). Models needing boxes or camera parameters receive
+    "unknown" values and use their documented fallbacks. With ``model`` (and its keyword ``options``): a model
+    that needs no checkpoint (:class:`iqalab.inference.ModelScorer`), each image at native resolution, one
+    column with its published score. ``workers`` threads (default: up to 4, one per core) decode (and resize)
+    the next batches while the model scores the current one; Pillow releases the GIL while it decodes and
+    resizes.
     """
-    scorer = Scorer(checkpoint, device)
+    if (checkpoint is None) == (model is None):
+        raise ValueError("score needs exactly one of a checkpoint or a model name")
+    scorer: Scorer | ModelScorer = Scorer(checkpoint, device) if checkpoint is not None \
+        else ModelScorer(str(model), options, device)
+    prepare = scorer.resize if isinstance(scorer, Scorer) else (lambda image: image)
     files = expand_images(images)
     workers = workers if workers is not None else max(1, min(4, os.cpu_count() or 1))
     frames = []
@@ -44,14 +55,15 @@ def score_images(checkpoint: str | Path, images: Sequence[str | Path], out_csv: 
                 path = next(upcoming, None)
                 if path is None:
                     return
-                pending.append(pool.submit(lambda p: scorer.resize(decode_image(p)), path))
+                pending.append(pool.submit(lambda p: prepare(decode_image(p)), path))
 
         for start in range(0, len(files), batch_size):
             fill()
             chunk = files[start:start + batch_size]
             decoded = [pending.popleft().result() for _ in chunk]
             fill()
-            scores = scorer.score(decoded, batch_size=batch_size)
+            scores = scorer.score(decoded, batch_size=batch_size) if isinstance(scorer, Scorer) \
+                else scorer.score(decoded)
             frames.append(pd.DataFrame({"path": [str(p) for p in chunk], **scores}))
             bar.update(len(chunk))
     frame = pd.concat(frames, ignore_index=True)

@@ -34,7 +34,8 @@ from tqdm.auto import tqdm
 
 from iqalab.config import Params, TrainConfig
 from iqalab.data.cache import ImageCache
-from iqalab.data.loaders import CamStats, ImageItems, PairItems, mos_pairs, normalise_batch
+from iqalab.data.loaders import CamStats, ImageItems, NativeImageItems, PairItems, mos_pairs, normalise_batch
+from iqalab.data.regions import check_regions, summarise_regions
 from iqalab.data.schema import Dataset, read_dataset
 from iqalab.io import atomic_path, write_json, write_parquet
 from iqalab.models.base import IQAModel, StepContext
@@ -44,8 +45,9 @@ from iqalab.train import distributed
 
 log = logging.getLogger(__name__)
 
+#: ``raw`` is the model's published score in its own units (NIQE, BRISQUE; NaN for models without one)
 PREDICTION_COLUMNS = ["image_id", "attribute", "pred", "mos", "split", "role", "scene", "model", "dataset",
-                      "experiment"]
+                      "experiment", "raw"]
 
 
 class CheckpointError(RuntimeError):
@@ -205,10 +207,33 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_s
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
 
+def prepared_batches(items: Any, batch_size: int, device: torch.device, channels_last: bool = False,
+                     progress: bool = False, desc: str = "predict") -> Iterator[dict[str, Any]]:
+    """The one batch contract of fitting and predicting: what a model's ``fit`` receives is exactly what its
+    ``forward``/``predict`` receives (items in order, collated, moved to ``device`` and ImageNet-normalised by
+    :func:`to_device`). Native-resolution items (:class:`NativeImageItems`) come one image per batch."""
+    if isinstance(items, NativeImageItems) or (isinstance(items, Subset) and isinstance(items.dataset,
+                                                                                        NativeImageItems)):
+        batch_size = 1
+    loader = _loader(items, batch_size, shuffle=False, seed=0, workers=0)
+    for batch in tqdm(loader, disable=not progress, desc=desc, leave=False):
+        yield to_device(batch, device, channels_last)
+
+
+def eval_items_for(model: IQAModel, ids: list[str], eval_crop: int | None, **common: Any) -> ImageItems:
+    """Evaluation (and fitting) items in the form ``model`` declares: the square cache, or each image at its
+    native resolution (``input_resolution = "native"``: NIQE, BRISQUE)."""
+    if model.input_resolution == "native":
+        return NativeImageItems(ids=ids, **common)
+    return ImageItems(ids=ids, train=False, eval_crop=eval_crop, **common)
+
+
 @torch.no_grad()
 def predict_items(model: IQAModel, items: ImageItems, batch_size: int, device: torch.device,
-                  amp: bool = False, channels_last: bool = False, progress: bool = False) -> np.ndarray:
-    """Normalised predictions ``[N, A]`` of ``model`` over ``items`` (in item order).
+                  amp: bool = False, channels_last: bool = False, progress: bool = False,
+                  with_raw: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray | None]:
+    """Normalised predictions ``[N, A]`` of ``model`` over ``items`` (in item order); with ``with_raw`` also the
+    model's published raw score ``[N]`` (:meth:`IQAModel.predict_with_raw`; ``None`` when it has none).
 
     The engine predicts in fp32 (``amp=False``) even when it trains with bf16 autocast: bf16 keeps 8 mantissa
     bits, so scores closer than about 0.004 tie, which lowers SRCC and, for a barely trained model, can make the
@@ -222,15 +247,21 @@ def predict_items(model: IQAModel, items: ImageItems, batch_size: int, device: t
     distributed.sync_buffers(model, dist_info)
     indices = distributed.shard_indices(len(items), dist_info)
     subset = items if not dist_info.enabled else Subset(items, indices.tolist())
-    loader = _loader(subset, batch_size, shuffle=False, seed=0, workers=0)
-    out = []
-    for batch in tqdm(loader, disable=not progress or not dist_info.is_main, desc="predict", leave=False):
-        batch = to_device(batch, device, channels_last)
+    out, raws = [], []
+    for batch in prepared_batches(subset, batch_size, device, channels_last,
+                                  progress=progress and dist_info.is_main):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-            pred = model.predict(batch)
+            pred, raw = model.predict_with_raw(batch)
         out.append(torch.stack([pred[a].float() for a in model.attributes], dim=1).cpu().numpy())
+        if raw is not None:
+            raws.append(raw.detach().double().cpu().numpy().reshape(-1))
     local = np.concatenate(out) if out else np.zeros((0, len(model.attributes)), dtype=np.float32)
-    return distributed.gather_rows(local, indices, len(items), dist_info) if dist_info.enabled else local
+    local_raw = np.concatenate(raws) if raws and len(raws) == len(out) else None
+    if dist_info.enabled:
+        local = distributed.gather_rows(local, indices, len(items), dist_info)
+        if local_raw is not None:
+            local_raw = distributed.gather_rows(local_raw[:, None], indices, len(items), dist_info)[:, 0]
+    return (local, local_raw) if with_raw else local
 
 
 def mean_srcc(pred: np.ndarray, target: np.ndarray) -> float:
@@ -321,6 +352,8 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
     ids = {role: ds.split_ids(spec.split, role) for role in ("train", "val", "test")}
     if not ids["train"]:
         raise ValueError(f"split {spec.split!r} of dataset {ds.name!r} has no training images")
+    # a region model refuses images never searched for people/faces (one-line DataError) unless allowed
+    spec.extra["regions"] = check_regions(model, ds, ids, f"experiments.{spec.experiment}")
     if cfg.max_train_images and len(ids["train"]) > cfg.max_train_images:
         keep = np.random.default_rng(spec.seed).choice(len(ids["train"]), cfg.max_train_images, replace=False)
         ids["train"] = [ids["train"][i] for i in sorted(keep)]
@@ -329,7 +362,7 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
     common = dict(ds=ds, cache=spec.cache, inputs=model.inputs, cam_stats=cam_stats, seed=spec.seed)
     train_items = ImageItems(ids=ids["train"], train=True, crop=cfg.crop, flip=cfg.flip, vflip=cfg.vflip,
                              **common)
-    eval_items = {role: ImageItems(ids=ids[role], train=False, eval_crop=cfg.eval_crop, **common)
+    eval_items = {role: eval_items_for(model, ids[role], cfg.eval_crop, **common)
                   for role in ("val", "test") if ids[role]}
     monitor_items = eval_items.get("val")
     if cfg.monitor == "val_srcc" and monitor_items is None:
@@ -352,8 +385,9 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
     if not trainable:
         fit = getattr(model, "fit", None)
         if fit is not None:
-            fit_items = ImageItems(ids=ids["train"], train=False, eval_crop=cfg.eval_crop, **common)
-            fit(iter(_loader(fit_items, cfg.batch_size, False, spec.seed, 0)))
+            # the same items and batches as prediction (one batch contract: prepared_batches)
+            fit_items = eval_items_for(model, ids["train"], cfg.eval_crop, **common)
+            fit(prepared_batches(fit_items, cfg.batch_size, device, progress=progress, desc="fit"))
             spec.extra["n_params"] = model.num_parameters()  # fitted models size themselves (BRISQUE: its SVs)
         if main:
             save_checkpoint(ckpt_dir / "best.pt", {"model": model.state_dict(), "config": config,
@@ -458,7 +492,9 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
     if main:  # NaN (e.g. SRCC of constant predictions) is written as null: JSON has no NaN
         clean = [{k: (v if math.isfinite(v) else None) for k, v in record.items()} for record in history]
         write_json(ckpt_dir / "history.json", {"history": clean, "fingerprint": fp})
-    return _predictions(model, spec, eval_items, device, progress)
+    preds = _predictions(model, spec, eval_items, device, progress)
+    spec.extra["notes"] = model.run_notes()  # after prediction: counts of fallbacks include the test images
+    return preds
 
 
 def _subsample_pairs(pairs: pd.DataFrame, train_ids: set[str], limit: int, seed: int) -> pd.DataFrame:
@@ -486,13 +522,15 @@ def _predictions(model: IQAModel, spec: RunSpec, eval_items: dict[str, ImageItem
     scene_of = spec.dataset.images.set_index("image_id")["scene"].astype(str)
     frames = []
     for role, items in eval_items.items():
-        pred = predict_items(model, items, spec.train.batch_size, device, progress=progress) * (hi - lo) + lo
+        norm, raw = predict_items(model, items, spec.train.batch_size, device, progress=progress, with_raw=True)
+        pred = norm * (hi - lo) + lo
+        raw = np.full(len(items), np.nan) if raw is None else raw
         for k, attr in enumerate(spec.dataset.attributes):
             frames.append(pd.DataFrame({
                 "image_id": items.ids, "attribute": attr, "pred": pred[:, k].astype(float),
                 "mos": items.mos[:, k].astype(float), "split": spec.split, "role": role,
                 "scene": scene_of.loc[items.ids].to_numpy(), "model": spec.model_name,
-                "dataset": spec.dataset.name, "experiment": spec.experiment,
+                "dataset": spec.dataset.name, "experiment": spec.experiment, "raw": raw.astype(float),
             }))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PREDICTION_COLUMNS)
 
@@ -515,6 +553,8 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
     frames = []
     started = time.perf_counter()
     n_params: int | None = 0
+    notes: dict[str, Any] = {}
+    regions: list[dict[str, Any]] = []
     status, detail = STATUS_OK, ""
     try:
         for split in _splits(ds, exp.splits):
@@ -524,6 +564,8 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
                            progress=progress)
             frames.append(train_split(spec))
             n_params = spec.extra.get("n_params", n_params)
+            notes = spec.extra.get("notes", notes)
+            regions.append(spec.extra.get("regions", {}))
     except ModelUnavailable as exc:
         status, detail, frames, n_params = exc.status, exc.detail, [], None
         log.warning("experiment %s (model %s): %s%s; the stage completes with an empty predictions file and this "
@@ -531,7 +573,7 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
     if frames:
         preds = pd.concat(frames, ignore_index=True)[PREDICTION_COLUMNS]
     else:
-        preds = pd.DataFrame({c: pd.Series(dtype="float64" if c in ("pred", "mos") else "object")
+        preds = pd.DataFrame({c: pd.Series(dtype="float64" if c in ("pred", "mos", "raw") else "object")
                               for c in PREDICTION_COLUMNS})
     if not distributed.info().is_main:  # under torchrun every rank holds the gathered predictions; rank 0 writes
         return preds
@@ -543,6 +585,8 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
         "dataset_source": ds.meta.get("source"), "tables": exp.tables, "protocol": exp.protocol,
         "splits": sorted(preds["split"].unique().tolist()), "n_params": None if n_params is None else int(n_params),
         "train_seconds": round(time.perf_counter() - started, 1), "profile": params.profile, "status": status,
+        "notes": notes,
+        **summarise_regions(regions),  # regions, regions_detector, regions_missing (test images), allow_missing
     }
     if status != STATUS_OK:
         meta["status_detail"] = detail
