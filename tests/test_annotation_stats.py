@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from iqalab.analysis import annotation
 from iqalab.data.schema import Dataset, read_dataset, write_dataset
 from iqalab.data.splits import scene_split
 from iqalab.dataset_figures import sweep_selection
@@ -249,15 +250,15 @@ def test_sparse_datasets_skip_with_reasons(tmp_path: Path, variant: str) -> None
         assert "no 'overall'" in report["skipped"]["ols"]
         assert set(report["figures"]) == {"mos_distributions", "attribute_scatter", "attribute_correlation"}
     assert set(report["skipped"]) == expected_skips
-    table = stage.summary(report)
+    table = annotation.summary(report)
     assert {"images", "scenes"} <= set(table["quantity"])
 
 
 def test_constant_attribute_gives_null_correlations_and_ols_still_runs(tmp_path: Path) -> None:
     ds = synthetic_dataset(tmp_path / "const", n_scenes=3, per_scene=4, ratings=False, pairs=False)
     ds.images["mos_noise"] = 3.0
-    result = stage.analyse(ds)
-    report = stage.jsonable(result.report)
+    result = annotation.analyse(ds)
+    report = annotation.jsonable(result.report)
     json.dumps(report, allow_nan=False)
     assert report["correlation"]["plcc"]["overall"]["noise"] is None
     assert report["correlation"]["plcc"]["overall"]["sharpness"] is not None
@@ -267,7 +268,7 @@ def test_constant_attribute_gives_null_correlations_and_ols_still_runs(tmp_path:
 
 # ------------------------------------------------------------------------------------------------ helpers
 def test_jsonable_converts_numpy_and_non_finite() -> None:
-    out = stage.jsonable({"a": np.float32(1.5), "b": [np.nan, np.inf, np.int64(3)], 4: (np.bool_(True), None),
+    out = annotation.jsonable({"a": np.float32(1.5), "b": [np.nan, np.inf, np.int64(3)], 4: (np.bool_(True), None),
                           "c": pd.NA})
     assert out == {"a": 1.5, "b": [None, None, 3], "4": [True, None], "c": None}
     assert type(out["b"][2]) is int

@@ -26,6 +26,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -35,6 +36,10 @@ from matplotlib.ticker import FixedLocator
 
 from iqalab.analysis.stats import BT500Report, OLSResult
 from iqalab.plots import COLUMN_WIDTH_IN, PAGE_WIDTH_IN
+
+if TYPE_CHECKING:
+    from iqalab.analysis.annotation import AnnotationAnalysis
+    from iqalab.data.schema import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -457,3 +462,36 @@ def parameter_sweep_montage(root: Path, images: pd.DataFrame, cam_columns: Seque
                      f"{attribute} MOS)", fontsize=7)
         _tight(fig, title=True, pad=0.3, h_pad=0.3, w_pad=0.2)
     return fig
+
+
+def annotation_figure_makers(ds: Dataset, result: AnnotationAnalysis,
+                             load: Callable[[pd.Series], np.ndarray] | None = None,
+                             ) -> dict[str, Callable[[], plt.Figure | None]]:
+    """The figures :func:`iqalab.analysis.annotation.analyse` allows, as name -> function drawing it (the stage
+    draws, saves and closes them one at a time); ``load`` reads the sweep montage's images (default: decode)."""
+    images, attrs, rng = ds.images, ds.attributes, ds.mos_range
+    makers: dict[str, Callable[[], plt.Figure | None]] = {
+        "mos_distributions": lambda: mos_distributions(images, attrs, rng, f"{ds.name}: MOS distributions"),
+    }
+    if result.plcc is not None:
+        makers["attribute_scatter"] = lambda: attribute_scatter(images, attrs, rng)
+        makers["attribute_correlation"] = lambda: correlation_heatmaps(result.plcc, result.srcc)
+    if result.ols is not None:
+        makers["ols_coefficients"] = lambda: ols_coefficients(result.ols, result.ols_standardised)
+        makers["ols_residuals"] = lambda: ols_residuals(result.ols, images)
+    if result.rater_table is not None:
+        makers["rater_vs_mos"] = lambda: rater_tiers(result.rater_table, result.main_attribute)
+    if result.bt500 is not None:
+        makers["bt500_screening"] = lambda: bt500_outliers(result.bt500, result.dataset_removed)
+    if result.ci is not None and len(result.ci):
+        ci_attrs = [a for a in attrs if (result.ci["attribute"] == a).any()]
+        makers["mos_confidence"] = lambda: mos_intervals(result.ci, ci_attrs, rng)
+    if result.pairs is not None and result.pairs.loc["all", "fine"] > 0:
+        makers["pair_refinement"] = lambda: pair_refinement(result.pairs)
+    if result.camera_columns:
+        makers["camera_mos"] = lambda: camera_mos(images, result.camera_columns, result.main_attribute)
+        makers["camera_correlation"] = lambda: camera_correlation(result.camera_srcc)
+        if "sweep" not in result.skipped:
+            makers["parameter_sweep"] = lambda: parameter_sweep_montage(
+                ds.root, images, result.camera_columns, result.main_attribute, load=load)
+    return makers

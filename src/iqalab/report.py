@@ -178,7 +178,7 @@ def _stats_summary(path: Path) -> str | None:
     if not report:
         return None
     try:
-        from iqalab.stages.annotation_stats import summary
+        from iqalab.analysis.annotation import summary
 
         table = summary(report)
     except (KeyError, TypeError, ValueError) as exc:
