@@ -89,21 +89,21 @@ def test_pick_image_defaults_to_the_median(toy_dataset):
         explore.pick_image(toy_dataset, "nope")
 
 
-def test_ensure_dataset_ingests_only_when_missing(project, monkeypatch):
+def test_ensure_ingests_only_when_missing(project, monkeypatch):
+    from iqalab.stages import ingest
+
     raw = toy_params()
     raw["datasets"]["toy"].update(cache_size=32, options={"n_scenes": 3, "per_scene": 3, "size": 32})
     params = project.write_params(raw)
-    ds = explore.ensure_dataset(params, "toy", project.root)
+    ds = ingest.ensure(params, "toy", project.root)
     assert (project.root / "build" / "datasets" / "toy" / "dataset.json").is_file()
     assert len(ds.images) == 9
-
-    from iqalab.stages import ingest
 
     def refuse(*args, **kwargs):
         raise AssertionError("ingest must not run again when the dataset is built")
 
     monkeypatch.setattr(ingest, "run", refuse)
-    again = explore.ensure_dataset(params, "toy", project.root)
+    again = ingest.ensure(params, "toy", project.root)
     assert again.images["image_id"].tolist() == ds.images["image_id"].tolist()
 
 

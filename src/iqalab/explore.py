@@ -2,8 +2,8 @@
 gMAD pairs.
 
 The notebook is the researcher's first look at the compendium, so every function here works on whatever the
-pipeline has produced so far: :func:`ensure_dataset` ingests a dataset that is not built yet,
-:func:`trained_checkpoints` lists only the experiments that have a checkpoint, and :func:`load_gmad_pairs`
+pipeline has produced so far (the notebook ingests a dataset that is not built yet with
+:func:`iqalab.stages.ingest.ensure`), :func:`trained_checkpoints` lists only the experiments that have a checkpoint, and :func:`load_gmad_pairs`
 returns ``None`` before the gMAD stage has run. Figures follow :mod:`iqalab.plots` (paper page width, a
 "simulated data" stamp on simulator images).
 
@@ -36,7 +36,6 @@ from iqalab.data.schema import (
     LANDMARKS,
     PERSON_BOX,
     Dataset,
-    read_dataset,
     safe_relative_path,
 )
 from iqalab.inference import experiment_checkpoint
@@ -48,23 +47,6 @@ THUMB_PX = 160  # side of the thumbnails in the browsing grids
 
 
 # ---------------------------------------------------------------------------------------------- dataset
-def dataset_folder(root: Path, dataset: str) -> Path:
-    """``root/build/datasets/<dataset>``, where ``01_ingest`` writes the canonical tables."""
-    return Path(root) / "build" / "datasets" / dataset
-
-
-def ensure_dataset(params: Params, dataset: str, root: Path, progress: bool = False) -> Dataset:
-    """The built dataset ``dataset``; runs the ingest stage first when ``build/datasets/<dataset>`` is missing
-    (the explore notebook runs before ``01_ingest`` in CI and on a fresh clone)."""
-    folder = dataset_folder(root, dataset)
-    if not (folder / "dataset.json").is_file():
-        from iqalab.stages import ingest
-
-        log.info("dataset %s is not built yet: running the ingest stage into %s", dataset, folder)
-        return ingest.run(params, dataset, Path(root), progress=progress)
-    return read_dataset(folder)
-
-
 def sortable_columns(ds: Dataset) -> dict[str, list[str]]:
     """The columns worth sorting by, grouped: ``mos`` (one per attribute), ``camera`` (camera parameters with at
     least two distinct known values) and ``other`` (remaining numeric columns that vary, e.g. a builder's

@@ -3,7 +3,9 @@
 The source is the built-in simulator (``source: sim``, the default, offline), a real dataset read by an adapter
 from ``data/raw/<name>/`` (``source: adapter``), or the tiny toy set (``source: toy``, tests and CI). The output
 folder is rebuilt in a temporary sibling and swapped in only when complete, so an interrupted ingest never leaves a
-folder that looks finished.
+folder that looks finished. With ``datasets.<name>.detect.enabled`` the images without person/face regions are
+searched by :func:`iqalab.data.regions.fill_regions` (cached by image content under ``build/detections/``) before
+the image cache is built.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 from iqalab.config import Params
 from iqalab.data.cache import build_cache
+from iqalab.data.regions import fill_regions
 from iqalab.data.schema import DataError, Dataset, read_dataset
 from iqalab.io import write_json
 
@@ -55,9 +58,9 @@ def run(params: Params, name: str, root: Path, progress: bool = True) -> Dataset
     meta["name"] = name  # the params key names the dataset, whatever the builder called it
     write_json(meta_path, meta)
     ds = read_dataset(staging, check_files=True)
+    if cfg.detect.enabled:  # person/face boxes + landmarks for images without them, cached by image content
+        ds = fill_regions(ds, cfg.detect, root / "build" / "detections" / name, root=root, progress=progress)
     build_cache(ds, cfg.cache_size, progress=progress)
-    if cfg.detect_faces:
-        log.warning("detect_faces is set but face detection at ingest is not wired yet; boxes from the source kept")
     retired = final.with_name(f".{name}.old")
     if retired.exists():
         shutil.rmtree(retired)
@@ -68,3 +71,13 @@ def run(params: Params, name: str, root: Path, progress: bool = True) -> Dataset
         shutil.rmtree(retired)
     log.info("ingested %s: %d images", name, len(ds.images))
     return read_dataset(final)
+
+
+def ensure(params: Params, name: str, root: Path, progress: bool = False) -> Dataset:
+    """Dataset ``name`` from ``build/datasets/<name>``, ingested first when it is not built yet (the explore
+    notebook runs before the ingest stage in CI and on a fresh clone)."""
+    folder = Path(root) / "build" / "datasets" / name
+    if not (folder / "dataset.json").is_file():
+        log.info("dataset %s is not built yet: running the ingest stage into %s", name, folder)
+        return run(params, name, Path(root), progress=progress)
+    return read_dataset(folder)
