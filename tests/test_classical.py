@@ -606,3 +606,35 @@ def test_predictions_record_the_raw_score_and_the_variant(project, toy_dataset):
     # the [0, 1] output is the fixed decreasing map of the raw score: same order, opposite sign
     one = preds[preds.attribute == preds.attribute.iloc[0]]
     assert np.corrcoef(np.argsort(np.argsort(one.pred)), np.argsort(np.argsort(-one.raw)))[0, 1] > 0.999
+
+
+# -- how the tables read the classical rows --------------------------------------------------------------------
+def test_tables_correlate_the_negated_published_score_and_say_so():
+    """An untrained NIQE row is scored on -raw (positive SRCC for a good metric, as the papers print it), has no
+    raw RMSE/MAE, and the caption names the variant and the sign convention; a retrained BRISQUE is scored on its
+    predictions and labelled as retrained."""
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    from iqalab.analysis.evaluation import EvalInputs, compute_scores
+    from iqalab.paper_tables.common import baseline_notes
+
+    rng = np.random.default_rng(0)
+    mos = rng.uniform(1, 5, 40)
+    raw = 10.0 - 1.5 * mos + rng.normal(0, 0.5, 40)  # a NIQE-like score: lower is better
+    pred = rng.uniform(0, 5, 40)  # unrelated [0,1]-map values: must not be what is scored
+    frame = pd.DataFrame({"image_id": [f"i{k}" for k in range(40)], "attribute": "overall", "pred": pred,
+                          "mos": mos, "split": "s", "role": "test", "scene": "a", "model": "niqe", "dataset": "d",
+                          "experiment": "niqe_d", "raw": raw})
+    notes = {"variant": "NIQE", "raw_score": "NIQE", "raw_lower_is_better": True, "trained": False}
+    meta = {"niqe_d": {"train_dataset": "d", "mos_range": [1, 5], "notes": notes, "tables": []}}
+    scores = compute_scores(EvalInputs(frame, meta)).set_index("metric")["value"]
+    assert scores["srcc"] == pytest.approx(spearmanr(-raw, mos).statistic)
+    assert scores["srcc"] > 0.8 and np.isnan(scores["mae"]) and np.isnan(scores["rmse"])
+    retrained = {"variant": "BRISQUE, SVR retrained", "raw_score": None, "trained": True, "n_fallback": 3}
+    meta2 = {"b_d": {"train_dataset": "d", "mos_range": [1, 5], "notes": retrained, "tables": []}}
+    scores2 = compute_scores(EvalInputs(frame.assign(experiment="b_d", raw=np.nan), meta2)).set_index("metric")
+    assert scores2.loc["srcc", "value"] == pytest.approx(spearmanr(pred, mos).statistic)
+    text = " ".join(baseline_notes(meta | meta2, {"niqe_d": "NIQE", "b_d": "BRISQUE, SVR retrained"}))
+    assert "NIQE = NIQE" in text and "negated score for NIQE" in text and "LIVE pristine model" in text
+    assert "SVR retrained on each training split" in text and "BRISQUE, SVR retrained: 3" in text

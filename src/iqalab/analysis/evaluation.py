@@ -85,13 +85,15 @@ def load_predictions(params: Params, root: Path) -> tuple[pd.DataFrame, dict[str
         if missing:
             raise ValueError(f"{parquet}: missing columns {missing}")
         frame = frame.assign(experiment=name)
-        frames.append(frame[list(PREDICTION_COLUMNS)])
+        if "raw" not in frame.columns:  # predictions written before raw scores were recorded
+            frame = frame.assign(raw=np.nan)
+        frames.append(frame[[*PREDICTION_COLUMNS, "raw"]])
         meta[name] = info
     if folder.is_dir():
         stale = sorted({p.stem for p in folder.glob("*.parquet")} - set(params.experiments))
         if stale:
             log.info("ignoring predictions of experiments not in params.yaml: %s", stale)
-    columns = list(PREDICTION_COLUMNS)
+    columns = [*PREDICTION_COLUMNS, "raw"]
     predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     for col in ("split", "role", "attribute", "dataset", "experiment", "image_id"):
         predictions[col] = predictions[col].astype(str)
@@ -133,6 +135,23 @@ def display_labels(meta: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------------------------- scores
+def published_untrained(info: Mapping[str, Any]) -> bool:
+    """True for a model used as published without training whose raw score was recorded (the official NIQE and
+    BRISQUE, zero-shot metrics): its table rows correlate that score (see :func:`scored_values`)."""
+    notes = info.get("notes") or {}
+    return bool(notes.get("raw_score")) and notes.get("trained") is False
+
+
+def scored_values(part: pd.DataFrame, info: Mapping[str, Any]) -> np.ndarray:
+    """The values whose agreement with MOS the tables report: the predictions, or for a published untrained
+    model its raw score, negated when lower is better (NIQE, BRISQUE), so that correlations with MOS are
+    positive for a good metric as the papers print them."""
+    if published_untrained(info) and part["raw"].notna().all():
+        raw = part["raw"].to_numpy(float)
+        return -raw if (info.get("notes") or {}).get("raw_lower_is_better") else raw
+    return part["pred"].to_numpy(float)
+
+
 def _fine_pairs(pairs: pd.DataFrame, fine_only: bool) -> dict[str, pd.DataFrame]:
     """Decided pairs per attribute (``fine`` only when asked), with the columns :func:`metrics.fg_acc` reads."""
     if fine_only and "fine" in pairs.columns:
@@ -164,8 +183,11 @@ def compute_scores(inputs: EvalInputs, fine_pairs_only: bool = True, tier_tags: 
                 ["experiment", "dataset", "split", "attribute"], sort=False, observed=True):
             info = inputs.meta[exp]
             key = (exp, dataset, str(info["train_dataset"]), split, attr)
-            pred, mos = part["pred"].to_numpy(float), part["mos"].to_numpy(float)
+            pred, mos = scored_values(part, info), part["mos"].to_numpy(float)
+            untrained = published_untrained(info)
             for name, value in metrics.summarise(pred, mos).items():
+                if untrained and name in ("rmse", "mae"):
+                    value = math.nan  # a published score is not in MOS units: no raw error
                 rows.append((*key, "all", name, value))
             ds_pairs = pairs.get(dataset)
             if ds_pairs is not None:
@@ -177,7 +199,9 @@ def compute_scores(inputs: EvalInputs, fine_pairs_only: bool = True, tier_tags: 
                 rows.append((*key, "all", "fg_acc", value))
             tags = set(info.get("tables") or ())
             if info.get("protocol") == "per_scene" or tags & set(scene_tags):
-                medians = metrics.per_group_median(part, "scene", SCENE_METRICS)
+                medians = metrics.per_group_median(part.assign(pred=pred), "scene", SCENE_METRICS)
+                if untrained:
+                    medians["mae"] = math.nan
                 rows.extend((*key, "scene_median", name, value) for name, value in medians.items())
             if info.get("protocol") == "per_tier" or tags & set(tier_tags):
                 try:

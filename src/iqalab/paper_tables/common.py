@@ -72,6 +72,7 @@ class TableContext:
         gone = [f"{self.labels[e]}: {missing[e]}" for e in exps if e in missing]
         if gone:
             notes = [*notes, "no predictions (zero-shot model could not run), row kept: " + "; ".join(gone)]
+        notes = [*notes, *baseline_notes({e: self.meta[e] for e in exps if e not in missing}, self.labels)]
         return ". ".join([layout, dataset_caption(datasets), split_note, *notes]) + "."
 
     def stats(self, exps: Sequence[str], metric_names: Mapping[str, str], by: Sequence[str], group: str = "all",
@@ -110,6 +111,44 @@ class TableContext:
     def has_profile(self, exps: Sequence[str], key: str) -> bool:
         return any(np.isfinite(self.profile_value(exps, key)))
 
+
+
+def baseline_notes(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]) -> list[str]:
+    """Caption sentences that say which NIQE / BRISQUE (and zero-shot metric) each row is, the sign convention
+    of its correlations and how many images a fallback scored (from the ``notes`` training recorded)."""
+    published, retrained, refitted, fallback = [], [], [], []
+    for exp, info in meta.items():
+        notes = info.get("notes") or {}
+        label = labels.get(exp, exp)
+        variant = str(notes.get("variant") or "")
+        if notes.get("raw_score") and notes.get("trained") is False:
+            published.append((label, str(notes["raw_score"]), bool(notes.get("raw_lower_is_better"))))
+        elif variant.startswith("BRISQUE, SVR retrained"):
+            retrained.append(label)
+        elif variant.startswith("NIQE, pristine model refitted"):
+            refitted.append(label)
+        if notes.get("n_fallback"):
+            fallback.append(f"{label}: {int(notes['n_fallback'])}")
+    out = []
+    if published:
+        rows = "; ".join(f"{label} = {score}" for label, score, _ in published)
+        lower = [label for label, _, low in published if low]
+        text = (f"published scores without training, each image at full resolution ({rows}; NIQE: the LIVE "
+                "pristine model, BRISQUE: the LIVE-trained SVR)")
+        if lower:
+            text += (f"; correlations of the negated score for {', '.join(lower)} (lower is better in the "
+                     "original), no raw RMSE/MAE")
+        out.append(text)
+    if retrained:
+        out.append(f"{', '.join(retrained)}: BRISQUE features at full resolution, SVR retrained on each training "
+                   "split (REQA/SFIQA protocol)")
+    if refitted:
+        out.append(f"{', '.join(refitted)}: NIQE with its pristine model refitted on the best-rated training "
+                   "images and a logistic fitted on training MOS (not the published NIQE)")
+    if fallback:
+        out.append("images scored by BRISQUE's flat-region fallback (undefined in the original): "
+                   + "; ".join(fallback))
+    return out
 
 
 def wide_stats(stats: pd.DataFrame, exps: Sequence[str], columns: Sequence[Any], level: str | list[str]
