@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch and torchvision are pinned as an exact pair (see ../shared/ENVIRONMENT.md)
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -e ".[dev]"
 	# facenet-pytorch pins old torch/numpy; it works with ours, so install it without its pins
 	$(BIN)/python -m pip install -q --no-deps facenet-pytorch==2.6.0
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
