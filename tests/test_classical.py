@@ -638,3 +638,32 @@ def test_tables_correlate_the_negated_published_score_and_say_so():
     text = " ".join(baseline_notes(meta | meta2, {"niqe_d": "NIQE", "b_d": "BRISQUE, SVR retrained"}))
     assert "NIQE = NIQE" in text and "negated score for NIQE" in text and "LIVE pristine model" in text
     assert "SVR retrained on each training split" in text and "BRISQUE, SVR retrained: 3" in text
+
+
+def test_scorer_gives_a_classical_checkpoint_images_at_native_resolution(project, toy_dataset, tmp_path):
+    """gMAD, camera tuning and `iqalab score --checkpoint` score NIQE at each image's own size (no square
+    resize), as training predicted it, and images of different sizes in one call."""
+    import shutil
+
+    from iqalab.config import parse_params
+    from iqalab.inference import Scorer
+    from iqalab.models.niqe import NiqeModel, niqe
+    from iqalab.train.engine import train_experiment
+
+    from .conftest import toy_params
+
+    shutil.copytree(toy_dataset.root, project.root / "build" / "datasets" / "toy")
+    params = parse_params(toy_params(e={"dataset": "toy", "model": {"name": "niqe", "patch_size": 32}}))
+    train_experiment(params, "e", project.root, progress=False)
+    scorer = Scorer(project.root / "build" / "models" / "e" / "scene" / "best.pt", "cpu")
+    assert scorer.native
+    photo = skimage_data.astronaut()
+    images = [photo[:200, :160], photo[100:196, 50:306]]
+    scores = scorer.score(images)
+    model = NiqeModel.load(OFFICIAL_PRISTINE)
+    model.patch_size = 32
+    expected = [niqe(im, model) for im in images]
+    got = [3.0 - 0.5 * v for v in expected]  # the fixed map sigmoid(3 - 0.5 niqe) in MOS units
+    lo, hi = scorer.lo, scorer.hi
+    for k, value in enumerate(got):
+        assert scores[scorer.attributes[0]][k] == pytest.approx(lo + (hi - lo) / (1 + np.exp(-value)), rel=1e-5)

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
+from iqalab.data.cache import resize_square
 from iqalab.data.loaders import CamStats, to_chw_uint8
 from iqalab.train.engine import load_checkpoint, model_from_checkpoint, resolve_device, to_device
 
@@ -67,16 +67,22 @@ class Scorer:
         self.lo, self.hi = (float(v) for v in self.config["mos_range"])
         self.name = self.config.get("model_name", self.model.registry_name)
 
+    @property
+    def native(self) -> bool:
+        """The model reads each image at its own resolution (NIQE, BRISQUE): no resize, crop or batching."""
+        return self.model.input_resolution == "native"
+
     def resize(self, image: np.ndarray) -> np.ndarray:
-        """Resize one uint8 ``[H, W, 3]`` image to the square cache size (bicubic, as the cache did)."""
-        if image.shape[:2] != (self.size, self.size):
-            image = np.asarray(Image.fromarray(image).resize((self.size, self.size), Image.Resampling.BICUBIC))
-        return image
+        """Resize one uint8 ``[H, W, 3]`` image to the square cache size (bicubic, as the cache did); a
+        native-resolution model gets it unchanged."""
+        if self.native:
+            return image
+        return resize_square(image, self.size)
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """Resize (and centre-crop) one uint8 ``[H, W, 3]`` image as the cache did."""
         image = self.resize(image)
-        if self.crop:
+        if self.crop and not self.native:
             off = (self.size - self.crop) // 2
             image = image[off:off + self.crop, off:off + self.crop]
         return image
@@ -94,6 +100,8 @@ class Scorer:
         out = {a: np.empty(n, dtype=np.float64) for a in self.attributes}
         side = self.crop or self.size
         offset = (self.size - side) / 2
+        if self.native:  # each image at its own size: one per batch, boxes in its pixel frame
+            batch_size, offset = 1, 0.0
         for start in range(0, n, batch_size):
             idx = slice(start, min(n, start + batch_size))
             chunk = [self.prepare(np.asarray(im, dtype=np.uint8)) for im in images[idx]]
@@ -111,7 +119,8 @@ class Scorer:
                                        ("landmarks", landmarks, (5, 2))):
                 pts = np.full((m, *shape), np.nan, dtype=np.float32) if values is None \
                     else np.asarray(values, dtype=np.float32)[idx].reshape(m, *shape)
-                pixels = pts.reshape(m, -1, 2) * self.size - offset
+                frame = np.array(chunk[0].shape[1::-1], dtype=np.float32) if self.native else self.size
+                pixels = pts.reshape(m, -1, 2) * frame - offset
                 batch[key] = torch.from_numpy(pixels.reshape(m, *shape).astype(np.float32))
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 pred = self.model.predict(to_device(batch, self.device))
