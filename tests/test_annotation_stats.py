@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from iqalab.analysis import annotation
+from iqalab.analysis.annotation import sweep_selection
 from iqalab.data.schema import Dataset, read_dataset, write_dataset
 from iqalab.data.splits import scene_split
-from iqalab.dataset_figures import sweep_selection
 from iqalab.stages import annotation_stats as stage
 
 from .conftest import toy_params

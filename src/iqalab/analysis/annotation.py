@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,6 @@ from iqalab.analysis.stats import (
     rater_vs_mos,
 )
 from iqalab.data.schema import CAM_COLUMNS, Dataset
-from iqalab.dataset_figures import sweep_selection
 
 log = logging.getLogger(__name__)
 
@@ -322,6 +321,46 @@ def _camera_section(ds: Dataset, result: AnnotationAnalysis) -> None:
         result.skipped["sweep"] = "no scene has two distinct values of any camera parameter"
     result.report["camera"] = {"parameters": params_info, "srcc": _frame_dict(result.camera_srcc),
                                "sweeps": sweeps}
+
+
+def sweep_selection(images: pd.DataFrame, cam_column: str, cam_columns: Sequence[str],
+                    max_images: int = 8) -> tuple[str, pd.DataFrame] | None:
+    """The scene and images that best show ``cam_column`` varying: the scene with the most distinct values.
+
+    Within a scene other parameters may change too (FGLive-style deviations change 1-3 parameters at once), so
+    each image gets ``other_changes``: how many of the *other* camera parameters differ from the scene's most
+    common setting. Per distinct value the image with the fewest other changes is kept; among scenes with the
+    most distinct values the one with the fewest other changes in total wins (then the first scene name).
+    The chosen rows are sorted by the parameter, at most ``max_images`` (spread evenly over the values), with
+    an ``other_changes`` column. ``None`` when no scene has two distinct values.
+    """
+    others = [c for c in cam_columns if c != cam_column and c in images.columns]
+    known = images.dropna(subset=[cam_column])
+    scenes = known["scene"].astype(str)
+    distinct = known.groupby(scenes)[cam_column].nunique()
+    varying = known[scenes.isin(distinct.index[distinct >= 2])]  # real datasets: mostly one image per scene
+    best: tuple[tuple[int, int], str, pd.DataFrame] | None = None
+    for scene, part in varying.groupby(varying["scene"].astype(str), sort=True):
+        changes = np.zeros(len(part), dtype=int)
+        for col in others:
+            values = part[col].astype(float).to_numpy()
+            known = values[np.isfinite(values)]
+            if known.size == 0:
+                continue
+            uniq, counts = np.unique(known, return_counts=True)
+            mode = uniq[np.argmax(counts)]
+            changes += ~np.isclose(values, mode, rtol=1e-6, atol=0.0, equal_nan=False) & np.isfinite(values)
+        part = part.assign(other_changes=changes)
+        picked = part.sort_values(["other_changes", "image_id"]).drop_duplicates(subset=[cam_column])
+        key = (len(picked), -int(picked["other_changes"].sum()))
+        if best is None or key > best[0]:
+            best = (key, str(scene), picked)
+    if best is None:
+        return None
+    rows = best[2].sort_values(cam_column)
+    if len(rows) > max_images:
+        rows = rows.iloc[np.unique(np.linspace(0, len(rows) - 1, max_images).round().astype(int))]
+    return best[1], rows
 
 
 def analyse(ds: Dataset) -> AnnotationAnalysis:
