@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,172 @@ def test_params_files_have_no_yaml_anchors(name):
     text = (project_root() / name).read_text()
     tokens = [t for t in yaml.scan(text) if isinstance(t, (yaml.AnchorToken, yaml.AliasToken))]
     assert not tokens, f"{name}: anchors/aliases at lines {[t.start_mark.line + 1 for t in tokens]}"
+
+
+# ------------------------------------------------------------------------------- names checked against the code
+def _write(tmp_path: Path, raw: dict, name: str = "params.yaml") -> Path:
+    path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+SIM = {"source": "sim", "builder": "fglive_sim", "options": {"n_scenes": 3}}
+ADAPTER = {"source": "adapter", "builder": "koniq10k", "raw": "data/raw/koniq10k"}
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        # the five typos of issue 24, each with its key path and the names allowed there
+        (lambda p: p.update(extra={"gmda": {"levels": 2}}), r"extra: removed.*allowed keys: \[.*'gmad'"),
+        (lambda p: p.update(gmda={"levels": 2}), r"gmda: unknown key; allowed keys: \[.*'gmad'"),
+        (lambda p: p.update(gmad={"pool_scene": 3}), r"gmad\.pool_scene: unknown key; allowed keys: \[.*'pool_scenes'"),
+        (lambda p: p["datasets"]["toy"]["options"].update(n_scene=3),
+         r"datasets\.toy\.options\.n_scene: unknown option of the toy generator; allowed: \[.*'n_scenes'"),
+        (lambda p: p["datasets"].update(sim={**SIM, "options": {"n_scene": 3}}),
+         r"datasets\.sim\.options\.n_scene: unknown option of simulator builder 'fglive_sim'; allowed: \[.*'n_scenes'"),
+        (lambda p: p["datasets"].update(real={**ADAPTER, "options": {"n_split": 5}}),
+         r"datasets\.real\.options\.n_split: unknown option of adapter 'koniq10k'; allowed: \[.*'n_splits'"),
+        (lambda p: p["datasets"].update(real={**ADAPTER, "builder": "koniq"}), None),  # an alias is fine
+        (lambda p: p["datasets"].update(sim={**SIM, "builder": "fglive"}),
+         r"datasets\.sim\.builder: unknown simulator builder 'fglive'; available: \[.*'fglive_sim'"),
+        (lambda p: p["experiments"]["e"].update(tables=["tuningiqa_tabel2"]),
+         r"experiments\.e\.tables: unknown table 'tuningiqa_tabel2'; known: \[.*'tuningiqa_table2'"),
+        (lambda p: p["experiments"]["e"].update(splits=["random_07"]),
+         r"experiments\.e\.splits: dataset 'toy' has no split 'random_07'; available: \['scene', 'random_00', "
+         r"'random_01'\]"),
+        (lambda p: p["experiments"]["e"].update(splits=["fold_*"]), r"experiments\.e\.splits: .* no split 'fold_\*'"),
+        (lambda p: p["experiments"]["e"].update(splits=["random_*", "scene"]), None),
+        (lambda p: (p["datasets"].update(sim=SIM), p["experiments"]["e"].update(dataset="sim", splits=["fold_0"])),
+         r"experiments\.e\.splits: dataset 'sim' has no split 'fold_0'; available: \['scene'\]"),
+        (lambda p: p.update(gmad={"dataset": "nope"}), r"gmad\.dataset: unknown dataset 'nope'"),
+        (lambda p: p.update(camera_tuning={"experiments": ["ghost"]}),
+         r"camera_tuning\.experiments: unknown experiment 'ghost'"),
+    ],
+)
+def test_check_names_every_key_path_and_the_allowed_names(tmp_path, capsys, mutate, expected):
+    """``iqalab check`` rejects each typo before any training, on one line naming the key and what is allowed."""
+    from iqalab.__main__ import main
+
+    raw = toy_params(e={"dataset": "toy", "model": {"name": "backbone_mlp"}, "tables": ["tuningiqa_table2"]})
+    assert main(["--params", str(_write(tmp_path, raw)), "check"]) == 0
+    mutate(raw)
+    code = main(["--params", str(_write(tmp_path, raw)), "check"])
+    err = capsys.readouterr().err
+    if expected is None:
+        assert code == 0, err
+        return
+    assert code == 2
+    assert re.search(r"iqalab check: error: params\.yaml: " + expected, err), err
+    assert err.count("\n") == 1, "one line"
+
+
+def test_builders_declare_the_splits_they_write(tmp_path):
+    """The split names ``iqalab check`` compares with are the ones the builders write."""
+    from iqalab.data.toy import build_toy, toy_split_names
+    from iqalab.sim.builders import build, split_names
+
+    toy = build_toy(tmp_path / "toy", n_scenes=3, per_scene=2, size=32, n_random_splits=3)
+    assert toy_split_names(n_random_splits=3) == ["scene", "random_00", "random_01", "random_02"]
+    assert set(toy.splits["split"]) == set(toy_split_names(n_random_splits=3))
+    ugc = build("ugc_sim", tmp_path / "ugc", n_images=10, image_size=32, n_raters=3, n_splits=3)
+    assert set(ugc.splits["split"]) == set(split_names("ugc_sim", n_splits=3)) == {"random_00", "random_01",
+                                                                                   "random_02"}
+    assert split_names("face_sim", n_folds=2) == ["fold_0", "fold_1", "scene"]
+    assert split_names("fglive_sim") == split_names("portrait_sim") == ["scene"]
+
+
+def test_known_table_tags_are_the_registered_tables():
+    from iqalab.config import known_table_tags
+    from iqalab.paper_tables import table_names
+
+    tags = known_table_tags()
+    assert tags == list(table_names()) and "tuningiqa_table2" in tags and "reqa_table5" in tags
+
+
+# ----------------------------------------------------------------------------------------- profiles as overlays
+def test_overlay_merges_mappings_replaces_values_and_removes_null_entries(tmp_path):
+    from iqalab.config import merge_overlay
+
+    base = {"a": {"x": 1, "y": [1, 2], "z": {"k": 1}}, "exps": {"keep": {"v": 1}, "drop": {"v": 2}}, "s": None}
+    over = {"a": {"y": [3], "z": {"j": 2}}, "exps": {"drop": None, "new": {"v": 3}}, "s": 4}
+    merged = merge_overlay(base, over)
+    assert merged == {"a": {"x": 1, "y": [3], "z": {"k": 1, "j": 2}}, "exps": {"keep": {"v": 1}, "new": {"v": 3}},
+                      "s": 4}
+    assert base["exps"]["drop"] == {"v": 2} and "j" not in base["a"]["z"], "inputs are not modified"
+
+
+def test_overlay_errors_name_the_file_that_sets_the_key(tmp_path):
+    raw = toy_params(e={"dataset": "toy", "model": {"name": "backbone_mlp"}})
+    _write(tmp_path, raw)
+    overlay = _write(tmp_path, {"base": "../params.yaml", "profile": "big",
+                                "experiments": {"e": {"train": {"epocs": 3}}}}, "profiles/big.yaml")
+    with pytest.raises(ParamsError, match=r"^big\.yaml: experiments\.e\.train\.epocs: unknown key; "
+                                          r"allowed keys: \[.*'epochs'") as err:
+        load_params(overlay)
+    assert "\n" not in str(err.value)
+    raw["datasets"]["toy"]["cache_sise"] = 64  # a typo in the base is reported in the base
+    _write(tmp_path, raw)
+    _write(tmp_path, {"base": "../params.yaml", "profile": "big"}, "profiles/big.yaml")
+    with pytest.raises(ParamsError, match=r"^params\.yaml: datasets\.toy\.cache_sise: unknown key"):
+        load_params(overlay)
+    _write(tmp_path, {"base": "big.yaml"}, "profiles/big.yaml")
+    with pytest.raises(ParamsError, match="a cycle"):
+        load_params(overlay)
+    _write(tmp_path, {"base": "nope.yaml"}, "profiles/big.yaml")
+    with pytest.raises(ParamsError, match=r"base: .*nope\.yaml not found"):
+        load_params(overlay)
+
+
+def test_paper_profile_is_an_overlay_of_the_default_profile():
+    """params/paper.yaml holds what differs; composed, it has the paper's settings and every default experiment
+    but the CPU stand-in of Table 2's ResNet row."""
+    default, paper = load_params(REPO / "params.yaml"), load_params(REPO / "params" / "paper.yaml")
+    raw = yaml.safe_load((REPO / "params" / "paper.yaml").read_text())
+    assert raw["base"] == "../params.yaml" and "datasets" in raw and "source" not in raw["datasets"]["fglive_sim"]
+    assert paper.profile == "paper" and default.profile == "default"
+    assert set(default.experiments) - set(paper.experiments) == {"tuningiqa_r18"}
+    assert paper.datasets["fglive_sim"].options["n_scenes"] == 555 and paper.datasets["fglive_sim"].source == "sim"
+    mnv3 = paper.train_config("tuningiqa_mnv3s")
+    assert (mnv3.lr, mnv3.batch_size, mnv3.epochs, mnv3.max_pairs, mnv3.vflip) == (1e-5, 64, 5, None, True)
+    assert paper.experiment("tuningiqa_mnv3s").tables == ["tuningiqa_table2", "tuningiqa_table3"]
+    assert paper.model_kwargs("tuningiqa_r50")["backbone"] == "resnet50"
+    assert paper.model_kwargs("reqa_ugc") == {"backbone": "resnet50", "pretrained": True, "steps": 4,
+                                              "lstm_channels": 64, "token_dim": 224, "heads": 4, "hidden": 128,
+                                              "pos_grid": 7}
+    assert paper.model_kwargs("fhiqa_portrait")["scene_pool_width"] is None
+    assert paper.experiment("baseline_face").splits == ["fold_*"]
+    assert paper.train_config("hyperiqa_portrait").step_epochs[-1] == 290
+    assert paper.train_config("hyperiqa_portrait").optimizer == "adam", "inherited from the default profile"
+    assert (paper.evaluate.bootstrap, paper.gmad.pool_scenes, paper.camera_tuning.n_scenarios) == (1000, 300, 44)
+    assert paper.camera_tuning.n_figure_scenes == default.camera_tuning.n_figure_scenes, "inherited"
+    for name in paper.experiments:  # every experiment validates (model kwargs, tables, splits: load_params)
+        assert paper.train_config(name).epochs >= 1
+
+
+def test_compose_writes_the_profile_as_a_plain_params_file(tmp_path, capsys):
+    """Applying a profile for DVC: ``iqalab --params params/paper.yaml compose --out params.yaml``."""
+    from iqalab.__main__ import main
+
+    out = tmp_path / "params.yaml"
+    assert main(["-q", "--params", str(REPO / "params" / "paper.yaml"), "compose", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "base:" not in text
+    assert not [t for t in yaml.scan(text) if isinstance(t, (yaml.AnchorToken, yaml.AliasToken))]
+    assert load_params(out).model_dump() == load_params(REPO / "params" / "paper.yaml").model_dump()
+
+
+def test_training_refuses_a_split_the_ingested_dataset_lacks(project, toy_dataset):
+    """An adapter's splits are known once ingested: the engine checks them before building anything."""
+    import shutil
+
+    from iqalab.train.engine import train_experiment
+
+    shutil.copytree(toy_dataset.root, project.root / "build" / "datasets" / "toy")
+    raw = toy_params(e={"dataset": "toy", "model": {"name": "backbone_mlp"}, "splits": ["scene", "fold_*"]})
+    params = parse_params(raw, check_models=False)  # as for an adapter: nothing declared before ingest
+    with pytest.raises(ParamsError, match=r"experiments\.e\.splits: dataset 'toy' has no split 'fold_\*'; "
+                                          r"available: \['random_00', 'random_01', 'scene'\]"):
+        train_experiment(params, "e", project.root, progress=False)
+    assert not (project.root / "build" / "models" / "e").exists()

@@ -178,7 +178,7 @@ def test_votes_for_unknown_pairs_are_rejected(tmp_path):
 # --------------------------------------------------------------------------------------------- settings + stage
 def _params(**gmad_settings):
     raw = toy_params()
-    raw["extra"] = {"gmad": gmad_settings}
+    raw["gmad"] = gmad_settings
     return parse_params(raw, check_models=False)
 
 
@@ -186,13 +186,13 @@ def test_settings_validation_names_the_key_path():
     from iqalab.stages.gmad import load_settings
 
     assert load_settings(_params()).levels == 5, "the default dataset may be absent (nothing competes)"
-    with pytest.raises(ParamsError, match=r"extra\.gmad\.levelz: unknown key"):
+    with pytest.raises(ParamsError, match=r"gmad\.levelz: unknown key"):
         load_settings(_params(levelz=3))
-    with pytest.raises(ParamsError, match=r"extra\.gmad\.levels"):
+    with pytest.raises(ParamsError, match=r"gmad\.levels"):
         load_settings(_params(levels=0))
-    with pytest.raises(ParamsError, match=r"extra\.gmad\.dataset: unknown dataset"):
+    with pytest.raises(ParamsError, match=r"gmad\.dataset: unknown dataset"):
         load_settings(_params(dataset="nope"))
-    with pytest.raises(ParamsError, match=r"extra\.gmad\.experiments: unknown experiment"):
+    with pytest.raises(ParamsError, match=r"gmad\.experiments: unknown experiment"):
         load_settings(_params(dataset="toy", experiments=["ghost"]))
 
 
@@ -240,7 +240,7 @@ def trained(project, toy_dataset, one_thread):
         _checkpoint(project.root, name, kwargs, seed, toy_dataset)
     raw = toy_params(**{name: {"dataset": "toy", "model": kwargs} for name, kwargs in models.items()},
                      untrained={"dataset": "toy", "model": TINY})
-    raw["extra"] = {"gmad": STAGE}
+    raw["gmad"] = STAGE
     return project, raw
 
 
@@ -282,7 +282,7 @@ def test_stage_writes_pairs_matrices_and_figures(trained, tmp_path):
     sheet = pd.read_csv(out / "votes_template.csv")
     sheet["votes_a"], sheet["votes_b"], sheet["votes_equal"] = 0, 12, 0
     sheet.to_csv(tmp_path / "votes.csv", index=False)
-    voted = stage.run(project.write_params({**raw, "extra": {"gmad": {**STAGE, "votes_csv": str(tmp_path / "votes.csv")}}}),
+    voted = stage.run(project.write_params({**raw, "gmad": {**STAGE, "votes_csv": str(tmp_path / "votes.csv")}}),
                       project.root, progress=False)
     assert (voted["pairs"]["source"] == "csv").all()
     np.testing.assert_allclose(voted["aggressiveness"].to_numpy()[~np.eye(2, dtype=bool)], 0.0)

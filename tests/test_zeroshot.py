@@ -200,10 +200,9 @@ def test_no_downloads_blocks_sockets_and_restores_them():
 def _project(project, toy_dataset, **experiments):
     shutil.copytree(toy_dataset.root, project.root / "build" / "datasets" / "toy")
     raw = toy_params(**experiments)
-    raw["extra"] = {"gmad": {"dataset": "toy", "attribute": "overall"},
-                    "camera_tuning": {"dataset": "toy", "n_scenarios": 1, "n_raters": 2, "grid_steps": 1,
-                                      "search": False, "image_size": 48, "n_figure_scenes": 0,
-                                      "steps": {"iso": 0.5}}}
+    raw["gmad"] = {"dataset": "toy", "attribute": "overall"}
+    raw["camera_tuning"] = {"dataset": "toy", "n_scenarios": 1, "n_raters": 2, "grid_steps": 1, "search": False,
+                            "image_size": 48, "n_figure_scenes": 0, "steps": {"iso": 0.5}}
     return project.write_params(raw)
 
 

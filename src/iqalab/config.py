@@ -8,8 +8,10 @@ keys; model keyword arguments are checked against the registered model's constru
 
 from __future__ import annotations
 
+import copy
+import inspect
 import math
-from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -21,9 +23,9 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 
+from iqalab.data.regions import DetectionConfig
 from iqalab.io import project_root
 
 SectionT = TypeVar("SectionT", bound=BaseModel)
@@ -45,7 +47,8 @@ class DatasetConfig(_Strict):
     raw: str | None = Field(None, description="folder of the raw dataset (adapters), relative to the project root")
     options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the builder/adapter")
     cache_size: int = Field(256, gt=15, le=4096, description="side of the square uint8 image cache")
-    detect_faces: bool = Field(False, description="run the face detector at ingest when boxes are unknown")
+    detect: DetectionConfig = Field(default_factory=DetectionConfig,
+                                    description="person/face detection at ingest (iqalab.data.regions)")
 
 
 class TrainConfig(_Strict):
@@ -113,6 +116,74 @@ class EvaluateConfig(_Strict):
     fine_pairs_only: bool = True
 
 
+class GmadSettings(_Strict):
+    """``gmad``: the gMAD competition (stage ``05_gmad``; Ma et al., CVPR 2016 / TPAMI 2020; TuningIQA Fig. 7).
+
+    Every key is optional; the defaults are a CPU-sized pool on ``fglive_sim``."""
+
+    dataset: str = Field("fglive_sim", description="dataset whose trained experiments compete")
+    attribute: str = Field("overall", description="attribute the models compete on")
+    experiments: list[str] | None = Field(None, description="competitors (default: all on the dataset)")
+    pool_scenes: int = Field(24, ge=1, description="held-out simulator scenes in the pool")
+    renders_per_scene: int = Field(12, ge=1, description="camera settings rendered per scene")
+    image_size: int | None = Field(None, ge=16, le=4096, description="render size (default: the dataset's)")
+    pool_kind: Literal["livestream", "portrait", "face", "ugc"] | None = None
+    profile: Literal["livestream", "surveillance", "portrait", "ugc"] | None = None
+    levels: int = Field(5, ge=1, description="defender quality levels (quantile bins)")
+    n_raters: int = Field(20, ge=1, description="panel judges per pair")
+    seed: int | None = Field(None, description="pool, tie-break and panel seed (default: params.seed)")
+    image_folder: str | None = Field(None, description="a folder of images as the pool instead of the simulator")
+    votes_csv: str | None = Field(None, description="human votes on the pairs (gmad.import_votes format)")
+    thumb_size: int = Field(96, ge=16, description="side of the pair thumbnails in the grids")
+    batch_size: int = Field(16, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+def _default_steps() -> dict[str, float]:
+    from iqalab.analysis.tuning import DEFAULT_STEPS
+
+    return dict(DEFAULT_STEPS)
+
+
+class CameraTuningSettings(_Strict):
+    """``camera_tuning``: models pick camera settings, a virtual panel judges the picks (stage ``07_camera_tuning``;
+    TuningIQA Sec. "Application for Camera Tuning"). Defaults: a CPU-sized study on ``fglive_sim``."""
+
+    dataset: str = Field("fglive_sim", description="dataset whose experiments compete (their checkpoints)")
+    attribute: str = Field("overall", description="attribute the models optimise and the panel judges")
+    n_scenarios: int = Field(6, ge=1, description="held-out scenes (paper: 44)")
+    n_raters: int = Field(12, ge=1, description="judgments per comparison (paper: 12 volunteers)")
+    grid_steps: int = Field(2, ge=1, description="sweep steps on each side of the default, per parameter")
+    steps: dict[str, float] = Field(default_factory=_default_steps,
+                                    description="step per parameter (stops / kelvin / log units / amount)")
+    search: bool = Field(True, description="also run the coordinate-descent tuner")
+    search_budget: int = Field(12, ge=1, description="renders the search may use per scene and model")
+    search_radius: int | None = Field(None, ge=1, description="lattice radius of the search (default 2 x grid)")
+    seed: int | None = Field(None, description="scene pool, render noise and panel seed (default: params.seed)")
+    experiments: list[str] | None = Field(None, description="competing experiments (default: all on dataset)")
+    reference: str | None = Field(None, description="the reference (default: first tuningiqa experiment)")
+    image_size: int | None = Field(None, ge=16, description="render size (default: the builder's image_size)")
+    scene_kind: Literal["livestream", "portrait", "face", "ugc"] | None = Field(
+        None, description="scene pool kind (default: from the dataset's builder)")
+    profile: Literal["livestream", "surveillance", "portrait", "ugc"] | None = Field(
+        None, description="ground-truth profile of the panel (default: from the dataset's builder)")
+    pairwise: bool = Field(True, description="rank the sweep pairwise (Borda) when a model has a pair head")
+    n_figure_scenes: int = Field(3, ge=0, description="scenes shown in the picks figure")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("steps")
+    @classmethod
+    def _known_parameters(cls, value: dict[str, float]) -> dict[str, float]:
+        from iqalab.data.schema import CAM_PARAMS
+
+        unknown = sorted(set(value) - set(CAM_PARAMS))
+        if unknown:
+            raise ValueError(f"unknown camera parameter(s) {unknown}; known: {list(CAM_PARAMS)}")
+        if not any(float(v) != 0 for v in value.values()):
+            raise ValueError("at least one parameter needs a non-zero step")
+        return {k: float(v) for k, v in value.items()}
+
+
 class Params(_Strict):
     """Top level of ``params.yaml``."""
 
@@ -122,7 +193,8 @@ class Params(_Strict):
     train_defaults: TrainConfig = Field(default_factory=TrainConfig)
     experiments: dict[str, ExperimentConfig] = Field(default_factory=dict)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
-    extra: dict[str, Any] = Field(default_factory=dict, description="settings of stages added later (gmad, ...)")
+    gmad: GmadSettings = Field(default_factory=GmadSettings)
+    camera_tuning: CameraTuningSettings = Field(default_factory=CameraTuningSettings)
 
     @field_validator("datasets")
     @classmethod
@@ -131,14 +203,36 @@ class Params(_Strict):
             raise ValueError("at least one dataset is needed")
         return value
 
-    @model_validator(mode="after")
-    def _experiments_reference_datasets(self) -> Params:
+    def require_dataset(self, path: str, name: str) -> None:
+        """Raise :class:`ParamsError` at ``path`` unless ``name`` is a dataset of these params."""
+        if name not in self.datasets:
+            raise ParamsError(f"{path}: unknown dataset {name!r}; defined: {sorted(self.datasets)}")
+
+    def require_experiments(self, path: str, names: list[str]) -> None:
+        """Raise :class:`ParamsError` at ``path`` for the first of ``names`` that is not an experiment."""
+        for name in names:
+            if name not in self.experiments:
+                raise ParamsError(f"{path}: unknown experiment {name!r}; defined: {sorted(self.experiments)}")
+
+    def check_references(self) -> None:
+        """Names that point elsewhere in the params: experiments' datasets, and the datasets and experiments the
+        gMAD and camera-tuning sections name (their default dataset may be absent: the stage then says so)."""
         for name, exp in self.experiments.items():
-            if exp.dataset not in self.datasets:
-                raise ValueError(
-                    f"experiments.{name}.dataset: unknown dataset {exp.dataset!r}; defined: {sorted(self.datasets)}"
-                )
-        return self
+            self.require_dataset(f"experiments.{name}.dataset", exp.dataset)
+        gmad, tuning = self.gmad, self.camera_tuning
+        if "dataset" in gmad.model_fields_set:
+            self.require_dataset("gmad.dataset", gmad.dataset)
+        self.require_experiments("gmad.experiments", gmad.experiments or [])
+        if gmad.image_folder is None and gmad.votes_csv is None:
+            from iqalab.sim.observers import ATTRIBUTES
+
+            if gmad.attribute not in ATTRIBUTES:
+                raise ParamsError(f"gmad.attribute: the simulator panel cannot judge {gmad.attribute!r}; "
+                                  f"known: {list(ATTRIBUTES)}")
+        if "dataset" in tuning.model_fields_set:
+            self.require_dataset("camera_tuning.dataset", tuning.dataset)
+        self.require_experiments("camera_tuning.experiments", tuning.experiments or [])
+        self.require_experiments("camera_tuning.reference", [tuning.reference] if tuning.reference else [])
 
     def train_config(self, experiment: str) -> TrainConfig:
         """The experiment's training recipe: ``train_defaults`` overridden by ``experiments.<e>.train``."""
@@ -191,30 +285,22 @@ def _model_in(annotation: Any) -> Any:
     return None
 
 
-def _format(exc: ValidationError, prefix: str = "", allowed: list[str] | None = None) -> str:
-    """One line per error with its key path; ``allowed`` lists the keys of a flat section (else looked up)."""
-    lines = []
+def _problems(exc: ValidationError, prefix: str = "", allowed: list[str] | None = None) -> list[tuple[str, str]]:
+    """``(key path, message)`` per error; ``allowed`` lists the keys of a flat section (else looked up)."""
+    out = []
     for err in exc.errors():
         loc = tuple(err["loc"])
         path = ".".join(str(p) for p in ((prefix,) if prefix else ()) + loc)
         if err["type"] == "extra_forbidden":
-            lines.append(f"{path}: unknown key; allowed keys: {allowed if allowed is not None else _allowed_keys(loc)}")
+            out.append((path, f"unknown key; allowed keys: {allowed if allowed is not None else _allowed_keys(loc)}"))
         else:
-            lines.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
-    return "; ".join(lines)
+            out.append((path, f"{err['msg']} (got {err.get('input')!r})"))
+    return out
 
 
-def validate_section(model: type[SectionT], raw: Any, prefix: str) -> SectionT:
-    """Validate a stage's settings block (e.g. ``extra.gmad``) with the same one-line, key-path errors as the
-    rest of ``params.yaml``; a missing block gives the model's defaults."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        raise ParamsError(f"{prefix}: must be a mapping, got {type(raw).__name__}")
-    try:
-        return model(**raw)
-    except ValidationError as exc:
-        raise ParamsError(_format(exc, prefix=prefix, allowed=sorted(model.model_fields))) from None
+def _format(exc: ValidationError, prefix: str = "", allowed: list[str] | None = None) -> str:
+    """One line per error with its key path (see :func:`_problems`)."""
+    return "; ".join(f"{path}: {msg}" for path, msg in _problems(exc, prefix, allowed))
 
 
 def _reject_non_finite(node: Any, path: str = "") -> None:
@@ -228,42 +314,246 @@ def _reject_non_finite(node: Any, path: str = "") -> None:
             _reject_non_finite(value, f"{path}[{i}]")
 
 
-def parse_params(raw: dict[str, Any], check_models: bool = True, source: str = "params.yaml") -> Params:
-    """Validate a params mapping; with ``check_models`` also the model kwargs against the registry."""
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{source}: the top level must be a mapping")
-    _reject_non_finite(raw)
+# ------------------------------------------------------------------------------------- names checked against code
+def known_table_tags() -> list[str]:
+    """Every tag ``experiments.<e>.tables`` may hold: the registered paper tables and their aliases
+    (:func:`iqalab.paper_tables.table_names`), so a mistyped tag cannot silently drop an experiment from a table."""
+    from iqalab.paper_tables import table_names
+
+    return list(table_names())
+
+
+def _keyword_options(fn: Any, skip: set[str]) -> list[str]:
+    sig = inspect.signature(fn)
+    return sorted(k for k, p in sig.parameters.items()
+                  if k not in skip and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+
+
+def dataset_options(cfg: DatasetConfig, path: str) -> tuple[str, list[str], list[str] | None]:
+    """``(what builds it, allowed option names, declared split names or None)`` for one ``datasets`` entry.
+
+    The options are the keyword arguments of the simulator builder (:mod:`iqalab.sim.builders`), the toy
+    generator or the adapter (:mod:`iqalab.data.adapters`) minus what ingest passes itself (folders; the
+    top-level ``seed`` for the simulator and the toy set). Split names are known without building for the
+    simulator and the toy set; an adapter's depend on its files, so they are checked when an experiment trains.
+    """
+    if cfg.source == "sim":
+        from iqalab.sim.builders import BUILDERS, split_names
+
+        if cfg.builder not in BUILDERS:
+            raise ParamsError(f"{path}.builder: unknown simulator builder {cfg.builder!r}; "
+                              f"available: {sorted(BUILDERS)}")
+        allowed = _keyword_options(BUILDERS[cfg.builder], {"root", "seed"})
+        what = f"simulator builder {cfg.builder!r}"
+        splits = None if set(cfg.options) - set(allowed) else split_names(cfg.builder, **cfg.options)
+        return what, allowed, splits
+    if cfg.source == "toy":
+        from iqalab.data.toy import build_toy, toy_split_names
+
+        allowed = _keyword_options(build_toy, {"root", "seed"})
+        return "the toy generator", allowed, toy_split_names(**cfg.options)
+    from iqalab.data.adapters import ADAPTERS, resolve
+    from iqalab.data.schema import DataError
+
     try:
-        params = Params(**raw)
-    except ValidationError as exc:
-        raise ParamsError(f"{source}: {_format(exc)}") from None
-    for name in params.experiments:
-        params.train_config(name)
-    if check_models:
-        from iqalab.models.registry import allowed_kwargs, get_model_class
-
-        for name, exp in params.experiments.items():
-            try:
-                cls = get_model_class(exp.model.name)
-            except KeyError as exc:
-                raise ParamsError(f"{source}: experiments.{name}.model.name: {exc.args[0]}") from None
-            allowed = allowed_kwargs(cls)
-            for key in params.model_kwargs(name):
-                if key not in allowed:
-                    raise ParamsError(
-                        f"{source}: experiments.{name}.model.{key}: unknown parameter for model "
-                        f"{exp.model.name!r}; allowed: {sorted(allowed)}"
-                    )
-    return params
+        key = resolve(cfg.builder)
+    except DataError as exc:
+        raise ParamsError(f"{path}.builder: {exc}") from None
+    return f"adapter {key!r}", _keyword_options(ADAPTERS[key], {"raw_root", "out_root"}), None
 
 
-def load_params(path: str | Path | None = None, check_models: bool = True) -> Params:
-    """Load and validate ``params.yaml`` (default: the project root's)."""
-    path = Path(path) if path is not None else project_root() / "params.yaml"
+def check_splits(path: str, wanted: list[str], available: list[str], dataset: str) -> None:
+    """Raise :class:`ParamsError` at ``path`` unless each wanted split is one of ``available`` or a ``prefix*``
+    pattern matching at least one (checked by ``iqalab check`` where the builder declares its splits, and by the
+    engine on the ingested dataset)."""
+    for name in wanted:
+        found = any(s.startswith(name[:-1]) for s in available) if name.endswith("*") else name in available
+        if not found:
+            raise ParamsError(f"{path}: dataset {dataset!r} has no split {name!r}; available: {available} "
+                              "(a trailing * selects every split with that prefix)")
+
+
+def check_names(params: Params) -> None:
+    """Check the names params give to code: model names and keyword arguments (the model registry), dataset
+    options (builder/adapter signatures), paper-table tags (:func:`known_table_tags`) and split names (the
+    builder's declared splits, where known before ingest)."""
+    from iqalab.models.registry import allowed_kwargs, get_model_class
+
+    splits_of: dict[str, list[str] | None] = {}
+    for name, cfg in params.datasets.items():
+        what, allowed, splits_of[name] = dataset_options(cfg, f"datasets.{name}")
+        for key in cfg.options:
+            if key not in allowed:
+                raise ParamsError(f"datasets.{name}.options.{key}: unknown option of {what}; allowed: {allowed}")
+    tags = known_table_tags()
+    for name, exp in params.experiments.items():
+        try:
+            cls = get_model_class(exp.model.name)
+        except KeyError as exc:
+            raise ParamsError(f"experiments.{name}.model.name: {exc.args[0]}") from None
+        allowed_model = allowed_kwargs(cls)
+        for key in params.model_kwargs(name):
+            if key not in allowed_model:
+                raise ParamsError(f"experiments.{name}.model.{key}: unknown parameter for model "
+                                  f"{exp.model.name!r}; allowed: {sorted(allowed_model)}")
+        for tag in exp.tables:
+            if tag not in tags:
+                raise ParamsError(f"experiments.{name}.tables: unknown table {tag!r}; known: {tags}")
+        available = splits_of[exp.dataset]
+        if available is not None:
+            check_splits(f"experiments.{name}.splits", exp.splits, available, exp.dataset)
+
+
+# ------------------------------------------------------------------------------------------ profiles as overlays
+#: top-level key of an overlay profile: the params file it modifies, relative to the overlay's folder
+BASE_KEY = "base"
+
+
+@dataclass(frozen=True)
+class _Layers:
+    """The files a params mapping was composed from (base first) with their own mappings, so that an error names
+    the file that sets the key."""
+
+    files: tuple[tuple[str, dict[str, Any]], ...]
+
+    def where(self, path: str) -> str:
+        """The file that sets ``path`` (the topmost of those setting its longest prefix)."""
+        parts = [p for p in path.split(".") if p]
+        best, depth = self.files[-1][0], -1
+        for name, raw in self.files:
+            node: Any = raw
+            n = 0
+            for part in parts:
+                key = part.split("[", 1)[0]
+                if not isinstance(node, dict) or key not in node:
+                    break
+                node, n = node[key], n + 1
+            if n >= depth:
+                best, depth = name, n
+        return best
+
+
+def merge_overlay(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """``overlay`` applied to ``base``: mappings merge key by key (recursively), any other value replaces the
+    base's, and ``null`` where the base holds a mapping removes that entry (``experiments.<e>: null`` drops an
+    experiment). Neither input is modified."""
+    out = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if value is None and isinstance(out.get(key), dict):
+            del out[key]
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_overlay(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ParamsError(f"{path}: file not found")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML ({exc})") from None
-    return parse_params(raw, check_models=check_models, source=str(path.name))
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path.name}: the top level must be a mapping")
+    return raw
+
+
+def _layers(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[str, dict[str, Any]]]:
+    path = path.resolve()
+    if path in chain:
+        raise ParamsError(f"{chain[-1].name}: {BASE_KEY}: {path} is already part of this profile (a cycle)")
+    raw = _read_yaml(path)
+    base = raw.pop(BASE_KEY, None)
+    if base is None:
+        return [(_display(path), raw)]
+    if not isinstance(base, str):
+        raise ParamsError(f"{_display(path)}: {BASE_KEY}: must be a path (relative to this file), got {base!r}")
+    base_path = path.parent / base
+    if not base_path.is_file():
+        raise ParamsError(f"{_display(path)}: {BASE_KEY}: {base_path} not found")
+    below = _layers(base_path, (*chain, path))
+    return [*below, (_display(path), raw)]
+
+
+def _display(path: Path) -> str:
+    """How errors name a params file: relative to the project root when inside it (``params/paper.yaml``), else
+    its name."""
+    try:
+        return str(path.resolve().relative_to(project_root().resolve()))
+    except ValueError:
+        return path.name
+
+
+def compose_params(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a params file with its ``base`` chain merged in (:func:`merge_overlay`), unvalidated."""
+    raw: dict[str, Any] = {}
+    for _, layer in _layers(Path(path)):
+        raw = merge_overlay(raw, layer)
+    return raw
+
+
+def dump_params(raw: dict[str, Any]) -> str:
+    """A composed params mapping as YAML for ``params.yaml`` (key order kept, no anchors or aliases: DVC's
+    ``-S`` loses overrides of aliased keys, docs/experiments.md)."""
+
+    class _NoAliases(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    return yaml.dump(raw, Dumper=_NoAliases, sort_keys=False, default_flow_style=None, width=118,
+                     allow_unicode=True)
+
+
+# ------------------------------------------------------------------------------------------------- entry points
+def parse_params(raw: dict[str, Any], check_models: bool = True, source: str | _Layers = "params.yaml") -> Params:
+    """Validate a params mapping: every key (pydantic), the references between sections, and with
+    ``check_models`` the names given to code (:func:`check_names`: models, dataset options, tables, splits).
+
+    Errors are one line per problem, ``<file>: <key path>: <message>``; for a composed profile the file is the
+    one that sets the key.
+    """
+    layers = source if isinstance(source, _Layers) else _Layers(((source, raw if isinstance(raw, dict) else {}),))
+
+    def located(problems: list[tuple[str, str]]) -> ParamsError:
+        return ParamsError("; ".join(f"{layers.where(path)}: {path}: {msg}" for path, msg in problems))
+
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{layers.files[-1][0]}: the top level must be a mapping")
+    if "extra" in raw:
+        raise located([("extra", "removed: gMAD and camera-tuning settings are the top-level sections 'gmad' and "
+                                 f"'camera_tuning'; allowed keys: {sorted(Params.model_fields)}")])
+    try:
+        _reject_non_finite(raw)
+    except ParamsError as exc:
+        path, _, msg = str(exc).partition(": ")
+        raise located([(path, msg)]) from None
+    try:
+        params = Params(**raw)
+    except ValidationError as exc:
+        raise located(_problems(exc)) from None
+    try:  # the checks below raise "<key path>: <message>"
+        params.check_references()
+        for name in params.experiments:
+            params.train_config(name)
+        if check_models:
+            check_names(params)
+    except ParamsError as exc:
+        path, _, msg = str(exc).partition(": ")
+        raise located([(path, msg)]) from None
+    return params
+
+
+def load_params(path: str | Path | None = None, check_models: bool = True) -> Params:
+    """Load and validate a params file (default: the project root's ``params.yaml``).
+
+    A profile may be an overlay: a top-level ``base: <file>`` (relative to the profile's folder) names the params
+    it modifies, and the profile holds only what differs (:func:`merge_overlay`; ``params/paper.yaml`` is one).
+    """
+    path = Path(path) if path is not None else project_root() / "params.yaml"
+    layers = _Layers(tuple(_layers(path)))
+    raw: dict[str, Any] = {}
+    for _, layer in layers.files:
+        raw = merge_overlay(raw, layer)
+    return parse_params(raw, check_models=check_models, source=layers)

@@ -40,12 +40,22 @@ def scene_split(images: pd.DataFrame, test_fraction: float = 0.2, val_fraction: 
     return _rows(images["image_id"], name, roles)
 
 
+def random_split_names(n_splits: int) -> list[str]:
+    """Names of :func:`random_splits`' splits: ``random_00`` .. (what ``experiments.<e>.splits`` may ask for)."""
+    return [f"random_{k:02d}" for k in range(n_splits)]
+
+
+def kfold_split_names(n_folds: int) -> list[str]:
+    """Names of :func:`kfold_splits`' splits: ``fold_0`` .. ``fold_<n_folds - 1>``."""
+    return [f"fold_{k}" for k in range(n_folds)]
+
+
 def random_splits(images: pd.DataFrame, n_splits: int = 20, test_fraction: float = 0.2,
                   val_fraction: float = 0.0, seed: int = 0) -> pd.DataFrame:
     """REQA protocol: ``n_splits`` image-level random splits (``random_XX``, split XX seeded with seed + XX)."""
     frames = []
     ids = images["image_id"].to_numpy()
-    for k in range(n_splits):
+    for k, name in enumerate(random_split_names(n_splits)):
         rng = np.random.default_rng(seed + k)
         order = rng.permutation(len(ids))
         n_test = max(1, int(round(test_fraction * len(ids))))
@@ -53,7 +63,7 @@ def random_splits(images: pd.DataFrame, n_splits: int = 20, test_fraction: float
         roles = np.full(len(ids), "train", dtype=object)
         roles[order[:n_test]] = "test"
         roles[order[n_test:n_test + n_val]] = "val"
-        frames.append(_rows(ids, f"random_{k:02d}", roles))
+        frames.append(_rows(ids, name, roles))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -77,12 +87,12 @@ def kfold_splits(images: pd.DataFrame, n_folds: int = 5, ratios: tuple[float, fl
     key = images["scene"].astype(str) if by_scene else images["image_id"]
     chunks = key.map(unit_chunk).to_numpy()
     frames = []
-    for fold in range(n_folds):
+    for fold, name in enumerate(kfold_split_names(n_folds)):
         start = fold * n_test_chunks
         test = {(start + i) % n_chunks for i in range(n_test_chunks)}
         val = {(start + n_test_chunks + i) % n_chunks for i in range(n_val_chunks)}
         roles = np.where(np.isin(chunks, list(test)), "test", np.where(np.isin(chunks, list(val)), "val", "train"))
-        frames.append(_rows(images["image_id"], f"fold_{fold}", roles))
+        frames.append(_rows(images["image_id"], name, roles))
     return pd.concat(frames, ignore_index=True)
 
 

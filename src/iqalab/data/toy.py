@@ -9,6 +9,7 @@ in 8-bit levels); MOS per attribute are monotone functions of the severities plu
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 
 from iqalab.data.schema import Dataset, write_dataset
-from iqalab.data.splits import random_splits, scene_split
+from iqalab.data.splits import random_split_names, random_splits, scene_split
 
 TOY_ATTRIBUTES = ["overall", "sharpness", "noise"]
 _PHOTOS = ("astronaut", "camera", "coffee", "chelsea", "rocket", "immunohistochemistry", "cat", "hubble_deep_field")
@@ -45,6 +46,12 @@ def toy_quality(blur: float, noise: float) -> dict[str, float]:
     sharp = 5.0 - 4.0 * (1.0 - np.exp(-blur / 1.5))
     clean = 5.0 - 4.0 * (1.0 - np.exp(-noise / 12.0))
     return {"sharpness": float(sharp), "noise": float(clean), "overall": float(1.0 + (sharp - 1) * (clean - 1) / 4.0)}
+
+
+def toy_split_names(n_random_splits: int = 2, **_: Any) -> list[str]:
+    """The splits :func:`build_toy` writes: ``scene`` and ``random_XX`` (``iqalab check`` compares
+    ``experiments.<e>.splits`` with them)."""
+    return ["scene", *random_split_names(n_random_splits)]
 
 
 def build_toy(root: str | Path, n_scenes: int = 6, per_scene: int = 6, size: int = 96, seed: int = 0,

@@ -37,7 +37,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from iqalab.data.schema import FACE_BOX, LANDMARKS, PERSON_BOX, Dataset, write_dataset
-from iqalab.data.splits import kfold_splits, random_splits, scene_split
+from iqalab.data.splits import kfold_split_names, kfold_splits, random_split_names, random_splits, scene_split
 from iqalab.sim.camera import CameraParams, auto_params, capture
 from iqalab.sim.observers import Panel, panel_summary, ratings_frame, truth_matrix
 from iqalab.sim.scenes import CONDITIONS, Scene, face_crop_scene, make_scene
@@ -411,6 +411,18 @@ def builder_options(name: str) -> dict[str, Any]:
         raise KeyError(f"unknown simulator builder {name!r}; available: {sorted(BUILDERS)}")
     sig = inspect.signature(BUILDERS[name])
     return {k: p.default for k, p in sig.parameters.items() if k not in ("root", "seed")}
+
+
+def split_names(name: str, **options: Any) -> list[str]:
+    """The splits builder ``name`` writes with ``options`` (known without building: ``iqalab check`` compares
+    ``experiments.<e>.splits`` with them). fglive_sim and portrait_sim: the scene split; face_sim: ``fold_k`` and
+    the scene split; ugc_sim: ``random_XX``."""
+    opts = {**builder_options(name), **options}
+    if name == "face_sim":
+        return [*kfold_split_names(int(opts["n_folds"])), "scene"]
+    if name == "ugc_sim":
+        return random_split_names(int(opts["n_splits"]))
+    return ["scene"]
 
 
 def build(name: str, root: str | Path, seed: int = 0, **size_kwargs: Any) -> Dataset:

@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Subset
 from tqdm.auto import tqdm
 
-from iqalab.config import Params, TrainConfig
+from iqalab.config import Params, TrainConfig, check_splits
 from iqalab.data.cache import ImageCache
 from iqalab.data.loaders import CamStats, ImageItems, NativeImageItems, PairItems, mos_pairs, normalise_batch
 from iqalab.data.regions import check_regions, summarise_regions
@@ -557,7 +557,7 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
     regions: list[dict[str, Any]] = []
     status, detail = STATUS_OK, ""
     try:
-        for split in _splits(ds, exp.splits):
+        for split in _splits(ds, exp.splits, f"experiments.{experiment}.splits"):
             spec = RunSpec(experiment=experiment, dataset=ds, cache=cache, model_name=exp.model.name,
                            model_kwargs=params.model_kwargs(experiment), train=params.train_config(experiment),
                            split=split, seed=params.seed, out_dir=root / "build" / "models" / experiment / split,
@@ -597,8 +597,10 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
     return preds
 
 
-def _splits(ds: Dataset, wanted: list[str]) -> Iterator[str]:
+def _splits(ds: Dataset, wanted: list[str], path: str) -> Iterator[str]:
+    """The splits ``wanted`` names (``prefix*`` expands); one the ingested dataset lacks is an error at ``path``."""
     available = set(ds.splits["split"])
+    check_splits(path, wanted, sorted(available), ds.name)
     for name in wanted:
         if name.endswith("*"):
             yield from sorted(s for s in available if s.startswith(name[:-1]))
