@@ -1,4 +1,5 @@
-"""Command line: ``iqalab <stage> ...`` runs the same library code as the notebooks.
+"""Command line: ``iqalab <stage> ...`` runs the same library code as the notebooks. A stage has one name, the
+same here, in ``dvc.yaml`` and in its notebook ``notebooks/NN_<stage>.ipynb``.
 
     iqalab ingest fglive_sim          build one dataset (tables + cache)
     iqalab train tuningiqa_fglive     train one experiment
@@ -6,9 +7,9 @@
     iqalab profile [experiment ...]   params, GMACs at 224^2 and CPU latency of trained models
     iqalab evaluate                   tables and metrics from all predictions
     iqalab gmad                       gMAD competition between trained models
-    iqalab camera-tuning              models pick camera settings; panel win rates and regret
+    iqalab camera_tuning              models pick camera settings; panel win rates and regret
     iqalab significance               which differences between models are statistically real
-    iqalab stats fglive_sim           annotation statistics of one dataset
+    iqalab annotation_stats fglive_sim  annotation statistics of one dataset
     iqalab score --checkpoint C IMG.. per-attribute scores of your own images as CSV
     iqalab score --model niqe IMG..   published NIQE / BRISQUE / pyiqa:<metric> scores, no checkpoint
     iqalab models [--write F]         list the registered models (model cards)
@@ -68,8 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("evaluate", help="tables and metrics from all predictions")
     sub.add_parser("significance", help="F-test matrix, paired tests and bootstrap CIs between models")
     sub.add_parser("gmad", help="gMAD competition between every pair of trained models")
-    sub.add_parser("camera-tuning", help="let each model tune the simulated camera; panel win rates and regret")
-    p = sub.add_parser("stats", help="annotation statistics of a dataset")
+    sub.add_parser("camera_tuning", help="let each model tune the simulated camera; panel win rates and regret")
+    p = sub.add_parser("annotation_stats", help="annotation statistics of a dataset")
     p.add_argument("dataset")
     p = sub.add_parser("score", help="score your own images with a trained checkpoint or a model needing none")
     which = p.add_mutually_exclusive_group(required=True)
@@ -119,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from iqalab.stages import gmad
 
             gmad.run(_params(args), _root(args), progress=progress)
-        elif args.command == "camera-tuning":
+        elif args.command == "camera_tuning":
             from iqalab.stages import camera_tuning
 
             camera_tuning.run(_params(args), _root(args), progress=progress)
@@ -127,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from iqalab.stages import significance
 
             significance.run(_params(args), _root(args))
-        elif args.command == "stats":
+        elif args.command == "annotation_stats":
             from iqalab.stages import annotation_stats
 
             annotation_stats.run(_params(args), args.dataset, _root(args))
