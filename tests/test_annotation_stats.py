@@ -1,4 +1,4 @@
-"""Stage ``02_annotation_stats``: JSON content against known answers, figures written (and labelled), analyses
+"""Stage ``annotation_stats``: JSON content against known answers, figures written (and labelled), analyses
 skipped with a reason when a dataset lacks their inputs, and the figure helpers' selections."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Stage 04_evaluate and the table writers: known models (perfect, noisy, identical) through to the files."""
+"""Stage evaluate and the table writers: known models (perfect, noisy, identical) through to the files."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""gMAD (Ma et al. 2016/2020): pair selection, panel verdicts, vote import, scores, and the 05_gmad stage."""
+"""gMAD (Ma et al. 2016/2020): pair selection, panel verdicts, vote import, scores, and the gmad stage."""
 
 from __future__ import annotations
 

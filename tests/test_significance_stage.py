@@ -1,4 +1,4 @@
-"""Stage 06_significance: F-test matrix, paired tests and bootstrap CIs from fake predictions on shared images."""
+"""Stage significance: F-test matrix, paired tests and bootstrap CIs from fake predictions on shared images."""
 
 from __future__ import annotations
 

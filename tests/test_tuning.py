@@ -1,4 +1,4 @@
-"""Camera-tuning study (iqalab.analysis.tuning, stage 07_camera_tuning): sweeps, search, ranking, win rates, regret."""
+"""Camera-tuning study (iqalab.analysis.tuning, stage camera_tuning): sweeps, search, ranking, win rates, regret."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Figures of a dataset's annotations (stage ``02_annotation_stats``), after the papers' dataset figures.
+"""Figures of a dataset's annotations (stage ``annotation_stats``), after the papers' dataset figures.
 
 - :func:`mos_distributions` - per-attribute MOS histograms with a density per condition (SFIQA Figs. 2-3,
   TuningIQA Fig. 4 right);

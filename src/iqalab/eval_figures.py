@@ -1,4 +1,4 @@
-"""Figures of the evaluation and significance stages (``04_evaluate``, ``06_significance``).
+"""Figures of the evaluation and significance stages (``evaluate``, ``significance``).
 
 - :func:`scatter_logistic`: predicted score against MOS per model with the fitted 4-parameter logistic
   (the REQA Fig. 5 / VQEG view; ``iqalab.analysis.metrics.logistic4_fit``);

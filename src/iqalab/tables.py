@@ -1,6 +1,6 @@
 """Paper-style result tables: one numeric frame in, Markdown / CSV / LaTeX out, the best value per column in bold.
 
-Owns the *presentation* of results (stage ``04_evaluate`` and ``06_significance`` build the numbers). A
+Owns the *presentation* of results (stages ``evaluate`` and ``significance`` build the numbers). A
 :class:`Table` is a numeric frame (row keys in the index, one column per reported quantity; a column may be a
 tuple such as ``("overall", "SRCC")`` for the grouped headers of the papers), an optional frame of standard
 deviations of the same shape (shown as ``mean ± std`` when a value comes from several splits), and a caption

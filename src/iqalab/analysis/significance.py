@@ -1,6 +1,6 @@
 """Is model A really better than model B? Significance tests for IQA comparisons.
 
-Owns the library part of stage ``06_significance``:
+Owns the library part of stage ``significance``:
 
 - :func:`residual_f_test_matrix` - REQA Table III: the 1/0/-1 matrix of a one-sided F-test on the variances
   of the residuals after the 4-parameter logistic map (the VQEG / LIVE protocol);

@@ -1,6 +1,6 @@
 """Annotation statistics of a dataset: how attributes relate, how raters agree, how reliable the MOS is.
 
-Owns the library part of stage ``02_annotation_stats``:
+Owns the library part of stage ``annotation_stats``:
 
 - :func:`attribute_corr_matrix` - PLCC/SRCC between attribute MOS (TuningIQA Fig. 4, SFIQA Fig. 8);
 - :func:`ols_overall` - least-squares regression of overall quality on the attribute MOS (SFIQA Sec. III-C-3,

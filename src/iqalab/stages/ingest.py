@@ -1,4 +1,4 @@
-"""Stage ``01_ingest``: build one dataset's canonical tables and image cache under ``build/datasets/<name>/``.
+"""Stage ``ingest``: build one dataset's canonical tables and image cache under ``build/datasets/<name>/``.
 
 The source is the built-in simulator (``source: sim``, the default, offline), a real dataset read by an adapter
 from ``data/raw/<name>/`` (``source: adapter``), or the tiny toy set (``source: toy``, tests and CI). The output

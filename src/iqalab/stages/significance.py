@@ -1,4 +1,4 @@
-"""Stage ``06_significance``: which differences between models are statistically real (REQA Sec. IV-C-2).
+"""Stage ``significance``: which differences between models are statistically real (REQA Sec. IV-C-2).
 
 Reads only ``results/predictions/<experiment>.{parquet,json}`` of the experiments in ``params.yaml`` (through
 :func:`iqalab.analysis.evaluation.load_predictions`) and writes under ``results/significance/``, per test dataset x
@@ -139,7 +139,7 @@ def _matrix_table(name: str, matrix: pd.DataFrame, caption: str) -> Table:
 
 
 def run(params: Params, root: Path, figures: bool = True) -> dict[str, pd.DataFrame]:
-    """Stage ``06_significance``: write the matrices, test comparisons, CIs and figures; return them by name."""
+    """Stage ``significance``: write the matrices, test comparisons, CIs and figures; return them by name."""
     started = time.perf_counter()
     root = Path(root)
     out = root / "results" / "significance"

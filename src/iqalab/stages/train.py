@@ -1,4 +1,4 @@
-"""Stage ``03_train``: train one experiment (every split it lists) and write its predictions."""
+"""Stage ``train``: train one experiment (every split it lists) and write its predictions."""
 
 from __future__ import annotations
 
