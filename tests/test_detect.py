@@ -1,4 +1,6 @@
-"""Human-box detection: dataset boxes, the face-to-body rule, MTCNN on a real photo, Faster R-CNN selection."""
+"""Human regions: dataset boxes, the face-to-body rule, MTCNN on real photos shipped with installed packages and on
+the simulator's known faces, Faster R-CNN selection, detection at ingest (cached, with provenance) and the refusal
+of region models on datasets never searched for regions."""
 
 from __future__ import annotations
 
@@ -75,8 +77,8 @@ def test_fasterrcnn_picks_the_best_person(tmp_path: Path, monkeypatch: pytest.Mo
                  "labels": torch.tensor([3, 1, 1, 1]), "scores": torch.tensor([0.99, 0.9, 0.6, 0.3])}]
 
     monkeypatch.setattr(detect, "_fasterrcnn", lambda arch, path: fake_detector)
-    monkeypatch.setattr(detect, "mtcnn_faces", lambda image, threshold: None)  # no face in this stand-in
-    monkeypatch.setattr(detect, "_mtcnn", lambda: None)
+    monkeypatch.setattr(detect, "mtcnn_faces", lambda image, threshold, size: None)  # no face in this stand-in
+    monkeypatch.setattr(detect, "_mtcnn", lambda size=20: None)
     image = np.zeros((40, 80, 3), np.uint8)
     out = detect_boxes([image], method="fasterrcnn", weights=weights, progress=False)
     # the car (label 3) is ignored; the best-scoring person is kept, normalised by width 80 / height 40
@@ -110,3 +112,244 @@ def test_mtcnn_finds_the_astronauts_face() -> None:
     auto = detect_boxes([image], method="auto", progress=False)  # no Faster R-CNN weights here -> MTCNN
     if detect.local_fasterrcnn_weights() is None:
         assert auto.loc[0, list(FACE_BOX)].to_numpy() == pytest.approx(face)
+
+
+# ------------------------------------------------------------------------ real photos shipped with packages
+#: boxes drawn by hand on the photos (pixels of the original photo, x0 y0 x1 y1): the face from brow to chin, the
+#: person as far as it is visible in the frame; None = nobody in the photo
+PHOTO_REGIONS: dict[str, dict[str, tuple[float, float, float, float]] | None] = {
+    "astronaut": {"face": (178, 72, 272, 185), "person": (20, 15, 365, 512)},
+    "grace_hopper": {"face": (160, 135, 370, 335), "person": (10, 25, 512, 600)},
+    "camera": {"face": (180, 115, 255, 195), "person": (0, 65, 330, 512)},
+    "coffee": None, "chelsea": None, "china": None,
+}
+
+
+def package_photo(name: str) -> np.ndarray:
+    """uint8 RGB photo shipped with scikit-image, matplotlib or scikit-learn."""
+    if name == "grace_hopper":
+        import matplotlib.cbook
+        from PIL import Image
+
+        with Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")) as im:
+            return np.asarray(im.convert("RGB"))
+    if name in ("china", "flower"):
+        from sklearn.datasets import load_sample_image
+
+        return load_sample_image(f"{name}.jpg")
+    import skimage.data
+
+    return detect.as_rgb(getattr(skimage.data, name)())
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two ``[x0, y0, x1, y1]`` boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return float(inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter))
+
+
+def _normalised(box: tuple[float, ...], image: np.ndarray) -> np.ndarray:
+    h, w = image.shape[:2]
+    return np.asarray(box, dtype=float) / np.array([w, h, w, h])
+
+
+needs_mtcnn = pytest.mark.skipif(detect.package_version("facenet-pytorch") == "missing",
+                                 reason="facenet-pytorch not installed")
+
+
+@needs_mtcnn
+@pytest.mark.parametrize("name", list(PHOTO_REGIONS))
+def test_faces_found_where_they_are_and_nowhere_else(name: str) -> None:
+    image = package_photo(name)
+    row = detect.detect_one(image, max_side=256)  # detections are normalised: the scale does not matter
+    face = np.array([row[c] for c in FACE_BOX])
+    person = np.array([row[c] for c in PERSON_BOX])
+    marks = np.array([row[c] for c in LANDMARKS]).reshape(5, 2)
+    truth = PHOTO_REGIONS[name]
+    if truth is None:
+        assert np.isnan(face).all() and np.isnan(person).all() and np.isnan(marks).all()
+        assert np.isnan(row["face_score"])
+        return
+    assert iou(face, _normalised(truth["face"], image)) >= 0.5
+    # the face-to-body rule centres the body under the face: the leaning cameraman scores 0.50 (the others > 0.7)
+    assert iou(person, _normalised(truth["person"], image)) >= 0.45
+    assert row["face_score"] >= 0.9 and row["person_score"] == row["face_score"]
+    inside = (marks >= face[:2]) & (marks <= face[2:])
+    assert inside.all()
+    assert marks[0, 0] < marks[1, 0] and marks[:2, 1].max() < marks[3:, 1].min()  # eyes left-right, above mouth
+
+
+@needs_mtcnn
+def test_simulator_faces_are_found_in_their_known_boxes(tmp_path: Path) -> None:
+    """The livestream simulator knows where it pasted each face: IoU >= 0.5 on at least 90% of them."""
+    from iqalab.sim.builders import build
+
+    ds = build("fglive_sim", tmp_path / "sim", seed=3, n_scenes=8, images_per_scene=1, image_size=224, n_raters=5)
+    truth = ds.images[list(FACE_BOX)].to_numpy(float)
+    assert np.isfinite(truth).all()
+    hits = [iou(np.array([detect.detect_one(ds.root / p)[c] for c in FACE_BOX]), t) >= 0.5
+            for p, t in zip(ds.images["path"], truth, strict=True)]
+    assert np.mean(hits) >= 0.9, hits
+
+
+def test_hog_needs_opencv_or_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_cv2(name: str, *args: object, **kwargs: object) -> object:
+        if name == "cv2":
+            raise ImportError("no cv2 here")
+        return real_import(name, *args, **kwargs)
+
+    detect._hog.cache_clear()
+    monkeypatch.setattr(builtins, "__import__", no_cv2)
+    with pytest.raises(DetectorUnavailable, match="opencv-python-headless"):
+        detect.hog_person(np.zeros((128, 64, 3), np.uint8))
+    detect._hog.cache_clear()
+    with pytest.raises(ValueError, match="unknown person detector"):
+        detect.detect_one(np.zeros((8, 8, 3), np.uint8), person="yolo")
+
+
+# ------------------------------------------------------------------------------------- ingest and training
+def _photo_dataset(raw: Path) -> None:
+    """A generic-adapter folder of real photos without box columns, except one given face (mirrored astronaut)."""
+    from PIL import Image
+
+    names = ["astronaut", "grace_hopper", "camera", "coffee", "chelsea", "china", "astronaut_m", "camera_m"]
+    roles = ["train", "test", "train", "train", "test", "val", "train", "train"]
+    rows = []
+    (raw / "img").mkdir(parents=True)
+    for k, (name, role) in enumerate(zip(names, roles, strict=True)):
+        image = package_photo(name.removesuffix("_m"))
+        if name.endswith("_m"):
+            image = image[:, ::-1]
+        im = Image.fromarray(np.ascontiguousarray(image))
+        im.thumbnail((160, 160))
+        im.save(raw / "img" / f"{name}.png")
+        rows.append({"image": f"img/{name}.png", "image_id": name, "scene": name.removesuffix("_m"),
+                     "mos_overall": 1.0 + k / 2, "mos_sharpness": 5.0 - k / 2, "split_main": role})
+    table = pd.DataFrame(rows)
+    x0, y0, x1, y1 = _normalised(PHOTO_REGIONS["astronaut"]["face"], package_photo("astronaut"))
+    table.loc[6, ["face_x0", "face_y0", "face_x1", "face_y1"]] = [1 - x1, y0, 1 - x0, y1]  # mirrored
+    table.to_csv(raw / "images.csv", index=False)
+
+
+def _photo_params(**experiments: dict) -> dict:
+    return {"seed": 0,
+            "datasets": {"photos": {"source": "adapter", "builder": "generic", "raw": "raw/photos", "cache_size": 64,
+                                    "options": {"mos_range": [1, 5], "workers": 1},
+                                    "detect": {"enabled": True, "max_side": 256}}},
+            "train_defaults": {"epochs": 1, "batch_size": 4, "crop": None, "lr": 1e-3, "device": "cpu"},
+            "experiments": experiments}
+
+
+def _smoke(name: str, **extra: object) -> dict:
+    from iqalab.models import get_model_class
+
+    return {"name": name, **get_model_class(name).smoke_params, **extra}
+
+
+@needs_mtcnn
+def test_ingest_fills_regions_once_and_region_models_train_on_them(project, caplog: pytest.LogCaptureFixture
+                                                                   ) -> None:
+    import json
+
+    from iqalab.stages import ingest
+    from iqalab.train.engine import train_experiment
+
+    _photo_dataset(project.root / "raw" / "photos")
+    params = project.write_params(_photo_params(
+        tune={"dataset": "photos", "splits": ["main"], "model": _smoke("tuningiqa")},
+        sf={"dataset": "photos", "splits": ["main"], "model": _smoke("sfiqa_xxs")}))
+    ds = ingest.run(params, "photos", project.root, progress=False)
+    table = ds.images.set_index("image_id")
+    faces = ["astronaut", "grace_hopper", "camera", "astronaut_m", "camera_m"]
+    assert table.loc[faces, list(FACE_BOX)].notna().all().all()
+    assert table.loc[faces, list(PERSON_BOX)].notna().all().all()
+    empty = ["coffee", "chelsea", "china"]
+    assert table.loc[empty, [*FACE_BOX, *PERSON_BOX]].isna().all().all()
+    # provenance: who looked at each image, with which version, how sure
+    assert table.loc["astronaut_m", "face_detector"] == "dataset"  # a given box is kept, not re-detected
+    assert table.loc["astronaut_m", "face_x0"] == pytest.approx(1 - 272 / 512)
+    assert set(table.drop(index="astronaut_m")["face_detector"]) == {"mtcnn"}  # looked: found or not
+    assert table["face_detector_version"].str.startswith("facenet-pytorch").sum() == 7
+    assert set(table["person_detector"]) == {"face_rule"}
+    assert (table.loc[["astronaut", "grace_hopper", "camera"], "face_score"] >= 0.9).all()
+    assert ds.meta["regions"]["detected"] == 7 and ds.meta["regions"]["faces"] == 5
+    cache_files = list((project.root / "build" / "detections" / "photos").glob("*.parquet"))
+    assert len(cache_files) == 1
+
+    again = ingest.run(params, "photos", project.root, progress=False)  # a re-ingest reads the cache
+    assert again.meta["regions"]["detected"] == 0 and again.meta["regions"]["from_cache"] == 7
+    pd.testing.assert_frame_equal(again.images, ds.images)
+
+    with caplog.at_level("WARNING"):
+        train_experiment(params, "tune", project.root, progress=False)
+        train_experiment(params, "sf", project.root, progress=False)
+    assert "fallback" not in caplog.text
+    out = project.root / "results" / "predictions"
+    tune, sf = (json.loads((out / f"{e}.json").read_text()) for e in ("tune", "sf"))
+    assert tune["regions"] == ["person_box"] and tune["regions_detector"] == {"person_box": ["face_rule"]}
+    assert sf["regions"] == ["face_box"] and sf["regions_detector"] == {"face_box": ["dataset", "mtcnn"]}
+    for meta in (tune, sf):  # test images: grace_hopper (found) and chelsea (looked, nobody there)
+        assert meta["regions_missing"] == 1 and meta["allow_missing_regions"] is False
+
+
+def test_region_models_refuse_datasets_never_searched(project, toy_dataset) -> None:
+    import json
+    import shutil
+
+    from iqalab.config import parse_params
+    from iqalab.data.regions import needed_regions
+    from iqalab.data.schema import DataError
+    from iqalab.models import build_model
+    from iqalab.train.engine import train_experiment
+
+    from .conftest import toy_params
+
+    shutil.copytree(toy_dataset.root, project.root / "build" / "datasets" / "toy")
+    train = {"epochs": 1, "batch_size": 4, "device": "cpu", "max_train_images": 4, "max_pairs": 4}
+    refused = parse_params(toy_params(e={"dataset": "toy", "model": _smoke("tuningiqa"), "train": train}))
+    with pytest.raises(DataError) as err:
+        train_experiment(refused, "e", project.root, progress=False)
+    message = str(err.value)
+    assert "\n" not in message
+    assert "needs person_box regions but 20 of 20 images of dataset 'toy'" in message
+    assert "datasets.toy.detect.enabled: true" in message and "experiments.e.model.allow_missing_regions" in message
+    assert not (project.root / "results" / "predictions" / "e.json").exists()
+    sfiqa = parse_params(toy_params(e={"dataset": "toy", "model": _smoke("sfiqa_xxs"), "train": train}))
+    with pytest.raises(DataError, match="needs face_box regions"):
+        train_experiment(sfiqa, "e", project.root, progress=False)
+
+    allowed = parse_params(toy_params(e={"dataset": "toy", "train": train,
+                                         "model": _smoke("tuningiqa", allow_missing_regions=True)}))
+    preds = train_experiment(allowed, "e", project.root, progress=False)
+    meta = json.loads((project.root / "results" / "predictions" / "e.json").read_text())
+    n_test = preds.loc[preds.role == "test", "image_id"].nunique()
+    assert meta["allow_missing_regions"] is True and meta["regions_missing"] == n_test > 0
+    # the Table 4 baseline never reads the person box; SFIQA's original view alone reads no face
+    smoke = {k: v for k, v in _smoke("tuningiqa", use_hfe=False).items() if k != "name"}
+    assert needed_regions(build_model("tuningiqa", ["a"], **smoke)) == []
+    assert needed_regions(build_model("sfiqa_xxs", ["a"], views=["original"])) == []
+    assert needed_regions(build_model("sfiqa_xxs", ["a"], views=["original", "eyes_mouth"])) == ["face_box"]
+
+
+def test_detection_settings_are_validated() -> None:
+    from pydantic import ValidationError
+
+    from iqalab.data.regions import DetectionConfig
+
+    assert DetectionConfig().person == "face_rule" and not DetectionConfig().enabled
+    with pytest.raises(ValidationError):
+        DetectionConfig(person="yolo")
+    with pytest.raises(ValidationError):
+        DetectionConfig(face_threshold=1.5)
+    with pytest.raises(ValidationError, match="Faster R-CNN score"):
+        DetectionConfig(person="fasterrcnn", person_threshold=2.0)
+    with pytest.raises(ValidationError):
+        DetectionConfig(threshold=0.5)  # unknown key
+    assert DetectionConfig(face_threshold=0.8).key() != DetectionConfig().key()
+    assert DetectionConfig(enabled=True).key() == DetectionConfig().key()  # switching on does not re-detect

@@ -1,21 +1,22 @@
-"""Human boxes for human-aware models: person box, face box and five landmarks per image, normalised to [0, 1].
+"""Human regions for human-aware models: person box, face box and five landmarks per image, normalised to [0, 1].
 
-TuningIQA (Sheng et al., Sec. "Human-aware Feature Extraction") detects human subjects with Faster R-CNN (Ren et
-al. 2016) and feeds the boxes to RoIAlign. Three sources, chosen by ``method`` in :func:`detect_boxes`:
+The detectors, one image at a time (:func:`detect_one`); :mod:`iqalab.data.regions` runs them over a dataset at
+ingest, caches the results and records which detector produced each box. The papers' detectors and ours:
 
-- ``"fasterrcnn"``: torchvision Faster R-CNN (COCO, label 1 = person), only when its weights are on disk
-  (``weights=`` a file, or the torch hub cache); nothing is downloaded. Faces and landmarks come from MTCNN when
-  facenet-pytorch is importable.
-- ``"mtcnn"``: facenet-pytorch MTCNN (weights ship in its wheel, works offline): face box + landmarks, and the
-  person box from the face by :func:`face_to_body`.
-- ``"dataset"``: boxes the dataset already has (the simulator knows them), passed as ``table``; a missing person
-  box is derived from the face box by the same rule.
-- ``"auto"``: Faster R-CNN when its weights are present, else MTCNN.
+- Person (TuningIQA, Sec. "Human-aware Feature Extraction": Faster R-CNN, Ren et al. 2016):
+  ``"fasterrcnn"`` is torchvision's COCO Faster R-CNN (label 1 = person), used only when its weights are on disk
+  (a file, or the torch hub cache); nothing is downloaded. ``"face_rule"`` (the offline default) derives an
+  upper-body box from the face (:func:`face_to_body`); ``"hog"`` is OpenCV's built-in HOG people detector (Dalal
+  and Triggs 2005), when ``cv2`` is importable. On the real photos shipped with scikit-image and matplotlib the
+  face rule beats HOG by a wide margin (``benchmarks/bench_detect.py``; HOG finds whole standing pedestrians and
+  misses head-and-shoulders framing), so ``face_rule`` is the default.
+- Face and landmarks (SFIQA-Assessor Sec. IV-A: Ultra-Light-Fast-Generic-Face-Detector-1MB + a face parser):
+  facenet-pytorch's MTCNN (Zhang et al. 2016; weights ship inside its wheel, works offline) gives the face box and
+  five landmarks (left eye, right eye, nose, left and right mouth corner); the eyes-and-mouth view is built from
+  the landmarks in :mod:`iqalab.models.sfiqa`.
 
-One box per image: the highest-scoring person and the largest confident face (the streamer is usually the
-closest and largest face). Images without a detection get NaN rows; models decide their fallback.
-The result has the columns of :data:`iqalab.data.schema.PERSON_BOX`, ``FACE_BOX`` and ``LANDMARKS`` in input
-order, ready to join onto ``images.parquet`` at ingest (boxes are computed once and cached there).
+One box per image: the highest-scoring person and the largest confident face (the streamer or the surveillance
+subject is usually the closest and largest face). Images without a detection get NaN rows.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +37,42 @@ from iqalab.data.schema import FACE_BOX, LANDMARKS, PERSON_BOX
 log = logging.getLogger(__name__)
 
 METHODS = ("auto", "fasterrcnn", "mtcnn", "dataset")
+PERSON_METHODS = ("face_rule", "hog", "fasterrcnn")
 COLUMNS = (*PERSON_BOX, *FACE_BOX, *LANDMARKS)
+SCORES = ("person_score", "face_score")
 COCO_PERSON = 1
 FASTERRCNN_ARCHS = ("fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2", "fasterrcnn_mobilenet_v3_large_fpn",
                     "fasterrcnn_mobilenet_v3_large_320_fpn")
+#: version of :func:`face_to_body` (bump when its proportions change: cached detections are then recomputed)
+FACE_RULE_VERSION = "1"
 
 
 class DetectorUnavailable(RuntimeError):
     """The requested detector cannot run here (no weights on disk, package missing)."""
+
+
+def package_version(name: str) -> str:
+    """Installed version of a distribution, ``"missing"`` when it is not installed."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "missing"
+
+
+def detector_versions(person: str = "face_rule", arch: str = "fasterrcnn_resnet50_fpn") -> dict[str, str]:
+    """Names and versions of the face and person detectors ``detect_one(person=...)`` uses."""
+    face = {"face_detector": "mtcnn", "face_detector_version": f"facenet-pytorch {package_version('facenet-pytorch')}"}
+    if person == "face_rule":
+        name, version = "face_rule", f"face_to_body v{FACE_RULE_VERSION} on mtcnn faces"
+    elif person == "hog":
+        import cv2
+
+        name, version = "opencv_hog", f"opencv {cv2.__version__} HOGDescriptor default people detector"
+    elif person == "fasterrcnn":
+        name, version = arch, f"torchvision {package_version('torchvision')} COCO"
+    else:
+        raise ValueError(f"unknown person detector {person!r}; choose from {PERSON_METHODS}")
+    return {**face, "person_detector": name, "person_detector_version": version}
 
 
 # ------------------------------------------------------------------------------------------ face-to-body rule
@@ -66,14 +96,26 @@ def face_to_body(face: np.ndarray, width: float, height: float, widen: float = 3
 
 
 # ------------------------------------------------------------------------------------------------ loading
-def _as_rgb(image: str | Path | np.ndarray) -> np.ndarray:
-    """uint8 RGB ``[H, W, 3]`` from a path or an array (grey and RGBA are converted)."""
-    if isinstance(image, (str, Path)):
-        from PIL import Image
+def as_rgb(image: str | Path | np.ndarray, max_side: int | None = None) -> np.ndarray:
+    """uint8 RGB ``[H, W, 3]`` from a path or an array (grey and RGBA are converted).
 
+    ``max_side`` shrinks the image so its longer side is at most that many pixels (JPEG files are decoded at
+    reduced size directly); detections are normalised, so the scale does not change the stored boxes.
+    """
+    from PIL import Image
+
+    if isinstance(image, (str, Path)):
         with Image.open(image) as im:
+            if max_side is not None and max(im.size) > max_side:
+                im.draft("RGB", (max_side, max_side))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
+                im = im.convert("RGB")
+                im.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
             return np.asarray(im.convert("RGB"))
     arr = np.asarray(image)
+    if max_side is not None and max(arr.shape[:2]) > max_side:
+        im = Image.fromarray(as_rgb(arr))
+        im.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+        return np.asarray(im)
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=2)
     if arr.shape[-1] == 4:
@@ -84,7 +126,7 @@ def _as_rgb(image: str | Path | np.ndarray) -> np.ndarray:
 
 
 def _empty_row() -> dict[str, float]:
-    return dict.fromkeys(COLUMNS, float("nan"))
+    return dict.fromkeys((*COLUMNS, *SCORES), float("nan"))
 
 
 def _put_box(row: dict[str, float], names: Sequence[str], box: np.ndarray, width: int, height: int) -> None:
@@ -94,20 +136,25 @@ def _put_box(row: dict[str, float], names: Sequence[str], box: np.ndarray, width
 
 
 # ------------------------------------------------------------------------------------------------- MTCNN
-@lru_cache(maxsize=1)
-def _mtcnn() -> Any:
+@lru_cache(maxsize=4)
+def _mtcnn(min_face_size: int = 20) -> Any:
     try:
         from facenet_pytorch import MTCNN
     except Exception as exc:  # ImportError, or its own import failing on a newer torch
         raise DetectorUnavailable(
             f"facenet-pytorch is not usable ({exc}); install it with `pip install --no-deps facenet-pytorch`"
         ) from exc
-    return MTCNN(keep_all=True, device="cpu")
+    return MTCNN(keep_all=True, device="cpu", min_face_size=min_face_size)
 
 
-def mtcnn_faces(image: np.ndarray, threshold: float = 0.9) -> tuple[np.ndarray, np.ndarray] | None:
-    """Largest face with probability >= ``threshold``: (box ``[4]``, landmarks ``[5, 2]``) in pixels, or None."""
-    boxes, probs, points = _mtcnn().detect(image, landmarks=True)
+def mtcnn_faces(image: np.ndarray, threshold: float = 0.9, min_face_size: int = 20
+                ) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """Largest face with probability >= ``threshold``: (box ``[4]``, landmarks ``[5, 2]`` in pixels, probability),
+    or None."""
+    import torch
+
+    with torch.no_grad():
+        boxes, probs, points = _mtcnn(min_face_size).detect(image, landmarks=True)
     if boxes is None:
         return None
     # numpy 2: facenet-pytorch returns object arrays
@@ -119,7 +166,36 @@ def mtcnn_faces(image: np.ndarray, threshold: float = 0.9) -> tuple[np.ndarray, 
         return None
     area = (boxes[keep, 2] - boxes[keep, 0]) * (boxes[keep, 3] - boxes[keep, 1])
     best = keep[int(np.argmax(area))]
-    return boxes[best], points[best]
+    return boxes[best], points[best], float(probs[best])
+
+
+# --------------------------------------------------------------------------------------------------- HOG
+@lru_cache(maxsize=1)
+def _hog() -> Any:
+    try:
+        import cv2
+    except ImportError as exc:
+        raise DetectorUnavailable("OpenCV is not installed: `pip install opencv-python-headless` for the HOG "
+                                  "people detector, or use person: face_rule") from exc
+    hog = cv2.HOGDescriptor()
+    hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+    return hog
+
+
+def hog_person(image: np.ndarray, threshold: float = 0.5) -> tuple[np.ndarray, float] | None:
+    """Highest-scoring OpenCV HOG pedestrian box (pixels) with SVM score >= ``threshold``, or None.
+
+    The 64 x 128 window needs people at least ~128 px tall; the image is searched at scales 1.05^k."""
+    rects, weights = _hog().detectMultiScale(np.ascontiguousarray(image[..., ::-1]), winStride=(8, 8),
+                                             padding=(8, 8), scale=1.05)
+    if len(rects) == 0:
+        return None
+    weights = np.asarray(weights, dtype=float).ravel()
+    best = int(np.argmax(weights))
+    if weights[best] < threshold:
+        return None
+    x, y, w, h = (float(v) for v in rects[best])
+    return np.array([x, y, x + w, y + h]), float(weights[best])
 
 
 # ------------------------------------------------------------------------------------------- Faster R-CNN
@@ -145,6 +221,17 @@ def local_fasterrcnn_weights(arch: str = "fasterrcnn_resnet50_fpn",
     return cached if cached.is_file() else None
 
 
+def require_fasterrcnn_weights(arch: str, weights: str | Path | None) -> Path:
+    """:func:`local_fasterrcnn_weights`, raising :class:`DetectorUnavailable` (with what to do) when none."""
+    path = local_fasterrcnn_weights(arch, weights)
+    if path is None:
+        raise DetectorUnavailable(
+            f"no local weights for {arch} (hub downloads are not attempted): download them elsewhere and set "
+            f"`weights` to the file (or place it in the torch hub cache); or use the person detector face_rule"
+        )
+    return path
+
+
 @lru_cache(maxsize=2)
 def _fasterrcnn(arch: str, weights: str) -> Any:
     import torch
@@ -158,19 +245,68 @@ def _fasterrcnn(arch: str, weights: str) -> Any:
     return model.eval()
 
 
-def fasterrcnn_person(image: np.ndarray, arch: str, weights: Path, threshold: float = 0.5) -> np.ndarray | None:
-    """Highest-scoring COCO person box (pixels) with score >= ``threshold``, or None."""
+def fasterrcnn_person(image: np.ndarray, arch: str, weights: Path, threshold: float = 0.5
+                      ) -> tuple[np.ndarray, float] | None:
+    """Highest-scoring COCO person box (pixels) with score >= ``threshold`` and its score, or None."""
     import torch
 
     model = _fasterrcnn(arch, str(weights))
-    x = torch.from_numpy(image).permute(2, 0, 1).float().div(255.0)
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255.0)
     with torch.no_grad():
         out = model([x])[0]
     keep = (out["labels"] == COCO_PERSON) & (out["scores"] >= threshold)
     if not keep.any():
         return None
     scores = out["scores"][keep]
-    return out["boxes"][keep][int(scores.argmax())].numpy().astype(float)
+    best = int(scores.argmax())
+    return out["boxes"][keep][best].numpy().astype(float), float(scores[best])
+
+
+# ---------------------------------------------------------------------------------------------- one image
+def detect_one(image: str | Path | np.ndarray, *, person: str = "face_rule", face: bool = True,
+               face_threshold: float = 0.9, person_threshold: float = 0.5, min_face_size: int = 20,
+               arch: str = "fasterrcnn_resnet50_fpn", weights: Path | None = None,
+               max_side: int | None = None) -> dict[str, float]:
+    """Boxes, landmarks (normalised 0-1) and detector confidences of one image.
+
+    Args:
+        image: a path or a uint8 RGB array.
+        person: ``"face_rule"``, ``"hog"`` or ``"fasterrcnn"`` (module docstring).
+        face: run MTCNN (``False`` leaves face and landmarks NaN; ``face_rule`` then finds no person).
+        face_threshold / person_threshold: minimal detector confidence (MTCNN probability; HOG SVM margin or
+            Faster R-CNN score).
+        min_face_size: MTCNN's smallest face side in pixels (of the possibly shrunk image).
+        arch / weights: Faster R-CNN builder name and its local weights file (``person="fasterrcnn"``).
+        max_side: shrink files to this longer side before detecting.
+
+    Returns:
+        ``{column: value}`` over :data:`COLUMNS` and :data:`SCORES` (``person_score`` of the face rule is the face
+        probability it was derived from); NaN where nothing was found.
+    """
+    if person not in PERSON_METHODS:
+        raise ValueError(f"unknown person detector {person!r}; choose from {PERSON_METHODS}")
+    rgb = as_rgb(image, max_side)
+    height, width = rgb.shape[:2]
+    row = _empty_row()
+    found = mtcnn_faces(rgb, face_threshold, min_face_size) if face else None
+    if found is not None:
+        _put_box(row, FACE_BOX, found[0], width, height)
+        scale = np.array([width, height], dtype=float)
+        for k, (x, y) in enumerate((found[1] / scale).clip(0, 1)):
+            row[f"lm{k}_x"], row[f"lm{k}_y"] = float(x), float(y)
+        row["face_score"] = found[2]
+    body: tuple[np.ndarray, float] | None = None
+    if person == "fasterrcnn":
+        assert weights is not None, "person='fasterrcnn' needs the weights file (require_fasterrcnn_weights)"
+        body = fasterrcnn_person(rgb, arch, weights, person_threshold)
+    elif person == "hog":
+        body = hog_person(rgb, person_threshold)
+    elif found is not None:
+        body = face_to_body(found[0], width, height)[0], found[2]
+    if body is not None:
+        _put_box(row, PERSON_BOX, body[0], width, height)
+        row["person_score"] = body[1]
+    return row
 
 
 # ---------------------------------------------------------------------------------------------- dataset
@@ -200,7 +336,9 @@ def detect_boxes(images: Sequence[str | Path | np.ndarray], method: str = "auto"
 
     Args:
         images: paths or uint8 RGB arrays. Ignored (may be empty) for ``method="dataset"``.
-        method: ``"auto"``, ``"fasterrcnn"``, ``"mtcnn"`` or ``"dataset"`` (module docstring).
+        method: ``"fasterrcnn"`` (person from Faster R-CNN with local weights, faces from MTCNN when
+            facenet-pytorch is usable), ``"mtcnn"`` (faces, person by the face rule), ``"auto"`` (Faster R-CNN
+            when its weights are on disk, else MTCNN) or ``"dataset"`` (the boxes in ``table``).
         table: the dataset's boxes for ``method="dataset"`` (canonical column names, normalised).
         weights: local Faster R-CNN weights file (else the torch hub cache is looked up).
         arch: torchvision Faster R-CNN builder name the weights belong to.
@@ -217,40 +355,23 @@ def detect_boxes(images: Sequence[str | Path | np.ndarray], method: str = "auto"
             raise ValueError("method='dataset' needs the dataset's boxes as `table`")
         return boxes_from_table(table)
     frcnn_weights = None
-    if method in ("auto", "fasterrcnn"):
+    if method == "fasterrcnn":
+        frcnn_weights = require_fasterrcnn_weights(arch, weights)
+    elif method == "auto":
         frcnn_weights = local_fasterrcnn_weights(arch, weights)
-        if frcnn_weights is None and method == "fasterrcnn":
-            raise DetectorUnavailable(
-                f"no local weights for {arch}: download them elsewhere and pass `weights=` (or place the file in "
-                f"the torch hub cache); or use method='mtcnn'"
-            )
         if frcnn_weights is None:
             log.info("no Faster R-CNN weights on disk: using MTCNN faces with the face-to-body rule")
-    use_mtcnn = True
+    use_face = True
     if frcnn_weights is not None:
         try:
             _mtcnn()
         except DetectorUnavailable as exc:
             log.warning("faces and landmarks unavailable: %s", exc)
-            use_mtcnn = False
+            use_face = False
     else:
         _mtcnn()  # raise now, not per image
-    rows = []
-    for image in tqdm(images, disable=not progress, desc=f"detect ({method})", leave=False):
-        rgb = _as_rgb(image)
-        height, width = rgb.shape[:2]
-        row = _empty_row()
-        face = mtcnn_faces(rgb, face_threshold) if use_mtcnn else None
-        if face is not None:
-            _put_box(row, FACE_BOX, face[0], width, height)
-            scale = np.array([width, height], dtype=float)
-            for k, (x, y) in enumerate((face[1] / scale).clip(0, 1)):
-                row[f"lm{k}_x"], row[f"lm{k}_y"] = float(x), float(y)
-        person = (fasterrcnn_person(rgb, arch, frcnn_weights, person_threshold)
-                  if frcnn_weights is not None else None)
-        if person is None and face is not None:
-            person = face_to_body(face[0], width, height)[0]
-        if person is not None:
-            _put_box(row, PERSON_BOX, person, width, height)
-        rows.append(row)
+    person = "fasterrcnn" if frcnn_weights is not None else "face_rule"
+    rows = [detect_one(image, person=person, face=use_face, face_threshold=face_threshold,
+                       person_threshold=person_threshold, arch=arch, weights=frcnn_weights)
+            for image in tqdm(images, disable=not progress, desc=f"detect ({method})", leave=False)]
     return pd.DataFrame(rows, columns=list(COLUMNS), dtype=float)

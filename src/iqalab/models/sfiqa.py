@@ -24,7 +24,8 @@ Readings of an ambiguous text (each is a constructor argument where it matters)
 -------------------------------------------------------------------------------
 - Face detector and face parser (IV-A): the paper uses Ultra-Light-Fast-Generic-Face-Detector-1MB for the face
   box and SegFace parsing for the eyes and mouth. Offline we substitute facenet-pytorch MTCNN, run once at ingest
-  (another module): its face box gives ``x_f`` and its five landmarks (left eye, right eye, nose, left and right
+  (:mod:`iqalab.data.regions`, ``datasets.<name>.detect``; the ``face_detector`` column of ``images.parquet``
+  names the detector of each box): its face box gives ``x_f`` and its five landmarks (left eye, right eye, nose, left and right
   mouth corner) give ``x_em`` as the landmark bounding box plus a margin (``eyes_mouth_mode="box"``), or, closer to
   the parsing masks of Fig. 11, that box with everything but soft ellipses around the eyes and the mouth set to
   the ImageNet mean (``eyes_mouth_mode="mask"``). Any detector that fills the canonical ``face_*`` / ``lm<k>_*``
@@ -33,6 +34,9 @@ Readings of an ambiguous text (each is a constructor argument where it matters)
   centre square covering ``fallback_face_frac`` of the short side; the eyes-and-mouth view falls back to the
   canonical eye-to-mouth band of the face box (x 15-85 %, y 25-90 %). Crops are squares (no aspect distortion),
   shifted to lie inside the image and clipped only when larger than it, so they always contain the landmarks.
+  These fallbacks apply to images where the detector found no face; a dataset never searched for faces is refused
+  at training (:func:`iqalab.data.regions.check_regions`) unless ``allow_missing_regions: true``, which keeps the
+  fallbacks and is recorded in the predictions JSON (``regions_missing``).
 - ``MLP_{D_i -> D_o}`` (Eq. 3) is read as one linear layer per stage applied per pixel, the 1x1 fusion conv
   (Eq. 4) as conv + BatchNorm + ReLU at the resolution of the first (stride-4) stage, i.e. the all-MLP decoder of
   SegFormer. Both readings are what the paper's own numbers imply: the per-view increment of Table VI
@@ -366,6 +370,8 @@ class SFIQAAssessor(IQAModel):
         out_indices: backbone stages to use (default: all the backbone reports).
         fuse_at_stage: index (into the used stages) whose resolution the per-view fusion works at (0 = stride 4).
         face_margin, eyes_mouth_margin, eyes_mouth_mode, fallback_face_frac: view geometry (see module doc).
+        allow_missing_regions: train on a dataset whose images were never searched for faces (centre-square
+            fallback; recorded in the predictions JSON) instead of refusing it.
     """
 
     inputs = frozenset({"image", "face_box", "landmarks"})
@@ -383,8 +389,9 @@ class SFIQAAssessor(IQAModel):
                  decoder_layers: int = 2, ffn_dim: int = 2048, dropout: float = 0.1, head_hidden: int = 128,
                  out_indices: list[int] | tuple[int, ...] | None = None, fuse_at_stage: int = 0,
                  face_margin: float = 0.1, eyes_mouth_margin: float = 0.3, eyes_mouth_mode: str = "box",
-                 fallback_face_frac: float = 0.8) -> None:
+                 fallback_face_frac: float = 0.8, allow_missing_regions: bool = False) -> None:
         super().__init__(attributes)
+        self.allow_missing_regions = allow_missing_regions
         variant = (variant or self.default_variant).lower()
         if variant not in VARIANT_BACKBONES:
             raise ValueError(f"variant {variant!r}: expected one of {sorted(VARIANT_BACKBONES)}")
@@ -397,6 +404,8 @@ class SFIQAAssessor(IQAModel):
         self.variant = variant
         self.backbone_name = backbone or VARIANT_BACKBONES[variant]
         self.views = tuple(v for v in VIEWS if v in views)  # canonical order
+        if self.views == ("original",):  # no face view: regions are not read
+            self.inputs = frozenset({"image"})
         self.view_size = int(view_size)
         self.geometry = {"face_margin": face_margin, "eyes_mouth_margin": eyes_mouth_margin,
                          "eyes_mouth_mode": eyes_mouth_mode, "fallback_face_frac": fallback_face_frac}

@@ -34,6 +34,12 @@ Choices where the text is ambiguous (each is a constructor argument where it mat
   pooled; ``query_residual=True`` adds ``F_h W_Q`` to the attention output (the residual of a transformer
   decoder block), an option beyond Eq. 4, off by default. Without HFE (``use_hfe=False``, the Table 4
   baseline) ``F_q`` is a linear projection of the pooled ``F_b`` to ``embed_dim``.
+- Person boxes come from ``images.parquet`` (the dataset's own, or detected at ingest by
+  :mod:`iqalab.data.regions`). The paper detects them with Faster R-CNN; offline the default is an upper-body box
+  derived from the MTCNN face (:func:`iqalab.data.detect.face_to_body`; Faster R-CNN when its weights are on disk,
+  ``datasets.<name>.detect.person``); the ``person_detector`` column says which produced each box. A dataset whose
+  images were never searched for people is refused at training (:func:`iqalab.data.regions.check_regions`)
+  unless ``allow_missing_regions: true``, which keeps the fallback below and is recorded in the predictions JSON.
 - Images without a person (NaN ``person_box`` rows, or degenerate boxes): the whole image is the box. The paper
   filtered person-free images out of FGLive-10K and states no fallback; with the whole image as box, ``R^h`` is
   global context and the partition grid degenerates to the centre cell (the other eight masks are empty).
@@ -253,6 +259,7 @@ class TuningIQA(IQAModel):
 
     inputs = frozenset({"image", "person_box", "cam", "pairs"})
     paper = PAPER
+    has_pair_head: ClassVar[bool] = True
     smoke_params: ClassVar[dict[str, Any]] = {
         "backbone": "mobilenetv3_small_050", "human_backbone": "mobilenetv3_small_050", "hfe_dim": 16,
         "embed_dim": 32, "gcpf_dim": 16, "head_hidden": 16,
@@ -265,9 +272,13 @@ class TuningIQA(IQAModel):
                  hfe_dim: int | None = 64, partition_conv: str = "depthwise", roi_size: int = 3,
                  embed_dim: int = 128, attn_heads: int = 1, query_residual: bool = False, gcpf_dim: int = 64,
                  gat_heads: int = 4, head_hidden: int = 64, dropout: float = 0.0, lambda_reg: float = 1.0,
-                 lambda_rank: float = 2.0, variance_scale: float = 4.0, backbone_lr_scale: float = 1.0) -> None:
+                 lambda_rank: float = 2.0, variance_scale: float = 4.0, backbone_lr_scale: float = 1.0,
+                 allow_missing_regions: bool = False) -> None:
         super().__init__(attributes)
         self.use_hfe, self.use_gcpf = use_hfe, use_gcpf
+        if not use_hfe:  # the Table 4 baseline never looks at the person box
+            self.inputs = TuningIQA.inputs - {"person_box"}
+        self.allow_missing_regions = allow_missing_regions
         self.lambda_reg, self.lambda_rank = lambda_reg, lambda_rank
         self.variance_scale = variance_scale
         self.backbone_lr_scale = backbone_lr_scale
@@ -326,6 +337,12 @@ class TuningIQA(IQAModel):
         """Eq. 9 before the sigmoid: ``[B, A]`` logits that ``a`` is better, attribute order of the model."""
         joint = torch.cat([f_a, f_b, f_a - f_b], dim=1)
         return torch.cat([self.pair_heads[a](joint) for a in self.attributes], dim=1)
+
+    @torch.no_grad()
+    def predict_with_embedding(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Eq. 8 scores and the fused ``F_f`` the pair head (Eq. 9) compares, from one backbone pass."""
+        feats = self.features(batch)
+        return self.scores(feats), feats
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return self.scores(self.features(batch))
