@@ -1,14 +1,17 @@
-"""Image cache: decoded once, identical to a fresh decode, corruption and hostile files refused by name."""
+"""Image cache and the one decode path: decoded once, identical to a fresh decode and to the pixels PIL gave every
+reader before the decode paths were merged; corruption and hostile files refused by name."""
 
 from __future__ import annotations
 
+import io
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from iqalab.data.cache import ImageCache, build_cache, cache_paths, decode_image
+from iqalab.data.cache import ImageCache, build_cache, cache_paths, decode_image, probe_image, resize_square
 from iqalab.data.schema import DataError, read_dataset
 
 from .conftest import TOY_CACHE
@@ -74,3 +77,45 @@ def test_cache_build_is_atomic(toy_dataset, tmp_path, monkeypatch):
         build_cache(ds, TOY_CACHE, progress=False)
     assert array_path.read_bytes() == before, "a failed rebuild leaves the previous cache intact"
     assert not list(array_path.parent.glob("*.tmp")), "no temporary file left behind"
+
+
+def _reference_decode(path, size):
+    """The decode each reader did on its own before: PIL open, RGB, bicubic resize with reducing_gap 3."""
+    with Image.open(path) as img:
+        rgb = img.convert("RGB")
+        if size is not None:
+            rgb = rgb.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
+        return np.asarray(rgb)
+
+
+@pytest.mark.parametrize("fmt, mode", [("PNG", "RGB"), ("PNG", "L"), ("PNG", "RGBA"), ("PNG", "P"),
+                                       ("JPEG", "RGB"), ("JPEG", "L")])
+def test_decode_gives_the_pixels_pil_gave_before(tmp_path, fmt, mode):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (150, 200, 3), dtype=np.uint8)
+    path = tmp_path / f"img.{fmt.lower()}"
+    Image.fromarray(pixels).convert(mode).save(path, format=fmt)
+    assert probe_image(path) == (200, 150)
+    full = decode_image(path)
+    assert full.shape == (150, 200, 3) and full.dtype == np.uint8
+    for size in (None, 20, 64, 300):  # a 7.5x shrink (integer reduce first), a 2.3x shrink, an enlargement
+        expected = _reference_decode(path, size)
+        np.testing.assert_array_equal(decode_image(path, size), expected)
+        if size is not None:
+            np.testing.assert_array_equal(resize_square(full, size), expected)
+    with path.open("rb") as stream:  # a stream (the simulator's in-memory JPEG) decodes like the file
+        np.testing.assert_array_equal(decode_image(io.BytesIO(stream.read())), full)
+
+
+def test_scorer_resizes_files_as_the_cache_did(tmp_path):
+    """Scoring a file used a plain bicubic resize; for a shrink of 6x or more it differed from the cache."""
+    from iqalab.inference import Scorer
+
+    path = tmp_path / "big.jpg"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(path)
+    scorer = Scorer.__new__(Scorer)  # the resize needs only the size and whether the model reads native pixels
+    scorer.size, scorer.model = 32, SimpleNamespace(input_resolution="cache")
+    scored = scorer.resize(decode_image(path))
+    np.testing.assert_array_equal(scored, decode_image(path, 32))
+    plain = np.asarray(Image.fromarray(decode_image(path)).resize((32, 32), Image.Resampling.BICUBIC))
+    assert not np.array_equal(scored, plain), "the old scoring resize gives other pixels at this shrink"

@@ -5,6 +5,11 @@
 so no epoch decodes a JPEG again; each image's CRC is checked the first time a process reads it, so a corrupted cache
 is reported with the file named instead of being trained on. The resize is anisotropic (the whole frame is kept and
 normalised box coordinates stay valid); this is the documented cost of a fixed-shape cache.
+
+This module is also the one decode path of the package: :func:`decode_image` (file or bytes to RGB uint8),
+:func:`resize_square` (the cache's resize, used again by :class:`iqalab.inference.Scorer` so that scoring a file
+sees the pixels training saw) and :func:`probe_image` (size and structure check of the adapters). Every image
+file the package reads is opened here, under one decompression-bomb guard.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -28,21 +34,51 @@ log = logging.getLogger(__name__)
 Image.MAX_IMAGE_PIXELS = 178_956_970
 
 
-def decode_image(path: str | Path, size: int | None = None) -> np.ndarray:
-    """Decode an image file to RGB uint8 ``[H, W, 3]`` (resized to ``size x size`` when given).
+#: PIL's ``reducing_gap`` of the cache resize: a shrink by 6x or more first reduces by an integer factor (box
+#: filter), then resamples bicubically; smaller factors and enlargements are a plain bicubic resample.
+RESIZE_REDUCING_GAP = 3.0
 
-    Truncated, non-image and decompression-bomb files raise :class:`DataError` naming the file.
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize a uint8 ``[H, W, 3]`` image to ``size x size`` exactly as the cache does (bicubic, anisotropic).
+
+    An image already ``size x size`` is returned as it is.
+    """
+    if image.shape[:2] == (size, size):
+        return image
+    resized = Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC, reducing_gap=RESIZE_REDUCING_GAP)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def decode_image(source: str | Path | BinaryIO, size: int | None = None) -> np.ndarray:
+    """Decode an image file (or an open binary stream) to RGB uint8 ``[H, W, 3]``, resized by
+    :func:`resize_square` to ``size x size`` when given.
+
+    Grey, palette and RGBA images are converted to RGB. Truncated, non-image and decompression-bomb files raise
+    :class:`DataError` naming the file.
     """
     try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            if size is not None:
-                img = img.resize((size, size), Image.Resampling.BICUBIC, reducing_gap=3.0)
-            return np.asarray(img, dtype=np.uint8).copy()
+        with Image.open(source) as img:
+            rgb = np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
     except Image.DecompressionBombError as exc:
-        raise DataError(f"{path}: refused, image too large (decompression bomb guard): {exc}") from None
+        raise DataError(f"{source}: refused, image too large (decompression bomb guard): {exc}") from None
     except (OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"{path}: cannot decode image ({exc})") from None
+        raise DataError(f"{source}: cannot decode image ({exc})") from None
+    return rgb if size is None else resize_square(rgb, size)
+
+
+def probe_image(path: str | Path, verify: bool = True) -> tuple[int, int]:
+    """Width and height of an image file from its header; with ``verify``, PIL's structure check as well.
+
+    ``verify`` checks the structure and PNG CRCs but does not decode every JPEG scan: a file truncated inside its
+    entropy-coded data passes here and is refused by :func:`decode_image` when the cache is built. PIL's
+    exceptions (``UnidentifiedImageError``, ``DecompressionBombError``, ``OSError``, ``SyntaxError``) propagate.
+    """
+    with Image.open(path) as img:
+        size = img.size
+        if verify:
+            img.verify()
+    return int(size[0]), int(size[1])
 
 
 def cache_paths(root: Path, size: int) -> tuple[Path, Path]:

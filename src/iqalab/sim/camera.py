@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image
 from scipy.ndimage import convolve1d, gaussian_filter, maximum_filter, minimum_filter
 
+from iqalab.data.cache import decode_image
 from iqalab.data.schema import CAM_PARAMS
 from iqalab.sim.scenes import LUMA, REFERENCE_WIDTH, Scene, illuminant_rgb, linear_to_srgb, luminance
 
@@ -257,7 +258,7 @@ def capture(scene: Scene, params: CameraParams, rng: np.random.Generator) -> Cap
     buf = io.BytesIO()
     Image.fromarray(noisy8).save(buf, format="JPEG", quality=int(round(params.jpeg_quality)), subsampling=2)
     jpeg = buf.getvalue()
-    decoded = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+    decoded = decode_image(io.BytesIO(jpeg))
     info = _measure(scene, params, clean8, noisy8, decoded, alpha, face_mask, blur_bg, blur_person,
                     clean_raw, detail[0])
     info["hallucination"] = hallucination

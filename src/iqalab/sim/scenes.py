@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from iqalab.data.cache import decode_image
+
 log = logging.getLogger(__name__)
 
 #: rendered widths are expressed relative to this width (see module docstring)
@@ -130,7 +132,7 @@ def load_photo(name: str) -> np.ndarray:
         import matplotlib.cbook
 
         with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
-            img = np.asarray(Image.open(fh).convert("RGB"))
+            img = decode_image(fh)
     elif name in ("china", "flower"):
         from sklearn.datasets import load_sample_image
 

@@ -17,10 +17,10 @@ Every adapter (one module per benchmark) reads ``data/raw/<name>/`` exactly as p
 - **Errors say where.** :func:`loc` formats ``<file> row <i> (line <i+2>) column '<c>'``: ``row`` counts data rows
   from 0 (the pandas index), ``line`` is the line a spreadsheet or text editor shows (header on line 1).
 
-Images are checked with PIL: opened (which reads the header and applies PIL's decompression-bomb limit, left at
-its default) and ``verify()``-ed; ``verify`` checks structure and PNG CRCs but does not decode every JPEG scan,
-so a file truncated inside its entropy-coded data may still pass here and is caught by the image cache
-(:mod:`iqalab.data.cache`), which decodes every image once.
+Images are checked by :func:`iqalab.data.cache.probe_image` (the data package's one image reader, under its
+decompression-bomb guard): opened and ``verify()``-ed; ``verify`` checks structure and PNG CRCs but does not decode
+every JPEG scan, so a file truncated inside its entropy-coded data may still pass here and is caught by the image
+cache, which decodes every image once.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from tqdm.auto import tqdm
 
+from iqalab.data.cache import probe_image
 from iqalab.data.schema import CAM_COLUMNS, DataError, Dataset, write_dataset
 from iqalab.data.splits import cross_dataset_splits, random_splits
 from iqalab.io import sha256_file
@@ -225,14 +225,6 @@ def first_existing(raw_root: Path, candidates: Sequence[str]) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------- images
-def _probe(path: Path, verify: bool) -> tuple[int, int]:
-    with Image.open(path) as img:
-        size = img.size
-        if verify:
-            img.verify()
-    return int(size[0]), int(size[1])
-
-
 def inspect_images(raw_root: Path, rel_paths: Sequence[str], source: str | Path,
                    rows: Sequence[int] | None = None, verify: bool = True, workers: int = 4,
                    line_offset: int | None = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -250,7 +242,7 @@ def inspect_images(raw_root: Path, rel_paths: Sequence[str], source: str | Path,
     def probe(i: int) -> tuple[int, int]:
         path = raw_root / rel_paths[i]
         try:
-            return _probe(path, verify)
+            return probe_image(path, verify)
         except Exception as exc:  # UnidentifiedImageError, DecompressionBombError, OSError, SyntaxError...
             raise DataError(f"{path}: unreadable image ({type(exc).__name__}: {exc}); listed in "
                             f"{loc(source, rows[i], line_offset=line_offset)}") from exc
