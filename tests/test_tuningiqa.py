@@ -283,7 +283,8 @@ def test_trains_on_pairs_through_the_engine(project, toy_dataset) -> None:
     from .conftest import toy_params
 
     shutil.copytree(toy_dataset.root, project.root / "build" / "datasets" / "toy")
-    model_cfg = {"name": "tuningiqa", **TuningIQA.smoke_params}
+    # the toy photos were never searched for people: the whole-image fallback has to be asked for
+    model_cfg = {"name": "tuningiqa", **TuningIQA.smoke_params, "allow_missing_regions": True}
     params = parse_params(toy_params(e={"dataset": "toy", "model": model_cfg, "train": {"epochs": 1}}))
     preds = train_experiment(params, "e", project.root, progress=False)
     lo, hi = toy_dataset.mos_range
