@@ -109,6 +109,35 @@ def test_bt500_one_sided_outliers_are_not_rejected() -> None:
     assert row["P"] > 0 and row["Q"] == 0 and not row["rejected"]  # |P - Q| / (P + Q) = 1 >= 0.3
 
 
+def test_simulator_panel_screens_as_the_ratings_table_does() -> None:
+    """One BT.500 implementation: the panel's per-attribute screening equals :func:`stats.bt500_screening` of its
+    own ratings table, attribute by attribute (with a planted careless rater, so something is rejected)."""
+    from iqalab.sim.observers import Panel, ratings_frame
+
+    panel = Panel(n_raters=12, seed=3, careless=0.0, min_kept=1)
+    truth = np.random.default_rng(4).uniform(1, 5, size=(300, 2))
+    votes = panel.vote(truth)
+    votes[5] = np.random.default_rng(5).integers(1, 6, size=votes[5].shape)  # rater r005 answers at random
+    keep = panel.screen(votes, method="bt500")
+    ratings = ratings_frame(votes, keep, [f"im{i}" for i in range(300)], ["a", "b"])
+    for k, attribute in enumerate(["a", "b"]):
+        report = stats.bt500_screening(ratings, attribute)
+        assert "r005" in report.rejected
+        assert sorted(report.rejected) == [f"r{i:03d}" for i in np.flatnonzero(~keep[:, k])]
+
+
+def test_wilson_interval_against_scipy_edges_and_fractions() -> None:
+    for k, n in ((0, 10), (3, 10), (17, 20), (33, 44), (20, 20), (264, 528)):
+        lo, hi = stats.wilson_interval(k, n)
+        ref = sps.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+        assert isinstance(lo, float) and (lo, hi) == pytest.approx((ref.low, ref.high), abs=1e-12)
+    assert stats.wilson_interval(0, 12)[0] == 0.0 and stats.wilson_interval(12, 12)[1] == 1.0, "exact edges"
+    lo, hi = stats.wilson_interval(5.5, 10)  # ties count half: fractional successes are allowed
+    assert lo < 0.55 < hi and stats.wilson_interval(5.5, 10, 0.5)[0] > lo, "narrower at lower confidence"
+    lo, hi = stats.wilson_interval(np.array([3.0, 1.0, 2.0]), np.array([10.0, 0.0, np.nan]))
+    assert lo[0] == pytest.approx(stats.wilson_interval(3, 10)[0]) and np.isnan(lo[1:]).all() and np.isnan(hi[1:]).all()
+
+
 def test_rater_vs_mos_overall_higher_than_within_tiers() -> None:
     ratings, images = _ratings(n_images=200, random_rater=False)
     table = stats.rater_vs_mos(ratings, images, "overall", tiers=stats.equal_tiers(1, 5))

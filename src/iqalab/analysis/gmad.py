@@ -21,7 +21,7 @@ What this module owns (the stage :mod:`iqalab.stages.gmad` does the I/O around i
    by a seeded permutation of the pool, so the selection is deterministic given ``seed``.
 2. **Verdicts**: the fraction ``p`` of votes preferring image ``a`` (ties count 1/2), from the simulator's
    rater panel (:func:`panel_verdicts`) or from a CSV of human votes (:func:`import_votes`), each with a
-   Wilson score interval (:func:`wilson_interval`). ``p`` is "how often the attacker is right".
+   Wilson score interval (:func:`iqalab.analysis.stats.wilson_interval`). ``p`` is "how often the attacker is right".
 3. **Scores** (:func:`aggressiveness_matrix`, :func:`resistance_matrix`). With ``p_ij^(l)`` the vote fraction on
    the pair attacker ``i`` chose in defender ``j``'s level ``l`` and ``L_ij`` the levels that have a verdict:
 
@@ -57,8 +57,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
-from scipy.stats import norm
 
+from iqalab.analysis.stats import wilson_interval
 from iqalab.sim.observers import Panel
 
 log = logging.getLogger(__name__)
@@ -151,23 +151,6 @@ def select_pairs(scores: Mapping[str, ArrayLike], levels: int = 5, image_ids: Se
 
 
 # --------------------------------------------------------------------------------------------- verdicts
-def wilson_interval(p: ArrayLike, n: ArrayLike, confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
-    """Wilson score interval of a proportion ``p`` observed over ``n`` votes (vectorised; NaN where ``n`` <= 0
-    or unknown). Fractional successes (ties counted 1/2) are allowed."""
-    p = np.asarray(p, dtype=np.float64)
-    n = np.asarray(n, dtype=np.float64)
-    z = float(norm.ppf(0.5 + confidence / 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        denom = 1.0 + z**2 / n
-        centre = (p + z**2 / (2 * n)) / denom
-        half = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
-    bad = ~(np.isfinite(n) & (n > 0) & np.isfinite(p))
-    # rounding removes floating-point dust such as 3e-17 at p = 0
-    lo = np.where(bad, np.nan, np.clip(np.round(centre - half, 12), 0.0, 1.0))
-    hi = np.where(bad, np.nan, np.clip(np.round(centre + half, 12), 0.0, 1.0))
-    return lo, hi
-
-
 def outcome(ci_low: ArrayLike, ci_high: ArrayLike) -> np.ndarray:
     """``attacker_right`` (the interval lies above 1/2), ``attacker_wrong`` (below) or ``equal`` (it holds 1/2;
     the defender's claim stands); ``unknown`` without an interval."""
@@ -178,7 +161,8 @@ def outcome(ci_low: ArrayLike, ci_high: ArrayLike) -> np.ndarray:
 
 
 def _with_intervals(frame: pd.DataFrame) -> pd.DataFrame:
-    lo, hi = wilson_interval(frame["p"], frame["n_votes"])
+    n = frame["n_votes"].to_numpy(dtype=np.float64)
+    lo, hi = wilson_interval(frame["p"].to_numpy(dtype=np.float64) * n, n, CONFIDENCE)
     frame["ci_low"], frame["ci_high"] = lo, hi
     frame["outcome"] = outcome(lo, hi)
     return frame

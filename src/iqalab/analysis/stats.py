@@ -6,7 +6,10 @@ Owns the library part of stage ``annotation_stats``:
 - :func:`ols_overall` - least-squares regression of overall quality on the attribute MOS (SFIQA Sec. III-C-3,
   "multiple linear regression ... R^2 = 0.9778"), with CIs, p-values, VIF and residuals;
 - :func:`rater_vs_mos` - each rater's PLCC with the MOS, overall and within MOS tiers (TuningIQA Fig. 5);
-- :func:`bt500_screening` - the kurtosis-based observer screening of ITU-R BT.500 (Annex 2, Sec. 2.3.1);
+- :func:`bt500_screening` - the kurtosis-based observer screening of ITU-R BT.500 (Annex 2, Sec. 2.3.1) of a
+  ratings table; :func:`bt500_outlier_counts` / :func:`bt500_rejected` are its array core, which the simulator's
+  panel (:meth:`iqalab.sim.observers.Panel.screen`) calls too;
+- :func:`wilson_interval` - the Wilson score interval of a proportion (gMAD verdicts, camera-tuning win rates);
 - :func:`mos_confidence_intervals` - per-image MOS with its confidence interval (ITU-R BT.500, Sec. 2.2);
 - :func:`pair_refinement_summary` - how often pairwise refinement agreed with, flipped or tied the MOS order
   (TuningIQA "Pairwise Comparison", Eq. 2).
@@ -27,8 +30,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
+from numpy.typing import ArrayLike
 from scipy import stats as sps
 from statsmodels.stats.outliers_influence import variance_inflation_factor
+from statsmodels.stats.proportion import proportion_confint
 
 from iqalab.analysis.metrics import MetricWarning, assign_tiers, plcc, srcc
 
@@ -232,45 +237,66 @@ class BT500Report:
                 "p_limit": self.p_limit, "q_limit": self.q_limit}
 
 
+def bt500_outlier_counts(scores: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(P, Q, N)`` per rater of ITU-R BT.500 Annex 2, Sec. 2.3.1 for ``scores[n_raters, n_presentations]``
+    (NaN = no score).
+
+    For every presentation with mean ``u``, sample standard deviation ``s`` and kurtosis ``beta2 = m4 / m2^2``
+    (Pearson, not excess; central moments with 1/N): if ``2 <= beta2 <= 4`` the scores are taken as normal and
+    the outlier band is ``u +- 2 s``, otherwise ``u +- sqrt(20) s``; a score at or above the upper limit adds to
+    the rater's ``P``, at or below the lower limit to ``Q``; ``N`` counts the rater's scores. Choice: a
+    presentation where every score is equal (``s == 0``) or with fewer than 3 scores gives no outliers (the
+    standard's ``>=`` would flag everyone).
+    """
+    x = np.asarray(scores, dtype=np.float64)
+    known = np.isfinite(x)
+    count = known.sum(axis=0)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # presentations without a score: NaN moments
+        u = np.nanmean(x, axis=0)
+        dev = x - u
+        m2 = np.nanmean(dev**2, axis=0)
+        m4 = np.nanmean(dev**4, axis=0)
+        s = np.where(count > 1, np.nanstd(x, axis=0, ddof=1), 0.0)
+        beta2 = np.where(m2 > 0, m4 / np.where(m2 > 0, m2, 1.0) ** 2, np.nan)
+    band = np.where((beta2 >= 2) & (beta2 <= 4), 2.0, math.sqrt(20.0)) * s
+    usable = (s > 0) & (count >= 3)
+    p = (known & usable & (x >= u + band)).sum(axis=1)
+    q = (known & usable & (x <= u - band)).sum(axis=1)
+    return p, q, known.sum(axis=1)
+
+
+def bt500_rejected(p: ArrayLike, q: ArrayLike, n: ArrayLike, p_limit: float = 0.05, q_limit: float = 0.3
+                   ) -> np.ndarray:
+    """BT.500's rejection rule on :func:`bt500_outlier_counts`: a rater with ``(P + Q) / N > p_limit`` and
+    ``|P - Q| / (P + Q) < q_limit`` (outliers that are frequent and not all on one side) is rejected."""
+    p, q, n = (np.asarray(v, dtype=np.float64) for v in (p, q, n))
+    pq = p + q
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = pq / n
+        asymmetry = np.where(pq > 0, np.abs(p - q) / np.where(pq > 0, pq, 1.0), np.nan)
+    return (rate > p_limit) & (asymmetry < q_limit)
+
+
 def bt500_screening(ratings: pd.DataFrame, attribute: str | None = None, p_limit: float = 0.05,
                     q_limit: float = 0.3) -> BT500Report:
-    """Observer screening of ITU-R BT.500 (Annex 2, Sec. 2.3.1, single-stimulus form).
+    """Observer screening of ITU-R BT.500 (Annex 2, Sec. 2.3.1, single-stimulus form) of a long ratings table.
 
-    For every presentation (an image and attribute) with mean ``u``, sample standard deviation ``s`` and
-    kurtosis ``beta2 = m4 / m2^2`` (Pearson, not excess; central moments with 1/N):
-
-    - if ``2 <= beta2 <= 4`` the scores are taken as normal and the outlier band is ``u +- 2 s``,
-      otherwise ``u +- sqrt(20) s``;
-    - a rater's score at or above the upper limit adds to ``P``, at or below the lower limit to ``Q``.
-
-    A rater with ``(P + Q) / N > p_limit`` and ``|P - Q| / (P + Q) < q_limit`` (outliers that are frequent and
-    not all on one side) is rejected; ``N`` is the number of the rater's scores. Choice: presentations where
-    every score is equal (``s == 0``) contribute no outliers (the standard's ``>=`` would flag everyone).
-    Presentations with fewer than 3 scores are skipped. ``attribute`` limits the screening to one attribute;
-    by default every attribute's presentations count.
+    A presentation is an image and attribute; the counts and the rule are :func:`bt500_outlier_counts` and
+    :func:`bt500_rejected`. ``attribute`` limits the screening to one attribute; by default every attribute's
+    presentations count. Returns per rater ``N``, ``P``, ``Q``, ``outlier_rate``, ``asymmetry`` and
+    ``rejected``.
     """
     own = _ratings_for(ratings, attribute)
     keys = ["image_id", "attribute"] if "attribute" in own.columns else ["image_id"]
-    frame = own[[*keys, "rater", "score"]].dropna(subset=["score"]).copy()
-    grouped = frame.groupby(keys, sort=False)["score"]
-    frame["u"] = grouped.transform("mean")
-    frame["s"] = grouped.transform(lambda v: v.std(ddof=1) if len(v) > 1 else 0.0)
-    frame["count"] = grouped.transform("size")
-    dev = frame["score"] - frame["u"]
-    m2 = (dev**2).groupby([frame[k] for k in keys]).transform("mean")
-    m4 = (dev**4).groupby([frame[k] for k in keys]).transform("mean")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        beta2 = np.where(m2 > 0, m4 / np.where(m2 > 0, m2, 1.0) ** 2, np.nan)
-    frame["beta2"] = beta2
-    factor = np.where((beta2 >= 2) & (beta2 <= 4), 2.0, math.sqrt(20.0))
-    usable = (frame["s"] > 0) & (frame["count"] >= 3)
-    frame["P"] = (usable & (frame["score"] >= frame["u"] + factor * frame["s"])).astype(int)
-    frame["Q"] = (usable & (frame["score"] <= frame["u"] - factor * frame["s"])).astype(int)
-    per = frame.groupby("rater", sort=True).agg(N=("score", "size"), P=("P", "sum"), Q=("Q", "sum"))
+    frame = own[[*keys, "rater", "score"]].dropna(subset=["score"])
+    wide = frame.pivot_table(index="rater", columns=keys, values="score", aggfunc="first", sort=True)
+    p, q, n = bt500_outlier_counts(wide.to_numpy(dtype=np.float64))
+    per = pd.DataFrame({"N": n, "P": p, "Q": q}, index=wide.index)
     pq = per["P"] + per["Q"]
     per["outlier_rate"] = pq / per["N"]
     per["asymmetry"] = np.where(pq > 0, (per["P"] - per["Q"]).abs() / pq.where(pq > 0, 1), np.nan)
-    per["rejected"] = (per["outlier_rate"] > p_limit) & (per["asymmetry"] < q_limit)
+    per["rejected"] = bt500_rejected(p, q, n, p_limit, q_limit)
     rejected = list(per.index[per["rejected"]])
     log.info("BT.500 screening: %d of %d raters rejected", len(rejected), len(per))
     return BT500Report(per.reset_index(), rejected, p_limit, q_limit)
@@ -343,3 +369,24 @@ def pair_refinement_summary(pairs: pd.DataFrame, images: pd.DataFrame) -> pd.Dat
             "tie_rate": tied / n_decided if n_decided else math.nan,
         })
     return pd.DataFrame(rows).set_index("attribute")
+
+
+# ------------------------------------------------------------------------------------------- proportions
+def wilson_interval(successes: ArrayLike, n: ArrayLike, confidence: float = 0.95
+                    ) -> tuple[np.ndarray | float, np.ndarray | float]:
+    """Wilson score interval of the proportion ``successes / n`` (``statsmodels`` ``proportion_confint``,
+    ``method="wilson"``); ``successes`` may be fractional (ties counted 1/2). Vectorised: scalars in, floats
+    out. NaN where ``n <= 0`` or an input is unknown; the bounds are exactly 0 at ``successes <= 0`` and
+    exactly 1 at ``successes >= n`` (no floating-point dust such as 3e-17), and clipped to [0, 1]."""
+    k = np.asarray(successes, dtype=np.float64)
+    total = np.asarray(n, dtype=np.float64)
+    bad = ~(np.isfinite(k) & np.isfinite(total) & (total > 0))
+    safe_n = np.where(bad, 1.0, total)
+    safe_k = np.where(bad, 0.0, np.clip(k, 0.0, safe_n))
+    lo, hi = proportion_confint(safe_k, safe_n, alpha=1.0 - confidence, method="wilson")
+    lo = np.where(safe_k <= 0, 0.0, np.clip(lo, 0.0, 1.0))
+    hi = np.where(safe_k >= safe_n, 1.0, np.clip(hi, 0.0, 1.0))
+    lo, hi = np.where(bad, np.nan, lo), np.where(bad, np.nan, hi)
+    if np.ndim(lo) == 0:
+        return float(lo), float(hi)
+    return lo, hi

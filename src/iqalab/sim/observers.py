@@ -38,6 +38,9 @@ import pandas as pd
 from scipy.optimize import minimize
 from scipy.special import log_ndtr, ndtr
 
+from iqalab.analysis.metrics import pearson_rows
+from iqalab.analysis.stats import bt500_outlier_counts, bt500_rejected
+
 log = logging.getLogger(__name__)
 
 ATTRIBUTES = ("overall", "face", "sharpness", "exposure", "noise", "colorfulness", "contrast", "fidelity",
@@ -141,14 +144,6 @@ def truth_matrix(infos: Sequence[Mapping[str, float]], attributes: Sequence[str]
 
 
 # --------------------------------------------------------------------------------------------- panel
-def _pearson_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Pearson correlation of each row of ``x`` with the matching row of ``y`` (NaN-free inputs)."""
-    xc = x - x.mean(axis=-1, keepdims=True)
-    yc = y - y.mean(axis=-1, keepdims=True)
-    den = np.sqrt((xc**2).sum(-1) * (yc**2).sum(-1))
-    return np.where(den > 0, (xc * yc).sum(-1) / np.maximum(den, 1e-12), 0.0)
-
-
 @dataclass
 class Panel:
     """A panel of ``n_raters`` virtual raters with per-rater bias, scale and noise (drawn from ``seed``).
@@ -199,9 +194,9 @@ class Panel:
     def screen(self, votes: np.ndarray, method: str = "pearson", threshold: float = 0.7) -> np.ndarray:
         """Raters kept per attribute, ``bool[n_raters, n_attributes]`` for votes ``[n_raters, n_images, n_attr]``.
 
-        ``bt500``: ITU-R BT.500 Annex 2 screening (per image: 2 sd, or sqrt(20) sd when the kurtosis is outside
-        [2, 4]; reject a rater whose share of outlying votes exceeds 5 % and whose outliers are not one-sided,
-        |P - Q| / (P + Q) < 0.3). ``pearson``: reject a rater whose PLCC with the MOS of the others is below
+        ``bt500``: ITU-R BT.500 Annex 2 screening per attribute (:func:`iqalab.analysis.stats.bt500_outlier_counts`:
+        per image 2 sd, or sqrt(20) sd when the kurtosis is outside [2, 4]; reject a rater whose share of
+        outlying votes exceeds 5 % and whose outliers are not one-sided, |P - Q| / (P + Q) < 0.3). ``pearson``: reject a rater whose PLCC with the MOS of the others is below
         ``threshold`` (TuningIQA's post-screening). ``none``: keep all. At least ``min_kept`` raters (the best
         correlated) are kept per attribute.
         """
@@ -209,24 +204,17 @@ class Panel:
         n_r, n_i, n_a = votes.shape
         total = votes.sum(axis=0, keepdims=True)
         loo = (total - votes) / max(n_r - 1, 1)  # mean of the others
-        plcc = _pearson_rows(np.moveaxis(votes, 2, 1), np.moveaxis(loo, 2, 1)) if n_r > 1 else np.ones((n_r, n_a))
+        # a rater whose votes (or the others' MOS) never vary correlates 0 with them
+        plcc = (np.nan_to_num(pearson_rows(np.moveaxis(votes, 2, 1), np.moveaxis(loo, 2, 1)), nan=0.0) if n_r > 1
+                else np.ones((n_r, n_a)))
         if method == "none":
             keep = np.ones((n_r, n_a), dtype=bool)
         elif method == "pearson":
             keep = plcc >= threshold
-        elif method == "bt500":
-            mean = votes.mean(axis=0)
-            dev = votes - mean
-            m2 = (dev**2).mean(axis=0)
-            m4 = (dev**4).mean(axis=0)
-            kurt = np.where(m2 > 0, m4 / np.maximum(m2, 1e-12) ** 2, 3.0)
-            sd = votes.std(axis=0, ddof=1) if n_r > 1 else np.zeros_like(mean)
-            thr = np.where((kurt >= 2) & (kurt <= 4), 2.0, np.sqrt(20.0)) * sd
-            p = ((votes >= mean + thr) & (thr > 0)).sum(axis=1)
-            q = ((votes <= mean - thr) & (thr > 0)).sum(axis=1)
-            pq = p + q
-            one_sided = np.abs(p - q) / np.maximum(pq, 1)
-            keep = ~((pq / n_i > 0.05) & (one_sided < 0.3))
+        elif method == "bt500":  # one implementation: iqalab.analysis.stats, per attribute
+            keep = np.ones((n_r, n_a), dtype=bool)
+            for a in range(n_a):
+                keep[:, a] = ~bt500_rejected(*bt500_outlier_counts(votes[:, :, a]))
         else:
             raise ValueError(f"unknown screening method {method!r}; choose bt500, pearson or none")
         need = min(self.min_kept, n_r)
