@@ -266,3 +266,15 @@ def read_table_csv(path: str | Path) -> pd.DataFrame:
     with open(path) as fh:
         skip = 1 if fh.readline().startswith("#") else 0
     return pd.read_csv(path, skiprows=skip)
+
+
+def matrix_table(name: str, matrix: pd.DataFrame, caption: str, digits: int = 3, bold: bool = True,
+                 row_name: str | None = None) -> Table:
+    """A model x model matrix as a :class:`Table`: gMAD's aggressiveness / resistance (rows attackers or
+    defenders, ``digits=3``, best per column in bold) and the significance matrices (REQA Table III: -1 / 0 / 1
+    verdicts, ``digits=0``, ``bold=False``). Row and column order are kept; ``row_name`` names the row-key
+    column (default: the matrix's index name)."""
+    data = matrix.copy()
+    if row_name is not None:
+        data.index.name = row_name
+    return Table(name, data, caption, digits=digits, bold=bold)

@@ -47,7 +47,7 @@ from iqalab.plots import label_simulated, save
 from iqalab.sim.observers import true_quality
 from iqalab.sim.pools import folder_pool, pool_setup, render_pool, score_pool
 from iqalab.status import experiment_unavailable
-from iqalab.tables import Table
+from iqalab.tables import matrix_table
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +90,6 @@ def _relative(path: str, root: Path) -> str:
         return str(Path(path).resolve().relative_to(root.resolve()))
     except ValueError:
         return str(path)
-
-
-def _matrix_table(name: str, matrix: pd.DataFrame, caption: str) -> Table:
-    return Table(name=name, data=matrix, caption=caption, digits=3)
 
 
 def _write_csv(path: Path, frame: pd.DataFrame) -> None:
@@ -173,10 +169,10 @@ def run(params: Params, root: Path, progress: bool = True) -> dict[str, Any]:
         agg = gmad.aggressiveness_matrix(pairs, models)
         res = gmad.resistance_matrix(pairs, models)
         summary = gmad.model_summary(agg, res, pairs)
-        _matrix_table("aggressiveness", agg, f"gMAD aggressiveness on {cfg.attribute} (row: attacker, column: "
+        matrix_table("aggressiveness", agg, f"gMAD aggressiveness on {cfg.attribute} (row: attacker, column: "
                       f"defender; mean vote share for the attacker over {cfg.levels} levels). {note}").write(
             out_dir, ("md", "csv"))
-        _matrix_table("resistance", res, f"gMAD resistance on {cfg.attribute} (row: defender, column: "
+        matrix_table("resistance", res, f"gMAD resistance on {cfg.attribute} (row: defender, column: "
                       f"attacker; mean of 1 - |2p - 1| over {cfg.levels} levels). {note}").write(
             out_dir, ("md", "csv"))
         report["models"] = {name: {k: (None if pd.isna(v) else float(v)) for k, v in row.items()}

@@ -46,7 +46,7 @@ from iqalab.analysis.evaluation import display_labels, load_predictions
 from iqalab.config import Params
 from iqalab.io import write_json
 from iqalab.status import unavailable_reason
-from iqalab.tables import Table, dataset_caption
+from iqalab.tables import Table, dataset_caption, matrix_table
 
 log = logging.getLogger(__name__)
 ALPHA = 0.05
@@ -132,12 +132,6 @@ def _caption(layout: str, dataset: str, simulated: bool, notes: list[str]) -> st
     return ". ".join([layout, dataset_caption({dataset: simulated}), *notes]) + "."
 
 
-def _matrix_table(name: str, matrix: pd.DataFrame, caption: str) -> Table:
-    data = matrix.copy()
-    data.index.name = "model"
-    return Table(name, data, caption, digits=0, bold=False)
-
-
 def run(params: Params, root: Path, figures: bool = True) -> dict[str, pd.DataFrame]:
     """Stage ``significance``: write the matrices, test comparisons, CIs and figures; return them by name."""
     started = time.perf_counter()
@@ -191,19 +185,19 @@ def run(params: Params, root: Path, figures: bool = True) -> dict[str, pd.DataFr
         entry.update(n_pairs=len(compare), n_disagree=int((~compare["agree"]).sum()) if len(compare) else 0,
                      common_splits=len(splits))
         base_notes = [f"split {split}, {len(mos)} common test images", f"one-sided alpha = {ALPHA}"]
-        tables.append(_matrix_table(
+        tables.append(matrix_table(
             f"f_test_{key}", matrix,
             _caption("REQA Table III layout: F-test on residual variances after the 4-parameter logistic map; "
                      "1 = row model significantly better than column model, -1 worse, 0 indistinguishable",
-                     dataset, simulated, base_notes)))
+                     dataset, simulated, base_notes), digits=0, bold=False, row_name="model"))
         figures_out.append((matrix, f"f_test_{key}", f"{dataset}: {attr}, F-test on residuals", simulated))
         if by_split is not None:
             split_matrix = sig.split_metric_matrix(by_split, alpha=ALPHA)
-            tables.append(_matrix_table(
+            tables.append(matrix_table(
                 f"split_srcc_{key}", split_matrix,
                 _caption("REQA Table III, per-split reading: Wilcoxon signed-rank test of per-split SRCC "
                          "(two-sided, alpha 0.05); 1 = row model better", dataset, simulated,
-                         [f"{len(splits)} common splits"])))
+                         [f"{len(splits)} common splits"]), digits=0, bold=False, row_name="model"))
         compare_frame = compare.set_index(["model_a", "model_b"])
         tables.append(Table(
             f"compare_tests_{key}", compare_frame,
