@@ -224,23 +224,17 @@ def collect_sections(params: Params, root: Path) -> list[Section]:
     sections.append(Section("gmad", "gMAD", gmad_intro, claim(_ordered(gmad_dir.glob("*.md"), GMAD_ORDER)), texts,
                             claim(p for p in all_figures if p.parent == figures_dir / "gmad")))
 
-    sig_dir = results / "significance"
-    sections.append(Section(
-        "significance", "Statistical significance",
-        "Which differences between models are real (REQA Sec. IV-C-2): F-tests on residuals, paired tests, "
-        "bootstrap confidence intervals.",
-        claim(_ordered(sig_dir.glob("*.md"), SIGNIFICANCE_ORDER)),
-        figures=claim([*sorted(sig_dir.glob("*.png")),
-                       *(p for p in all_figures if p.parent == figures_dir / "significance")])))
-
-    tuning_dir = results / "tuning"
-    sections.append(Section(
-        "tuning", "Camera tuning",
-        "Each model picks camera settings for simulator scenes; win rates against a virtual rater panel and the "
-        "ground-truth quality left behind (TuningIQA's application).",
-        claim(_ordered(tuning_dir.glob("*.md"), TUNING_ORDER)),
-        figures=claim([*sorted(tuning_dir.glob("*.png")),
-                       *(p for p in all_figures if p.parent == figures_dir / "tuning")])))
+    for anchor, title, intro, order in (
+            ("significance", "Statistical significance",
+             "Which differences between models are real (REQA Sec. IV-C-2): F-tests on residuals, paired tests, "
+             "bootstrap confidence intervals.", SIGNIFICANCE_ORDER),
+            ("tuning", "Camera tuning",
+             "Each model picks camera settings for simulator scenes; win rates against a virtual rater panel and "
+             "the ground-truth quality left behind (TuningIQA's application).", TUNING_ORDER)):
+        folder = results / anchor
+        sections.append(Section(anchor, title, intro, claim(_ordered(folder.glob("*.md"), order)),
+                                figures=claim([*sorted(folder.glob("*.png")),
+                                               *(p for p in all_figures if p.parent == figures_dir / anchor)])))
 
     stats_ds = {p.stem for p in (results / "stats").glob("*.json")}
     blocks: list[tuple[str, Any]] = []

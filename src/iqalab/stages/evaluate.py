@@ -7,27 +7,8 @@ Reads only ``results/predictions/<experiment>.{parquet,json}`` of the experiment
 
 - ``results/tables/<name>.{md,csv,tex}`` (:mod:`iqalab.tables`): ``all_metrics`` (long: experiment x split x
   attribute x every metric of :func:`iqalab.analysis.metrics.summarise`, plus FG-ACC) and the paper layouts
-  (:mod:`iqalab.paper_tables`, one registered function per table), each written only when some experiment
-  carries its tag (``experiments.<e>.tables`` in ``params.yaml``):
-
-  ==================  ============================================================================================
-  tag                 layout
-  ==================  ============================================================================================
-  tuningiqa_table2    TuningIQA Table 2: Backbone, Params (M), SRCC, PLCC, FG-ACC averaged over attributes
-  tuningiqa_table3    TuningIQA Table 3: per attribute, rows Method x {SRCC, PLCC, FG-ACC}
-  tuningiqa_table4    TuningIQA Table 4: ablation rows (the model settings that differ), SRCC, PLCC, FG-ACC
-  fhiqa_table1        FHIQA Table I: per attribute the median over scenes of SRCC, PLCC, KRCC, MAE (PIQ23)
-  reqa_table1         REQA Table I: SROCC and PLCC per quality tier (Excellent ... Bad) and overall
-  reqa_table2         REQA Table II: per dataset SROCC / PLCC, median and mean ± std across the random splits
-  reqa_table4         REQA Table IV: cross-dataset SROCC, one column per train -> test pair
-  reqa_ablation       REQA Tables V-VI (also tags reqa_table5 / reqa_table6): per-tier layout of ablation rows
-  sfiqa_table2        SFIQA Table II: per dimension SRCC / PLCC, Params (M), GMACs and latency when profiled
-  sfiqa_table3        SFIQA Table III: SRCC / PLCC per dataset (the overall dimension)
-  sfiqa_table4        SFIQA Table IV: cross-dataset SRCC / PLCC per train -> test pair
-  sfiqa_table5        SFIQA Table V: backbones, SRCC / PLCC averaged over dimensions, Params (M), GMACs
-  sfiqa_table6        SFIQA Table VI: module ablation (differing settings), averaged SRCC / PLCC, Params, GMACs
-  ==================  ============================================================================================
-
+  (:mod:`iqalab.paper_tables`, one registered function per table; its docstring lists them), each written only
+  when some experiment carries its tag (``experiments.<e>.tables`` in ``params.yaml``);
 - ``results/metrics/summary.json``: ``{experiment: {srcc, plcc, plcc_logistic, krcc, rmse[, fg_acc]}}``, means
   over attributes and test splits (small and flat for ``dvc metrics show / diff``);
 - ``results/figures/evaluation/``: scatter of prediction against MOS with the fitted logistic per model, per-tier
