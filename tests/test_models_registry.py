@@ -1,15 +1,21 @@
 """Every registered model, built from its ``smoke_params``: forward shapes, [0,1]-scale outputs, gradients,
-state-dict round trip, and a training step. A new model gets these tests by registering."""
+state-dict round trip, a training step, and the declared contract (the optional hooks of ``IQAModel``, their
+signatures and what each promises). A new model gets these tests by registering."""
 
 from __future__ import annotations
 
+import inspect
 import math
+import re
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from iqalab.models import available, build_model, get_model_class
-from iqalab.models.base import BATCH_KEYS, IQAModel, StepContext
+from iqalab.models.base import BATCH_KEYS, HOOKS, IQAModel, StepContext
+from iqalab.models.registry import allowed_kwargs
 
 ATTRS = ["overall", "noise"]
 
@@ -31,14 +37,13 @@ def make_batch(model: IQAModel, n: int = 2, size: int = 64, seed: int = 0) -> di
     return batch
 
 
-def smoke(name: str) -> IQAModel:
-    cls = get_model_class(name)
-    torch.manual_seed(0)
-    return build_model(name, ATTRS, **getattr(cls, "smoke_params", {}))
+def smoke(name: str, seed: int = 0) -> IQAModel:
+    torch.manual_seed(seed)
+    return build_model(name, ATTRS, **get_model_class(name).smoke_params)
 
 
 def _size(name: str) -> int:
-    return int(getattr(get_model_class(name), "smoke_image_size", 64))
+    return get_model_class(name).smoke_image_size
 
 
 @pytest.mark.parametrize("name", available())
@@ -57,12 +62,13 @@ def test_forward_shapes_and_range(name):
     for attr, score in out.items():
         assert score.shape == (2,), attr
         assert torch.isfinite(score).all(), attr
+        assert ((score >= 0) & (score <= 1)).all(), f"{name}.{attr}: scores leave [0, 1]: {score.tolist()}"
 
 
 @pytest.mark.parametrize("name", available())
 def test_training_step_reaches_every_trainable_parameter(name):
     model = smoke(name)
-    if not getattr(model, "trainable", True):
+    if not model.trainable:
         pytest.skip(f"{name} is not trained by gradient descent")
     model.train()
     size = _size(name)
@@ -81,12 +87,107 @@ def test_training_step_reaches_every_trainable_parameter(name):
 
 @pytest.mark.parametrize("name", available())
 def test_state_dict_round_trip(name):
-    model = smoke(name)
-    model.eval()
-    twin = smoke(name)
-    twin.load_state_dict(model.state_dict())
-    twin.eval()
+    """A twin built with another seed predicts differently until it loads the model's state dict, then the same
+    (models whose weights come from a seed; the others' state is their fitted or shipped statistics)."""
+    model = smoke(name, seed=0).eval()
+    twin = smoke(name, seed=1).eval()
     batch = make_batch(model, size=_size(name))
-    a, b = model.predict(batch), twin.predict(batch)
+    a = model.predict(batch)
+    if model.trainable and any(p.requires_grad for p in model.parameters()):
+        before = twin.predict(batch)
+        assert any(not torch.allclose(a[attr], before[attr]) for attr in ATTRS), \
+            f"{name}: a twin from another seed predicts the same, so the round trip below could not fail"
+    twin.load_state_dict(model.state_dict())
+    b = twin.predict(batch)
     for attr in ATTRS:
         torch.testing.assert_close(a[attr], b[attr])
+
+
+# ------------------------------------------------------------------------------------------ the declared contract
+def _own(cls: type, hook: str) -> bool:
+    """``cls`` overrides ``hook`` (somewhere below ``IQAModel``)."""
+    return any(hook in vars(klass) for klass in cls.__mro__[:cls.__mro__.index(IQAModel)])
+
+
+def test_every_hook_is_declared_documented_and_listed_in_the_readme():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = re.search(r"## Adding a model\n(.*?)\n## ", readme, re.S)
+    assert section, "README has an 'Adding a model' section"
+    for hook in HOOKS:
+        assert hasattr(IQAModel, hook), hook
+        member = inspect.getattr_static(IQAModel, hook)
+        if callable(member) or isinstance(member, (classmethod, staticmethod, property)):
+            assert inspect.getdoc(getattr(IQAModel, hook)), f"IQAModel.{hook} needs a docstring"
+        assert re.search(rf"`{hook}[`(]", section.group(1)), f"README 'Adding a model' does not list `{hook}`"
+
+
+@pytest.mark.parametrize("name", available())
+def test_hooks_keep_the_declared_signatures(name):
+    """An override takes the arguments the engine passes (a model cannot rename the contract away)."""
+    cls = get_model_class(name)
+    model = smoke(name)
+    for hook in HOOKS:
+        base = inspect.getattr_static(IQAModel, hook)
+        if not callable(base) and not isinstance(base, (classmethod, staticmethod)):
+            value, default = getattr(cls, hook), getattr(IQAModel, hook)
+            assert isinstance(value, type(default)) or value is None or default is None, (hook, value)
+            continue
+        if _own(cls, hook):
+            want = list(inspect.signature(getattr(IQAModel(ATTRS), hook)).parameters)
+            got = list(inspect.signature(getattr(model, hook)).parameters)
+            assert len(got) == len(want), f"{name}.{hook}{tuple(got)} does not match IQAModel.{hook}{tuple(want)}"
+
+
+@pytest.mark.parametrize("name", available())
+def test_hooks_do_what_they_promise(name, toy_dataset):
+    cls = get_model_class(name)
+    model = smoke(name).eval()
+    batch = make_batch(model, n=3, size=_size(name))
+    derived = cls.dataset_kwargs(toy_dataset)
+    assert set(derived) <= set(allowed_kwargs(cls)), f"{name}.dataset_kwargs: not constructor arguments"
+    sampler = model.make_train_sampler(np.linspace(0, 1, 20), 10, seed=0)
+    if sampler is not None:
+        batches = list(sampler)
+        assert batches and all(0 <= i < 20 for b in batches for i in b)
+    if model.has_pair_head:
+        scores, emb = model.predict_with_embedding(batch)
+        plain = model.predict(batch)
+        for attr in ATTRS:
+            torch.testing.assert_close(scores[attr], plain[attr])
+        assert emb.shape[0] == 3 and emb.dim() == 2
+        assert model.pair_logits(emb, emb.flip(0)).shape == (3, len(ATTRS))
+    else:
+        with pytest.raises(NotImplementedError, match="no pair head"):
+            model.predict_with_embedding(batch)
+
+
+def test_engine_uses_the_hooks_not_attribute_probing():
+    """The engine and the stages call the contract; the old ``getattr`` probes are gone."""
+    src = Path(__file__).resolve().parents[1] / "src" / "iqalab"
+    probes = ("make_train_sampler", "trainable", "pair_logits", "smoke_params", "smoke_image_size")
+    found = [f"{path.relative_to(src)}: {hook}" for path in src.rglob("*.py") for hook in probes
+             if re.search(rf"getattr\([^)]*[\"']{hook}[\"']", path.read_text())]
+    assert not found, found
+    engine = (src / "train" / "engine.py").read_text()
+    assert "allowed_kwargs" not in engine, "constructor arguments from the data come from dataset_kwargs"
+
+
+def test_engine_builds_models_with_their_dataset_kwargs(project, toy_dataset):
+    """``dataset_kwargs`` reach the constructor (FHIQA's ``n_scenes`` = the toy set's 4 scenes); params win."""
+    import shutil
+
+    from iqalab.config import parse_params
+    from iqalab.train import engine
+
+    from .conftest import toy_params
+
+    shutil.copytree(toy_dataset.root, project.root / "build" / "datasets" / "toy")
+    kwargs = {k: v for k, v in get_model_class("fhiqa").smoke_params.items() if k != "n_scenes"}
+    train = {"epochs": 1, "max_train_images": 4, "crop": None}
+    params = parse_params(toy_params(derived={"dataset": "toy", "model": {"name": "fhiqa", **kwargs}, "train": train},
+                                     given={"dataset": "toy", "model": {"name": "fhiqa", **kwargs, "n_scenes": 6},
+                                            "train": train}))
+    for name, expected in (("derived", len(toy_dataset.scenes)), ("given", 6)):
+        engine.train_experiment(params, name, project.root, progress=False)
+        ckpt = engine.load_checkpoint(project.root / "build" / "models" / name / "scene" / "best.pt")
+        assert ckpt["config"]["model_kwargs"]["n_scenes"] == expected

@@ -22,6 +22,7 @@ from iqalab.analysis.tuning import (
     ordered_search,
     run_study,
     top1,
+    wilson_interval,
 )
 from iqalab.config import ParamsError, parse_params
 from iqalab.data.schema import CAM_PARAMS
@@ -157,6 +158,17 @@ def test_borda_scores_recover_a_consistent_order():
     assert top1([np.nan, 2.0, 2.0, 1.0]) == 1
 
 
+def test_wilson_interval_matches_statsmodels():
+    from statsmodels.stats.proportion import proportion_confint
+
+    for wins, n in ((33, 44), (0, 12), (12, 12), (264, 528)):
+        lo, hi = wilson_interval(wins, n)
+        ref = proportion_confint(wins, n, alpha=0.05, method="wilson")
+        assert (lo, hi) == pytest.approx(ref, abs=1e-9)
+    lo, hi = wilson_interval(5.5, 10)  # ties count half: fractional wins are allowed
+    assert lo < 0.55 < hi
+
+
 # --------------------------------------------------------------------------------------------- the study
 def _fake_study(n_scenes: int, models, reference: str, panel: Panel, seed: int = 0, **cfg):  # noqa: ANN001, ANN202
     rng = np.random.default_rng(seed)
@@ -246,21 +258,22 @@ def test_study_on_the_simulator_and_render_cache(tmp_path):
 
 # --------------------------------------------------------------------------------------------- stage
 class _PairModel:
-    """Pair-head model stand-in: features = mean brightness, pair logit = 20 x (f_a - f_b)."""
+    """Pair-head model stand-in (the contract of ``IQAModel``'s pair head): embedding = mean brightness,
+    pair logit = 20 x (e_a - e_b)."""
 
     attributes = ["overall"]
+    has_pair_head = True
+    input_resolution = "cache"
 
-    def features(self, batch):  # noqa: ANN001, ANN201
-        return batch["image"].mean(dim=(1, 2, 3))[:, None]
-
-    def scores(self, feats):  # noqa: ANN001, ANN201
-        return {"overall": feats[:, 0]}
+    def predict_with_embedding(self, batch):  # noqa: ANN001, ANN201
+        emb = batch["image"].mean(dim=(1, 2, 3))[:, None]
+        return {"overall": emb[:, 0]}, emb
 
     def pair_logits(self, fa, fb):  # noqa: ANN001, ANN201
         return 20 * (fa - fb)
 
     def predict(self, batch):  # noqa: ANN001, ANN201
-        return self.scores(self.features(batch))
+        return self.predict_with_embedding(batch)[0]
 
 
 class _FakeScorer:

@@ -54,9 +54,9 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 from tqdm.auto import tqdm
 
-from iqalab.analysis.stats import wilson_interval
 from iqalab.data.schema import CAM_PARAMS
 from iqalab.io import atomic_path
 from iqalab.sim.camera import CameraParams
@@ -335,6 +335,20 @@ def ordered_search(objective: Callable[[Index], float], candidates: Sequence[Ind
 
 
 # --------------------------------------------------------------------------------------------- statistics
+def wilson_interval(wins: float, n: float, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion ``wins / n`` (``wins`` may be fractional: ties = 1/2)."""
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    z = float(norm.ppf(0.5 + level / 2))
+    p = wins / n
+    den = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z / den * math.sqrt(max(p * (1 - p) / n + z * z / (4 * n * n), 0.0))
+    lo = 0.0 if wins <= 0 else max(0.0, centre - half)  # exact bounds where rounding would leave 1e-17
+    hi = 1.0 if wins >= n else min(1.0, centre + half)
+    return (lo, hi)
+
+
 def win_rates(verdicts: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     """Win rate of the reference against each opponent from per-scenario verdicts.
 
@@ -541,8 +555,8 @@ def regret_table(picks: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------- models
 class ScorerModel:
     """A checkpoint (:class:`iqalab.inference.Scorer`) as a :class:`QualityModel`: camera parameters from the render infos, person /
-    face boxes and landmarks from the scene; scores in MOS units. With a pair head (TuningIQA's ``pair_logits``
-    on fused ``features``) it also offers :meth:`pairwise` (the paper's pairwise ranking)."""
+    face boxes and landmarks from the scene; scores in MOS units. With a pair head (``has_pair_head``: TuningIQA's
+    ``pair_logits`` on its fused features) it also offers :meth:`pairwise` (the paper's pairwise ranking)."""
 
     def __init__(self, scorer: Any, attribute: str, label: str) -> None:
         if attribute not in scorer.attributes:
@@ -550,9 +564,7 @@ class ScorerModel:
         self.scorer = scorer
         self.attribute = attribute
         self.label = label
-        model = scorer.model
-        if not (callable(getattr(model, "pair_logits", None)) and callable(getattr(model, "features", None))
-                and callable(getattr(model, "scores", None))):
+        if not scorer.model.has_pair_head:
             self.pairwise = None  # type: ignore[assignment]
 
     def _inputs(self, infos: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
@@ -590,18 +602,21 @@ class ScorerModel:
 
 class _FeatureTap:
     """Stands in for a pair-head model inside :meth:`iqalab.inference.Scorer.score` so that the batches the
-    Scorer prepares (resize, normalisation, standardised camera parameters, boxes) also yield the fused
-    features the pair head needs; returns the same scores as the model's ``predict``."""
+    Scorer prepares (resize, normalisation, standardised camera parameters, boxes) also yield the embeddings the
+    pair head compares (:meth:`iqalab.models.base.IQAModel.predict_with_embedding`); returns the same scores as
+    the model's ``predict`` and answers every other attribute as the model does."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
-        self.attributes = model.attributes
         self.features: list[Any] = []
 
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
     def predict(self, batch: dict[str, Any]) -> dict[str, Any]:
-        feats = self.model.features(batch)
-        self.features.append(feats)
-        return self.model.scores(feats)
+        scores, emb = self.model.predict_with_embedding(batch)
+        self.features.append(emb)
+        return scores
 
 
 # --------------------------------------------------------------------------------------------- figures

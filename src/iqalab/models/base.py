@@ -5,8 +5,14 @@ A model:
 - is built as ``Model(attributes=[...], **params)`` and registered with ``@register("name")``;
 - declares the batch keys it needs in ``inputs`` (subset of :data:`BATCH_KEYS`) so the loader builds only those;
 - maps a batch to ``{attribute: scores[B]}`` in :meth:`forward`;
-- may override :meth:`training_step` (losses, pairs, curricula), :meth:`predict` (test-time patch averaging)
-  and :meth:`param_groups` (per-part learning rates).
+- may override the optional hooks listed in :data:`HOOKS` (each declared here with its default and docstring;
+  the engine, evaluation and stages call them directly, never by ``getattr`` or signature inspection):
+  :meth:`training_step` (losses, pairs, curricula), :meth:`predict` (test-time patch averaging),
+  :meth:`param_groups` (per-part learning rates), :attr:`trainable` / :meth:`fit` (models fitted without
+  gradients), :meth:`make_train_sampler` (batches of a special composition), :meth:`dataset_kwargs`
+  (constructor arguments taken from the training data), :attr:`has_pair_head` / :meth:`predict_with_embedding`
+  / :meth:`pair_logits` (a pairwise preference head), the published raw score (:meth:`predict_with_raw`), and the
+  tiny test configuration (:attr:`smoke_params`, :attr:`smoke_image_size`).
 
 Batch keys (``iqalab.data.loaders``): ``image`` float[B,3,H,W] ImageNet-normalised; ``cam`` float[B,7]
 standardised camera parameters with ``cam_mask`` float[B,7] (1 = known); ``person_box`` / ``face_box``
@@ -20,11 +26,17 @@ Models predict in the normalised [0, 1] scale; the engine maps predictions back 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Sampler
+
+if TYPE_CHECKING:
+    from iqalab.data.schema import Dataset
 
 BATCH_KEYS = frozenset(
     {"image", "cam", "person_box", "face_box", "landmarks", "scene_idx", "pairs", "mos", "std", "image_id"}
@@ -71,6 +83,16 @@ def masked_mse(pred: dict[str, torch.Tensor], target: torch.Tensor, attributes: 
     return torch.stack(losses).mean()
 
 
+#: The optional hooks of the model contract: every one is declared on :class:`IQAModel` with a default, listed in
+#: README "Adding a model", and checked for every registered model by ``tests/test_models_registry.py``.
+HOOKS: tuple[str, ...] = (
+    "training_step", "predict", "param_groups", "trainable", "fit", "make_train_sampler", "dataset_kwargs",
+    "has_pair_head", "predict_with_embedding", "pair_logits", "raw_score_name", "raw_lower_is_better",
+    "input_resolution", "predict_with_raw", "ready_without_training", "run_notes", "allow_missing_regions",
+    "smoke_params", "smoke_image_size",
+)
+
+
 class IQAModel(nn.Module):
     """Base class: multi-attribute quality regressor with a uniform surface."""
 
@@ -79,6 +101,20 @@ class IQAModel(nn.Module):
     inputs: ClassVar[frozenset[str]] = frozenset({"image"})
     #: paper the model reproduces (shown in model cards)
     paper: ClassVar[str] = ""
+    #: trained by gradient descent (the engine's epoch loop); ``False``: the engine calls :meth:`fit` once on the
+    #: training images and saves the result (NIQE, BRISQUE, zero-shot metrics)
+    trainable: ClassVar[bool] = True
+    #: the model has a pairwise preference head: :meth:`predict_with_embedding` and :meth:`pair_logits` work
+    #: (TuningIQA Eq. 9; the camera-tuning study then ranks its sweeps pairwise)
+    has_pair_head: ClassVar[bool] = False
+    #: constructor kwargs of the tiny configuration the registry-wide tests and model cards build
+    smoke_params: ClassVar[dict[str, Any]] = {}
+    #: image side of the registry-wide tests' synthetic batches
+    smoke_image_size: ClassVar[int] = 64
+    #: train on images never searched for the regions (person / face boxes) the model reads, with its fallbacks,
+    #: instead of being refused (:func:`iqalab.data.regions.check_regions`); models reading regions make it a
+    #: constructor argument
+    allow_missing_regions: bool = False
 
     def __init__(self, attributes: list[str]) -> None:
         super().__init__()
@@ -125,6 +161,38 @@ class IQAModel(nn.Module):
         classical model's variant label, the raw score's name and sign, images scored by a fallback). Default:
         none."""
         return {}
+
+    # -- models fitted without gradients, special batches, data-dependent construction ---------------------------
+    def fit(self, batches: Iterable[dict[str, Any]]) -> None:
+        """Learn from the training images without gradients, once (models with ``trainable = False``).
+
+        ``batches`` are exactly what :meth:`predict` receives (the engine's one batch contract,
+        ``engine.prepared_batches``), training split only. Default: nothing to learn (zero-shot metrics).
+        """
+
+    def make_train_sampler(self, mos_norm: np.ndarray, batch_size: int, seed: int) -> Sampler[list[int]] | None:
+        """A batch sampler over the training images (indices into ``mos_norm`` ``[N]``, the first attribute's
+        normalised MOS) for one epoch seeded by ``seed``, or ``None`` for the engine's shuffled batches (default).
+        REQA composes each batch of micro-batches spanning the five quality scales."""
+        return None
+
+    @classmethod
+    def dataset_kwargs(cls, dataset: Dataset) -> dict[str, Any]:
+        """Constructor keyword arguments read from the training dataset; a value set in ``params.yaml`` wins.
+        Default: none (SEM-HyperIQA and FHIQA: ``n_scenes``, the dataset's scene count)."""
+        return {}
+
+    # -- pairwise preference head ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_with_embedding(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """:meth:`predict` and the per-image embedding ``[B, D]`` its pair head compares, in one pass (models with
+        ``has_pair_head``)."""
+        raise NotImplementedError(f"model {self.registry_name!r} has no pair head (has_pair_head is False)")
+
+    def pair_logits(self, emb_a: torch.Tensor, emb_b: torch.Tensor) -> torch.Tensor:
+        """Logits ``[P, A]`` that image ``a`` is better than image ``b`` (attribute order of the model), from two
+        rows of embeddings ``[P, D]`` of :meth:`predict_with_embedding` (models with ``has_pair_head``)."""
+        raise NotImplementedError(f"model {self.registry_name!r} has no pair head (has_pair_head is False)")
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         """Optimiser parameter groups; override for per-part learning rates."""

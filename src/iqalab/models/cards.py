@@ -51,7 +51,7 @@ def card_kwargs(cls: type, config: Literal["smoke", "default"] = "smoke") -> dic
     """The constructor kwargs a card is built with: ``smoke_params``, or ``{}`` (defaults) with any
     ``pretrained`` argument set to False so a card never downloads weights."""
     if config == "smoke":
-        return dict(getattr(cls, "smoke_params", {}))
+        return dict(cls.smoke_params)
     if config != "default":
         raise ValueError(f"unknown card config {config!r}: expected 'smoke' or 'default'")
     return {"pretrained": False} if "pretrained" in allowed_kwargs(cls) else {}

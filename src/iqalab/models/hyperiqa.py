@@ -74,7 +74,7 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -83,6 +83,9 @@ from torch.nn import functional as F
 from iqalab.models.backbones import create_backbone
 from iqalab.models.base import IQAModel, StepContext
 from iqalab.models.registry import register
+
+if TYPE_CHECKING:
+    from iqalab.data.schema import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -437,6 +440,11 @@ class SemHyperIQA(HyperIQA):
         if self.rescale:
             self.rescaler = mlp(self.n_scenes, rescaler_hidden, 2 * len(self.attributes), rescaler_layers)
             self._init_identity_rescale()
+
+    @classmethod
+    def dataset_kwargs(cls, dataset: Dataset) -> dict[str, Any]:
+        """``n_scenes``: every scene of the training dataset (``scene_idx`` indexes its sorted scene list)."""
+        return {"n_scenes": len(dataset.scenes)}
 
     def _init_identity_rescale(self) -> None:
         last = self.rescaler[-1]

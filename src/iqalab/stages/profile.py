@@ -47,7 +47,7 @@ def profile_experiment(params: Params, experiment: str, root: Path, image_size: 
         raise FileNotFoundError(f"experiment {experiment!r}: {why}")
     model = model_from_checkpoint(load_checkpoint(ckpt), str(ckpt))
     result = profile_model(model, image_size=image_size, device="cpu", warmup=2, repeats=repeats)
-    if not getattr(model, "trainable", True):  # numpy feature pipelines: no torch graph to count MACs on
+    if not model.trainable:  # numpy feature pipelines: no torch graph to count MACs on
         result.update(gmacs=None, params=model.num_parameters(), params_m=model.num_parameters() / 1e6)
     result.update({"experiment": experiment, "model": model.registry_name, "checkpoint": str(ckpt.relative_to(root))})
     write_json(root / "results" / "profile" / f"{experiment}.json", result)

@@ -39,7 +39,7 @@ from iqalab.data.regions import check_regions, summarise_regions
 from iqalab.data.schema import Dataset, read_dataset
 from iqalab.io import atomic_path, write_json, write_parquet
 from iqalab.models.base import IQAModel, StepContext
-from iqalab.models.registry import allowed_kwargs, build_model, get_model_class
+from iqalab.models.registry import build_model, get_model_class
 from iqalab.repro import seed_everything
 from iqalab.train import distributed
 
@@ -345,8 +345,8 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
     seed_everything(spec.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    if "n_scenes" in allowed_kwargs(get_model_class(spec.model_name)) and "n_scenes" not in spec.model_kwargs:
-        spec.model_kwargs = {**spec.model_kwargs, "n_scenes": len(ds.scenes)}  # scene-aware models (FHIQA)
+    derived = get_model_class(spec.model_name).dataset_kwargs(ds)  # e.g. n_scenes (FHIQA); params win
+    spec.model_kwargs = {**spec.model_kwargs, **{k: v for k, v in derived.items() if k not in spec.model_kwargs}}
     model = build_model(spec.model_name, ds.attributes, key_path=f"experiments.{spec.experiment}.model",
                         **spec.model_kwargs)
     ids = {role: ds.split_ids(spec.split, role) for role in ("train", "val", "test")}
@@ -369,7 +369,7 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
         log.warning("split %s has no val images: monitoring the training loss instead", spec.split)
 
     spec.extra["n_params"] = model.num_parameters()
-    trainable = getattr(model, "trainable", True) and any(p.requires_grad for p in model.parameters())
+    trainable = model.trainable and any(p.requires_grad for p in model.parameters())
     model.to(device)
     if cfg.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)
@@ -431,10 +431,10 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
             ctx.epoch = epoch
             seed_everything(spec.seed * 1000 + epoch)
             train_set.set_epoch(epoch)
-            sampler_factory = getattr(model, "make_train_sampler", None)
             batch_sampler = None
-            if sampler_factory is not None and train_set is train_items:
-                batch_sampler = sampler_factory(train_items.mos_norm[:, 0], cfg.batch_size, spec.seed * 1000 + epoch)
+            if train_set is train_items:  # pair training draws pairs, not images
+                batch_sampler = model.make_train_sampler(train_items.mos_norm[:, 0], cfg.batch_size,
+                                                         spec.seed * 1000 + epoch)
             if dist_info.enabled:  # the global batches one process would draw, each cut into per-rank shards
                 if batch_sampler is None:
                     generator = torch.Generator().manual_seed(spec.seed * 1000 + epoch)
