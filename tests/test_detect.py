@@ -353,3 +353,28 @@ def test_detection_settings_are_validated() -> None:
         DetectionConfig(threshold=0.5)  # unknown key
     assert DetectionConfig(face_threshold=0.8).key() != DetectionConfig().key()
     assert DetectionConfig(enabled=True).key() == DetectionConfig().key()  # switching on does not re-detect
+
+
+def test_region_montage_draws_boxes_and_rates(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from iqalab.dataset_figures import region_montage
+
+    images = pd.DataFrame({"path": ["a.png", "b.png", "c.png"], "condition": ["day", "day", "night"],
+                           "face_detector": ["mtcnn", "mtcnn", "mtcnn"], "person_detector": "face_rule"})
+    for k, col in enumerate(FACE_BOX):
+        images[col] = [0.2 + 0.5 * (k >= 2), np.nan, 0.1 + 0.5 * (k >= 2)]
+    for k, col in enumerate(PERSON_BOX):
+        images[col] = [0.1 + 0.8 * (k >= 2), np.nan, np.nan]
+    for col in LANDMARKS:
+        images[col] = [0.4, np.nan, np.nan]
+    fig = region_montage(tmp_path, images, load=lambda row: np.zeros((20, 40, 3), np.uint8))
+    assert fig is not None
+    labels = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert "day (n=2)\nface 50%\nperson 50%" in labels and "night (n=1)\nface 100%\nperson 0%" in labels
+    boxes = [p for ax in fig.axes for p in ax.patches]
+    assert len(boxes) == 3  # person + face on one day image, face on the night image
+    assert {tuple(np.round(b.get_xy(), 1)) for b in boxes} >= {(4.0, 2.0), (8.0, 4.0)}  # scaled to 40 x 20 px
+    assert "face: mtcnn" in fig._suptitle.get_text()
+    plt.close(fig)
+    assert region_montage(tmp_path, images[["path", "condition"]]) is None

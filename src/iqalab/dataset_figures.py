@@ -12,7 +12,8 @@
 - :func:`mos_intervals` - per-image MOS with its confidence interval, images sorted by MOS;
 - :func:`pair_refinement` - what the pairwise refinement did to the MOS order of fine pairs (TuningIQA Eq. 2);
 - :func:`camera_mos` / :func:`camera_correlation` - MOS against each camera parameter, and their SRCC;
-- :func:`parameter_sweep_montage` - images of one scene sorted by one camera parameter (simulator issue).
+- :func:`parameter_sweep_montage` - images of one scene sorted by one camera parameter (simulator issue);
+- :func:`region_montage` - person/face boxes and landmarks per condition with the detection rates (issue #21).
 
 Every function takes tables (or results of :mod:`iqalab.analysis.stats`) and returns a matplotlib figure sized for a paper
 column (3.5 in) or page (7.16 in); the stage saves them with :func:`iqalab.plots.save`. Styling is seaborn's
@@ -456,3 +457,76 @@ def annotation_figure_makers(ds: Dataset, result: AnnotationAnalysis,
             makers["parameter_sweep"] = lambda: parameter_sweep_montage(
                 ds.root, images, result.camera_columns, result.main_attribute, load=load)
     return makers
+
+
+def region_montage(root: Path, images: pd.DataFrame, group: str = "condition", per_group: int = 6,
+                   image_px: int = 128, seed: int = 0,
+                   load: Callable[[pd.Series], np.ndarray] | None = None) -> plt.Figure | None:
+    """Detections and detection rates per group (issue #21; the regions of TuningIQA's HFE and SFIQA's views).
+
+    One row per ``group`` value (condition or scenario; one row when the column is empty): ``per_group`` images
+    drawn at random (``seed``) with the person box (blue), the face box (green) and the five landmarks (red); the
+    row label gives the share of images with a face and with a person, and the title the detectors of
+    ``images.parquet`` (``face_detector`` / ``person_detector``, :mod:`iqalab.data.regions`). Boxes are normalised,
+    so any ``load`` (e.g. the square image cache) draws them in place. ``None`` when the table has no box columns.
+    """
+    from matplotlib.patches import Rectangle
+
+    from iqalab.data.cache import decode_image
+    from iqalab.data.schema import FACE_BOX, LANDMARKS, PERSON_BOX, safe_relative_path
+
+    if not set(FACE_BOX) <= set(images.columns) and not set(PERSON_BOX) <= set(images.columns):
+        return None
+    if load is None:
+        def load(row: pd.Series) -> np.ndarray:
+            return decode_image(safe_relative_path(root, row["path"]), image_px)
+
+    def coords(row: pd.Series, cols: Sequence[str]) -> np.ndarray | None:
+        if not set(cols) <= set(row.index):
+            return None
+        values = row[list(cols)].to_numpy(dtype=float)
+        return None if np.isnan(values).any() else values
+
+    def rate(frame: pd.DataFrame, cols: Sequence[str]) -> float:
+        if not set(cols) <= set(frame.columns):
+            return 0.0
+        return float(np.isfinite(frame[list(cols)].to_numpy(dtype=float)).all(axis=1).mean())
+
+    labels = images[group].fillna("all").astype(str) if group in images.columns else pd.Series("all", images.index)
+    groups = sorted(labels.unique())
+    n_cols = max(1, min(per_group, int(labels.value_counts().max())))
+    cell = PAGE_WIDTH_IN / max(n_cols, 4)
+    with figure_style():
+        fig, axes = plt.subplots(len(groups), n_cols, figsize=(cell * n_cols, (cell + 0.1) * len(groups)),
+                                 squeeze=False)
+        for r, name in enumerate(groups):
+            members = images[labels == name]
+            chosen = members.sample(min(n_cols, len(members)), random_state=seed)
+            for c in range(n_cols):
+                ax = axes[r][c]
+                ax.axis("off")
+                if c >= len(chosen):
+                    continue
+                row = chosen.iloc[c]
+                pixels = load(row)
+                h, w = pixels.shape[:2]
+                ax.imshow(pixels)
+                for cols, colour in ((PERSON_BOX, "tab:blue"), (FACE_BOX, "tab:green")):
+                    box = coords(row, cols)
+                    if box is not None:
+                        ax.add_patch(Rectangle((box[0] * w, box[1] * h), (box[2] - box[0]) * w,
+                                               (box[3] - box[1]) * h, fill=False, edgecolor=colour, linewidth=0.8))
+                marks = coords(row, LANDMARKS)
+                if marks is not None:
+                    ax.scatter(marks[0::2] * w, marks[1::2] * h, s=2, c="tab:red", linewidths=0)
+            axes[r][0].text(-0.08, 0.5, f"{name} (n={len(members)})\nface {rate(members, FACE_BOX):.0%}\n"
+                                        f"person {rate(members, PERSON_BOX):.0%}",
+                            transform=axes[r][0].transAxes, ha="right", va="center", fontsize=6)
+        detectors = []
+        for kind in ("face", "person"):
+            col = f"{kind}_detector"
+            names = sorted(images[col].dropna().astype(str).unique()) if col in images.columns else []
+            detectors.append(f"{kind}: {', '.join(names) if names else 'dataset boxes'}")
+        fig.suptitle(f"regions (person blue, face green, landmarks red); {'; '.join(detectors)}", fontsize=7)
+        _tight(fig, title=True, pad=0.3, h_pad=0.3, w_pad=0.2)
+    return fig

@@ -1,0 +1,119 @@
+"""Region detection at ingest: throughput on this CPU, and which offline person detector to use.
+
+Three measurements (issue #21):
+
+1. throughput of the ingest detector (MTCNN faces + landmarks, person box from the face) in images/s, on the real
+   photos shipped with scikit-image / matplotlib / scikit-learn shrunk to ``--side`` pixels, single process;
+2. person boxes on those photos against the hand-drawn boxes of ``tests/test_detect.py`` (``PHOTO_REGIONS``):
+   the face-to-body rule versus OpenCV's HOG people detector (when ``cv2`` is importable), IoU per photo and false
+   detections on the photos without people;
+3. face recall on the simulator's known boxes (IoU >= 0.5), per builder.
+
+Run (HOG needs OpenCV, e.g. ``pip install --target /tmp/cv opencv-python-headless==4.12.0.88`` and
+``PYTHONPATH=/tmp/cv``; OpenCV 5 dropped ``HOGDescriptor`` from the main module)::
+
+    .venv/bin/python benchmarks/bench_detect.py [--images 24] [--side 512] [--sim 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the hand-drawn boxes live in the tests
+
+from iqalab.data import detect  # noqa: E402
+from iqalab.data.schema import FACE_BOX, PERSON_BOX  # noqa: E402
+from tests.test_detect import PHOTO_REGIONS, iou, package_photo  # noqa: E402
+
+log = logging.getLogger("bench_detect")
+
+
+def throughput(n_images: int, side: int) -> float:
+    """Images/s of :func:`iqalab.data.detect.detect_one` (MTCNN + face rule) on package photos at ``side`` px."""
+    photos = [detect.as_rgb(package_photo(name), side) for name in PHOTO_REGIONS]
+    detect.detect_one(photos[0])  # load the networks outside the timing
+    started = time.perf_counter()
+    for k in range(n_images):
+        detect.detect_one(photos[k % len(photos)])
+    return n_images / (time.perf_counter() - started)
+
+
+def person_detectors() -> list[dict[str, object]]:
+    """Per photo: IoU of each person detector's box with the hand-drawn box (None = nobody there)."""
+    methods = ["face_rule"]
+    try:
+        detect._hog()
+        methods.append("hog")
+    except detect.DetectorUnavailable as exc:
+        log.warning("HOG skipped: %s", exc)
+    rows = []
+    for name, truth in PHOTO_REGIONS.items():
+        image = package_photo(name)
+        h, w = image.shape[:2]
+        row: dict[str, object] = {"photo": name}
+        for method in methods:
+            started = time.perf_counter()
+            found = detect.detect_one(image, person=method)
+            seconds = time.perf_counter() - started
+            box = np.array([found[c] for c in PERSON_BOX])
+            if truth is None:
+                row[method] = "none (correct)" if np.isnan(box).all() else "false detection"
+            else:
+                ref = np.asarray(truth["person"], float) / np.array([w, h, w, h])
+                row[method] = "missed" if np.isnan(box).any() else f"IoU {iou(box, ref):.2f}"
+            row[f"{method}_s"] = round(seconds, 2)
+        rows.append(row)
+    return rows
+
+
+def simulator_recall(n_scenes: int) -> dict[str, float]:
+    """Share of simulator faces found with IoU >= 0.5 (face_threshold 0.9), per builder."""
+    from iqalab.sim.builders import build
+
+    out = {}
+    sizes = {"fglive_sim": {"image_size": 256, "n_raters": 5}, "face_sim": {"image_size": 128, "n_raters": 5},
+             "portrait_sim": {"image_size": 256}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for builder, opts in sizes.items():
+            per_scene = 2 if builder == "portrait_sim" else 1
+            ds = build(builder, Path(tmp) / builder, seed=0, n_scenes=n_scenes, images_per_scene=per_scene, **opts)
+            truth = ds.images[list(FACE_BOX)].to_numpy(float)
+            hits = []
+            for path, ref in zip(ds.images["path"], truth, strict=True):
+                if np.isnan(ref).any():
+                    continue
+                row = detect.detect_one(ds.root / path)
+                box = np.array([row[c] for c in FACE_BOX])
+                hits.append(bool(np.isfinite(box).all() and iou(box, ref) >= 0.5))
+            out[builder] = (float(np.mean(hits)), len(hits))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=24)
+    parser.add_argument("--side", type=int, default=512)
+    parser.add_argument("--sim", type=int, default=20, help="simulator scenes per builder (0 = skip)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import torch
+
+    log.info("CPU threads: %d; facenet-pytorch %s", torch.get_num_threads(), detect.package_version("facenet-pytorch"))
+    for side in (args.side, 1024):
+        log.info("MTCNN + face rule at %d px: %.2f images/s", side, throughput(args.images, side))
+    for row in person_detectors():
+        log.info("person %s", row)
+    if args.sim:
+        for builder, (rate, n) in simulator_recall(args.sim).items():
+            log.info("simulator faces found (IoU >= 0.5) in %s: %.0f%% of %d", builder, 100 * rate, n)
+
+
+if __name__ == "__main__":
+    main()
