@@ -9,6 +9,8 @@ Owns the library part of stage ``significance``:
 - :func:`paired_bootstrap_srcc` and :func:`bootstrap_ci` - vectorised image-level bootstraps;
 - :func:`wilcoxon_across_splits` and :func:`split_metric_matrix` - tests on a metric over repeated splits;
 - :func:`compare_tests` - every pairwise verdict side by side, flagging where the tests disagree.
+- :func:`choose_split`, :func:`align_split`, :func:`per_split_srcc`, :func:`bootstrap_table` - the models'
+  prediction tables aligned on the images they all predicted, the inputs of the tests above.
 
 A note on REQA Sec. IV-C-2: the text says "the SROCC scores of each method when training and testing on CLIVE
 are utilized for the test" while Table III reads like the classic residual F-test matrix. Both readings are
@@ -346,3 +348,79 @@ def compare_tests(preds_by_model: Mapping[str, ArrayLike], mos: ArrayLike,
     if not table.empty:
         log.info("tests disagree on %d of %d model pairs", int((~table["agree"]).sum()), len(table))
     return table
+
+
+# --------------------------------------------------------------------------------------------- prediction tables
+@dataclass
+class AlignedSplit:
+    """Predictions of several models on the same images of one split: ``preds`` [image x model], ``mos``."""
+
+    split: str
+    preds: pd.DataFrame
+    mos: pd.Series
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.preds.columns)
+
+
+def align_split(part: pd.DataFrame, split: str, models: list[str]) -> AlignedSplit:
+    """Join the ``models``' test predictions of ``split`` on ``image_id``, keeping images every model predicted.
+
+    ``part`` holds one dataset's, one attribute's test rows with an ``experiment`` column. The MOS of an image
+    must agree across models (they are the same ground truth); a mismatch raises ``ValueError``.
+    """
+    rows = part[(part["split"] == split) & part["experiment"].isin(models)]
+    preds = rows.pivot_table(index="image_id", columns="experiment", values="pred", aggfunc="first")
+    preds = preds.reindex(columns=models).dropna(axis=0, how="any")
+    mos_table = rows.pivot_table(index="image_id", columns="experiment", values="mos", aggfunc="first")
+    mos_table = mos_table.reindex(index=preds.index, columns=models)
+    spread = (mos_table.max(axis=1) - mos_table.min(axis=1)).to_numpy(float)
+    if spread.size and np.nanmax(spread) > 1e-9 * max(1.0, float(np.nanmax(np.abs(mos_table.to_numpy())))):
+        raise ValueError(f"split {split}: models disagree on the MOS of the same image_id; not the same test set")
+    preds.columns.name = None
+    return AlignedSplit(split, preds, mos_table.iloc[:, 0].rename("mos"))
+
+
+def choose_split(part: pd.DataFrame, models: list[str]) -> tuple[str | None, list[str]]:
+    """The first split (sorted) every model has; else the one shared by the most models. Returns it and the
+    models that have it (in the given order)."""
+    have = {split: set(g["experiment"]) for split, g in part.groupby("split", sort=True)}
+    if not have:
+        return None, []
+    full = [s for s, exps in have.items() if set(models) <= exps]
+    split = full[0] if full else max(sorted(have), key=lambda s: len(have[s] & set(models)))
+    return split, [m for m in models if m in have[split]]
+
+
+def per_split_srcc(part: pd.DataFrame, models: list[str]) -> tuple[list[str], dict[str, list[float]]]:
+    """SRCC of each model on every split all ``models`` share, each split on its aligned images."""
+    have = {split: set(g["experiment"]) for split, g in part.groupby("split", sort=True)}
+    common = [s for s, exps in have.items() if set(models) <= exps]
+    values: dict[str, list[float]] = {m: [] for m in models}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", metrics.MetricWarning)
+        for split in common:
+            aligned = align_split(part, split, models)
+            for m in models:
+                values[m].append(metrics.srcc(aligned.preds[m], aligned.mos) if len(aligned.mos) >= 3 else np.nan)
+    return common, values
+
+
+def bootstrap_table(test: pd.DataFrame, labels: dict[str, str], n_boot: int, seed: int) -> pd.DataFrame:
+    """Bootstrap 95% CIs of SRCC and raw PLCC per dataset x attribute x model x split (vectorised resamples)."""
+    rows = []
+    groups = test.groupby(["dataset", "attribute", "experiment", "split"], sort=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", metrics.MetricWarning)
+        for (dataset, attr, exp, split), part in tqdm(groups, desc="bootstrap CIs", disable=len(groups) < 50,
+                                                      leave=False):
+            row: dict[str, Any] = {"dataset": dataset, "attribute": attr, "model": labels[exp], "split": split,
+                                   "n": len(part)}
+            for name in ("srcc", "plcc"):
+                ci = bootstrap_ci(name, part["pred"].to_numpy(float), part["mos"].to_numpy(float), n_boot, seed)
+                row[name.upper()] = ci["estimate"]
+                row[f"{name.upper()} low"] = ci["ci_low"]
+                row[f"{name.upper()} high"] = ci["ci_high"]
+            rows.append(row)
+    return pd.DataFrame(rows)

@@ -32,13 +32,10 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from iqalab.analysis import metrics
 from iqalab.analysis import significance as sig
@@ -51,81 +48,6 @@ from iqalab.tables import Table, dataset_caption, matrix_table
 log = logging.getLogger(__name__)
 ALPHA = 0.05
 MIN_IMAGES = 5
-
-
-@dataclass
-class AlignedSplit:
-    """Predictions of several models on the same images of one split: ``preds`` [image x model], ``mos``."""
-
-    split: str
-    preds: pd.DataFrame
-    mos: pd.Series
-
-    @property
-    def models(self) -> list[str]:
-        return list(self.preds.columns)
-
-
-def align_split(part: pd.DataFrame, split: str, models: list[str]) -> AlignedSplit:
-    """Join the ``models``' test predictions of ``split`` on ``image_id``, keeping images every model predicted.
-
-    ``part`` holds one dataset's, one attribute's test rows with an ``experiment`` column. The MOS of an image
-    must agree across models (they are the same ground truth); a mismatch raises ``ValueError``.
-    """
-    rows = part[(part["split"] == split) & part["experiment"].isin(models)]
-    preds = rows.pivot_table(index="image_id", columns="experiment", values="pred", aggfunc="first")
-    preds = preds.reindex(columns=models).dropna(axis=0, how="any")
-    mos_table = rows.pivot_table(index="image_id", columns="experiment", values="mos", aggfunc="first")
-    mos_table = mos_table.reindex(index=preds.index, columns=models)
-    spread = (mos_table.max(axis=1) - mos_table.min(axis=1)).to_numpy(float)
-    if spread.size and np.nanmax(spread) > 1e-9 * max(1.0, float(np.nanmax(np.abs(mos_table.to_numpy())))):
-        raise ValueError(f"split {split}: models disagree on the MOS of the same image_id; not the same test set")
-    preds.columns.name = None
-    return AlignedSplit(split, preds, mos_table.iloc[:, 0].rename("mos"))
-
-
-def choose_split(part: pd.DataFrame, models: list[str]) -> tuple[str | None, list[str]]:
-    """The first split (sorted) every model has; else the one shared by the most models. Returns it and the
-    models that have it (in the given order)."""
-    have = {split: set(g["experiment"]) for split, g in part.groupby("split", sort=True)}
-    if not have:
-        return None, []
-    full = [s for s, exps in have.items() if set(models) <= exps]
-    split = full[0] if full else max(sorted(have), key=lambda s: len(have[s] & set(models)))
-    return split, [m for m in models if m in have[split]]
-
-
-def per_split_srcc(part: pd.DataFrame, models: list[str]) -> tuple[list[str], dict[str, list[float]]]:
-    """SRCC of each model on every split all ``models`` share, each split on its aligned images."""
-    have = {split: set(g["experiment"]) for split, g in part.groupby("split", sort=True)}
-    common = [s for s, exps in have.items() if set(models) <= exps]
-    values: dict[str, list[float]] = {m: [] for m in models}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", metrics.MetricWarning)
-        for split in common:
-            aligned = align_split(part, split, models)
-            for m in models:
-                values[m].append(metrics.srcc(aligned.preds[m], aligned.mos) if len(aligned.mos) >= 3 else np.nan)
-    return common, values
-
-
-def bootstrap_table(test: pd.DataFrame, labels: dict[str, str], n_boot: int, seed: int) -> pd.DataFrame:
-    """Bootstrap 95% CIs of SRCC and raw PLCC per dataset x attribute x model x split (vectorised resamples)."""
-    rows = []
-    groups = test.groupby(["dataset", "attribute", "experiment", "split"], sort=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", metrics.MetricWarning)
-        for (dataset, attr, exp, split), part in tqdm(groups, desc="bootstrap CIs", disable=len(groups) < 50,
-                                                      leave=False):
-            row: dict[str, Any] = {"dataset": dataset, "attribute": attr, "model": labels[exp], "split": split,
-                                   "n": len(part)}
-            for name in ("srcc", "plcc"):
-                ci = sig.bootstrap_ci(name, part["pred"].to_numpy(float), part["mos"].to_numpy(float), n_boot, seed)
-                row[name.upper()] = ci["estimate"]
-                row[f"{name.upper()} low"] = ci["ci_low"]
-                row[f"{name.upper()} high"] = ci["ci_high"]
-            rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def _caption(layout: str, dataset: str, simulated: bool, notes: list[str]) -> str:
@@ -155,7 +77,7 @@ def run(params: Params, root: Path, figures: bool = True) -> dict[str, pd.DataFr
         key = f"{dataset}_{attr}"
         models = list(dict.fromkeys(part["experiment"]))
         simulated = simulated_by_ds.get(dataset, False)
-        split, compared = choose_split(part, models)
+        split, compared = sig.choose_split(part, models)
         entry: dict[str, Any] = {"models": [labels[m] for m in models], "split": split,
                                  "excluded": [labels[m] for m in models if m not in compared],
                                  "unavailable": {labels[e]: str(info["status"]) for e, info in meta.items()
@@ -165,7 +87,7 @@ def run(params: Params, root: Path, figures: bool = True) -> dict[str, pd.DataFr
         if split is None or len(compared) < 2:
             log.info("%s/%s: fewer than two models on a common split; nothing to compare", dataset, attr)
             continue
-        aligned = align_split(part, split, compared)
+        aligned = sig.align_split(part, split, compared)
         entry["n_images"] = len(aligned.mos)
         if len(aligned.mos) < MIN_IMAGES:
             log.warning("%s/%s: only %d common test images; no tests", dataset, attr, len(aligned.mos))
@@ -175,7 +97,7 @@ def run(params: Params, root: Path, figures: bool = True) -> dict[str, pd.DataFr
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", metrics.MetricWarning)
             matrix = sig.residual_f_test_matrix(preds, mos, alpha=ALPHA)
-            splits, split_srcc = per_split_srcc(part, compared)
+            splits, split_srcc = sig.per_split_srcc(part, compared)
             by_split = ({labels[m]: v for m, v in split_srcc.items()} if len(splits) >= 3 else None)
             compare = sig.compare_tests(preds, mos, by_split, alpha=ALPHA, n_boot=max(n_boot, 0), seed=seed)
         if n_boot <= 0 and not compare.empty:  # no bootstrap: its verdict is not a test result
@@ -217,7 +139,7 @@ def run(params: Params, root: Path, figures: bool = True) -> dict[str, pd.DataFr
         results[f"f_test_{key}"] = matrix
         results[f"compare_tests_{key}"] = compare
     if n_boot > 0 and not test.empty:
-        ci_frame = bootstrap_table(test, labels, n_boot, seed)
+        ci_frame = sig.bootstrap_table(test, labels, n_boot, seed)
         datasets = {d: simulated_by_ds.get(d, False) for d in ci_frame["dataset"].unique()}
         tables.append(Table("bootstrap_ci", ci_frame.set_index(["dataset", "attribute", "model", "split"]),
                             f"Percentile bootstrap 95% confidence intervals over test images ({n_boot} "
