@@ -1,6 +1,6 @@
 """Agreement between predicted and subjective quality: one implementation of every metric the papers report.
 
-Owns (``../shared/DESIGN.md``, "Metrics"):
+Owns:
 
 - SRCC, PLCC (raw), KRCC, RMSE, MAE - REQA Sec. IV-A-2, Eqs. (15)-(16); FHIQA Sec. IV-A (KRCC, MAE);
 - the 4-parameter logistic map applied before PLCC/RMSE/MAE in VQEG-style tables (:func:`logistic4_fit`);

@@ -1,4 +1,4 @@
-"""The canonical tables every adapter and the simulator produce (``../shared/DESIGN.md``, "Canonical data").
+"""The canonical tables every adapter and the simulator produce (the contract ``docs/datasets.md`` refers to).
 
 A dataset folder holds::
 
