@@ -234,7 +234,6 @@ def test_stages_complete_and_list_the_unavailable_experiment(project, toy_datase
     from iqalab.inference import experiment_checkpoint
     from iqalab.report import build_report
     from iqalab.stages import camera_tuning, evaluate, gmad, profile, significance
-    from iqalab.stages.camera_tuning import checkpoint_path
     from iqalab.tables import read_table_csv
     from iqalab.train.engine import PREDICTION_COLUMNS, train_experiment
 
@@ -258,7 +257,7 @@ def test_stages_complete_and_list_the_unavailable_experiment(project, toy_datase
     stale = root / "build" / "models" / "musiq" / "scene" / "best.pt"  # e.g. from a run that had the weights
     stale.parent.mkdir(parents=True)
     shutil.copy(root / "build" / "models" / "net" / "scene" / "best.pt", stale)
-    assert checkpoint_path(root, "musiq") is None and checkpoint_path(root, "net") is not None
+    assert experiment_checkpoint(root, "musiq")[0] is None and experiment_checkpoint(root, "net")[0] is not None
 
     profiles = profile.run(params, root, repeats=1)
     assert profiles["musiq"]["status"] == "pyiqa not installed" and profiles["musiq"]["params"] is None

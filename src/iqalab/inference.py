@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ import torch
 from iqalab.data.cache import resize_square
 from iqalab.data.loaders import CamStats, to_chw_uint8
 from iqalab.train.engine import load_checkpoint, model_from_checkpoint, resolve_device, to_device
+
+if TYPE_CHECKING:
+    from iqalab.config import Params
 
 
 def experiment_checkpoint(root: str | Path, experiment: str) -> tuple[Path | None, str]:
@@ -46,6 +49,24 @@ def experiment_checkpoint(root: str | Path, experiment: str) -> tuple[Path | Non
     if not ckpt.is_file():
         return None, f"checkpoint {ckpt.relative_to(root)} missing"
     return ckpt, ""
+
+
+def competing_checkpoints(params: Params, dataset: str, experiments: Sequence[str] | None, root: str | Path
+                          ) -> tuple[dict[str, Path], dict[str, str]]:
+    """The models that compete in gMAD and the camera-tuning study: ``({experiment: checkpoint}, {experiment:
+    why it is left out})`` for ``experiments``, or by default every experiment trained on ``dataset`` (in
+    ``params`` order), each checkpoint found by :func:`experiment_checkpoint`."""
+    candidates = list(experiments) if experiments is not None else [
+        name for name, exp in params.experiments.items() if exp.dataset == dataset]
+    chosen: dict[str, Path] = {}
+    skipped: dict[str, str] = {}
+    for name in candidates:
+        ckpt, why = experiment_checkpoint(root, name)
+        if ckpt is None:
+            skipped[name] = why
+        else:
+            chosen[name] = ckpt
+    return chosen, skipped
 
 
 class Scorer:

@@ -38,7 +38,7 @@ from iqalab.analysis.tuning import (
     write_figures,
 )
 from iqalab.config import CameraTuningSettings, Params, ParamsError
-from iqalab.inference import experiment_checkpoint
+from iqalab.inference import competing_checkpoints
 from iqalab.io import write_json, write_text
 from iqalab.sim.pools import pool_setup
 from iqalab.status import experiment_unavailable
@@ -57,24 +57,6 @@ def settings_from_params(params: Params) -> CameraTuningSettings:
 
 
 # --------------------------------------------------------------------------------------------- models
-def competing_experiments(params: Params, settings: CameraTuningSettings) -> list[str]:
-    """The experiments that compete: ``settings.experiments`` or every experiment on ``settings.dataset``."""
-    if settings.experiments is not None:
-        return list(settings.experiments)
-    return [name for name, exp in params.experiments.items() if exp.dataset == settings.dataset]
-
-
-def checkpoint_path(root: Path, experiment: str) -> Path | None:
-    """The experiment's checkpoint (:func:`iqalab.inference.experiment_checkpoint`); when its predictions JSON is
-    missing or lists no split, the first ``build/models/<experiment>/*/best.pt`` found. None for an experiment
-    whose model could not run (zero-shot weights unavailable: its status, :mod:`iqalab.status`)."""
-    path, why = experiment_checkpoint(root, experiment)
-    if path is None and not why.startswith("checkpoint") and experiment_unavailable(root, experiment) is None:
-        found = sorted((root / "build" / "models" / experiment).glob("*/best.pt"))
-        return found[0] if found else None
-    return path
-
-
 def choose_reference(params: Params, settings: CameraTuningSettings, available: Sequence[str]) -> str:
     """The explicit reference, else the first available ``tuningiqa`` experiment, else the first available."""
     if settings.reference is not None:
@@ -93,18 +75,12 @@ def load_models(params: Params, settings: CameraTuningSettings, root: Path) -> t
     """Scorers of the competing experiments that have a checkpoint; also the names skipped (no checkpoint)."""
     from iqalab.inference import Scorer
 
-    models: dict[str, ScorerModel] = {}
-    skipped = []
-    for name in competing_experiments(params, settings):
-        path = checkpoint_path(root, name)
-        if path is None:
-            status = experiment_unavailable(root, name)
-            log.warning("camera tuning: experiment %s %s; skipped", name,
-                        f"did not run ({status})" if status else "has no checkpoint")
-            skipped.append(name)
-            continue
-        models[name] = ScorerModel(Scorer(path, settings.device), settings.attribute, name)
-    return models, skipped
+    checkpoints, skipped = competing_checkpoints(params, settings.dataset, settings.experiments, root)
+    for name, why in skipped.items():
+        log.warning("camera tuning: experiment %s skipped: %s", name, why)
+    models = {name: ScorerModel(Scorer(path, settings.device), settings.attribute, name)
+              for name, path in checkpoints.items()}
+    return models, list(skipped)
 
 
 # --------------------------------------------------------------------------------------------- stage

@@ -41,7 +41,7 @@ import pandas as pd
 
 from iqalab.analysis import gmad
 from iqalab.config import GmadSettings, Params
-from iqalab.inference import experiment_checkpoint
+from iqalab.inference import competing_checkpoints
 from iqalab.io import write_json, write_parquet, write_text
 from iqalab.plots import label_simulated, save
 from iqalab.sim.observers import true_quality
@@ -55,24 +55,6 @@ def load_settings(params: Params) -> GmadSettings:
     """The ``gmad`` section of the params (:class:`iqalab.config.GmadSettings`, validated with them: unknown keys,
     the dataset, the experiments and the attribute the panel judges)."""
     return params.gmad
-
-
-# --------------------------------------------------------------------------------------------- competitors
-def competing_experiments(params: Params, cfg: GmadSettings, root: Path) -> tuple[dict[str, Path], dict[str, str]]:
-    """``({experiment: checkpoint}, {experiment: why skipped})`` for the experiments that compete."""
-    candidates = cfg.experiments if cfg.experiments is not None else [
-        name for name, exp in params.experiments.items() if exp.dataset == cfg.dataset]
-    chosen: dict[str, Path] = {}
-    skipped: dict[str, str] = {}
-    for name in candidates:
-        ckpt, why = experiment_checkpoint(root, name)
-        if ckpt is None:
-            skipped[name] = why
-            continue
-        chosen[name] = ckpt
-    for name, why in skipped.items():
-        log.warning("gMAD: experiment %s skipped: %s", name, why)
-    return chosen, skipped
 
 
 # --------------------------------------------------------------------------------------------- outputs
@@ -106,7 +88,9 @@ def run(params: Params, root: Path, progress: bool = True) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     fig_dir.mkdir(parents=True, exist_ok=True)
     _clear(out_dir, fig_dir)
-    checkpoints, skipped = competing_experiments(params, cfg, root)
+    checkpoints, skipped = competing_checkpoints(params, cfg.dataset, cfg.experiments, root)
+    for name, why in skipped.items():
+        log.warning("gMAD: experiment %s skipped: %s", name, why)
     labels = {name: params.experiments[name].label or name for name in checkpoints}
     unavailable = {name: status for name in skipped if (status := experiment_unavailable(root, name))}
     report: dict[str, Any] = {"paper": gmad.PAPER, "settings": cfg.model_dump(), "seed": seed,
