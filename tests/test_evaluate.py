@@ -12,7 +12,7 @@ from scipy import stats
 from iqalab.analysis import evaluation
 from iqalab.stages import evaluate
 from iqalab.tables import Table, dataset_caption, read_table_csv
-from tests.test_evaluate_fakes import ground_truth, params_dict, with_predictions, write_experiment
+from tests.evaluate_fakes import ground_truth, params_dict, with_predictions, write_experiment
 
 TABLE2 = ["tuningiqa_table2", "tuningiqa_table3"]
 

@@ -11,7 +11,7 @@ import pytest
 from iqalab.analysis import significance as sig
 from iqalab.stages import significance
 from iqalab.tables import read_table_csv
-from tests.test_evaluate_fakes import ground_truth, params_dict, with_predictions, write_experiment
+from tests.evaluate_fakes import ground_truth, params_dict, with_predictions, write_experiment
 
 
 def _setup(project, splits=("random_00",), bootstrap=50, drop_images=0):
