@@ -109,7 +109,7 @@ class ExperimentConfig(_Strict):
 
 
 class EvaluateConfig(_Strict):
-    """Evaluation options (``04_evaluate``)."""
+    """Evaluation options (stage ``evaluate``)."""
 
     logistic: bool = True
     bootstrap: int = Field(200, ge=0)
@@ -117,7 +117,7 @@ class EvaluateConfig(_Strict):
 
 
 class GmadSettings(_Strict):
-    """``gmad``: the gMAD competition (stage ``05_gmad``; Ma et al., CVPR 2016 / TPAMI 2020; TuningIQA Fig. 7).
+    """``gmad``: the gMAD competition (stage ``gmad``; Ma et al., CVPR 2016 / TPAMI 2020; TuningIQA Fig. 7).
 
     Every key is optional; the defaults are a CPU-sized pool on ``fglive_sim``."""
 
@@ -146,7 +146,7 @@ def _default_steps() -> dict[str, float]:
 
 
 class CameraTuningSettings(_Strict):
-    """``camera_tuning``: models pick camera settings, a virtual panel judges the picks (stage ``07_camera_tuning``;
+    """``camera_tuning``: models pick camera settings, a virtual panel judges the picks (stage ``camera_tuning``;
     TuningIQA Sec. "Application for Camera Tuning"). Defaults: a CPU-sized study on ``fglive_sim``."""
 
     dataset: str = Field("fglive_sim", description="dataset whose experiments compete (their checkpoints)")
