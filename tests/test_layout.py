@@ -1,5 +1,8 @@
 """The package's layering, checked from the source (AST) without importing anything.
 
+``python tests/test_layout.py`` prints each stage's code deps as ``dvc.yaml`` should list them (a folder where every
+module in it is needed), to paste after changing what a stage imports.
+
 - One-way stages: nothing under ``src/iqalab`` imports :mod:`iqalab.stages` except the CLI (``__main__``), and a
   stage never imports another stage (notebooks and tests may import stages).
 - ``dvc.yaml`` deps follow the code: each stage's import closure (the modules under ``src/iqalab`` its notebook or
@@ -199,3 +202,30 @@ def test_dvc_deps_are_the_stage_import_closure(stage: str) -> None:
     extra = {d: [f for f in files if f not in needed] for d, files in extra.items()}
     extra = {d: files for d, files in extra.items() if files}
     assert not extra, f"{stage}: dvc.yaml deps list code the stage never imports: {extra}"
+
+
+def minimal_deps(files: set[Path]) -> list[str]:
+    """``files`` as dvc.yaml deps: the shallowest folders whose every module is in ``files``, then the rest."""
+    folders: list[Path] = []
+    candidates = {d for f in files for d in f.parents if d != PACKAGE and d.is_relative_to(PACKAGE)}
+    for folder in sorted(candidates, key=lambda d: len(d.parts)):
+        members = src_files(folder.relative_to(ROOT).as_posix())
+        if members and members <= files and not any(folder.is_relative_to(f) for f in folders):
+            folders.append(folder)
+    loose = [f for f in files if not any(f.is_relative_to(d) for d in folders)]
+    return sorted(p.relative_to(ROOT).as_posix() for p in [*folders, *loose])
+
+
+def test_minimal_deps_prefers_whole_folders() -> None:
+    models = {p for p in (PACKAGE / "models").rglob("*.py") if p.name != "__init__.py" or has_code(p)}
+    deps = minimal_deps(models | {PACKAGE / "io.py"})
+    assert deps == ["src/iqalab/io.py", "src/iqalab/models"]
+    assert minimal_deps({PACKAGE / "sim" / "camera.py"}) == ["src/iqalab/sim/camera.py"]
+
+
+if __name__ == "__main__":
+    for name, spec in dvc_stages().items():
+        entries, notebook = stage_entries(spec)
+        print(f"{name}:")
+        for dep in ([notebook] if notebook else []) + minimal_deps(closure(entries)):
+            print(f"  - {dep}")
