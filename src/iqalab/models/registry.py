@@ -50,6 +50,10 @@ def get_model_class(name: str) -> type[IQAModel]:
         from iqalab.models.zeroshot import pyiqa_model_class
 
         return pyiqa_model_class(name)
+    if str(name).startswith("pyiqa_arch:"):  # trainable pyiqa architectures (iqalab.models.pyiqa_arch)
+        from iqalab.models.pyiqa_arch import arch_model_class
+
+        return arch_model_class(name)
     if name not in _REGISTRY:
         raise KeyError(f"unknown model {name!r}; registered models: {sorted(_REGISTRY)}, or a zero-shot "
                        "'pyiqa:<metric>'")

@@ -1,0 +1,196 @@
+"""Trainable pyiqa architectures (``pyiqa_arch:<arch>``): names, constructor checks and the "pyiqa not installed"
+status row always; with pyiqa importable (``PYTHONPATH`` to an install; never in CI), the real MUSIQ, MANIQA and
+TReS built offline: shapes, gradients, one optimisation step, parameter counts, an engine run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from iqalab.config import ParamsError, parse_params
+from iqalab.models import available, build_model, get_model_class
+from iqalab.models.base import StepContext
+from iqalab.models.pyiqa_arch import ARCHS, MUSIQArch, arch_names, offline_backbones
+from iqalab.models.zeroshot import no_downloads
+from iqalab.status import ModelUnavailable
+
+from .conftest import toy_params
+
+PYIQA_INSTALLED = importlib.util.find_spec("pyiqa") is not None
+ATTRS = ["overall", "noise"]
+
+
+@pytest.fixture
+def absent_pyiqa(monkeypatch):
+    """pyiqa made unimportable, whether or not it is installed (``None`` in sys.modules blocks the import)."""
+    monkeypatch.setitem(sys.modules, "pyiqa", None)
+
+
+# ------------------------------------------------------------------------------------------ always
+def test_names_resolve_without_pyiqa_and_stay_out_of_the_generic_registry(absent_pyiqa):
+    assert arch_names() == ["pyiqa_arch:musiq", "pyiqa_arch:maniqa", "pyiqa_arch:tres"]
+    for name in arch_names():
+        cls = get_model_class(name)
+        assert cls.registry_name == name and cls.paper and "random init" in cls.paper
+        assert cls.smoke_params["options"] == ARCHS[name.split(":")[1]].smoke
+    assert not any(name.startswith("pyiqa_arch:") for name in available())
+    with pytest.raises(KeyError, match=r"pyiqa_arch:musiq.*pyiqa_arch:tres"):
+        get_model_class("pyiqa_arch:nope")
+
+
+def test_absent_pyiqa_is_a_status_not_a_crash(absent_pyiqa):
+    with pytest.raises(ModelUnavailable) as err:
+        build_model("pyiqa_arch:maniqa", ATTRS)
+    assert err.value.status == "pyiqa not installed"
+    assert "pip install 'iqalab[pyiqa]'" in err.value.detail
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"options": {"pretrained": True}}, r"\['pretrained'\] are set by pyiqa_arch:musiq"),
+    ({"options": {"num_class": 10, "pretrained_model_path": "x.pth"}}, r"\['num_class', 'pretrained_model_path'\]"),
+    ({"loss": "smooth_l1"}, r"model.loss must be one of \['l1', 'l2', 'huber'\]"),
+])
+def test_constructor_refuses_weights_and_unknown_losses_before_importing_pyiqa(absent_pyiqa, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        build_model("pyiqa_arch:musiq", ATTRS, **kwargs)
+
+
+def test_missing_backbone_weights_file_is_a_weights_status(absent_pyiqa, tmp_path):
+    with pytest.raises(ModelUnavailable, match="weights unavailable: backbone weights file .*none.pth not found"):
+        build_model("pyiqa_arch:tres", ATTRS, backbone_weights=tmp_path / "none.pth")
+
+
+def test_params_accept_arch_names_and_check_their_arguments():
+    raw = toy_params(m={"dataset": "toy", "model": {"name": "pyiqa_arch:musiq", "options": {"num_layers": 2}}})
+    assert parse_params(raw).experiments["m"].model.name == "pyiqa_arch:musiq"
+    raw["experiments"]["m"]["model"]["pretrained"] = True
+    with pytest.raises(ParamsError, match=r"experiments.m.model.pretrained: unknown parameter.*'options'"):
+        parse_params(raw)
+    raw = toy_params(m={"dataset": "toy", "model": {"name": "pyiqa_arch:vit"}})
+    with pytest.raises(ParamsError, match="experiments.m.model.name"):
+        parse_params(raw)
+
+
+def test_offline_backbones_never_load_weights_and_restore_the_builders():
+    import timm
+    import torchvision.models as tvm
+
+    create, resnet18 = timm.create_model, tvm.resnet18
+    with no_downloads() as attempts, offline_backbones({"resnet50": "resnet10t"}) as built:
+        net = tvm.resnet18(weights="IMAGENET1K_V1")  # would download without the patch
+        small = timm.create_model("resnet50", pretrained=True)
+    assert attempts == [] and built == ["torchvision:resnet18", "timm:resnet10t"]
+    assert sum(p.numel() for p in small.parameters()) < 6e6, "the rename built the small model"
+    torch.manual_seed(0)
+    fresh = tvm.resnet18(weights=None)
+    assert not torch.equal(net.conv1.weight, fresh.conv1.weight), "random init, not a cached checkpoint"
+    assert timm.create_model is create and tvm.resnet18 is resnet18
+
+
+def test_engine_records_the_status_row_without_pyiqa(project, toy_dataset, absent_pyiqa):
+    from iqalab.train.engine import PREDICTION_COLUMNS, train_experiment
+
+    shutil.copytree(toy_dataset.root, project.root / "build" / "datasets" / "toy")
+    params = project.write_params(toy_params(
+        tres={"dataset": "toy", "label": "TReS (trained)", "tables": ["sfiqa_table2"],
+              "model": {"name": "pyiqa_arch:tres", **get_model_class("pyiqa_arch:tres").smoke_params}}))
+    preds = train_experiment(params, "tres", project.root, progress=False)
+    assert preds.empty and list(preds.columns) == PREDICTION_COLUMNS
+    meta = json.loads((project.root / "results" / "predictions" / "tres.json").read_text())
+    assert meta["status"] == "pyiqa not installed" and meta["model"] == "pyiqa_arch:tres"
+
+
+# ------------------------------------------------------------------------------------------ with pyiqa
+needs_pyiqa = pytest.mark.skipif(not PYIQA_INSTALLED, reason="pyiqa is not installed (optional extra)")
+
+#: parameters of the arch itself that get no gradient because pyiqa's forward never uses them
+UNUSED = {"musiq": r"$^",  # everything is used
+          # ViT blocks after the 10th and its classifier; the Swin stages' unused patch-merging layers
+          "maniqa": r"^arch\.(vit\.(blocks\.(1[0-9])\.|norm\.|fc_norm\.|head\.)|swintransformer\d\.downsample\.)",
+          "tres": r"^arch\.model\.fc\."}  # the ResNet's ImageNet classifier
+
+
+def _smoke(key: str, seed: int = 0):
+    cls = get_model_class(f"pyiqa_arch:{key}")
+    torch.manual_seed(seed)
+    model = build_model(f"pyiqa_arch:{key}", ATTRS, **cls.smoke_params)
+    g = torch.Generator().manual_seed(seed)
+    batch = {"image": torch.randn(2, 3, 64, 64, generator=g), "mos_norm": torch.rand(2, len(ATTRS), generator=g)}
+    return model, batch
+
+
+def _loss(model, batch, seed: int = 1) -> torch.Tensor:
+    torch.manual_seed(seed)
+    np.random.seed(seed)  # pyiqa's random crops
+    return model.training_step(batch, StepContext(epoch=0, epochs=1))
+
+
+@needs_pyiqa
+@pytest.mark.parametrize("key", list(ARCHS))
+def test_real_arch_shapes_gradients_and_one_step(key):
+    model, batch = _smoke(key)
+    model.eval()
+    out = model.predict(batch)
+    assert set(out) == set(ATTRS)
+    for score in out.values():
+        assert score.shape == (2,) and ((score >= 0) & (score <= 1)).all()
+    model.train()
+    loss = _loss(model, batch)
+    loss.backward()
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    without = [n for n, p in named if p.grad is None]
+    assert [n for n in without if not re.match(UNUSED[key], n)] == []
+    arch = [p for n, p in named if n.startswith("arch.") and not re.match(UNUSED[key], n)]
+    assert arch and all(p.grad is not None for p in arch), "gradients reach the architecture, not only the head"
+    opt = torch.optim.SGD([p for _, p in named], lr=0.05 if key == "musiq" else 0.01)
+    opt.step()
+    model.zero_grad()
+    assert float(_loss(model, batch).detach()) < float(loss.detach()), "one step on the same batch lowers the loss"
+
+
+@needs_pyiqa
+def test_losses_skip_missing_targets():
+    model, batch = _smoke("musiq")
+    pred = {"overall": torch.tensor([0.2, 0.9]), "noise": torch.tensor([0.5, 0.5])}
+    target = torch.tensor([[0.4, float("nan")], [0.2, 0.3]])
+    expected = {"l1": (0.45 + 0.2) / 2, "l2": ((0.04 + 0.49) / 2 + 0.04) / 2,
+                "huber": ((0.1 * (0.2 - 0.05) + 0.1 * (0.7 - 0.05)) / 2 + 0.1 * (0.2 - 0.05)) / 2}  # delta 0.1
+    for loss, value in expected.items():
+        model.loss_name = loss
+        assert float(model.regression_loss(pred, target)) == pytest.approx(value), loss
+
+
+@needs_pyiqa
+def test_real_archs_are_built_offline_at_the_papers_size():
+    """Parameter counts at pyiqa's defaults (the papers' configurations), random init, one attribute."""
+    counts = {}
+    for key in ARCHS:
+        model = build_model(f"pyiqa_arch:{key}", ["overall"])
+        counts[key] = (model.arch_parameters(), model.num_parameters(), model.backbones_built)
+    assert counts["musiq"][0] == pytest.approx(27.1e6, rel=0.02) and counts["musiq"][2] == []
+    assert counts["maniqa"][0] == pytest.approx(135.4e6, rel=0.02)
+    assert counts["maniqa"][2] == ["timm:vit_base_patch8_224"]
+    assert counts["tres"][0] == pytest.approx(152.5e6, rel=0.02) and counts["tres"][2] == ["torchvision:resnet50"]
+
+
+@needs_pyiqa
+def test_real_musiq_trains_in_the_engine_and_reloads(project, toy_dataset):
+    from iqalab.train.engine import load_checkpoint, model_from_checkpoint, train_experiment
+
+    shutil.copytree(toy_dataset.root, project.root / "build" / "datasets" / "toy")
+    params = project.write_params(toy_params(
+        m={"dataset": "toy", "label": "MUSIQ (trained)", "train": {"epochs": 1},
+           "model": {"name": "pyiqa_arch:musiq", **MUSIQArch.smoke_params}}))
+    preds = train_experiment(params, "m", project.root, progress=False)
+    meta = json.loads((project.root / "results" / "predictions" / "m.json").read_text())
+    assert meta["status"] == "ok" and meta["notes"]["pretrained"] is False and meta["notes"]["loss"] == "l2"
+    assert np.isfinite(preds.pred).all() and not preds.empty
+    model = model_from_checkpoint(load_checkpoint(project.root / "build" / "models" / "m" / "scene" / "best.pt"))
+    assert isinstance(model, MUSIQArch)
