@@ -186,12 +186,21 @@ def test_simulator_faces_are_found_in_their_known_boxes(tmp_path: Path) -> None:
     """The livestream simulator knows where it pasted each face: IoU >= 0.5 on at least 90% of them."""
     from iqalab.sim.builders import build
 
-    ds = build("fglive_sim", tmp_path / "sim", seed=3, n_scenes=8, images_per_scene=1, image_size=224, n_raters=5)
+    ds = build("fglive_sim", tmp_path / "sim", seed=3, n_scenes=10, images_per_scene=1, image_size=224, n_raters=5)
     truth = ds.images[list(FACE_BOX)].to_numpy(float)
     assert np.isfinite(truth).all()
     hits = [iou(np.array([detect.detect_one(ds.root / p)[c] for c in FACE_BOX]), t) >= 0.5
             for p, t in zip(ds.images["path"], truth, strict=True)]
     assert np.mean(hits) >= 0.9, hits
+    # the simulator's own boxes count as regions: the default pipeline trains region models without detecting
+    from types import SimpleNamespace
+
+    from iqalab.data.regions import check_regions
+
+    reader = SimpleNamespace(inputs=frozenset({"image", "person_box", "face_box"}))
+    checked = check_regions(reader, ds, {"test": ds.images["image_id"].tolist()}, "experiments.x")
+    assert checked["detectors"] == {"person_box": ["simulator"], "face_box": ["simulator"]}
+    assert checked["missing_test_ids"] == set()
 
 
 def test_hog_needs_opencv_or_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
