@@ -123,11 +123,13 @@ def test_toy_stage_writes_strict_json_and_labelled_figures(toy_dataset: Dataset,
 
     on_disk = _strict_json(project.root / "results" / "stats" / "toy.json")
     assert on_disk == report
-    # every figure listed exists as PNG and PDF, and the toy set (simulated: true) is labelled on each
+    # every figure listed exists as PNG and PDF (the photographic montage as JPEG), and the toy set (simulated:
+    # true) is labelled on each
     assert set(report["figures"]) >= {"mos_distributions", "attribute_scatter", "attribute_correlation",
                                       "ols_coefficients", "ols_residuals", "camera_mos", "parameter_sweep"}
     for name, paths in report["figures"].items():
-        assert sorted(Path(p).suffix for p in paths) == [".pdf", ".png"]
+        expected = [".jpg"] if name == "parameter_sweep" else [".pdf", ".png"]
+        assert sorted(Path(p).suffix for p in paths) == expected, name
         assert all((project.root / p).stat().st_size > 1000 for p in paths)
         assert any("simulated data" in text for text in labels[name]), name
     # toy has no ratings or pairs: those analyses are skipped with a reason
@@ -163,7 +165,7 @@ def test_stale_figures_are_removed_and_other_files_kept(toy_dataset: Dataset, pr
     report = stage.run(params, "toy", project.root)
     assert not (fig_dir / "pair_refinement.png").exists()
     assert (fig_dir / "notes.txt").exists()
-    assert {p.stem for p in fig_dir.glob("*.png")} == set(report["figures"])
+    assert {p.stem for p in [*fig_dir.glob("*.png"), *fig_dir.glob("*.jpg")]} == set(report["figures"])
 
 
 def test_unknown_dataset_name_is_refused(project) -> None:

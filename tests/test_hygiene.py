@@ -52,3 +52,24 @@ def test_product_does_not_refer_to_the_shared_folder():
              ROOT / "dvc.yaml"]
     offending = [str(f.relative_to(ROOT)) for f in files if "../shared" in f.read_text()]
     assert not offending, f"refer to ../shared: {offending}"
+
+
+def test_photographs_are_saved_as_jpeg_and_plots_as_png_and_pdf(tmp_path):
+    """``results/`` stays small: a montage of photographs is JPEG; a heat map or a curve keeps PNG + PDF."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from iqalab.plots import save
+
+    rng = np.random.default_rng(0)
+    photo, heat = plt.subplots(1, 2)[0], plt.subplots()[0]
+    photo.axes[0].imshow(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    photo.axes[1].plot([0, 1])
+    heat.axes[0].imshow(rng.random((8, 8)), cmap="viridis")
+    try:
+        assert [p.name for p in save(photo, tmp_path / "montage")] == ["montage.jpg"]
+        assert [p.name for p in save(heat, tmp_path / "matrix")] == ["matrix.png", "matrix.pdf"]
+        assert [p.name for p in save(photo, tmp_path / "forced", formats=("png",))] == ["forced.png"]
+    finally:
+        plt.close("all")
+    assert (tmp_path / "montage.jpg").read_bytes()[:2] == b"\xff\xd8"

@@ -52,7 +52,7 @@ def _cached_loader(ds: Dataset, cache_size: int | None) -> Callable[[pd.Series],
 
 def write_figures(ds: Dataset, result: AnnotationAnalysis, out_dir: Path, root: Path | None = None,
                   cache_size: int | None = None) -> dict[str, list[str]]:
-    """Draw and save every figure the analyses allow to ``out_dir`` (PNG + PDF); remove stale PNG/PDF files
+    """Draw and save every figure the analyses allow to ``out_dir`` (PNG + PDF, photographs JPEG); remove stale files
     of earlier runs from ``out_dir``. Returns ``{figure name: [paths]}``, relative to ``root`` when given.
     ``cache_size`` names the ingest cache the image montage reads (else it decodes the files)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -68,7 +68,7 @@ def write_figures(ds: Dataset, result: AnnotationAnalysis, out_dir: Path, root: 
         written[name] = [str(p.relative_to(root)) if root is not None else str(p) for p in paths]
     keep = {Path(p).name for paths in written.values() for p in paths}
     for stale in sorted(out_dir.glob("*")):
-        if stale.suffix in (".png", ".pdf") and stale.name not in keep:
+        if stale.suffix in (".png", ".pdf", ".jpg") and stale.name not in keep:
             log.info("removing stale figure %s", stale)
             stale.unlink()
     return written
@@ -96,8 +96,8 @@ def show(report: Mapping[str, Any], name: str, root: Path, width: int = 560) -> 
 
     paths = report.get("figures", {}).get(name)
     if paths:
-        png = next(p for p in paths if p.endswith(".png"))
-        display(Image(filename=str(Path(root) / png), width=width))
+        raster = next(p for p in paths if p.endswith((".png", ".jpg")))  # photographic figures are JPEG only
+        display(Image(filename=str(Path(root) / raster), width=width))
         return
     section = FIGURE_SECTIONS.get(name, name)
     reason = report.get("skipped", {}).get(section, "not produced for this dataset")

@@ -11,7 +11,7 @@ scenes and writes:
 - ``results/tuning/regret.{csv,md}`` (ground-truth quality left behind), ``results/tuning/regret_curve.csv``
   (regret against the number of renders), ``results/tuning/picks.csv`` (every pick) and
   ``results/tuning/summary.json`` (flat numbers for ``dvc metrics``);
-- ``results/figures/tuning/picks.{png,pdf}`` (a few scenes: each model's pick with its score, ground truth and
+- ``results/figures/tuning/picks.jpg`` (photographs; a few scenes: each model's pick with its score, ground truth and
   the panel's verdict) and ``results/figures/tuning/regret_curve.{png,pdf}``;
 - ``build/tuning/<scene>-<key>.npz``: every render, shared by the models (a DVC out, rebuilt with the stage).
 
