@@ -35,6 +35,8 @@ import torch
 from torch import nn
 from torch.utils.data import Sampler
 
+from iqalab.train.losses import masked_l1
+
 if TYPE_CHECKING:
     from iqalab.data.schema import Dataset
 
@@ -50,37 +52,6 @@ class StepContext:
     epoch: int
     epochs: int
     step: int = 0
-
-
-def masked_l1(pred: dict[str, torch.Tensor], target: torch.Tensor, attributes: list[str],
-              weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean absolute error over the attributes that have a target (NaN targets are skipped)."""
-    losses = []
-    for k, attr in enumerate(attributes):
-        t = target[:, k]
-        mask = ~torch.isnan(t)
-        if mask.any():
-            err = (pred[attr][mask] - t[mask]).abs()
-            if weight is not None:
-                err = err * weight[mask, k]
-            losses.append(err.mean())
-    if not losses:
-        return next(iter(pred.values())).sum() * 0.0
-    return torch.stack(losses).mean()
-
-
-def masked_mse(pred: dict[str, torch.Tensor], target: torch.Tensor, attributes: list[str]) -> torch.Tensor:
-    """Mean squared error per attribute (NaN targets skipped), averaged over the attributes that have a target
-    (SFIQA-Assessor Eq. 14; DBCNN's l2 loss)."""
-    losses = []
-    for k, attr in enumerate(attributes):
-        t = target[:, k]
-        mask = ~torch.isnan(t)
-        if mask.any():
-            losses.append(((pred[attr][mask] - t[mask]) ** 2).mean())
-    if not losses:
-        return next(iter(pred.values())).sum() * 0.0
-    return torch.stack(losses).mean()
 
 
 #: The optional hooks of the model contract: every one is declared on :class:`IQAModel` with a default, listed in

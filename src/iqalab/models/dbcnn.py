@@ -44,8 +44,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from iqalab.models.backbones import PretrainedUnavailable, create_backbone
-from iqalab.models.base import IQAModel, StepContext, masked_mse
+from iqalab.models.base import IQAModel, StepContext
 from iqalab.models.registry import register
+from iqalab.train.losses import masked_mse
 
 log = logging.getLogger(__name__)
 

@@ -83,6 +83,7 @@ from torch.nn import functional as F
 from iqalab.models.backbones import create_backbone
 from iqalab.models.base import IQAModel, StepContext
 from iqalab.models.registry import register
+from iqalab.train.losses import masked_huber, masked_l1
 
 if TYPE_CHECKING:
     from iqalab.data.schema import Dataset
@@ -154,26 +155,10 @@ def sample_patches(image: torch.Tensor, size: int, n: int,
 
 
 # -- losses -----------------------------------------------------------------------------------------------------
-def masked_huber(pred: dict[str, torch.Tensor], target: torch.Tensor, attributes: list[str],
-                 delta: float) -> torch.Tensor:
-    """Huber loss averaged over the attributes that have a target (NaN targets are skipped)."""
-    losses = []
-    for k, attr in enumerate(attributes):
-        t = target[:, k]
-        mask = ~torch.isnan(t)
-        if mask.any():
-            losses.append(F.huber_loss(pred[attr][mask], t[mask], delta=delta))
-    if not losses:
-        return next(iter(pred.values())).sum() * 0.0
-    return torch.stack(losses).mean()
-
-
 def quality_loss(pred: dict[str, torch.Tensor], target: torch.Tensor, attributes: list[str], kind: str,
                  delta: float) -> torch.Tensor:
     """``kind`` = ``"l1"`` (original HyperIQA) or ``"huber"`` (seed 001 Sec. IV-B), NaN targets masked."""
     if kind == "l1":
-        from iqalab.models.base import masked_l1
-
         return masked_l1(pred, target, attributes)
     if kind == "huber":
         return masked_huber(pred, target, attributes, delta)

@@ -66,6 +66,7 @@ from iqalab.data.samplers import ScaleMicroBatchSampler
 from iqalab.models.backbones import create_backbone
 from iqalab.models.base import IQAModel, StepContext
 from iqalab.models.registry import register
+from iqalab.train.losses import masked_loss
 
 log = logging.getLogger(__name__)
 
@@ -351,21 +352,19 @@ class REQA(IQAModel):
         n = target.shape[0]
         coarse_ok = self.use_coarse_loss and n % MICRO_BATCH == 0
         for t in range(steps.shape[0]):
-            per_attr = []
-            for k in range(target.shape[1]):
-                s, f = target[:, k] * scale, steps[t, :, k] * scale
-                if t == 0 and coarse_ok:
-                    s_mb, f_mb = s.reshape(-1, MICRO_BATCH), f.reshape(-1, MICRO_BATCH)
+            if t == 0 and coarse_ok:  # micro-batches with a target for all 5 images, per attribute
+                per_attr = []
+                for k in range(target.shape[1]):
+                    s_mb = (target[:, k] * scale).reshape(-1, MICRO_BATCH)
+                    f_mb = (steps[t, :, k] * scale).reshape(-1, MICRO_BATCH)
                     keep = ~torch.isnan(s_mb).any(dim=1)
                     if keep.any():
                         per_attr.append(coarse_loss(s_mb[keep], f_mb[keep], self.rank_sigma, self.rank_offset))
-                    continue
-                mask = ~torch.isnan(s)
-                if not mask.any():
-                    continue
-                tol = 0.0 if t == 0 or not self.use_fine_loss else self.tolerances[t - 1]
-                per_attr.append(tolerance_loss(s[mask], f[mask], tol))
-            terms.append(torch.stack(per_attr).mean() if per_attr else zero)
+                terms.append(torch.stack(per_attr).mean() if per_attr else zero)
+                continue
+            tol = 0.0 if t == 0 or not self.use_fine_loss else self.tolerances[t - 1]
+            terms.append(masked_loss(steps[t] * scale, target * scale,
+                                     lambda f, s, tol=tol: tolerance_loss(s, f, tol)))
         return terms
 
     def training_step(self, batch: dict[str, Any], ctx: StepContext) -> torch.Tensor:

@@ -102,8 +102,9 @@ from torch import nn
 from torchvision.ops import roi_align
 
 from iqalab.models.backbones import create_backbone
-from iqalab.models.base import IQAModel, StepContext, masked_mse
+from iqalab.models.base import IQAModel, StepContext
 from iqalab.models.registry import register
+from iqalab.train.losses import masked_mse
 
 log = logging.getLogger(__name__)
 

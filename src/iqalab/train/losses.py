@@ -1,10 +1,16 @@
 """Loss functions shared by the models (one implementation each, tested by hand-computed values).
 
+- :func:`masked_loss` - the one loop over attributes with missing targets: per attribute a loss on the images
+  rated for it (NaN targets skipped), then the mean over the attributes that have a target. :func:`masked_l1`
+  (the default objective), :func:`masked_mse` (SFIQA-Assessor Eq. 14, DBCNN's l2), :func:`masked_huber` (FHIQA
+  Sec. IV-B) and REQA's tolerance terms (Eq. 13) are this loop with another per-attribute loss.
 - :func:`confidence_weighted_l1` - TuningIQA Eq. 10 (Sheng et al., "TuningIQA: Fine-Grained Blind Image Quality
   Assessment for Livestreaming Camera Tuning", Sec. "Learning Objectives"): L1 on every attribute, each image
   weighted by ``exp(-v_i)`` with ``v_i`` its annotation variance.
 - :func:`pairwise_bce` - TuningIQA Eq. 11: binary cross-entropy between the refined preference ``c_pq`` (Eq. 2;
   0, 0.5, 1 or a vote fraction) and the predicted probability that ``I_p`` is better.
+
+Eq. 10 reduces differently (attributes summed per image, then the mean over images), so it is its own function.
 
 Reading of the garbled equations: Eq. 11 prints a minus sign in front of ``sum BCE(c, c_hat)``; BCE is already
 non-negative, so the minus belongs to the expanded log-likelihood form and the loss here is the usual mean BCE.
@@ -15,8 +21,58 @@ variances of an image agree.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+
 import torch
 import torch.nn.functional as F
+
+#: ``(predictions, targets) -> scalar`` loss of one attribute over the images rated for it
+AttributeLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def masked_loss(pred: Mapping[str, torch.Tensor] | torch.Tensor, target: torch.Tensor, loss: AttributeLoss,
+                attributes: Sequence[str] | None = None) -> torch.Tensor:
+    """Mean over the attributes that have a target of ``loss`` on the images rated for that attribute.
+
+    Args:
+        pred: ``{attribute: [B]}`` (``attributes`` gives the column order of ``target``) or ``[B, A]``.
+        target: ``[B, A]``; NaN entries (attribute not rated for that image) are left out.
+        loss: one attribute's loss on its rated images, e.g. ``lambda p, t: (p - t).abs().mean()``.
+
+    Returns:
+        Scalar; 0 with a graph to ``pred`` when no attribute has a target.
+    """
+    if isinstance(pred, Mapping):
+        if attributes is None:
+            raise ValueError("masked_loss: a mapping of predictions needs the attributes (target column order)")
+        columns = [pred[attr] for attr in attributes]
+    else:
+        columns = [pred[:, k] for k in range(target.shape[1])]
+    losses = []
+    for k, column in enumerate(columns):
+        t = target[:, k]
+        mask = ~torch.isnan(t)
+        if mask.any():
+            losses.append(loss(column[mask], t[mask]))
+    if not losses:
+        return sum(c.sum() for c in columns) * 0.0
+    return torch.stack(losses).mean()
+
+
+def masked_l1(pred: Mapping[str, torch.Tensor], target: torch.Tensor, attributes: Sequence[str]) -> torch.Tensor:
+    """Mean absolute error over the attributes that have a target (:func:`masked_loss`)."""
+    return masked_loss(pred, target, lambda p, t: (p - t).abs().mean(), attributes)
+
+
+def masked_mse(pred: Mapping[str, torch.Tensor], target: torch.Tensor, attributes: Sequence[str]) -> torch.Tensor:
+    """Mean squared error over the attributes that have a target (SFIQA-Assessor Eq. 14; DBCNN's l2 loss)."""
+    return masked_loss(pred, target, lambda p, t: ((p - t) ** 2).mean(), attributes)
+
+
+def masked_huber(pred: Mapping[str, torch.Tensor], target: torch.Tensor, attributes: Sequence[str],
+                 delta: float) -> torch.Tensor:
+    """Huber loss (``delta``) over the attributes that have a target (FHIQA, seed 001 Sec. IV-B)."""
+    return masked_loss(pred, target, lambda p, t: F.huber_loss(p, t, delta=delta), attributes)
 
 
 def confidence_weighted_l1(pred: torch.Tensor, target: torch.Tensor,
