@@ -27,6 +27,15 @@ Readings (each a constructor argument)
   attribute, i.e. the rescaler outputs ``2 * A`` numbers per scene.
 - ``n_scenes`` counts every scene of the dataset (``scene_idx`` indexes the sorted scene list); scenes that are
   never training targets get low probabilities, so they rarely enter the top k.
+
+Not implemented: the face region of Exposure and Details
+--------------------------------------------------------
+Sec. IV-D: "for the Overall attribute, we utilize the entire image, in contrast to other attributes where the
+evaluation is confined solely to the face region". Here every attribute's patches are drawn from the whole image.
+The regions exist (``datasets.<name>.detect`` fills ``face_*`` at ingest, :mod:`iqalab.data.regions`); what is
+missing is drawing the Exposure/Details patches inside the (padded) face box, which needs the ``face_box`` batch
+key in :class:`iqalab.models.hyperiqa.HyperIQA`'s ``image_outputs`` (one patch set per region, the scene
+classifier on the whole-image set). Until then FHIQA's Exposure/Details rows on PIQ23 are whole-image readings.
 """
 
 from __future__ import annotations
