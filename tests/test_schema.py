@@ -1,4 +1,5 @@
-"""Canonical tables: the validator refuses each broken input with the file, row and column named."""
+"""Canonical tables: the validator refuses each broken input with the file, row and column named; the same
+toolkit checks the adapters' raw annotation files (with the line an editor shows for text and spreadsheets)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iqalab.data.schema import DataError, Dataset, read_dataset, write_dataset
+from iqalab.data.schema import (
+    DataError,
+    Dataset,
+    check_range,
+    check_unique,
+    numeric,
+    read_dataset,
+    write_dataset,
+)
 from iqalab.data.splits import kfold_splits, random_splits, scene_split
 
 
@@ -31,7 +40,7 @@ def test_round_trip(toy_dataset, tmp_path):
     [
         (lambda im: im.drop(columns=["mos_noise"]), r"images.parquet column 'mos_noise': required column missing"),
         (lambda im: im.assign(mos_overall=np.where(im.index == 3, 6.5, im["mos_overall"])),
-         r"images.parquet row 3 column 'mos_overall': 6.5 outside the declared MOS range \[1, 5\]"),
+         r"images.parquet row 3 column 'mos_overall': 6.5 outside the MOS range \[1, 5\] \(declared in dataset"),
         (lambda im: im.assign(mos_overall=np.where(im.index == 2, np.inf, im["mos_overall"])),
          r"row 2 column 'mos_overall': infinite"),
         (lambda im: im.assign(image_id=np.where(im.index == 4, im["image_id"].iloc[0], im["image_id"])),
@@ -123,3 +132,22 @@ def test_kfold_tests_every_image_once():
     assert sorted(tested) == sorted(images.image_id)
     share = folds[folds.split == "fold_0"].role.value_counts(normalize=True)
     assert share["train"] == pytest.approx(0.7) and share["val"] == pytest.approx(0.1)
+
+
+def test_toolkit_names_file_row_and_the_line_of_text_tables():
+    frame = pd.DataFrame({"mos": ["3.5", "x", None], "name": ["a", "b", "a"]})
+    with pytest.raises(DataError, match=r"^scores\.csv row 1 \(line 3\) column 'mos': expected a number, got 'x'$"):
+        numeric(frame, "scores.csv", "mos")
+    with pytest.raises(DataError, match=r"^scores\.parquet row 1 column 'mos': expected a number"):
+        numeric(frame, "scores.parquet", "mos")  # no editor line for a parquet file
+    kept = frame.iloc[[0, 2]].reset_index(drop=True)
+    np.testing.assert_array_equal(numeric(kept, "s.csv", "mos", allow_missing=True), [3.5, np.nan])
+    with pytest.raises(DataError, match=r"s\.csv row 1 \(line 3\) column 'mos': missing value"):
+        numeric(kept, "s.csv", "mos")
+    with pytest.raises(DataError, match=r"images\.parquet row 0 column 'mos': expected numbers, got '3\.5'"):
+        numeric(kept, "images.parquet", "mos", allow_missing=True, coerce=False)  # canonical: stored as numbers
+    with pytest.raises(DataError, match=r"row 2 \(line 4\) column 'name': duplicate name 'a' \(first listed at row 0\)"):
+        check_unique(frame["name"].tolist(), "scores.csv", "name")
+    with pytest.raises(DataError, match=r"^data\.mat row 4 column 'm': 7 outside the MOS range \[1, 5\] \(a hint\)$"):
+        check_range([1.0, 7.0], "data.mat", "m", (1, 5), rows=[3, 4], hint="a hint")
+    check_range([1.0, np.nan, 5.0], "data.mat", "m", (1, 5))  # bounds are inclusive, missing values pass

@@ -12,6 +12,14 @@ A dataset folder holds::
 :func:`write_dataset` validates before it writes and writes ``dataset.json`` last, atomically, so a folder
 without a matching ``dataset.json`` is known to be partial. :func:`read_dataset` validates again and checks the
 table checksums. Every error is a :class:`DataError` naming the file, the row and the column.
+
+The checking functions here (:func:`where`, :func:`require_columns`, :func:`require_not_null`, :func:`numeric`,
+:func:`check_range`, :func:`check_unique`) are the package's one table-validation toolkit: the adapters check the
+raw annotation files of each benchmark with them too. Why not pandera: most checks here span tables or read
+their bounds from ``dataset.json`` (ids known to the images table, scene-level split leakage, checksums, MOS
+range), raw releases need per-file coercion, and every message must name file, row and, for text tables, the
+editor line; pandera would cover the per-column third of it behind an extra dependency whose failure reports
+would still have to be translated into these messages.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import json
 import logging
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,14 +55,28 @@ class DataError(ValueError):
     """A dataset violates the canonical contract; the message names file, row and column."""
 
 
-def where(file: str, row: int | None = None, column: str | None = None) -> str:
-    """Format the location part of an error message."""
-    parts = [file]
+#: Files whose rows an editor shows as lines (header on line 1): errors name that line as well as the row.
+TEXT_TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".xlsm", ".xls")
+
+
+def where(file: str | Path, row: int | None = None, column: str | None = None,
+          line_offset: int | None | str = "auto") -> str:
+    """The location part of an error: ``file row i (line i+offset) column 'c'``.
+
+    ``row`` counts data rows from 0 (the pandas index). ``line`` is the line a spreadsheet or text editor shows:
+    with ``line_offset="auto"`` it is given for text and spreadsheet tables (header on line 1, so offset 2) and
+    left out for parquet, JSON and MATLAB files; an int or ``None`` decides explicitly.
+    """
+    text = str(file)
+    if line_offset == "auto":
+        line_offset = 2 if Path(text).suffix.lower() in TEXT_TABLE_SUFFIXES else None
     if row is not None:
-        parts.append(f"row {row}")
+        text += f" row {row}"
+        if line_offset is not None:
+            text += f" (line {row + int(line_offset)})"
     if column is not None:
-        parts.append(f"column '{column}'")
-    return " ".join(parts)
+        text += f" column '{column}'"
+    return text
 
 
 @dataclass
@@ -102,37 +125,84 @@ class Dataset:
 
 
 # --------------------------------------------------------------------------------------------- validation
-def _require_columns(frame: pd.DataFrame, file: str, columns: list[str]) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataError(
-            f"{where(file, column=missing[0])}: required column missing "
-            f"(missing: {missing}; present: {list(frame.columns)})"
-        )
-
-
+# The one table-checking toolkit: the canonical tables below and every adapter's raw annotation files
+# (:mod:`iqalab.data.adapters`) are checked with these functions; each error names file, row and column.
 def _first_bad(mask: pd.Series | np.ndarray) -> int:
     return int(np.flatnonzero(np.asarray(mask))[0])
 
 
-def _require_not_null(frame: pd.DataFrame, file: str, columns: list[str]) -> None:
+def require_columns(frame: pd.DataFrame, file: str | Path, columns: Sequence[str]) -> None:
+    """Every name in ``columns`` must be a column of ``frame`` (the error lists what is there)."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{where(file, column=missing[0])}: required column missing (missing: {missing}; "
+            f"present: {list(frame.columns)})"
+        )
+
+
+def require_not_null(frame: pd.DataFrame, file: str | Path, columns: Sequence[str],
+                     line_offset: int | None | str = "auto") -> None:
+    """No missing value (blank, NaN or None) in ``columns``."""
     for col in columns:
         bad = frame[col].isna().to_numpy()
         if bad.any():
-            raise DataError(f"{where(file, _first_bad(bad), col)}: missing value (NaN/None) not allowed")
+            raise DataError(f"{where(file, _first_bad(bad), col, line_offset)}: missing value (NaN/None) not allowed")
 
 
-def _require_numeric(frame: pd.DataFrame, file: str, columns: list[str]) -> None:
-    for col in columns:
-        if not pd.api.types.is_numeric_dtype(frame[col]):
-            values = pd.to_numeric(frame[col], errors="coerce")
-            bad = values.isna() & frame[col].notna()
-            row = _first_bad(bad) if bad.any() else None
-            raise DataError(f"{where(file, row, col)}: expected numbers, got {frame[col].iloc[row or 0]!r}")
-        finite = frame[col].dropna().to_numpy(dtype=float)
-        if not np.isfinite(finite).all():
-            bad = ~np.isfinite(frame[col].to_numpy(dtype=float)) & frame[col].notna().to_numpy()
-            raise DataError(f"{where(file, _first_bad(bad), col)}: infinite value not allowed")
+def numeric(frame: pd.DataFrame, file: str | Path, column: str, allow_missing: bool = False, coerce: bool = True,
+            line_offset: int | None | str = "auto") -> np.ndarray:
+    """Column ``column`` as float64; a value that is not a number raises naming its row, and so do a missing
+    value (unless ``allow_missing``) and an infinite one.
+
+    ``coerce`` accepts numbers written as text (a raw CSV or spreadsheet cell); a canonical table passes
+    ``coerce=False`` so that a column stored as text is refused rather than read back as strings later.
+    """
+    raw = frame[column]
+    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+    bad = np.isnan(values) & raw.notna().to_numpy()
+    if bad.any():
+        row = _first_bad(bad)
+        raise DataError(f"{where(file, row, column, line_offset)}: expected a number, got {raw.iloc[row]!r}")
+    if not coerce and not pd.api.types.is_numeric_dtype(raw):
+        row = _first_bad(raw.notna()) if raw.notna().any() else 0
+        raise DataError(f"{where(file, row, column, line_offset)}: expected numbers, got {raw.iloc[row]!r} "
+                        f"(a column of {raw.dtype} values)")
+    if not allow_missing and np.isnan(values).any():
+        raise DataError(f"{where(file, _first_bad(np.isnan(values)), column, line_offset)}: "
+                        "missing value (NaN/None) not allowed")
+    if np.isinf(values).any():
+        raise DataError(f"{where(file, _first_bad(np.isinf(values)), column, line_offset)}: "
+                        "infinite value not allowed")
+    return values
+
+
+def check_range(values: np.ndarray | Sequence[float], file: str | Path, column: str, bounds: Sequence[float],
+                rows: Sequence[int] | None = None, line_offset: int | None | str = "auto", what: str = "MOS range",
+                hint: str = "") -> None:
+    """Every present value must lie in the closed interval ``bounds``; the error names the first offending row
+    (``rows[i]`` when the values were taken from a subset of the file's rows) and ends with ``hint``."""
+    lo, hi = float(bounds[0]), float(bounds[1])
+    values = np.asarray(values, dtype=float)
+    bad = ~np.isnan(values) & ((values < lo - 1e-9) | (values > hi + 1e-9))
+    if bad.any():
+        i = _first_bad(bad)
+        row = int(rows[i]) if rows is not None else i
+        raise DataError(f"{where(file, row, column, line_offset)}: {values[i]:g} outside the {what} "
+                        f"[{lo:g}, {hi:g}]" + (f" ({hint})" if hint else ""))
+
+
+def check_unique(values: Sequence[Any], file: str | Path, column: str, rows: Sequence[int] | None = None,
+                 line_offset: int | None | str = "auto", what: str = "name") -> None:
+    """No value may repeat; the error names the repeat's row and the row that listed it first."""
+    first: dict[Any, int] = {}
+    for i, value in enumerate(values):
+        if value in first:
+            row = int(rows[i]) if rows is not None else i
+            prev = int(rows[first[value]]) if rows is not None else first[value]
+            raise DataError(f"{where(file, row, column, line_offset)}: duplicate {what} {value!r} "
+                            f"(first listed at row {prev})")
+        first[value] = i
 
 
 def safe_relative_path(root: Path, rel: str, file: str = "images.parquet", row: int | None = None) -> Path:
@@ -155,31 +225,23 @@ def validate_images(images: pd.DataFrame, meta: dict[str, Any], root: Path | Non
     lo, hi = (float(v) for v in meta["mos_range"])
     base = ["image_id", "path", "scene", "width", "height"]
     mos_cols = [f"mos_{a}" for a in attrs]
-    _require_columns(images, file, base + ["condition"] + mos_cols + list(CAM_COLUMNS))
-    _require_not_null(images, file, base)
-    dup = images["image_id"].duplicated().to_numpy()
-    if dup.any():
-        row = _first_bad(dup)
-        raise DataError(f"{where(file, row, 'image_id')}: duplicate image id {images['image_id'].iloc[row]!r}")
-    numeric = ["width", "height", *mos_cols, *CAM_COLUMNS]
-    numeric += [c for a in attrs for c in (f"std_{a}", f"n_{a}") if c in images.columns]
-    numeric += [c for c in (*PERSON_BOX, *FACE_BOX, *LANDMARKS) if c in images.columns]
-    _require_numeric(images, file, numeric)
+    require_columns(images, file, base + ["condition"] + mos_cols + list(CAM_COLUMNS))
+    require_not_null(images, file, base)
+    check_unique(images["image_id"].tolist(), file, "image_id", what="image id")
+    numeric_cols = ["width", "height", *mos_cols, *CAM_COLUMNS]
+    numeric_cols += [c for a in attrs for c in (f"std_{a}", f"n_{a}") if c in images.columns]
+    numeric_cols += [c for c in (*PERSON_BOX, *FACE_BOX, *LANDMARKS) if c in images.columns]
+    for col in numeric_cols:
+        numeric(images, file, col, allow_missing=True, coerce=False)
     for col in ("width", "height"):
         bad = (images[col] <= 0).to_numpy()
         if bad.any():
             raise DataError(f"{where(file, _first_bad(bad), col)}: image size must be positive")
     for col in mos_cols:
         values = images[col].to_numpy(dtype=float)
-        present = ~np.isnan(values)
-        if not present.any():
+        if np.isnan(values).all():
             raise DataError(f"{where(file, column=col)}: attribute has no score at all")
-        bad = present & ((values < lo - 1e-9) | (values > hi + 1e-9))
-        if bad.any():
-            row = _first_bad(bad)
-            raise DataError(
-                f"{where(file, row, col)}: {values[row]:g} outside the declared MOS range [{lo:g}, {hi:g}]"
-            )
+        check_range(values, file, col, (lo, hi), hint="declared in dataset.json")
     for col in (*PERSON_BOX, *FACE_BOX, *LANDMARKS):
         if col in images.columns:
             values = images[col].to_numpy(dtype=float)
@@ -196,8 +258,8 @@ def validate_images(images: pd.DataFrame, meta: dict[str, Any], root: Path | Non
 def validate_splits(splits: pd.DataFrame, images: pd.DataFrame, meta: dict[str, Any]) -> None:
     """Check ``splits.parquet``: known ids and roles, one role per image per split, scene-level disjointness."""
     file = "splits.parquet"
-    _require_columns(splits, file, ["image_id", "split", "role"])
-    _require_not_null(splits, file, ["image_id", "split", "role"])
+    require_columns(splits, file, ["image_id", "split", "role"])
+    require_not_null(splits, file, ["image_id", "split", "role"])
     known = set(images["image_id"])
     unknown = ~splits["image_id"].isin(known).to_numpy()
     if unknown.any():
@@ -233,8 +295,8 @@ def validate_splits(splits: pd.DataFrame, images: pd.DataFrame, meta: dict[str, 
 def validate_pairs(pairs: pd.DataFrame, images: pd.DataFrame, meta: dict[str, Any]) -> None:
     """Check ``pairs.parquet``: known ids and attributes, ``p`` in [0, 1], known source."""
     file = "pairs.parquet"
-    _require_columns(pairs, file, ["image_a", "image_b", "attribute", "p", "source", "fine"])
-    _require_not_null(pairs, file, ["image_a", "image_b", "attribute", "p", "source", "fine"])
+    require_columns(pairs, file, ["image_a", "image_b", "attribute", "p", "source", "fine"])
+    require_not_null(pairs, file, ["image_a", "image_b", "attribute", "p", "source", "fine"])
     known = set(images["image_id"])
     for col in ("image_a", "image_b"):
         bad = ~pairs[col].isin(known).to_numpy()
@@ -245,10 +307,7 @@ def validate_pairs(pairs: pd.DataFrame, images: pd.DataFrame, meta: dict[str, An
     if bad.any():
         row = _first_bad(bad)
         raise DataError(f"{where(file, row, 'attribute')}: unknown attribute {pairs['attribute'].iloc[row]!r}")
-    _require_numeric(pairs, file, ["p"])
-    bad = ((pairs["p"] < 0) | (pairs["p"] > 1)).to_numpy()
-    if bad.any():
-        raise DataError(f"{where(file, _first_bad(bad), 'p')}: preference probability outside [0, 1]")
+    check_range(numeric(pairs, file, "p", coerce=False), file, "p", (0.0, 1.0), what="preference probability range")
     bad = ~pairs["source"].isin(PAIR_SOURCES).to_numpy()
     if bad.any():
         raise DataError(f"{where(file, _first_bad(bad), 'source')}: source not one of {PAIR_SOURCES}")
@@ -257,8 +316,8 @@ def validate_pairs(pairs: pd.DataFrame, images: pd.DataFrame, meta: dict[str, An
 def validate_ratings(ratings: pd.DataFrame, images: pd.DataFrame, meta: dict[str, Any]) -> None:
     """Check ``ratings.parquet`` (long format votes)."""
     file = "ratings.parquet"
-    _require_columns(ratings, file, ["image_id", "rater", "attribute", "score"])
-    _require_not_null(ratings, file, ["image_id", "rater", "attribute", "score"])
+    require_columns(ratings, file, ["image_id", "rater", "attribute", "score"])
+    require_not_null(ratings, file, ["image_id", "rater", "attribute", "score"])
     bad = ~ratings["image_id"].isin(set(images["image_id"])).to_numpy()
     if bad.any():
         row = _first_bad(bad)
@@ -266,7 +325,7 @@ def validate_ratings(ratings: pd.DataFrame, images: pd.DataFrame, meta: dict[str
     bad = ~ratings["attribute"].isin(meta["attributes"]).to_numpy()
     if bad.any():
         raise DataError(f"{where(file, _first_bad(bad), 'attribute')}: unknown attribute")
-    _require_numeric(ratings, file, ["score"])
+    numeric(ratings, file, "score", coerce=False)
 
 
 def validate_meta(meta: dict[str, Any]) -> None:

@@ -14,8 +14,11 @@ Every adapter (one module per benchmark) reads ``data/raw/<name>/`` exactly as p
   ``.<name>.partial-<random>`` and renamed over ``out_root`` only when :func:`iqalab.data.schema.write_dataset`
   has finished. Any exception removes the partial folder; an earlier ``out_root`` stays as it was until the
   final rename.
-- **Errors say where.** :func:`loc` formats ``<file> row <i> (line <i+2>) column '<c>'``: ``row`` counts data rows
-  from 0 (the pandas index), ``line`` is the line a spreadsheet or text editor shows (header on line 1).
+- **Errors say where.** Raw annotation files are checked with the toolkit of :mod:`iqalab.data.schema`
+  (``require_columns``, ``numeric``, ``check_range``, ``check_unique``; the same functions check the canonical
+  tables): every error names ``<file> row <i> (line <i+2>) column '<c>'``, ``row`` counting data rows from 0 (the
+  pandas index), ``line`` the line a spreadsheet or text editor shows (header on line 1; not given for
+  parquet, JSON or MATLAB files).
 
 Images are checked by :func:`iqalab.data.cache.probe_image` (the data package's one image reader, under its
 decompression-bomb guard): opened and ``verify()``-ed; ``verify`` checks structure and PNG CRCs but does not decode
@@ -40,7 +43,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from iqalab.data.cache import probe_image
-from iqalab.data.schema import CAM_COLUMNS, DataError, Dataset, write_dataset
+from iqalab.data.schema import CAM_COLUMNS, DataError, Dataset, where, write_dataset
 from iqalab.data.splits import cross_dataset_splits, random_splits
 from iqalab.io import sha256_file
 
@@ -87,17 +90,8 @@ class DatasetCard:
         return "; ".join(self.layout)
 
 
-# --------------------------------------------------------------------------------------------- messages
-def loc(file: str | Path, row: int | None = None, column: str | None = None, line_offset: int | None = 2) -> str:
-    """``file row i (line i+offset) column 'c'`` - the location part of an adapter error."""
-    text = str(file)
-    if row is not None:
-        text += f" row {row}"
-        if line_offset is not None:
-            text += f" (line {row + line_offset})"
-    if column is not None:
-        text += f" column '{column}'"
-    return text
+#: The end of an adapter's out-of-range error: a release on another scale is read with ``mos_range=...``.
+RANGE_HINT = "pass mos_range=... if the release uses another scale"
 
 
 def layout_error(card: DatasetCard, raw_root: Path, missing: Sequence[str]) -> DataError:
@@ -150,61 +144,6 @@ def read_table(path: Path, sheet: int | str = 0) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-def require_columns(frame: pd.DataFrame, file: str | Path, columns: Sequence[str]) -> None:
-    """Every name in ``columns`` must be a column of ``frame`` (the error lists what is there)."""
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise DataError(
-            f"{loc(file, column=missing[0])}: required column missing (missing: {missing}; "
-            f"present: {list(frame.columns)})"
-        )
-
-
-def numeric(frame: pd.DataFrame, file: str | Path, column: str, allow_missing: bool = False) -> np.ndarray:
-    """Column as float64; a non-number (or a blank unless ``allow_missing``) raises naming the row."""
-    raw = frame[column]
-    values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
-    bad = np.isnan(values) & raw.notna().to_numpy()
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{loc(file, row, column)}: expected a number, got {raw.iloc[row]!r}")
-    if not allow_missing and np.isnan(values).any():
-        row = int(np.flatnonzero(np.isnan(values))[0])
-        raise DataError(f"{loc(file, row, column)}: value missing")
-    if np.isinf(values).any():
-        row = int(np.flatnonzero(np.isinf(values))[0])
-        raise DataError(f"{loc(file, row, column)}: infinite value")
-    return values
-
-
-def check_range(values: np.ndarray, file: str | Path, column: str, mos_range: Sequence[float],
-                rows: Sequence[int] | None = None, line_offset: int | None = 2) -> None:
-    """Every present value must lie in ``mos_range`` (closed); the error names the first offending row."""
-    lo, hi = float(mos_range[0]), float(mos_range[1])
-    values = np.asarray(values, dtype=float)
-    bad = ~np.isnan(values) & ((values < lo - 1e-9) | (values > hi + 1e-9))
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        row = int(rows[i]) if rows is not None else i
-        raise DataError(
-            f"{loc(file, row, column, line_offset)}: {values[i]:g} outside the MOS range [{lo:g}, {hi:g}] "
-            f"(pass mos_range=... if the release uses another scale)"
-        )
-
-
-def check_unique(values: Sequence[str], file: str | Path, column: str, rows: Sequence[int] | None = None,
-                 line_offset: int | None = 2) -> None:
-    """No value may repeat; the error names both rows."""
-    first: dict[str, int] = {}
-    for i, value in enumerate(values):
-        if value in first:
-            row = int(rows[i]) if rows is not None else i
-            prev = int(rows[first[value]]) if rows is not None else first[value]
-            raise DataError(f"{loc(file, row, column, line_offset)}: duplicate name {value!r} "
-                            f"(first listed at row {prev})")
-        first[value] = i
-
-
 def relative_image_path(value: Any, file: str | Path, row: int, column: str) -> str:
     """A published image path as a clean POSIX path relative to the raw root (``\\`` becomes ``/``)."""
     text = str(value).strip().replace("\\", "/")
@@ -212,7 +151,7 @@ def relative_image_path(value: Any, file: str | Path, row: int, column: str) -> 
         text = text[2:]
     path = PurePosixPath(text)
     if not text or text in (".", "nan") or path.is_absolute() or ".." in path.parts:
-        raise DataError(f"{loc(file, row, column)}: {value!r} is not a path inside the dataset folder")
+        raise DataError(f"{where(file, row, column)}: {value!r} is not a path inside the dataset folder")
     return path.as_posix()
 
 
@@ -227,7 +166,7 @@ def first_existing(raw_root: Path, candidates: Sequence[str]) -> str | None:
 # --------------------------------------------------------------------------------------------- images
 def inspect_images(raw_root: Path, rel_paths: Sequence[str], source: str | Path,
                    rows: Sequence[int] | None = None, verify: bool = True, workers: int = 4,
-                   line_offset: int | None = 2) -> tuple[np.ndarray, np.ndarray]:
+                   line_offset: int | None | str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Check that every listed image exists and opens (PIL ``verify``); return widths and heights.
 
     ``source`` and ``rows`` name the annotation file and row that listed each image, for the error message.
@@ -236,7 +175,7 @@ def inspect_images(raw_root: Path, rel_paths: Sequence[str], source: str | Path,
     rows = list(rows) if rows is not None else list(range(len(rel_paths)))
     for i, rel in enumerate(rel_paths):
         if not (raw_root / rel).is_file():
-            raise DataError(f"{loc(source, rows[i], line_offset=line_offset)}: image listed but not found: "
+            raise DataError(f"{where(source, rows[i], line_offset=line_offset)}: image listed but not found: "
                             f"{raw_root / rel}")
 
     def probe(i: int) -> tuple[int, int]:
@@ -245,7 +184,7 @@ def inspect_images(raw_root: Path, rel_paths: Sequence[str], source: str | Path,
             return probe_image(path, verify)
         except Exception as exc:  # UnidentifiedImageError, DecompressionBombError, OSError, SyntaxError...
             raise DataError(f"{path}: unreadable image ({type(exc).__name__}: {exc}); listed in "
-                            f"{loc(source, rows[i], line_offset=line_offset)}") from exc
+                            f"{where(source, rows[i], line_offset=line_offset)}") from exc
 
     sizes: list[tuple[int, int]] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

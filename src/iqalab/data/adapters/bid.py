@@ -17,20 +17,17 @@ import numpy as np
 import pandas as pd
 
 from iqalab.data.adapters.base import (
+    RANGE_HINT,
     DatasetCard,
-    check_range,
-    check_unique,
     default_splits,
     file_checksums,
     first_existing,
     inspect_images,
-    numeric,
     publish,
     read_table,
-    require_columns,
     require_layout,
 )
-from iqalab.data.schema import DataError, Dataset
+from iqalab.data.schema import DataError, Dataset, check_range, check_unique, numeric, require_columns
 
 GRADES = "DatabaseGrades.xlsx"
 NUMBER, GRADE = "Image Number", "Average Subjective Grade"
@@ -70,7 +67,7 @@ def adapt(raw_root: Path, out_root: Path, *, n_splits: int = 20, test_fraction: 
     names = [f"DatabaseImage{int(n):04d}.JPG" for n in numbers]
     check_unique(names, GRADES, NUMBER)
     mos = numeric(table, GRADES, GRADE)
-    check_range(mos, GRADES, GRADE, scale)
+    check_range(mos, GRADES, GRADE, scale, hint=RANGE_HINT)
     std_col = next((c for c in table.columns if c.lower() in ("std", "standard deviation", "sd")), None)
     std = numeric(table, GRADES, std_col, allow_missing=True) if std_col else np.full(len(names), np.nan)
     raw_paths = [first_existing(raw_root, [d + n for d in IMAGE_DIRS]) or n for n in names]

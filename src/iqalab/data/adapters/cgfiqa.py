@@ -21,17 +21,15 @@ import numpy as np
 import pandas as pd
 
 from iqalab.data.adapters.base import (
+    RANGE_HINT,
     DatasetCard,
-    check_range,
-    check_unique,
     file_checksums,
     inspect_images,
-    loc,
     publish,
     relative_image_path,
     require_layout,
 )
-from iqalab.data.schema import DataError, Dataset
+from iqalab.data.schema import DataError, Dataset, check_range, check_unique, where
 from iqalab.data.splits import cross_dataset_splits
 
 PARTS = ("train", "val", "test")
@@ -86,12 +84,12 @@ def adapt(raw_root: Path, out_root: Path, *, seed: int = 0, cross: bool = True,
     for part, (source, content) in _labels(raw_root).items():
         if not isinstance(content, dict) or "Image" not in content or "MOS" not in content:
             found = sorted(content) if isinstance(content, dict) else type(content).__name__
-            raise DataError(f"{loc(source, column='Image')}: expected keys 'Image' and 'MOS' (found {found})")
+            raise DataError(f"{where(source, column='Image')}: expected keys 'Image' and 'MOS' (found {found})")
         names, scores = list(content["Image"]), list(content["MOS"])
         if len(names) != len(scores):
             raise DataError(f"{source}: {len(names)} images but {len(scores)} MOS values")
         values = np.array([_score(s, source, i) for i, s in enumerate(scores)], dtype=float)
-        check_range(values, source, "MOS", scale, line_offset=None)
+        check_range(values, source, "MOS", scale, line_offset=None, hint=RANGE_HINT)
         clean = [relative_image_path(n, source, i, "Image") for i, n in enumerate(names)]
         check_unique(clean, source, "Image", line_offset=None)
         ids += [f"{part}/{n}" for n in clean]
@@ -117,9 +115,9 @@ def _score(value: Any, source: str, row: int) -> float:
     try:
         score = float(value)
     except (TypeError, ValueError):
-        raise DataError(f"{loc(source, row, 'MOS', None)}: expected a number, got {value!r}") from None
+        raise DataError(f"{where(source, row, 'MOS', None)}: expected a number, got {value!r}") from None
     if not np.isfinite(score):
-        raise DataError(f"{loc(source, row, 'MOS', None)}: missing or infinite MOS")
+        raise DataError(f"{where(source, row, 'MOS', None)}: missing or infinite MOS")
     return score
 
 

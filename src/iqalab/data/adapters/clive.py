@@ -20,9 +20,8 @@ import pandas as pd
 import scipy.io
 
 from iqalab.data.adapters.base import (
+    RANGE_HINT,
     DatasetCard,
-    check_range,
-    check_unique,
     default_splits,
     file_checksums,
     first_existing,
@@ -30,7 +29,7 @@ from iqalab.data.adapters.base import (
     publish,
     require_layout,
 )
-from iqalab.data.schema import DataError, Dataset
+from iqalab.data.schema import DataError, Dataset, check_range, check_unique
 
 NAMES = "Data/AllImages_release.mat"
 MOS = "Data/AllMOS_release.mat"
@@ -93,7 +92,7 @@ def adapt(raw_root: Path, out_root: Path, *, drop_calibration: bool = True, n_sp
     if np.isnan(mos).any():
         i = int(np.flatnonzero(np.isnan(mos))[0])
         raise DataError(f"{MOS} entry {shown[i]}: MOS missing (NaN)")
-    check_range(mos, MOS, "AllMOS_release", scale, rows=shown, line_offset=None)
+    check_range(mos, MOS, "AllMOS_release", scale, rows=shown, line_offset=None, hint=RANGE_HINT)
     raw_paths = [first_existing(raw_root, [f"Images/{n}", f"Images/trainingImages/{n}"]) or f"Images/{n}"
                  for n in names]
     widths, heights = inspect_images(raw_root, raw_paths, NAMES, rows=shown, verify=verify, workers=workers,

@@ -46,20 +46,28 @@ import numpy as np
 import pandas as pd
 
 from iqalab.data.adapters.base import (
+    RANGE_HINT,
     DatasetCard,
-    check_range,
-    check_unique,
     file_checksums,
     inspect_images,
-    loc,
-    numeric,
     publish,
     read_table,
     relative_image_path,
-    require_columns,
     require_layout,
 )
-from iqalab.data.schema import CAM_COLUMNS, FACE_BOX, LANDMARKS, PERSON_BOX, DataError, Dataset
+from iqalab.data.schema import (
+    CAM_COLUMNS,
+    FACE_BOX,
+    LANDMARKS,
+    PERSON_BOX,
+    DataError,
+    Dataset,
+    check_range,
+    check_unique,
+    numeric,
+    require_columns,
+    where,
+)
 from iqalab.data.splits import (
     cross_dataset_splits,
     kfold_splits,
@@ -115,11 +123,11 @@ def adapt(raw_root: Path, out_root: Path, *, mos_range: Sequence[float] | None =
         numeric_ids = table["image_id"].isna().to_numpy()
         if numeric_ids.any():
             row = int(np.flatnonzero(numeric_ids)[0])
-            raise DataError(f"{loc(rel, row, 'image_id')}: value missing")
+            raise DataError(f"{where(rel, row, 'image_id')}: value missing")
     check_unique(ids, rel, "image_id" if "image_id" in table else "image")
     attrs = list(attributes) if attributes else [c[4:] for c in table.columns if c.startswith("mos_")]
     if not attrs:
-        raise DataError(f"{loc(rel, column='mos_<attribute>')}: no mos_<attribute> column "
+        raise DataError(f"{where(rel, column='mos_<attribute>')}: no mos_<attribute> column "
                         f"(present: {list(table.columns)})")
     require_columns(table, rel, [f"mos_{a}" for a in attrs])
     images = table.drop(columns=["image"] + [c for c in table.columns if c.startswith("split_")]).copy()
@@ -130,7 +138,7 @@ def adapt(raw_root: Path, out_root: Path, *, mos_range: Sequence[float] | None =
         images["condition"] = None
     for a in attrs:
         images[f"mos_{a}"] = numeric(table, rel, f"mos_{a}", allow_missing=True)
-        check_range(images[f"mos_{a}"].to_numpy(), rel, f"mos_{a}", scale)
+        check_range(images[f"mos_{a}"].to_numpy(), rel, f"mos_{a}", scale, hint=RANGE_HINT)
         for prefix in ("std", "n"):
             if f"{prefix}_{a}" in table:
                 images[f"{prefix}_{a}"] = numeric(table, rel, f"{prefix}_{a}", allow_missing=True)
@@ -165,7 +173,7 @@ def _splits(table: pd.DataFrame, rel: str, images: pd.DataFrame, protocols: Sequ
             try:
                 roles.append(normalise_role(table[col].iloc[i]))
             except ValueError as exc:
-                raise DataError(f"{loc(rel, int(i), col)}: {exc}") from None
+                raise DataError(f"{where(rel, int(i), col)}: {exc}") from None
         ids = images["image_id"].to_numpy()[present.to_numpy()]
         frames.append(pd.DataFrame({"image_id": ids, "split": col.removeprefix("split_"), "role": roles}))
     wanted = list(protocols) if protocols is not None else ([] if frames else ["scene"])
@@ -176,7 +184,7 @@ def _splits(table: pd.DataFrame, rel: str, images: pd.DataFrame, protocols: Sequ
     for protocol in wanted:
         if protocol == "scene":
             if n_scenes < 2:
-                raise DataError(f"{loc(rel, column='scene')}: a scene split needs at least 2 scenes")
+                raise DataError(f"{where(rel, column='scene')}: a scene split needs at least 2 scenes")
             frames.append(scene_split(images, test_fraction, val_fraction, seed))
         elif protocol == "kfold":
             frames.append(kfold_splits(images, n_folds=n_folds, seed=seed, by_scene=True))
@@ -195,7 +203,7 @@ def _check_ids(frame: pd.DataFrame, rel: str, columns: Sequence[str], known: set
         bad = ~values.isin(known).to_numpy()
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{loc(rel, row, col)}: unknown image id {values.iloc[row]!r} (not in the images table)")
+            raise DataError(f"{where(rel, row, col)}: unknown image id {values.iloc[row]!r} (not in the images table)")
         frame[col] = values
 
 
@@ -203,7 +211,7 @@ def _check_attributes(frame: pd.DataFrame, rel: str, attrs: Sequence[str]) -> No
     bad = ~frame["attribute"].astype(str).isin(attrs).to_numpy()
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{loc(rel, row, 'attribute')}: unknown attribute {frame['attribute'].iloc[row]!r} "
+        raise DataError(f"{where(rel, row, 'attribute')}: unknown attribute {frame['attribute'].iloc[row]!r} "
                         f"(attributes: {list(attrs)})")
 
 
@@ -213,12 +221,12 @@ def _pairs(frame: pd.DataFrame, rel: str, known: set[str], attrs: Sequence[str])
     _check_ids(out, rel, ["image_a", "image_b"], known)
     _check_attributes(out, rel, attrs)
     out["p"] = numeric(out, rel, "p")
-    check_range(out["p"].to_numpy(), rel, "p", (0.0, 1.0))
+    check_range(out["p"].to_numpy(), rel, "p", (0.0, 1.0), what="preference probability range")
     out["source"] = out["source"].astype(str).str.strip() if "source" in out else "refined"
     out["fine"] = out["fine"].map(_as_bool) if "fine" in out else True
     if out["fine"].isna().any():
         row = int(np.flatnonzero(out["fine"].isna().to_numpy())[0])
-        raise DataError(f"{loc(rel, row, 'fine')}: expected true/false, got {frame['fine'].iloc[row]!r}")
+        raise DataError(f"{where(rel, row, 'fine')}: expected true/false, got {frame['fine'].iloc[row]!r}")
     return out[["image_a", "image_b", "attribute", "p", "source", "fine"]].astype({"fine": bool})
 
 

@@ -17,20 +17,17 @@ import numpy as np
 import pandas as pd
 
 from iqalab.data.adapters.base import (
+    RANGE_HINT,
     DatasetCard,
-    check_range,
-    check_unique,
     default_splits,
     file_checksums,
     inspect_images,
-    numeric,
     publish,
     read_table,
     relative_image_path,
-    require_columns,
     require_layout,
 )
-from iqalab.data.schema import Dataset
+from iqalab.data.schema import Dataset, check_range, check_unique, numeric, require_columns
 
 RATINGS = "mos_val_rating.csv"
 IMAGES = "image"
@@ -61,7 +58,7 @@ def adapt(raw_root: Path, out_root: Path, *, n_splits: int = 10, test_fraction: 
     names = [relative_image_path(v, RATINGS, i, "img_name") for i, v in enumerate(table["img_name"])]
     check_unique(names, RATINGS, "img_name")
     mos = numeric(table, RATINGS, "mos")
-    check_range(mos, RATINGS, "mos", scale)
+    check_range(mos, RATINGS, "mos", scale, hint=RANGE_HINT)
     raw_paths = [f"{IMAGES}/{n}" for n in names]
     widths, heights = inspect_images(raw_root, raw_paths, RATINGS, verify=verify, workers=workers)
     images = pd.DataFrame({

@@ -20,20 +20,17 @@ import numpy as np
 import pandas as pd
 
 from iqalab.data.adapters.base import (
+    RANGE_HINT,
     DatasetCard,
-    check_range,
-    check_unique,
     default_splits,
     file_checksums,
     inspect_images,
-    numeric,
     publish,
     read_table,
     relative_image_path,
-    require_columns,
     require_layout,
 )
-from iqalab.data.schema import DataError, Dataset
+from iqalab.data.schema import DataError, Dataset, check_range, check_unique, numeric, require_columns
 from iqalab.data.splits import mapped_split
 
 SCORES = "koniq10k_scores_and_distributions.csv"
@@ -68,7 +65,7 @@ def adapt(raw_root: Path, out_root: Path, *, resolution: str = "1024x768", n_spl
     names = [relative_image_path(v, SCORES, i, "image_name") for i, v in enumerate(table["image_name"])]
     check_unique(names, SCORES, "image_name")
     mos = numeric(table, SCORES, "MOS")
-    check_range(mos, SCORES, "MOS", scale)
+    check_range(mos, SCORES, "MOS", scale, hint=RANGE_HINT)
     sd = numeric(table, SCORES, "SD", allow_missing=True)
     counts = np.stack([numeric(table, SCORES, c) for c in VOTES], axis=1)
     total = numeric(table, SCORES, "c_total")

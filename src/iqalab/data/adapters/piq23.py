@@ -32,21 +32,17 @@ import numpy as np
 import pandas as pd
 
 from iqalab.data.adapters.base import (
+    RANGE_HINT,
     DatasetCard,
-    check_range,
-    check_unique,
     file_checksums,
     first_existing,
     inspect_images,
-    loc,
-    numeric,
     publish,
     read_table,
     relative_image_path,
-    require_columns,
     require_layout,
 )
-from iqalab.data.schema import DataError, Dataset
+from iqalab.data.schema import DataError, Dataset, check_range, check_unique, numeric, require_columns, where
 from iqalab.data.splits import cross_dataset_splits, mapped_split, piq23_scene_split
 
 log = logging.getLogger(__name__)
@@ -117,7 +113,7 @@ def adapt(raw_root: Path, out_root: Path, *, val_scenes: int = 0, device_split: 
         if clash.any():
             i = int(np.flatnonzero(clash.to_numpy())[0])
             row = int(merged[f"row_{attr}"].iloc[i])
-            raise DataError(f"{loc(SCORE_FILES[attr], row, 'SCENE')}: scene {merged[f'scene_{attr}'].iloc[i]!r} "
+            raise DataError(f"{where(SCORE_FILES[attr], row, 'SCENE')}: scene {merged[f'scene_{attr}'].iloc[i]!r} "
                             f"of image {merged['image_id'].iloc[i]!r} differs from {scene.iloc[i]!r} in another "
                             "score file")
     if mos_range is None:
@@ -130,7 +126,7 @@ def adapt(raw_root: Path, out_root: Path, *, val_scenes: int = 0, device_split: 
         for attr in ATTRIBUTES:
             present = merged[f"row_{attr}"].notna().to_numpy()
             check_range(merged[f"mos_{attr}"].to_numpy()[present], SCORE_FILES[attr], "JOD", scale,
-                        rows=merged[f"row_{attr}"].to_numpy()[present].astype(int))
+                        rows=merged[f"row_{attr}"].to_numpy()[present].astype(int), hint=RANGE_HINT)
     raw_paths, sources, rows = [], [], []
     for i in range(len(merged)):
         candidates = [merged[f"path_{a}"].iloc[i] for a in ATTRIBUTES if isinstance(merged[f"path_{a}"].iloc[i], str)]
@@ -141,7 +137,7 @@ def adapt(raw_root: Path, out_root: Path, *, val_scenes: int = 0, device_split: 
     missing = [k for k, p in enumerate(raw_paths) if not (raw_root / p).is_file()]
     if missing:
         k = missing[0]
-        raise DataError(f"{loc(sources[k], rows[k], 'IMAGE PATH')}: image listed but not found: "
+        raise DataError(f"{where(sources[k], rows[k], 'IMAGE PATH')}: image listed but not found: "
                         f"{raw_root / raw_paths[k]}")
     widths, heights = inspect_images(raw_root, raw_paths, "Scores/Scores_*.csv", rows=rows, verify=verify,
                                      workers=workers)

@@ -28,21 +28,17 @@ import numpy as np
 import pandas as pd
 
 from iqalab.data.adapters.base import (
+    RANGE_HINT,
     DatasetCard,
-    check_range,
-    check_unique,
     default_splits,
     file_checksums,
     inspect_images,
-    loc,
-    numeric,
     publish,
     read_table,
     relative_image_path,
-    require_columns,
     require_layout,
 )
-from iqalab.data.schema import DataError, Dataset
+from iqalab.data.schema import DataError, Dataset, check_range, check_unique, numeric, require_columns, where
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +109,7 @@ def _camera_parameters(raw_root: Path, names: list[str], max_exposure_s: float) 
     row_of = {n: i for i, n in enumerate(exif_names)}
     absent = [n for n in names if n not in row_of]
     if absent:
-        raise DataError(f"{loc(EXIF, column=NAME)}: no EXIF row for image {absent[0]!r} "
+        raise DataError(f"{where(EXIF, column=NAME)}: no EXIF row for image {absent[0]!r} "
                         f"({len(absent)} images without EXIF; pass exif: false to skip camera parameters)")
     order = [row_of[n] for n in names]
     cam: dict[str, np.ndarray] = {}
@@ -127,7 +123,7 @@ def _camera_parameters(raw_root: Path, names: list[str], max_exposure_s: float) 
                 try:
                     values[i] = parse_exposure(v, max_exposure_s)
                 except ValueError as exc:
-                    raise DataError(f"{loc(EXIF, i, col)}: {exc}") from None
+                    raise DataError(f"{where(EXIF, i, col)}: {exc}") from None
             unknown = int(np.isnan(values).sum())
             if unknown:
                 log.info("SPAQ: %d exposure times unknown or above %g s -> NaN", unknown, max_exposure_s)
@@ -155,7 +151,7 @@ def adapt(raw_root: Path, out_root: Path, *, exif: bool = True, max_exposure_s: 
                                "scene": names, "condition": None}
     for col, attr in ATTRIBUTE_COLUMNS.items():
         values = numeric(table, SCORES, col, allow_missing=(attr != "overall"))
-        check_range(values, SCORES, col, scale)
+        check_range(values, SCORES, col, scale, hint=RANGE_HINT)
         columns[f"mos_{attr}"] = values
     read = [SCORES]
     if (raw_root / SCENES).is_file():
