@@ -3,7 +3,11 @@
 Every section forbids unknown keys, so a typo fails with the key's path and the allowed keys (papermill would
 silently accept an unknown parameter; notebooks therefore receive only names - a dataset or an experiment - and
 read everything else through :func:`load_params`). Experiments inherit ``train_defaults`` and override any of its
-keys; model keyword arguments are checked against the registered model's constructor.
+keys. Names given to code are checked against the code (:func:`check_names`): model keyword arguments against the
+registered model's constructor, ``datasets.<d>.options`` against the builder's or adapter's signature,
+``experiments.<e>.tables`` against the paper-table registry and ``splits`` against the builder's declared splits
+(an adapter's once ingested, by the engine). A profile is an overlay of another params file (``base:``,
+:func:`merge_overlay`); ``params/paper.yaml`` is one, and an error names the file that sets the key.
 """
 
 from __future__ import annotations
