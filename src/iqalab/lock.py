@@ -226,7 +226,8 @@ def _no_deps_names(root: Path) -> set[str]:
 
 
 def _run(cmd: list[str], cwd: Path) -> None:
-    log.info("%s", " ".join(cmd))
+    shown = [arg for i, arg in enumerate(cmd) if arg != "--no-emit-package" and cmd[i - 1] != "--no-emit-package"]
+    log.info("%s", " ".join(shown))
     subprocess.run(cmd, cwd=cwd, check=True)
 
 
