@@ -383,12 +383,11 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
     history: list[dict[str, float]] = []
 
     if not trainable:
-        fit = getattr(model, "fit", None)
-        if fit is not None:
-            # the same items and batches as prediction (one batch contract: prepared_batches)
-            fit_items = eval_items_for(model, ids["train"], cfg.eval_crop, **common)
-            fit(prepared_batches(fit_items, cfg.batch_size, device, progress=progress, desc="fit"))
-            spec.extra["n_params"] = model.num_parameters()  # fitted models size themselves (BRISQUE: its SVs)
+        # the same items and batches as prediction (one batch contract: prepared_batches); lazy, so a model used
+        # as published (its fit returns at once) decodes nothing
+        fit_items = eval_items_for(model, ids["train"], cfg.eval_crop, **common)
+        model.fit(prepared_batches(fit_items, cfg.batch_size, device, progress=progress, desc="fit"))
+        spec.extra["n_params"] = model.num_parameters()  # fitted models size themselves (BRISQUE: its SVs)
         if main:
             save_checkpoint(ckpt_dir / "best.pt", {"model": model.state_dict(), "config": config,
                                                    "fingerprint": fp, "epoch": 0, "best": float("nan"),
