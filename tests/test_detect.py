@@ -387,3 +387,29 @@ def test_region_montage_draws_boxes_and_rates(tmp_path: Path) -> None:
     assert "face: mtcnn" in fig._suptitle.get_text()
     plt.close(fig)
     assert region_montage(tmp_path, images[["path", "condition"]]) is None
+
+
+def test_ingest_with_fasterrcnn_fails_fast_without_local_weights(tmp_path: Path, toy_dataset,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """TuningIQA's own detector is used only from a local file: no download is tried, the message says what to do,
+    and the dataset folder is left as it was."""
+    import shutil
+
+    import torch
+
+    from iqalab.data.regions import DetectionConfig, fill_regions
+    from iqalab.data.schema import read_dataset
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # an empty hub cache
+    root = tmp_path / "toy"
+    shutil.copytree(toy_dataset.root, root)
+    ds = read_dataset(root)
+    before = (root / "images.parquet").read_bytes()
+    cfg = DetectionConfig(enabled=True, person="fasterrcnn")
+    with pytest.raises(DetectorUnavailable, match="no local weights for fasterrcnn_resnet50_fpn.*face_rule"):
+        fill_regions(ds, cfg, tmp_path / "cache", progress=False)
+    with pytest.raises(DetectorUnavailable, match="not found"):
+        fill_regions(ds, DetectionConfig(person="fasterrcnn", fasterrcnn_weights="w.pth"), tmp_path / "cache",
+                     root=tmp_path, progress=False)
+    assert (root / "images.parquet").read_bytes() == before
+    assert not (tmp_path / "cache").exists()
