@@ -22,7 +22,6 @@ from iqalab.analysis.tuning import (
     ordered_search,
     run_study,
     top1,
-    wilson_interval,
 )
 from iqalab.config import ParamsError, parse_params
 from iqalab.data.schema import CAM_PARAMS
@@ -156,17 +155,6 @@ def test_borda_scores_recover_a_consistent_order():
     assert borda.mean() == pytest.approx(0.5)  # every pair's probability mass is shared out
     assert borda_scores(np.array([[0.5, 1.0], [0.0, 0.5]])).tolist() == [1.0, 0.0]
     assert top1([np.nan, 2.0, 2.0, 1.0]) == 1
-
-
-def test_wilson_interval_matches_statsmodels():
-    from statsmodels.stats.proportion import proportion_confint
-
-    for wins, n in ((33, 44), (0, 12), (12, 12), (264, 528)):
-        lo, hi = wilson_interval(wins, n)
-        ref = proportion_confint(wins, n, alpha=0.05, method="wilson")
-        assert (lo, hi) == pytest.approx(ref, abs=1e-9)
-    lo, hi = wilson_interval(5.5, 10)  # ties count half: fractional wins are allowed
-    assert lo < 0.55 < hi
 
 
 # --------------------------------------------------------------------------------------------- the study

@@ -54,9 +54,9 @@ from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 from tqdm.auto import tqdm
 
+from iqalab.analysis.stats import wilson_interval
 from iqalab.data.schema import CAM_PARAMS
 from iqalab.io import atomic_path
 from iqalab.sim.camera import CameraParams
@@ -335,20 +335,6 @@ def ordered_search(objective: Callable[[Index], float], candidates: Sequence[Ind
 
 
 # --------------------------------------------------------------------------------------------- statistics
-def wilson_interval(wins: float, n: float, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion ``wins / n`` (``wins`` may be fractional: ties = 1/2)."""
-    if n <= 0:
-        return (float("nan"), float("nan"))
-    z = float(norm.ppf(0.5 + level / 2))
-    p = wins / n
-    den = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z / den * math.sqrt(max(p * (1 - p) / n + z * z / (4 * n * n), 0.0))
-    lo = 0.0 if wins <= 0 else max(0.0, centre - half)  # exact bounds where rounding would leave 1e-17
-    hi = 1.0 if wins >= n else min(1.0, centre + half)
-    return (lo, hi)
-
-
 def win_rates(verdicts: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     """Win rate of the reference against each opponent from per-scenario verdicts.
 
