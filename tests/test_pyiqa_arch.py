@@ -35,13 +35,13 @@ def absent_pyiqa(monkeypatch):
 
 # ------------------------------------------------------------------------------------------ always
 def test_names_resolve_without_pyiqa_and_stay_out_of_the_generic_registry(absent_pyiqa):
-    assert arch_names() == ["pyiqa_arch:musiq", "pyiqa_arch:maniqa", "pyiqa_arch:tres"]
+    assert arch_names() == ["pyiqa_arch:musiq", "pyiqa_arch:maniqa", "pyiqa_arch:tres", "pyiqa_arch:topiq"]
     for name in arch_names():
         cls = get_model_class(name)
         assert cls.registry_name == name and cls.paper and "random init" in cls.paper
         assert cls.smoke_params["options"] == ARCHS[name.split(":")[1]].smoke
     assert not any(name.startswith("pyiqa_arch:") for name in available())
-    with pytest.raises(KeyError, match=r"pyiqa_arch:musiq.*pyiqa_arch:tres"):
+    with pytest.raises(KeyError, match=r"pyiqa_arch:musiq.*pyiqa_arch:topiq"):
         get_model_class("pyiqa_arch:nope")
 
 
@@ -114,7 +114,10 @@ needs_pyiqa = pytest.mark.skipif(not PYIQA_INSTALLED, reason="pyiqa is not insta
 UNUSED = {"musiq": r"$^",  # everything is used
           # ViT blocks after the 10th and its classifier; the Swin stages' unused patch-merging layers
           "maniqa": r"^arch\.(vit\.(blocks\.(1[0-9])\.|norm\.|fc_norm\.|head\.)|swintransformer\d\.downsample\.)",
-          "tres": r"^arch\.model\.fc\."}  # the ResNet's ImageNet classifier
+          "tres": r"^arch\.model\.fc\.",  # the ResNet's ImageNet classifier
+          "topiq": r"^arch\.attn_blks\.\d+\.layers\.\d+\.self_attn\."}  # decoder self-attention, never called
+#: SGD step that lowers each smoke model's loss on its batch (TReS's loss is dominated by its consistency term)
+STEP_LR = {"musiq": 0.05, "maniqa": 0.01, "tres": 0.001, "topiq": 0.01}
 
 
 def _smoke(key: str, seed: int = 0):
@@ -149,10 +152,22 @@ def test_real_arch_shapes_gradients_and_one_step(key):
     assert [n for n in without if not re.match(UNUSED[key], n)] == []
     arch = [p for n, p in named if n.startswith("arch.") and not re.match(UNUSED[key], n)]
     assert arch and all(p.grad is not None for p in arch), "gradients reach the architecture, not only the head"
-    opt = torch.optim.SGD([p for _, p in named], lr=0.05 if key == "musiq" else 0.01)
+    opt = torch.optim.SGD([p for _, p in named], lr=STEP_LR[key])
     opt.step()
     model.zero_grad()
     assert float(_loss(model, batch).detach()) < float(loss.detach()), "one step on the same batch lowers the loss"
+
+
+@needs_pyiqa
+def test_backbone_weights_initialise_the_arch_offline(tmp_path):
+    trained, _ = _smoke("musiq", seed=0)
+    path = tmp_path / "musiq.pth"
+    torch.save({"params": {k: v for k, v in trained.arch.state_dict().items()}}, path)
+    fresh = build_model("pyiqa_arch:musiq", ATTRS, backbone_weights=path, **MUSIQArch.smoke_params)
+    other, _ = _smoke("musiq", seed=1)
+    for name, value in trained.arch.state_dict().items():
+        torch.testing.assert_close(fresh.arch.state_dict()[name], value)
+    assert not torch.equal(other.arch.embedding.weight, trained.arch.embedding.weight)
 
 
 @needs_pyiqa
@@ -178,6 +193,7 @@ def test_real_archs_are_built_offline_at_the_papers_size():
     assert counts["maniqa"][0] == pytest.approx(135.4e6, rel=0.02)
     assert counts["maniqa"][2] == ["timm:vit_base_patch8_224"]
     assert counts["tres"][0] == pytest.approx(152.5e6, rel=0.02) and counts["tres"][2] == ["torchvision:resnet50"]
+    assert counts["topiq"][0] == pytest.approx(45.06e6, rel=0.01) and counts["topiq"][2] == ["timm:resnet50"]
 
 
 @needs_pyiqa

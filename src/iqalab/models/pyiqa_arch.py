@@ -1,49 +1,54 @@
-"""The papers' deep comparison rows trained here: pyiqa's architectures, built offline, as ``pyiqa_arch:<arch>``.
+"""The papers' deep comparison rows trained here: pyiqa's architectures, built offline (``pyiqa_arch:<arch>``).
 
 The comparison tables of the seed papers list general-purpose deep BIQA models retrained on each dataset:
-SFIQA-Assessor Table II (Sec. V-B: "all methods except NIQE and SER-FIQ are retrained on the three test datasets")
-lists MUSIQ, MANIQA and TReS beside HyperIQA, TOPIQ, LIQE, ...; TuningIQA Table 2 ("all learning-based models are
-trained on FGLive-10K") lists MUSIQ; FHIQA Table I lists MUSIQ fine-tuned from its KonIQ and PaQ-2-PiQ weights.
-C. Chen, J. Mo, "IQA-PyTorch" (``pyiqa``, an optional dependency) ships these architectures as plain
-``nn.Module`` classes (``pyiqa.archs.musiq_arch.MUSIQ``, ``maniqa_arch.MANIQA``, ``tres_arch.TReS``). This module
-builds them with **every pretrained weight off** and trains them under the experiment's protocol like any other
-model. The list of every comparison row of the four papers and whether it runs here is ``docs/baselines.md``.
+SFIQA-Assessor Table II (Sec. V-B: "all methods except NIQE and SER-FIQ are retrained on the three test
+datasets") lists MUSIQ, MANIQA, TReS and TOPIQ beside HyperIQA, LIQE, ...; TuningIQA Table 2 ("all
+learning-based models are trained on FGLive-10K") lists MUSIQ; FHIQA Table I lists MUSIQ fine-tuned from its
+KonIQ and PaQ-2-PiQ weights. C. Chen, J. Mo, "IQA-PyTorch" (``pyiqa``, an optional dependency) ships these
+architectures as plain ``nn.Module`` classes (``pyiqa.archs.musiq_arch.MUSIQ``, ``maniqa_arch.MANIQA``,
+``tres_arch.TReS``, ``topiq_arch.CFANet``). This module builds them with **every pretrained weight off** and
+trains them under the experiment's protocol like any other model. Every comparison row of the four papers, and
+whether and how it runs here, is listed in ``docs/baselines.md``.
 
 Contract (the same as the zero-shot ``pyiqa:<metric>`` models of :mod:`iqalab.models.zeroshot`):
 
-- ``get_model_class("pyiqa_arch:<arch>")`` returns the class of :data:`ARCHS` (not registered one by one, so
-  :func:`iqalab.models.available` and the generic model tests list only models that build without pyiqa);
-  ``params.yaml`` validation checks the constructor arguments as for any model. pyiqa is imported only when a
-  model is built.
+- ``get_model_class("pyiqa_arch:<arch>")`` returns the class of the architecture (not registered one by one,
+  so :func:`iqalab.models.available` and the generic model tests list only models that build without pyiqa);
+  ``params.yaml`` validation checks the constructor arguments as for any model; the pyiqa class's own
+  arguments (``options``) are checked against its signature when the model is built. pyiqa is imported only
+  when a model is built.
 - Without pyiqa, building raises :class:`~iqalab.status.ModelUnavailable` (``"pyiqa not installed"``); the
   training stage records that status and the tables keep the row with the reason (:mod:`iqalab.status`).
 - **Nothing is downloaded.** The architecture is built inside :func:`iqalab.models.zeroshot.no_downloads` and
   :func:`offline_backbones`, which forces ``pretrained=False`` in ``timm.create_model`` (MANIQA hard-codes an
-  ImageNet-21k ``vit_base_patch8_224``) and ``weights=None`` in torchvision's model builders (TReS hard-codes
-  ``resnet50(weights='IMAGENET1K_V1')``). pyiqa's own ``pretrained`` flag is False, so no IQA checkpoint is
-  loaded either.
+  ImageNet-21k ``vit_base_patch8_224``; TOPIQ's ResNet-50 also gets ``backbone_pretrain=False``) and
+  ``weights=None`` in torchvision's model builders (TReS hard-codes ``resnet50(weights='IMAGENET1K_V1')``).
+  pyiqa's own ``pretrained`` flag is False, so no IQA checkpoint is loaded either.
 
 **What differs from the papers' setup** (stated in every row's label and in ``docs/baselines.md``):
 
-1. *Initialisation.* The papers start from ImageNet weights (TReS: ResNet-50; MANIQA: ViT-B/8 on ImageNet-21k;
-   MUSIQ: its own ImageNet pre-training; FHIQA's MUSIQ rows even start from KonIQ / PaQ-2-PiQ checkpoints).
-   Here every weight is random: on the small simulated datasets these rows therefore sit far below the papers'
-   numbers. Point ``backbone_weights`` at a local timm / torchvision state dict to start from ImageNet offline.
-2. *Multi-attribute outputs.* The published heads predict one score. Each architecture's own regression head is
-   replaced by the same head with one output per attribute (MUSIQ: a linear layer on the CLS token; TReS: a linear
-   layer on the concatenated transformer and ResNet features; MANIQA: the dual score/weight branch over patches,
-   per attribute), followed by a sigmoid so scores lie in [0, 1] like the normalised MOS targets (MANIQA: its score
-   branch's final ReLU becomes the sigmoid). With one attribute the heads are the papers' heads up to that sigmoid.
-   The head is fed by a *tap*: the arch's head module is swapped for a module that records its input, the arch's
-   own ``forward`` (pre-processing, crops, multi-crop averaging) runs unchanged, and the recorded features go
-   through the new head.
+1. *Initialisation.* The papers start from ImageNet weights (TReS, TOPIQ: ResNet-50; MANIQA: ViT-B/8 on
+   ImageNet-21k; MUSIQ: its own ImageNet pre-training; FHIQA's MUSIQ rows even start from KonIQ / PaQ-2-PiQ
+   checkpoints). Here every weight is random, so on the small simulated datasets these rows sit far below the
+   papers' numbers. Point ``backbone_weights`` at a local state dict to start from ImageNet (or, for MUSIQ,
+   from pyiqa's KonIQ / PaQ-2-PiQ checkpoint) offline.
+2. *Multi-attribute outputs.* The published heads predict one score. Each architecture's regression head is
+   replaced by the same head with one output per attribute (MUSIQ: a linear layer on the CLS token; TReS: a
+   linear layer on the concatenated transformer and ResNet features; MANIQA: the dual score/weight branch over
+   patches, per attribute; TOPIQ: its MLP on the attention-pooled features), followed by a sigmoid so scores
+   lie in [0, 1] like the normalised MOS targets (MANIQA: its score branch's final ReLU becomes the sigmoid).
+   With one attribute the heads are the papers' heads up to that sigmoid. The head is fed by a *tap*: the
+   arch's head module is swapped for a module that records its input, the arch's own ``forward``
+   (pre-processing, crops, multi-crop averaging) runs unchanged, and the recorded features go through the new
+   head.
 3. *Losses* (on normalised MOS, NaN targets skipped): MUSIQ L2 (MSE; the MUSIQ paper regresses MOS with a
-   squared error), MANIQA L2 (MSE, as the official MANIQA code), TReS L1 plus its self-consistency term
-   (pyiqa's feature consistency between the image and its horizontal flip, plus an L1 consistency of the two
-   predictions). TReS's relative-ranking triplet loss is not implemented (``loss`` overrides the regression loss).
-4. *Sizes.* Every architecture argument of the pyiqa class can be set through ``options`` (e.g. fewer MUSIQ
-   layers, TReS on ResNet-18, MANIQA on a smaller ViT through ``vit``) for CPU runs; the defaults are the papers'
-   configurations as pyiqa ships them.
+   squared error), MANIQA L2 (MSE, as the official MANIQA code), TOPIQ L1, TReS L1 plus its self-consistency
+   term (pyiqa's feature consistency between the image and its horizontal flip, plus an L1 consistency of the
+   two predictions). TReS's relative-ranking triplet loss is not implemented. ``loss`` overrides the
+   regression loss (``"huber"``: FHIQA's protocol for every model of its Table I).
+4. *Sizes.* Every argument of the pyiqa class can be set through ``options`` (e.g. fewer MUSIQ layers, TReS on
+   ResNet-18, MANIQA on a smaller ViT through ``vit``) for CPU runs; the defaults are the papers'
+   configurations as pyiqa ships them (parameter counts in ``docs/baselines.md``).
 """
 
 from __future__ import annotations
@@ -156,6 +161,8 @@ class ArchSpec:
     smoke: dict[str, Any] = field(default_factory=dict)
     #: parameter counts the papers' tables state for this method (table -> millions)
     paper_params_m: dict[str, float] = field(default_factory=dict)
+    #: options this wrapper sets unless the experiment does (e.g. TOPIQ's no-reference mode)
+    defaults: dict[str, Any] = field(default_factory=dict)
 
 
 ARCHS: dict[str, ArchSpec] = {
@@ -179,6 +186,13 @@ ARCHS: dict[str, ArchSpec] = {
         loss="l1", smoke={"network": "resnet18", "nheadt": 2, "num_encoder_layerst": 1, "dim_feedforwardt": 16,
                           "test_sample": 1},
         paper_params_m={"SFIQA Table II": 152.45}),
+    "topiq": ArchSpec(
+        "topiq", "topiq_arch", "CFANet",
+        "C. Chen, J. Mo, J. Hou, H. Wu, L. Liao, W. Sun, Q. Yan, W. Lin, 'TOPIQ: A Top-down Approach from "
+        "Semantics to Distortions for Image Quality Assessment', IEEE TIP 2024",
+        loss="l1", smoke={"semantic_model_name": "resnet18", "inter_dim": 32, "num_heads": 2},
+        paper_params_m={"SFIQA Table II": 45.2},
+        defaults={"use_ref": False, "backbone_pretrain": False, "model_name": "cfanet_nr_koniq_res50"}),
 }
 
 
@@ -200,8 +214,9 @@ class PyIQAArchModel(IQAModel):
         loss: ``"l1"``, ``"l2"`` or ``"huber"`` regression loss on normalised MOS (default: the paper's, see the
             module docstring; ``"huber"`` is FHIQA's protocol for every model of its Table I).
         huber_delta: the Huber loss's threshold in normalised MOS units.
-        backbone_weights: optional local file holding a ``torch.save``-d state dict, loaded into the architecture's backbone (MANIQA ``vit``, TReS ``model``, MUSIQ: the whole
-            arch, ``strict=False``) after the random build: ImageNet initialisation offline.
+        backbone_weights: optional local file holding a ``torch.save``-d state dict, loaded (``strict=False``)
+            after the random build into the backbone (MANIQA ``vit``, TReS ``model``, TOPIQ
+            ``semantic_model``) or, for MUSIQ, the whole arch: ImageNet (or IQA) initialisation offline.
     """
 
     spec: ClassVar[ArchSpec]
@@ -243,9 +258,13 @@ class PyIQAArchModel(IQAModel):
     def _build_arch(self, opts: dict[str, Any]) -> tuple[nn.Module, list[str]]:
         """Import pyiqa (``ModelUnavailable`` without it) and build the class with pretrained weights off."""
         _import_pyiqa()
-        module = importlib.import_module(f"pyiqa.archs.{self.spec.module}")
+        try:
+            module = importlib.import_module(f"pyiqa.archs.{self.spec.module}")
+        except ImportError as exc:  # an arch's own packages (TOPIQ imports facexlib)
+            raise ModelUnavailable(f"{self.registry_name} not importable: {type(exc).__name__}: {exc}",
+                                   "install what pyiqa's arch imports into this environment") from None
         cls = getattr(module, self.spec.cls)
-        timm_rename, opts = self.split_options(opts)
+        timm_rename, opts = self.split_options({**self.spec.defaults, **opts})
         allowed = {k for k, p in inspect.signature(cls.__init__).parameters.items()
                    if k != "self" and p.kind is not p.VAR_KEYWORD}
         unknown = sorted(set(opts) - allowed)
@@ -270,6 +289,9 @@ class PyIQAArchModel(IQAModel):
     def _load_backbone(self, path: Path) -> None:
         target = getattr(self.arch, self.backbone_attr) if self.backbone_attr else self.arch
         state = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("params", "state_dict", "model"):  # pyiqa's and common checkpoint wrappers
+            if isinstance(state, dict) and set(state) == {key}:
+                state = state[key]
         missing, unexpected = target.load_state_dict(state, strict=False)
         log.info("%s: backbone weights %s loaded (%d missing, %d unexpected keys)", self.registry_name, path,
                  len(missing), len(unexpected))
@@ -444,7 +466,36 @@ class TReSArch(PyIQAArchModel):
         return loss
 
 
-_CLASSES: dict[str, type[PyIQAArchModel]] = {"musiq": MUSIQArch, "maniqa": MANIQAArch, "tres": TReSArch}
+class TOPIQArch(PyIQAArchModel):
+    """TOPIQ (pyiqa's ``CFANet`` in no-reference mode), random init, its MLP head per attribute, L1 loss.
+
+    pyiqa's CFANet: a timm ResNet-50 (``semantic_model_name``) gives multi-scale features, gated pooling and
+    self-attention per scale, top-down cross-scale attention, attention pooling, then an MLP (LayerNorm, FC, GELU,
+    LayerNorm, FC, GELU, FC). That MLP is kept with one output per attribute and a sigmoid. As in pyiqa, the
+    backbone's batch-norm affine parameters are frozen (``fix_bn``). The loss is L1 (pyiqa's TOPIQ NR training
+    option; the paper's MOS regression).
+    """
+
+    spec = ARCHS["topiq"]
+    paper = f"{spec.paper}; architecture from {PYIQA_PAPER}, random init"
+    smoke_params: ClassVar[dict[str, Any]] = {"options": spec.smoke}
+    tapped: ClassVar[dict[str, float]] = {"score_linear": 0.0}
+    backbone_attr: ClassVar[str] = "semantic_model"
+
+    def build_heads(self) -> None:
+        width = int(self.options.get("inter_dim", 256))
+        act = nn.GELU if self.options.get("activation", "gelu") == "gelu" else nn.ReLU
+        self.heads = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), act(), nn.LayerNorm(width),
+                                   nn.Linear(width, width), act(), nn.Linear(width, len(self.attributes)))
+
+    def scores(self, image: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        (feats, *_), _ = self.run_arch(image)  # [B * crops, inter_dim], batch-major
+        score = torch.sigmoid(self.heads(feats)).reshape(image.shape[0], -1, len(self.attributes)).mean(dim=1)
+        return {a: score[:, k] for k, a in enumerate(self.attributes)}, {}
+
+
+_CLASSES: dict[str, type[PyIQAArchModel]] = {"musiq": MUSIQArch, "maniqa": MANIQAArch, "tres": TReSArch,
+                                             "topiq": TOPIQArch}
 for _key, _cls in _CLASSES.items():
     _cls.registry_name = f"{PREFIX}{_key}"
 
@@ -457,5 +508,5 @@ def arch_model_class(name: str) -> type[PyIQAArchModel]:
     return _CLASSES[key]
 
 
-__all__ = ["ARCHS", "PREFIX", "ArchSpec", "MANIQAArch", "MUSIQArch", "PyIQAArchModel", "TReSArch",
+__all__ = ["ARCHS", "PREFIX", "ArchSpec", "MANIQAArch", "MUSIQArch", "PyIQAArchModel", "TOPIQArch", "TReSArch",
            "arch_model_class", "arch_names", "is_arch_name", "offline_backbones"]
