@@ -89,6 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--config", default="smoke", choices=["smoke", "default"])
     sub.add_parser("report", help="results/report.md: every table and figure in the papers' order")
     sub.add_parser("check", help="validate params.yaml")
+    p = sub.add_parser("data", help="fetch published benchmarks into data/raw/; status of every dataset")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    q = data_sub.add_parser("fetch", help="download and unpack a benchmark (or print the manual steps)")
+    q.add_argument("dataset")
+    q.add_argument("--downloads", default=None, help="archive folder (default $IQALAB_DOWNLOADS or ~/.cache)")
+    data_sub.add_parser("status", help="every dataset: present / partial / missing, with what is missing")
     p = sub.add_parser("compose", help="the params file (--params) with its base merged in, validated, as YAML")
     p.add_argument("--out", default=None, help="file to write (default: print); e.g. params.yaml to apply a profile")
     args = parser.parse_args(argv)
@@ -150,6 +156,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             from iqalab.report import build_report
 
             print(build_report(_params(args), _root(args)))
+        elif args.command == "data":
+            from iqalab.data import fetch as fetching
+            from iqalab.io import project_root
+
+            root = project_root()
+            if args.data_command == "status":
+                datasets = _params(args).datasets if (args.params or (root / "params.yaml").is_file()) else {}
+                print(fetching.status_table(fetching.status_rows(datasets, root), root))
+            else:
+                src = fetching.source(args.dataset)
+                if src.archives:
+                    print(f"{src.title} is in {fetching.fetch(src.name, root / 'data' / 'raw', args.downloads, progress)}")
+                if src.manual:
+                    print(("Still to do by hand:\n" if src.archives else f"{src.title} needs a manual step:\n")
+                          + fetching.manual_text(src))
+                print(fetching.next_steps(src))
         elif args.command == "check":
             params = _params(args)
             print(f"params OK: {len(params.datasets)} datasets, {len(params.experiments)} experiments")
