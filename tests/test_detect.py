@@ -387,6 +387,13 @@ def test_region_montage_draws_boxes_and_rates(tmp_path: Path) -> None:
     assert "face: mtcnn" in fig._suptitle.get_text()
     plt.close(fig)
     assert region_montage(tmp_path, images[["path", "condition"]]) is None
+    from iqalab.data.regions import detection_rates
+
+    rates = detection_rates(images).set_index("group")
+    assert rates.loc["day"].tolist() == [2, 0.5, 0.5] and rates.loc["night"].tolist() == [1, 1.0, 0.0]
+    assert rates.loc["all", "face"] == pytest.approx(2 / 3) and rates.loc["all", "n"] == 3
+    assert detection_rates(images[["path"]], "condition").to_dict("records") == [
+        {"group": "all", "n": 3, "face": 0.0, "person": 0.0}]
 
 
 def test_ingest_with_fasterrcnn_fails_fast_without_local_weights(tmp_path: Path, toy_dataset,

@@ -473,6 +473,7 @@ def region_montage(root: Path, images: pd.DataFrame, group: str = "condition", p
     from matplotlib.patches import Rectangle
 
     from iqalab.data.cache import decode_image
+    from iqalab.data.regions import detection_rates
     from iqalab.data.schema import FACE_BOX, LANDMARKS, PERSON_BOX, safe_relative_path
 
     if not set(FACE_BOX) <= set(images.columns) and not set(PERSON_BOX) <= set(images.columns):
@@ -487,13 +488,9 @@ def region_montage(root: Path, images: pd.DataFrame, group: str = "condition", p
         values = row[list(cols)].to_numpy(dtype=float)
         return None if np.isnan(values).any() else values
 
-    def rate(frame: pd.DataFrame, cols: Sequence[str]) -> float:
-        if not set(cols) <= set(frame.columns):
-            return 0.0
-        return float(np.isfinite(frame[list(cols)].to_numpy(dtype=float)).all(axis=1).mean())
-
     labels = images[group].fillna("all").astype(str) if group in images.columns else pd.Series("all", images.index)
     groups = sorted(labels.unique())
+    rates = detection_rates(images, group).set_index("group")
     n_cols = max(1, min(per_group, int(labels.value_counts().max())))
     cell = PAGE_WIDTH_IN / max(n_cols, 4)
     with figure_style():
@@ -519,8 +516,8 @@ def region_montage(root: Path, images: pd.DataFrame, group: str = "condition", p
                 marks = coords(row, LANDMARKS)
                 if marks is not None:
                     ax.scatter(marks[0::2] * w, marks[1::2] * h, s=2, c="tab:red", linewidths=0)
-            axes[r][0].text(-0.08, 0.5, f"{name} (n={len(members)})\nface {rate(members, FACE_BOX):.0%}\n"
-                                        f"person {rate(members, PERSON_BOX):.0%}",
+            axes[r][0].text(-0.08, 0.5, f"{name} (n={len(members)})\nface {rates.loc[name, 'face']:.0%}\n"
+                                        f"person {rates.loc[name, 'person']:.0%}",
                             transform=axes[r][0].transAxes, ha="right", va="center", fontsize=6)
         detectors = []
         for kind in ("face", "person"):

@@ -307,3 +307,18 @@ def summarise_regions(checks: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             detectors[key] = sorted(set(detectors.get(key, [])) | set(names))
     return {"regions": checks[0]["needed"], "regions_detector": detectors, "regions_missing": len(missing),
             "allow_missing_regions": any(c["allow_missing"] for c in checks)}
+
+
+# ------------------------------------------------------------------------------------------------ reporting
+def detection_rates(images: pd.DataFrame, group: str = "condition") -> pd.DataFrame:
+    """Share of images with a face box and with a person box per ``group`` value (condition or scenario) and over
+    all images (row ``"all"``): columns ``group``, ``n``, ``face``, ``person`` (fractions; 0 without box columns).
+    The ``02_annotation_stats`` montage (:func:`iqalab.dataset_figures.region_montage`) prints these rates."""
+    labels = images[group].fillna("all").astype(str) if group in images.columns else pd.Series("all", images.index)
+    face, person = _known(images, FACE_BOX), _known(images, PERSON_BOX)
+    rows = [{"group": name, "n": int(mask.sum()), "face": float(face[mask].mean()),
+             "person": float(person[mask].mean())}
+            for name, mask in ((g, (labels == g).to_numpy()) for g in sorted(labels.unique()))]
+    if len(rows) > 1 or rows[0]["group"] != "all":
+        rows.append({"group": "all", "n": len(images), "face": float(face.mean()), "person": float(person.mean())})
+    return pd.DataFrame(rows, columns=["group", "n", "face", "person"])
