@@ -107,6 +107,43 @@ def test_engine_records_the_status_row_without_pyiqa(project, toy_dataset, absen
     assert meta["status"] == "pyiqa not installed" and meta["model"] == "pyiqa_arch:tres"
 
 
+def test_baselines_page_lists_every_paper_row_as_the_module_does():
+    from pathlib import Path
+
+    from iqalab.comparison_rows import COMPARISON_TABLES, section_markdown
+    from iqalab.paper_tables.registry import table_names
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "baselines.md").read_text()
+    assert set(COMPARISON_TABLES) == {"tuningiqa_table2", "fhiqa_table1", "reqa_table2", "sfiqa_table2"}
+    assert set(COMPARISON_TABLES) <= set(table_names())
+    for tag in COMPARISON_TABLES:
+        assert section_markdown(tag) in page, f"docs/baselines.md is out of step with {tag}"
+
+
+def test_every_model_a_running_row_names_exists():
+    from iqalab.comparison_rows import COMPARISON_TABLES
+
+    named = {m for t in COMPARISON_TABLES.values() for r in t.rows if r.kind.startswith("runs")
+             for m in re.findall(r"`([a-z_]+(?::[a-z_+]+)?)`", r.how)}
+    assert {"niqe", "brisque", "dbcnn", "hyperiqa", "fhiqa", "reqa", "tuningiqa", *arch_names()} <= named
+    for name in named - {"regressor", "backbone_weights"}:
+        get_model_class(name)  # KeyError for a model that does not exist
+    runs = {r.label for r in COMPARISON_TABLES["sfiqa_table2"].rows if r.kind.startswith("runs (pyiqa arch)")}
+    assert runs == {"TReS", "MUSIQ", "MANIQA", "TOPIQ"}
+
+
+def test_rows_not_run_carry_their_reason():
+    from iqalab.comparison_rows import Row, rows_not_run
+
+    missing = dict(rows_not_run("tuningiqa_table2"))
+    assert set(missing) == {"ILNIQE", "MT-A (Fang et al. 2020)", "CLIP-IQA+", "SARQUE (Huang et al. 2023)", "LIQE",
+                            "Q-Align (mPLUG-Owl2-7B)", "Compare2Score (mPLUG-Owl2-7B)"}
+    assert missing["SARQUE (Huang et al. 2023)"].startswith("cannot run: no public implementation")
+    assert rows_not_run("fhiqa_table1") == [] and rows_not_run("tuningiqa_table4") == []
+    with pytest.raises(ValueError, match="kind 'maybe'"):
+        Row("X", "maybe", "")
+
+
 # ------------------------------------------------------------------------------------------ with pyiqa
 needs_pyiqa = pytest.mark.skipif(not PYIQA_INSTALLED, reason="pyiqa is not installed (optional extra)")
 
