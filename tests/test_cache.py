@@ -119,3 +119,21 @@ def test_scorer_resizes_files_as_the_cache_did(tmp_path):
     np.testing.assert_array_equal(scored, decode_image(path, 32))
     plain = np.asarray(Image.fromarray(decode_image(path)).resize((32, 32), Image.Resampling.BICUBIC))
     assert not np.array_equal(scored, plain), "the old scoring resize gives other pixels at this shrink"
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_decode_at_max_side_gives_the_pixels_detection_read_before(tmp_path, fmt):
+    """Region detection read files shrunk to a longer side (JPEG drafted at 1/2..1/8 scale, then a thumbnail)."""
+    path = tmp_path / f"wide.{fmt.lower()}"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (300, 500, 3), dtype=np.uint8)).save(path, format=fmt)
+    with Image.open(path) as img:
+        img.draft("RGB", (120, 120))
+        img = img.convert("RGB")
+        img.thumbnail((120, 120), Image.Resampling.BILINEAR)
+        expected = np.asarray(img)
+    shrunk = decode_image(path, max_side=120)
+    assert shrunk.shape == (72, 120, 3)
+    np.testing.assert_array_equal(shrunk, expected)
+    np.testing.assert_array_equal(decode_image(path, max_side=500), decode_image(path))  # small enough: as is
+    with pytest.raises(ValueError, match="not both"):
+        decode_image(path, 32, max_side=120)

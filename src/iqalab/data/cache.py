@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 
 from iqalab.data.schema import DataError, Dataset, safe_relative_path
@@ -50,16 +50,60 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(resized, dtype=np.uint8)
 
 
-def decode_image(source: str | Path | BinaryIO, size: int | None = None) -> np.ndarray:
-    """Decode an image file (or an open binary stream) to RGB uint8 ``[H, W, 3]``, resized by
-    :func:`resize_square` to ``size x size`` when given.
+#: integer greyscale modes Pillow opens 16-bit PNG/TIFF as (``I`` holds them in 32-bit ints): full scale 65535
+_WIDE_GREY_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 
-    Grey, palette and RGBA images are converted to RGB. Truncated, non-image and decompression-bomb files raise
-    :class:`DataError` naming the file.
+
+def to_rgb(img: Image.Image, source: object = "image") -> np.ndarray:
+    """An open image as RGB uint8 ``[H, W, 3]``, as a viewer shows it.
+
+    EXIF orientation is applied (:func:`PIL.ImageOps.exif_transpose`); 16-bit greyscale (``I;16``, and ``I``, the
+    mode Pillow gives some 16-bit files) is scaled by 255/65535 and rounded, instead of being clipped to white by
+    ``convert``; float greyscale (``F``) must lie in [0, 1] and is scaled by 255; CMYK, grey and palette images are
+    converted by Pillow; images with transparency (RGBA, LA, PA, palette or grey with a transparent colour) are
+    composited over white. An image without EXIF orientation in RGB or L mode decodes exactly as
+    ``img.convert("RGB")`` did before.
     """
+    img = ImageOps.exif_transpose(img) or img
+    if img.mode in _WIDE_GREY_MODES:
+        wide = np.asarray(img).astype(np.float64)
+        grey = np.clip(np.rint(wide * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if img.mode == "F":
+        values = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(values).all() or values.min() < 0.0 or values.max() > 1.0:
+            raise DataError(f"{source}: floating-point image with values outside [0, 1] "
+                            f"(min {np.nanmin(values):.4g}, max {np.nanmax(values):.4g}); save it as 8 or 16 bit")
+        grey = np.rint(values * 255.0).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"), dtype=np.uint8).copy()
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def decode_image(source: str | Path | BinaryIO, size: int | None = None, max_side: int | None = None) -> np.ndarray:
+    """Decode an image file (or an open binary stream) to RGB uint8 ``[H, W, 3]``.
+
+    ``size`` resizes it to ``size x size`` with :func:`resize_square` (the cache, scoring). ``max_side`` instead
+    shrinks it, aspect kept, so that its longer side is at most that many pixels (region detection): a JPEG is
+    decoded at 1/2, 1/4 or 1/8 scale directly (PIL ``draft``), then thumbnailed bilinearly. The pixels are those
+    the file holds, as a viewer shows them (:func:`to_rgb`): EXIF orientation applied, 16-bit and 32-bit greyscale
+    scaled to 8 bit, CMYK, grey and palette converted, transparency composited over white. Truncated, non-image
+    and decompression-bomb files raise :class:`DataError` naming the file.
+    """
+    if size is not None and max_side is not None:
+        raise ValueError("decode_image: pass size (square resize) or max_side (aspect kept), not both")
     try:
         with Image.open(source) as img:
-            rgb = np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+            if max_side is not None and max(img.size) > max_side:
+                img.draft("RGB", (max_side, max_side))
+                shrunk = Image.fromarray(to_rgb(img, source))
+                shrunk.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+                rgb = np.asarray(shrunk, dtype=np.uint8).copy()
+            else:
+                rgb = to_rgb(img, source)
     except Image.DecompressionBombError as exc:
         raise DataError(f"{source}: refused, image too large (decompression bomb guard): {exc}") from None
     except (OSError, ValueError, SyntaxError) as exc:

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from iqalab.data.cache import decode_image
 from iqalab.data.schema import FACE_BOX, LANDMARKS, PERSON_BOX
 
 log = logging.getLogger(__name__)
@@ -105,12 +106,7 @@ def as_rgb(image: str | Path | np.ndarray, max_side: int | None = None) -> np.nd
     from PIL import Image
 
     if isinstance(image, (str, Path)):
-        with Image.open(image) as im:
-            if max_side is not None and max(im.size) > max_side:
-                im.draft("RGB", (max_side, max_side))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
-                im = im.convert("RGB")
-                im.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-            return np.asarray(im.convert("RGB"))
+        return decode_image(image, max_side=max_side)  # the data package's one decode path
     arr = np.asarray(image)
     if max_side is not None and max(arr.shape[:2]) > max_side:
         im = Image.fromarray(as_rgb(arr))
