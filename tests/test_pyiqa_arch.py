@@ -132,6 +132,16 @@ def test_every_model_a_running_row_names_exists():
     assert runs == {"TReS", "MUSIQ", "MANIQA", "TOPIQ"}
 
 
+def test_model_cards_document_the_arch_models(absent_pyiqa):
+    from iqalab.models.cards import cards_markdown, model_cards
+
+    text = cards_markdown(model_cards(names=["niqe"], gmacs=False), image_size=64)
+    assert "| [`pyiqa_arch:<arch>`](#pyiqa-architectures-trained-here) |" in text
+    assert "\n## pyiqa architectures trained here\n" in text and "[baselines.md](baselines.md)" in text
+    for name in arch_names():
+        assert f"| `{name}` |" in text
+
+
 def test_rows_not_run_carry_their_reason():
     from iqalab.comparison_rows import Row, rows_not_run
 

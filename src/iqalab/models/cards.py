@@ -26,7 +26,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from iqalab.io import write_text
-from iqalab.models import zeroshot
+from iqalab.models import pyiqa_arch, zeroshot
 from iqalab.models.registry import allowed_kwargs, available, build_model, get_model_class
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ def cards_markdown(cards: pd.DataFrame, image_size: int = CARD_IMAGE_SIZE, confi
         lines.append(f"| [`{card['model']}`](#{card['model'].replace('_', '-')}) | {card['inputs']} | "
                      f"{_md(_fmt_params(card['params']))} | {_fmt_gmacs(card['gmacs'])} | {_md(card['paper'])} |")
     if zero_shot:
-        lines.append(zeroshot.card_overview_row())
+        lines += [zeroshot.card_overview_row(), pyiqa_arch.card_overview_row()]
     lines.append("")
     for card in cards.to_dict(orient="records"):
         lines += [f"## {card['model']}", "", f"`{card['class']}`: {card['summary']}", "",
@@ -141,7 +141,7 @@ def cards_markdown(cards: pd.DataFrame, image_size: int = CARD_IMAGE_SIZE, confi
         lines += [f"| `{k}` | `{_md(repr(v))}` |" for k, v in card["kwargs"].items()]
         lines.append("")
     if zero_shot:
-        lines += [*zeroshot.card_markdown(), ""]
+        lines += [*zeroshot.card_markdown(), "", *pyiqa_arch.card_markdown(), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

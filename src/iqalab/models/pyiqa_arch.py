@@ -508,5 +508,40 @@ def arch_model_class(name: str) -> type[PyIQAArchModel]:
     return _CLASSES[key]
 
 
-__all__ = ["ARCHS", "PREFIX", "ArchSpec", "MANIQAArch", "MUSIQArch", "PyIQAArchModel", "TOPIQArch", "TReSArch",
-           "arch_model_class", "arch_names", "is_arch_name", "offline_backbones"]
+__all__ = ["ARCHS", "CARD_HEADING", "PREFIX", "ArchSpec", "MANIQAArch", "MUSIQArch", "PyIQAArchModel", "TOPIQArch", "TReSArch",
+           "arch_model_class", "arch_names", "card_markdown", "card_overview_row", "is_arch_name",
+           "offline_backbones"]
+
+
+#: heading of the ``docs/models.md`` section on these models (and its anchor)
+CARD_HEADING = "pyiqa architectures trained here"
+CARD_ANCHOR = "pyiqa-architectures-trained-here"
+
+
+def card_overview_row() -> str:
+    """The ``docs/models.md`` overview-table row of the ``pyiqa_arch:<arch>`` models (not built for the cards:
+    pyiqa is optional)."""
+    return (f"| [`pyiqa_arch:<arch>`](#{CARD_ANCHOR}) | image | pyiqa's architecture (not built here) | "
+            f"not counted | MUSIQ, MANIQA, TReS, TOPIQ trained here, pretrained weights off ({PYIQA_PAPER}) |")
+
+
+def card_markdown() -> list[str]:
+    """The ``docs/models.md`` section on the ``pyiqa_arch:<arch>`` models."""
+    lines = [f"## {CARD_HEADING}", "",
+             f"`{PyIQAArchModel.__name__}`: the deep comparison rows of the papers' tables, trained here on the "
+             "experiment's split. pyiqa's architecture is built with **every pretrained weight off** (timm and "
+             "torchvision backbones forced to random init, every download blocked) and its regression head is "
+             "replaced by the same head with one sigmoid output per attribute. Without pyiqa the experiment "
+             "completes with the status `pyiqa not installed`. Which paper row each one is, what differs from "
+             "the paper and the parameter counts: [baselines.md](baselines.md).", "",
+             "| name | pyiqa class | loss | paper |", "|---|---|---|---|"]
+    lines += [f"| `{PREFIX}{s.key}` | `{s.module}.{s.cls}` | {s.loss} | {s.paper} |" for s in ARCHS.values()]
+    lines += ["", "| constructor argument | default | meaning |", "|---|---|---|",
+              "| `options` | `None` | keyword arguments of the pyiqa class (sizes, `test_sample`, ...; MANIQA "
+              "also `vit`); `pretrained`, `pretrained_model_path`, `num_class`/`num_outputs`, `train_dataset` "
+              "are refused |",
+              "| `loss` | the paper's | `l1`, `l2` or `huber` on normalised MOS (TReS adds its self-consistency) |",
+              "| `huber_delta` | `0.1` | threshold of the Huber loss |",
+              "| `backbone_weights` | `None` | a local `torch.save`-d state dict loaded into the backbone (MUSIQ: "
+              "the whole arch) after the random build |"]
+    return lines
