@@ -61,3 +61,18 @@ def test_environment_yml_is_generated_not_edited(project):
     pip_lines = [line for line in text.splitlines() if line.startswith("      - ")]
     assert pip_lines[-1] == "      - -e ." and all("==" in line for line in pip_lines[:-1])
     assert not any("facenet" in line for line in pip_lines), "pip would resolve its torch<2.3 pin"
+
+
+def test_installed_check_names_a_version_that_differs_from_the_lock(project):
+    from importlib import metadata
+
+    from iqalab.lock import check_installed
+
+    numpy = metadata.version("numpy")
+    (project / RUNTIME_LOCK).write_text(f"numpy=={numpy} \\\n    --hash=sha256:00\npillow==0.0.1 \\\n"
+                                        "    --hash=sha256:00\nnot-a-real-package==1.0 \\\n    --hash=sha256:00\n")
+    problems = check_installed(project, groups=("runtime",))
+    assert f"pillow=={metadata.version('pillow')} is installed but 0.0.1 is locked" in problems
+    assert "not-a-real-package==1.0 is locked but not installed" in problems
+    assert "scipy==" + metadata.version("scipy") + " is installed but not locked" in problems
+    assert not any(p.startswith("numpy==") for p in problems)
