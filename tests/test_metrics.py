@@ -93,6 +93,64 @@ def test_logistic_fit_with_noise_is_close_and_beats_linear(rng: np.random.Genera
     assert m.rmse(x * 100, y, logistic=True) < m.rmse(x * 100, y)
 
 
+@pytest.mark.parametrize(("x", "params"), [
+    # evenly spaced predictions: the standardised median is ~1e-17 and the old finite-difference fit left the
+    # mid-point there (PLCC 0.795 instead of 1)
+    (np.linspace(0.0, 1.0, 100), (5.0, 1.0, 0.2, 0.05)),
+    (np.linspace(1.0, 5.0, 60), (90.0, 10.0, 3.8, 0.3)),
+    # symmetric predictions: the median is exactly 0 (PLCC 0.875 through the linear fallback before)
+    (np.linspace(-1.0, 1.0, 41), (1.0, 0.0, 0.5, 0.15)),
+    (np.linspace(-1.0, 1.0, 41), (1.0, 0.0, -0.3, 0.15)),
+])
+def test_logistic_fit_is_exact_on_exact_logistic_data(x: np.ndarray, params: tuple[float, ...]) -> None:
+    y = m.logistic4(x, *params)
+    fit = m.logistic4_fit(x, y)
+    assert fit.kind == "logistic4" and fit.active == ()
+    assert np.allclose(fit.params, params, rtol=1e-6, atol=1e-8)
+    assert m.plcc_logistic(x, y) == pytest.approx(1.0, abs=1e-9)
+    assert m.summarise(x, y)["plcc_logistic"] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_logistic_jacobian_matches_finite_differences(rng: np.random.Generator) -> None:
+    x = rng.normal(size=30)
+    p = np.array([2.0, -1.0, 0.3, 0.7])
+    step = 1e-6
+    numeric = np.column_stack([(m.logistic4(x, *(p + step * e)) - m.logistic4(x, *(p - step * e))) / (2 * step)
+                               for e in np.eye(4)])
+    assert np.allclose(m.logistic4_jacobian(x, *p), numeric, atol=1e-7)
+
+
+def test_logistic_fit_does_not_step_at_two_outliers() -> None:
+    # 54 predictions without signal plus two low outliers with low MOS: the unconstrained fit jumps between the
+    # outliers and the bulk (width 0.03 SD) and lifts PLCC from 0.24 to 0.50 while SRCC is 0.05
+    r = np.random.default_rng(7)
+    x = np.concatenate([r.uniform(3.0, 4.6, 54), [1.7, 2.5]])
+    y = np.concatenate([r.uniform(2.5, 4.8, 54), [1.6, 1.7]])
+    assert m.srcc(x, y) < 0.1 and m.plcc(x, y) == pytest.approx(0.2398, abs=1e-3)
+    assert m.plcc_logistic(x, y) <= m.plcc(x, y) + 0.02
+    step = m.logistic4_fit(x, y, min_width=0.0, mid_quantile=0.0)  # the switch back to the unconstrained fit
+    assert step.kind == "logistic4" and step.params[3] < 0.05 * x.std()
+    assert m.plcc(step(x), y) > 0.45
+
+
+def test_logistic_fit_bounds_hold_and_are_reported(rng: np.random.Generator) -> None:
+    # a true width of 0.02 SD is below the default bound: the fit stays at the bound and says so
+    x = rng.normal(size=200)
+    y = m.logistic4(x, 1.0, 0.0, 0.1, 0.02)
+    fit = m.logistic4_fit(x, y)
+    assert fit.kind == "logistic4" and "min_width" in fit.active
+    assert fit.params[3] == pytest.approx(m.LOGISTIC_MIN_WIDTH * x.std(), rel=1e-6)
+    free = m.logistic4_fit(x, y, min_width=0.0, mid_quantile=0.0)
+    assert free.active == () and free.params[2:] == pytest.approx((0.1, 0.02), rel=1e-3)
+    # a mid-point in the top 5 % of the predictions is pulled back to the 90th percentile
+    y = m.logistic4(x, 1.0, 0.0, np.quantile(x, 0.97), 0.5)
+    fit = m.logistic4_fit(x, y)
+    assert "mid_quantile" in fit.active
+    assert fit.params[2] == pytest.approx(np.quantile(x, 1 - m.LOGISTIC_MID_QUANTILE), rel=1e-6)
+    with pytest.raises(ValueError):
+        m.logistic4_fit(x, y, mid_quantile=0.5)
+
+
 def test_logistic_fit_falls_back_to_linear_and_flags_it() -> None:
     fit = m.logistic4_fit([1.0, 2.0, 3.0], [1.0, 2.0, 4.0])  # too few points for 4 parameters
     assert fit.fallback and fit.kind == "linear" and "linear" in fit.message

@@ -3,7 +3,8 @@
 Owns:
 
 - SRCC, PLCC (raw), KRCC, RMSE, MAE - REQA Sec. IV-A-2, Eqs. (15)-(16); FHIQA Sec. IV-A (KRCC, MAE);
-- the 4-parameter logistic map applied before PLCC/RMSE/MAE in VQEG-style tables (:func:`logistic4_fit`);
+- the 4-parameter logistic map applied before PLCC/RMSE/MAE in VQEG-style tables (:func:`logistic4_fit`, with
+  the slope and mid-point bounds that keep it from turning into a step on small test sets);
 - FG-ACC, the accuracy of the predicted order on fine-grained pairs (TuningIQA, "Experiments", Tables 2-4);
 - the PIQ23 protocol: a metric per scene, then the median across scenes (FHIQA Sec. IV-A, Table I);
 - REQA quality tiers (Sec. IV-A-1: Excellent 80-100, Good 60-80, Fair 40-60, Poor 20-40, Bad 0-20) and
@@ -118,6 +119,12 @@ def krcc(pred: ArrayLike, mos: ArrayLike) -> float:
 
 
 # ------------------------------------------------------------------------------------------ logistic map
+#: Lower bound on the logistic width ``|b4|``, in standard deviations of the predictions (:func:`logistic4_fit`).
+LOGISTIC_MIN_WIDTH: float = 0.1
+#: Share of the predictions that must lie on each side of the logistic mid-point ``b3`` (:func:`logistic4_fit`).
+LOGISTIC_MID_QUANTILE: float = 0.1
+
+
 def logistic4(x: ArrayLike, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
     """The 4-parameter logistic ``y = (b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2`` (VQEG FR-TV Phase II).
 
@@ -128,18 +135,36 @@ def logistic4(x: ArrayLike, b1: float, b2: float, b3: float, b4: float) -> np.nd
     return (b1 - b2) * special.expit(z) + b2
 
 
+def logistic4_jacobian(x: ArrayLike, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
+    """Analytic partial derivatives of :func:`logistic4` with respect to ``(b1, b2, b3, b4)``, shape ``(n, 4)``.
+
+    For ``b4 > 0``, with ``s = expit((x - b3) / b4)`` and ``d = (b1 - b2) s (1 - s) / b4``: ``(s, 1 - s, -d,
+    -d (x - b3) / b4)``. The fit uses these rather than finite differences: scipy's difference step is relative
+    to the parameter, so at a mid-point start of ~1e-17 (the median of standardised, evenly spaced or symmetric
+    predictions) the step is ~1e-25, ``d/db3`` evaluates to 0 and the mid-point never moves.
+    """
+    xa = np.asarray(x, dtype=float)
+    width = max(abs(b4), 1e-12)
+    s = special.expit((xa - b3) / width)
+    d = (b1 - b2) * s * (1.0 - s) / width
+    return np.column_stack([s, 1.0 - s, -d, -d * (xa - b3) / width])
+
+
 @dataclass(frozen=True)
 class LogisticFit:
     """A fitted monotone map from predictions to MOS.
 
     ``kind`` is ``"logistic4"`` (``params`` = b1, b2, b3, b4), ``"linear"`` (the fallback after a failed fit;
-    ``params`` = slope, intercept) or ``"constant"`` (no usable spread; ``params`` = (value,)).
+    ``params`` = slope, intercept) or ``"constant"`` (no usable spread; ``params`` = (value,)). ``active`` names
+    the constraints of :func:`logistic4_fit` that hold with equality at the solution (``"min_width"``,
+    ``"mid_quantile"``): the unconstrained least-squares fit would have been steeper or further out.
     """
 
     kind: str
     params: tuple[float, ...]
     sse: float
     message: str = ""
+    active: tuple[str, ...] = ()
 
     @property
     def fallback(self) -> bool:
@@ -165,18 +190,39 @@ def _linear_fit(x: np.ndarray, y: np.ndarray, message: str) -> LogisticFit:
     return LogisticFit(fit.kind, fit.params, sse, message)
 
 
-def logistic4_fit(x: ArrayLike, y: ArrayLike, maxfev: int = 20000) -> LogisticFit:
-    """Least-squares fit of :func:`logistic4` mapping predictions ``x`` to MOS ``y``.
+def logistic4_fit(x: ArrayLike, y: ArrayLike, maxfev: int = 20000, *,
+                  min_width: float = LOGISTIC_MIN_WIDTH,
+                  mid_quantile: float = LOGISTIC_MID_QUANTILE) -> LogisticFit:
+    """Bounded least-squares fit of :func:`logistic4` mapping predictions ``x`` to MOS ``y``.
 
-    The fit runs on standardised ``x`` and ``y`` (so the same initial guess works for any scale) and the
-    parameters are converted back. Initial guess: asymptotes at the extremes of ``y`` (swapped when the
-    correlation is negative), mid-point at the median of ``x``, width one standard deviation of ``x``; a second
-    start with a narrower width is tried and the better fit kept.
+    The fit runs on standardised ``x`` and ``y`` (so the same starts work for any scale) with the analytic
+    Jacobian (:func:`logistic4_jacobian`; finite differences leave a mid-point start of ~0 stuck) and
+    ``scipy.optimize.least_squares`` (trust-region reflective, Jacobian-scaled steps); the parameters are
+    converted back. Starts: asymptotes at the extremes of ``y`` (swapped when the correlation is negative),
+    mid-point at the 25th, 50th and 75th percentile of ``x``, width 1 and 0.3 standard deviations; the best
+    of the six is kept.
+
+    Constraints (a slope bound, the choice made for issue #27; the alternative, the monotone 3rd-order
+    polynomial of ITU-T P.1401 / VQEG MM, was not taken because the papers report the VQEG logistic):
+
+    - ``b4 >= min_width * std(x)``: the steepest slope, ``(b1 - b2) / (4 b4)``, is bounded relative to the
+      spread of the predictions (default 0.1 SD: a 10-90 % rise over no less than 0.44 SD);
+    - ``b3`` between the ``mid_quantile`` and ``1 - mid_quantile`` quantiles of ``x`` (default 10 %), so at
+      least that share of the images lies on each side of the rise.
+
+    Why: on small test sets (56 images) the unconstrained fit degenerates into a step at one or two outlying
+    predictions, which raises PLCC over SRCC without saying anything about the model (issue #27: 0.526 vs SRCC
+    0.337 on ``fglive_sim``). On data that really follow a logistic inside the bounds the fit is exact; a
+    well-spread logistic with hundreds of images is not affected. ``min_width=0, mid_quantile=0`` restores the
+    unconstrained VQEG FR-TV fit (any width above 1e-6 SD, any mid-point); :attr:`LogisticFit.active` says
+    which bound held.
 
     Robustness: with fewer than 5 points, an optimiser failure, non-finite parameters, or a logistic whose
     residual sum of squares is worse than a straight line's, the result is the least-squares linear map with
     ``fallback`` set and the reason in ``message`` (logged as a warning). Constant ``x`` gives a constant map.
     """
+    if min_width < 0 or not 0 <= mid_quantile < 0.5:
+        raise ValueError(f"need min_width >= 0 and 0 <= mid_quantile < 0.5, got {min_width}, {mid_quantile}")
     xa, ya = paired_arrays(x, y)
     if xa.size < 5 or np.ptp(xa) == 0 or np.ptp(ya) == 0:
         reason = f"logistic fit needs >= 5 points with spread (n={xa.size}); using a linear map"
@@ -187,46 +233,67 @@ def logistic4_fit(x: ArrayLike, y: ArrayLike, maxfev: int = 20000) -> LogisticFi
     xs, ys = (xa - mx) / sx, (ya - my) / sy
     sign = 1.0 if pearson_rows(xs, ys) >= 0 else -1.0
     hi, lo = (ys.max(), ys.min()) if sign > 0 else (ys.min(), ys.max())
-    best: tuple[np.ndarray, float] | None = None
+    width_lb = max(float(min_width), 1e-6)
+    mid_lb, mid_ub = (np.quantile(xs, [mid_quantile, 1 - mid_quantile]) if mid_quantile > 0
+                      else (-np.inf, np.inf))
+    if mid_ub <= mid_lb:  # too few distinct predictions inside the band: let the mid-point sit anywhere in it
+        mid_lb, mid_ub = float(xs.min()), float(xs.max())
+    lower, upper = [-np.inf, -np.inf, mid_lb, width_lb], [np.inf, np.inf, mid_ub, np.inf]
+
+    def residuals(p: np.ndarray) -> np.ndarray:
+        return logistic4(xs, *p) - ys
+
+    def jacobian(p: np.ndarray) -> np.ndarray:
+        return logistic4_jacobian(xs, *p)
+
+    inset = 1e-3 * (mid_ub - mid_lb) if np.isfinite(mid_ub - mid_lb) else 0.0  # starts strictly inside
+    best: Any = None
     errors: list[str] = []
-    for width in (1.0, 0.3):
-        p0 = [hi, lo, float(np.median(xs)), width]
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optimize.OptimizeWarning)
-                popt, _ = optimize.curve_fit(logistic4, xs, ys, p0=p0, maxfev=maxfev)
-        except (RuntimeError, ValueError) as err:
-            errors.append(str(err))
-            continue
-        if not np.all(np.isfinite(popt)):
-            errors.append("non-finite parameters")
-            continue
-        sse = float(np.sum((logistic4(xs, *popt) - ys) ** 2))
-        if best is None or sse < best[1]:
-            best = (popt, sse)
+    for mid in np.quantile(xs, [0.25, 0.5, 0.75]):
+        for width in (1.0, 0.3):
+            p0 = [hi, lo, float(np.clip(mid, mid_lb + inset, mid_ub - inset)), max(width, 2 * width_lb)]
+            try:
+                res = optimize.least_squares(residuals, p0, jac=jacobian, bounds=(lower, upper), x_scale="jac",
+                                             max_nfev=maxfev)
+            except (RuntimeError, ValueError) as err:
+                errors.append(str(err))
+                continue
+            if not np.all(np.isfinite(res.x)):
+                errors.append("non-finite parameters")
+                continue
+            if best is None or res.cost < best.cost:
+                best = res
     if best is None:
         reason = f"logistic fit failed ({'; '.join(errors)}); using a linear map"
         log.warning(reason)
         return LogisticFit("linear", linear.params, linear.sse, reason)
-    b1, b2, b3, b4 = best[0]
-    params = (float(sy * b1 + my), float(sy * b2 + my), float(sx * b3 + mx), float(sx * abs(b4)))
+    b1, b2, b3, b4 = (float(v) for v in best.x)
+    params = (float(sy * b1 + my), float(sy * b2 + my), float(sx * b3 + mx), float(sx * b4))
     sse = float(np.sum((logistic4(xa, *params) - ya) ** 2))
     if sse > linear.sse * (1 + 1e-9) + 1e-12:
-        reason = "logistic fit worse than a straight line (local minimum); using a linear map"
+        reason = ("logistic fit worse than a straight line (a local minimum, or the bounds keep it from the "
+                  "linear limit); using a linear map")
         log.warning(reason)
         return LogisticFit("linear", linear.params, linear.sse, reason)
-    return LogisticFit("logistic4", params, sse)
+    active = tuple(name for name, on in (("min_width", min_width > 0 and b4 <= width_lb * (1 + 1e-6)),
+                                         ("mid_quantile", mid_quantile > 0
+                                          and min(b3 - mid_lb, mid_ub - b3) <= 1e-6 * (mid_ub - mid_lb)))
+                   if on)
+    if active:
+        log.info("logistic fit: bound(s) %s active (n=%d)", ", ".join(active), xa.size)
+    return LogisticFit("logistic4", params, sse, active=active)
 
 
-def plcc_logistic(pred: ArrayLike, mos: ArrayLike) -> float:
+def plcc_logistic(pred: ArrayLike, mos: ArrayLike, **fit_options: float) -> float:
     """PLCC after mapping predictions to MOS with the fitted 4-parameter logistic (VQEG practice).
 
     The map is fitted on the same predictions it is evaluated on, as in the VQEG reports and most BIQA papers.
+    ``fit_options`` (``min_width``, ``mid_quantile``) go to :func:`logistic4_fit`; raw PLCC is :func:`plcc`.
     """
     x, y = paired_arrays(pred, mos)
     if _degenerate(x, y, "PLCC (logistic)"):
         return math.nan
-    return plcc(logistic4_fit(x, y)(x), y)
+    return plcc(logistic4_fit(x, y, **fit_options)(x), y)
 
 
 def _errors(pred: ArrayLike, mos: ArrayLike, logistic: bool, name: str) -> np.ndarray | None:
@@ -396,19 +463,19 @@ def per_tier_metrics(pred: ArrayLike, mos: ArrayLike, mos_range: tuple[float, fl
 
 
 # ------------------------------------------------------------------------------------------- summaries
-def summarise(pred: ArrayLike, mos: ArrayLike) -> dict[str, float]:
+def summarise(pred: ArrayLike, mos: ArrayLike, **fit_options: float) -> dict[str, float]:
     """Every scalar metric of one prediction set, as a flat dict (JSON-ready; NaN where undefined).
 
     Keys: ``n``, ``srcc``, ``plcc`` (raw), ``plcc_logistic``, ``krcc``, ``rmse``, ``mae`` (raw, in MOS units),
     ``rmse_logistic``, ``mae_logistic`` and ``logistic_fallback`` (1.0 when the logistic fit fell back to a
-    linear map, so tables can flag it).
+    linear map, so tables can flag it). ``fit_options`` go to :func:`logistic4_fit` (its bounds).
     """
     x, y = paired_arrays(pred, mos)
     out: dict[str, float] = {"n": float(x.size)}
     out["srcc"], out["plcc"], out["krcc"] = srcc(x, y), plcc(x, y), krcc(x, y)
     out["rmse"], out["mae"] = rmse(x, y), mae(x, y)
     if x.size >= 2 and np.ptp(x) > 0 and np.ptp(y) > 0:
-        fit = logistic4_fit(x, y)
+        fit = logistic4_fit(x, y, **fit_options)
         mapped = fit(x)
         out["plcc_logistic"] = plcc(mapped, y)
         out["rmse_logistic"] = rmse(mapped, y)
