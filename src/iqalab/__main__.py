@@ -97,6 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     data_sub.add_parser("status", help="every dataset: present / partial / missing, with what is missing")
     p = sub.add_parser("compose", help="the params file (--params) with its base merged in, validated, as YAML")
     p.add_argument("--out", default=None, help="file to write (default: print); e.g. params.yaml to apply a profile")
+    p = sub.add_parser("weights", help="pretrained backbones a params profile needs: fetch into the hub cache, status")
+    weights_sub = p.add_subparsers(dest="weights_command", required=True)
+    for verb, text in (("fetch", "download them (then run jobs with HF_HUB_OFFLINE=1)"), ("status", "what is cached")):
+        q = weights_sub.add_parser(verb, help=text)
+        q.add_argument("profile", nargs="?", default=None, help="params profile (paper) or file (default: --params)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -179,6 +184,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             from iqalab.config import compose_params, dump_params
             from iqalab.io import project_root, write_text
 
+        elif args.command == "weights":
+            from iqalab import weights
+            from iqalab.config import load_params
+
+            path = weights.profile_params(args.profile)
+            params = load_params(path) if path is not None else _params(args)
+            needed = weights.needed_backbones(params)
+            if args.weights_command == "fetch":
+                for file in weights.fetch_weights(list(needed)):
+                    print(f"cached {file}")
+            print(weights.status_text(weights.weights_status(needed)))
             source = args.params or os.environ.get("IQALAB_PARAMS") or project_root() / "params.yaml"
             _params(args)  # validated before anything is written
             text = dump_params(compose_params(source))
