@@ -17,6 +17,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from iqalab.data.cache import decode_image
+from iqalab.data.schema import DataError
 from iqalab.inference import ModelScorer, Scorer
 from iqalab.io import atomic_path, expand_images
 
@@ -36,6 +37,11 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
     column with its published score. ``workers`` threads (default: up to 4, one per core) decode (and resize)
     the next batches while the model scores the current one; Pillow releases the GIL while it decodes and
     resizes.
+
+    A file that cannot be decoded does not stop the others (issue 26): every readable image is scored, the
+    failed ones keep their row (empty scores) with the reason in an ``error`` column (present only when a file
+    failed; :func:`failed_files`) and their number is logged as a warning. :class:`ScoreError` is raised, after the CSV is written, when no image
+    could be scored.
     """
     if (checkpoint is None) == (model is None):
         raise ValueError("score needs exactly one of a checkpoint or a model name")
@@ -45,6 +51,7 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
     files = expand_images(images)
     workers = workers if workers is not None else max(1, min(4, os.cpu_count() or 1))
     frames = []
+    failed: dict[int, str] = {}  # position in ``files`` -> reason
     with ThreadPoolExecutor(max_workers=workers) as pool, \
             tqdm(total=len(files), disable=not progress, desc="score", unit="img") as bar:
         pending: deque[Future[np.ndarray]] = deque()
@@ -59,16 +66,44 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
 
         for start in range(0, len(files), batch_size):
             fill()
-            chunk = files[start:start + batch_size]
-            decoded = [pending.popleft().result() for _ in chunk]
+            chunk, decoded = [], []
+            for position in range(start, min(start + batch_size, len(files))):
+                try:
+                    decoded.append(pending.popleft().result())
+                    chunk.append(position)
+                except DataError as exc:  # names the file; the others are still scored
+                    failed[position] = str(exc)
+                    log.info("not scored: %s", exc)
             fill()
-            scores = scorer.score(decoded, batch_size=batch_size) if isinstance(scorer, Scorer) \
-                else scorer.score(decoded)
-            frames.append(pd.DataFrame({"path": [str(p) for p in chunk], **scores}))
-            bar.update(len(chunk))
-    frame = pd.concat(frames, ignore_index=True)
+            if decoded:
+                scores = scorer.score(decoded, batch_size=batch_size) if isinstance(scorer, Scorer) \
+                    else scorer.score(decoded)
+                frames.append(pd.DataFrame({"path": [str(files[i]) for i in chunk], **scores}, index=chunk))
+            bar.update(min(batch_size, len(files) - start))
+    frame = pd.concat(frames) if frames else pd.DataFrame({"path": pd.Series(dtype=str)})
+    if failed:
+        rows = pd.DataFrame({"path": [str(files[i]) for i in failed], "error": list(failed.values())},
+                            index=list(failed))
+        frame = pd.concat([frame.assign(error=""), rows]).sort_index()  # the order of the input
+    frame = frame.reset_index(drop=True)
     if out_csv is not None:
         with atomic_path(out_csv) as tmp:
             frame.to_csv(tmp, index=False, float_format="%.4f")
-        log.info("wrote %d scores to %s", len(frame), out_csv)
+        log.info("wrote %d scores to %s", len(files) - len(failed), out_csv)
+    if failed:
+        log.warning("%d of %d images could not be scored (listed in the error column%s)", len(failed), len(files),
+                    f" of {out_csv}" if out_csv is not None else "")
+    if len(failed) == len(files):
+        raise ScoreError(f"no image could be scored: {'; '.join(failed.values())}")
     return frame
+
+
+class ScoreError(ValueError):
+    """No image of the input could be scored."""
+
+
+def failed_files(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of :func:`score_images`' result whose file could not be scored (``path``, ``error``)."""
+    if "error" not in frame:
+        return frame.iloc[0:0].reindex(columns=["path", "error"])
+    return frame.loc[frame["error"].fillna("") != "", ["path", "error"]]
