@@ -35,13 +35,14 @@ def absent_pyiqa(monkeypatch):
 
 # ------------------------------------------------------------------------------------------ always
 def test_names_resolve_without_pyiqa_and_stay_out_of_the_generic_registry(absent_pyiqa):
-    assert arch_names() == ["pyiqa_arch:musiq", "pyiqa_arch:maniqa", "pyiqa_arch:tres", "pyiqa_arch:topiq"]
+    assert arch_names() == ["pyiqa_arch:musiq", "pyiqa_arch:maniqa", "pyiqa_arch:tres", "pyiqa_arch:topiq",
+                            "pyiqa_arch:wadiqam"]
     for name in arch_names():
         cls = get_model_class(name)
-        assert cls.registry_name == name and cls.paper and "random init" in cls.paper
+        assert cls.registry_name == name and cls.paper and ("random init" in cls.paper or "from scratch" in cls.paper)
         assert cls.smoke_params["options"] == ARCHS[name.split(":")[1]].smoke
     assert not any(name.startswith("pyiqa_arch:") for name in available())
-    with pytest.raises(KeyError, match=r"pyiqa_arch:musiq.*pyiqa_arch:topiq"):
+    with pytest.raises(KeyError, match=r"pyiqa_arch:musiq.*pyiqa_arch:wadiqam"):
         get_model_class("pyiqa_arch:nope")
 
 
@@ -130,6 +131,7 @@ def test_every_model_a_running_row_names_exists():
         get_model_class(name)  # KeyError for a model that does not exist
     runs = {r.label for r in COMPARISON_TABLES["sfiqa_table2"].rows if r.kind.startswith("runs (pyiqa arch)")}
     assert runs == {"TReS", "MUSIQ", "MANIQA", "TOPIQ"}
+    assert any(r.label == "WaDIQaM" and "pyiqa_arch:wadiqam" in r.how for r in COMPARISON_TABLES["reqa_table2"].rows)
 
 
 def test_model_cards_document_the_arch_models(absent_pyiqa):
@@ -162,9 +164,10 @@ UNUSED = {"musiq": r"$^",  # everything is used
           # ViT blocks after the 10th and its classifier; the Swin stages' unused patch-merging layers
           "maniqa": r"^arch\.(vit\.(blocks\.(1[0-9])\.|norm\.|fc_norm\.|head\.)|swintransformer\d\.downsample\.)",
           "tres": r"^arch\.model\.fc\.",  # the ResNet's ImageNet classifier
-          "topiq": r"^arch\.attn_blks\.\d+\.layers\.\d+\.self_attn\."}  # decoder self-attention, never called
+          "topiq": r"^arch\.attn_blks\.\d+\.layers\.\d+\.self_attn\.",  # decoder self-attention, never called
+          "wadiqam": r"$^"}
 #: SGD step that lowers each smoke model's loss on its batch (TReS's loss is dominated by its consistency term)
-STEP_LR = {"musiq": 0.05, "maniqa": 0.01, "tres": 0.001, "topiq": 0.01}
+STEP_LR = {"musiq": 0.05, "maniqa": 0.01, "tres": 0.001, "topiq": 0.01, "wadiqam": 0.01}
 
 
 def _smoke(key: str, seed: int = 0):
@@ -241,6 +244,7 @@ def test_real_archs_are_built_offline_at_the_papers_size():
     assert counts["maniqa"][2] == ["timm:vit_base_patch8_224"]
     assert counts["tres"][0] == pytest.approx(152.5e6, rel=0.02) and counts["tres"][2] == ["torchvision:resnet50"]
     assert counts["topiq"][0] == pytest.approx(45.06e6, rel=0.01) and counts["topiq"][2] == ["timm:resnet50"]
+    assert counts["wadiqam"][0] == 4_712_224 and counts["wadiqam"][2] == []
 
 
 @needs_pyiqa

@@ -6,8 +6,9 @@ datasets") lists MUSIQ, MANIQA, TReS and TOPIQ beside HyperIQA, LIQE, ...; Tunin
 learning-based models are trained on FGLive-10K") lists MUSIQ; FHIQA Table I lists MUSIQ fine-tuned from its
 KonIQ and PaQ-2-PiQ weights. C. Chen, J. Mo, "IQA-PyTorch" (``pyiqa``, an optional dependency) ships these
 architectures as plain ``nn.Module`` classes (``pyiqa.archs.musiq_arch.MUSIQ``, ``maniqa_arch.MANIQA``,
-``tres_arch.TReS``, ``topiq_arch.CFANet``). This module builds them with **every pretrained weight off** and
-trains them under the experiment's protocol like any other model. Every comparison row of the four papers, and
+``tres_arch.TReS``, ``topiq_arch.CFANet``; REQA Table II's WaDIQaM: ``wadiqam_arch.WaDIQaM``). This module
+builds them with **every pretrained weight off** and trains them under the experiment's protocol like any
+other model. Every comparison row of the four papers, and
 whether and how it runs here, is listed in ``docs/baselines.md``.
 
 Contract (the same as the zero-shot ``pyiqa:<metric>`` models of :mod:`iqalab.models.zeroshot`):
@@ -193,6 +194,11 @@ ARCHS: dict[str, ArchSpec] = {
         loss="l1", smoke={"semantic_model_name": "resnet18", "inter_dim": 32, "num_heads": 2},
         paper_params_m={"SFIQA Table II": 45.2},
         defaults={"use_ref": False, "backbone_pretrain": False, "model_name": "cfanet_nr_koniq_res50"}),
+    "wadiqam": ArchSpec(
+        "wadiqam", "wadiqam_arch", "WaDIQaM",
+        "S. Bosse, D. Maniry, K.-R. Mueller, T. Wiegand, W. Samek, 'Deep Neural Networks for No-Reference and "
+        "Full-Reference Image Quality Assessment' (WaDIQaM-NR), IEEE TIP 2018",
+        loss="l1", smoke={"train_patch_num": 4}, defaults={"metric_type": "NR", "model_name": "wadiqam_nr_koniq"}),
 }
 
 
@@ -494,8 +500,40 @@ class TOPIQArch(PyIQAArchModel):
         return {a: score[:, k] for k, a in enumerate(self.attributes)}, {}
 
 
+class WaDIQaMArch(PyIQAArchModel):
+    """WaDIQaM-NR (pyiqa's ``WaDIQaM`` in no-reference mode), its patch score/weight heads per attribute, L1.
+
+    A ten-layer VGG-like network on 32 x 32 patches (``train_patch_num`` random patches per image in training,
+    all non-overlapping patches at test), trained from scratch as in the paper, so random init is the paper's
+    setup here. Per attribute ``a``: ``s_a = sum_p w_pa q_pa / sum_p w_pa`` with the paper's score branch
+    (FC-ReLU-dropout-FC, here followed by a sigmoid) and weight branch (FC-ReLU-dropout-FC-ReLU, plus pyiqa's
+    epsilon); ``options: {weighted_average: false}`` averages the patch scores instead. Loss: L1 (the paper's
+    MAE).
+    """
+
+    spec = ARCHS["wadiqam"]
+    paper = f"{spec.paper}; architecture from {PYIQA_PAPER}, trained from scratch"
+    smoke_params: ClassVar[dict[str, Any]] = {"options": spec.smoke}
+    tapped: ClassVar[dict[str, float]] = {"fc_q": 0.0, "fc_w": 1.0}
+
+    def build_heads(self) -> None:
+        n = len(self.attributes)
+        self.fc_q = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Dropout(), nn.Linear(512, n))
+        self.fc_w = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Dropout(), nn.Linear(512, n), nn.ReLU())
+
+    def scores(self, image: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        (feats, *_), _ = self.run_arch(image)  # [B, patches, 512]
+        q = torch.sigmoid(self.fc_q(feats))
+        if self.arch.weighted_average:
+            w = self.fc_w(feats) + self.arch.eps
+            score = (q * w).sum(dim=1) / w.sum(dim=1)
+        else:
+            score = q.mean(dim=1)
+        return {a: score[:, k] for k, a in enumerate(self.attributes)}, {}
+
+
 _CLASSES: dict[str, type[PyIQAArchModel]] = {"musiq": MUSIQArch, "maniqa": MANIQAArch, "tres": TReSArch,
-                                             "topiq": TOPIQArch}
+                                             "topiq": TOPIQArch, "wadiqam": WaDIQaMArch}
 for _key, _cls in _CLASSES.items():
     _cls.registry_name = f"{PREFIX}{_key}"
 
@@ -508,8 +546,8 @@ def arch_model_class(name: str) -> type[PyIQAArchModel]:
     return _CLASSES[key]
 
 
-__all__ = ["ARCHS", "CARD_HEADING", "PREFIX", "ArchSpec", "MANIQAArch", "MUSIQArch", "PyIQAArchModel", "TOPIQArch", "TReSArch",
-           "arch_model_class", "arch_names", "card_markdown", "card_overview_row", "is_arch_name",
+__all__ = ["ARCHS", "CARD_HEADING", "PREFIX", "ArchSpec", "MANIQAArch", "MUSIQArch", "PyIQAArchModel", "TOPIQArch",
+           "TReSArch", "WaDIQaMArch", "arch_model_class", "arch_names", "card_markdown", "card_overview_row", "is_arch_name",
            "offline_backbones"]
 
 
@@ -522,7 +560,7 @@ def card_overview_row() -> str:
     """The ``docs/models.md`` overview-table row of the ``pyiqa_arch:<arch>`` models (not built for the cards:
     pyiqa is optional)."""
     return (f"| [`pyiqa_arch:<arch>`](#{CARD_ANCHOR}) | image | pyiqa's architecture (not built here) | "
-            f"not counted | MUSIQ, MANIQA, TReS, TOPIQ trained here, pretrained weights off ({PYIQA_PAPER}) |")
+            f"not counted | MUSIQ, MANIQA, TReS, TOPIQ, WaDIQaM trained here, pretrained weights off ({PYIQA_PAPER}) |")
 
 
 def card_markdown() -> list[str]:
