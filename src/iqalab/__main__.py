@@ -14,6 +14,11 @@ same here, in ``dvc.yaml`` and in its notebook ``notebooks/NN_<stage>.ipynb``.
     iqalab score --model niqe IMG..   published NIQE / BRISQUE / pyiqa:<metric> scores, no checkpoint
     iqalab models [--write F]         list the registered models (model cards)
     iqalab report                     results/report.md from every stage's outputs
+    iqalab data fetch koniq10k        download a benchmark into data/raw/ (or print the manual steps)
+    iqalab data status                every dataset: present / partial / missing
+    iqalab weights fetch [paper]      pretrained backbones of a profile into the hub cache (then HF_HUB_OFFLINE=1)
+    iqalab weights status [paper]     which of them are cached
+    iqalab export EXP [--out DIR]     a trained model as a folder for `score --checkpoint DIR` / a model hub
     iqalab check                      validate params.yaml
     iqalab --params params/paper.yaml compose --out params.yaml   apply a profile (an overlay of params.yaml)
 """
@@ -83,8 +88,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--workers", type=int, default=None, help="decoding threads (default: up to 4)")
-    p.add_argument("--strict", action="store_true",
-                   help="exit with status 2 when any file cannot be scored (default: only when none can)")
     p.add_argument("images", nargs="+", help="image files or folders")
     p = sub.add_parser("models", help="list registered models (model cards)")
     p.add_argument("--write", default=None, help="write the cards as Markdown (e.g. docs/models.md)")
@@ -97,13 +100,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     q.add_argument("dataset")
     q.add_argument("--downloads", default=None, help="archive folder (default $IQALAB_DOWNLOADS or ~/.cache)")
     data_sub.add_parser("status", help="every dataset: present / partial / missing, with what is missing")
-    p = sub.add_parser("compose", help="the params file (--params) with its base merged in, validated, as YAML")
-    p.add_argument("--out", default=None, help="file to write (default: print); e.g. params.yaml to apply a profile")
     p = sub.add_parser("weights", help="pretrained backbones a params profile needs: fetch into the hub cache, status")
     weights_sub = p.add_subparsers(dest="weights_command", required=True)
     for verb, text in (("fetch", "download them (then run jobs with HF_HUB_OFFLINE=1)"), ("status", "what is cached")):
         q = weights_sub.add_parser(verb, help=text)
         q.add_argument("profile", nargs="?", default=None, help="params profile (paper) or file (default: --params)")
+    p = sub.add_parser("export", help="a trained experiment as a self-contained folder (safetensors, config, "
+                                      "model card) that `score --checkpoint <folder>` reads")
+    p.add_argument("experiment")
+    p.add_argument("--out", default=None, help="folder to write (default build/export/<experiment>)")
+    p = sub.add_parser("compose", help="the params file (--params) with its base merged in, validated, as YAML")
+    p.add_argument("--out", default=None, help="file to write (default: print); e.g. params.yaml to apply a profile")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -146,18 +153,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             annotation_stats.run(_params(args), args.dataset, _root(args))
         elif args.command == "score":
-            from iqalab.stages.score import failed_files, score_images
+            from iqalab.stages.score import score_images
 
             frame = score_images(args.checkpoint, args.images, args.out, args.batch_size, args.device, progress,
                                  workers=args.workers, model=args.model, options=_options(args.option))
             print(frame.to_string(index=False))
-            failed = failed_files(frame)
-            for path, reason in failed.itertuples(index=False):
-                print(f"iqalab score: not scored: {path}: {reason.removeprefix(path + ': ')}", file=sys.stderr)
-            if args.strict and len(failed):
-                print(f"iqalab score: error: {len(failed)} of {len(frame)} images could not be scored (--strict); "
-                      f"first: {failed['error'].iloc[0]}", file=sys.stderr)
-                return 2
         elif args.command == "models":
             from iqalab.models.cards import model_cards, write_model_cards
 
@@ -186,13 +186,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(("Still to do by hand:\n" if src.archives else f"{src.title} needs a manual step:\n")
                           + fetching.manual_text(src))
                 print(fetching.next_steps(src))
-        elif args.command == "check":
-            params = _params(args)
-            print(f"params OK: {len(params.datasets)} datasets, {len(params.experiments)} experiments")
-        elif args.command == "compose":
-            from iqalab.config import compose_params, dump_params
-            from iqalab.io import project_root, write_text
-
         elif args.command == "weights":
             from iqalab import weights
             from iqalab.config import load_params
@@ -204,6 +197,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for file in weights.fetch_weights(list(needed)):
                     print(f"cached {file}")
             print(weights.status_text(weights.weights_status(needed)))
+        elif args.command == "export":
+            from iqalab.export import export_experiment
+
+            print(export_experiment(_root(args), args.experiment, args.out))
+        elif args.command == "check":
+            params = _params(args)
+            print(f"params OK: {len(params.datasets)} datasets, {len(params.experiments)} experiments")
+        elif args.command == "compose":
+            from iqalab.config import compose_params, dump_params
+            from iqalab.io import project_root, write_text
+
             source = args.params or os.environ.get("IQALAB_PARAMS") or project_root() / "params.yaml"
             _params(args)  # validated before anything is written
             text = dump_params(compose_params(source))

@@ -18,6 +18,7 @@ import torch
 
 from iqalab.data.cache import resize_square
 from iqalab.data.loaders import CamStats, to_chw_uint8
+from iqalab.export import load_export
 from iqalab.train.engine import load_checkpoint, model_from_checkpoint, resolve_device, to_device
 
 if TYPE_CHECKING:
@@ -73,7 +74,8 @@ class Scorer:
     """A checkpoint ready to score uint8 RGB images (scores in the training dataset's MOS units)."""
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", amp: bool = False) -> None:
-        ckpt = load_checkpoint(checkpoint)
+        # a folder is an `iqalab export` (model.safetensors + config.json), a file a training checkpoint
+        ckpt = load_export(checkpoint) if Path(checkpoint).is_dir() else load_checkpoint(checkpoint)
         self.model = model_from_checkpoint(ckpt, str(checkpoint))
         self.config: dict[str, Any] = ckpt["config"]
         self.device = resolve_device(device)

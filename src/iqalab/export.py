@@ -1,0 +1,180 @@
+"""``iqalab export <experiment>``: a trained model as a self-contained folder, ready to publish on a model hub.
+
+The folder holds everything ``iqalab score --checkpoint <folder>`` needs, and nothing of this repository's
+``build/``:
+
+- ``model.safetensors``: the weights (safetensors: no pickled code, loadable without this package);
+- ``config.json``: the training configuration the checkpoint carried (``model_name`` and ``model_kwargs``
+  rebuild the model through the registry, :func:`iqalab.models.build_model`), with ``format`` naming this layout;
+- ``preprocessor_config.json``: how images are prepared (square bicubic ``cache_size`` resize, optional centre
+  ``eval_crop``, ImageNet normalisation), the camera-parameter standardisation ``cam_stats`` and ``mos_range``,
+  the scale scores are returned in -- the same keys :class:`iqalab.inference.Scorer` reads from ``config.json``;
+- ``metrics.json``: the experiment's training record (``results/predictions/<experiment>.json``: dataset, splits,
+  parameters, training time) and its test metrics (SRCC/PLCC per split and attribute, from the predictions);
+- ``README.md``: a model card (hub front matter, what it was trained on, how to score, metrics, citation).
+
+:func:`load_export` returns what :func:`iqalab.train.engine.load_checkpoint` returns for a ``best.pt``, so every
+consumer of a checkpoint (the Scorer, gMAD, camera tuning) reads either.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from iqalab.io import write_json, write_text
+
+log = logging.getLogger(__name__)
+
+#: ``config.json``'s ``format`` for this layout.
+FORMAT = "iqalab-export/1"
+WEIGHTS = "model.safetensors"
+PREPROCESSING_KEYS = ("cache_size", "eval_crop", "cam_stats", "mos_range")
+
+
+class ExportError(ValueError):
+    """An experiment that cannot be exported, or a folder that is not an export."""
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray | torch.Tensor):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _metrics(predictions: pd.DataFrame) -> list[dict[str, Any]]:
+    """SRCC and PLCC of the test predictions per split and attribute (:mod:`iqalab.analysis.metrics`)."""
+    from iqalab.analysis.metrics import plcc, srcc
+
+    test = predictions[predictions["role"] == "test"] if "role" in predictions else predictions.iloc[:0]
+    rows = []
+    for (split, attribute), group in test.groupby(["split", "attribute"], sort=True):
+        rows.append({"split": split, "attribute": attribute, "n": int(len(group)),
+                     "srcc": float(srcc(group["pred"], group["mos"])),
+                     "plcc": float(plcc(group["pred"], group["mos"]))})
+    return rows
+
+
+def _card(experiment: str, config: dict[str, Any], record: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
+    dataset = record.get("dataset", config.get("split", "?"))
+    lines = [
+        "---",
+        "library_name: iqalab",
+        "tags: [image-quality-assessment, blind-iqa, iqalab]",
+        f"model_name: {config['model_name']}",
+        "---",
+        "",
+        f"# {record.get('label') or experiment} ({config['model_name']})",
+        "",
+        f"Blind image quality model exported by `iqalab export {experiment}`: model `{config['model_name']}` "
+        f"trained on dataset `{dataset}` (split `{config.get('split')}`, seed {config.get('seed')}"
+        + (", simulated data" if record.get("simulated") else "") + ").",
+        f"Scores are per attribute ({', '.join(config['attributes'])}) on the training MOS scale "
+        f"{config['mos_range']}.",
+        "",
+        "## Use",
+        "",
+        "```bash",
+        "pip install iqalab",
+        "iqalab score --checkpoint <this folder> photo.jpg more_photos/ --out scores.csv",
+        "```",
+        "",
+        f"Images are resized to {config['cache_size']}x{config['cache_size']} (bicubic)"
+        + (f" and centre-cropped to {config['eval_crop']}" if config.get("eval_crop") else "")
+        + ", as in training (`preprocessor_config.json`).",
+        "",
+        "## Metrics (test images)",
+        "",
+    ]
+    if metrics:
+        lines += ["| split | attribute | n | SRCC | PLCC |", "|---|---|---|---|---|"]
+        lines += [f"| {m['split']} | {m['attribute']} | {m['n']} | {m['srcc']:.3f} | {m['plcc']:.3f} |"
+                  for m in metrics]
+    else:
+        lines.append("No test predictions were recorded.")
+    lines += ["", "## Training", "",
+              f"- parameters: {record.get('n_params', 'n/a')}; training time: {record.get('train_seconds', 'n/a')} s",
+              f"- model arguments: `{json.dumps(_jsonable(config['model_kwargs']), sort_keys=True)}`",
+              f"- training data checksums: {len(config.get('data') or {})} files (`config.json`, `data`)",
+              "", "## Citation", "",
+              "Cite the paper of the model (see `iqalab models`) and the iqalab compendium (`CITATION.cff`).", ""]
+    return "\n".join(lines)
+
+
+def export_experiment(root: str | Path, experiment: str, out: str | Path | None = None) -> Path:
+    """Write the export folder of ``experiment`` (its first split's ``best.pt``) to ``out`` (default
+    ``build/export/<experiment>``), replacing an earlier export whole; returns the folder."""
+    from safetensors.torch import save_file
+
+    from iqalab.inference import experiment_checkpoint
+    from iqalab.train.engine import load_checkpoint
+
+    root = Path(root)
+    checkpoint, why = experiment_checkpoint(root, experiment)
+    if checkpoint is None:
+        raise ExportError(f"cannot export {experiment}: {why}")
+    ckpt = load_checkpoint(checkpoint)
+    config = _jsonable(ckpt["config"])
+    record = json.loads((root / "results" / "predictions" / f"{experiment}.json").read_text())
+    preds_path = root / "results" / "predictions" / f"{experiment}.parquet"
+    metrics = _metrics(pd.read_parquet(preds_path)) if preds_path.is_file() else []
+    out = Path(out) if out is not None else root / "build" / "export" / experiment
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    partial.mkdir()
+    try:
+        # clone: safetensors refuses tensors sharing storage, and non-contiguous views
+        save_file({k: v.detach().cpu().contiguous().clone() for k, v in ckpt["model"].items()},
+                  str(partial / WEIGHTS), metadata={"format": "pt", "iqalab": FORMAT})
+        write_json(partial / "config.json", {"format": FORMAT, "experiment": experiment, **config})
+        write_json(partial / "preprocessor_config.json",
+                   {**{k: config.get(k) for k in PREPROCESSING_KEYS}, "resize": "square, bicubic",
+                    "normalize": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}})
+        write_json(partial / "metrics.json", {"training": _jsonable(record), "test": metrics,
+                                              "checkpoint": str(checkpoint.relative_to(root))})
+        write_text(partial / "README.md", _card(experiment, config, record, metrics))
+        if out.exists():
+            stale = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(out, stale)
+            os.rename(partial, out)
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            os.rename(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    log.info("exported %s (%s) to %s", experiment, checkpoint, out)
+    return out
+
+
+def load_export(folder: str | Path) -> dict[str, Any]:
+    """An export folder as :func:`iqalab.train.engine.load_checkpoint` returns a checkpoint:
+    ``{"model": state_dict, "config": config}``."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    config_path, weights = folder / "config.json", folder / WEIGHTS
+    if not config_path.is_file() or not weights.is_file():
+        raise ExportError(f"{folder}: not an iqalab export (needs config.json and {WEIGHTS}; "
+                          "`iqalab export <experiment>` writes one)")
+    config = json.loads(config_path.read_text())
+    if config.get("format") != FORMAT:
+        raise ExportError(f"{config_path}: format {config.get('format')!r}, expected {FORMAT!r}")
+    return {"model": load_file(str(weights)), "config": config}
