@@ -88,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--workers", type=int, default=None, help="decoding threads (default: up to 4)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit with status 2 when any file cannot be scored (default: only when none can)")
     p.add_argument("images", nargs="+", help="image files or folders")
     p = sub.add_parser("models", help="list registered models (model cards)")
     p.add_argument("--write", default=None, help="write the cards as Markdown (e.g. docs/models.md)")
@@ -153,11 +155,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             annotation_stats.run(_params(args), args.dataset, _root(args))
         elif args.command == "score":
-            from iqalab.stages.score import score_images
+            from iqalab.stages.score import failed_files, score_images
 
             frame = score_images(args.checkpoint, args.images, args.out, args.batch_size, args.device, progress,
                                  workers=args.workers, model=args.model, options=_options(args.option))
             print(frame.to_string(index=False))
+            failed = failed_files(frame)
+            for path, reason in failed.itertuples(index=False):
+                print(f"iqalab score: not scored: {path}: {reason.removeprefix(path + ': ')}", file=sys.stderr)
+            if args.strict and len(failed):
+                print(f"iqalab score: error: {len(failed)} of {len(frame)} images could not be scored (--strict); "
+                      f"first: {failed['error'].iloc[0]}", file=sys.stderr)
+                return 2
         elif args.command == "models":
             from iqalab.models.cards import model_cards, write_model_cards
 
