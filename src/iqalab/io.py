@@ -7,10 +7,22 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+
+def _new_temporary(target: Path) -> Path:
+    """Create an empty ``.<name>.<random>.tmp`` beside ``target`` (exclusively, mode 0666 less the umask)."""
+    for _ in range(100):
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"cannot create a temporary file beside {target}")
 
 
 @contextlib.contextmanager
@@ -18,13 +30,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path`` (atomic on POSIX).
 
     On any exception the temporary file is removed and ``path`` keeps its previous content; an ``OSError``
-    (disk full, quota, permissions) is re-raised with the same errno and a message naming ``path``.
+    (disk full, quota, permissions) is re-raised with the same errno and a message naming ``path``. The file gets
+    the mode any new file of the user gets (0666 less the umask: 0644 under umask 022), not ``mkstemp``'s 0600.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _new_temporary(target)
     try:
         yield tmp
         with open(tmp, "rb") as fh:
