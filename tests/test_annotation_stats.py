@@ -233,6 +233,31 @@ def test_pair_and_camera_sections_on_synthetic(synthetic_report: tuple[Path, Dat
     assert "parameter_sweep" in report["figures"]
 
 
+def test_region_rates_and_montage_when_the_dataset_has_boxes(tmp_path: Path) -> None:
+    """Issue #21: a dataset with face/person boxes gets detection rates per condition in the JSON and a region
+    montage; the rates count the images whose boxes are known."""
+    import numpy as np
+
+    from iqalab.config import parse_params
+    from iqalab.data.schema import FACE_BOX, PERSON_BOX, write_dataset
+
+    root = tmp_path / "build" / "datasets" / "boxes"
+    ds = synthetic_dataset(root, n_scenes=3, per_scene=4, ratings=False, pairs=False, camera=False)
+    images = ds.images.copy()
+    n = len(images)
+    images[list(FACE_BOX)] = np.tile([0.3, 0.2, 0.6, 0.5], (n, 1))
+    images[list(PERSON_BOX)] = np.tile([0.1, 0.1, 0.9, 0.95], (n, 1))
+    images.loc[images.index[: n // 4], list(FACE_BOX)] = np.nan
+    ds.images = images
+    write_dataset(ds)
+    raw = toy_params()
+    raw["datasets"] = {"boxes": {"source": "toy", "builder": "toy"}}
+    report = stage.run(parse_params(raw, check_models=False), "boxes", tmp_path)
+    overall = next(r for r in report["regions"]["rates"] if r["group"] == "all")
+    assert overall["n"] == n and overall["face"] == pytest.approx(1 - (n // 4) / n) and overall["person"] == 1.0
+    assert "regions" in report["figures"] and "regions" not in report["skipped"]
+
+
 @pytest.mark.parametrize("variant", ["single_attribute", "no_overall"])
 def test_sparse_datasets_skip_with_reasons(tmp_path: Path, variant: str) -> None:
     from iqalab.config import parse_params
@@ -244,7 +269,7 @@ def test_sparse_datasets_skip_with_reasons(tmp_path: Path, variant: str) -> None
     raw["datasets"] = {"sparse": {"source": "toy", "builder": "toy"}}
     report = stage.run(parse_params(raw, check_models=False), "sparse", tmp_path)
     assert _strict_json(tmp_path / "results" / "stats" / "sparse.json") == report
-    expected_skips = {"ols", "raters", "bt500", "mos_ci", "pairs", "camera", "sweep", "conditions"}
+    expected_skips = {"ols", "raters", "bt500", "mos_ci", "pairs", "camera", "sweep", "conditions", "regions"}
     if variant == "single_attribute":
         expected_skips.add("correlation")
         assert set(report["figures"]) == {"mos_distributions"}

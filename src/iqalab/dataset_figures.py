@@ -456,6 +456,8 @@ def annotation_figure_makers(ds: Dataset, result: AnnotationAnalysis,
         if "sweep" not in result.skipped:
             makers["parameter_sweep"] = lambda: parameter_sweep_montage(
                 ds.root, images, result.camera_columns, result.main_attribute, load=load)
+    if "regions" in result.report:
+        makers["regions"] = lambda: region_montage(ds.root, images, load=load)
     return makers
 
 

@@ -363,12 +363,28 @@ def sweep_selection(images: pd.DataFrame, cam_column: str, cam_columns: Sequence
     return best[1], rows
 
 
+def _region_section(ds: Dataset, result: AnnotationAnalysis) -> None:
+    """Detection rates of the human regions per condition (issue #21: TuningIQA's HFE, SFIQA's views), with the
+    detectors that produced them (:mod:`iqalab.data.regions`)."""
+    from iqalab.data.regions import detection_rates
+    from iqalab.data.schema import FACE_BOX, PERSON_BOX
+
+    images = ds.images
+    if not (set(FACE_BOX) <= set(images.columns) or set(PERSON_BOX) <= set(images.columns)):
+        result.skipped["regions"] = "no person or face box columns (enable datasets.<name>.detect)"
+        return
+    rates = detection_rates(images)
+    detectors = {kind: sorted(images[f"{kind}_detector"].dropna().astype(str).unique().tolist())
+                 for kind in ("face", "person") if f"{kind}_detector" in images.columns}
+    result.report["regions"] = {"rates": rates.to_dict(orient="records"), "detectors": detectors}
+
+
 def analyse(ds: Dataset) -> AnnotationAnalysis:
     """Run every analysis the dataset's tables allow; missing inputs are recorded in ``report['skipped']``."""
     result = AnnotationAnalysis(report={"dataset": _dataset_section(ds), "skipped": {}},
                                 main_attribute=_main_attribute(ds.attributes))
     for section in (_mos_section, _correlation_section, _ols_section, _rater_section, _pair_section,
-                    _camera_section):
+                    _camera_section, _region_section):
         section(ds, result)
     for name, reason in result.skipped.items():
         log.info("%s: %s skipped: %s", ds.name, name, reason)

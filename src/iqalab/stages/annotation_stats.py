@@ -34,7 +34,7 @@ FIGURE_SECTIONS = {
     "mos_distributions": "mos", "attribute_scatter": "correlation", "attribute_correlation": "correlation",
     "ols_coefficients": "ols", "ols_residuals": "ols", "rater_vs_mos": "raters", "bt500_screening": "bt500",
     "mos_confidence": "mos_ci", "pair_refinement": "pairs", "camera_mos": "camera",
-    "camera_correlation": "camera", "parameter_sweep": "sweep",
+    "camera_correlation": "camera", "parameter_sweep": "sweep", "regions": "regions",
 }
 
 
