@@ -86,13 +86,18 @@ def test_only_declared_inputs_are_built(toy_dataset):
 def test_pairs_from_table_and_from_mos(toy_dataset):
     items = _items(toy_dataset, inputs=("image",))
     ids = items.ids
-    table = pd.DataFrame({"image_a": [ids[0], ids[1], "unknown"], "image_b": [ids[2], ids[3], ids[0]],
-                          "attribute": ["overall", "noise", "overall"], "p": [1.0, 0.5, 0.0],
+    table = pd.DataFrame({"image_a": [ids[0], ids[1], "unknown", ids[0]], "image_b": [ids[2], ids[3], ids[0], ids[2]],
+                          "attribute": ["overall", "noise", "overall", "noise"], "p": [1.0, 0.5, 0.0, 0.0],
                           "source": "refined", "fine": True})
     pairs = PairItems(items, table)
-    assert len(pairs) == 2, "pairs naming images outside the split are dropped"
-    item = pairs[1]
-    assert item["a"]["image_id"] == ids[1] and item["attr_idx"] == 2 and item["p"] == 0.5
+    assert len(pairs) == 2, "one item per image pair; pairs naming images outside the split are dropped"
+    first, second = pairs[0], pairs[1]
+    assert first["a"]["image_id"] == ids[0] and first["b"]["image_id"] == ids[2]
+    # every attribute of the pair in one item (TuningIQA Eq. 11 sums over them); NaN where not compared
+    assert items.attributes[0] == "overall" and items.attributes[2] == "noise"
+    assert first["p"].shape == (len(items.attributes),)
+    assert first["p"][0] == 1.0 and first["p"][2] == 0.0 and torch.isnan(first["p"]).sum() == len(items.attributes) - 2
+    assert second["a"]["image_id"] == ids[1] and second["p"][2] == 0.5 and torch.isnan(second["p"][0])
     drawn = mos_pairs(items, 50, seed=1)
     assert len(drawn) == 50
     mos = toy_dataset.images.set_index("image_id")

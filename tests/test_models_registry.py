@@ -75,7 +75,8 @@ def test_training_step_reaches_every_trainable_parameter(name):
     batch = make_batch(model, n=4 if "pairs" not in model.inputs else 2, size=size)
     if "pairs" in model.inputs:
         batch = {"a": batch, "b": make_batch(model, n=2, size=size, seed=1),
-                 "p": torch.tensor([1.0, 0.0]), "attr_idx": torch.tensor([0, 1])}
+                 "p": torch.full((2, len(model.attributes)), 0.5)}  # the PairItems contract: [B, A]
+        batch["p"][0, 0], batch["p"][1, -1] = 1.0, float("nan")
     loss = model.training_step(batch, StepContext(epoch=0, epochs=2))
     assert loss.dim() == 0 and math.isfinite(float(loss))
     loss.backward()

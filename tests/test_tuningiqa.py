@@ -51,8 +51,12 @@ def make_batch(n: int, seed: int = 0, size: int = 64) -> dict[str, torch.Tensor]
 
 
 def pair_batch(n: int, size: int = 64) -> dict:
-    return {"a": make_batch(n, 1, size), "b": make_batch(n, 2, size), "p": torch.linspace(0, 1, n),
-            "attr_idx": torch.arange(n) % len(ATTRS)}
+    """``n`` pairs, each with preferences on a different subset of the attributes (NaN = not compared)."""
+    p = torch.linspace(0, 1, n * len(ATTRS)).reshape(n, len(ATTRS))
+    p[0, 1:] = float("nan")  # the first pair is compared on "overall" only
+    if n > 1:
+        p[1, ::2] = float("nan")
+    return {"a": make_batch(n, 1, size), "b": make_batch(n, 2, size), "p": p}
 
 
 # ----------------------------------------------------------------------------------------------- shapes
@@ -251,13 +255,25 @@ def test_training_step_combines_eq10_and_eq11_one_to_two(model: TuningIQA) -> No
                 v = (side["std_norm"][i, k].item() * 4.0) ** 2  # variance on a 1-5 scale
                 reg += math.exp(-v) * abs(pred[attr][i].item() - side["mos_norm"][i, k].item())
     reg /= 6
+    # Eq. 11: for each pair, the BCE summed over the attributes it was compared on; then the mean over pairs
     rank = 0.0
     for i in range(3):
-        q = pair[ATTRS[batch["attr_idx"][i]]][i].item()
-        c = batch["p"][i].item()
-        rank -= c * math.log(q) + (1 - c) * math.log(1 - q)
+        for k, attr in enumerate(ATTRS):
+            c = batch["p"][i, k].item()
+            if math.isnan(c):
+                continue
+            q = pair[attr][i].item()
+            rank -= c * math.log(q) + (1 - c) * math.log(1 - q)
     rank /= 3
+    assert torch.isnan(batch["p"]).sum() == 7  # 1, 2 and 5 attributes compared: unequal sums per pair
     assert loss == pytest.approx(reg + 2.0 * rank, rel=1e-4)
+    # one attribute per row (``attr_idx``) is still accepted and scores only that attribute's logit
+    rows = {"a": a, "b": b, "p": torch.tensor([1.0, 0.0, 0.5]), "attr_idx": torch.tensor([0, 3, 1])}
+    with torch.no_grad():
+        loss_rows = model.training_step(rows, StepContext(epoch=0, epochs=1)).item()
+    rank_rows = -sum(c * math.log(pair[ATTRS[k]][i].item()) + (1 - c) * math.log(1 - pair[ATTRS[k]][i].item())
+                     for i, (c, k) in enumerate(zip((1.0, 0.0, 0.5), (0, 3, 1)))) / 3
+    assert loss_rows == pytest.approx(reg + 2.0 * rank_rows, rel=1e-4)
 
 
 # ------------------------------------------------------------------------------------------- parameters

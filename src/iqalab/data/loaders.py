@@ -180,19 +180,25 @@ def _coords(table: pd.DataFrame, cols: Sequence[str]) -> np.ndarray:
 
 
 class PairItems(TorchDataset):
-    """Pairs of images among ``items`` with the preference ``p`` (a better than b) on one attribute."""
+    """Image pairs among ``items``, each with its preferences ``p`` (a better than b) on every attribute.
+
+    ``pairs.parquet`` has one row per pair and attribute; the rows of one ordered pair ``(image_a, image_b)``
+    become one item whose ``p`` is ``float[A]`` in ``items.attributes`` order, NaN where that attribute has no
+    preference (duplicate rows are averaged). One item per image pair is what TuningIQA Eq. 11 sums over:
+    ``1/|P| sum_pairs sum_attr BCE`` (issue #27; one row per attribute would weight the ranking term 1/5).
+    """
 
     def __init__(self, items: ImageItems, pairs: pd.DataFrame) -> None:
         self.items = items
         position = {image_id: k for k, image_id in enumerate(items.ids)}
         keep = pairs["image_a"].isin(position) & pairs["image_b"].isin(position) \
             & pairs["attribute"].isin(items.attributes)
-        pairs = pairs[keep].reset_index(drop=True)
-        self.a = pairs["image_a"].map(position).to_numpy(dtype=np.int64)
-        self.b = pairs["image_b"].map(position).to_numpy(dtype=np.int64)
-        self.p = pairs["p"].to_numpy(dtype=np.float32)
-        attr_index = {a: k for k, a in enumerate(items.attributes)}
-        self.attr_idx = pairs["attribute"].map(attr_index).to_numpy(dtype=np.int64)
+        wide = pairs[keep].pivot_table(index=["image_a", "image_b"], columns="attribute", values="p",
+                                       aggfunc="mean", sort=False)
+        wide = wide.reindex(columns=list(items.attributes))
+        self.a = wide.index.get_level_values("image_a").map(position).to_numpy(dtype=np.int64)
+        self.b = wide.index.get_level_values("image_b").map(position).to_numpy(dtype=np.int64)
+        self.p = wide.to_numpy(dtype=np.float32).reshape(len(wide), len(items.attributes))
 
     def set_epoch(self, epoch: int) -> None:
         self.items.set_epoch(epoch)
@@ -201,8 +207,7 @@ class PairItems(TorchDataset):
         return len(self.p)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"a": self.items[int(self.a[i])], "b": self.items[int(self.b[i])],
-                "p": torch.tensor(self.p[i]), "attr_idx": torch.tensor(self.attr_idx[i])}
+        return {"a": self.items[int(self.a[i])], "b": self.items[int(self.b[i])], "p": torch.from_numpy(self.p[i])}
 
 
 def mos_pairs(items: ImageItems, max_pairs: int, seed: int = 0, by_scene: pd.Series | None = None) -> pd.DataFrame:

@@ -19,7 +19,8 @@ standardised camera parameters with ``cam_mask`` float[B,7] (1 = known); ``perso
 float[B,4] pixel x0,y0,x1,y1 in the ``image`` tensor's frame (NaN rows when unknown); ``landmarks`` float[B,5,2]
 pixels; ``scene_idx`` long[B]; ``mos`` / ``std`` float[B,A] in dataset units (NaN when missing), ``mos_norm``
 float[B,A] scaled to [0, 1] by the dataset's MOS range; ``image_id`` list[str]. Pair batches (models whose
-``inputs`` contain ``"pairs"``) are ``{"a": batch, "b": batch, "p": float[B], "attr_idx": long[B]}``.
+``inputs`` contain ``"pairs"``) are ``{"a": batch, "b": batch, "p": float[B,A]}``: one row per image pair, the
+preference that a is better on each attribute, NaN where that attribute was not compared.
 
 Models predict in the normalised [0, 1] scale; the engine maps predictions back to dataset units.
 """

@@ -58,8 +58,10 @@ Choices where the text is ambiguous (each is a constructor argument where it mat
 - Eq. 10's ``v_i`` is the annotation variance on the paper's 1-5 scale: ``v = (std_norm * variance_scale)^2``
   with ``variance_scale = 4`` (the width of a 1-5 range), so the weight means the same on any dataset's range.
   Unknown std -> weight 1. Applied per attribute (see :mod:`iqalab.train.losses`).
-- Training on pair batches: ``lambda_reg * L_reg(a and b) + lambda_rank * L_rank(pair head on attr_idx, p)``,
-  ``1 : 2`` by default; a and b go through the network as one batch.
+- Training on pair batches: ``lambda_reg * L_reg(a and b) + lambda_rank * L_rank(pair heads, p)``, ``1 : 2`` by
+  default; a and b go through the network as one batch. An item is one image pair with the preferences of all
+  its annotated attributes (:class:`iqalab.data.loaders.PairItems`), and L_rank sums the BCE over them (Eq. 11 as
+  written), so an epoch is one pass over the image pairs ("trained for 5 epochs on all image pairs").
 
 Parameter count: see :func:`parameter_breakdown`.
 """
@@ -372,7 +374,13 @@ class TuningIQA(IQAModel):
         return confidence_weighted_l1(stacked, target, variance)
 
     def training_step(self, batch: dict[str, Any], ctx: StepContext) -> torch.Tensor:
-        """Pair batches: ``lambda_reg * L_reg(a, b) + lambda_rank * L_rank`` (Eqs. 10-11); single batches: L_reg."""
+        """Pair batches: ``lambda_reg * L_reg(a, b) + lambda_rank * L_rank`` (Eqs. 10-11); single batches: L_reg.
+
+        ``p`` is ``[B, A]`` (every attribute of the pair, NaN where not annotated; :class:`iqalab.data.loaders.PairItems`): Eq. 11
+        sums the BCE over the attributes of each pair, as L_reg (Eq. 10) sums over the attributes of each image,
+        so the 1 : 2 weighting compares like with like. A ``[B]`` ``p`` with ``attr_idx`` (one attribute per
+        row) is also accepted.
+        """
         if "a" not in batch:
             return self._regression_loss(self.features(batch), batch["mos_norm"], batch.get("std_norm"))
         a, b = batch["a"], batch["b"]
@@ -382,8 +390,11 @@ class TuningIQA(IQAModel):
             std = torch.cat([a["std_norm"], b["std_norm"]], dim=0)
         reg = self._regression_loss(torch.cat([f_a, f_b], dim=0),
                                     torch.cat([a["mos_norm"], b["mos_norm"]], dim=0), std)
-        logits = self.pair_logits(f_a, f_b).gather(1, batch["attr_idx"].long().view(-1, 1)).squeeze(1)
-        rank = pairwise_bce(logits, batch["p"].to(logits.dtype))
+        logits = self.pair_logits(f_a, f_b)
+        target = batch["p"].to(logits.dtype)
+        if target.dim() == 1:  # one attribute per pair row (``attr_idx``): that attribute's logit only
+            logits = logits.gather(1, batch["attr_idx"].long().view(-1, 1)).squeeze(1)
+        rank = pairwise_bce(logits, target)  # Eq. 11: summed over the pair's attributes, mean over pairs
         return self.lambda_reg * reg + self.lambda_rank * rank
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
