@@ -667,3 +667,15 @@ def test_scorer_gives_a_classical_checkpoint_images_at_native_resolution(project
     lo, hi = scorer.lo, scorer.hi
     for k, value in enumerate(got):
         assert scores[scorer.attributes[0]][k] == pytest.approx(lo + (hi - lo) / (1 + np.exp(-value)), rel=1e-5)
+
+
+def test_captions_say_where_regions_came_from_and_how_many_test_images_lacked_one():
+    from iqalab.paper_tables.common import region_notes
+
+    meta = {"t": {"regions": ["person_box"], "regions_detector": {"person_box": ["dataset", "face_rule"]},
+                  "regions_missing": 4, "allow_missing_regions": True},
+            "b": {}}
+    text = " ".join(region_notes(meta, {"t": "TuningIQA", "b": "Baseline"}))
+    assert "human regions from TuningIQA: dataset, face_rule" in text
+    assert "TuningIQA: 4 (allow_missing_regions)" in text and "Baseline" not in text
+    assert region_notes({"b": {}}, {"b": "Baseline"}) == []

@@ -72,7 +72,8 @@ class TableContext:
         gone = [f"{self.labels[e]}: {missing[e]}" for e in exps if e in missing]
         if gone:
             notes = [*notes, "no predictions (zero-shot model could not run), row kept: " + "; ".join(gone)]
-        notes = [*notes, *baseline_notes({e: self.meta[e] for e in exps if e not in missing}, self.labels)]
+        ran = {e: self.meta[e] for e in exps if e not in missing}
+        notes = [*notes, *baseline_notes(ran, self.labels), *region_notes(ran, self.labels)]
         return ". ".join([layout, dataset_caption(datasets), split_note, *notes]) + "."
 
     def stats(self, exps: Sequence[str], metric_names: Mapping[str, str], by: Sequence[str], group: str = "all",
@@ -148,6 +149,28 @@ def baseline_notes(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, s
     if fallback:
         out.append("images scored by BRISQUE's flat-region fallback (undefined in the original): "
                    + "; ".join(fallback))
+    return out
+
+
+def region_notes(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]) -> list[str]:
+    """Caption sentences on the human regions of the models that read them (issue #21): which detector gave them
+    and how many test images a model saw without its region (``allow_missing_regions``: the whole-image / centre
+    crop fallback), from the keys training wrote (:func:`iqalab.data.regions.summarise_regions`)."""
+    sources, fallback = [], []
+    for exp, info in meta.items():
+        if not info.get("regions"):
+            continue
+        label = labels.get(exp, exp)
+        detectors = sorted({d for names in (info.get("regions_detector") or {}).values() for d in names})
+        sources.append(f"{label}: {', '.join(detectors) or 'none'}")
+        if info.get("regions_missing"):
+            flag = " (allow_missing_regions)" if info.get("allow_missing_regions") else ""
+            fallback.append(f"{label}: {int(info['regions_missing'])}{flag}")
+    out = []
+    if sources:
+        out.append("human regions from " + "; ".join(sources))
+    if fallback:
+        out.append("test images without a detected region, scored by the model's fallback: " + "; ".join(fallback))
     return out
 
 
