@@ -679,3 +679,13 @@ def test_captions_say_where_regions_came_from_and_how_many_test_images_lacked_on
     assert "human regions from TuningIQA: dataset, face_rule" in text
     assert "TuningIQA: 4 (allow_missing_regions)" in text and "Baseline" not in text
     assert region_notes({"b": {}}, {"b": "Baseline"}) == []
+
+
+def test_captions_list_the_paper_rows_that_do_not_run_here():
+    from iqalab.comparison_rows import rows_not_run
+    from iqalab.paper_tables.common import not_run_notes
+
+    text = " ".join(not_run_notes("reqa_table2"))
+    assert "HOSA (cannot run)" in text and "ILNIQE (zero-shot only)" in text
+    assert len(text.split(";")) == len(rows_not_run("reqa_table2"))
+    assert not_run_notes(None) == [] and not_run_notes("fhiqa_table1") == []

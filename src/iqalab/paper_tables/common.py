@@ -56,7 +56,10 @@ class TableContext:
         return primary_attribute(self.meta[exp].get("attributes") or
                                  sorted(set(self.scores.loc[self.scores.experiment == exp, "attribute"])))
 
-    def caption(self, layout: str, exps: Sequence[str], notes: Sequence[str] = (), cross: bool = False) -> str:
+    def caption(self, layout: str, exps: Sequence[str], notes: Sequence[str] = (), cross: bool = False,
+                paper_table: str | None = None) -> str:
+        """The table's caption: layout, datasets (simulated or not), splits, ``notes``, which baseline variant each
+        row is, where human regions came from and, for ``paper_table``, the paper's rows that do not run here."""
         datasets: dict[str, bool] = {}
         for exp in exps:
             names = {self.dataset_of(exp)}
@@ -73,7 +76,8 @@ class TableContext:
         if gone:
             notes = [*notes, "no predictions (zero-shot model could not run), row kept: " + "; ".join(gone)]
         ran = {e: self.meta[e] for e in exps if e not in missing}
-        notes = [*notes, *baseline_notes(ran, self.labels), *region_notes(ran, self.labels)]
+        notes = [*notes, *baseline_notes(ran, self.labels), *region_notes(ran, self.labels),
+                 *not_run_notes(paper_table)]
         return ". ".join([layout, dataset_caption(datasets), split_note, *notes]) + "."
 
     def stats(self, exps: Sequence[str], metric_names: Mapping[str, str], by: Sequence[str], group: str = "all",
@@ -150,6 +154,20 @@ def baseline_notes(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, s
         out.append("images scored by BRISQUE's flat-region fallback (undefined in the original): "
                    + "; ".join(fallback))
     return out
+
+
+def not_run_notes(paper_table: str | None) -> list[str]:
+    """The paper's comparison rows of ``paper_table`` with no counterpart here, with their kind (zero-shot only /
+    cannot run); the reasons are in docs/baselines.md (:mod:`iqalab.comparison_rows`)."""
+    if paper_table is None:
+        return []
+    from iqalab.comparison_rows import rows_not_run
+
+    rows = rows_not_run(paper_table)
+    if not rows:
+        return []
+    listed = "; ".join(f"{label} ({reason.split(':', 1)[0]})" for label, reason in rows)
+    return [f"paper rows not run here (reasons in docs/baselines.md): {listed}"]
 
 
 def region_notes(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]) -> list[str]:
@@ -290,7 +308,7 @@ def per_dataset_columns(ctx: TableContext, exps: list[str], stats: pd.DataFrame,
                 if s == "mean":
                     std.loc[ctx.labels[e], col] = row["std"]
     attrs = sorted({ctx.primary(e) for e in exps})
-    caption = ctx.caption(layout, exps, [f"attribute: {', '.join(attrs)}", ctx.plcc_note])
+    caption = ctx.caption(layout, exps, [f"attribute: {', '.join(attrs)}", ctx.plcc_note], paper_table=name)
     directions: dict[Any, str | None] = {}
     if params:  # one row per label: the first of its experiments with a known count
         column = ("Params (M)", "", "") if with_median else ("Params (M)", "")

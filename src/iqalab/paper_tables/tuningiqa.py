@@ -23,7 +23,7 @@ def tuningiqa_table2(ctx: TableContext, exps: list[str]) -> Table:
     data = pd.concat([info, mean.set_axis(info.index)], axis=1)
     std = pd.concat([info.map(lambda _: np.nan), std.set_axis(info.index)], axis=1)
     caption = ctx.caption("TuningIQA Table 2 layout: score regression (SRCC, PLCC) and fine-grained ranking "
-                          "(FG-ACC), averaged over attributes", exps, [ctx.plcc_note])
+                          "(FG-ACC), averaged over attributes", exps, [ctx.plcc_note], paper_table="tuningiqa_table2")
     return Table("tuningiqa_table2", data, caption, std, ("dataset",), {"Params (M)": None})
 
 
