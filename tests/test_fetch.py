@@ -133,6 +133,21 @@ def test_interrupted_download_resumes_and_unknown_hash_is_recorded(server: _Serv
     assert not (tmp_path / "raw2" / "clive").exists()
 
 
+def test_two_archives_fill_one_layout_wrappers_stripped_layout_folders_kept(server: _Server, tmp_path: Path) -> None:
+    # KonIQ-like: the scores come wrapped in a folder the layout does not name, the images in `1024x768/`, a name
+    # the layout has (kept); a third archive wraps a whole repository like a GitHub `<repo>-main.zip`
+    server.files["/scores.zip"] = _zip({"koniq_scores/koniq10k_scores_and_distributions.csv": b"image_name,MOS\n"})
+    server.files["/images.zip"] = _zip({"1024x768/1.jpg": b"j", "1024x768/2.jpg": b"k"})
+    server.files["/extra.zip"] = _zip({"repo-main/koniq10k_distributions_sets.csv": b"image_name,set\n"})
+    sources = {"koniq10k": F.Source("koniq10k", "KonIQ test", F._entry("koniq10k", "koniq10k"), archives=tuple(
+        F.Archive(server.url + f"/{n}.zip") for n in ("scores", "images", "extra")))}
+    out = F.fetch("koniq10k", tmp_path / "raw", tmp_path / "dl", progress=False, sources=sources)
+    assert sorted(p.name for p in out.iterdir()) == [".fetch.json", "1024x768", "koniq10k_distributions_sets.csv",
+                                                     "koniq10k_scores_and_distributions.csv"]
+    assert F.check_raw("koniq10k", "koniq10k", out).state == "present"
+    assert len(json.loads((out / ".fetch.json").read_text())["archives"]) == 3
+
+
 def test_unpack_failure_leaves_no_dataset(server: _Server, tmp_path: Path) -> None:
     server.files["/bad.zip"] = b"not a zip file" * 10
     sources = {"clive": F.Source("clive", "LIVE test", "x", archives=(F.Archive(server.url + "/bad.zip"),))}

@@ -59,13 +59,15 @@ class FetchError(RuntimeError):
 class Archive:
     """One file to download: its official URL, its SHA-256 if published, and how it unpacks.
 
-    ``strip``: the archive holds one top folder (e.g. ``ChallengeDB_release/``) whose content is the dataset.
-    ``unpack``: ``False`` for a file placed as is (e.g. a CSV).
+    ``strip``: the archive holds one top folder (e.g. ``ChallengeDB_release/``) whose content is the dataset;
+    ``None`` (default) decides per archive: a single top folder that the adapter's layout does not name (KonIQ's
+    ``1024x768/`` is named, a ``<archive>-main/`` wrapper is not) is removed. ``unpack``: ``False`` for a file
+    placed as is (e.g. a CSV).
     """
 
     url: str
     sha256: str | None = None
-    strip: bool = False
+    strip: bool | None = None
     unpack: bool = True
 
     @property
@@ -86,7 +88,8 @@ class Source:
     @property
     def adapter(self) -> str:
         """The adapter that reads it (``generic`` for the authors-only tables)."""
-        return self.params_entry.split("builder: ", 1)[1].split(",", 1)[0].rstrip("}")
+        _, found, rest = self.params_entry.partition("builder: ")
+        return rest.split(",", 1)[0].rstrip("}") if found else self.name
 
 
 def _entry(name: str, builder: str, extra: str = "") -> str:
@@ -103,10 +106,10 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
         Archive(_KONIQ + "koniq10k_1024x768.zip"),
     )),
     Source("clive", "LIVE Challenge (LIVE In the Wild)", _entry("clive", "clive"), archives=(
-        Archive("https://live.ece.utexas.edu/research/ChallengeDB/ChallengeDB_release.zip", strip=True),
+        Archive("https://live.ece.utexas.edu/research/ChallengeDB/ChallengeDB_release.zip"),
     )),
     Source("piq23", "PIQ23", _entry("piq23", "piq23"), archives=(
-        Archive("https://github.com/DXOMARK-Research/PIQ2023/archive/refs/heads/main.zip", strip=True),
+        Archive("https://github.com/DXOMARK-Research/PIQ2023/archive/refs/heads/main.zip"),
     ), manual=(
         "The scores and splits come from the GitHub repository (fetched above); the images are behind DXOMARK's "
         "form: fill it at https://corp.dxomark.com/data-base-piq23/, download the image archive(s) from the link "
@@ -240,9 +243,10 @@ def download(url: str, dest: Path, sha256: str | None = None, progress: bool = T
     return dest
 
 
-def _unpack(archive: Path, into: Path, strip: bool) -> None:
+def _unpack(archive: Path, into: Path, strip: bool | None, keep: frozenset[str] = frozenset()) -> None:
     """Unpack ``archive`` into ``into`` (members escaping it refused: zipfile sanitises names, tar uses the
-    ``data`` filter); with ``strip`` the archive's single top folder is removed."""
+    ``data`` filter); with ``strip`` the archive's single top folder is removed, with ``strip=None`` only when
+    its name is not in ``keep`` (the layout's top-level entries)."""
     staging = into / f".unpack-{uuid.uuid4().hex[:8]}"
     try:
         if zipfile.is_zipfile(archive):
@@ -254,8 +258,10 @@ def _unpack(archive: Path, into: Path, strip: bool) -> None:
     except (tarfile.TarError, zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
         raise FetchError(f"{archive}: cannot unpack ({exc})") from None
     top = staging
+    entries = [p for p in staging.iterdir() if p.name not in ("__MACOSX",)]
+    if strip is None:
+        strip = len(entries) == 1 and entries[0].is_dir() and entries[0].name not in keep
     if strip:
-        entries = [p for p in staging.iterdir() if p.name not in ("__MACOSX",)]
         if len(entries) != 1 or not entries[0].is_dir():
             raise FetchError(f"{archive}: expected a single top folder, found {sorted(p.name for p in entries)}")
         top = entries[0]
@@ -307,9 +313,10 @@ def fetch(name: str, raw_root: Path, downloads: Path | None = None, progress: bo
     partial = raw_root / f".{src.name}.partial-{uuid.uuid4().hex[:8]}"
     partial.mkdir()
     try:
+        keep = layout_top_names(src.adapter)
         for arc, path, _, _ in files:
             if arc.unpack:
-                _unpack(path, partial, arc.strip)
+                _unpack(path, partial, arc.strip, keep)
             else:
                 shutil.copy2(path, partial / arc.filename)
         provenance = {"dataset": src.name, "fetched": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -323,7 +330,9 @@ def fetch(name: str, raw_root: Path, downloads: Path | None = None, progress: bo
     if not keep_archives:
         for _, path, _, _ in files:
             path.unlink(missing_ok=True)
-    log.info("%s unpacked into %s", src.title, target)
+    state = check_raw(src.name, src.adapter, target)
+    log.info("%s unpacked into %s: %s%s", src.title, target, state.state,
+             f" (missing {', '.join(state.missing)})" if state.missing else "")
     return target
 
 
@@ -354,6 +363,12 @@ _LAYOUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "generic": (("images.csv|images.parquet",), ()),
 }
 
+def layout_top_names(adapter: str) -> frozenset[str]:
+    """The top-level names in ``adapter``'s layout (``Data`` for ``Data/AllMOS_release.mat``)."""
+    files, dirs = _LAYOUTS.get(adapter, ((), ()))
+    return frozenset(alt.split("/")[0] for entry in (*files, *dirs) for alt in entry.split("|"))
+
+
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
@@ -377,7 +392,7 @@ class Status:
 def check_raw(name: str, adapter: str, raw: Path) -> Status:
     """Compare ``raw`` with the layout ``adapter`` reads (file alternatives separated by ``|``)."""
     raw = Path(raw)
-    files, image_dirs = _LAYOUTS[adapter]
+    files, image_dirs = _LAYOUTS.get(adapter, ((), ()))
     if not raw.is_dir() or not any(raw.iterdir()):
         return Status(name, adapter, raw, "missing", ())
     missing = [f for f in files if not any((raw / alt).is_file() for alt in f.split("|"))]
