@@ -195,6 +195,31 @@ def test_fg_acc_skips_pairs_without_predictions() -> None:
     assert m.fg_acc(_pairs(), scores, attribute="overall") == pytest.approx(1.0)  # only a-b is scored
 
 
+def test_fg_acc_pairwise_hand_computed() -> None:
+    pairs = _pairs()
+    # P(a better) from a pair head, one per row: a>b right (0.8); a>c wrong (0.3 vs p=.75); b~c excluded;
+    # c vs d: 0.5 is a predicted tie (half); d vs e right (0.1, target e better); the "noise" row is not fine
+    prob = [0.8, 0.3, 0.9, 0.5, 0.1, 0.2]
+    assert m.fg_acc_pairwise(pairs, prob, attribute="overall") == pytest.approx((1 + 0 + 0.5 + 1) / 4)
+    assert m.fg_acc_pairwise(pairs, prob, attribute="overall", predicted_tie="wrong") == pytest.approx(2 / 4)
+    assert m.fg_acc_pairwise(pairs, prob, attribute="noise", fine_only=False) == pytest.approx(0.0)
+    # a Series is aligned on the pairs' index; a missing probability skips the pair
+    series = pd.Series(prob, index=pairs.index)[::-1].drop(index=1)
+    assert m.fg_acc_pairwise(pairs, series, attribute="overall") == pytest.approx((1 + 0.5 + 1) / 3)
+    with pytest.raises(ValueError):
+        m.fg_acc_pairwise(pairs, prob[:3])
+
+
+def test_fg_acc_modes_agree_when_the_pair_head_is_the_score_difference() -> None:
+    scores = {"a": 0.9, "b": 0.5, "c": 0.6, "d": 0.6, "e": 0.1}
+    pairs = _pairs()
+    diff = pairs["image_a"].map(scores) - pairs["image_b"].map(scores)
+    prob = 1 / (1 + np.exp(-10 * diff))
+    for attribute in ("overall", "noise"):
+        assert m.fg_acc_pairwise(pairs, prob, attribute=attribute, fine_only=False) == pytest.approx(
+            m.fg_acc(pairs, scores, attribute=attribute, fine_only=False))
+
+
 def test_per_group_median_hand_computed() -> None:
     frame = pd.DataFrame({
         "scene": ["s1"] * 4 + ["s2"] * 4 + ["s3"] * 4 + ["s4"] * 2,

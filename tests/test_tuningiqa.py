@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -274,6 +275,28 @@ def test_training_step_combines_eq10_and_eq11_one_to_two(model: TuningIQA) -> No
     rank_rows = -sum(c * math.log(pair[ATTRS[k]][i].item()) + (1 - c) * math.log(1 - pair[ATTRS[k]][i].item())
                      for i, (c, k) in enumerate(zip((1.0, 0.0, 0.5), (0, 3, 1)))) / 3
     assert loss_rows == pytest.approx(reg + 2.0 * rank_rows, rel=1e-4)
+
+
+def test_pair_head_probabilities_and_pairwise_fg_acc(model: TuningIQA) -> None:
+    import pandas as pd
+
+    from iqalab.analysis.metrics import fg_acc_pairwise
+    from iqalab.models.tuningiqa import pair_head_probabilities
+
+    batch = make_batch(4, 3)
+    _, emb = model.predict_with_embedding(batch)
+    embeddings = {f"i{k}": emb[k] for k in range(4)}
+    pairs = pd.DataFrame({"image_a": ["i0", "i1", "i2", "i0", "i3"], "image_b": ["i1", "i3", "i0", "x", "i2"],
+                          "attribute": ["overall", "noise", "face", "overall", "colour"],
+                          "p": [1.0, 0.0, 1.0, 1.0, 0.0], "fine": True})
+    prob = pair_head_probabilities(model, embeddings, pairs)
+    with torch.no_grad():
+        direct = torch.sigmoid(model.pair_logits(emb[[0, 1, 2]], emb[[1, 3, 0]]))
+    expected = [direct[0, ATTRS.index("overall")], direct[1, ATTRS.index("noise")], direct[2, ATTRS.index("face")]]
+    assert prob[:3] == pytest.approx([float(v) for v in expected], abs=1e-6)
+    assert np.isnan(prob[3]) and np.isnan(prob[4]), "unknown image, attribute the model does not predict"
+    right = (prob[:3] > 0.5) == (pairs["p"].to_numpy()[:3] > 0.5)
+    assert fg_acc_pairwise(pairs, prob) == pytest.approx(right.mean())
 
 
 # ------------------------------------------------------------------------------------------- parameters

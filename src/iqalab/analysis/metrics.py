@@ -5,7 +5,8 @@ Owns:
 - SRCC, PLCC (raw), KRCC, RMSE, MAE - REQA Sec. IV-A-2, Eqs. (15)-(16); FHIQA Sec. IV-A (KRCC, MAE);
 - the 4-parameter logistic map applied before PLCC/RMSE/MAE in VQEG-style tables (:func:`logistic4_fit`, with
   the slope and mid-point bounds that keep it from turning into a step on small test sets);
-- FG-ACC, the accuracy of the predicted order on fine-grained pairs (TuningIQA, "Experiments", Tables 2-4);
+- FG-ACC, the accuracy of the predicted order on fine-grained pairs (TuningIQA, "Experiments", Tables 2-4), in
+  single-image mode (:func:`fg_acc`, order of the scores) and pairwise mode (:func:`fg_acc_pairwise`, Eq. 9);
 - the PIQ23 protocol: a metric per scene, then the median across scenes (FHIQA Sec. IV-A, Table I);
 - REQA quality tiers (Sec. IV-A-1: Excellent 80-100, Good 60-80, Fair 40-60, Poor 20-40, Bad 0-20) and
   per-tier metrics (Table I);
@@ -319,13 +320,43 @@ def mae(pred: ArrayLike, mos: ArrayLike, logistic: bool = False) -> float:
 
 
 # ----------------------------------------------------------------------------------------------- FG-ACC
+def _select_pairs(pairs_df: pd.DataFrame, attribute: str | None, fine_only: bool) -> pd.DataFrame:
+    """The pairs FG-ACC counts: ``fine`` ones only with ``fine_only``, one ``attribute``'s when given."""
+    pairs = pairs_df
+    if fine_only and "fine" in pairs.columns:
+        pairs = pairs[pairs["fine"].astype(bool)]
+    if attribute is not None and "attribute" in pairs.columns:
+        pairs = pairs[pairs["attribute"] == attribute]
+    return pairs
+
+
+def _order_accuracy(p: np.ndarray, predicted: np.ndarray, predicted_tie: str, mode: str) -> float:
+    """Share of decided pairs (``p != 0.5``) whose predicted sign (``predicted``: > 0 means a better, 0 a
+    predicted tie, NaN unknown) matches the preference; ties earn ``predicted_tie`` credit."""
+    if predicted_tie not in ("half", "wrong"):
+        raise ValueError(f"predicted_tie must be 'half' or 'wrong', got {predicted_tie!r}")
+    known = np.isfinite(predicted) & np.isfinite(p)
+    if not known.all():
+        log.info("FG-ACC (%s): skipped %d of %d pairs without a prediction", mode, int((~known).sum()), len(p))
+    decided = known & (p != 0.5)
+    if not decided.any():
+        _warn(f"FG-ACC ({mode}): no pair with a decided preference and a prediction; returning NaN")
+        return math.nan
+    target = np.sign(p[decided] - 0.5)
+    guess = np.sign(predicted[decided])
+    tie_credit = 0.5 if predicted_tie == "half" else 0.0
+    return float(np.where(guess == 0, tie_credit, (guess == target).astype(float)).mean())
+
+
 def fg_acc(pairs_df: pd.DataFrame, pred_by_id: Mapping[str, float] | pd.Series, attribute: str | None = None,
            fine_only: bool = True, predicted_tie: str = "half") -> float:
-    """Fine-grained accuracy: the share of pairs whose predicted order matches the human preference.
+    """Fine-grained accuracy, single-image mode: the share of pairs whose order by the predicted *scores*
+    matches the human preference.
 
-    TuningIQA ("Experiments", Tables 2-4) reports FG-ACC on the fine-grained test pairs. ``pairs_df`` follows
-    ``pairs.parquet`` (``image_a``, ``image_b``, ``p`` = probability that a is better, ``fine``,
-    ``attribute``). Choices, since the paper does not spell them out:
+    TuningIQA ("Experiments", Tables 2-4) reports FG-ACC on the fine-grained test pairs; every score-based model
+    is ranked this way (the order of ``s_a - s_b``). The pairwise mode, TuningIQA's own pair head (Eq. 9), is
+    :func:`fg_acc_pairwise`. ``pairs_df`` follows ``pairs.parquet`` (``image_a``, ``image_b``, ``p`` =
+    probability that a is better, ``fine``, ``attribute``). Choices, since the paper does not spell them out:
 
     - target ties (``p == 0.5``, "equivalent" after refinement) are **excluded**: no order to get right;
     - the target order is ``p > 0.5`` (a better) or ``p < 0.5`` (b better), a vote fraction counts by its side;
@@ -336,29 +367,34 @@ def fg_acc(pairs_df: pd.DataFrame, pred_by_id: Mapping[str, float] | pd.Series, 
 
     Returns NaN (with a warning) when no pair is left.
     """
-    if predicted_tie not in ("half", "wrong"):
-        raise ValueError(f"predicted_tie must be 'half' or 'wrong', got {predicted_tie!r}")
-    pairs = pairs_df
-    if fine_only and "fine" in pairs.columns:
-        pairs = pairs[pairs["fine"].astype(bool)]
-    if attribute is not None and "attribute" in pairs.columns:
-        pairs = pairs[pairs["attribute"] == attribute]
+    pairs = _select_pairs(pairs_df, attribute, fine_only)
     scores = pd.Series(pred_by_id, dtype=float) if not isinstance(pred_by_id, pd.Series) else pred_by_id
     sa = pairs["image_a"].map(scores).to_numpy(dtype=float)
     sb = pairs["image_b"].map(scores).to_numpy(dtype=float)
-    p = pairs["p"].to_numpy(dtype=float)
-    known = np.isfinite(sa) & np.isfinite(sb) & np.isfinite(p)
-    if not known.all():
-        log.info("FG-ACC: skipped %d of %d pairs without a prediction", int((~known).sum()), len(pairs))
-    decided = known & (p != 0.5)
-    if not decided.any():
-        _warn("FG-ACC: no pair with a decided preference and predictions for both images; returning NaN")
-        return math.nan
-    target = np.sign(p[decided] - 0.5)
-    predicted = np.sign(sa[decided] - sb[decided])
-    tie_credit = 0.5 if predicted_tie == "half" else 0.0
-    credit = np.where(predicted == 0, tie_credit, (predicted == target).astype(float))
-    return float(credit.mean())
+    return _order_accuracy(pairs["p"].to_numpy(dtype=float), sa - sb, predicted_tie, "single-image")
+
+
+def fg_acc_pairwise(pairs_df: pd.DataFrame, prob_a_better: ArrayLike, attribute: str | None = None,
+                    fine_only: bool = True, predicted_tie: str = "half") -> float:
+    """Fine-grained accuracy, pairwise mode: the order given by a pair head's ``P(a better than b)``.
+
+    TuningIQA Eq. 9, ``c_hat = sigma(MLP_attr([F_a, F_b, F_a - F_b]))``, compares the two images directly; the
+    paper ranks with it in the camera-tuning application ("TuningIQA performs ranking based on pairwise
+    comparisons, while other methods rely on score-based ranking"). ``prob_a_better`` holds one probability per
+    row of ``pairs_df`` (same order, or a Series on its index), each on that row's attribute, e.g. from
+    :func:`iqalab.models.tuningiqa.pair_head_probabilities`. The predicted order is ``prob > 0.5`` (a better)
+    or ``< 0.5``; exactly 0.5 is a predicted tie. Every other rule is :func:`fg_acc`'s (target ties excluded,
+    ``fine_only``, ``attribute``, ``predicted_tie``, NaN probabilities skipped).
+    """
+    if isinstance(prob_a_better, pd.Series):
+        prob = prob_a_better.reindex(pairs_df.index).to_numpy(dtype=float)
+    else:
+        prob = np.asarray(prob_a_better, dtype=float).ravel()
+        if prob.size != len(pairs_df):
+            raise ValueError(f"prob_a_better has {prob.size} values for {len(pairs_df)} pairs")
+    keep = _select_pairs(pairs_df.assign(_prob=prob), attribute, fine_only)
+    return _order_accuracy(keep["p"].to_numpy(dtype=float), keep["_prob"].to_numpy(dtype=float) - 0.5,
+                           predicted_tie, "pairwise")
 
 
 # ------------------------------------------------------------------------------------ per-group metrics

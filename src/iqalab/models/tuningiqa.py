@@ -69,9 +69,12 @@ Parameter count: see :func:`parameter_breakdown`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -404,6 +407,38 @@ class TuningIQA(IQAModel):
         ids = {id(p) for p in backbone}
         rest = [p for p in self.parameters() if id(p) not in ids]
         return [{"params": backbone, "lr": lr * self.backbone_lr_scale}, {"params": rest, "lr": lr}]
+
+
+@torch.no_grad()
+def pair_head_probabilities(model: IQAModel, embeddings: Mapping[str, torch.Tensor], pairs: pd.DataFrame,
+                            batch_size: int = 4096) -> np.ndarray:
+    """The pair head's ``P(image_a better than image_b)`` (Eq. 9) for every row of ``pairs``, on its attribute.
+
+    ``embeddings`` maps image ids to the fused features ``F_f`` ``[D]`` that
+    :meth:`TuningIQA.predict_with_embedding` returns (any model with ``has_pair_head``). Rows whose image has
+    no embedding, or whose attribute the model does not predict, get NaN. The result is what
+    :func:`iqalab.analysis.metrics.fg_acc_pairwise` scores (FG-ACC in pairwise mode).
+    """
+    if not model.has_pair_head:
+        raise ValueError(f"model {model.registry_name!r} has no pair head")
+    out = np.full(len(pairs), np.nan)
+    column = {a: k for k, a in enumerate(model.attributes)}
+    attr = pairs["attribute"].map(column)
+    usable = (pairs["image_a"].isin(embeddings) & pairs["image_b"].isin(embeddings) & attr.notna()).to_numpy()
+    rows = np.flatnonzero(usable)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            emb_a = torch.stack([embeddings[i] for i in pairs["image_a"].iloc[chunk]])
+            emb_b = torch.stack([embeddings[i] for i in pairs["image_b"].iloc[chunk]])
+            logits = model.pair_logits(emb_a, emb_b).float()
+            k = torch.as_tensor(attr.iloc[chunk].to_numpy(dtype=np.int64), device=logits.device)
+            out[chunk] = torch.sigmoid(logits.gather(1, k[:, None]).squeeze(1)).cpu().numpy()
+    finally:
+        model.train(was_training)
+    return out
 
 
 def parameter_breakdown(model: TuningIQA) -> dict[str, int]:
