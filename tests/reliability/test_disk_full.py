@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 import iqalab.io
 from iqalab.io import sha256_file, write_json, write_parquet
@@ -97,12 +98,15 @@ def test_training_on_a_full_disk_keeps_previous_outputs(toy_dataset, tmp_path):
     preds = root / "results" / "predictions" / "e.parquet"
     assert best.stat().st_size > 1_000_000, "the checkpoint must exceed the file-size limit for this test"
     before = {p: sha256_file(p) for p in (best, preds)}
-    (root / "build" / "models" / "e" / "scene" / "history.json").unlink()  # a rerun must train (and save) again
+    raw = yaml.safe_load(params.read_text())
+    raw["experiments"]["e"]["train"]["lr"] = 5e-4  # another configuration: the re-run must train (and save) again
+    params.write_text(yaml.safe_dump(raw))
     second = run_iqalab(root, params, "train", "e", preexec=_limit_file_size)
     assert second.returncode == 2, second.stderr
     message = second.stderr.strip()
     assert len(message.splitlines()) == 1, "one line, no traceback"
-    assert f"{best}: cannot write checkpoint, previous one kept (disk full?)" in message
+    staged = root / "build" / "models" / "e" / ".next" / "scene" / "best.pt"  # the re-run trains beside the run
+    assert f"{staged}: cannot write checkpoint, previous one kept (disk full?)" in message
     assert {p: sha256_file(p) for p in before} == before, "previous checkpoint and predictions intact"
     load_checkpoint(best)
-    assert not list(best.parent.glob(".*.tmp")), "no partial temporary left"
+    assert not list(best.parent.glob(".*.tmp")) and not list(staged.parent.glob(".*.tmp")), "no partial temporary"

@@ -9,15 +9,23 @@ epoch)``, so a run killed at any point and resumed from ``last.pt`` ends with th
 uninterrupted one (on CPU). On CUDA the loop uses AMP (bf16 where supported) and channels_last; ``train.compile``
 compiles the model's forward with ``torch.compile``. Launched by ``torchrun``, the same loop trains with DDP
 (:mod:`iqalab.train.distributed`): ``train.batch_size`` stays the global batch, rank 0 writes every file.
+
+Nothing finished is lost (issue 26): a completed split stores its predictions and a ``done.json`` with the run's
+fingerprint, so re-running an unchanged experiment, or one killed in a later split, trains only what is not
+finished; a re-run with another configuration trains in ``<exp>/.next/<split>`` and replaces the finished run only
+once complete (:func:`swap_in`); a second trainer of the same experiment is refused (:func:`experiment_lock`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
+import os
 import pickle
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -134,6 +142,107 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
         path.unlink(missing_ok=True)
         log.info("removed %s left by an interrupted run", path)
     return stale
+
+
+#: written last into a run folder, with the predictions beside it: the run is complete (fingerprint, size, notes)
+DONE_FILE = "done.json"
+#: the split's val/test predictions (dataset units), kept so a finished split is skipped and its rows reused
+SPLIT_PREDICTIONS = "predictions.parquet"
+
+
+class TrainingLocked(RuntimeError):
+    """Another process is training the same experiment."""
+
+
+def staging_dir(final: Path) -> Path:
+    """Where a re-run of the finished run in ``final`` trains: ``<exp>/.next/<split>`` (swapped in when complete).
+
+    Inside the experiment folder (the stage's DVC output) and one level deeper than the split folders, so
+    ``<exp>/*/history.json`` never sees an unfinished run.
+    """
+    return final.parent / ".next" / final.name
+
+
+def _retired_dir(final: Path) -> Path:
+    return final.parent / ".old" / final.name
+
+
+def holds_finished_run(folder: Path) -> bool:
+    """``folder`` holds a run whose training ended (``best.pt`` and no ``last.pt`` resume point)."""
+    return (folder / "best.pt").is_file() and not (folder / "last.pt").exists()
+
+
+def finished_predictions(folder: Path, fp: str) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+    """The stored predictions and ``done.json`` of a complete run in ``folder`` with fingerprint ``fp``, else None."""
+    done, preds = folder / DONE_FILE, folder / SPLIT_PREDICTIONS
+    if not (done.is_file() and preds.is_file() and (folder / "best.pt").is_file()):
+        return None
+    try:
+        info = json.loads(done.read_text())
+        if info.get("fingerprint") != fp:
+            return None
+        return pd.read_parquet(preds), info
+    except (OSError, ValueError) as exc:  # damaged marker or table: train again rather than trust it
+        log.warning("%s: stored run unreadable (%s); training again", folder, exc)
+        return None
+
+
+def finish_swap(final: Path) -> None:
+    """Complete or undo a swap a kill interrupted (between :func:`swap_in`'s two renames, or before the cleanup).
+
+    With ``final`` missing, a complete staged run is moved in, else the retired run is put back; a leftover
+    retired run is deleted once ``final`` exists.
+    """
+    staged, retired = staging_dir(final), _retired_dir(final)
+    if not retired.exists():
+        return
+    if not final.exists():
+        source = staged if (staged / DONE_FILE).is_file() else retired
+        os.replace(source, final)
+        log.info("%s: completed a swap an interrupted run left (from %s)", final, source)
+    if retired.exists():
+        shutil.rmtree(retired)
+
+
+def swap_in(staged: Path, final: Path) -> None:
+    """Replace the finished run in ``final`` by the complete run in ``staged`` (two renames; see
+    :func:`finish_swap` for a kill between them), then delete the old run."""
+    retired = _retired_dir(final)
+    retired.parent.mkdir(parents=True, exist_ok=True)
+    if retired.exists():
+        shutil.rmtree(retired)
+    os.replace(final, retired)
+    os.replace(staged, final)
+    shutil.rmtree(retired)
+    for parent in (retired.parent, staged.parent):
+        with contextlib.suppress(OSError):
+            parent.rmdir()  # only when empty
+
+
+@contextlib.contextmanager
+def experiment_lock(root: Path, experiment: str) -> Iterator[None]:
+    """Hold ``build/locks/train-<experiment>.lock`` while training; a second trainer is refused at once.
+
+    An OS lock (``filelock``: ``flock`` on POSIX), so a killed holder never leaves a stale lock. Only the main
+    process of a ``torchrun`` group takes it.
+    """
+    from filelock import FileLock, Timeout
+
+    if distributed.env_info().rank != 0:
+        yield
+        return
+    path = root / "build" / "locks" / f"train-{experiment}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(path)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise TrainingLocked(f"experiment {experiment!r} is already being trained by another process (lock "
+                             f"{path} is held); wait for it to finish or stop it") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -373,13 +482,30 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
     model.to(device)
     if cfg.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    ckpt_dir = spec.out_dir
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    if main:
-        remove_stale_temporaries(ckpt_dir)
     config = spec.config() | {"cam_stats": {"mean": cam_stats.mean, "std": cam_stats.std}}
     config["eval_crop"] = cfg.eval_crop
     fp = fingerprint(config)
+    final = spec.out_dir
+    if main:
+        finish_swap(final)
+    distributed.barrier()
+    stored = finished_predictions(final, fp)
+    if stored is not None:  # this exact run is complete: keep it, train nothing
+        preds, info = stored
+        log.info("%s/%s: finished run with this configuration found in %s; skipped", spec.experiment, spec.split,
+                 final)
+        spec.extra.update(n_params=info.get("n_params", spec.extra["n_params"]), notes=info.get("notes", {}),
+                          train_seconds=info.get("train_seconds", 0.0), skipped=True)
+        return preds
+    # a finished run stays whole until its replacement is complete: the re-run trains beside it and is swapped in
+    ckpt_dir = staging_dir(final) if holds_finished_run(final) else final
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    if main:
+        remove_stale_temporaries(ckpt_dir)
+        if ckpt_dir != final:
+            log.info("%s holds a finished run of another configuration: training in %s, swapped in when "
+                     "complete", final, ckpt_dir)
+    started = time.perf_counter()
     history: list[dict[str, float]] = []
 
     if not trainable:
@@ -493,6 +619,15 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
         write_json(ckpt_dir / "history.json", {"history": clean, "fingerprint": fp})
     preds = _predictions(model, spec, eval_items, device, progress)
     spec.extra["notes"] = model.run_notes()  # after prediction: counts of fallbacks include the test images
+    spec.extra["train_seconds"] = round(time.perf_counter() - started, 1)
+    if main:  # the predictions, then the completion marker, then (for a re-run) the swap
+        write_parquet(ckpt_dir / SPLIT_PREDICTIONS, preds)
+        write_json(ckpt_dir / DONE_FILE, {"fingerprint": fp, "n_params": int(spec.extra["n_params"]),
+                                          "notes": spec.extra["notes"],
+                                          "train_seconds": spec.extra["train_seconds"]})
+        if ckpt_dir != final:
+            swap_in(ckpt_dir, final)
+    distributed.barrier()
     return preds
 
 
@@ -550,21 +685,24 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
     ds = read_dataset(root / "build" / "datasets" / exp.dataset)
     cache = ImageCache(ds, dcfg.cache_size)
     frames = []
-    started = time.perf_counter()
+    train_seconds = 0.0
     n_params: int | None = 0
     notes: dict[str, Any] = {}
     regions: list[dict[str, Any]] = []
     status, detail = STATUS_OK, ""
     try:
-        for split in _splits(ds, exp.splits, f"experiments.{experiment}.splits"):
-            spec = RunSpec(experiment=experiment, dataset=ds, cache=cache, model_name=exp.model.name,
-                           model_kwargs=params.model_kwargs(experiment), train=params.train_config(experiment),
-                           split=split, seed=params.seed, out_dir=root / "build" / "models" / experiment / split,
-                           progress=progress)
-            frames.append(train_split(spec))
-            n_params = spec.extra.get("n_params", n_params)
-            notes = spec.extra.get("notes", notes)
-            regions.append(spec.extra.get("regions", {}))
+        with experiment_lock(root, experiment):
+            splits = list(_splits(ds, exp.splits, f"experiments.{experiment}.splits"))
+            for split in splits:
+                spec = RunSpec(experiment=experiment, dataset=ds, cache=cache, model_name=exp.model.name,
+                               model_kwargs=params.model_kwargs(experiment), train=params.train_config(experiment),
+                               split=split, seed=params.seed,
+                               out_dir=root / "build" / "models" / experiment / split, progress=progress)
+                frames.append(train_split(spec))
+                n_params = spec.extra.get("n_params", n_params)
+                notes = spec.extra.get("notes", notes)
+                regions.append(spec.extra.get("regions", {}))
+                train_seconds += spec.extra.get("train_seconds", 0.0)
     except ModelUnavailable as exc:
         status, detail, frames, n_params = exc.status, exc.detail, [], None
         log.warning("experiment %s (model %s): %s%s; the stage completes with an empty predictions file and this "
@@ -583,7 +721,7 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
         "mos_range": list(ds.mos_range), "simulated": bool(ds.meta.get("simulated", False)),
         "dataset_source": ds.meta.get("source"), "tables": exp.tables, "protocol": exp.protocol,
         "splits": sorted(preds["split"].unique().tolist()), "n_params": None if n_params is None else int(n_params),
-        "train_seconds": round(time.perf_counter() - started, 1), "profile": params.profile, "status": status,
+        "train_seconds": round(train_seconds, 1), "profile": params.profile, "status": status,
         "notes": notes,
         **summarise_regions(regions),  # regions, regions_detector, regions_missing (test images), allow_missing
     }
