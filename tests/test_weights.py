@@ -3,6 +3,7 @@ that fails fast offline (no test touches the internet)."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -57,3 +58,39 @@ def test_fetch_fails_fast_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     with pytest.raises(W.WeightsUnavailable, match=r"127.0.0.1:9\) is unreachable.*resnet18"):
         W.fetch_weights(["resnet18"], cache_dir=tmp_path)
     assert time.perf_counter() - start < 5
+
+
+def _fake_download(cache: Path, repo: str) -> Path:
+    """What a hub download leaves: refs/main -> snapshots/<commit>/model.safetensors."""
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text("c0ffee")
+    (folder / "snapshots" / "c0ffee").mkdir(parents=True)
+    target = folder / "snapshots" / "c0ffee" / "model.safetensors"
+    target.write_bytes(b"w")
+    return target
+
+
+def test_fetch_lifts_offline_mode_for_the_download_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import timm
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(W, "_reachable", lambda timeout=3.0: True)
+    calls = []
+
+    def create_model(name: str, pretrained: bool = False, **kwargs: object) -> None:
+        calls.append((name, pretrained, constants.HF_HUB_OFFLINE, os.environ.get("HF_HUB_OFFLINE")))
+        _fake_download(tmp_path, W.hub_repo(name))
+
+    monkeypatch.setattr(timm, "create_model", create_model)
+    files = W.fetch_weights(["resnet18", "mobilenetv3_small_050"], cache_dir=tmp_path)
+    assert calls == [("resnet18", True, False, None), ("mobilenetv3_small_050", True, False, None)]
+    assert files == [tmp_path / "models--timm--resnet18.a1_in1k" / "snapshots" / "c0ffee" / "model.safetensors",
+                     tmp_path / "models--timm--mobilenetv3_small_050.lamb_in1k" / "snapshots" / "c0ffee"
+                     / "model.safetensors"]
+    assert constants.HF_HUB_OFFLINE is True and os.environ["HF_HUB_OFFLINE"] == "1"  # restored for the job
+    calls.clear()
+    W.fetch_weights(["resnet18"], cache_dir=tmp_path)
+    assert calls == []  # cached: nothing downloaded again
