@@ -192,3 +192,17 @@ def test_status_missing_partial_present(tmp_path: Path) -> None:
     text = F.status_table(rows.values(), tmp_path)
     assert "koniq10k   koniq10k  partial  data/raw/koniq10k  missing: koniq10k_scores" in text
     assert "`iqalab data fetch clive`" in text
+
+
+def test_status_uses_params_entries_for_their_raw_folder(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    (tmp_path / "elsewhere" / "ChallengeDB" / "Data").mkdir(parents=True)
+    datasets = {"livec_mine": SimpleNamespace(source="adapter", builder="livec", raw="elsewhere/ChallengeDB"),
+                "sim": SimpleNamespace(source="sim", builder="fglive_sim", raw=None)}
+    (tmp_path / "elsewhere" / "ChallengeDB" / "Data" / "AllMOS_release.mat").write_bytes(b"m")
+    rows = {r.name: r for r in F.status_rows(datasets, tmp_path)}
+    assert "sim" not in rows and "clive" in rows  # simulated sets have no raw folder; clive's default place listed
+    mine = rows["livec_mine"]
+    assert (mine.adapter, mine.state) == ("clive", "partial")
+    assert mine.missing == ("Data/AllImages_release.mat", "Data/AllStdDev_release.mat", "Images/ (images)")
