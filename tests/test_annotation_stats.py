@@ -208,6 +208,11 @@ def test_rater_sections_on_synthetic_votes(synthetic_report: tuple[Path, Dataset
     assert terms["noise"]["coef"] == pytest.approx(0.5, abs=0.12)
     assert report["ols"]["raw"]["r2"] > 0.8
     assert report["ols"]["standardised"]["standardised"] is True and "const" not in report["ols"]["standardised"]["terms"]
+    # Eq. 1 as printed (no intercept) beside it, with both R^2: the uncentred one is the larger
+    bare = report["ols"]["no_intercept"]
+    assert bare["intercept"] is False and report["ols"]["raw"]["intercept"] is True
+    assert set(bare["terms"]) == {"sharpness", "noise"} and "const" in report["ols"]["raw"]["terms"]
+    assert bare["r2"] <= report["ols"]["raw"]["r2"] + 1e-12 and bare["r2_uncentered"] > bare["r2"]
 
 
 def test_pair_and_camera_sections_on_synthetic(synthetic_report: tuple[Path, Dataset, dict]) -> None:

@@ -57,6 +57,25 @@ def test_ols_recovers_known_coefficients(images: pd.DataFrame) -> None:
     assert set(res.as_dict()["terms"]) == {"const", "sharpness", "noise", "colour"}
 
 
+def test_ols_without_intercept_is_eq1_as_printed(images: pd.DataFrame) -> None:
+    res = stats.ols_overall(images, intercept=False)
+    used = images.dropna()
+    x = used[["mos_sharpness", "mos_noise", "mos_colour"]].to_numpy()
+    y = used["mos_overall"].to_numpy()
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)  # through the origin
+    assert "const" not in res.table.index and res.intercept is False
+    assert res.table["coef"].to_numpy() == pytest.approx(coef, rel=1e-9)
+    ssr = np.sum((y - x @ coef) ** 2)
+    assert res.r2 == pytest.approx(1 - ssr / np.sum((y - y.mean()) ** 2), rel=1e-9)
+    assert res.r2_uncentered == pytest.approx(1 - ssr / np.sum(y**2), rel=1e-9)
+    # the true model has an intercept of 0.5: forcing it to 0 costs centred R^2 but the uncentred R^2 stays ~1
+    with_const = stats.ols_overall(images)
+    assert with_const.intercept and res.r2 < with_const.r2 and res.r2_uncentered > 0.99
+    out = res.as_dict()
+    assert out["intercept"] is False and out["r2_uncentered"] == res.r2_uncentered and "const" not in out["terms"]
+    assert res.equation().startswith(f"overall = {coef[0]:.4f} x sharpness")
+
+
 def test_ols_standardised_betas_and_collinearity() -> None:
     r = np.random.default_rng(3)
     a = r.normal(size=300)

@@ -4,7 +4,8 @@ The analyses run on whatever the dataset has (each section of the report, or a r
 
 - ``mos``: per-attribute MOS summary, also per condition (SFIQA Figs. 2-3) - always;
 - ``correlation``: PLCC / SRCC matrices of the attributes (TuningIQA Fig. 4) - needs two attributes;
-- ``ols``: overall ~ other attributes, raw and standardised (SFIQA Sec. III-C-3) - needs ``overall`` and another;
+- ``ols``: overall ~ other attributes, raw with an intercept, raw without one (Eq. 1 as printed) and standardised
+  (SFIQA Sec. III-C-3), each with centred and uncentred R^2 - needs ``overall`` and another;
 - ``raters``: rater-vs-MOS PLCC overall and per MOS tier (TuningIQA Fig. 5) - needs ``ratings.parquet``;
 - ``bt500``: ITU-R BT.500 observer screening - needs ``ratings.parquet``;
 - ``mos_ci``: per-image MOS confidence intervals (BT.500 Sec. 2.2) - needs ``ratings.parquet``;
@@ -64,6 +65,7 @@ class AnnotationAnalysis:
     srcc: pd.DataFrame | None = None
     ols: OLSResult | None = None
     ols_standardised: OLSResult | None = None
+    ols_no_intercept: OLSResult | None = None
     rater_table: pd.DataFrame | None = None
     bt500: BT500Report | None = None
     dataset_removed: list[str] = field(default_factory=list)
@@ -199,10 +201,13 @@ def _ols_section(ds: Dataset, result: AnnotationAnalysis) -> None:
     try:
         result.ols = ols_overall(ds.images, "overall", predictors)
         result.ols_standardised = ols_overall(ds.images, "overall", predictors, standardise=True)
+        result.ols_no_intercept = ols_overall(ds.images, "overall", predictors, intercept=False)
     except ValueError as exc:  # too few complete rows
         result.skipped["ols"] = f"OLS not possible: {exc}"
         return
-    result.report["ols"] = {"raw": result.ols.as_dict(), "standardised": result.ols_standardised.as_dict(),
+    # "raw" has an intercept; "no_intercept" is Eq. 1 as printed (SFIQA reports coefficients without a constant)
+    result.report["ols"] = {"raw": result.ols.as_dict(), "no_intercept": result.ols_no_intercept.as_dict(),
+                            "standardised": result.ols_standardised.as_dict(),
                             "dropped_constant": constant, "confidence": CONFIDENCE,
                             "reference": REFERENCES["ols"]}
 
@@ -399,6 +404,10 @@ def summary(report: Mapping[str, Any]) -> pd.DataFrame:
     if "ols" in report:
         raw = report["ols"]["raw"]
         rows += [("OLS equation", raw["equation"]), ("OLS R^2 / adj. R^2", f"{raw['r2']:.4f} / {raw['adj_r2']:.4f}")]
+        if "no_intercept" in report["ols"]:
+            bare = report["ols"]["no_intercept"]
+            rows += [("OLS without intercept (Eq. 1 as printed)", bare["equation"]),
+                     ("  its R^2 centred / uncentred", f"{bare['r2']:.4f} / {bare['r2_uncentered']:.4f}")]
     raters = report.get("raters", {})
     main = raters.get("attributes", {}).get(raters.get("figure_attribute", ""), {})
     for tier in ("all", (raters.get("tiers") or [None])[-1]):

@@ -4,7 +4,8 @@ Owns the library part of stage ``annotation_stats``:
 
 - :func:`attribute_corr_matrix` - PLCC/SRCC between attribute MOS (TuningIQA Fig. 4, SFIQA Fig. 8);
 - :func:`ols_overall` - least-squares regression of overall quality on the attribute MOS (SFIQA Sec. III-C-3,
-  "multiple linear regression ... R^2 = 0.9778"), with CIs, p-values, VIF and residuals;
+  "multiple linear regression ... R^2 = 0.9778"), with or without the intercept (Eq. 1 prints none), with CIs,
+  p-values, VIF, residuals and both the centred and the uncentred R^2;
 - :func:`rater_vs_mos` - each rater's PLCC with the MOS, overall and within MOS tiers (TuningIQA Fig. 5);
 - :func:`bt500_screening` - the kurtosis-based observer screening of ITU-R BT.500 (Annex 2, Sec. 2.3.1) of a
   ratings table; :func:`bt500_outlier_counts` / :func:`bt500_rejected` are its array core, which the simulator's
@@ -86,9 +87,12 @@ def attribute_corr_matrix(images: pd.DataFrame, attrs: Sequence[str] | None = No
 class OLSResult:
     """Least-squares fit of an overall score on attribute scores.
 
-    ``table`` has one row per term (``const`` first, unless ``standardise``) with ``coef``, ``se``, ``t``,
+    ``table`` has one row per term (``const`` first, when there is an intercept) with ``coef``, ``se``, ``t``,
     ``p``, ``ci_low``, ``ci_high`` (95%) and ``vif`` (NaN for the constant). ``residuals`` are indexed like
-    the rows used.
+    the rows used. ``r2`` is always the centred coefficient of determination, ``1 - SSR / sum (y - mean y)^2``,
+    so fits with and without an intercept compare; ``r2_uncentered`` is ``1 - SSR / sum y^2``, the R^2 that
+    statsmodels (and most packages) report for a model without a constant, which is high whenever the scores
+    are far from 0. ``adj_r2`` and ``f_pvalue`` are statsmodels' (uncentred when there is no constant).
     """
 
     target: str
@@ -100,6 +104,8 @@ class OLSResult:
     f_pvalue: float
     table: pd.DataFrame
     residuals: pd.Series
+    intercept: bool = True
+    r2_uncentered: float = math.nan
 
     def equation(self, digits: int = 4) -> str:
         """The fitted model in the paper's style, e.g. ``overall = 0.1 + 0.3 x sharpness + ...``."""
@@ -113,15 +119,21 @@ class OLSResult:
         """JSON-ready summary (without residuals) for ``results/stats/<ds>.json``."""
         return {
             "target": self.target, "predictors": self.predictors, "standardised": self.standardised,
-            "n": self.n, "r2": self.r2, "adj_r2": self.adj_r2, "f_pvalue": self.f_pvalue,
+            "intercept": self.intercept, "n": self.n, "r2": self.r2, "r2_uncentered": self.r2_uncentered,
+            "adj_r2": self.adj_r2, "f_pvalue": self.f_pvalue,
             "equation": self.equation(),
             "terms": {str(t): {k: float(v) for k, v in row.items()} for t, row in self.table.iterrows()},
         }
 
 
 def ols_overall(images: pd.DataFrame, target: str = "mos_overall", predictors: Sequence[str] | None = None,
-                standardise: bool = False, confidence: float = 0.95) -> OLSResult:
+                standardise: bool = False, confidence: float = 0.95, intercept: bool = True) -> OLSResult:
     """Ordinary least squares of ``target`` on ``predictors`` (SFIQA Sec. III-C-3; statsmodels ``OLS``).
+
+    SFIQA's Eq. (1) prints no intercept (``Overall = 0.0765 Noise + ... + 0.3076 Fidelity``, R^2 = 0.9778);
+    ``intercept=False`` fits that form, the default ``True`` the usual model with a constant. Which R^2 the
+    paper reports is not said: a no-constant fit's uncentred R^2 (``r2_uncentered``) is close to 1 for any
+    scores far from 0, so both R^2 are kept (:class:`OLSResult`).
 
     ``predictors`` default to every other ``mos_*`` column; names with or without the ``mos_`` prefix work and
     appear without it in the table. Rows with a missing value in any used column are dropped (logged). With
@@ -148,8 +160,14 @@ def ols_overall(images: pd.DataFrame, target: str = "mos_overall", predictors: S
         complete = (complete - complete.mean()) / std
     y = complete[target_col]
     x = complete[pred_cols].rename(columns=lambda c: c.removeprefix("mos_"))
-    design = x if standardise else sm.add_constant(x, has_constant="add")
+    with_constant = intercept and not standardise
+    design = sm.add_constant(x, has_constant="add") if with_constant else x
     fit = sm.OLS(y, design).fit()
+    ssr = float(np.sum(fit.resid.to_numpy() ** 2))
+    yv = y.to_numpy(dtype=float)
+    centred_tss = float(np.sum((yv - yv.mean()) ** 2))
+    r2 = 1.0 - ssr / centred_tss if centred_tss > 0 else math.nan
+    r2_uncentered = 1.0 - ssr / float(np.sum(yv**2)) if np.any(yv) else math.nan
     ci = fit.conf_int(alpha=1 - confidence)
     table = pd.DataFrame({
         "coef": fit.params, "se": fit.bse, "t": fit.tvalues, "p": fit.pvalues,
@@ -164,8 +182,8 @@ def ols_overall(images: pd.DataFrame, target: str = "mos_overall", predictors: S
     table["vif"] = [vif.get(str(term), math.nan) for term in table.index]
     return OLSResult(
         target=target_col.removeprefix("mos_"), predictors=list(x.columns), standardised=standardise,
-        n=int(fit.nobs), r2=float(fit.rsquared), adj_r2=float(fit.rsquared_adj), f_pvalue=float(fit.f_pvalue),
-        table=table, residuals=fit.resid.rename("residual"),
+        n=int(fit.nobs), r2=r2, adj_r2=float(fit.rsquared_adj), f_pvalue=float(fit.f_pvalue),
+        table=table, residuals=fit.resid.rename("residual"), intercept=with_constant, r2_uncentered=r2_uncentered,
     )
 
 
