@@ -3,7 +3,7 @@
 =====================  =========================================================================================
 name (tag)             layout
 =====================  =========================================================================================
-tuningiqa_table2       TuningIQA Table 2: Backbone, Params (M), SRCC, PLCC, FG-ACC averaged over attributes
+tuningiqa_table2       TuningIQA Table 2: Backbone, Params (M), SRCC, PLCC, FG-ACC of the overall score
 tuningiqa_table3       TuningIQA Table 3: per attribute, rows Method x {SRCC, PLCC, FG-ACC}
 tuningiqa_table4       TuningIQA Table 4: ablation rows (the model settings that differ), SRCC, PLCC, FG-ACC
 fhiqa_table1           FHIQA Table I: per attribute the median over scenes of SRCC, PLCC, KRCC, MAE (PIQ23)
