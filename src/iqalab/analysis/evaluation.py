@@ -27,12 +27,11 @@ import pandas as pd
 
 from iqalab.analysis import metrics
 from iqalab.config import Params
+from iqalab.data.schema import PREDICTION_COLUMNS
 from iqalab.status import run_status, unavailable_reason
 
 log = logging.getLogger(__name__)
 
-PREDICTION_COLUMNS = ("image_id", "attribute", "pred", "mos", "split", "role", "scene", "model", "dataset",
-                      "experiment")
 SUMMARY_KEYS = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse", "fg_acc")
 SCENE_METRICS: dict[str, metrics.MetricFn] = {"srcc": metrics.srcc, "plcc": metrics.plcc, "krcc": metrics.krcc,
                                                "mae": metrics.mae}
@@ -81,19 +80,19 @@ def load_predictions(params: Params, root: Path) -> tuple[pd.DataFrame, dict[str
             meta[name] = info
             continue
         frame = pd.read_parquet(parquet)
+        if "raw" not in frame.columns:  # predictions written before raw scores were recorded
+            frame = frame.assign(raw=np.nan)
         missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
         if missing:
             raise ValueError(f"{parquet}: missing columns {missing}")
         frame = frame.assign(experiment=name)
-        if "raw" not in frame.columns:  # predictions written before raw scores were recorded
-            frame = frame.assign(raw=np.nan)
-        frames.append(frame[[*PREDICTION_COLUMNS, "raw"]])
+        frames.append(frame[PREDICTION_COLUMNS])
         meta[name] = info
     if folder.is_dir():
         stale = sorted({p.stem for p in folder.glob("*.parquet")} - set(params.experiments))
         if stale:
             log.info("ignoring predictions of experiments not in params.yaml: %s", stale)
-    columns = [*PREDICTION_COLUMNS, "raw"]
+    columns = list(PREDICTION_COLUMNS)
     predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
     for col in ("split", "role", "attribute", "dataset", "experiment", "image_id"):
         predictions[col] = predictions[col].astype(str)

@@ -46,6 +46,10 @@ CAM_COLUMNS: tuple[str, ...] = tuple(f"cam_{p}" for p in CAM_PARAMS)
 PERSON_BOX = ("person_x0", "person_y0", "person_x1", "person_y1")
 FACE_BOX = ("face_x0", "face_y0", "face_x1", "face_y1")
 LANDMARKS = tuple(f"lm{k}_{c}" for k in range(5) for c in ("x", "y"))
+#: ``results/predictions/<experiment>.parquet``, long (one row per image, attribute and split): ``pred`` in
+#: dataset units, ``raw`` the model's published score in its own units (NIQE, BRISQUE; NaN for models without one)
+PREDICTION_COLUMNS = ["image_id", "attribute", "pred", "mos", "split", "role", "scene", "model", "dataset",
+                      "experiment", "raw"]
 ROLES = ("train", "val", "test")
 TABLES = ("images", "pairs", "ratings", "splits")
 PAIR_SOURCES = ("mos", "refined")

@@ -44,7 +44,7 @@ from iqalab.config import Params, TrainConfig, check_splits
 from iqalab.data.cache import ImageCache
 from iqalab.data.loaders import CamStats, ImageItems, NativeImageItems, PairItems, mos_pairs, normalise_batch
 from iqalab.data.regions import check_regions, summarise_regions
-from iqalab.data.schema import Dataset, read_dataset
+from iqalab.data.schema import PREDICTION_COLUMNS, Dataset, read_dataset
 from iqalab.io import atomic_path, write_json, write_parquet
 from iqalab.models.base import IQAModel, StepContext
 from iqalab.models.registry import build_model, get_model_class
@@ -53,9 +53,6 @@ from iqalab.train import distributed
 
 log = logging.getLogger(__name__)
 
-#: ``raw`` is the model's published score in its own units (NIQE, BRISQUE; NaN for models without one)
-PREDICTION_COLUMNS = ["image_id", "attribute", "pred", "mos", "split", "role", "scene", "model", "dataset",
-                      "experiment", "raw"]
 
 
 class CheckpointError(RuntimeError):
