@@ -407,23 +407,29 @@ def parameter_sweep_montage(root: Path, images: pd.DataFrame, cam_columns: Seque
     with figure_style():
         fig, axes = plt.subplots(len(rows), n_cols, figsize=(cell * n_cols, (cell + 0.25) * len(rows)),
                                  squeeze=False)
-        for r, (col, scene, chosen) in enumerate(rows):
-            for c in range(n_cols):
-                ax = axes[r][c]
-                ax.axis("off")
-                if c >= len(chosen):
-                    continue
-                row = chosen.iloc[c]
-                ax.imshow(load(row))
-                extra = f" (+{int(row['other_changes'])})" if row["other_changes"] else ""
-                ax.set_title(f"{_format_value(col, float(row[col]))}{extra} | {float(row[f'mos_{attribute}']):.2f}",
-                             fontsize=6, pad=2)
+        for r, ax, row in _grid_cells(axes, [chosen for _, _, chosen in rows]):
+            col = rows[r][0]
+            ax.imshow(load(row))
+            extra = f" (+{int(row['other_changes'])})" if row["other_changes"] else ""
+            ax.set_title(f"{_format_value(col, float(row[col]))}{extra} | {float(row[f'mos_{attribute}']):.2f}",
+                         fontsize=6, pad=2)
+        for r, (col, scene, _) in enumerate(rows):
             axes[r][0].text(-0.08, 0.5, f"{col.removeprefix('cam_')}\n{scene}", transform=axes[r][0].transAxes,
                             ha="right", va="center", fontsize=6)
         fig.suptitle(f"one scene per parameter, sorted by it (title: value (+other parameters changed) | "
                      f"{attribute} MOS)", fontsize=7)
         _tight(fig, title=True, pad=0.3, h_pad=0.3, w_pad=0.2)
     return fig
+
+
+def _grid_cells(axes: np.ndarray, chosen: Sequence[pd.DataFrame]) -> Iterator[tuple[int, plt.Axes, pd.Series]]:
+    """The image cells of a montage grid: ``(row index, axis, image row)`` for row ``r``'s images ``chosen[r]``
+    left to right; every axis of the grid is turned off, so cells beyond a row's images stay blank."""
+    for r, picked in enumerate(chosen):
+        for c, ax in enumerate(axes[r]):
+            ax.axis("off")
+            if c < len(picked):
+                yield r, ax, picked.iloc[c]
 
 
 def annotation_figure_makers(ds: Dataset, result: AnnotationAnalysis,
@@ -498,27 +504,22 @@ def region_montage(root: Path, images: pd.DataFrame, group: str = "condition", p
     with figure_style():
         fig, axes = plt.subplots(len(groups), n_cols, figsize=(cell * n_cols, (cell + 0.1) * len(groups)),
                                  squeeze=False)
+        members = [images[labels == name] for name in groups]
+        chosen = [m.sample(min(n_cols, len(m)), random_state=seed) for m in members]
+        for _, ax, row in _grid_cells(axes, chosen):
+            pixels = load(row)
+            h, w = pixels.shape[:2]
+            ax.imshow(pixels)
+            for cols, colour in ((PERSON_BOX, "tab:blue"), (FACE_BOX, "tab:green")):
+                box = coords(row, cols)
+                if box is not None:
+                    ax.add_patch(Rectangle((box[0] * w, box[1] * h), (box[2] - box[0]) * w,
+                                           (box[3] - box[1]) * h, fill=False, edgecolor=colour, linewidth=0.8))
+            marks = coords(row, LANDMARKS)
+            if marks is not None:
+                ax.scatter(marks[0::2] * w, marks[1::2] * h, s=2, c="tab:red", linewidths=0)
         for r, name in enumerate(groups):
-            members = images[labels == name]
-            chosen = members.sample(min(n_cols, len(members)), random_state=seed)
-            for c in range(n_cols):
-                ax = axes[r][c]
-                ax.axis("off")
-                if c >= len(chosen):
-                    continue
-                row = chosen.iloc[c]
-                pixels = load(row)
-                h, w = pixels.shape[:2]
-                ax.imshow(pixels)
-                for cols, colour in ((PERSON_BOX, "tab:blue"), (FACE_BOX, "tab:green")):
-                    box = coords(row, cols)
-                    if box is not None:
-                        ax.add_patch(Rectangle((box[0] * w, box[1] * h), (box[2] - box[0]) * w,
-                                               (box[3] - box[1]) * h, fill=False, edgecolor=colour, linewidth=0.8))
-                marks = coords(row, LANDMARKS)
-                if marks is not None:
-                    ax.scatter(marks[0::2] * w, marks[1::2] * h, s=2, c="tab:red", linewidths=0)
-            axes[r][0].text(-0.08, 0.5, f"{name} (n={len(members)})\nface {rates.loc[name, 'face']:.0%}\n"
+            axes[r][0].text(-0.08, 0.5, f"{name} (n={len(members[r])})\nface {rates.loc[name, 'face']:.0%}\n"
                                         f"person {rates.loc[name, 'person']:.0%}",
                             transform=axes[r][0].transAxes, ha="right", va="center", fontsize=6)
         detectors = []
