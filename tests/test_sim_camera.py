@@ -162,8 +162,6 @@ def test_colour_helpers():
 def test_composited_scene_boxes_and_landmarks_are_inside_the_frame_and_consistent():
     rng = np.random.default_rng(5)
     for who in PERSONS:
-        if who == "rider":
-            continue
         s = make_scene(rng, 80, person=who)
         x0, y0, x1, y1 = s.face_box
         assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
