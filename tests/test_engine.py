@@ -169,3 +169,25 @@ def test_constant_predictions_leave_null_in_history(project, toy_dataset, monkey
     assert [h["val_srcc"] for h in history["history"]] == [None, None]
     fig = learning_curves(project.root / "build" / "models" / "e")
     assert fig is not None
+
+
+def test_subsampled_pairs_keep_every_attribute_of_a_kept_image_pair():
+    """max_pairs counts image pairs (PairItems' unit) and a kept pair keeps all its attribute rows (Eq. 11 sums
+    over them); fine pairs come first. Cutting rows instead would keep 7 rows here, splitting pairs."""
+    from iqalab.train.engine import _subsample_pairs
+
+    rows = []
+    for k in range(6):  # 6 image pairs x 3 attributes; pairs 4 and 5 carry one fine row each
+        for attr in ("overall", "face", "noise"):
+            rows.append((f"a{k}", f"b{k}", attr, 1.0, k >= 4 and attr == "face"))
+    rows.append(("a0", "outside", "overall", 1.0, True))  # an image outside the training images: never kept
+    pairs = pd.DataFrame(rows, columns=["image_a", "image_b", "attribute", "p", "fine"])
+    train = {f"a{k}" for k in range(6)} | {f"b{k}" for k in range(6)}
+    kept = _subsample_pairs(pairs, train, limit=3, seed=0)
+    per_pair = kept.groupby(["image_a", "image_b"])["attribute"].apply(sorted)
+    assert len(per_pair) == 3
+    assert all(attrs == ["face", "noise", "overall"] for attrs in per_pair)
+    assert {("a4", "b4"), ("a5", "b5")} <= set(per_pair.index)
+    assert "outside" not in set(kept["image_b"])
+    assert kept.equals(_subsample_pairs(pairs, train, limit=3, seed=0))
+    assert len(_subsample_pairs(pairs, train, limit=100, seed=0)) == 18

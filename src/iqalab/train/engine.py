@@ -40,6 +40,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Subset
 from tqdm.auto import tqdm
 
+from iqalab import provenance
 from iqalab.config import Params, TrainConfig, check_splits
 from iqalab.data.cache import ImageCache
 from iqalab.data.loaders import CamStats, ImageItems, NativeImageItems, PairItems, mos_pairs, normalise_batch
@@ -629,12 +630,22 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
 
 
 def _subsample_pairs(pairs: pd.DataFrame, train_ids: set[str], limit: int, seed: int) -> pd.DataFrame:
-    """At most ``limit`` pairs inside the training images, fine (annotated) pairs first, deterministic."""
+    """The rows of at most ``limit`` image pairs inside the training images, deterministic.
+
+    The unit is the image pair ``(image_a, image_b)``, as :class:`PairItems` yields it: a kept pair keeps every
+    attribute row, since TuningIQA Eq. 11 sums the ranking loss over the attributes of each pair (cutting rows
+    would drop attributes of a pair at random). Pairs with a fine (annotated) row come first, then a seeded
+    random order.
+    """
     inside = pairs[pairs["image_a"].isin(train_ids) & pairs["image_b"].isin(train_ids)]
-    rank = np.random.default_rng(seed).permutation(len(inside))
-    fine = inside["fine"].to_numpy(dtype=bool) if "fine" in inside else np.zeros(len(inside), bool)
-    order = np.lexsort((rank, ~fine))
-    return inside.iloc[np.sort(order[:limit])].reset_index(drop=True)
+    key = pd.MultiIndex.from_frame(inside[["image_a", "image_b"]])
+    codes, uniques = pd.factorize(key)
+    fine_rows = inside["fine"].to_numpy(dtype=bool) if "fine" in inside else np.zeros(len(inside), bool)
+    fine = np.zeros(len(uniques), dtype=bool)
+    np.logical_or.at(fine, codes, fine_rows)
+    rank = np.random.default_rng(seed).permutation(len(uniques))
+    kept = np.lexsort((rank, ~fine))[:limit]
+    return inside[np.isin(codes, kept)].reset_index(drop=True)
 
 
 def _live(ckpt_dir: Path, resume: bool) -> Any:
@@ -721,6 +732,7 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
         "train_seconds": round(train_seconds, 1), "profile": params.profile, "status": status,
         "notes": notes,
         **summarise_regions(regions),  # regions, regions_detector, regions_missing (test images), allow_missing
+        "provenance": provenance.collect(params, device=resolve_device(params.train_config(experiment).device)),
     }
     if status != STATUS_OK:
         meta["status_detail"] = detail
