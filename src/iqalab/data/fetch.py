@@ -40,7 +40,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from iqalab.data.adapters import bid, cgfiqa, clive, gfiqa, koniq10k, piq23, spaq
+from iqalab.data.adapters import LAYOUTS, bid, cgfiqa, gfiqa, spaq
+from iqalab.data.adapters.base import match_layout
 from iqalab.io import sha256_file, write_text
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,8 @@ SOURCES: dict[str, Source] = {s.name: s for s in (
         "The scores and splits come from the GitHub repository (fetched above); the images are behind DXOMARK's "
         "form: fill it at https://corp.dxomark.com/data-base-piq23/, download the image archive(s) from the link "
         "you receive, and unpack them into data/raw/piq23/ so that the IMAGE PATH column of "
-        "data/raw/piq23/Scores/Scores_Overall.csv resolves (folders Overall/, Details/, Exposure/).",
+        "data/raw/piq23/Scores/Scores_Overall.csv resolves (folders Overall/, Details/, Exposure/). The image "
+        "archive's own top-level Scores_*.csv may stay: both layouts are read, the repository's first.",
     )),
     Source("spaq", "SPAQ", _entry("spaq", "spaq"), manual=(
         "Download SPAQ from the Baidu Yun or MEGA links on https://github.com/h4nwei/SPAQ (no direct link).",
@@ -350,23 +352,10 @@ def next_steps(src: Source) -> str:
 
 # --- status -----------------------------------------------------------------------------------------------------
 
-#: adapter -> (required annotation files, image folders that must hold files). Built from the adapters' own
-#: constants so a layout change there shows here.
-_LAYOUTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "koniq10k": ((koniq10k.SCORES,), ("1024x768|512x384",)),
-    "clive": ((clive.NAMES, clive.MOS, clive.STD), ("Images",)),
-    "bid": ((bid.GRADES,), ("ImageDatabase|.",)),
-    "spaq": ((spaq.SCORES, spaq.EXIF), (spaq.IMAGES,)),
-    "piq23": ((*piq23.SCORE_FILES.values(), piq23.SCENE_SPLIT), ("Overall|Details|Exposure",)),
-    "gfiqa": ((gfiqa.RATINGS,), (gfiqa.IMAGES,)),
-    "cgfiqa": (tuple(f"{p}/{cgfiqa.LABEL}" for p in cgfiqa.PARTS), tuple(f"{p}/img" for p in cgfiqa.PARTS)),
-    "generic": (("images.csv|images.parquet",), ()),
-}
-
 def layout_top_names(adapter: str) -> frozenset[str]:
-    """The top-level names in ``adapter``'s layout (``Data`` for ``Data/AllMOS_release.mat``)."""
-    files, dirs = _LAYOUTS.get(adapter, ((), ()))
-    return frozenset(alt.split("/")[0] for entry in (*files, *dirs) for alt in entry.split("|"))
+    """The top-level names in ``adapter``'s published layouts (``Data`` for ``Data/AllMOS_release.mat``): the
+    adapters' own :data:`~iqalab.data.adapters.LAYOUTS`, so a layout change there shows here."""
+    return frozenset().union(*(layout.top_names() for layout in LAYOUTS.get(adapter, ())))
 
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -387,17 +376,25 @@ class Status:
     raw: Path
     state: str
     missing: tuple[str, ...]
+    layout: str = ""
 
 
 def check_raw(name: str, adapter: str, raw: Path) -> Status:
-    """Compare ``raw`` with the layout ``adapter`` reads (file alternatives separated by ``|``)."""
+    """Compare ``raw`` with the published layouts ``adapter`` reads (:func:`.adapters.base.match_layout`):
+    ``present`` names the layout found, ``partial`` lists what the closest layout lacks."""
     raw = Path(raw)
-    files, image_dirs = _LAYOUTS.get(adapter, ((), ()))
+    layouts = LAYOUTS.get(adapter, ())
     if not raw.is_dir() or not any(raw.iterdir()):
         return Status(name, adapter, raw, "missing", ())
-    missing = [f for f in files if not any((raw / alt).is_file() for alt in f.split("|"))]
-    missing += [f"{d}/ (images)" for d in image_dirs if not any(_has_images(raw / alt) for alt in d.split("|"))]
-    return Status(name, adapter, raw, "partial" if missing else "present", tuple(missing))
+    found = match_layout(raw, layouts)
+    if found is None:
+        gaps = [[f"{m}/ (images)" if m in layout.image_dirs else m for m in layout.locate(raw)[1]]
+                for layout in layouts]
+        return Status(name, adapter, raw, "partial", tuple(min(gaps, key=len, default=[])))
+    dirs = found.layout.image_dirs
+    if dirs and not any(_has_images(found.root / d) for d in dirs):
+        return Status(name, adapter, raw, "partial", (f"{' or '.join(dirs)}/ (images)",), found.layout.name)
+    return Status(name, adapter, raw, "present", (), found.layout.name)
 
 
 def status_rows(datasets: Mapping[str, Any], root: Path) -> list[Status]:
@@ -430,6 +427,6 @@ def status_table(rows: Iterable[Status], root: Path) -> str:
         except ValueError:
             raw = row.raw
         what = f"missing: {', '.join(row.missing)}" if row.missing else (
-            f"`iqalab data fetch {row.name}`" if row.state == "missing" and row.name in SOURCES else "")
+            f"`iqalab data fetch {row.name}`" if row.state == "missing" and row.name in SOURCES else row.layout)
         out.append(f"{row.name:<10} {row.adapter:<9} {row.state:<8} {raw}  {what}".rstrip())
     return "\n".join(out)

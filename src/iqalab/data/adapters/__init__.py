@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from iqalab.data.adapters import bid, cgfiqa, clive, generic, gfiqa, koniq10k, piq23, spaq
-from iqalab.data.adapters.base import AdapterFn, DatasetCard
+from iqalab.data.adapters.base import AdapterFn, DatasetCard, Layout
 from iqalab.data.schema import DataError, Dataset
 
 #: adapter name -> ``adapt(raw_root, out_root, **options) -> Dataset``
@@ -40,6 +40,13 @@ ALIASES: dict[str, str] = {
 CARDS: dict[str, DatasetCard] = {
     "koniq10k": koniq10k.CARD, "clive": clive.CARD, "bid": bid.CARD, "spaq": spaq.CARD, "piq23": piq23.CARD,
     "gfiqa": gfiqa.CARD, "cgfiqa": cgfiqa.CARD, "generic": generic.CARD,
+}
+
+
+#: adapter name -> the published layouts it reads (tried in order; see :func:`.base.find_layout`)
+LAYOUTS: dict[str, tuple[Layout, ...]] = {
+    "koniq10k": koniq10k.LAYOUTS, "clive": clive.LAYOUTS, "bid": bid.LAYOUTS, "spaq": spaq.LAYOUTS,
+    "piq23": piq23.LAYOUTS, "gfiqa": gfiqa.LAYOUTS, "cgfiqa": cgfiqa.LAYOUTS, "generic": generic.LAYOUTS,
 }
 
 

@@ -34,7 +34,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -112,6 +112,108 @@ def require_layout(card: DatasetCard, raw_root: Path, required: Iterable[str]) -
     missing = [entry for entry in required if not (raw_root / entry).exists()]
     if missing:
         raise layout_error(card, raw_root, missing)
+
+
+# --------------------------------------------------------------------------------------------- layouts
+#: Entries an unzip leaves that are never part of a dataset (macOS resource forks).
+IGNORED_ENTRIES = frozenset({"__MACOSX"})
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One arrangement in which a publisher ships a benchmark: the files an adapter reads, by role.
+
+    ``files`` maps a role (``scores``, ``scene_split``, ``images``...) to candidate paths relative to the dataset
+    root, the first present one winning; every role is required. ``optional`` roles are looked up the same way
+    but may be absent. ``image_dirs`` are folders of which at least one must hold image files (checked by
+    ``iqalab data status``; the adapter checks every listed image itself).
+    """
+
+    name: str
+    files: Mapping[str, tuple[str, ...]]
+    optional: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    image_dirs: tuple[str, ...] = ()
+
+    def locate(self, root: Path) -> tuple[dict[str, str], list[str]]:
+        """``(role -> found path, missing entries)`` under ``root``; a missing role shows its candidates."""
+        found: dict[str, str] = {}
+        missing: list[str] = []
+        for role, candidates in self.files.items():
+            hit = next((c for c in candidates if (root / c).exists()), None)
+            if hit is None:
+                missing.append(" or ".join(candidates))
+            else:
+                found[role] = hit
+        for role, candidates in self.optional.items():
+            hit = next((c for c in candidates if (root / c).exists()), None)
+            if hit is not None:
+                found[role] = hit
+        return found, missing
+
+    def top_names(self) -> frozenset[str]:
+        """The first path components this layout names (what an archive's top folder may be called)."""
+        paths = [c for cands in (*self.files.values(), *self.optional.values()) for c in cands]
+        return frozenset(PurePosixPath(p).parts[0] for p in (*paths, *self.image_dirs) if p not in (".", ""))
+
+
+@dataclass(frozen=True)
+class FoundLayout:
+    """Where an adapter found its benchmark: the dataset ``root`` (``raw_root`` or a single folder inside it),
+    the :class:`Layout` that matched and the path of every role present."""
+
+    root: Path
+    layout: Layout
+    files: Mapping[str, str]
+
+    def __getitem__(self, role: str) -> str:
+        return self.files[role]
+
+    def get(self, role: str) -> str | None:
+        return self.files.get(role)
+
+    def meta(self, raw_root: Path) -> dict[str, str]:
+        """``dataset.json`` fields recording which layout was read and where."""
+        inner = self.root.relative_to(raw_root).as_posix() if self.root != raw_root else "."
+        return {"raw_layout": self.layout.name, "raw_layout_root": inner}
+
+
+def _single_folder(root: Path) -> Path | None:
+    """The one visible folder inside ``root`` when it holds nothing else but hidden files (an unzip wrapper)."""
+    entries = [p for p in root.iterdir() if not p.name.startswith(".") and p.name not in IGNORED_ENTRIES]
+    folders = [p for p in entries if p.is_dir()]
+    return folders[0] if len(folders) == 1 and len(entries) == 1 else None
+
+
+def match_layout(raw_root: Path, layouts: Sequence[Layout], depth: int = 2) -> FoundLayout | None:
+    """The first of ``layouts`` present in ``raw_root``, or in the single folder an unzip left inside it
+    (``depth`` levels at most: ``raw/koniq10k/koniq10k/...``); ``None`` if none is."""
+    root: Path | None = Path(raw_root)
+    for _ in range(depth + 1):
+        if root is None or not root.is_dir():
+            return None
+        for layout in layouts:
+            files, missing = layout.locate(root)
+            if not missing:
+                return FoundLayout(root, layout, files)
+        root = _single_folder(root)
+    return None
+
+
+def find_layout(card: DatasetCard, raw_root: Path, layouts: Sequence[Layout], depth: int = 2) -> FoundLayout:
+    """:func:`match_layout`, logging which layout was found; raises :func:`layout_error` listing, for each
+    layout, what is missing at ``raw_root``."""
+    raw_root = Path(raw_root)
+    if not raw_root.is_dir():
+        raise layout_error(card, raw_root, [])
+    found = match_layout(raw_root, layouts, depth)
+    if found is not None:
+        inside = "" if found.root == raw_root else f" in {found.root.relative_to(raw_root)}/"
+        log.info("%s: %s layout found%s", card.title, found.layout.name, inside)
+        return found
+    if len(layouts) == 1:
+        raise layout_error(card, raw_root, layouts[0].locate(raw_root)[1])
+    report = "; or ".join(f"{', '.join(layout.locate(raw_root)[1])} ({layout.name})" for layout in layouts)
+    raise layout_error(card, raw_root, [report])
 
 
 def guard_out_root(raw_root: Path, out_root: Path) -> None:

@@ -19,19 +19,22 @@ import pandas as pd
 from iqalab.data.adapters.base import (
     RANGE_HINT,
     DatasetCard,
+    Layout,
     default_splits,
     file_checksums,
+    find_layout,
     first_existing,
     inspect_images,
     publish,
     read_table,
-    require_layout,
 )
 from iqalab.data.schema import DataError, Dataset, check_range, check_unique, numeric, require_columns
 
 GRADES = "DatabaseGrades.xlsx"
 NUMBER, GRADE = "Image Number", "Average Subjective Grade"
 IMAGE_DIRS = ("", "ImageDatabase/")
+LAYOUTS = (Layout("workbook with the images beside it or in ImageDatabase/", {"grades": (GRADES,)},
+                  image_dirs=("ImageDatabase", ".")),)
 
 CARD = DatasetCard(
     name="bid",
@@ -54,7 +57,8 @@ def adapt(raw_root: Path, out_root: Path, *, n_splits: int = 20, test_fraction: 
           workers: int = 4, dataset_name: str | None = None) -> Dataset:
     """Turn ``raw_root`` (BID as published) into a canonical dataset at ``out_root``."""
     raw_root, out_root = Path(raw_root), Path(out_root)
-    require_layout(CARD, raw_root, [GRADES])
+    found = find_layout(CARD, raw_root, LAYOUTS)
+    top, raw_root = raw_root, found.root
     scale = tuple(mos_range) if mos_range is not None else CARD.mos_range
     table = read_table(raw_root / GRADES)
     require_columns(table, GRADES, [NUMBER, GRADE])
@@ -77,5 +81,5 @@ def adapt(raw_root: Path, out_root: Path, *, n_splits: int = 20, test_fraction: 
         "width": widths, "height": heights, "mos_overall": mos, "std_overall": std,
     })
     splits = default_splits(images, n_splits, test_fraction, val_fraction, seed, cross)
-    meta = CARD.meta(scale, dataset_name, raw_files=file_checksums(raw_root, [GRADES]))
+    meta = CARD.meta(scale, dataset_name, raw_files=file_checksums(raw_root, [GRADES]), **found.meta(top))
     return publish(raw_root, out_root, images, splits, meta, link=link)

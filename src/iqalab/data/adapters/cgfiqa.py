@@ -23,17 +23,25 @@ import pandas as pd
 from iqalab.data.adapters.base import (
     RANGE_HINT,
     DatasetCard,
+    FoundLayout,
+    Layout,
     file_checksums,
+    find_layout,
     inspect_images,
     publish,
     relative_image_path,
-    require_layout,
 )
 from iqalab.data.schema import DataError, Dataset, check_range, check_unique, where
 from iqalab.data.splits import cross_dataset_splits
 
 PARTS = ("train", "val", "test")
 LABEL = "label.json"
+#: The repository's per-part label files, or one top-level label file holding the three parts.
+LAYOUTS = (
+    Layout("per-part label.json", {f"label_{p}": (f"{p}/{LABEL}",) for p in PARTS},
+           image_dirs=tuple(f"{p}/img" for p in PARTS)),
+    Layout("one label.json with train/val/test", {"label": (LABEL,)}, image_dirs=tuple(f"{p}/img" for p in PARTS)),
+)
 
 CARD = DatasetCard(
     name="cgfiqa",
@@ -55,17 +63,16 @@ def _load_json(path: Path) -> Any:
         raise DataError(f"{path}: cannot be read as JSON ({exc})") from exc
 
 
-def _labels(raw_root: Path) -> dict[str, tuple[str, dict[str, Any]]]:
+def _labels(found: FoundLayout) -> dict[str, tuple[str, dict[str, Any]]]:
     """part -> (label file relative path, {"Image": [...], "MOS": [...]})."""
-    if all((raw_root / p / LABEL).is_file() for p in PARTS):
-        return {p: (f"{p}/{LABEL}", _load_json(raw_root / p / LABEL)) for p in PARTS}
-    if (raw_root / LABEL).is_file():
-        content = _load_json(raw_root / LABEL)
-        if isinstance(content, dict) and all(p in content for p in PARTS):
-            return {p: (f"{LABEL}[{p}]", content[p]) for p in PARTS}
-    missing = [f"{p}/{LABEL}" for p in PARTS if not (raw_root / p / LABEL).is_file()]
-    require_layout(CARD, raw_root, missing)
-    raise AssertionError("unreachable")  # require_layout raised
+    if found.get("label") is None:
+        return {p: (found[f"label_{p}"], _load_json(found.root / found[f"label_{p}"])) for p in PARTS}
+    content = _load_json(found.root / LABEL)
+    if not (isinstance(content, dict) and all(p in content for p in PARTS)):
+        keys = sorted(content) if isinstance(content, dict) else type(content).__name__
+        raise DataError(f"{found.root / LABEL}: expected the parts {list(PARTS)} as keys (found {keys}), or one "
+                        f"{LABEL} per part in {', '.join(p + '/' for p in PARTS)}")
+    return {p: (f"{LABEL}[{p}]", content[p]) for p in PARTS}
 
 
 def adapt(raw_root: Path, out_root: Path, *, seed: int = 0, cross: bool = True,
@@ -73,7 +80,8 @@ def adapt(raw_root: Path, out_root: Path, *, seed: int = 0, cross: bool = True,
           workers: int = 4, dataset_name: str | None = None) -> Dataset:
     """Turn ``raw_root`` (CGFIQA-40K as published) into a canonical dataset at ``out_root``."""
     raw_root, out_root = Path(raw_root), Path(out_root)
-    require_layout(CARD, raw_root, [])
+    found = find_layout(CARD, raw_root, LAYOUTS)
+    top, raw_root = raw_root, found.root
     scale = tuple(mos_range) if mos_range is not None else CARD.mos_range
     ids: list[str] = []
     raw_paths: list[str] = []
@@ -81,7 +89,7 @@ def adapt(raw_root: Path, out_root: Path, *, seed: int = 0, cross: bool = True,
     roles: list[str] = []
     sources: list[str] = []
     rows: list[int] = []
-    for part, (source, content) in _labels(raw_root).items():
+    for part, (source, content) in _labels(found).items():
         if not isinstance(content, dict) or "Image" not in content or "MOS" not in content:
             found = sorted(content) if isinstance(content, dict) else type(content).__name__
             raise DataError(f"{where(source, column='Image')}: expected keys 'Image' and 'MOS' (found {found})")
@@ -106,8 +114,8 @@ def adapt(raw_root: Path, out_root: Path, *, seed: int = 0, cross: bool = True,
     splits = [pd.DataFrame({"image_id": ids, "split": "official", "role": roles})]
     if cross:
         splits.append(cross_dataset_splits(images, seed=seed))
-    label_files = [f"{p}/{LABEL}" for p in PARTS if (raw_root / p / LABEL).is_file()] or [LABEL]
-    meta = CARD.meta(scale, dataset_name, raw_files=file_checksums(raw_root, label_files))
+    label_files = [found[f"label_{p}"] for p in PARTS] if found.get("label") is None else [LABEL]
+    meta = CARD.meta(scale, dataset_name, raw_files=file_checksums(raw_root, label_files), **found.meta(top))
     return publish(raw_root, out_root, images, pd.concat(splits, ignore_index=True), meta, link=link)
 
 

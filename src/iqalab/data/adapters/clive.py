@@ -22,12 +22,13 @@ import scipy.io
 from iqalab.data.adapters.base import (
     RANGE_HINT,
     DatasetCard,
+    Layout,
     default_splits,
     file_checksums,
+    find_layout,
     first_existing,
     inspect_images,
     publish,
-    require_layout,
 )
 from iqalab.data.schema import DataError, Dataset, check_range, check_unique
 
@@ -35,6 +36,9 @@ NAMES = "Data/AllImages_release.mat"
 MOS = "Data/AllMOS_release.mat"
 STD = "Data/AllStdDev_release.mat"
 N_CALIBRATION = 7
+#: ``ChallengeDB_release.zip`` unpacks to ``ChallengeDB_release/{Data,Images}``: read there or one level up.
+LAYOUTS = (Layout("ChallengeDB release", {"names": (NAMES,), "mos": (MOS,), "std": (STD,), "images": ("Images",)},
+                  image_dirs=("Images",)),)
 
 CARD = DatasetCard(
     name="clive",
@@ -73,7 +77,8 @@ def adapt(raw_root: Path, out_root: Path, *, drop_calibration: bool = True, n_sp
           workers: int = 4, dataset_name: str | None = None) -> Dataset:
     """Turn ``raw_root`` (CLIVE as published) into a canonical dataset at ``out_root``."""
     raw_root, out_root = Path(raw_root), Path(out_root)
-    require_layout(CARD, raw_root, [NAMES, MOS, STD, "Images"])
+    found = find_layout(CARD, raw_root, LAYOUTS)
+    top, raw_root = raw_root, found.root
     scale = tuple(mos_range) if mos_range is not None else CARD.mos_range
     names = [_as_text(e) for e in _mat_variable(raw_root, NAMES, "AllImages_release").ravel()]
     mos = _mat_variable(raw_root, MOS, "AllMOS_release").astype(float).ravel()
@@ -103,5 +108,5 @@ def adapt(raw_root: Path, out_root: Path, *, drop_calibration: bool = True, n_sp
     })
     splits = default_splits(images, n_splits, test_fraction, val_fraction, seed, cross)
     meta = CARD.meta(scale, dataset_name, dropped_calibration_images=start,
-                     raw_files=file_checksums(raw_root, [NAMES, MOS, STD]))
+                     raw_files=file_checksums(raw_root, [NAMES, MOS, STD]), **found.meta(top))
     return publish(raw_root, out_root, images, splits, meta, link=link)

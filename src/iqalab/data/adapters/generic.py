@@ -48,12 +48,13 @@ import pandas as pd
 from iqalab.data.adapters.base import (
     RANGE_HINT,
     DatasetCard,
+    Layout,
     file_checksums,
+    find_layout,
     inspect_images,
     publish,
     read_table,
     relative_image_path,
-    require_layout,
 )
 from iqalab.data.schema import (
     CAM_COLUMNS,
@@ -92,13 +93,9 @@ CARD = DatasetCard(
 )
 
 
-def _find(raw_root: Path, stem: str, required: bool) -> str | None:
-    for suffix in (".parquet", ".csv"):
-        if (raw_root / f"{stem}{suffix}").is_file():
-            return f"{stem}{suffix}"
-    if required:
-        require_layout(CARD, raw_root, [f"{stem}.csv"])
-    return None
+#: The documented tables (parquet preferred over CSV), at ``raw_root`` or in one folder an unzip left there.
+LAYOUTS = (Layout("tables", {"images": ("images.parquet", "images.csv")},
+                  {"pairs": ("pairs.parquet", "pairs.csv"), "votes": ("votes.parquet", "votes.csv")}),)
 
 
 def adapt(raw_root: Path, out_root: Path, *, mos_range: Sequence[float] | None = None,
@@ -109,12 +106,12 @@ def adapt(raw_root: Path, out_root: Path, *, mos_range: Sequence[float] | None =
           dataset_name: str | None = None) -> Dataset:
     """Turn ``raw_root`` (the documented tables + images) into a canonical dataset at ``out_root``."""
     raw_root, out_root = Path(raw_root), Path(out_root)
-    require_layout(CARD, raw_root, [])
+    found = find_layout(CARD, raw_root, LAYOUTS)
+    top, raw_root = raw_root, found.root
     if mos_range is None or len(mos_range) != 2:
         raise DataError("generic adapter: options.mos_range is required (the native rating scale, e.g. [1, 5])")
     scale = (float(mos_range[0]), float(mos_range[1]))
-    rel = _find(raw_root, "images", required=True)
-    assert rel is not None
+    rel = found["images"]
     table = read_table(raw_root / rel)
     require_columns(table, rel, ["image"])
     raw_paths = [relative_image_path(v, rel, i, "image") for i, v in enumerate(table["image"])]
@@ -150,15 +147,15 @@ def adapt(raw_root: Path, out_root: Path, *, mos_range: Sequence[float] | None =
     splits = _splits(table, rel, images, protocols, test_fraction, val_fraction, n_splits, n_folds, seed, cross)
     read = [rel]
     pairs = ratings = None
-    if (pairs_rel := _find(raw_root, "pairs", required=False)) is not None:
+    if (pairs_rel := found.get("pairs")) is not None:
         pairs = _pairs(read_table(raw_root / pairs_rel), pairs_rel, set(ids), attrs)
         read.append(pairs_rel)
-    if (votes_rel := _find(raw_root, "votes", required=False)) is not None:
+    if (votes_rel := found.get("votes")) is not None:
         ratings = _votes(read_table(raw_root / votes_rel), votes_rel, set(ids), attrs)
         read.append(votes_rel)
-    card = DatasetCard(name="generic", title=title or (dataset_name or raw_root.name), attributes=tuple(attrs),
+    card = DatasetCard(name="generic", title=title or (dataset_name or top.name), attributes=tuple(attrs),
                        mos_range=scale, url=url, licence=licence, citation=citation, layout=CARD.layout)
-    meta = card.meta(scale, dataset_name or raw_root.name, raw_files=file_checksums(raw_root, read))
+    meta = card.meta(scale, dataset_name or top.name, raw_files=file_checksums(raw_root, read), **found.meta(top))
     return publish(raw_root, out_root, images, splits, meta, pairs=pairs, ratings=ratings, link=link)
 
 

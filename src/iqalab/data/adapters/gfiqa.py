@@ -19,18 +19,20 @@ import pandas as pd
 from iqalab.data.adapters.base import (
     RANGE_HINT,
     DatasetCard,
+    Layout,
     default_splits,
     file_checksums,
+    find_layout,
     inspect_images,
     publish,
     read_table,
     relative_image_path,
-    require_layout,
 )
 from iqalab.data.schema import Dataset, check_range, check_unique, numeric, require_columns
 
 RATINGS = "mos_val_rating.csv"
 IMAGES = "image"
+LAYOUTS = (Layout("release", {"ratings": (RATINGS,), "images": (IMAGES,)}, image_dirs=(IMAGES,)),)
 
 CARD = DatasetCard(
     name="gfiqa",
@@ -51,7 +53,8 @@ def adapt(raw_root: Path, out_root: Path, *, n_splits: int = 10, test_fraction: 
           workers: int = 4, dataset_name: str | None = None) -> Dataset:
     """Turn ``raw_root`` (GFIQA-20K as published) into a canonical dataset at ``out_root``."""
     raw_root, out_root = Path(raw_root), Path(out_root)
-    require_layout(CARD, raw_root, [RATINGS, IMAGES])
+    found = find_layout(CARD, raw_root, LAYOUTS)
+    top, raw_root = raw_root, found.root
     scale = tuple(mos_range) if mos_range is not None else CARD.mos_range
     table = read_table(raw_root / RATINGS)
     require_columns(table, RATINGS, ["img_name", "mos"])
@@ -66,5 +69,5 @@ def adapt(raw_root: Path, out_root: Path, *, n_splits: int = 10, test_fraction: 
         "width": widths, "height": heights, "mos_overall": mos, "std_overall": np.nan,
     })
     splits = default_splits(images, n_splits, test_fraction, val_fraction, seed, cross)
-    meta = CARD.meta(scale, dataset_name, raw_files=file_checksums(raw_root, [RATINGS]))
+    meta = CARD.meta(scale, dataset_name, raw_files=file_checksums(raw_root, [RATINGS]), **found.meta(top))
     return publish(raw_root, out_root, images, splits, meta, link=link)

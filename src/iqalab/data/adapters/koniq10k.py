@@ -4,7 +4,10 @@ V. Hosu, H. Lin, T. Sziranyi, D. Saupe, "KonIQ-10k: An ecologically valid databa
 image quality assessment", IEEE TIP 29:4041-4056, 2020. Used by REQA (Sec. IV-A, Tables I, II, IV-VI).
 
 Published as ``koniq10k_scores_and_distributions.csv`` (image_name, c1..c5, c_total, MOS, SD, MOS_zscore) and
-the images in ``1024x768/`` (or the ``512x384/`` release). MOS is on the 1-5 ACR scale; REQA's tiers rescale it
+the images in ``1024x768/`` (``koniq10k_1024x768.zip``) or ``512x384/`` (``koniq10k_512x384.zip``); with
+``resolution="auto"`` (default) the adapter reads ``1024x768/`` where present, else ``512x384/``, and records which
+in ``dataset.json`` (``resolution``, ``raw_layout``). Everything may also sit in one folder an unzip left inside
+``raw_root``. MOS is on the 1-5 ACR scale; REQA's tiers rescale it
 to 0-100 downstream (the tables keep the published scale). The vote histogram c1..c5 is kept as
 ``ratings.parquet``: one row per vote with an anonymous rater id ``anon_<k>`` numbered within the image (KonIQ
 does not publish rater identities, so ids are not linked across images). ``n_overall`` = c_total,
@@ -22,13 +25,14 @@ import pandas as pd
 from iqalab.data.adapters.base import (
     RANGE_HINT,
     DatasetCard,
+    Layout,
     default_splits,
     file_checksums,
+    find_layout,
     inspect_images,
     publish,
     read_table,
     relative_image_path,
-    require_layout,
 )
 from iqalab.data.schema import DataError, Dataset, check_range, check_unique, numeric, require_columns
 from iqalab.data.splits import mapped_split
@@ -36,6 +40,10 @@ from iqalab.data.splits import mapped_split
 SCORES = "koniq10k_scores_and_distributions.csv"
 SETS = "koniq10k_distributions_sets.csv"
 VOTES = ("c1", "c2", "c3", "c4", "c5")
+RESOLUTIONS = ("1024x768", "512x384")
+#: The two image releases, each beside the same score file (and the optional official sets).
+LAYOUTS = tuple(Layout(f"{res} release", {"scores": (SCORES,), "images": (res,)}, {"sets": (SETS,)},
+                       image_dirs=(res,)) for res in RESOLUTIONS)
 
 CARD = DatasetCard(
     name="koniq10k",
@@ -47,18 +55,23 @@ CARD = DatasetCard(
     citation="V. Hosu, H. Lin, T. Sziranyi, D. Saupe. KonIQ-10k: An ecologically valid database for deep "
              "learning of blind image quality assessment. IEEE TIP 29:4041-4056, 2020.",
     layout=(SCORES + " (image_name, c1..c5, c_total, MOS, SD, MOS_zscore)",
-            "1024x768/<image_name> (or 512x384/ with resolution: 512x384)",
+            "1024x768/<image_name> or 512x384/<image_name> (resolution: auto picks 1024x768 where present)",
             SETS + " (optional: image_name, set)"),
 )
 
 
-def adapt(raw_root: Path, out_root: Path, *, resolution: str = "1024x768", n_splits: int = 20,
+def adapt(raw_root: Path, out_root: Path, *, resolution: str = "auto", n_splits: int = 20,
           test_fraction: float = 0.2, val_fraction: float = 0.0, seed: int = 0, cross: bool = True,
           ratings: bool = True, mos_range: tuple[float, float] | None = None, link: str = "hardlink",
           verify: bool = True, workers: int = 4, dataset_name: str | None = None) -> Dataset:
     """Turn ``raw_root`` (KonIQ-10k as published) into a canonical dataset at ``out_root``."""
     raw_root, out_root = Path(raw_root), Path(out_root)
-    require_layout(CARD, raw_root, [SCORES, resolution])
+    if resolution != "auto" and resolution not in RESOLUTIONS:
+        raise DataError(f"KonIQ-10k option resolution={resolution!r}: expected 'auto' or one of {RESOLUTIONS}")
+    layouts = LAYOUTS if resolution == "auto" else [LAYOUTS[RESOLUTIONS.index(resolution)]]
+    found = find_layout(CARD, raw_root, layouts)
+    top, raw_root = raw_root, found.root
+    resolution = found["images"]
     scale = tuple(mos_range) if mos_range is not None else CARD.mos_range
     table = read_table(raw_root / SCORES)
     require_columns(table, SCORES, ["image_name", *VOTES, "c_total", "MOS", "SD"])
@@ -83,7 +96,7 @@ def adapt(raw_root: Path, out_root: Path, *, resolution: str = "1024x768", n_spl
     })
     splits = [default_splits(images, n_splits, test_fraction, val_fraction, seed, cross)]
     read = [SCORES]
-    if (raw_root / SETS).is_file():
+    if found.get("sets"):
         sets = read_table(raw_root / SETS)
         require_columns(sets, SETS, ["image_name", "set"])
         role_of = dict(zip(sets["image_name"].astype(str), sets["set"].astype(str)))
@@ -94,7 +107,8 @@ def adapt(raw_root: Path, out_root: Path, *, resolution: str = "1024x768", n_spl
         read.append(SETS)
     vote_table = _votes(names, counts.astype(np.int64)) if ratings else None
     extra = {"ratings_from": "vote histogram c1..c5, anonymous raters numbered per image"} if ratings else {}
-    meta = CARD.meta(scale, dataset_name, resolution=resolution, raw_files=file_checksums(raw_root, read), **extra)
+    meta = CARD.meta(scale, dataset_name, resolution=resolution, raw_files=file_checksums(raw_root, read),
+                     **found.meta(top), **extra)
     return publish(raw_root, out_root, images, pd.concat(splits, ignore_index=True), meta,
                    ratings=vote_table, link=link)
 

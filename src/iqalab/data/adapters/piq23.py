@@ -4,14 +4,20 @@ N. Chahine, A.-S. Calarasanu, D. Garcia-Civiero, T. Cayla, S. Ferradans, J. Ponc
 assessment dataset for portraits", CVPR 2023. The FHIQA paper (seed 001, Sec. IV-A) evaluates on its scene
 split: 35 training / 15 test scenes of 50 (about 30% of the 5116 images), metrics per scene, median across scenes.
 
-Published (https://github.com/DXOMARK-Research/PIQ2023 + the image download) as:
+Published in two pieces that users combine in two ways, both read (``dataset.json`` records which:
+``raw_layout``): the GitHub repository (https://github.com/DXOMARK-Research/PIQ2023) keeps the score files under
+``Scores/``; the image download (5 GB, after a form) holds ``Overall/``, ``Details/``, ``Exposure/`` and the same
+``Scores_*.csv`` at its top level but no split files, so the ``Test split/`` folder (or its ``Scene Split.csv``)
+is copied in from the repository. Either may sit inside one folder an unzip left in ``raw_root``. The files:
 
-- ``Scores/Scores_{Overall,Details,Exposure}.csv``: IMAGE PATH (Windows path with backslashes, e.g.
+- ``Scores/Scores_{Overall,Details,Exposure}.csv`` (or top-level ``Scores_*.csv``): IMAGE PATH (Windows path with backslashes, e.g.
   ``Overall\\66_Indoor_Scene_0.jpg``), JOD, JOD STD, CI LOW, CI HIGH, CI RANGE, QUALITY LEVEL, CLUSTER,
   TOTAL COMPARISONS, IMAGE, SCENE, ATTRIBUTE, SCENE IDX, CONDITION;
 - ``Test split/Scene Split.csv`` (SCENE, SPLIT, NB IMAGES) and ``Test split/Device Split.csv`` (IMAGE, SPLIT);
 - optionally ``Metadata/Image Metadata.csv`` (Image, Device) -> a ``device`` column;
-- the images at the IMAGE PATHs (``Overall/``, ``Details/``, ``Exposure/``).
+- the images at the IMAGE PATHs (``Overall/``, ``Details/``, ``Exposure/``). The release says each folder holds
+  the images "of the corresponding regions of interest": ``Details/`` and ``Exposure/`` entries are what the
+  experts judged for those attributes.
 
 The three attributes join on IMAGE (outer join: an image scored for one attribute only keeps NaN for the
 others). ``path`` is the first of its Overall, Details, Exposure paths found on disk. ``std_<a>`` = JOD STD,
@@ -34,13 +40,14 @@ import pandas as pd
 from iqalab.data.adapters.base import (
     RANGE_HINT,
     DatasetCard,
+    Layout,
     file_checksums,
+    find_layout,
     first_existing,
     inspect_images,
     publish,
     read_table,
     relative_image_path,
-    require_layout,
 )
 from iqalab.data.schema import DataError, Dataset, check_range, check_unique, numeric, require_columns, where
 from iqalab.data.splits import cross_dataset_splits, mapped_split, piq23_scene_split
@@ -53,6 +60,18 @@ SCENE_SPLIT = "Test split/Scene Split.csv"
 DEVICE_SPLIT = "Test split/Device Split.csv"
 METADATA = "Metadata/Image Metadata.csv"
 SCORE_COLUMNS = ("IMAGE PATH", "IMAGE", "JOD", "JOD STD", "SCENE", "CONDITION")
+IMAGE_DIRS = ("Overall", "Details", "Exposure")
+#: The repository's layout, then the image download's (score files at the top, splits copied in).
+LAYOUTS = (
+    Layout("GitHub repository (Scores/, Test split/)",
+           {**{f"scores_{a}": (f,) for a, f in SCORE_FILES.items()}, "scene_split": (SCENE_SPLIT,)},
+           {"device_split": (DEVICE_SPLIT,), "metadata": (METADATA,)}, image_dirs=IMAGE_DIRS),
+    Layout("image download (Scores_*.csv at the top)",
+           {**{f"scores_{a}": (f.split("/", 1)[1],) for a, f in SCORE_FILES.items()},
+            "scene_split": (SCENE_SPLIT, SCENE_SPLIT.split("/", 1)[1])},
+           {"device_split": (DEVICE_SPLIT, DEVICE_SPLIT.split("/", 1)[1]),
+            "metadata": (METADATA, METADATA.split("/", 1)[1])}, image_dirs=IMAGE_DIRS),
+)
 
 CARD = DatasetCard(
     name="piq23",
@@ -63,14 +82,14 @@ CARD = DatasetCard(
     licence="non-commercial research only, PIQ23 terms and conditions",
     citation="N. Chahine, A.-S. Calarasanu, D. Garcia-Civiero, T. Cayla, S. Ferradans, J. Ponce. An image "
              "quality assessment dataset for portraits. CVPR 2023.",
-    layout=tuple(f"{f} (IMAGE PATH, JOD, JOD STD, ..., IMAGE, SCENE, CONDITION)" for f in SCORE_FILES.values())
-    + (SCENE_SPLIT + " (SCENE, SPLIT)", DEVICE_SPLIT + " (IMAGE, SPLIT; optional)",
-       METADATA + " (optional)", "Overall/, Details/, Exposure/ with the images named in IMAGE PATH"),
+    layout=tuple(f"{f} (IMAGE PATH, JOD, JOD STD, ..., IMAGE, SCENE, CONDITION; or at the top level as in the "
+                 "image download)" for f in SCORE_FILES.values())
+    + (SCENE_SPLIT + " (SCENE, SPLIT; the image download has none: copy Test split/ from the GitHub repository)",
+       DEVICE_SPLIT + " (IMAGE, SPLIT; optional)", METADATA + " (optional)", "Overall/, Details/, Exposure/ with the images named in IMAGE PATH"),
 )
 
 
-def _scores(raw_root: Path, attr: str) -> pd.DataFrame:
-    rel = SCORE_FILES[attr]
+def _scores(raw_root: Path, attr: str, rel: str) -> pd.DataFrame:
     table = read_table(raw_root / rel)
     require_columns(table, rel, SCORE_COLUMNS)
     names = [str(v).strip() for v in table["IMAGE"]]
@@ -96,11 +115,13 @@ def adapt(raw_root: Path, out_root: Path, *, val_scenes: int = 0, device_split: 
     official device split, if its file is present and ``device_split``), ``full_train``/``full_test``.
     """
     raw_root, out_root = Path(raw_root), Path(out_root)
-    require_layout(CARD, raw_root, [*SCORE_FILES.values(), SCENE_SPLIT])
+    found = find_layout(CARD, raw_root, LAYOUTS)
+    top, raw_root = raw_root, found.root
+    score_files = {a: found[f"scores_{a}"] for a in ATTRIBUTES}
     merged: pd.DataFrame | None = None
     order: dict[str, None] = {}  # images in file order: Overall's, then any only in Details, then Exposure
     for attr in ATTRIBUTES:
-        part = _scores(raw_root, attr)
+        part = _scores(raw_root, attr, score_files[attr])
         order.update(dict.fromkeys(part["image_id"]))
         merged = part if merged is None else merged.merge(part, on="image_id", how="outer")
     assert merged is not None
@@ -113,7 +134,7 @@ def adapt(raw_root: Path, out_root: Path, *, val_scenes: int = 0, device_split: 
         if clash.any():
             i = int(np.flatnonzero(clash.to_numpy())[0])
             row = int(merged[f"row_{attr}"].iloc[i])
-            raise DataError(f"{where(SCORE_FILES[attr], row, 'SCENE')}: scene {merged[f'scene_{attr}'].iloc[i]!r} "
+            raise DataError(f"{where(score_files[attr], row, 'SCENE')}: scene {merged[f'scene_{attr}'].iloc[i]!r} "
                             f"of image {merged['image_id'].iloc[i]!r} differs from {scene.iloc[i]!r} in another "
                             "score file")
     if mos_range is None:
@@ -125,21 +146,21 @@ def adapt(raw_root: Path, out_root: Path, *, val_scenes: int = 0, device_split: 
         scale = (float(mos_range[0]), float(mos_range[1]))
         for attr in ATTRIBUTES:
             present = merged[f"row_{attr}"].notna().to_numpy()
-            check_range(merged[f"mos_{attr}"].to_numpy()[present], SCORE_FILES[attr], "JOD", scale,
+            check_range(merged[f"mos_{attr}"].to_numpy()[present], score_files[attr], "JOD", scale,
                         rows=merged[f"row_{attr}"].to_numpy()[present].astype(int), hint=RANGE_HINT)
     raw_paths, sources, rows = [], [], []
     for i in range(len(merged)):
         candidates = [merged[f"path_{a}"].iloc[i] for a in ATTRIBUTES if isinstance(merged[f"path_{a}"].iloc[i], str)]
         first_attr = next(a for a in ATTRIBUTES if isinstance(merged[f"path_{a}"].iloc[i], str))
         raw_paths.append(first_existing(raw_root, candidates) or candidates[0])
-        sources.append(SCORE_FILES[first_attr])
+        sources.append(score_files[first_attr])
         rows.append(int(merged[f"row_{first_attr}"].iloc[i]))
     missing = [k for k, p in enumerate(raw_paths) if not (raw_root / p).is_file()]
     if missing:
         k = missing[0]
         raise DataError(f"{where(sources[k], rows[k], 'IMAGE PATH')}: image listed but not found: "
                         f"{raw_root / raw_paths[k]}")
-    widths, heights = inspect_images(raw_root, raw_paths, "Scores/Scores_*.csv", rows=rows, verify=verify,
+    widths, heights = inspect_images(raw_root, raw_paths, "Scores_*.csv", rows=rows, verify=verify,
                                      workers=workers)
     columns: dict[str, Any] = {"image_id": merged["image_id"], "raw_path": raw_paths, "scene": scene,
                                "condition": condition, "width": widths, "height": heights}
@@ -147,40 +168,42 @@ def adapt(raw_root: Path, out_root: Path, *, val_scenes: int = 0, device_split: 
         for prefix in ("mos", "std", "n"):
             columns[f"{prefix}_{attr}"] = merged[f"{prefix}_{attr}"].to_numpy(dtype=float)
     images = pd.DataFrame(columns)
-    read = list(SCORE_FILES.values()) + [SCENE_SPLIT]
-    if (raw_root / METADATA).is_file():
-        meta_table = read_table(raw_root / METADATA)
-        require_columns(meta_table, METADATA, ["Image", "Device"])
+    read = list(score_files.values()) + [found["scene_split"]]
+    metadata = found.get("metadata")
+    if metadata:
+        meta_table = read_table(raw_root / metadata)
+        require_columns(meta_table, metadata, ["Image", "Device"])
         device_of = dict(zip(meta_table["Image"].astype(str).str.strip(), meta_table["Device"].astype(str)))
         images["device"] = [device_of.get(i) for i in images["image_id"]]
-        read.append(METADATA)
-    splits = [_scene_split(raw_root, images, val_scenes, seed)]
-    if device_split and (raw_root / DEVICE_SPLIT).is_file():
-        table = read_table(raw_root / DEVICE_SPLIT)
-        require_columns(table, DEVICE_SPLIT, ["IMAGE", "SPLIT"])
+        read.append(metadata)
+    splits = [_scene_split(raw_root, found["scene_split"], images, val_scenes, seed)]
+    device_file = found.get("device_split")
+    if device_split and device_file:
+        table = read_table(raw_root / device_file)
+        require_columns(table, device_file, ["IMAGE", "SPLIT"])
         role_of = dict(zip(table["IMAGE"].astype(str).str.strip(), table["SPLIT"].astype(str)))
         try:
             splits.append(mapped_split(images, role_of, name="device"))
         except (KeyError, ValueError) as exc:
-            raise DataError(f"{DEVICE_SPLIT}: {exc.args[0]}") from exc
-        read.append(DEVICE_SPLIT)
+            raise DataError(f"{device_file}: {exc.args[0]}") from exc
+        read.append(device_file)
     elif device_split:
         log.warning("PIQ23: %s not found; no device split", raw_root / DEVICE_SPLIT)
     if cross:
         splits.append(cross_dataset_splits(images, seed=seed))
     meta = CARD.meta(scale, dataset_name, scale_per_scene=True, mos_range_source=(
         "given" if mos_range is not None else "floor/ceil of the JOD scores"),
-        scene_level_splits=["scene"], raw_files=file_checksums(raw_root, read))
+        scene_level_splits=["scene"], raw_files=file_checksums(raw_root, read), **found.meta(top))
     return publish(raw_root, out_root, images, pd.concat(splits, ignore_index=True), meta, link=link)
 
 
-def _scene_split(raw_root: Path, images: pd.DataFrame, val_scenes: int, seed: int) -> pd.DataFrame:
-    table = read_table(raw_root / SCENE_SPLIT)
-    require_columns(table, SCENE_SPLIT, ["SCENE", "SPLIT"])
+def _scene_split(raw_root: Path, rel: str, images: pd.DataFrame, val_scenes: int, seed: int) -> pd.DataFrame:
+    table = read_table(raw_root / rel)
+    require_columns(table, rel, ["SCENE", "SPLIT"])
     scenes = [str(s).strip() for s in table["SCENE"]]
-    check_unique(scenes, SCENE_SPLIT, "SCENE")
+    check_unique(scenes, rel, "SCENE")
     role_of = dict(zip(scenes, table["SPLIT"].astype(str)))
     try:
         return piq23_scene_split(images, role_of, val_scenes=val_scenes, seed=seed)
     except (KeyError, ValueError) as exc:
-        raise DataError(f"{SCENE_SPLIT}: {exc.args[0]}") from exc
+        raise DataError(f"{rel}: {exc.args[0]}") from exc

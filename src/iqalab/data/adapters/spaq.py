@@ -30,13 +30,14 @@ import pandas as pd
 from iqalab.data.adapters.base import (
     RANGE_HINT,
     DatasetCard,
+    Layout,
     default_splits,
     file_checksums,
+    find_layout,
     inspect_images,
     publish,
     read_table,
     relative_image_path,
-    require_layout,
 )
 from iqalab.data.schema import DataError, Dataset, check_range, check_unique, numeric, require_columns, where
 
@@ -46,6 +47,11 @@ SCORES = "Annotations/MOS and Image attribute scores.xlsx"
 EXIF = "Annotations/EXIF_tags.xlsx"
 SCENES = "Annotations/Scene category labels.xlsx"
 IMAGES = "TestImage"
+#: Annotations and images; the EXIF workbook is not needed with ``exif: false`` (:data:`LAYOUTS_NO_EXIF`).
+LAYOUTS = (Layout("release", {"scores": (SCORES,), "exif": (EXIF,), "images": (IMAGES,)}, {"scenes": (SCENES,)},
+                  image_dirs=(IMAGES,)),)
+LAYOUTS_NO_EXIF = (Layout("release without EXIF", {"scores": (SCORES,), "images": (IMAGES,)},
+                          {"scenes": (SCENES,)}, image_dirs=(IMAGES,)),)
 NAME = "Image name"
 #: workbook column -> attribute
 ATTRIBUTE_COLUMNS = {"MOS": "overall", "Brightness": "brightness", "Colorfulness": "colorfulness",
@@ -141,7 +147,8 @@ def adapt(raw_root: Path, out_root: Path, *, exif: bool = True, max_exposure_s: 
           verify: bool = True, workers: int = 4, dataset_name: str | None = None) -> Dataset:
     """Turn ``raw_root`` (SPAQ as published) into a canonical dataset at ``out_root``."""
     raw_root, out_root = Path(raw_root), Path(out_root)
-    require_layout(CARD, raw_root, [SCORES, IMAGES] + ([EXIF] if exif else []))
+    found = find_layout(CARD, raw_root, LAYOUTS if exif else LAYOUTS_NO_EXIF)
+    top, raw_root = raw_root, found.root
     scale = tuple(mos_range) if mos_range is not None else CARD.mos_range
     table = read_table(raw_root / SCORES)
     require_columns(table, SCORES, [NAME, *ATTRIBUTE_COLUMNS])
@@ -169,7 +176,7 @@ def adapt(raw_root: Path, out_root: Path, *, exif: bool = True, max_exposure_s: 
         images = pd.concat([images, _camera_parameters(raw_root, names, max_exposure_s)], axis=1)
         read.append(EXIF)
     splits = default_splits(images, n_splits, test_fraction, val_fraction, seed, cross)
-    meta = CARD.meta(scale, dataset_name, raw_files=file_checksums(raw_root, read),
+    meta = CARD.meta(scale, dataset_name, raw_files=file_checksums(raw_root, read), **found.meta(top),
                      camera_parameters="EXIF: aperture=F-number, shutter=exposure time (s), iso=ISO" if exif
                      else "none")
     return publish(raw_root, out_root, images, splits, meta, link=link)
