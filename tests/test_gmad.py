@@ -22,27 +22,46 @@ def _synthetic(n: int = 400, seed: int = 0) -> tuple[np.ndarray, dict[str, np.nd
 
 
 # --------------------------------------------------------------------------------------------- selection
-def test_defender_levels_are_quantile_bins():
+def test_defender_levels_are_narrow_bands_not_quantile_bins():
     scores = np.random.default_rng(1).normal(size=1000)
-    levels = gmad.defender_levels(scores, 4)
-    assert set(levels) == {0, 1, 2, 3}
-    np.testing.assert_array_equal(np.bincount(levels), [250, 250, 250, 250])
-    edges = np.quantile(scores, [0.25, 0.5, 0.75])
-    for k in range(4):  # every image of level k lies between the k-th and (k+1)-th quantile
-        inside = scores[levels == k]
-        assert k == 0 or inside.min() >= edges[k - 1]
-        assert k == 3 or inside.max() < edges[k]
-    # equal scores share a level; non-finite scores have none
-    tied = gmad.defender_levels(np.array([1.0, 1.0, 1.0, 2.0, np.nan]), 2)
-    assert len(set(tied[:3])) == 1 and tied[4] == -1
+    centres, width = gmad.level_bands(scores, 4, band_width=0.05)
+    span = scores.max() - scores.min()
+    np.testing.assert_allclose(centres, scores.min() + span * np.array([1, 3, 5, 7]) / 8)
+    assert width == pytest.approx(0.05 * span)
+    levels = gmad.defender_levels(scores, 4, band_width=0.05)
+    for k in range(4):  # every image of level k lies within half a width of its centre
+        assert np.all(np.abs(scores[levels == k] - centres[k]) <= width / 2 + 1e-12)
+    outside = levels == -1
+    assert np.all(np.min(np.abs(scores[outside, None] - centres[None, :]), axis=1) > width / 2)
+    counts = np.bincount(levels[levels >= 0], minlength=4)
+    assert counts[1] > 3 * counts[0], "the bands hold the defender fixed: the tail bands are sparse, not equal-count"
+    # non-finite scores have no level; overlapping bands are refused
+    assert gmad.defender_levels(np.array([1.0, 2.0, np.nan]), 1, band_width=1.0)[2] == -1
+    with pytest.raises(ValueError, match="overlap"):
+        gmad.level_bands(scores, 5, band_width=0.3)
+
+
+def test_pair_defender_gap_is_below_the_band_width():
+    """Issue #27: the defender is held fixed; with quantile bins the tail levels spanned most of the range."""
+    truth, scores = _synthetic(n=400)
+    scores = {**scores, "skewed": np.exp(2 * truth) + np.random.default_rng(5).normal(0, 1e-3, truth.size)}
+    pairs = gmad.select_pairs(scores, levels=5, seed=3, band_width=0.04)
+    assert len(pairs) > 0
+    span = {name: np.ptp(v) for name, v in scores.items()}
+    for row in pairs.itertuples():
+        assert row.level_width == pytest.approx(0.04 * span[row.defender])
+        assert row.defender_gap == pytest.approx(abs(row.defender_a - row.defender_b))
+        assert row.defender_gap <= row.level_width + 1e-12
+        assert row.level_lo <= min(row.defender_a, row.defender_b)
+        assert max(row.defender_a, row.defender_b) <= row.level_hi
 
 
 def test_pairs_lie_within_one_defender_level_and_are_the_attackers_extremes():
     truth, scores = _synthetic()
-    pairs = gmad.select_pairs(scores, levels=5, seed=3)
+    pairs = gmad.select_pairs(scores, levels=5, seed=3, band_width=0.1)
     assert len(pairs) == 2 * 5 and pairs["pair_id"].is_unique
     for row in pairs.itertuples():
-        level_of = gmad.defender_levels(scores[row.defender], 5)
+        level_of = gmad.defender_levels(scores[row.defender], 5, band_width=0.1)
         assert level_of[row.idx_a] == level_of[row.idx_b] == row.level
         assert row.idx_a != row.idx_b
         members = np.flatnonzero(level_of == row.level)
@@ -54,9 +73,9 @@ def test_pairs_lie_within_one_defender_level_and_are_the_attackers_extremes():
     assert set(zip(pairs["attacker"], pairs["defender"])) == {("truth", "noise"), ("noise", "truth")}
 
 
-def test_levels_invariant_to_monotone_rescaling_of_the_defender():
+def test_levels_invariant_to_affine_rescaling_of_the_defender():
     _, scores = _synthetic()
-    rescaled = {"truth": np.log(scores["truth"]) * 3 + 1, "noise": scores["noise"]}
+    rescaled = {"truth": scores["truth"] * 3 + 1, "noise": scores["noise"] * 0.5 - 2}
     a, b = gmad.select_pairs(scores, 4, seed=0), gmad.select_pairs(rescaled, 4, seed=0)
     pd.testing.assert_series_equal(a["image_a"], b["image_a"])
     pd.testing.assert_series_equal(a["image_b"], b["image_b"])
@@ -65,7 +84,7 @@ def test_levels_invariant_to_monotone_rescaling_of_the_defender():
 def test_attacker_ties_are_broken_by_the_seed():
     rng = np.random.default_rng(0)
     scores = {"d": rng.normal(size=60), "flat": np.zeros(60)}  # the attacker rates everything equal
-    picks = {tuple(gmad.select_pairs(scores, 1, seed=s).query("attacker == 'flat'")[["idx_a", "idx_b"]].iloc[0])
+    picks = {tuple(gmad.select_pairs(scores, 1, seed=s, band_width=1.0).query("attacker == 'flat'")[["idx_a", "idx_b"]].iloc[0])
              for s in range(6)}
     assert len(picks) > 1
     assert all(a != b for a, b in picks)
@@ -93,12 +112,52 @@ def test_true_model_wins_in_both_roles():
     assert summary.loc["truth", "attacks_won"] > summary.loc["noise", "attacks_won"]
 
 
-def test_resistance_rises_with_more_levels_for_the_true_defender():
+def test_resistance_rises_with_narrower_bands_for_the_true_defender():
     truth, scores = _synthetic(n=600)
-    res = {levels: gmad.resistance_matrix(gmad.panel_verdicts(gmad.select_pairs(scores, levels, seed=0),
-                                                              truth, 20, 0)).loc["truth", "noise"]
-           for levels in (2, 30)}
-    assert res[30] > res[2] + 0.3, "narrower levels hold images of nearly equal true quality"
+    res = {band: gmad.resistance_matrix(gmad.panel_verdicts(gmad.select_pairs(scores, 2, seed=0, band_width=band),
+                                                            truth, 20, 0)).loc["truth", "noise"]
+           for band in (0.5, 0.01)}
+    assert res[0.01] > res[0.5] + 0.3, "narrower levels hold images of nearly equal true quality"
+
+
+# --------------------------------------------------------------------------------------------- global ranking
+def test_bradley_terry_two_models_hand_computed():
+    strength, se = gmad.bradley_terry([[0.0, 30.0], [10.0, 0.0]], prior=0.0)
+    np.testing.assert_allclose(strength, [np.log(3) / 2, -np.log(3) / 2], atol=1e-6)
+    np.testing.assert_allclose(se, np.sqrt((1 / 30 + 1 / 10) / 4), rtol=1e-6)
+    # the prior adds pseudo-wins both ways: 30.5 vs 10.5
+    shrunk, _ = gmad.bradley_terry([[0.0, 30.0], [10.0, 0.0]], prior=0.5)
+    assert shrunk[0] - shrunk[1] == pytest.approx(np.log(30.5 / 10.5), abs=1e-6)
+    undefeated, _ = gmad.bradley_terry([[0.0, 5.0], [0.0, 0.0]])
+    assert np.isfinite(undefeated).all() and undefeated[0] > undefeated[1]
+
+
+def test_bradley_terry_recovers_strengths_and_intervals_shrink_with_votes():
+    true = np.array([1.0, 0.2, -0.4, -0.8])
+    q = 1 / (1 + np.exp(-(true[:, None] - true[None, :])))
+    wins = 200 * q
+    np.fill_diagonal(wins, 0)
+    strength, se = gmad.bradley_terry(wins, prior=0.0)
+    np.testing.assert_allclose(strength, true - true.mean(), atol=1e-5)
+    _, se4 = gmad.bradley_terry(4 * wins, prior=0.0)
+    np.testing.assert_allclose(se4, se / 2, rtol=1e-4)
+
+
+def test_global_ranking_puts_the_truth_first_with_intervals():
+    truth, scores = _synthetic()
+    scores = {**scores, "half": scores["truth"] + np.random.default_rng(2).normal(0, 20, truth.size)}
+    pairs = gmad.panel_verdicts(gmad.select_pairs(scores, levels=5, seed=0, band_width=0.1), truth, 20, seed=0)
+    ranking = gmad.global_ranking(pairs)
+    assert list(ranking.columns) == gmad.RANKING_COLUMNS
+    assert ranking.index[0] == "truth" and ranking.loc["truth", "rank"] == 1
+    assert ranking.loc["truth", "ci_low"] > ranking.loc["noise", "ci_high"]
+    assert (ranking["ci_low"] < ranking["strength"]).all() and (ranking["strength"] < ranking["ci_high"]).all()
+    assert ranking["strength"].sum() == pytest.approx(0.0, abs=1e-9)
+    counts = gmad.comparison_counts(pairs)
+    assert ranking["contests"].sum() == pytest.approx(2 * (pairs["n_votes"]).sum())
+    assert counts.loc["truth", "noise"] + counts.loc["noise", "truth"] == pytest.approx(
+        pairs.loc[pairs[["attacker", "defender"]].isin(["truth", "noise"]).all(axis=1), "n_votes"].sum())
+    assert gmad.global_ranking(pairs.assign(p=np.nan)).empty
 
 
 def test_gmad_is_deterministic_given_the_seed():
@@ -183,6 +242,8 @@ def test_settings_validation_names_the_key_path():
         load_settings(_params(levelz=3))
     with pytest.raises(ParamsError, match=r"gmad\.levels"):
         load_settings(_params(levels=0))
+    with pytest.raises(ParamsError, match=r"gmad\.band_width: .*overlap"):
+        load_settings(_params(levels=5, band_width=0.25))
     with pytest.raises(ParamsError, match=r"gmad\.dataset: unknown dataset"):
         load_settings(_params(dataset="nope"))
     with pytest.raises(ParamsError, match=r"gmad\.experiments: unknown experiment"):
@@ -190,7 +251,7 @@ def test_settings_validation_names_the_key_path():
 
 
 TINY = {"name": "backbone_mlp", "backbone": "mobilenetv3_small_050", "hidden": 8}
-STAGE = {"dataset": "toy", "pool_scenes": 3, "renders_per_scene": 4, "image_size": 64, "levels": 3,
+STAGE = {"dataset": "toy", "pool_scenes": 3, "renders_per_scene": 4, "image_size": 64, "levels": 3, "band_width": 0.3,
          "n_raters": 10, "thumb_size": 32, "batch_size": 16, "device": "cpu"}
 
 
@@ -245,7 +306,11 @@ def test_stage_writes_pairs_matrices_and_figures(trained, tmp_path):
     result = stage.run(params, project.root, progress=False)
     out = project.root / "results" / "gmad"
     pairs = pd.read_csv(out / "pairs.csv")
-    assert len(pairs) == 2 * 3 and set(pairs["source"]) == {"panel"}
+    scores = pd.read_parquet(project.root / "build" / "gmad" / "scores.parquet")
+    expected_pairs = sum(int((np.bincount(lv[lv >= 0], minlength=3) >= 2).sum())
+                         for lv in (gmad.defender_levels(scores[m], 3, 0.3) for m in ("small", "other")))
+    assert 0 < len(pairs) == expected_pairs and set(pairs["source"]) == {"panel"}
+    assert (pairs["defender_gap"] <= pairs["level_width"] + 1e-9).all()
     assert pairs["p"].between(0, 1).all() and (pairs["ci_low"] <= pairs["p"]).all()
     assert (pairs["attacker_a"] >= pairs["attacker_b"]).all()
     assert all((project.root / p).is_file() for p in pairs["path_a"])
@@ -259,7 +324,13 @@ def test_stage_writes_pairs_matrices_and_figures(trained, tmp_path):
                  "votes_template.csv", "summary.json"):
         assert (out / name).is_file(), name
     report = json.loads((out / "summary.json").read_text())
-    assert set(report["models"]) == {"small", "other"} and report["n_pairs"] == 6
+    assert set(report["models"]) == {"small", "other"} and report["n_pairs"] == len(pairs)
+    assert set(report["ranking"]["models"]) == {"small", "other"}
+    ranking = pd.read_csv(out / "ranking.csv", comment="#")
+    assert set(ranking["model"]) == {"small", "other"} and sorted(ranking["Rank"]) in ([1, 2], [1, 1])
+    assert result["ranking"]["strength"].sum() == pytest.approx(0.0, abs=1e-9)
+    levels = report["levels"]["defenders"]["small"]
+    assert levels["max_defender_gap"] <= levels["level_width"] + 1e-9
     figs = project.root / "results" / "figures" / "gmad"
     grids = {p.name for p in figs.glob("pairs_*")}
     assert (figs / "matrices.png").is_file() and grids in ({"pairs_small_vs_other.jpg"}, {"pairs_other_vs_small.jpg"})

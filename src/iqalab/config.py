@@ -133,7 +133,18 @@ class GmadSettings(_Strict):
     image_size: int | None = Field(None, ge=16, le=4096, description="render size (default: the dataset's)")
     pool_kind: Literal["livestream", "portrait", "face", "ugc"] | None = None
     profile: Literal["livestream", "surveillance", "portrait", "ugc"] | None = None
-    levels: int = Field(5, ge=1, description="defender quality levels (quantile bins)")
+    levels: int = Field(5, ge=1, description="defender quality levels (bands evenly spaced over its range)")
+    band_width: float = Field(0.05, gt=0, le=1, description="width of a level, share of the defender's range "
+                              "(at most 1/levels)")
+    ranking_prior: float = Field(0.5, ge=0, description="Bradley-Terry pseudo-wins per direction of a model pair")
+
+    @field_validator("band_width")
+    @classmethod
+    def _bands_do_not_overlap(cls, value: float, info: ValidationInfo) -> float:
+        levels = info.data.get("levels")
+        if levels and value > 1.0 / levels + 1e-12:
+            raise ValueError(f"at most 1/levels = {1.0 / levels:.4g} (the {levels} levels would overlap)")
+        return value
     n_raters: int = Field(20, ge=1, description="panel judges per pair")
     seed: int | None = Field(None, description="pool, tie-break and panel seed (default: params.seed)")
     image_folder: str | None = Field(None, description="a folder of images as the pool instead of the simulator")

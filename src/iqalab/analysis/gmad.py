@@ -10,15 +10,21 @@ Papers:
 What this module owns (the stage :mod:`iqalab.stages.gmad` does the I/O around it):
 
 1. **Pair selection** (:func:`select_pairs`). For every ordered pair of models (attacker ``i``, defender ``j``),
-   the defender's scores on an unlabelled pool split the pool into ``L`` quality levels; within level ``l`` the
-   defender claims all images are of the same quality, and the attacker picks the pair it rates most
-   differently: its maximum (image ``a``) and its minimum (image ``b``) in that level. Both roles are played
-   for every model pair, so ``M`` models give ``M (M - 1) L`` pairs.
-   *Levels.* The papers hold the defender (approximately) fixed at a few values spread over its range. We read
-   "quality level" as a quantile bin of the defender's scores (:func:`defender_levels`): equally populated
-   levels, and invariant to any monotone rescaling of a model's output, so models trained on different MOS
-   scales compete on equal terms. Equal defender scores always share a level. Ties of the attacker are broken
-   by a seeded permutation of the pool, so the selection is deterministic given ``seed``.
+   the defender is held fixed at ``L`` quality levels; within level ``l`` the defender claims all images are of
+   the same quality, and the attacker picks the pair it rates most differently: its maximum (image ``a``) and
+   its minimum (image ``b``) in that level. Both roles are played for every model pair, so ``M`` models give
+   up to ``M (M - 1) L`` pairs.
+   *Levels* (:func:`level_bands`, :func:`defender_levels`). The papers hold the defender's score (nearly)
+   constant inside a level at a few values spread over its range. A level here is a **narrow band** of
+   defender scores: ``L`` centres evenly spaced over the defender's score range on the pool (at ``(k + 1/2) /
+   L`` of the range), each band ``band_width`` times that range wide (default 0.05; bands may not overlap, so
+   ``band_width <= 1 / L``). Images outside every band take no part. The width is reported with every pair
+   (``level_width``, in the defender's units) with ``defender_gap = |D(a) - D(b)|``, which is at most the
+   width. A band holding fewer than two images gives no pair (logged; the stage reports the missing levels).
+   Before issue #27 a level was an equal-count quantile bin, whose width is unbounded in the tails of the
+   score distribution (the defender could then "claim equal" two images it scores far apart). Bands are
+   invariant to affine rescaling of a model's scores (not to every monotone map). Ties of the attacker are
+   broken by a seeded permutation of the pool, so the selection is deterministic given ``seed``.
 2. **Verdicts**: the fraction ``p`` of votes preferring image ``a`` (ties count 1/2), from the simulator's
    rater panel (:func:`panel_verdicts`) or from a CSV of human votes (:func:`import_votes`), each with a
    Wilson score interval (:func:`iqalab.analysis.stats.wilson_interval`). ``p`` is "how often the attacker is right".
@@ -41,8 +47,16 @@ What this module owns (the stage :mod:`iqalab.stages.gmad` does the I/O around i
    our reading of the papers' verbal definitions ("aggressiveness: how strongly the attacker falsifies the
    defender; resistance: how well the defender survives the attacks"), chosen so that both are in [0, 1], 0.5 /
    1 mean "no evidence against the defender", and they need nothing but a vote fraction per pair. The papers
-   further aggregate the matrices into a global ranking by pairwise-comparison scaling; here the row means are
-   reported instead.
+   further aggregate the results into a global ranking by pairwise-comparison scaling.
+4. **Global ranking** (:func:`comparison_counts`, :func:`bradley_terry`, :func:`global_ranking`). Every judged
+   pair is a contest between its attacker and its defender: each vote for the attacker's better image ``a`` is
+   a win of the attacker, every other vote (for ``b``; a tie counts half) a win of the defender, whose claim
+   was not refuted in the attacker's favour. The win counts over all pairs and levels are fitted with the
+   Bradley-Terry model ``P(i beats j) = 1 / (1 + exp(-(s_i - s_j)))`` by maximum likelihood (scipy), log-
+   strengths centred to sum zero, with Wald 95 % intervals from the inverse Fisher information under that
+   constraint (its pseudo-inverse). ``prior`` pseudo-wins in each direction of every contested model pair
+   keep a model that wins every vote finite (0.5 by default; 0 is the plain MLE). The ranking is reported
+   beside the matrices, not instead of them.
 """
 
 from __future__ import annotations
@@ -57,6 +71,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
+from scipy import optimize, special, stats
 
 from iqalab.analysis.stats import wilson_interval
 from iqalab.sim.observers import Panel
@@ -67,28 +82,51 @@ PAPER = ("Ma et al., Group MAD Competition - A New Methodology to Compare Object
          "Ma et al., Group Maximum Differentiation Competition: Model Comparison with Few Samples, TPAMI 2020")
 CONFIDENCE = 0.95
 #: columns of the pair table written by :func:`select_pairs` (verdict columns are added later)
-PAIR_COLUMNS = ["pair_id", "attacker", "defender", "level", "n_level", "level_lo", "level_hi", "image_a",
-                "image_b", "idx_a", "idx_b", "defender_a", "defender_b", "attacker_a", "attacker_b",
-                "attacker_gap"]
+PAIR_COLUMNS = ["pair_id", "attacker", "defender", "level", "n_level", "level_lo", "level_hi", "level_width",
+                "image_a", "image_b", "idx_a", "idx_b", "defender_a", "defender_b", "defender_gap", "attacker_a",
+                "attacker_b", "attacker_gap"]
+#: default width of a defender level, as a share of the defender's score range on the pool (:func:`level_bands`)
+BAND_WIDTH = 0.05
+#: columns of the global ranking (:func:`global_ranking`)
+RANKING_COLUMNS = ["strength", "se", "ci_low", "ci_high", "rank", "wins", "contests"]
 VERDICT_COLUMNS = ["p", "n_votes", "ci_low", "ci_high", "outcome", "source"]
 
 
 # --------------------------------------------------------------------------------------------- selection
-def defender_levels(scores: ArrayLike, levels: int) -> np.ndarray:
-    """Quality level (0 = lowest) of every image: quantile bins of the defender's ``scores``.
+def level_bands(scores: ArrayLike, levels: int, band_width: float = BAND_WIDTH) -> tuple[np.ndarray, float]:
+    """Centres and width of the defender's ``levels`` quality levels (module docstring, step 1).
 
-    The ``levels - 1`` interior edges are the ``k / levels`` quantiles of the finite scores; a score equal to an
-    edge goes to the upper level, so equal scores share a level. Non-finite scores get level -1 (never chosen).
+    Centres lie at ``min + (k + 1/2) / levels * range`` of the finite ``scores`` (``k = 0 .. levels - 1``), the
+    width (full, in score units) is ``band_width * range``. Raises when ``band_width`` is not in ``(0, 1 /
+    levels]`` (bands would overlap). Without finite scores the centres are NaN and the width 0.
     """
     if levels < 1:
         raise ValueError(f"levels must be >= 1, got {levels}")
+    if not 0 < band_width <= 1.0 / levels + 1e-12:
+        raise ValueError(f"band_width must be in (0, 1/levels] = (0, {1.0 / levels:.4g}] so that the {levels} "
+                         f"levels do not overlap, got {band_width}")
     values = np.asarray(scores, dtype=np.float64)
-    finite = np.isfinite(values)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return np.full(levels, np.nan), 0.0
+    lo, span = float(finite.min()), float(finite.max() - finite.min())
+    return lo + span * (np.arange(levels) + 0.5) / levels, band_width * span
+
+
+def defender_levels(scores: ArrayLike, levels: int, band_width: float = BAND_WIDTH) -> np.ndarray:
+    """Quality level (0 = lowest) of every image: the band of :func:`level_bands` its score lies in, -1 for
+    images between the bands and for non-finite scores (never chosen). A band includes its edges; with a
+    constant defender every image is in the one level whose band holds that value."""
+    values = np.asarray(scores, dtype=np.float64)
+    centres, width = level_bands(values, levels, band_width)
     out = np.full(values.shape, -1, dtype=np.int64)
+    finite = np.isfinite(values)
     if not finite.any():
         return out
-    edges = np.quantile(values[finite], np.linspace(0.0, 1.0, levels + 1)[1:-1])
-    out[finite] = np.searchsorted(edges, values[finite], side="right")
+    distance = np.abs(values[finite][:, None] - centres[None, :])
+    nearest = distance.argmin(axis=1)
+    inside = distance[np.arange(nearest.size), nearest] <= width / 2 * (1 + 1e-12) + 1e-300
+    out[finite] = np.where(inside, nearest, -1)
     return out
 
 
@@ -98,14 +136,15 @@ def pair_id(attacker: str, defender: str, level: int) -> str:
 
 
 def select_pairs(scores: Mapping[str, ArrayLike], levels: int = 5, image_ids: Sequence[str] | None = None,
-                 seed: int = 0) -> pd.DataFrame:
+                 seed: int = 0, band_width: float = BAND_WIDTH) -> pd.DataFrame:
     """The gMAD pairs of every ordered (attacker, defender) model pair (see the module docstring, step 1).
 
     ``scores`` maps a model name to its scores on the pool (same length and order for every model; higher =
     better). Returns one row per (attacker, defender, level) with at least two images in the level; columns
     :data:`PAIR_COLUMNS`: ``image_a`` / ``idx_a`` is the attacker's maximum in the level, ``image_b`` / ``idx_b``
-    its minimum, ``level_lo`` / ``level_hi`` the defender's score range of the level, ``attacker_gap`` the
-    attacker's score difference ``a - b`` divided by the attacker's score range on the pool.
+    its minimum, ``level_lo`` / ``level_hi`` the edges of the defender's band (:func:`level_bands`),
+    ``level_width`` its width, ``defender_gap`` the defender's ``|D(a) - D(b)|`` (at most ``level_width``),
+    ``attacker_gap`` the attacker's score difference ``a - b`` divided by the attacker's score range on the pool.
     """
     names = list(scores)
     if len(names) < 2:
@@ -121,7 +160,8 @@ def select_pairs(scores: Mapping[str, ArrayLike], levels: int = 5, image_ids: Se
     rows = []
     for defender in names:
         d = arrays[defender]
-        level_of = defender_levels(d, levels)
+        level_of = defender_levels(d, levels, band_width)
+        centres, width = level_bands(d, levels, band_width)
         for attacker in names:
             if attacker == defender:
                 continue
@@ -138,12 +178,12 @@ def select_pairs(scores: Mapping[str, ArrayLike], levels: int = 5, image_ids: Se
                 ib = int(members[np.argmin(s[members])])
                 if ia == ib:  # the attacker rates the whole level equal: any two images
                     ib = int(members[1] if members[0] == ia else members[0])
-                in_level = d[level_of == level]
                 rows.append({
                     "pair_id": pair_id(attacker, defender, level), "attacker": attacker, "defender": defender,
-                    "level": level, "n_level": len(members), "level_lo": float(in_level.min()),
-                    "level_hi": float(in_level.max()), "image_a": ids[ia], "image_b": ids[ib], "idx_a": ia,
-                    "idx_b": ib, "defender_a": float(d[ia]), "defender_b": float(d[ib]),
+                    "level": level, "n_level": len(members), "level_lo": float(centres[level] - width / 2),
+                    "level_hi": float(centres[level] + width / 2), "level_width": float(width),
+                    "image_a": ids[ia], "image_b": ids[ib], "idx_a": ia, "idx_b": ib, "defender_a": float(d[ia]),
+                    "defender_b": float(d[ib]), "defender_gap": float(abs(d[ia] - d[ib])),
                     "attacker_a": float(s[ia]), "attacker_b": float(s[ib]),
                     "attacker_gap": float((s[ia] - s[ib]) / span) if span > 0 else 0.0,
                 })
@@ -313,6 +353,92 @@ def model_summary(aggressiveness: pd.DataFrame, resistance: pd.DataFrame,
         out["attacks_won"] = won.reindex(out.index).astype(float)
         out["defences_held"] = held.reindex(out.index).astype(float)
     return out.rename_axis("model")
+
+
+# --------------------------------------------------------------------------------------------- global ranking
+def comparison_counts(pairs: pd.DataFrame, models: Sequence[str] | None = None) -> pd.DataFrame:
+    """``W[i, j]``: votes won by model ``i`` against model ``j`` over every judged pair (module docstring, step 4).
+
+    On a pair attacker ``i`` chose in defender ``j``'s level, ``p * n`` votes are wins of ``i`` over ``j`` and
+    ``(1 - p) * n`` wins of ``j`` over ``i`` (``n = n_votes``; a pair whose vote count is unknown counts as one
+    vote, split ``p`` / ``1 - p``). Pairs without a verdict are left out. Rows and columns follow ``models``.
+    """
+    models = list(models) if models is not None else sorted(set(pairs["attacker"]) | set(pairs["defender"]))
+    out = pd.DataFrame(0.0, index=pd.Index(models, name="winner"), columns=pd.Index(models, name="loser"))
+    judged = pairs[pairs["p"].notna()]
+    n = judged["n_votes"].astype(float).where(lambda v: np.isfinite(v) & (v > 0), 1.0)
+    p = judged["p"].astype(float)
+    for attacker, defender, won, lost in zip(judged["attacker"], judged["defender"], p * n, (1.0 - p) * n):
+        if attacker in out.index and defender in out.index:
+            out.loc[attacker, defender] += won
+            out.loc[defender, attacker] += lost
+    return out
+
+
+def bradley_terry(wins: ArrayLike, prior: float = 0.5, confidence: float = CONFIDENCE
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Maximum-likelihood Bradley-Terry log-strengths from a win-count matrix, with standard errors.
+
+    ``wins[i, j]`` counts the wins of ``i`` over ``j`` (fractional counts allowed). The model is ``P(i beats j)
+    = 1 / (1 + exp(-(s_i - s_j)))``; ``prior`` pseudo-wins are added in both directions of every pair that met
+    (``wins[i, j] + wins[j, i] > 0``), which keeps an undefeated model finite. The negative log-likelihood is
+    convex; it is minimised with L-BFGS-B and its analytic gradient, ``s`` centred to sum zero. Standard errors
+    are the square roots of the diagonal of the pseudo-inverse of the Fisher information ``H`` (``H_ii = sum_j
+    n_ij q_ij (1 - q_ij)``, ``H_ij = -n_ij q_ij (1 - q_ij)``, ``n_ij`` the contests of ``i`` and ``j``): the
+    covariance of the sum-zero estimate. Two models with ``a`` and ``b`` wins give ``s_1 - s_2 = log(a / b)``
+    and ``var(s_1) = (1 / a + 1 / b) / 4`` (tested). ``confidence`` is unused here (see :func:`global_ranking`).
+    """
+    del confidence
+    w = np.asarray(wins, dtype=np.float64)
+    if w.ndim != 2 or w.shape[0] != w.shape[1] or (w < 0).any() or not np.isfinite(w).all():
+        raise ValueError(f"wins must be a square matrix of non-negative counts, got shape {w.shape}")
+    if prior < 0:
+        raise ValueError(f"prior must be >= 0, got {prior}")
+    m = w.shape[0]
+    w = w.copy()
+    np.fill_diagonal(w, 0.0)
+    met = (w + w.T) > 0
+    w = w + prior * met
+    total = w + w.T
+
+    def nll(s: np.ndarray) -> tuple[float, np.ndarray]:
+        diff = s[:, None] - s[None, :]
+        value = float(np.sum(w * np.logaddexp(0.0, -diff)))
+        q = special.expit(diff)  # P(i beats j)
+        grad = -np.sum(w * (1.0 - q), axis=1) + np.sum(w.T * (1.0 - q.T), axis=1)
+        return value, grad
+
+    result = optimize.minimize(nll, np.zeros(m), jac=True, method="L-BFGS-B",
+                               options={"maxiter": 10000, "gtol": 1e-10, "ftol": 1e-15})
+    if not result.success:
+        log.warning("Bradley-Terry fit: %s", result.message)
+    s = result.x - result.x.mean()
+    q = special.expit(s[:, None] - s[None, :])
+    info = -total * q * (1.0 - q)
+    np.fill_diagonal(info, 0.0)
+    np.fill_diagonal(info, -info.sum(axis=1))
+    cov = np.linalg.pinv(info)
+    se = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    return s, se
+
+
+def global_ranking(pairs: pd.DataFrame, models: Sequence[str] | None = None, prior: float = 0.5,
+                   confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """gMAD's global ranking (module docstring, step 4): Bradley-Terry log-strengths of the models from the
+    votes of every judged pair, with a ``confidence`` Wald interval, rank (1 = strongest), votes won and
+    contested. Columns :data:`RANKING_COLUMNS`, index ``model``, sorted by rank. Empty without verdicts."""
+    models = list(models) if models is not None else sorted(set(pairs["attacker"]) | set(pairs["defender"]))
+    if not pairs["p"].notna().any():
+        return pd.DataFrame(columns=RANKING_COLUMNS, index=pd.Index([], name="model"))
+    counts = comparison_counts(pairs, models)
+    strength, se = bradley_terry(counts.to_numpy(), prior)
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    out = pd.DataFrame({"strength": strength, "se": se, "ci_low": strength - z * se, "ci_high": strength + z * se,
+                        "wins": counts.sum(axis=1).to_numpy(),
+                        "contests": (counts + counts.T).sum(axis=1).to_numpy()},
+                       index=pd.Index(models, name="model"))
+    out["rank"] = out["strength"].rank(ascending=False, method="min").astype(int)
+    return out[RANKING_COLUMNS].sort_values("rank", kind="stable")
 
 
 # --------------------------------------------------------------------------------------------- figures

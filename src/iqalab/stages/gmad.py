@@ -17,10 +17,13 @@ algorithm and the score definitions are in :mod:`iqalab.analysis.gmad`. This mod
    parameters, boxes and the render ``info`` as ``sim_*`` columns) and re-rendered only when the pool settings
    change; or a user's ``image_folder`` (no ground truth: verdicts must come from ``votes_csv``).
 4. **Scores** of every competitor on the pool (:func:`iqalab.sim.pools.score_pool`: camera parameters, person and
-   face boxes and landmarks of the scene are passed on), **pairs** (:func:`iqalab.analysis.gmad.select_pairs`),
-   **verdicts** from the simulator panel (profile of the dataset's builder) or from ``votes_csv``.
-5. **Outputs**: ``results/gmad/pairs.csv`` (ids, levels, scores, verdicts, image paths), ``aggressiveness`` and
-   ``resistance`` (``.md`` + ``.csv``), ``summary.json`` (per-model means and ranks, settings, skips),
+   face boxes and landmarks of the scene are passed on), **pairs** (:func:`iqalab.analysis.gmad.select_pairs`:
+   ``levels`` bands of the defender's scores, each ``band_width`` of its range wide), **verdicts** from the
+   simulator panel (profile of the dataset's builder) or from ``votes_csv``, the **global ranking**
+   (:func:`iqalab.analysis.gmad.global_ranking`: Bradley-Terry strengths with 95 % intervals).
+5. **Outputs**: ``results/gmad/pairs.csv`` (ids, levels, band width, defender gap, scores, verdicts, image
+   paths), ``ranking``, ``aggressiveness`` and ``resistance`` (``.md`` + ``.csv``), ``summary.json`` (per-model
+   means and ranks, the Bradley-Terry ranking, band widths and the levels with no pair, settings, skips),
    ``votes_template.csv`` (a blank sheet for a real subjective test of the same pairs); figures
    ``results/figures/gmad/matrices`` and ``pairs_<x>_vs_<y>`` (matrices PNG + PDF, pair grids JPEG; pair images as thumbnails,
    full-size pair images are the pool files named in ``pairs.csv``). Pool scores: ``build/gmad/scores.parquet``.
@@ -47,7 +50,7 @@ from iqalab.plots import label_simulated, save
 from iqalab.sim.observers import true_quality
 from iqalab.sim.pools import folder_pool, pool_setup, render_pool, score_pool
 from iqalab.status import experiment_unavailable
-from iqalab.tables import matrix_table
+from iqalab.tables import Table, matrix_table
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +81,38 @@ def _write_csv(path: Path, frame: pd.DataFrame) -> None:
     write_text(path, frame.to_csv(index=False, float_format="%.6g"))
 
 
+def _level_report(pairs: pd.DataFrame, models: list[str], levels: int, band_width: float) -> dict[str, Any]:
+    """Per defender: the band width in its score units, the largest defender gap of its pairs and the levels
+    that held fewer than two images (no pair)."""
+    out: dict[str, Any] = {"band_width": band_width, "levels": levels, "defenders": {}}
+    for defender in models:
+        mine = pairs[pairs["defender"] == defender]
+        out["defenders"][defender] = {
+            "level_width": float(mine["level_width"].iloc[0]) if len(mine) else None,
+            "max_defender_gap": float(mine["defender_gap"].max()) if len(mine) else None,
+            "levels_without_pair": sorted(set(range(levels)) - set(int(v) for v in mine["level"]))}
+    return out
+
+
+def _ranking_table(ranking: pd.DataFrame, labels: dict[str, str], cfg: GmadSettings, note: str) -> Table:
+    """The Bradley-Terry ranking as a table (rows in rank order, strongest first)."""
+    data = ranking.rename(columns={"strength": "BT strength", "se": "SE", "ci_low": "CI low",
+                                   "ci_high": "CI high", "rank": "Rank", "wins": "Votes won",
+                                   "contests": "Votes"})
+    data.index = pd.Index([labels.get(m, m) for m in data.index], name="model")
+    caption = (f"gMAD global ranking on {cfg.attribute}: Bradley-Terry log-strength (sum zero) from the votes of "
+               f"every pair, {gmad.CONFIDENCE:.0%} Wald interval; {cfg.levels} defender levels, each "
+               f"{cfg.band_width:g} of the defender's score range wide; prior {cfg.ranking_prior:g} pseudo-wins "
+               f"per direction. {note}")
+    return Table("ranking", data, caption, digits=3,
+                 directions={"BT strength": "max", "SE": None, "CI low": None, "CI high": None, "Rank": None,
+                             "Votes won": None, "Votes": None})
+
+
 def run(params: Params, root: Path, progress: bool = True) -> dict[str, Any]:
     """Run the gMAD stage (see the module docstring). Returns ``pairs``, ``aggressiveness``, ``resistance``,
-    ``summary`` (frames; None when skipped), ``report`` (what ``summary.json`` holds) and ``figures``."""
+    ``summary``, ``ranking`` (frames; None when skipped), ``report`` (what ``summary.json`` holds) and
+    ``figures``."""
     root = Path(root)
     cfg = load_settings(params)
     seed = params.seed if cfg.seed is None else cfg.seed
@@ -97,7 +129,7 @@ def run(params: Params, root: Path, progress: bool = True) -> dict[str, Any]:
                               "competitors": list(checkpoints), "skipped_experiments": skipped,
                               "unavailable": unavailable}
     result: dict[str, Any] = {"pairs": None, "aggressiveness": None, "resistance": None, "summary": None,
-                              "report": report, "figures": []}
+                              "ranking": None, "report": report, "figures": []}
     if len(checkpoints) < 2:
         report["skipped"] = (f"gMAD needs at least two trained models; found {len(checkpoints)} "
                              f"({list(checkpoints)}) on dataset {cfg.dataset!r}")
@@ -119,7 +151,8 @@ def run(params: Params, root: Path, progress: bool = True) -> dict[str, Any]:
                         what="gmad.attribute")
     write_parquet(root / "build" / "gmad" / "scores.parquet", pd.DataFrame({"image_id": pool.ids, **scores}))
 
-    pairs = gmad.select_pairs(scores, cfg.levels, pool.ids, seed)
+    pairs = gmad.select_pairs(scores, cfg.levels, pool.ids, seed, cfg.band_width)
+    report["levels"] = _level_report(pairs, list(checkpoints), cfg.levels, cfg.band_width)
     pairs.insert(3, "attribute", cfg.attribute)
     paths = pool.table["path"].to_numpy()
     pairs["path_a"] = [_relative(paths[i], root) for i in pairs["idx_a"]]
@@ -154,14 +187,23 @@ def run(params: Params, root: Path, progress: bool = True) -> dict[str, Any]:
         res = gmad.resistance_matrix(pairs, models)
         summary = gmad.model_summary(agg, res, pairs)
         matrix_table("aggressiveness", agg, f"gMAD aggressiveness on {cfg.attribute} (row: attacker, column: "
-                      f"defender; mean vote share for the attacker over {cfg.levels} levels). {note}").write(
+                      f"defender; mean vote share for the attacker over {cfg.levels} levels, each "
+                      f"{cfg.band_width:g} of the defender's range wide). {note}").write(
             out_dir, ("md", "csv"))
         matrix_table("resistance", res, f"gMAD resistance on {cfg.attribute} (row: defender, column: "
                       f"attacker; mean of 1 - |2p - 1| over {cfg.levels} levels). {note}").write(
             out_dir, ("md", "csv"))
         report["models"] = {name: {k: (None if pd.isna(v) else float(v)) for k, v in row.items()}
                             for name, row in summary.to_dict(orient="index").items()}
-        result.update(aggressiveness=agg, resistance=res, summary=summary)
+        ranking = gmad.global_ranking(pairs, models, cfg.ranking_prior)
+        _ranking_table(ranking, labels, cfg, note).write(out_dir, ("md", "csv"))
+        report["ranking"] = {
+            "model": "Bradley-Terry on the votes of every pair (a vote for the attacker's image a is a win of the "
+                     "attacker, any other vote a win of the defender); log-strengths summing to zero, Wald "
+                     f"{gmad.CONFIDENCE:.0%} intervals", "prior": cfg.ranking_prior,
+            "models": {name: {k: float(v) for k, v in row.items()}
+                       for name, row in ranking.to_dict(orient="index").items()}}
+        result.update(aggressiveness=agg, resistance=res, summary=summary, ranking=ranking)
         fig = gmad.matrices_figure(agg, res, labels, cfg.attribute)
         label_simulated(fig, simulated)
         result["figures"] += save(fig, fig_dir / "matrices")
