@@ -8,16 +8,22 @@ Optics, per layer (person / background), in reference pixels (a 512-px-wide imag
   * diffraction, Gaussian sigma ``0.045 N`` (Airy core grows with the f-number N);
   * wide-open aberrations, sigma ``0.5 (2 / N)^2``;
   * defocus, blur-circle diameter ``D / N`` with the scene's defocus ``D`` at f/1 (sigma = diameter / 3);
-  * motion, a box of length ``speed x shutter`` along x and along y (subject motion + camera shake).
+  * motion, a line of length ``speed x shutter`` along the direction of motion (subject motion + camera shake;
+    a 1-D box when the motion is along one axis, a rasterised line kernel otherwise).
 Sensor: photo-electrons ``e = radiance x 100 FWC L t / (K N^2)`` (reflected-light meter equation
   ``N^2 / t = L S / K``, K = 12.5, so a metered exposure puts the mean at 0.18 of full scale at every ISO);
-  shot noise (variance e), read noise (``READ_E`` electrons), full-well clipping, analogue gain ``S / 100``,
-  post-gain ADC noise; raw clipped at 1.
+  the full-well capacity is defined per unit image area (``FULL_WELL`` electrons per reference pixel, so a
+  rendered pixel of a 256-px-wide image collects 4x as many and noise per unit area does not depend on the
+  render size); shot noise (variance e), read noise (``READ_E`` electrons), full-well clipping, analogue gain
+  ``S / 100``, post-gain ADC noise; raw clipped at the sensor's saturation level, which the ISP maps to white
+  (below ISO 100 the saturation level sits under full scale; a highlight knee then rolls the top of the raw range
+  up to white, so a clipped ISO 50 exposure still reaches white).
 ISP: white-balance gains for the set colour temperature (cast = set vs. true illuminant); saturation in linear
-  RGB; sRGB encoding; a symmetric contrast tone curve ``y = v^c / (v^c + (1 - v)^c)``; unsharp-mask sharpening
-  of luma (sigma 1 px, amount = the sharpness parameter: halos when overdone); an optional face-enhancement
-  step that denoises and hallucinates texture (SFIQA-Bench's fidelity loss); 8-bit quantisation; JPEG (PIL,
-  4:2:0) at the set quality.
+  RGB; a light noise reduction (chroma smoothed, luma blended with a 0.7 px Gaussian in proportion to the
+  expected noise, so ISO 1600 no longer leaves its full raw noise); sRGB encoding; a symmetric contrast tone
+  curve ``y = v^c / (v^c + (1 - v)^c)``; unsharp-mask sharpening of luma (sigma 1 px, amount = the sharpness
+  parameter: halos when overdone); an optional face-enhancement step that denoises and hallucinates texture
+  (SFIQA-Bench's fidelity loss); 8-bit quantisation; JPEG (PIL, 4:2:0) at the set quality.
 
 Every capture is rendered twice through the same ISP, once with and once without sensor noise, so the noise
 after the ISP (including clipping, tone curve and sharpening) is *measured*, not guessed. ``info`` carries those
@@ -43,8 +49,10 @@ from iqalab.sim.scenes import LUMA, REFERENCE_WIDTH, Scene, illuminant_rgb, line
 log = logging.getLogger(__name__)
 
 METER_K = 12.5      # reflected-light meter calibration constant (ISO 2720)
-FULL_WELL = 4000.0  # electrons per (rendered) pixel at full scale, ISO 100
-READ_E = 3.0        # read noise, electrons
+FULL_WELL = 1000.0  # electrons per *reference* pixel (512-px-wide image) at full scale, ISO 100 (per unit area)
+KNEE = 0.7          # highlight roll-off starts at this fraction of the sensor's saturation level (ISO < 100)
+NR_STRENGTH = 0.5   # light luma noise reduction: blend weight at a raw noise sd of 0.02 (saturates at 1)
+READ_E = 1.5        # read noise, electrons per reference pixel (adds in quadrature over a rendered pixel)
 ADC_NOISE = 0.0008  # post-gain noise, fraction of full scale
 IR_TINT = np.array([1.12, 0.92, 1.10], dtype=np.float32)  # infrared-lit skin looks pale magenta on RGB sensors
 
@@ -135,7 +143,29 @@ def layer_blur(scene: Scene, params: CameraParams, person: bool) -> dict[str, fl
         vx, vy = vx + scene.subject_speed[0], vy + scene.subject_speed[1]
     mx, my = abs(vx) * params.shutter, abs(vy) * params.shutter
     effective = float(np.sqrt(sigma**2 + scene.base_blur**2 + (mx**2 + my**2) / 12.0))
-    return {"sigma": sigma, "motion_x": float(mx), "motion_y": float(my), "effective": effective}
+    # motion_dx: the sign of vx * vy (a line from top-left to bottom-right or from bottom-left to top-right)
+    return {"sigma": sigma, "motion_x": float(mx), "motion_y": float(my), "effective": effective,
+            "motion_dx": 1.0 if vx * vy >= 0 else -1.0}
+
+
+def line_kernel(dx: float, dy: float, oversample: int = 8) -> np.ndarray:
+    """Normalised 2-D kernel of a straight motion path from ``-(dx, dy)/2`` to ``+(dx, dy)/2`` (pixels).
+
+    The path is sampled at ``oversample`` points per pixel of length and splatted bilinearly, so a diagonal
+    motion blurs along a line (not over the box that two separable 1-D passes would cover).
+    """
+    length = float(np.hypot(dx, dy))
+    n = max(2, int(np.ceil(length * oversample)))
+    t = np.linspace(-0.5, 0.5, n)
+    half = int(np.ceil(max(abs(dx), abs(dy)) / 2)) + 1
+    xs, ys = t * dx + half, t * dy + half
+    size = 2 * half + 1
+    k = np.zeros((size, size), dtype=np.float64)
+    x0, y0 = np.floor(xs).astype(int), np.floor(ys).astype(int)
+    fx, fy = xs - x0, ys - y0
+    for ox, oy, w in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        np.add.at(k, (np.clip(y0 + oy, 0, size - 1), np.clip(x0 + ox, 0, size - 1)), w)
+    return (k / k.sum()).astype(np.float32)
 
 
 def _apply_blur(img: np.ndarray, blur: dict[str, float], scale: float) -> np.ndarray:
@@ -143,10 +173,19 @@ def _apply_blur(img: np.ndarray, blur: dict[str, float], scale: float) -> np.nda
     out = img
     if sigma > 0.15:
         out = gaussian_filter(out, sigma=(sigma, sigma) + (0,) * (img.ndim - 2), mode="reflect", truncate=3.0)
-    for axis, key in ((1, "motion_x"), (0, "motion_y")):
-        length = blur[key] * scale
-        if length > 1.0:
-            out = convolve1d(out, _box_kernel(length), axis=axis, mode="reflect")
+    mx, my = blur["motion_x"] * scale, blur["motion_y"] * scale
+    if mx > 1.0 and my > 1.0:  # diagonal motion: a line kernel (FFT convolution per channel)
+        from scipy.signal import fftconvolve
+
+        k = line_kernel(mx * float(np.sign(blur.get("motion_dx", 1.0)) or 1.0), my)
+        pad = k.shape[0] // 2
+        padded = np.pad(out, ((pad, pad), (pad, pad)) + ((0, 0),) * (img.ndim - 2), mode="reflect")
+        kernel = k if img.ndim == 2 else k[..., None]
+        out = fftconvolve(padded, kernel, mode="valid", axes=(0, 1))
+    else:
+        for axis, length in ((1, mx), (0, my)):
+            if length > 1.0:
+                out = convolve1d(out, _box_kernel(length), axis=axis, mode="reflect")
     return np.asarray(out, dtype=np.float32)
 
 
@@ -223,19 +262,31 @@ def capture(scene: Scene, params: CameraParams, rng: np.random.Generator) -> Cap
         colour = radiance * light * (1 - scene.ir_mix) + lum * IR_TINT * scene.ir_mix
     else:
         colour = radiance * light
-    # sensor: electrons, shot + read noise, full well, gain, ADC noise
-    electrons = colour * np.float32(100.0 * FULL_WELL * scene.luminance * params.shutter
-                                    / (METER_K * params.aperture**2))
-    gain = np.float32(params.iso / (100.0 * FULL_WELL))
-    sd = np.sqrt(np.maximum(electrons, 0.0) * gain**2 + (READ_E * gain) ** 2 + ADC_NOISE**2)
-    clean_raw = np.minimum(np.minimum(electrons, FULL_WELL) * gain, 1.0)
+    # sensor: electrons, shot + read noise, full well, gain, ADC noise (full well and read noise per unit area)
+    pixel_area = (REFERENCE_WIDTH / w) ** 2  # reference pixels per rendered pixel
+    full_well = np.float32(FULL_WELL * pixel_area)
+    read_e = READ_E * float(np.sqrt(pixel_area))
+    exposure = 100.0 * float(full_well) * scene.luminance * params.shutter / (METER_K * params.aperture**2)
+    electrons = colour * np.float32(exposure)
+    gain = np.float32(params.iso / (100.0 * float(full_well)))
+    sd = np.sqrt(np.maximum(electrons, 0.0) * gain**2 + (read_e * gain) ** 2 + ADC_NOISE**2)
+    saturation_level = min(1.0, float(full_well * gain))
+    clean_raw = np.minimum(np.minimum(electrons, full_well) * gain, saturation_level)
     noise = rng.standard_normal(electrons.shape, dtype=np.float32) * sd
-    noisy_raw = np.clip(np.minimum(electrons + noise / gain, FULL_WELL) * gain, 0.0, 1.0)
-    raw = np.stack([clean_raw, noisy_raw]).astype(np.float32)  # both versions through the same ISP
-    # ISP
+    noisy_raw = np.clip(np.minimum(electrons + noise / gain, full_well) * gain, 0.0, saturation_level)
+    raw = _highlight_knee(np.stack([clean_raw, noisy_raw]).astype(np.float32), saturation_level)
+    # ISP: white balance, light noise reduction (chroma smoothed; luma blended towards a 0.7 px Gaussian in
+    # proportion to the expected mid-grey noise), saturation, sRGB encoding, tone curve
     rgb = np.clip(raw * wb_gains(params.wb), 0.0, 1.0)
-    y_lin = luminance(rgb)[..., None]
-    rgb = np.maximum(y_lin + params.saturation * (rgb - y_lin), 0.0)
+    y_lin = luminance(rgb)
+    chroma = rgb - y_lin[..., None]
+    px = max(scale, 0.5)
+    chroma = gaussian_filter(chroma, sigma=(0, px, px, 0), truncate=2.5)
+    sd_mid = float(np.sqrt(0.18 * exposure * gain**2 + (read_e * gain) ** 2))
+    nr = min(1.0, NR_STRENGTH * sd_mid / 0.02)
+    if nr > 0.02:
+        y_lin = y_lin + nr * (gaussian_filter(y_lin, sigma=(0, 0.7 * px, 0.7 * px), truncate=2.5) - y_lin)
+    rgb = np.maximum(y_lin[..., None] + params.saturation * chroma, 0.0)
     enc = tone_curve(linear_to_srgb(rgb), params.contrast)
     luma = enc @ LUMA
     detail = luma - gaussian_filter(luma, sigma=(0, 1.0, 1.0), truncate=3.0)
@@ -260,9 +311,45 @@ def capture(scene: Scene, params: CameraParams, rng: np.random.Generator) -> Cap
     jpeg = buf.getvalue()
     decoded = decode_image(io.BytesIO(jpeg))
     info = _measure(scene, params, clean8, noisy8, decoded, alpha, face_mask, blur_bg, blur_person,
-                    clean_raw, detail[0])
+                    clean_raw >= saturation_level, detail[0])
+    info.update(_neutral_reference(scene, colour, face_mask, clean8))
     info["hallucination"] = hallucination
+    info["noise_reduction"] = float(nr)
     return Capture(image=decoded, jpeg=jpeg, info=info)
+
+
+def _highlight_knee(raw: np.ndarray, saturation_level: float) -> np.ndarray:
+    """Map the sensor's saturation level to white: identity when it is full scale (ISO >= 100); below ISO 100
+    raw values above ``KNEE x`` the saturation level are stretched linearly up to 1 (a highlight roll-off)."""
+    if saturation_level >= 1.0 - 1e-6:
+        return raw
+    knee = KNEE * saturation_level
+    return np.where(raw <= knee, raw, knee + (raw - knee) * (1.0 - knee) / (saturation_level - knee)).astype(
+        np.float32)
+
+
+def _neutral_reference(scene: Scene, colour: np.ndarray, face_mask: np.ndarray | None,
+                       clean8: np.ndarray) -> dict[str, float]:
+    """Measurements of the scene's *neutral render* (metered exposure, white balance at the true illuminant,
+    neutral saturation and contrast, no noise or sharpening) against the clean render, on a subsampled grid.
+
+    The ground truth judges saturation and exposure from the image against this reference (issue #23): a
+    grey scene is not desaturated by a low saturation setting, and a face's exposure target is its own
+    neutral brightness (a fair face is meant to be brighter than the frame's mid-grey).
+    """
+    step = max(1, colour.shape[1] // 128)
+    sub = colour[::step, ::step]
+    neutral = np.clip(np.clip(sub, 0.0, 1.0) * wb_gains(scene.cct), 0.0, 1.0)
+    neutral8 = np.rint(linear_to_srgb(neutral) * 255.0).astype(np.uint8)
+    render8 = clean8[::step, ::step]
+    luma_n = (neutral8.astype(np.float32) @ LUMA) / 255.0
+    mask = face_mask[::step, ::step] > 0.5 if face_mask is not None else None
+    return {
+        "colourfulness_neutral": _colourfulness(neutral8),
+        "chroma_log_ratio": float(np.log((_colourfulness(render8) + 5.0) / (_colourfulness(neutral8) + 5.0))),
+        "mean_luma_neutral": float(luma_n.mean()),
+        "mean_luma_face_neutral": float(luma_n[mask].mean()) if mask is not None and mask.any() else float("nan"),
+    }
 
 
 def render(scene: Scene, params: CameraParams, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, float]]:
@@ -288,7 +375,7 @@ def _colourfulness(img8: np.ndarray) -> float:
 
 def _measure(scene: Scene, params: CameraParams, clean8: np.ndarray, noisy8: np.ndarray, decoded: np.ndarray,
              alpha: np.ndarray | None, face_mask: np.ndarray | None, blur_bg: dict[str, float],
-             blur_person: dict[str, float], clean_raw: np.ndarray, detail: np.ndarray) -> dict[str, float]:
+             blur_person: dict[str, float], saturated: np.ndarray, detail: np.ndarray) -> dict[str, float]:
     """The known degradations of one capture (8-bit levels for noise/halo, reference px for blur)."""
     luma_clean = (clean8.astype(np.float32) @ LUMA) / 255.0
     err = (noisy8.astype(np.float32) - clean8.astype(np.float32)) @ LUMA  # luma noise, 8-bit levels
@@ -305,6 +392,9 @@ def _measure(scene: Scene, params: CameraParams, clean8: np.ndarray, noisy8: np.
         minimum_filter(unsharpened, 3) - luma_clean, 0)
     edges = np.abs(detail) > 2 / 255
     halo = float(255 * over[edges].mean()) if edges.any() else 0.0
+    # halos where the viewer looks (the person; the whole frame without one): background bokeh moves no edges
+    subject_edges = edges & (person_mask > 0.5) if person_mask is not None else edges
+    halo_subject = float(255 * over[subject_edges].mean()) if subject_edges.any() else halo
     blur_global = blur_bg["effective"]
     if alpha is not None:
         share = float(alpha.mean())
@@ -330,7 +420,7 @@ def _measure(scene: Scene, params: CameraParams, clean8: np.ndarray, noisy8: np.
         "clipped_hi": float(clipped_hi.mean()),
         "clipped_lo": float(clipped_lo.mean()),
         "clipped_face": _region_mean(np.maximum(clipped_hi, clipped_lo), hard_face),
-        "sensor_clipped": float((clean_raw >= 1.0).any(axis=-1).mean()),
+        "sensor_clipped": float(saturated.any(axis=-1).mean()),
         "contrast_rms": float(luma_clean.std()),
         "contrast_rms_face": float(np.sqrt(_region_mean((luma_clean - _region_mean(luma_clean, hard_face)) ** 2,
                                                         hard_face))) if hard_face is not None else float("nan"),
@@ -338,6 +428,7 @@ def _measure(scene: Scene, params: CameraParams, clean8: np.ndarray, noisy8: np.
         "cast": colour_cast(scene.cct, params.wb, scene.ir_mix),
         "cast_mired": float(1e6 / params.wb - 1e6 / scene.cct),
         "halo": halo,
+        "halo_subject": halo_subject,
         "jpeg_rmse": float(np.sqrt(np.mean(jpeg_err**2))),
         "veil": float(scene.veil),
         "ir_mix": float(scene.ir_mix),

@@ -3,19 +3,28 @@
 Ground truth (:func:`true_quality`): each attribute is a quality in [1, 5] computed from the ``info`` of
 :func:`iqalab.sim.camera.render`. Sub-qualities in [0, 1] fall smoothly with their physical cause:
 
-* noise      - luma noise after the ISP (8-bit levels; face/person region and globally) and JPEG error;
-* sharpness  - effective blur (reference px; subject weighted), partly compensated by sharpening, minus halos;
-* exposure   - mean encoded luma against a target, highlight/shadow clipping, tone-curve appropriateness
-               (TuningIQA: "brightness and contrast appropriateness");
-* face       - noise, blur and exposure measured in the face box (TuningIQA's face quality);
-* colorfulness - white-balance cast, saturation gain, infrared mixing (SFIQA-Bench: colour accuracy);
+* noise      - visible luma noise after the ISP and its noise reduction (8-bit levels; face/person region and
+               globally), JPEG error, and the texture a face enhancer invents (it is seen as noise);
+* sharpness  - effective blur *of the subject* (reference px; background bokeh is not unsharpness), reduced by
+               the acutance gain of sharpening, which saturates, while halos (measured overshoot) grow with
+               it: moderate sharpening of a soft image helps, strong sharpening hurts;
+* exposure   - mean encoded luma against a content-dependent target (the frame: a mid-grey 0.42; the face: its
+               own brightness in the scene's neutral render), highlight/shadow clipping, tone-curve
+               appropriateness (TuningIQA: "brightness and contrast appropriateness");
+* face       - noise, blur, exposure and colour measured in the face box (TuningIQA's face quality; skin tone
+               counts);
+* colorfulness - white-balance cast of a grey, colourfulness of the render against the scene's neutral render
+               (Hasler-Suesstrunk M; saturation judged from the image, so grey content is not penalised),
+               infrared mixing (SFIQA-Bench: colour accuracy);
 * contrast   - tone curve, veiling glare, clipping, darkness (SFIQA-Bench);
 * fidelity   - hallucinated texture of a face enhancer, and faces blurred beyond recognition (SFIQA-Bench);
 * details    - blur and noise of the subject (PIQ23 "details");
 * overall    - a power mean with a negative exponent (the worst attribute dominates) whose weights depend on
-               the ``profile``: ``livestream`` weights face quality most (TuningIQA), ``surveillance`` follows
-               the SFIQA-Bench OLS weights (Eq. 1: sharpness .41, fidelity .31, contrast .15, noise .08,
-               colourfulness .06), ``portrait`` and ``ugc`` are general-purpose.
+               the ``profile``: ``livestream`` weights face quality most and counts colour (TuningIQA),
+               ``surveillance`` weighs the five SFIQA dimensions as a perceptual combination (not the paper's
+               OLS weights: SFIQA-Bench's regression of overall on the dimensions is *measured* on the
+               simulated MOS by :mod:`iqalab.sim.calibration`, never copied), ``portrait`` and ``ugc`` are
+               general-purpose.
 
 Raters (:class:`Panel`): rater i perceives ``3 + scale_i (q - 3) + bias_i + noise_i e`` and votes the nearest
 integer in 1..5 (ACR); a share of raters are careless (large noise, random bias). Votes are screened (ITU-R
@@ -46,12 +55,12 @@ log = logging.getLogger(__name__)
 ATTRIBUTES = ("overall", "face", "sharpness", "exposure", "noise", "colorfulness", "contrast", "fidelity",
               "details")
 PROFILES: dict[str, dict[str, float]] = {
-    "livestream": {"face": 0.35, "exposure": 0.25, "sharpness": 0.2, "noise": 0.2},
-    "surveillance": {"sharpness": 0.41, "fidelity": 0.31, "contrast": 0.15, "noise": 0.08, "colorfulness": 0.06},
+    "livestream": {"face": 0.3, "exposure": 0.2, "sharpness": 0.15, "noise": 0.15, "colorfulness": 0.2},
+    "surveillance": {"sharpness": 0.25, "fidelity": 0.25, "contrast": 0.2, "noise": 0.15, "colorfulness": 0.15},
     "portrait": {"details": 0.35, "exposure": 0.35, "colorfulness": 0.15, "noise": 0.15},
     "ugc": {"sharpness": 0.3, "exposure": 0.3, "noise": 0.25, "colorfulness": 0.15},
 }
-PROFILE_EXPONENT = {"livestream": -1.5, "surveillance": -0.25, "portrait": -1.0, "ugc": -1.5}
+PROFILE_EXPONENT = {"livestream": -1.5, "surveillance": -0.5, "portrait": -1.0, "ugc": -1.5}
 JOD_SIGMA = 1.0 / 0.6744897501960817  # Thurstone Case V: 1 JOD difference = 75 % preference
 
 
@@ -71,41 +80,74 @@ def _pick(info: Mapping[str, float], local: str, global_: str, w_local: float = 
     return float(w_local * float(v) + (1 - w_local) * g)
 
 
-def _noise_q(sigma: float, jpeg_rmse: float) -> float:
-    return _falloff(np.hypot(sigma, 0.5 * jpeg_rmse), 9.0, 1.6)
+def _noise_q(sigma: float, jpeg_rmse: float, invented: float = 0.0) -> float:
+    return _falloff(float(np.sqrt(sigma**2 + (0.5 * jpeg_rmse) ** 2 + (0.5 * invented) ** 2)), 9.0, 1.6)
 
 
 def _blur_q(blur: float, sharpness: float, halo: float) -> float:
-    effective = blur / (1.0 + 0.3 * min(sharpness, 2.0))
-    return _falloff(effective, 2.5, 2.0) * float(np.exp(-max(halo - 2.0, 0.0) / 8.0))
+    """Sharpness from the subject's blur: unsharp masking raises acutance with a saturating gain, and halos
+    (overshoot in 8-bit levels, measured on the render) cost more the stronger they are."""
+    gain = 1.0 + 0.6 * (1.0 - np.exp(-float(sharpness) / 1.2))
+    return _falloff(blur / gain, 2.5, 2.0) * float(np.exp(-((max(halo - 3.0, 0.0) / 10.0) ** 1.5)))
 
 
 def _exposure_q(mean_luma: float, clipped_hi: float, clipped_lo: float, contrast: float,
-                width: float = 0.25) -> float:
-    lum = np.exp(-(((mean_luma - 0.42) / width) ** 2))
+                width: float = 0.25, target: float = 0.42) -> float:
+    lum = np.exp(-(((mean_luma - target) / width) ** 2))
     clip = np.exp(-3.0 * clipped_hi - 2.0 * clipped_lo)
     tone = np.exp(-((np.log(contrast) / 0.8) ** 2))
     return float(lum * clip * np.sqrt(tone))
+
+
+def _face_target(info: Mapping[str, float]) -> float:
+    """Exposure target of the face: its brightness in the scene's neutral render (clipped to a sane range)."""
+    v = info.get("mean_luma_face_neutral", float("nan"))
+    return float(np.clip(v, 0.3, 0.7)) if v is not None and np.isfinite(v) else 0.42
+
+
+def _subject_blur(info: Mapping[str, float]) -> float:
+    """Blur of what the viewer looks at: the face, else the person, else the frame (bokeh is not counted)."""
+    for key in ("blur_face", "blur_person", "blur"):
+        v = info.get(key, float("nan"))
+        if v is not None and np.isfinite(v):
+            return float(v)
+    return float(info["blur"])
+
+
+def _colour_q(info: Mapping[str, float]) -> float:
+    """Colour quality: cast of a grey, render-vs-neutral colourfulness (slight boosts are liked), IR mixing."""
+    chroma = float(info.get("chroma_log_ratio", np.log(max(float(info["param_saturation"]), 0.05))))
+    # a greyscale render still shows the scene: the colourfulness term bottoms out at 0.3
+    return float(np.exp(-((float(info["cast"]) / 0.5) ** 2))
+                 * (0.3 + 0.7 * np.exp(-(((chroma - 0.08) / 0.45) ** 2)))
+                 * (1.0 - 0.4 * float(info["ir_mix"])))
 
 
 def sub_qualities(info: Mapping[str, float]) -> dict[str, float]:
     """Every attribute's quality in [0, 1] (1 = best) except ``overall``."""
     sharpen = float(info["param_sharpness"])
     jpeg = float(info["jpeg_rmse"])
-    noise = _noise_q(_pick(info, "noise_std_face", "noise_std", 0.5), jpeg)
-    blur = _pick(info, "blur_face", "blur", 0.6)
-    sharp = _blur_q(blur, sharpen, float(info["halo"]))
+    invented = float(info.get("hallucination", 0.0))
+    noise = _noise_q(_pick(info, "noise_std_face", "noise_std", 0.5), jpeg, invented)
+    halo = float(info.get("halo_subject", info["halo"]))
+    sharp = _blur_q(_subject_blur(info), sharpen, halo)
+    face_luma = info.get("mean_luma_face", float("nan"))
+    if face_luma is not None and np.isfinite(face_luma):
+        exposure = (_exposure_q(float(face_luma), float(info["clipped_hi"]), float(info["clipped_lo"]),
+                                float(info["param_contrast"]), target=_face_target(info)) ** 0.5
+                    * _exposure_q(float(info["mean_luma"]), float(info["clipped_hi"]), float(info["clipped_lo"]),
+                                  float(info["param_contrast"])) ** 0.5)
+    else:
+        exposure = _exposure_q(float(info["mean_luma"]), float(info["clipped_hi"]), float(info["clipped_lo"]),
+                               float(info["param_contrast"]))
     mean_luma = _pick(info, "mean_luma_face", "mean_luma", 0.5)
-    exposure = _exposure_q(mean_luma, float(info["clipped_hi"]), float(info["clipped_lo"]),
-                           float(info["param_contrast"]))
     face_clip = _pick(info, "clipped_face", "clipped_hi", 1.0)
-    face = (_noise_q(_pick(info, "noise_std_face", "noise_std", 1.0), jpeg) ** 0.3
-            * _blur_q(_pick(info, "blur_face", "blur", 1.0), sharpen, float(info["halo"])) ** 0.4
+    colour = _colour_q(info)
+    face = (_noise_q(_pick(info, "noise_std_face", "noise_std", 1.0), jpeg, invented) ** 0.25
+            * _blur_q(_pick(info, "blur_face", "blur", 1.0), sharpen, halo) ** 0.35
             * _exposure_q(_pick(info, "mean_luma_face", "mean_luma", 1.0), face_clip, 0.0,
-                          float(info["param_contrast"])) ** 0.3)
-    colour = float(np.exp(-((float(info["cast"]) / 0.5) ** 2))
-                   * np.exp(-((np.log(max(float(info["param_saturation"]), 0.05)) / 0.7) ** 2))
-                   * (1.0 - 0.4 * float(info["ir_mix"])))
+                          float(info["param_contrast"]), target=_face_target(info)) ** 0.25
+            * colour ** 0.15)
     contrast = float(np.exp(-((np.log(float(info["param_contrast"])) / 0.7) ** 2))
                      * np.exp(-((float(info["veil"]) / 0.35) ** 1.5))
                      * np.exp(-2.5 * float(info["clipped_hi"]) - 2.0 * float(info["clipped_lo"]))
