@@ -191,3 +191,58 @@ def test_subsampled_pairs_keep_every_attribute_of_a_kept_image_pair():
     assert "outside" not in set(kept["image_b"])
     assert kept.equals(_subsample_pairs(pairs, train, limit=3, seed=0))
     assert len(_subsample_pairs(pairs, train, limit=100, seed=0)) == 18
+
+
+def test_scene_median_srcc_is_the_median_of_per_scene_srcc():
+    """FHIQA's criterion by hand: scene 0 in order (1), scene 1 reversed (-1), scene 2 one swap (0.5), scene 3
+    has 2 images (left out); the median is 0.5, while the pooled SRCC over all images is another number."""
+    from iqalab.train.engine import mean_srcc, scene_median_srcc
+
+    target = np.array([1, 2, 3, 1, 2, 3, 1, 2, 3, 5, 6], float)[:, None]
+    pred = np.array([1, 2, 3, 3, 2, 1, 2, 1, 3, 9, 0], float)[:, None]
+    scenes = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3])
+    assert scene_median_srcc(pred, target, scenes) == pytest.approx(0.5)
+    assert mean_srcc(pred, target) != pytest.approx(0.5)
+
+
+def test_monitor_last_keeps_every_epoch_and_val_scene_srcc_is_maximised():
+    from iqalab.train.engine import monitor_score
+
+    assert monitor_score({"epoch": 3, "train_loss": 9.0}, "last") > monitor_score({"epoch": 2, "train_loss": 0.1},
+                                                                                 "last")
+    good, bad = {"epoch": 0, "val_scene_srcc": 0.8}, {"epoch": 1, "val_scene_srcc": 0.2}
+    assert monitor_score(good, "val_scene_srcc") > monitor_score(bad, "val_scene_srcc")
+    assert monitor_score({"epoch": 0, "train_loss": 0.5}, "val_scene_srcc") == -0.5  # no val images
+
+
+def test_select_ids_camera_complete_subset_and_val_images_trained_on(toy_dataset):
+    """FineLive-p: only images with all seven camera parameters, in every role; val_images=train: the val
+    images join the training images and no role 'val' is left."""
+    import copy
+
+    from iqalab.config import TrainConfig
+    from iqalab.data.schema import CAM_COLUMNS
+    from iqalab.train.engine import select_ids
+
+    ds = copy.copy(toy_dataset)
+    ds.images = toy_dataset.images.copy()
+    complete = ds.images["image_id"].iloc[::2].tolist()
+    ds.images.loc[ds.images["image_id"].isin(complete), list(CAM_COLUMNS)] = 1.0
+    every = select_ids(ds, "scene", TrainConfig())
+    sub = select_ids(ds, "scene", TrainConfig(subset="camera_complete"))
+    for role in ("train", "val", "test"):
+        assert sub[role] == [i for i in every[role] if i in set(complete)]
+    assert sub["train"] and len(sub["train"]) < len(every["train"])
+    merged = select_ids(ds, "scene", TrainConfig(val_images="train"))
+    assert merged["train"] == every["train"] + every["val"] and merged["val"] == []
+    assert merged["test"] == every["test"]
+
+
+def test_val_images_trained_on_leave_no_val_predictions(project, toy_dataset):
+    params = _setup(project, toy_dataset, epochs=2, val_images="train", monitor="last")
+    preds = train_experiment(params, "e", project.root, progress=False)
+    assert set(preds.role) == {"test"}
+    history = json.loads((project.root / "build" / "models" / "e" / "scene" / "history.json").read_text())
+    assert all("val_srcc" not in h for h in history["history"])
+    best = load_checkpoint(project.root / "build" / "models" / "e" / "scene" / "best.pt")
+    assert best["epoch"] == 1, "monitor 'last' keeps the last epoch's weights"

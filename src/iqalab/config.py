@@ -72,7 +72,16 @@ class TrainConfig(_Strict):
     vflip: bool = False
     eval_crop: int | None = Field(None, gt=15, description="centre crop at evaluation; None = whole image")
     patience: int = Field(0, ge=0, description="early stopping patience in epochs on the monitored metric (0 = off)")
-    monitor: Literal["val_srcc", "val_loss", "train_loss"] = "val_srcc"
+    monitor: Literal["val_srcc", "val_scene_srcc", "val_loss", "train_loss", "last"] = Field(
+        "val_srcc", description="model selection and early stopping: mean SRCC over attributes on the val images, "
+        "the median over val scenes of the per-scene SRCC (FHIQA, PIQ23), val L1, training loss, or 'last' (the "
+        "last epoch's weights, no selection)")
+    val_images: Literal["monitor", "train"] = Field(
+        "monitor", description="the split's val images: held out for the monitor, or trained on (no validation "
+        "split carved out of the training scenes; select with monitor 'last')")
+    subset: Literal["all", "camera_complete"] = Field(
+        "all", description="images of every role: all, or those with all seven camera parameters known "
+        "(TuningIQA's FineLive-p)")
     num_workers: int = Field(0, ge=0)
     amp: bool = True
     channels_last: bool = True
@@ -199,6 +208,16 @@ class CameraTuningSettings(_Strict):
         return {k: float(v) for k, v in value.items()}
 
 
+class CrossDatasetSettings(_Strict):
+    """``cross_dataset``: models trained on dataset A predict every image of dataset B (stage ``cross_dataset``;
+    REQA Table IV, SFIQA Table IV). The models are the experiments tagged for those tables."""
+
+    datasets: list[str] | None = Field(None, description="the test datasets B (default: every dataset); each "
+                                       "tagged experiment predicts those other than its own that have `attribute`")
+    attribute: str = Field("overall", description="the attribute shared by A and B that the tables compare")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
 class Params(_Strict):
     """Top level of ``params.yaml``."""
 
@@ -210,6 +229,7 @@ class Params(_Strict):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     gmad: GmadSettings = Field(default_factory=GmadSettings)
     camera_tuning: CameraTuningSettings = Field(default_factory=CameraTuningSettings)
+    cross_dataset: CrossDatasetSettings = Field(default_factory=CrossDatasetSettings)
 
     @field_validator("datasets")
     @classmethod
@@ -248,6 +268,8 @@ class Params(_Strict):
             self.require_dataset("camera_tuning.dataset", tuning.dataset)
         self.require_experiments("camera_tuning.experiments", tuning.experiments or [])
         self.require_experiments("camera_tuning.reference", [tuning.reference] if tuning.reference else [])
+        for k, name in enumerate(self.cross_dataset.datasets or []):
+            self.require_dataset(f"cross_dataset.datasets[{k}]", name)
 
     def train_config(self, experiment: str) -> TrainConfig:
         """The experiment's training recipe: ``train_defaults`` overridden by ``experiments.<e>.train``."""

@@ -45,7 +45,7 @@ from iqalab.config import Params, TrainConfig, check_splits
 from iqalab.data.cache import ImageCache
 from iqalab.data.loaders import CamStats, ImageItems, NativeImageItems, PairItems, mos_pairs, normalise_batch
 from iqalab.data.regions import check_regions, summarise_regions
-from iqalab.data.schema import PREDICTION_COLUMNS, Dataset, read_dataset
+from iqalab.data.schema import CAM_COLUMNS, PREDICTION_COLUMNS, Dataset, read_dataset
 from iqalab.io import atomic_path, write_json, write_parquet
 from iqalab.models.base import IQAModel, StepContext
 from iqalab.models.registry import build_model, get_model_class
@@ -385,6 +385,60 @@ def mean_srcc(pred: np.ndarray, target: np.ndarray) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def scene_median_srcc(pred: np.ndarray, target: np.ndarray, scenes: np.ndarray) -> float:
+    """FHIQA's validation criterion (PIQ23 protocol, Sec. IV): the SRCC inside each validation scene, its median
+    over scenes, averaged over attributes (scenes with fewer than 3 rated images are left out)."""
+    from iqalab.analysis.metrics import srcc
+
+    per_attribute = []
+    for k in range(target.shape[1]):
+        values = []
+        for scene in np.unique(scenes):
+            ok = (scenes == scene) & ~np.isnan(target[:, k])
+            if ok.sum() >= 3:
+                value = srcc(pred[ok, k], target[ok, k])
+                if not math.isnan(value):
+                    values.append(value)
+        if values:
+            per_attribute.append(float(np.median(values)))
+    return float(np.mean(per_attribute)) if per_attribute else float("nan")
+
+
+def monitor_score(record: dict[str, float], monitor: str) -> float:
+    """The number model selection maximises for ``train.monitor``: a validation SRCC, minus a loss, or the epoch
+    itself for ``last`` (every epoch improves: the last weights are kept). Without the monitored key (no val
+    images) the training loss stands in; NaN counts as the worst score."""
+    if monitor == "last":
+        return float(record["epoch"])
+    key = monitor if monitor in record else "train_loss"
+    score = record[key] if key in ("val_srcc", "val_scene_srcc") else -record[key]
+    return -math.inf if math.isnan(score) else score
+
+
+def select_ids(ds: Dataset, split: str, cfg: TrainConfig) -> dict[str, list[str]]:
+    """Image ids by role (``train``/``val``/``test``) of ``split`` as ``cfg`` selects them.
+
+    ``subset: camera_complete`` keeps, in every role, the images whose seven camera parameters are all known:
+    TuningIQA's FineLive-p ("the complete 7-parameter metadata for a subset of images", Sec. "Dataset"), on
+    which Table 4's GCPF ablations train and test. ``val_images: train`` adds the val images to the training
+    images: TuningIQA trains on all 451 training scenes and states no validation split.
+    """
+    ids = {role: ds.split_ids(split, role) for role in ("train", "val", "test")}
+    if cfg.subset == "camera_complete":
+        complete = ds.images.set_index("image_id")[list(CAM_COLUMNS)].notna().all(axis=1)
+        before = sum(len(v) for v in ids.values())
+        ids = {role: [i for i in role_ids if complete.loc[i]] for role, role_ids in ids.items()}
+        log.info("split %s: %d of %d images have every camera parameter (subset camera_complete)", split,
+                 sum(len(v) for v in ids.values()), before)
+    if cfg.val_images == "train" and ids["val"]:
+        ids = {"train": ids["train"] + ids["val"], "val": [], "test": ids["test"]}
+    if not ids["train"]:
+        raise ValueError(f"split {split!r} of dataset {ds.name!r} has no training images"
+                         + (" with every camera parameter (subset camera_complete)"
+                            if cfg.subset == "camera_complete" else ""))
+    return ids
+
+
 class TrainingStep(nn.Module):
     """``forward(batch)`` = ``model.training_step(batch, ctx)``: the module DDP wraps, so its gradient hooks see
     every model's own objective (pairs, curricula) rather than a bare ``forward``."""
@@ -456,9 +510,7 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
     spec.model_kwargs = {**spec.model_kwargs, **{k: v for k, v in derived.items() if k not in spec.model_kwargs}}
     model = build_model(spec.model_name, ds.attributes, key_path=f"experiments.{spec.experiment}.model",
                         **spec.model_kwargs)
-    ids = {role: ds.split_ids(spec.split, role) for role in ("train", "val", "test")}
-    if not ids["train"]:
-        raise ValueError(f"split {spec.split!r} of dataset {ds.name!r} has no training images")
+    ids = select_ids(ds, spec.split, cfg)
     # a region model refuses images never searched for people/faces (one-line DataError) unless allowed
     spec.extra["regions"] = check_regions(model, ds, ids, f"experiments.{spec.experiment}")
     if cfg.max_train_images and len(ids["train"]) > cfg.max_train_images:
@@ -472,7 +524,7 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
     eval_items = {role: eval_items_for(model, ids[role], cfg.eval_crop, **common)
                   for role in ("val", "test") if ids[role]}
     monitor_items = eval_items.get("val")
-    if cfg.monitor == "val_srcc" and monitor_items is None:
+    if cfg.monitor.startswith("val_") and monitor_items is None:
         log.warning("split %s has no val images: monitoring the training loss instead", spec.split)
 
     spec.extra["n_params"] = model.num_parameters()
@@ -577,10 +629,10 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
                 val_pred = predict_items(model, monitor_items, cfg.batch_size, device)
                 record["val_srcc"] = mean_srcc(val_pred, monitor_items.mos_norm)
                 record["val_loss"] = float(np.nanmean(np.abs(val_pred - monitor_items.mos_norm)))
-            key = cfg.monitor if cfg.monitor in record else "train_loss"
-            score = record[key] if key == "val_srcc" else -record[key]
-            if math.isnan(score):
-                score = -math.inf
+                if cfg.monitor == "val_scene_srcc":
+                    record["val_scene_srcc"] = scene_median_srcc(val_pred, monitor_items.mos_norm,
+                                                                 monitor_items.scene_idx)
+            score = monitor_score(record, cfg.monitor)
             improved = score > best or best_epoch < 0
             if improved:
                 best, best_epoch, bad_epochs = score, epoch, 0
