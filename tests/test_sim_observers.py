@@ -141,3 +141,27 @@ def _neutral_info():
     return {"param_sharpness": 0.5, "jpeg_rmse": 1.0, "noise_std": 2.0, "blur": 0.5, "halo": 1.0,
             "mean_luma": 0.42, "clipped_hi": 0.0, "clipped_lo": 0.0, "param_contrast": 1.0, "cast": 0.0,
             "param_saturation": 1.0, "ir_mix": 0.0, "veil": 0.0, "hallucination": 0.0}
+
+
+def test_halo_correlates_attributes_that_are_independent_in_the_truth():
+    truth = np.random.default_rng(0).uniform(1.5, 4.5, size=(400, 2))
+    off = Panel(n_raters=20, seed=0, halo_pull=0.0, halo_sd=0.0)
+    on = Panel(n_raters=20, seed=0, halo_pull=0.3, halo_sd=0.4)
+    r_off = plcc(*off.mos(off.vote(truth))[0].T)
+    r_on = plcc(*on.mos(on.vote(truth))[0].T)
+    assert abs(plcc(truth[:, 0], truth[:, 1])) < 0.1 and r_on > r_off + 0.1
+
+
+def test_range_effect_a_better_set_is_judged_against_itself():
+    truth = np.random.default_rng(1).uniform(1.5, 3.5, size=(300, 1))
+    panel = Panel(n_raters=20, seed=1, context=0.4, careless=0.0)
+    low = panel.mos(panel.vote(truth))[0].mean()
+    high = panel.mos(panel.vote(truth + 1.0))[0].mean()
+    assert 0.35 < high - low < 0.85  # a set one point better reads only ~(1 - context) points better
+
+
+def test_vote_spread_is_widest_mid_scale():
+    panel = Panel(n_raters=40, seed=2, careless=0.0, spread_mid=0.6, halo_sd=0.0)
+    mid = panel.mos(panel.vote(np.full((200, 1), 3.0)))[1].mean()
+    top = panel.mos(panel.vote(np.concatenate([np.full((100, 1), 4.2), np.full((100, 1), 1.8)])))[1].mean()
+    assert mid > 1.1 * top  # equal within 2 % without the level-dependent spread

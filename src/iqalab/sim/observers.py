@@ -26,8 +26,14 @@ Ground truth (:func:`true_quality`): each attribute is a quality in [1, 5] compu
                simulated MOS by :mod:`iqalab.sim.calibration`, never copied), ``portrait`` and ``ugc`` are
                general-purpose.
 
-Raters (:class:`Panel`): rater i perceives ``3 + scale_i (q - 3) + bias_i + noise_i e`` and votes the nearest
-integer in 1..5 (ACR); a share of raters are careless (large noise, random bias). Votes are screened (ITU-R
+Raters (:class:`Panel`): rater i perceives ``3 + scale_i (q' - 3) + bias_i + h_ij + noise_i s(q) e`` and votes
+the nearest integer in 1..5 (ACR); a share of raters are careless (large noise, random bias). Three context
+effects of human panels (issue #23) shape ``q'``: a *halo*, every attribute pulled towards the image's overall
+impression (the mean of its attributes, weight ``halo_pull``) plus an impression ``h_ij`` a rater forms of an
+image and carries across its attributes (sd ``halo_sd``); a *range/context* effect, votes judged relative to the
+set shown (``q' = q - context (mean_set(q) - 3)``, what REQA calls the range effect); and a vote spread that
+depends on the quality level, widest mid-scale and narrower at the ends (``s(q) = 1 + spread_mid (1 - ((q - 3)
+/ 2)^2)``). Votes are screened (ITU-R
 BT.500 Annex 2 kurtosis test, or Pearson correlation against the others' MOS as TuningIQA does), then
 averaged to MOS/std/n. Close pairs (|dMOS| <= 0.8) are refined by side-by-side judgments in {0, 0.5, 1}
 (TuningIQA Eq. 2). Pairwise judgments are less noisy than absolute votes (the premise of TuningIQA's
@@ -207,6 +213,10 @@ class Panel:
     pair_noise: float = 0.12
     jnd: float = 0.08
     min_kept: int = 16
+    halo_pull: float = 0.15
+    halo_sd: float = 0.2
+    context: float = 0.3
+    spread_mid: float = 0.3
     bias: np.ndarray = field(init=False, repr=False)
     scale: np.ndarray = field(init=False, repr=False)
     sd: np.ndarray = field(init=False, repr=False)
@@ -229,8 +239,16 @@ class Panel:
         rng = rng or self.rng
         truth = np.asarray(truth, dtype=np.float64)
         shape = (self.n_raters,) + (1,) * truth.ndim
-        perceived = (3.0 + self.scale.reshape(shape) * (truth - 3.0) + self.bias.reshape(shape)
-                     + self.sd.reshape(shape) * rng.standard_normal((self.n_raters, *truth.shape)))
+        seen = truth
+        if truth.ndim == 2 and truth.shape[1] > 1:  # halo: pulled towards the image's overall impression
+            seen = (1 - self.halo_pull) * truth + self.halo_pull * truth.mean(axis=1, keepdims=True)
+        if truth.ndim >= 1 and truth.shape[0] > 1:  # range/context: judged relative to the set shown
+            seen = seen - self.context * (truth.mean(axis=0, keepdims=True) - 3.0)
+        spread = 1.0 + self.spread_mid * (1.0 - np.clip((truth - 3.0) / 2.0, -1.0, 1.0) ** 2)
+        noise = self.sd.reshape(shape) * spread * rng.standard_normal((self.n_raters, *truth.shape))
+        if truth.ndim == 2 and self.halo_sd > 0:  # one impression per rater and image, shared by its attributes
+            noise = noise + self.halo_sd * rng.standard_normal((self.n_raters, truth.shape[0], 1))
+        perceived = 3.0 + self.scale.reshape(shape) * (seen - 3.0) + self.bias.reshape(shape) + noise
         return np.clip(np.rint(perceived), 1, 5).astype(np.int8)
 
     def screen(self, votes: np.ndarray, method: str = "pearson", threshold: float = 0.7) -> np.ndarray:
@@ -404,4 +422,5 @@ def ratings_frame(votes: np.ndarray, keep: np.ndarray, image_ids: Sequence[str],
 def panel_summary(panel: Panel) -> dict[str, Any]:
     """The panel's generator parameters (for ``dataset.json``)."""
     return {k: getattr(panel, k) for k in ("n_raters", "seed", "bias_sd", "scale_sd", "noise", "noise_spread",
-                                           "careless", "careless_factor", "pair_noise", "jnd", "min_kept")}
+                                           "careless", "careless_factor", "pair_noise", "jnd", "min_kept",
+                                           "halo_pull", "halo_sd", "context", "spread_mid")}
