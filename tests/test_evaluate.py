@@ -208,3 +208,37 @@ def test_display_labels_disambiguate_within_dataset() -> None:
     assert evaluation.display_labels(meta) == {"a": "Net (a)", "b": "Net (b)", "c": "Net"}
     assert evaluation.primary_attribute(["noise", "overall"]) == "overall"
     assert evaluation.primary_attribute(["noise", "face"]) == "noise"
+
+
+def test_raw_plcc_beside_the_fitted_one_and_the_bounds_switch(project) -> None:
+    """Issue #27: a prediction set that the unconstrained logistic turns into a step at two outliers; the tables
+    show raw PLCC beside the fitted one, and ``evaluate.logistic_bounds: false`` restores the unconstrained fit."""
+    from iqalab.analysis import metrics
+
+    truth = ground_truth(n_images=80, attributes=["overall"])
+    test = (truth.role == "test").to_numpy()
+    r = np.random.default_rng(7)
+    pred = r.uniform(3.0, 4.6, len(truth))  # no signal in the bulk ...
+    mos = r.uniform(2.5, 4.8, len(truth))
+    low = np.flatnonzero(test)[:2]  # ... and two low outliers with low MOS
+    pred[low], mos[low] = [1.7, 2.5], [1.6, 1.7]
+    frame = truth.assign(pred=pred, mos=mos)
+    write_experiment(project.root, "stepped", frame, tables=TABLE2)
+    x, y = pred[test], mos[test]
+    raw, bounded = metrics.plcc(x, y), metrics.plcc_logistic(x, y)
+    free = metrics.plcc_logistic(x, y, **metrics.logistic_options(False))
+    assert free > bounded + 0.05, "the unconstrained fit steps at the outliers"
+    for bounds, fitted in ((True, bounded), (False, free)):
+        raw_params = params_dict({"stepped": {"tables": TABLE2}})
+        raw_params["evaluate"]["logistic_bounds"] = bounds
+        tables = evaluate.run(project.write_params(raw_params), project.root, figures=False)
+        row = tables["tuningiqa_table2"].set_index("model").loc["stepped"]
+        assert row["PLCC (raw)"] == pytest.approx(raw, abs=1e-9)
+        assert row["PLCC"] == pytest.approx(fitted, abs=1e-6)
+        assert tables["tuningiqa_table3"].set_index(["model", "metric"]).loc[
+            ("stepped", "PLCC (raw)"), "overall"] == pytest.approx(raw, abs=1e-9)
+        summary = json.loads((project.root / "results" / "metrics" / "summary.json").read_text())
+        assert summary["stepped"]["plcc"] == pytest.approx(raw, abs=1e-6)
+        assert summary["stepped"]["plcc_logistic"] == pytest.approx(fitted, abs=1e-6)
+    caption = (project.root / "results" / "tables" / "tuningiqa_table2.md").read_text().splitlines()[0]
+    assert "unconstrained fit" in caption and "PLCC (raw)" in caption

@@ -125,6 +125,8 @@ class EvaluateConfig(_Strict):
     """Evaluation options (stage ``evaluate``)."""
 
     logistic: bool = True
+    logistic_bounds: bool = Field(True, description="bounded logistic fit for PLCC (slope and mid-point bounds, "
+                                  "issue #27); false: the unconstrained VQEG fit")
     bootstrap: int = Field(200, ge=0)
     fine_pairs_only: bool = True
 

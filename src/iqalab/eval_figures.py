@@ -48,12 +48,13 @@ def first_split(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def scatter_logistic(test: pd.DataFrame, labels: Mapping[str, str], title: str, simulated: bool,
-                     max_cols: int = 5) -> plt.Figure:
+                     max_cols: int = 5, logistic_bounds: bool = True) -> plt.Figure:
     """One panel per experiment: prediction (x) against MOS (y) and the fitted logistic, SRCC/PLCC in the title.
 
     ``test`` holds one dataset's, one attribute's test rows (columns ``experiment``, ``split``, ``pred``,
-    ``mos``); the first split of each experiment is drawn. PLCC is after the drawn logistic map. Axis labels
-    only on the outer panels and three ticks per axis keep a 20-model grid quick to render.
+    ``mos``); the first split of each experiment is drawn. PLCC is after the drawn logistic map (bounded unless
+    ``logistic_bounds`` is false, as in the tables), raw PLCC beside it. Axis labels only on the outer panels and
+    three ticks per axis keep a 20-model grid quick to render.
     """
     exps = list(dict.fromkeys(test["experiment"]))
     n = max(len(exps), 1)
@@ -74,10 +75,11 @@ def scatter_logistic(test: pd.DataFrame, labels: Mapping[str, str], title: str, 
             warnings.simplefilter("ignore", metrics.MetricWarning)
             finite = np.isfinite(x) & np.isfinite(y)
             if finite.sum() >= 2 and np.ptp(x[finite]) > 0 and np.ptp(y[finite]) > 0:
-                fit = metrics.logistic4_fit(x, y)
+                fit = metrics.logistic4_fit(x, y, **metrics.logistic_options(logistic_bounds))
                 grid = np.linspace(np.nanmin(x), np.nanmax(x), 60)
                 ax.plot(grid, fit(grid), color="C3", lw=1.0)
-                stats = f"\nSRCC {metrics.srcc(x, y):.3f} PLCC {metrics.plcc(fit(x), y):.3f}"
+                stats = (f"\nSRCC {metrics.srcc(x, y):.3f} PLCC {metrics.plcc(fit(x), y):.3f}"
+                         f" (raw {metrics.plcc(x, y):.3f})")
         ax.set_title(f"{labels.get(exp, exp)}{stats}", fontsize=6)
         ax.locator_params(nbins=3)
         ax.tick_params(labelsize=5, length=2, pad=1)
@@ -201,7 +203,7 @@ def significance_grid(matrix: pd.DataFrame, title: str, simulated: bool) -> plt.
 
 
 def evaluation_figures(inputs: EvalInputs, scores: pd.DataFrame, folder: Path,
-                       formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+                       formats: Sequence[str] = ("png", "pdf"), logistic_bounds: bool = True) -> list[Path]:
     """Write the stage's figures: ``scatter_<dataset>_<attribute>`` (PNG only: a grid of up to ~20 rasterised
     panels per attribute is slow as PDF and gains nothing), ``tiers_<dataset>_<attribute>`` (when tier metrics
     exist) and ``fg_acc_dmos_<dataset>`` (when the dataset has pairs), the last two in ``formats``. Stale figures
@@ -223,7 +225,8 @@ def evaluation_figures(inputs: EvalInputs, scores: pd.DataFrame, folder: Path,
 
     for (dataset, attr), part in test.groupby(["dataset", "attribute"], sort=False):
         sim = simulated.get(dataset, False)
-        fig = scatter_logistic(part, labels, f"{dataset} ({'simulated' if sim else 'real'}): {attr}", sim)
+        fig = scatter_logistic(part, labels, f"{dataset} ({'simulated' if sim else 'real'}): {attr}", sim,
+                               logistic_bounds=logistic_bounds)
         written.extend(save(fig, folder / f"scatter_{safe_name(dataset)}_{safe_name(attr)}", ("png",)))
         plt.close(fig)
         tiers = scores[(scores["dataset"] == dataset) & (scores["attribute"] == attr)

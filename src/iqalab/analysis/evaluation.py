@@ -162,7 +162,7 @@ def _fine_pairs(pairs: pd.DataFrame, fine_only: bool) -> dict[str, pd.DataFrame]
 
 
 def compute_scores(inputs: EvalInputs, fine_pairs_only: bool = True, tier_tags: Collection[str] = (),
-                   scene_tags: Collection[str] = ()) -> pd.DataFrame:
+                   scene_tags: Collection[str] = (), logistic_bounds: bool = True) -> pd.DataFrame:
     """Every metric of every test set, long: ``experiment, dataset, train_dataset, split, attribute, group,
     metric, value``.
 
@@ -171,8 +171,10 @@ def compute_scores(inputs: EvalInputs, fine_pairs_only: bool = True, tier_tags: 
     ``protocol: per_scene`` or a tag in ``scene_tags``) or ``tier:<Tier>`` (REQA tiers,
     :func:`metrics.per_tier_metrics`, SRCC and raw PLCC and ``n``; for ``protocol: per_tier`` or a tag in
     ``tier_tags``). The tag sets come from the paper tables that read those groups
-    (:func:`iqalab.paper_tables.tags_needing`).
+    (:func:`iqalab.paper_tables.tags_needing`). ``logistic_bounds`` picks the bounded logistic fit of
+    ``plcc_logistic`` (default) or the unconstrained one (:func:`metrics.logistic_options`); ``plcc`` is raw.
     """
+    fit_options = metrics.logistic_options(logistic_bounds)
     test = inputs.predictions[inputs.predictions["role"] == "test"]
     rows: list[tuple[Any, ...]] = []
     pairs = {ds: _fine_pairs(frame, fine_pairs_only) for ds, frame in inputs.pairs.items()}
@@ -184,7 +186,7 @@ def compute_scores(inputs: EvalInputs, fine_pairs_only: bool = True, tier_tags: 
             key = (exp, dataset, str(info["train_dataset"]), split, attr)
             pred, mos = scored_values(part, info), part["mos"].to_numpy(float)
             untrained = published_untrained(info)
-            for name, value in metrics.summarise(pred, mos).items():
+            for name, value in metrics.summarise(pred, mos, **fit_options).items():
                 if untrained and name in ("rmse", "mae"):
                     value = math.nan  # a published score is not in MOS units: no raw error
                 rows.append((*key, "all", name, value))

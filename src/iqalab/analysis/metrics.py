@@ -126,6 +126,13 @@ LOGISTIC_MIN_WIDTH: float = 0.1
 LOGISTIC_MID_QUANTILE: float = 0.1
 
 
+def logistic_options(bounded: bool = True) -> dict[str, float]:
+    """Keyword arguments of :func:`logistic4_fit` for the bounded fit (``{}``: the defaults) or, with
+    ``bounded=False``, the unconstrained VQEG FR-TV fit (``min_width=0, mid_quantile=0``); the params key
+    ``evaluate.logistic_bounds`` picks one."""
+    return {} if bounded else {"min_width": 0.0, "mid_quantile": 0.0}
+
+
 def logistic4(x: ArrayLike, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
     """The 4-parameter logistic ``y = (b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2`` (VQEG FR-TV Phase II).
 

@@ -45,15 +45,17 @@ __all__ = ["PaperTable", "TableContext", "build_tables", "register_table", "regi
            "tags_needing"]
 
 
-def build_tables(scores: pd.DataFrame, inputs: EvalInputs, logistic: bool = True) -> dict[str, Table]:
+def build_tables(scores: pd.DataFrame, inputs: EvalInputs, logistic: bool = True,
+                 logistic_bounds: bool = True) -> dict[str, Table]:
     """``all_metrics`` and every paper table whose tag some experiment with predictions carries.
 
     ``scores`` is :func:`iqalab.analysis.evaluation.compute_scores` of ``inputs``; ``logistic`` picks the PLCC
-    the tables show (after the 4-parameter logistic map, or raw). A table whose tagged experiments all lack
+    the tables show (after the 4-parameter logistic map, then also raw beside it, or raw only), ``logistic_bounds``
+    only what the captions say about the fit. A table whose tagged experiments all lack
     predictions (or that no experiment is tagged for) is left out; rows of experiments that could not run keep
     their place with their status (:func:`~iqalab.paper_tables.common.mark_unavailable`).
     """
-    ctx = TableContext(scores, inputs.meta, display_labels(inputs.meta), inputs.profiles, logistic)
+    ctx = TableContext(scores, inputs.meta, display_labels(inputs.meta), inputs.profiles, logistic, logistic_bounds)
     tables: dict[str, Table] = {}
     table = all_metrics_table(ctx)
     if table is not None:

@@ -32,14 +32,25 @@ class TableContext:
     labels: dict[str, str]
     profiles: dict[str, dict[str, Any]]
     logistic: bool
+    logistic_bounds: bool = True
 
     @property
     def plcc_key(self) -> str:
         return "plcc_logistic" if self.logistic else "plcc"
 
     @property
+    def plcc_names(self) -> dict[str, str]:
+        """The PLCC columns of a table: ``PLCC`` (after the logistic map when ``logistic``) and, beside a fitted
+        PLCC, ``PLCC (raw)`` (no map, REQA Eq. 16), so a fit that turns into a step cannot hide (issue #27)."""
+        return {"plcc_logistic": "PLCC", "plcc": "PLCC (raw)"} if self.logistic else {"plcc": "PLCC"}
+
+    @property
     def plcc_note(self) -> str:
-        return ("PLCC after the 4-parameter logistic map" if self.logistic else "PLCC on raw predictions")
+        if not self.logistic:
+            return "PLCC on raw predictions"
+        fit = ("bounded fit: width >= 0.1 SD of the predictions, mid-point within their 10-90 % quantiles"
+               if self.logistic_bounds else "unconstrained fit")
+        return f"PLCC after the 4-parameter logistic map ({fit}); PLCC (raw) without the map"
 
     @property
     def unavailable(self) -> dict[str, str]:

@@ -63,7 +63,7 @@ def reqa_table1(ctx: TableContext, exps: list[str]) -> Table:
 @register_table("reqa_table2")
 def reqa_table2(ctx: TableContext, exps: list[str]) -> Table:
     """REQA Table II: one column block per dataset, SROCC / PLCC as the median and mean ± std over splits."""
-    names = {"srcc": "SROCC", ctx.plcc_key: "PLCC"}
+    names = {"srcc": "SROCC", **ctx.plcc_names}
     stats = ctx.stats(exps, names, ["metric"], primary_only=True)
     return per_dataset_columns(ctx, exps, stats, list(names.values()), "reqa_table2",
                                 "REQA Table II layout: single-database performance, median and mean over "

@@ -18,7 +18,7 @@ from iqalab.tables import Table
 @register_table("sfiqa_table2")
 def sfiqa_table2(ctx: TableContext, exps: list[str]) -> Table:
     """SFIQA Table II: per dimension SRCC / PLCC, then Params (M), GMACs and latency (when profiled)."""
-    names = {"srcc": "SRCC", ctx.plcc_key: "PLCC"}
+    names = {"srcc": "SRCC", **ctx.plcc_names}
     attrs = attribute_order(ctx, exps)
     stats = ctx.stats(exps, names, ["attribute", "metric"])
     mean, std = wide_stats(stats, exps, [(a, m) for a in attrs for m in names.values()], ["attribute", "metric"])
@@ -37,7 +37,7 @@ def sfiqa_table2(ctx: TableContext, exps: list[str]) -> Table:
 @register_table("sfiqa_table3")
 def sfiqa_table3(ctx: TableContext, exps: list[str]) -> Table:
     """SFIQA Table III: SRCC / PLCC per dataset (primary attribute), one row per method."""
-    names = {"srcc": "SRCC", ctx.plcc_key: "PLCC"}
+    names = {"srcc": "SRCC", **ctx.plcc_names}
     stats = ctx.stats(exps, names, ["metric"], primary_only=True)
     return per_dataset_columns(ctx, exps, stats, list(names.values()), "sfiqa_table3",
                                 "SFIQA Table III layout: performance per dataset", with_median=False, params=True)
@@ -47,7 +47,7 @@ def sfiqa_table3(ctx: TableContext, exps: list[str]) -> Table:
 def sfiqa_table4(ctx: TableContext, exps: list[str]) -> Table | None:
     """SFIQA Table IV: cross-dataset SRCC / PLCC per train -> test pair."""
     return cross_table(ctx, exps, "sfiqa_table4", "SFIQA Table IV layout: cross-dataset performance",
-                       {"srcc": "SRCC", ctx.plcc_key: "PLCC"})
+                       {"srcc": "SRCC", **ctx.plcc_names})
 
 
 @register_table("sfiqa_table5")
@@ -55,7 +55,7 @@ def sfiqa_table5(ctx: TableContext, exps: list[str]) -> Table:
     """SFIQA Table V: backbones, SRCC / PLCC averaged over dimensions, Params (M), GMACs."""
     return averaged_table(
         ctx, exps, "sfiqa_table5", "SFIQA Table V layout: backbones, SRCC/PLCC averaged over the dimensions",
-        {"srcc": "SRCC", ctx.plcc_key: "PLCC"}, params=True, backbone=True, gmacs=True)
+        {"srcc": "SRCC", **ctx.plcc_names}, params=True, backbone=True, gmacs=True)
 
 
 @register_table("sfiqa_table6")
@@ -63,4 +63,4 @@ def sfiqa_table6(ctx: TableContext, exps: list[str]) -> Table:
     """SFIQA Table VI: module ablation (differing settings), averaged SRCC / PLCC, Params (M), GMACs."""
     return averaged_table(
         ctx, exps, "sfiqa_table6", "SFIQA Table VI layout: module ablation, SRCC/PLCC averaged over the dimensions",
-        {"srcc": "SRCC", ctx.plcc_key: "PLCC"}, settings=True, params=True, gmacs=True)
+        {"srcc": "SRCC", **ctx.plcc_names}, settings=True, params=True, gmacs=True)

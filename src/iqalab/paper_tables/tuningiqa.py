@@ -17,9 +17,9 @@ def tuningiqa_table2(ctx: TableContext, exps: list[str]) -> Table:
     score. Table 4's caption says it averages over the overall score and the attributes, Table 2's does not, and
     its numbers are not such an average (TuningIQA MobileNetV3-S: 0.9308 SRCC in Table 2; Table 2's overall with
     Table 3's four attributes averages 0.8906, Table 4 gives 0.8917): Table 2 reads the overall score."""
-    names = {"srcc": "SRCC", ctx.plcc_key: "PLCC", "fg_acc": "FG-ACC"}
+    names = {"srcc": "SRCC", **ctx.plcc_names, "fg_acc": "FG-ACC"}
     mean, std = wide_stats(ctx.stats(exps, names, ["metric"], primary_only=True), exps,
-                      ["SRCC", "PLCC", "FG-ACC"], "metric")
+                      list(names.values()), "metric")
     info = frame(ctx.rows(exps), {
         "Backbone": [str((ctx.meta[e].get("model_kwargs") or {}).get("backbone", "-")) for e in exps],
         "Params (M)": ctx.params_m(exps)})
@@ -33,7 +33,7 @@ def tuningiqa_table2(ctx: TableContext, exps: list[str]) -> Table:
 @register_table("tuningiqa_table3")
 def tuningiqa_table3(ctx: TableContext, exps: list[str]) -> Table:
     """TuningIQA Table 3: rows Method x Metric (SRCC, PLCC, FG-ACC), one column per attribute."""
-    names = {"srcc": "SRCC", ctx.plcc_key: "PLCC", "fg_acc": "FG-ACC"}
+    names = {"srcc": "SRCC", **ctx.plcc_names, "fg_acc": "FG-ACC"}
     attrs = attribute_order(ctx, exps)
     stats = ctx.stats(exps, names, ["metric", "attribute"])
     mean, std = wide_stats(stats, exps, [(m, a) for m in names.values() for a in attrs], ["metric", "attribute"])
@@ -56,4 +56,4 @@ def tuningiqa_table4(ctx: TableContext, exps: list[str]) -> Table:
     overall score and the attributes."""
     return averaged_table(
         ctx, exps, "tuningiqa_table4", "TuningIQA Table 4 layout: ablation, averaged over overall score and attributes",
-        {"srcc": "SRCC", ctx.plcc_key: "PLCC", "fg_acc": "FG-ACC"}, settings=True)
+        {"srcc": "SRCC", **ctx.plcc_names, "fg_acc": "FG-ACC"}, settings=True)

@@ -19,8 +19,10 @@ Conventions (choices where the papers are silent or disagree):
 - all metrics are on ``role == "test"``; each split is scored on its own, then tables show the mean ± sample std
   across splits (REQA Table II also shows the median, as REQA reports medians of 10 runs);
 - "PLCC" in the tables is after the 4-parameter logistic map when ``evaluate.logistic`` is true (VQEG practice),
-  raw otherwise; per-tier (REQA Eq. 16) and per-scene PLCC are always raw, since a logistic fitted inside one
-  20-point tier or one scene of a handful of images is ill-conditioned. Each caption says which;
+  with "PLCC (raw)" beside it, raw otherwise; the fit is bounded (:func:`iqalab.analysis.metrics.logistic4_fit`)
+  unless ``evaluate.logistic_bounds`` is false; per-tier (REQA Eq. 16) and per-scene PLCC are always raw, since
+  a logistic fitted inside one 20-point tier or one scene of a handful of images is ill-conditioned. Each caption
+  says which;
 - averaged-over-attributes columns average the per-attribute metric within a split, then across splits;
 - single-score tables (REQA, SFIQA Tables III-IV) use the ``overall`` attribute when the dataset has one, else
   the first attribute ("the primary attribute");
@@ -66,9 +68,10 @@ def run(params: Params, root: Path, figures: bool = True) -> dict[str, pd.DataFr
     started = time.perf_counter()
     root = Path(root)
     inputs = load_inputs(params, root)
+    bounds = params.evaluate.logistic_bounds
     scores = compute_scores(inputs, params.evaluate.fine_pairs_only, tier_tags=paper_tables.tags_needing("tier"),
-                            scene_tags=paper_tables.tags_needing("scene_median"))
-    tables = paper_tables.build_tables(scores, inputs, params.evaluate.logistic)
+                            scene_tags=paper_tables.tags_needing("scene_median"), logistic_bounds=bounds)
+    tables = paper_tables.build_tables(scores, inputs, params.evaluate.logistic, bounds)
     out = root / "results" / "tables"
     out.mkdir(parents=True, exist_ok=True)
     for table in tables.values():
@@ -80,7 +83,7 @@ def run(params: Params, root: Path, figures: bool = True) -> dict[str, pd.DataFr
             log.info("removed stale table %s", path.name)
     write_json(root / "results" / "metrics" / "summary.json", summary_metrics(scores, inputs.experiments))
     if figures:
-        evaluation_figures(inputs, scores, root / "results" / "figures" / "evaluation")
+        evaluation_figures(inputs, scores, root / "results" / "figures" / "evaluation", logistic_bounds=bounds)
     log.info("evaluated %d experiments into %d tables in %.1f s", len(inputs.meta), len(tables),
              time.perf_counter() - started)
     return {name: table.to_frame() for name, table in tables.items()}
