@@ -689,3 +689,107 @@ def test_captions_list_the_paper_rows_that_do_not_run_here():
     assert "HOSA (cannot run)" in text and "ILNIQE (zero-shot only)" in text
     assert len(text.split(";")) == len(rows_not_run("reqa_table2"))
     assert not_run_notes(None) == [] and not_run_notes("fhiqa_table1") == []
+
+
+# -- features computed once per image (issue 30) and the BRISQUE switches of issue 30 ------------------------------
+@pytest.mark.parametrize("spec", [{"name": "brisque", "regressor": "train", "max_support_vectors": 64},
+                                  {"name": "niqe", "pristine": "train", "patch_size": 32, "top_quantile": 0.5}])
+def test_features_are_computed_once_per_image_across_splits(project, toy_dataset, tmp_path, monkeypatch, spec):
+    """The train stage caches classical features in build/features: with three splits sharing the same 20
+    images, each image is analysed once (counted), and the predictions equal those computed without a cache."""
+    import shutil
+
+    import pandas as pd
+
+    from iqalab.config import parse_params
+    from iqalab.models import get_model_class
+    from iqalab.models.nss import pixel_key
+    from iqalab.stages import train
+    from iqalab.train.engine import train_experiment
+
+    from .conftest import toy_params
+
+    computed: list[str] = []
+    cls = get_model_class(spec["name"])
+    real = cls.compute_features
+
+    def counting(self, gray):
+        computed.extend(pixel_key(g.astype(np.uint8)) for g in gray)  # distinct photos have distinct grey images
+        return real(self, gray)
+
+    monkeypatch.setattr(cls, "compute_features", counting)
+    exp = {"dataset": "toy", "model": spec, "splits": ["scene", "random_00", "random_01"]}
+    params = parse_params(toy_params(e=exp))
+    shutil.copytree(toy_dataset.root, project.root / "build" / "datasets" / "toy")
+    cached = train.run(params, "e", project.root, progress=False)
+    assert len(computed) == len(set(computed)) == len(toy_dataset.images), "each image analysed exactly once"
+    assert any((project.root / "build" / "features").rglob("*.npz"))
+
+    computed.clear()
+    other = tmp_path / "uncached"
+    shutil.copytree(toy_dataset.root, other / "build" / "datasets" / "toy")
+    plain = train_experiment(params, "e", other, progress=False)  # the engine alone: no feature cache
+    assert len(computed) > 2 * len(toy_dataset.images), "without the cache every split recomputes"
+    cols = ["image_id", "attribute", "split", "role"]
+    a, b = cached.sort_values(cols).reset_index(drop=True), plain.sort_values(cols).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a[[*cols, "pred", "raw"]], b[[*cols, "pred", "raw"]])
+
+
+def test_feature_cache_key_changes_with_settings_and_survives_a_corrupt_file(tmp_path, camera):
+    """Another feature setting is another cache folder; a damaged cache file is recomputed, not trusted."""
+    from iqalab.models.nss import feature_cache
+
+    batch = {"image": normalise(camera[None, :160, :160].copy())}
+    with feature_cache(tmp_path):
+        gray_model, y_model = BRISQUE(["q"]), BRISQUE(["q"], color="y")
+        first = gray_model.features(batch["image"])
+        y_model.features(batch["image"])
+        folders = sorted(p.name for p in tmp_path.iterdir())
+        assert len(folders) == 2 and all(name.startswith("brisque-") for name in folders)
+        (stored,) = gray_model._store.folder.rglob("*.npz")
+        stored.write_bytes(b"not an npz")
+        again = BRISQUE(["q"])
+        np.testing.assert_array_equal(again.features(batch["image"]), first)
+        assert again._store.misses == 1 and again._store.hits == 0
+        reader = BRISQUE(["q"])
+        np.testing.assert_array_equal(reader.features(batch["image"]), first)
+        assert reader._store.hits == 1 and reader._store.misses == 0
+    np.testing.assert_array_equal(np.load(stored)["features"][None], first)  # rewritten whole
+
+
+def test_brisque_counts_a_shared_live_svr_once():
+    """The LIVE SVR serves every attribute: 774 support vectors x (36 + 1) + 1 intercept + 72 scaling bounds,
+    whatever the number of attributes; retrained SVRs (one per attribute) are each counted."""
+    one, five = BRISQUE(["q"]), BRISQUE(["a", "b", "c", "d", "e"])
+    n_sv = int(one.n_support[0])
+    assert n_sv == 774
+    assert one.num_parameters() == five.num_parameters() == n_sv * 37 + 1 + 72
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(40, 36))
+    trained = BRISQUE(["a", "b"], regressor="train", max_support_vectors=64)
+    trained.fit_features(feats, rng.uniform(size=(40, 2)))
+    n = trained.n_support.tolist()
+    assert trained.num_parameters() == sum(n) * 37 + 2 + 72
+
+
+def test_brisque_can_return_the_original_nan_for_flat_images(camera):
+    """undefined='nan' is the MATLAB behaviour: a flat image's score is NaN (counted), a textured one is unchanged;
+    a retrained SVR leaves the undefined image out of training instead of failing."""
+    flat = np.full((1, 96, 96), 255.0)
+    photo = camera[None, :192, :192].copy()
+    default, original = BRISQUE(["q"]), BRISQUE(["q"], undefined="nan")
+    _, raw_flat = original.predict_with_raw({"image": normalise(flat)})
+    assert torch.isnan(raw_flat).all() and original.n_undefined == 1 and original.n_fallback == 0
+    assert original.run_notes()["n_undefined"] == 1
+    _, raw_default = default.predict_with_raw({"image": normalise(flat)})
+    assert torch.isfinite(raw_default).all() and "n_undefined" not in default.run_notes()
+    torch.testing.assert_close(original.predict_with_raw({"image": normalise(photo)})[1],
+                               default.predict_with_raw({"image": normalise(photo)})[1], rtol=0, atol=0)
+    feats = brisque_features(np.concatenate([flat[:, :96, :96], photo[:, :96, :96], photo[:, 96:, 96:],
+                                             photo[:, :96, 96:]]), undefined="nan")
+    assert np.isnan(feats[0]).any() and np.isfinite(feats[1:]).all()
+    retrained = BRISQUE(["q"], regressor="train", undefined="nan", max_support_vectors=16)
+    retrained.fit_features(feats, np.array([[0.1], [0.5], [0.7], [0.9]]))
+    assert int(retrained.n_support[0]) <= 3
+    with pytest.raises(ValueError, match="undefined"):
+        BRISQUE(["q"], undefined="drop")

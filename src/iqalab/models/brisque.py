@@ -22,9 +22,11 @@ The registry model ``brisque`` has both published uses:
   prediction evaluates the RBF expansion directly. Its raw score is the SVR output on that scale (higher is
   better) and is not a published BRISQUE value.
 
-No image is dropped: a flat image, whose original features would be undefined (an empty side of an AGGD), is
-scored with a zero deviation on that side (:func:`iqalab.models.nss.empty_aggd_side`) and counted
+No image is dropped by default: a flat image, whose original features would be undefined (an empty side of an
+AGGD), is scored with a zero deviation on that side (:func:`iqalab.models.nss.empty_aggd_side`) and counted
 (:attr:`BRISQUE.n_fallback`, recorded with the predictions so that tables can say how many).
+``undefined="nan"`` switches back to the original code: such an image's features and score are NaN (counted in
+:attr:`BRISQUE.n_undefined`), and a retrained SVR leaves it out of its training set.
 ``regressor="skimage"`` builds a small offline demo SVR from scikit-image photos under graded blur and noise
 (smoke tests only).
 """
@@ -48,7 +50,6 @@ from iqalab.models.nss import (
     _aggd_mean,
     _aggd_moments,
     _iter_batches,
-    batch_to_gray,
     empty_aggd_side,
     fit_ggd,
     imresize,
@@ -66,19 +67,20 @@ BRISQUE_SHIFTS = ((0, 1), (1, 0), (1, 1), (-1, 1))
 OFFICIAL_SVR = Path(__file__).with_name("data") / "brisque_live_svr.npz"
 
 
-def brisque_features(gray: np.ndarray, fallback: np.ndarray | None = None) -> np.ndarray:
+def brisque_features(gray: np.ndarray, fallback: np.ndarray | None = None, undefined: str = "zero") -> np.ndarray:
     """The 36 BRISQUE features (Table I; ``brisque_feature.m``) of grey images ``[..., H, W]`` in [0, 255].
 
     Per scale: GGD ``(shape, variance)`` of the MSCN map (zero padding), then for each neighbour product
     (``circshift`` [0 1], [1 0], [1 1], [-1 1], circular) the AGGD ``(shape, mean, left variance, right
-    variance)``; the second scale is ``imresize(im, 0.5)``. Returns ``[..., 36]``, always finite: where the
-    original is undefined (an AGGD side without samples) the side's variance is 0; ``fallback`` (a bool array of
-    shape ``[...]``), when given, is set True for those images.
+    variance)``; the second scale is ``imresize(im, 0.5)``. Returns ``[..., 36]``. Where the original is
+    undefined (an AGGD side without samples), ``undefined="zero"`` (default) gives the side variance 0, so the
+    features are always finite; ``undefined="nan"`` keeps MATLAB's NaN (``mean([])``) for that side's variance and
+    the AGGD mean. ``fallback`` (a bool array of shape ``[...]``), when given, is set True for those images.
     """
     img = np.asarray(gray, dtype=np.float64)
     lead = img.shape[:-2]
     feats: list[np.ndarray] = []
-    undefined = np.zeros(lead, dtype=bool)
+    any_empty = np.zeros(lead, dtype=bool)
     for scale in range(2):
         coef, _ = mscn(img, mode="constant")
         flat = coef.reshape(*lead, -1)
@@ -86,14 +88,14 @@ def brisque_features(gray: np.ndarray, fallback: np.ndarray | None = None) -> np
         feats += [shape, sigma**2]
         for shift in BRISQUE_SHIFTS:
             pair = (coef * np.roll(coef, shift, axis=(-2, -1))).reshape(*lead, -1)
-            a, left_std, right_std = _aggd_moments(pair, empty_side="zero")
-            undefined |= empty_aggd_side(pair)
+            a, left_std, right_std = _aggd_moments(pair, empty_side=undefined)
+            any_empty |= empty_aggd_side(pair)
             const = np.sqrt(gamma_fn(1.0 / a) / gamma_fn(3.0 / a))
             feats += [a, _aggd_mean(a, left_std * const, right_std * const), left_std**2, right_std**2]
         if scale == 0:
             img = imresize(img, 0.5)
     if fallback is not None:
-        fallback[...] = undefined
+        fallback[...] = any_empty
     return np.stack(feats, axis=-1)
 
 
@@ -136,8 +138,9 @@ class BRISQUE(ClassicalModel):
     predicting normalised MOS), ``"skimage"`` (a demo SVR trained at construction on scikit-image photos under
     graded blur/noise) or a path to an ``.npz`` written by :meth:`save_regressor`. Up to ``max_support_vectors``
     training images are used (a seeded subsample beyond); the fitted SVRs live in buffers of that capacity so
-    they travel in a weights-only checkpoint. ``n_fallback`` counts the images scored with the flat-region
-    fallback since construction (see the module docstring).
+    they travel in a weights-only checkpoint. ``undefined`` is what an image with an undefined original feature
+    (a flat region) gets: ``"zero"`` (default) a zero-variance AGGD side and a score, counted in ``n_fallback``;
+    ``"nan"`` the original code's NaN features and score, counted in ``n_undefined`` (module docstring).
     """
 
     paper = ("Mittal, Moorthy, Bovik. No-Reference Image Quality Assessment in the Spatial Domain. "
@@ -147,13 +150,17 @@ class BRISQUE(ClassicalModel):
 
     def __init__(self, attributes: list[str], regressor: str | Path = "live", svr_c: float = 1024.0,
                  svr_gamma: float = 0.05, svr_epsilon: float = 0.1, target_scale: float = 100.0,
-                 max_support_vectors: int = 4096, color: str = "gray") -> None:
+                 max_support_vectors: int = 4096, color: str = "gray", undefined: str = "zero") -> None:
         super().__init__(attributes, color)
+        if undefined not in ("zero", "nan"):
+            raise ValueError(f"undefined must be 'zero' (iqalab's fallback) or 'nan' (the original), got {undefined!r}")
+        self.undefined = undefined
         self.regressor = str(regressor)
         self.svr_c, self.svr_gamma, self.svr_epsilon = float(svr_c), float(svr_gamma), float(svr_epsilon)
         self.target_scale = float(target_scale)
         self.max_support_vectors = int(max_support_vectors)
         self.n_fallback = 0
+        self.n_undefined = 0
         n_attr = len(self.attributes)
         if self.regressor == "live":
             with np.load(OFFICIAL_SVR, allow_pickle=False) as data:
@@ -202,8 +209,10 @@ class BRISQUE(ClassicalModel):
         return self.regressor != "train"
 
     def run_notes(self) -> dict[str, Any]:
-        """As :meth:`ClassicalModel.run_notes`, plus the number of images scored with the flat-region fallback."""
-        return super().run_notes() | {"n_fallback": self.n_fallback}
+        """As :meth:`ClassicalModel.run_notes`, plus the number of images scored with the flat-region fallback
+        (``undefined="nan"``: the number left with a NaN score instead)."""
+        notes = super().run_notes() | {"n_fallback": self.n_fallback}
+        return notes | {"undefined": "nan", "n_undefined": self.n_undefined} if self.undefined == "nan" else notes
 
     @property
     def variant(self) -> str:
@@ -232,7 +241,11 @@ class BRISQUE(ClassicalModel):
         feats = np.asarray(feats, dtype=np.float64)
         mos_norm = np.asarray(mos_norm, dtype=np.float64).reshape(len(feats), -1)
         bad = np.flatnonzero(~np.isfinite(feats).all(axis=1))
-        if bad.size:  # brisque_features is always finite; features from elsewhere must be too
+        if bad.size and self.undefined == "nan":  # the original's undefined features: no training row
+            log.warning("BRISQUE: %d training image(s) with undefined features (undefined='nan') left out", bad.size)
+            keep_rows = np.isfinite(feats).all(axis=1)
+            feats, mos_norm = feats[keep_rows], mos_norm[keep_rows]
+        elif bad.size:  # brisque_features is always finite with undefined="zero"; features from elsewhere must be
             raise ValueError(f"BRISQUE.fit_features: rows {bad[:10].tolist()} have non-finite features")
         if len(feats) > self.max_support_vectors:
             log.warning("BRISQUE: %d training images, keeping a seeded subsample of %d (max_support_vectors)",
@@ -270,15 +283,29 @@ class BRISQUE(ClassicalModel):
         return np.stack([out[a].double().numpy() for a in self.attributes], axis=1)
 
     # -- the registry surface -----------------------------------------------------------------------------
-    def features(self, image: torch.Tensor) -> np.ndarray:
-        """BRISQUE features ``[B, 36]`` of ImageNet-normalised images (flat-region fallbacks counted)."""
-        gray = batch_to_gray(image, self.color)
+    feature_name: ClassVar[str] = "brisque"
+
+    def feature_config(self) -> dict[str, Any]:
+        """Grey conversion and the handling of undefined features: the settings that change the features."""
+        return {"color": self.color, "undefined": self.undefined}
+
+    def compute_features(self, gray: np.ndarray) -> dict[str, np.ndarray]:
+        """BRISQUE features ``[B, 36]`` and whether each image's original features are undefined ``[B]``."""
         fallback = np.zeros(gray.shape[:-2], dtype=bool)
-        feats = brisque_features(gray, fallback)
-        if fallback.any():
-            log.info("BRISQUE: %d flat image(s) scored with a zero-variance AGGD side", int(fallback.sum()))
-        self.n_fallback += int(fallback.sum())
-        return feats
+        return {"features": brisque_features(gray, fallback, self.undefined), "undefined": fallback}
+
+    def features(self, image: torch.Tensor) -> np.ndarray:
+        """BRISQUE features ``[B, 36]`` of ImageNet-normalised images (once per image while a feature cache is
+        active, :func:`iqalab.models.nss.feature_cache`); images with undefined original features are counted."""
+        out = self.image_features(image)
+        n = int(out["undefined"].sum())
+        if n and self.undefined == "zero":
+            log.info("BRISQUE: %d flat image(s) scored with a zero-variance AGGD side", n)
+            self.n_fallback += n
+        elif n:
+            log.info("BRISQUE: %d flat image(s) with undefined features: NaN score (undefined='nan')", n)
+            self.n_undefined += n
+        return out["features"]
 
     def svr_outputs(self, feats: np.ndarray) -> np.ndarray:
         """SVR outputs ``[N, A]`` on its own scale (the LIVE model: the published BRISQUE score; a retrained SVR:
@@ -313,12 +340,6 @@ class BRISQUE(ClassicalModel):
             scores = raw / self.target_scale
         scores = scores.to(device=image.device, dtype=torch.float32)
         return {attr: scores[:, k] for k, attr in enumerate(self.attributes)}
-
-    @torch.no_grad()
-    def predict_with_raw(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-        image = batch["image"]
-        raw = self.raw_from_image(image)
-        return self.outputs_from_raw(raw, image), (raw[:, 0] if self.regressor == "live" else None)
 
     def fit(self, batches: Iterable[dict[str, Any]]) -> None:
         """Train the SVRs on training batches (``image``, ``mos_norm [B, A]``, prepared exactly as for
@@ -363,8 +384,19 @@ class BRISQUE(ClassicalModel):
             self.dual[:, :n_max] = torch.from_numpy(data["dual"][:, :n_max])
 
     def num_parameters(self) -> int:
-        """Numbers in the fitted model: per attribute support vectors (36 each) + dual coefficients + intercept,
-        plus the 72 scaling bounds."""
-        n_sv = int(self.n_support.sum())
-        return n_sv * (BRISQUE_FEATURES + 1) + len(self.attributes) + 2 * BRISQUE_FEATURES
+        """Numbers in the fitted model: per distinct SVR its support vectors (36 each), dual coefficients and
+        intercept, plus the 72 scaling bounds. Attributes sharing one SVR (the LIVE model serves every attribute)
+        count it once: the LIVE model is 774 x 37 + 1 + 72 = 28,711 numbers whatever the attributes."""
+        distinct: list[int] = []
+        for k in range(len(self.attributes)):
+            if not any(self._same_svr(k, j) for j in distinct):
+                distinct.append(k)
+        n_sv = sum(int(self.n_support[k]) for k in distinct)
+        return n_sv * (BRISQUE_FEATURES + 1) + len(distinct) + 2 * BRISQUE_FEATURES
+
+    def _same_svr(self, k: int, j: int) -> bool:
+        """Attributes ``k`` and ``j`` have the same SVR (support vectors, coefficients, intercept)."""
+        n = int(self.n_support[k])
+        return n == int(self.n_support[j]) and bool(self.intercept[k] == self.intercept[j]) \
+            and torch.equal(self.dual[k, :n], self.dual[j, :n]) and torch.equal(self.support[k, :n], self.support[j, :n])
 

@@ -44,7 +44,6 @@ from iqalab.models.nss import (
     ClassicalModel,
     _aggd_mean,
     _iter_batches,
-    batch_to_gray,
     fit_aggd,
     imresize,
     mscn,
@@ -282,12 +281,23 @@ class NIQE(ClassicalModel):
         """The current pristine MVG as a :class:`NiqeModel`."""
         return NiqeModel(self.mu.cpu().numpy().copy(), self.cov.cpu().numpy().copy(), self.patch_size)
 
+    feature_name: ClassVar[str] = "niqe"
+
+    def feature_config(self) -> dict[str, Any]:
+        """Grey conversion and patch size: the settings that change the patch features."""
+        return {"color": self.color, "patch_size": self.patch_size}
+
+    def compute_features(self, gray: np.ndarray) -> dict[str, np.ndarray]:
+        """Patch features ``[B, N, 36]`` and patch sharpness ``[B, N]`` (:func:`niqe_patch_features`)."""
+        feats, sharp = niqe_patch_features(gray, self.patch_size)
+        return {"features": feats, "sharpness": sharp}
+
     def _features(self, image: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        gray = batch_to_gray(image, self.color)
-        if min(gray.shape[-2:]) < self.patch_size:
-            raise ValueError(f"NIQE needs images of at least {self.patch_size}px (got {tuple(gray.shape[-2:])}); "
+        if min(image.shape[-2:]) < self.patch_size:
+            raise ValueError(f"NIQE needs images of at least {self.patch_size}px (got {tuple(image.shape[-2:])}); "
                              "lower patch_size")
-        return niqe_patch_features(gray, self.patch_size)
+        out = self.image_features(image)  # once per image while a feature cache is active (nss.feature_cache)
+        return out["features"], out["sharpness"]
 
     def _distances(self, feats: np.ndarray) -> np.ndarray:
         model = self.pristine_model()

@@ -15,14 +15,23 @@ non-trainable classical models.
   A side of the AGGD without samples (no negative products at all) has variance 0 here where MATLAB's
   ``mean([])`` gives NaN and an undefined score; :func:`undefined_sides` counts such images so that tables can
   say how many there were.
+- Per-image feature cache (:func:`feature_cache`): while it is active, :meth:`ClassicalModel.image_features` keeps
+  each image's features in ``build/features/<name>-<config>/``, keyed by a digest of the image's pixels and of
+  the feature settings and code, so an image shared by several splits (or experiments) is analysed once.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
 import math
-from collections.abc import Iterable, Iterator
+import sys
+import zipfile
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,6 +42,7 @@ from scipy.special import gamma as gamma_fn
 from tqdm.auto import tqdm
 
 from iqalab.data.loaders import denormalise_batch
+from iqalab.io import atomic_path
 from iqalab.models.base import IQAModel
 
 log = logging.getLogger(__name__)
@@ -260,10 +270,88 @@ def skimage_photos() -> list[np.ndarray]:
     return [getattr(skimage.data, name)() for name in SKIMAGE_PHOTOS]
 
 
+def batch_to_uint8(image: torch.Tensor) -> np.ndarray:
+    """Undo ImageNet normalisation of ``[B, 3, H, W]``: RGB uint8 ``[B, H, W, 3]``, the values :func:`to_gray`
+    rounds a float image to (so ``to_gray(batch_to_uint8(x))`` is the grey image of ``x``)."""
+    rgb = denormalise_batch(image.detach().cpu()).permute(0, 2, 3, 1).numpy().astype(np.float64)
+    return np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
 def batch_to_gray(image: torch.Tensor, color: str = "gray") -> np.ndarray:
     """Undo ImageNet normalisation of ``[B, 3, H, W]`` and return grey images ``[B, H, W]`` in [0, 255]."""
-    rgb = denormalise_batch(image.detach().cpu()).permute(0, 2, 3, 1).numpy().astype(np.float64)
-    return to_gray(rgb, color)
+    return to_gray(batch_to_uint8(image), color)
+
+
+# -- per-image feature cache ----------------------------------------------------------------------------------
+#: folder of the feature cache while :func:`feature_cache` is active (``None``: features are always computed)
+_FEATURE_FOLDER: ContextVar[Path | None] = ContextVar("iqalab_nss_feature_folder", default=None)
+
+
+@contextmanager
+def feature_cache(folder: str | Path | None) -> Iterator[None]:
+    """Within the block, classical models keep the features of each image they analyse under ``folder``
+    (``build/features`` in the pipeline; ``None`` turns caching off) and read them back instead of recomputing:
+    fitting and predicting every split of an experiment then analyses each image once."""
+    token = _FEATURE_FOLDER.set(None if folder is None else Path(folder))
+    try:
+        yield
+    finally:
+        _FEATURE_FOLDER.reset(token)
+
+
+def pixel_key(rgb: np.ndarray) -> str:
+    """Content key of a uint8 image: its shape and a 128-bit BLAKE2b digest of its pixels (a CRC32 alone would
+    collide with a probability of about 1 % among 10,000 images)."""
+    arr = np.ascontiguousarray(rgb, dtype=np.uint8)
+    digest = hashlib.blake2b(arr.data, digest_size=16).hexdigest()
+    return f"{digest}-{'x'.join(str(n) for n in arr.shape)}"
+
+
+@functools.lru_cache(maxsize=16)
+def _source_digest(*modules: str) -> str:
+    """SHA-256 of the source files of ``modules``: editing the code that computes features invalidates them."""
+    h = hashlib.sha256()
+    for name in modules:
+        h.update(Path(str(sys.modules[name].__file__)).read_bytes())
+    return h.hexdigest()
+
+
+class FeatureStore:
+    """Per-image feature arrays of one feature configuration: ``<folder>/<name>-<digest>/<key[:2]>/<key>.npz``.
+
+    ``digest`` hashes ``config`` (the settings that change the features) and the source of the modules that
+    compute them; ``key`` is :func:`pixel_key` of the image. Files are written atomically; an unreadable one is
+    recomputed. ``hits`` and ``misses`` count lookups.
+    """
+
+    def __init__(self, folder: Path, name: str, config: Mapping[str, Any], modules: tuple[str, ...]) -> None:
+        text = json.dumps(dict(config), sort_keys=True) + _source_digest(*modules)
+        self.folder = Path(folder) / f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+        self.hits = self.misses = 0
+
+    def path(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.npz"
+
+    def get(self, key: str) -> dict[str, np.ndarray] | None:
+        """The arrays stored for ``key``, or ``None`` (counted as a miss)."""
+        path = self.path(key)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+        except FileNotFoundError:
+            arrays = None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            log.warning("%s: unreadable cached features (%s); recomputing", path, exc)
+            arrays = None
+        if arrays is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return arrays
+
+    def put(self, key: str, arrays: Mapping[str, np.ndarray]) -> None:
+        with atomic_path(self.path(key)) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
 
 
 def _iter_batches(batches: Iterable[dict[str, Any]], desc: str) -> Iterator[dict[str, Any]]:
@@ -299,6 +387,46 @@ class ClassicalModel(IQAModel):
     def training_step(self, batch: dict[str, Any], ctx: Any) -> torch.Tensor:  # pragma: no cover - guard
         raise RuntimeError(f"{type(self).__name__} is not trained by gradient descent: use fit(batches)")
 
+    # -- per-image features, computed once per image while a feature cache is active -------------------------
+    #: prefix of the feature cache's folder (``build/features/<feature_name>-<config digest>``)
+    feature_name: ClassVar[str] = ""
+
+    def feature_config(self) -> dict[str, Any]:  # pragma: no cover - abstract
+        """The settings that change the per-image features (part of the feature cache's key)."""
+        raise NotImplementedError
+
+    def compute_features(self, gray: np.ndarray) -> dict[str, np.ndarray]:  # pragma: no cover - abstract
+        """Per-image features of grey images ``[B, H, W]`` in [0, 255]: named arrays with leading axis ``B``."""
+        raise NotImplementedError
+
+    def image_features(self, image: torch.Tensor) -> dict[str, np.ndarray]:
+        """:meth:`compute_features` of ImageNet-normalised images ``[B, 3, H, W]``; while :func:`feature_cache` is
+        active, each image's features are read from the cache or computed once and stored there."""
+        rgb = batch_to_uint8(image)
+        folder = _FEATURE_FOLDER.get()
+        if folder is None:
+            return self.compute_features(to_gray(rgb, self.color))
+        store = self._feature_store(folder)
+        keys = [pixel_key(x) for x in rgb]
+        found = [store.get(key) for key in keys]
+        missing = [i for i, arrays in enumerate(found) if arrays is None]
+        if missing:
+            fresh = self.compute_features(to_gray(rgb[missing], self.color))
+            for j, i in enumerate(missing):
+                arrays = {name: np.asarray(value[j]) for name, value in fresh.items()}
+                store.put(keys[i], arrays)
+                found[i] = arrays
+        done = [arrays for arrays in found if arrays is not None]  # every image has its features now
+        return {name: np.stack([arrays[name] for arrays in done]) for name in done[0]}
+
+    def _feature_store(self, folder: Path) -> FeatureStore:
+        store: FeatureStore | None = getattr(self, "_store", None)
+        config = {"features": self.feature_name, **self.feature_config()}
+        if store is None or store.folder.parent != folder or getattr(self, "_store_config", None) != config:
+            store = FeatureStore(folder, self.feature_name, config, (__name__, type(self).__module__))
+            self._store, self._store_config = store, config
+        return store
+
     # -- raw score and outputs from one feature pass --------------------------------------------------------
     def raw_from_image(self, image: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         """The published score ``[B]`` (lower is better) of ImageNet-normalised images."""
@@ -322,9 +450,12 @@ class ClassicalModel(IQAModel):
                 "raw_lower_is_better": bool(self.raw_score_name) and self.raw_lower_is_better,
                 "trained": not self.ready_without_training}
 
-
     @torch.no_grad()
-    def predict_with_raw(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def predict_with_raw(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """The [0, 1] outputs and, when the configuration has a published score (``raw_score_name``), that score
+        ``[B]`` from the same feature pass (:meth:`raw_from_image` gives ``[B]`` or ``[B, A]``; every attribute
+        of a published score holds the same value)."""
         image = batch["image"]
         raw = self.raw_from_image(image)
-        return self.outputs_from_raw(raw, image), raw
+        published = None if self.raw_score_name is None else (raw if raw.ndim == 1 else raw[:, 0])
+        return self.outputs_from_raw(raw, image), published
