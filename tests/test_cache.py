@@ -137,3 +137,106 @@ def test_decode_at_max_side_gives_the_pixels_detection_read_before(tmp_path, fmt
     np.testing.assert_array_equal(decode_image(path, max_side=500), decode_image(path))  # small enough: as is
     with pytest.raises(ValueError, match="not both"):
         decode_image(path, 32, max_side=120)
+
+
+# -- native-resolution store (issue #30) ------------------------------------------------------------------------
+def photo_dataset(root, images, boxes=None, fmt="png"):
+    """A validated dataset of the given uint8 ``[H, W, 3]`` images (ids ``img0..``; one scene each, a
+    train/test split), with optional normalised person boxes ``{image index: (x0, y0, x1, y1)}``."""
+    import pandas as pd
+
+    from iqalab.data.schema import Dataset, write_dataset
+
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for k, pixels in enumerate(images):
+        path = f"images/img{k}.{fmt}"
+        Image.fromarray(pixels).save(root / path, compress_level=1) if fmt == "png" \
+            else Image.fromarray(pixels).save(root / path, quality=92)
+        box = (boxes or {}).get(k, (np.nan,) * 4)
+        rows.append({"image_id": f"img{k}", "path": path, "scene": f"scene{k}", "width": pixels.shape[1],
+                     "height": pixels.shape[0], "mos_overall": 1.0 + k, "person_x0": box[0], "person_y0": box[1],
+                     "person_x1": box[2], "person_y1": box[3]})
+    table = pd.DataFrame(rows)
+    splits = pd.DataFrame({"split": "scene", "image_id": table["image_id"],
+                           "role": ["train" if k % 2 == 0 else "test" for k in range(len(table))]})
+    write_dataset(Dataset(root=root, meta={"name": root.name, "attributes": ["overall"], "mos_range": [1.0, 5.0],
+                                           "source": "test", "simulated": True}, images=table, splits=splits))
+    return read_dataset(root)
+
+
+def textured(h, w, seed=0):
+    """Gradients of two periods plus a random tile: every crop is distinct, and PNG encodes it quickly."""
+    pixels = np.empty((h, w, 3), np.uint8)
+    pixels[..., 0] = (np.arange(w) % 256).astype(np.uint8)[None]
+    pixels[..., 1] = (np.arange(h) % 251).astype(np.uint8)[:, None]
+    tile = np.random.default_rng(seed).integers(0, 256, (61, 67), dtype=np.uint8)
+    pixels[..., 2] = np.tile(tile, (h // 61 + 1, w // 67 + 1))[:h, :w]
+    return pixels
+
+
+def test_native_store_holds_every_file_whole(toy_dataset):
+    from iqalab.data.cache import NativeStore
+
+    store = NativeStore(toy_dataset)
+    assert store is ImageCache(toy_dataset, TOY_CACHE).native or len(store) == len(toy_dataset.images)
+    for row in range(len(store)):
+        fresh = decode_image(toy_dataset.root / toy_dataset.images["path"].iloc[row])
+        np.testing.assert_array_equal(store[row], fresh)
+        assert store.shape(row) == fresh.shape[:2]
+    square = ImageCache(toy_dataset, TOY_CACHE)
+    np.testing.assert_array_equal(square[3], resize_square(store[3], TOY_CACHE)), "square cache derives from it"
+
+
+def test_native_store_keeps_aspect_and_cap(tmp_path):
+    """KonIQ-shaped 1024 x 768 and a portrait 600 x 800: shapes kept; a stated cap shrinks both, aspect kept."""
+    from iqalab.data.cache import NativeStore, native_paths, prepare_image
+
+    pictures = [textured(768, 1024), textured(800, 600, seed=1)]
+    ds = photo_dataset(tmp_path / "ds", pictures)
+    build_cache(ds, 64, progress=False)
+    store = NativeStore(ds)
+    assert [store.shape(r) for r in range(2)] == [(768, 1024), (800, 600)]
+    np.testing.assert_array_equal(store[0], pictures[0])
+    np.testing.assert_array_equal(ImageCache(ds, 64)[1], prepare_image(pictures[1], size=64))
+    build_cache(ds, 64, progress=False, max_side=512)
+    capped = NativeStore(ds)
+    assert capped.max_side == 512 and [capped.shape(r) for r in range(2)] == [(384, 512), (512, 384)]
+    np.testing.assert_array_equal(capped[0], prepare_image(pictures[0], max_side=512))
+    # scoring's chain (decode, cap, square) gives the cached pixels, reducing gap included (a 16x shrink)
+    np.testing.assert_array_equal(ImageCache(ds, 64)[0],
+                                  prepare_image(decode_image(ds.root / "images/img0.png"), 64, max_side=512))
+    assert ImageCache(ds, 64).max_side == 512
+    bin_path, _ = native_paths(ds.root)
+    blob = bytearray(bin_path.read_bytes())
+    blob[-7] ^= 0xFF  # inside the last image
+    bin_path.write_bytes(bytes(blob))
+    corrupt = NativeStore(ds)
+    corrupt[0]
+    with pytest.raises(DataError, match=r"native.bin: image row 1 is corrupt"):
+        corrupt[1]
+    bin_path.write_bytes(bytes(blob[:-3]))
+    with pytest.raises(DataError, match="rerun ingest"):
+        NativeStore(ds)
+
+
+def test_1344_patch_is_the_files_own_crop(tmp_path):
+    """Done-when of issue #30: a 1344 patch cut from a PIQ23-sized (3000 x 4000) image is the file's crop."""
+    from iqalab.data.loaders import PatchItems
+
+    ds = photo_dataset(tmp_path / "piq", [textured(3000, 4000, seed=2)])
+    build_cache(ds, 64, progress=False)
+    items = PatchItems(ds, ["img0"], ImageCache(ds, 64).native, {"image"}, train=True,
+                       scales=[(224, 5), (672, 3), (1344, 1)], seed=3)
+    patches = items[0]["patches"]
+    assert [tuple(p.shape) for p in patches] == [(5, 3, 224, 224), (3, 3, 672, 672), (1, 3, 1344, 1344)]
+    rng = items.rng(0)
+    geo = items.geometry(0, rng)
+    (_, _), (_, _), (side, corners) = items.patch_offsets(0, rng)
+    with Image.open(ds.root / "images/img0.png") as img:
+        original = np.asarray(img.convert("RGB"))
+    y, x = corners[0]
+    expected = original[y:y + side, x:x + side]
+    if geo.hflip:
+        expected = expected[:, ::-1]
+    np.testing.assert_array_equal(patches[2][0].permute(1, 2, 0).numpy(), expected)

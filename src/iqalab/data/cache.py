@@ -1,15 +1,23 @@
-"""Decode-once image cache: every image resized to ``size x size`` and stored as one uint8 memory-mapped array.
+"""Decode-once image stores: each image at its native resolution, and the square cache derived from it.
 
-``build/datasets/<ds>/cache/<size>.npy`` holds ``[N, size, size, 3]`` in the order of ``images.parquet``; beside it
-``<size>.json`` records the shape, the images table's checksum and a CRC32 per image. Loaders memory-map the array,
-so no epoch decodes a JPEG again; each image's CRC is checked the first time a process reads it, so a corrupted cache
-is reported with the file named instead of being trained on. The resize is anisotropic (the whole frame is kept and
-normalised box coordinates stay valid); this is the documented cost of a fixed-shape cache.
+Two stores live in ``build/datasets/<ds>/cache/``, both built by :func:`build_cache` in one decoding pass, both in
+the order of ``images.parquet`` and both CRC-checked (CRC32 per image, checked the first time a process reads it,
+so a corrupted store is reported with the file named instead of being trained on):
+
+- ``native.bin`` + ``native.json`` (:class:`NativeStore`): every image aspect-preserved, at its native resolution
+  or shrunk so that its longer side is at most the dataset's ``max_side`` (a stated cap), as one flat uint8 file
+  memory-mapped by readers; the index holds each image's byte offset and ``(height, width)``. Loaders cut the
+  papers' crops and patches from it at the papers' scales (:mod:`iqalab.data.loaders`). Normalised box and
+  landmark coordinates stay valid (a uniform scale does not move them).
+- ``<size>.npy`` + ``<size>.json`` (:class:`ImageCache`): the same images resized to ``size x size`` (anisotropic:
+  the whole frame is kept and normalised boxes stay valid), for the models whose papers resize to a square
+  (TuningIQA 256 -> 224, SFIQA's 224 views) and the small CPU profiles.
 
 This module is also the one decode path of the package: :func:`decode_image` (file or bytes to RGB uint8),
-:func:`resize_square` (the cache's resize, used again by :class:`iqalab.inference.Scorer` so that scoring a file
-sees the pixels training saw) and :func:`probe_image` (size and structure check of the adapters). Every image
-file the package reads is opened here, under one decompression-bomb guard.
+:func:`prepare_image` (decoded pixels to the pixels a store holds: the cap, then the square resize; the cache
+and scoring call it, so that scoring a file sees the pixels training saw) and :func:`probe_image` (size and
+structure check of the adapters). Every image file the package reads is opened here, under one
+decompression-bomb guard.
 """
 
 from __future__ import annotations
@@ -48,6 +56,34 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
         return image
     resized = Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC, reducing_gap=RESIZE_REDUCING_GAP)
     return np.asarray(resized, dtype=np.uint8)
+
+
+def cap_side(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """Shrink a uint8 ``[H, W, 3]`` image, aspect kept, so that its longer side is ``max_side`` pixels.
+
+    The filter is the cache's (bicubic with :data:`RESIZE_REDUCING_GAP`); the new sides are
+    ``round(side * max_side / longer side)`` (at least 1). An image that already fits, or ``max_side=None``,
+    is returned as it is (native resolution).
+    """
+    h, w = image.shape[:2]
+    if max_side is None or max(h, w) <= max_side:
+        return image
+    scale = max_side / max(h, w)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    resized = Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BICUBIC,
+                                            reducing_gap=RESIZE_REDUCING_GAP)
+    return np.asarray(resized, dtype=np.uint8)
+
+
+def prepare_image(image: np.ndarray, size: int | None = None, max_side: int | None = None) -> np.ndarray:
+    """Decoded pixels -> the pixels a store holds: the one preprocessing chain of training and scoring.
+
+    ``max_side`` caps the image as the native store does (:func:`cap_side`); ``size`` then resizes the capped
+    image to the square cache (:func:`resize_square`). ``size=None`` gives the native store's pixels. Scoring a
+    file with the ``cache_size`` and ``max_side`` a checkpoint was trained with gives exactly the cached pixels.
+    """
+    capped = cap_side(image, max_side)
+    return capped if size is None else resize_square(capped, size)
 
 
 #: integer greyscale modes Pillow opens 16-bit PNG/TIFF as (``I`` holds them in 32-bit ints): full scale 65535
@@ -126,76 +162,161 @@ def probe_image(path: str | Path, verify: bool = True) -> tuple[int, int]:
 
 
 def cache_paths(root: Path, size: int) -> tuple[Path, Path]:
-    """Paths of the cache array and its index JSON."""
+    """Paths of the square cache array and its index JSON."""
     return root / "cache" / f"{size}.npy", root / "cache" / f"{size}.json"
 
 
-def build_cache(ds: Dataset, size: int, workers: int = 2, progress: bool = True) -> Path:
-    """Decode every image of ``ds`` once into the ``size`` cache (atomic: written to a temp file, then renamed)."""
+def native_paths(root: Path) -> tuple[Path, Path]:
+    """Paths of the native-resolution store (flat uint8 bytes) and its index JSON."""
+    return root / "cache" / "native.bin", root / "cache" / "native.json"
+
+
+def build_cache(ds: Dataset, size: int, workers: int = 2, progress: bool = True,
+                max_side: int | None = None) -> Path:
+    """Decode every image of ``ds`` once into the native store and the ``size`` square cache.
+
+    Each image is decoded (:func:`decode_image`), capped to ``max_side`` (``None``: native resolution) and
+    appended to ``native.bin``; its square version is :func:`prepare_image` of the same pixels. Both files are
+    written to temporaries and renamed only when every image decoded (atomic). Returns the square array's path.
+    """
     array_path, index_path = cache_paths(ds.root, size)
+    bin_path, native_index_path = native_paths(ds.root)
     paths = [safe_relative_path(ds.root, p, "images.parquet", row) for row, p in enumerate(ds.images["path"])]
-    crcs = np.zeros(len(paths), dtype=np.int64)
-    with atomic_path(array_path) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(paths), size, size, 3))
-        _fill(out, paths, crcs, size, workers, progress, f"cache {ds.name} @{size}")
+    n = len(paths)
+    crcs, native_crcs = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    offsets, shapes = np.zeros(n, dtype=np.int64), np.zeros((n, 2), dtype=np.int64)
+
+    def work(i: int) -> tuple[np.ndarray, np.ndarray]:
+        native = prepare_image(decode_image(paths[i]), max_side=max_side)
+        return native, resize_square(native, size)
+
+    with atomic_path(array_path) as tmp, atomic_path(bin_path) as tmp_bin, open(tmp_bin, "wb") as fh, \
+            ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # PIL releases the GIL while decoding
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+        position = 0
+        results = tqdm(pool.map(work, range(n)), total=n, disable=not progress, desc=f"cache {ds.name} @{size}")
+        for i, (native, square) in enumerate(results):  # in images-table order
+            native = np.ascontiguousarray(native)
+            offsets[i], shapes[i] = position, native.shape[:2]
+            fh.write(native.data)
+            position += native.nbytes
+            native_crcs[i] = zlib.crc32(native.data)
+            out[i] = square
+            crcs[i] = zlib.crc32(square.tobytes())
         out.flush()
         del out
-    write_json(index_path, {
-        "size": size, "n": len(paths), "images_sha256": sha256_file(ds.root / "images.parquet"),
-        "image_ids": ds.images["image_id"].tolist(), "crc32": crcs.tolist(),
+    images_sha = sha256_file(ds.root / "images.parquet")
+    image_ids = ds.images["image_id"].tolist()
+    write_json(native_index_path, {
+        "n": n, "max_side": max_side, "bytes": position,
+        "images_sha256": images_sha, "image_ids": image_ids, "offsets": offsets.tolist(),
+        "shapes": shapes.tolist(), "crc32": native_crcs.tolist(),
     })
-    log.info("cached %d images of %s at %d px", len(paths), ds.name, size)
+    write_json(index_path, {"size": size, "n": n, "max_side": max_side, "images_sha256": images_sha,
+                            "image_ids": image_ids, "crc32": crcs.tolist()})
+    log.info("stored %d images of %s at native resolution%s (%.1f MB) and at %d px", n, ds.name,
+             f" (longer side <= {max_side})" if max_side else "", int(shapes.prod(axis=1).sum()) * 3 / 1e6, size)
     return array_path
 
 
-def _fill(out: np.ndarray, paths: list[Path], crcs: np.ndarray, size: int, workers: int, progress: bool,
-          desc: str) -> None:
-    """Decode ``paths`` into ``out`` (threads: PIL releases the GIL while decoding) and record each CRC32."""
+def _read_index(index_path: Path, keys: set[str], ds: Dataset, what: str) -> dict:
+    """The index JSON of a store, checked for ``keys`` and for matching ``images.parquet`` (else a DataError)."""
+    try:
+        index = json.loads(index_path.read_text())
+        index_ok = isinstance(index, dict) and keys <= set(index)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{index_path}: corrupt {what} index ({exc}); rerun ingest") from None
+    if not index_ok:
+        raise DataError(f"{index_path}: corrupt {what} index (keys {', '.join(sorted(keys))} expected); rerun "
+                        "ingest")
+    if index["image_ids"] != ds.images["image_id"].tolist():
+        raise DataError(f"{index_path}: {what} does not match images.parquet (stale {what}); rerun ingest")
+    return index
 
-    def work(i: int) -> None:
-        arr = decode_image(paths[i], size)
-        out[i] = arr
-        crcs[i] = zlib.crc32(arr.tobytes())
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        list(tqdm(pool.map(work, range(len(paths))), total=len(paths), disable=not progress, desc=desc))
+class _CheckedRows:
+    """CRC32 of each row, checked the first time this process reads the row."""
+
+    def __init__(self, path: Path, crc32: list[int]) -> None:
+        self.path = path
+        self._crc = np.asarray(crc32, dtype=np.int64)
+        self._checked = np.zeros(len(self._crc), dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self._crc)
+
+    def check(self, row: int, arr: np.ndarray) -> np.ndarray:
+        if not self._checked[row]:
+            if zlib.crc32(np.ascontiguousarray(arr).data) != self._crc[row]:
+                raise DataError(f"{self.path}: image row {row} is corrupt (CRC mismatch); rerun ingest")
+            self._checked[row] = True
+        return arr
 
 
-class ImageCache:
-    """Read side of the cache: ``cache[i]`` is image ``i`` (images-table order) as uint8 ``[S, S, 3]``."""
+class ImageCache(_CheckedRows):
+    """Read side of the square cache: ``cache[i]`` is image ``i`` (images-table order) as uint8 ``[S, S, 3]``.
+
+    ``max_side`` is the cap the images had before the square resize (``None``: native); :attr:`native` opens the
+    native store built beside it.
+    """
 
     def __init__(self, ds: Dataset, size: int) -> None:
         array_path, index_path = cache_paths(ds.root, size)
         if not array_path.is_file() or not index_path.is_file():
             raise DataError(f"{array_path}: image cache missing; run `iqalab ingest {ds.name}` to build it")
-        try:
-            index = json.loads(index_path.read_text())
-            index_ok = isinstance(index, dict) and {"image_ids", "n", "crc32"} <= set(index)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise DataError(f"{index_path}: corrupt cache index ({exc}); rerun ingest") from None
-        if not index_ok:
-            raise DataError(f"{index_path}: corrupt cache index (keys image_ids, n, crc32 expected); rerun ingest")
-        if index["image_ids"] != ds.images["image_id"].tolist():
-            raise DataError(f"{index_path}: cache does not match images.parquet (stale cache); rerun ingest")
+        index = _read_index(index_path, {"image_ids", "n", "crc32"}, ds, "cache")
         try:
             self.array = np.load(array_path, mmap_mode="r")
         except (ValueError, OSError) as exc:
             raise DataError(f"{array_path}: corrupt cache array ({exc}); rerun ingest") from None
         if self.array.shape != (index["n"], size, size, 3):
             raise DataError(f"{array_path}: shape {self.array.shape} does not match its index; rerun ingest")
-        self.path = array_path
+        super().__init__(array_path, index["crc32"])
         self.size = size
-        self._crc = np.asarray(index["crc32"], dtype=np.int64)
-        self._checked = np.zeros(len(self._crc), dtype=bool)
+        self.max_side: int | None = index.get("max_side")
         self.row_of = {image_id: row for row, image_id in enumerate(index["image_ids"])}
+        self._ds = ds
+        self._native: NativeStore | None = None
 
-    def __len__(self) -> int:
-        return len(self._crc)
+    @property
+    def native(self) -> NativeStore:
+        """The native-resolution store of the same dataset (opened on first use)."""
+        if self._native is None:
+            self._native = NativeStore(self._ds)
+        return self._native
 
     def __getitem__(self, row: int) -> np.ndarray:
-        arr = np.asarray(self.array[row])
-        if not self._checked[row]:
-            if zlib.crc32(arr.tobytes()) != self._crc[row]:
-                raise DataError(f"{self.path}: image row {row} is corrupt (CRC mismatch); rerun ingest")
-            self._checked[row] = True
-        return arr
+        return self.check(row, np.asarray(self.array[row]))
+
+
+class NativeStore(_CheckedRows):
+    """Read side of the native store: ``store[i]`` is image ``i`` as uint8 ``[H_i, W_i, 3]``, a read-only view of
+    the memory-mapped file (no copy; slicing it reads only the rows of a crop once the CRC was checked)."""
+
+    def __init__(self, ds: Dataset) -> None:
+        bin_path, index_path = native_paths(ds.root)
+        if not bin_path.is_file() or not index_path.is_file():
+            raise DataError(f"{bin_path}: native image store missing; run `iqalab ingest {ds.name}` to build it")
+        index = _read_index(index_path, {"image_ids", "n", "crc32", "offsets", "shapes", "bytes"}, ds,
+                            "native store")
+        self.offsets = np.asarray(index["offsets"], dtype=np.int64)
+        self.shapes = np.asarray(index["shapes"], dtype=np.int64).reshape(-1, 2)
+        if not len(self.offsets) == len(self.shapes) == len(index["crc32"]) == index["n"]:
+            raise DataError(f"{index_path}: corrupt native store index (lengths differ); rerun ingest")
+        if bin_path.stat().st_size != index["bytes"]:
+            raise DataError(f"{bin_path}: {bin_path.stat().st_size} bytes, its index says {index['bytes']}; "
+                            "rerun ingest")
+        self.flat = np.memmap(bin_path, dtype=np.uint8, mode="r") if index["bytes"] else np.zeros(0, np.uint8)
+        super().__init__(bin_path, index["crc32"])
+        self.max_side: int | None = index.get("max_side")
+        self.row_of = {image_id: row for row, image_id in enumerate(index["image_ids"])}
+
+    def shape(self, row: int) -> tuple[int, int]:
+        """``(height, width)`` of image ``row`` without reading it."""
+        h, w = self.shapes[row]
+        return int(h), int(w)
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        h, w = self.shape(row)
+        start = int(self.offsets[row])
+        return self.check(row, np.asarray(self.flat[start:start + h * w * 3]).reshape(h, w, 3))
