@@ -168,6 +168,7 @@ class ModelScorer:
                              "score with --checkpoint build/models/<experiment>/<split>/best.pt instead")
         self.device = resolve_device(device)
         self.model.to(self.device).eval()
+        self.name = name
         self.column = (self.model.raw_score_name or name).lower()
 
     @torch.no_grad()

@@ -1,6 +1,13 @@
 """``iqalab score``: scores of a user's own images as a CSV, from a trained checkpoint (per attribute, in the
 training MOS units) or from a model that needs none (``--model niqe|brisque|pyiqa:<metric>``: its published
-score)."""
+score).
+
+A model that reads human regions (``person_box`` / ``face_box`` in its ``inputs``: TuningIQA's human-aware
+feature extractor, SFIQA-Assessor's face views) is refused unless the regions are detected
+(``detect_regions``: the detectors and settings of ingest, :class:`iqalab.data.regions.DetectionConfig`) or the
+fallback is asked for (``allow_missing_regions``); the ``regions`` column of the output says, per image, which of
+the two the scores rest on (issue 21: no silent fallback).
+"""
 
 from __future__ import annotations
 
@@ -17,22 +24,63 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from iqalab.data.cache import decode_image
-from iqalab.data.schema import DataError
+from iqalab.data.regions import DetectionConfig, needed_regions
+from iqalab.data.schema import FACE_BOX, LANDMARKS, PERSON_BOX, DataError
 from iqalab.inference import ModelScorer, Scorer
 from iqalab.io import atomic_path, expand_images
 
 log = logging.getLogger(__name__)
 
+#: ``regions`` column values: the model's regions were detected / the detector found none (the model's fallback
+#: scored the image) / nobody looked (``allow_missing_regions``: fallback)
+REGIONS_DETECTED, REGIONS_NONE, REGIONS_FALLBACK = "detected", "none found: fallback", "not detected: fallback"
+
+
+class RegionsMissing(ValueError):
+    """A model that reads human regions was asked to score without detection and without the fallback flag."""
+
+
+def check_score_regions(model: Any, name: str, detect_regions: bool, allow_missing_regions: bool) -> list[str]:
+    """The region batch keys ``model`` reads; :class:`RegionsMissing` (one line naming the model and both ways
+    out) when it reads some and neither detection nor the fallback was asked for (here, or by the model's own
+    ``allow_missing_regions`` option in training)."""
+    needed = needed_regions(model)
+    allow_missing_regions = allow_missing_regions or bool(getattr(model, "allow_missing_regions", False))
+    if needed and not detect_regions and not allow_missing_regions:
+        raise RegionsMissing(
+            f"model {name!r} reads {' and '.join(needed)} regions, which image files do not carry: pass "
+            "--detect-regions to detect them as ingest does (MTCNN faces and landmarks, person box by "
+            "datasets.<name>.detect.person), or --allow-missing-regions to score with the model's whole-image / "
+            "centre-crop fallback")
+    if needed and not detect_regions:
+        log.warning("model %s reads %s but no region was detected (--allow-missing-regions): every image is "
+                    "scored with the model's fallback (column regions)", name, ", ".join(needed))
+    return needed
+
+
+def detect_file_regions(path: Path, cfg: DetectionConfig, weights: Path | None) -> dict[str, float]:
+    """Person box, face box and landmarks (normalised, NaN = none found) of one file, exactly as ingest detects
+    them (:func:`iqalab.data.regions.fill_regions`: same detector, thresholds and ``max_side``)."""
+    from iqalab.data import detect
+
+    return detect.detect_one(path, person=cfg.person, face_threshold=cfg.face_threshold,
+                             person_threshold=cfg.person_threshold, min_face_size=cfg.min_face_size,
+                             arch=cfg.fasterrcnn_arch, weights=weights, max_side=cfg.max_side)
+
 
 def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], out_csv: str | Path | None = None,
                  batch_size: int = 16, device: str = "auto", progress: bool = True,
                  workers: int | None = None, model: str | None = None,
-                 options: dict[str, Any] | None = None) -> pd.DataFrame:
+                 options: dict[str, Any] | None = None, detect_regions: bool = False,
+                 allow_missing_regions: bool = False, detection: DetectionConfig | None = None) -> pd.DataFrame:
     """Score image files; columns ``path`` and the scores.
 
     With ``checkpoint``: one column per attribute in the training MOS units; images are decoded and prepared
-    exactly as in training (:class:`iqalab.inference.Scorer`). Models needing boxes or camera parameters receive
-    "unknown" values and use their documented fallbacks. With ``model`` (and its keyword ``options``): a model
+    exactly as in training (:class:`iqalab.inference.Scorer`). Camera parameters are "unknown" (the models'
+    documented fallback). A model that reads person or face boxes needs ``detect_regions`` (each file is searched
+    with the ingest detectors, ``detection`` settings, default :class:`DetectionConfig`) or
+    ``allow_missing_regions`` (its fallback; the ``regions`` column says so), else :class:`RegionsMissing` is
+    raised before any file is read. With ``model`` (and its keyword ``options``): a model
     that needs no checkpoint (:class:`iqalab.inference.ModelScorer`), each image at native resolution, one
     column with its published score. ``workers`` threads (default: up to 4, one per core) decode (and resize)
     the next batches while the model scores the current one; Pillow releases the GIL while it decodes and
@@ -47,6 +95,13 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
         raise ValueError("score needs exactly one of a checkpoint or a model name")
     scorer: Scorer | ModelScorer = Scorer(checkpoint, device) if checkpoint is not None \
         else ModelScorer(str(model), options, device)
+    needed = check_score_regions(scorer.model, scorer.name, detect_regions, allow_missing_regions)
+    cfg = detection or DetectionConfig()
+    weights = None
+    if needed and detect_regions and cfg.person == "fasterrcnn":
+        from iqalab.data.detect import require_fasterrcnn_weights
+
+        weights = require_fasterrcnn_weights(cfg.fasterrcnn_arch, cfg.fasterrcnn_weights)
     prepare = scorer.resize if isinstance(scorer, Scorer) else (lambda image: image)
     files = expand_images(images)
     workers = workers if workers is not None else max(1, min(4, os.cpu_count() or 1))
@@ -76,9 +131,23 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
                     log.info("not scored: %s", exc)
             fill()
             if decoded:
-                scores = scorer.score(decoded, batch_size=batch_size) if isinstance(scorer, Scorer) \
+                regions: dict[str, Any] = {}
+                label: list[str] | None = None
+                if needed and detect_regions:
+                    rows = pd.DataFrame([detect_file_regions(files[i], cfg, weights) for i in chunk])
+                    regions = {"person_boxes": rows[list(PERSON_BOX)].to_numpy(float),
+                               "face_boxes": rows[list(FACE_BOX)].to_numpy(float),
+                               "landmarks": rows[list(LANDMARKS)].to_numpy(float).reshape(len(chunk), -1, 2)}
+                    box = {"person_box": PERSON_BOX, "face_box": FACE_BOX}
+                    found = np.all([np.isfinite(rows[list(box[k])].to_numpy(float)).all(axis=1) for k in needed],
+                                   axis=0)
+                    label = [REGIONS_DETECTED if f else REGIONS_NONE for f in found]
+                elif needed:
+                    label = [REGIONS_FALLBACK] * len(chunk)
+                scores = scorer.score(decoded, batch_size=batch_size, **regions) if isinstance(scorer, Scorer) \
                     else scorer.score(decoded)
-                frames.append(pd.DataFrame({"path": [str(files[i]) for i in chunk], **scores}, index=chunk))
+                extra = {} if label is None else {"regions": label}
+                frames.append(pd.DataFrame({"path": [str(files[i]) for i in chunk], **scores, **extra}, index=chunk))
             bar.update(min(batch_size, len(files) - start))
     frame = pd.concat(frames) if frames else pd.DataFrame({"path": pd.Series(dtype=str)})
     if failed:
