@@ -139,6 +139,22 @@ def test_split_metric_matrix_and_compare_tests(models) -> None:
     assert (twin["f_test"], twin["pitman_morgan"], twin["bootstrap_srcc"]) == (0, 0, 0) and twin["agree"]
 
 
+def test_reqa_table3_over_few_splits_is_a_paired_t_test() -> None:
+    """REQA Table III from the SROCC of the train-test iterations: with the default run's 3 splits a Wilcoxon test
+    can never reject (smallest two-sided p = 0.25), the paired t-test can."""
+    by_split = {"reqa": np.array([0.82, 0.85, 0.80]), "dbcnn": np.array([0.78, 0.80, 0.77]),
+                "noisy": np.array([0.70, 0.86, 0.60])}
+    matrix = sig.split_metric_matrix(by_split)
+    t = stats.ttest_rel(by_split["reqa"], by_split["dbcnn"])
+    assert t.pvalue < 0.05 and matrix.loc["reqa", "dbcnn"] == 1 and matrix.loc["dbcnn", "reqa"] == -1
+    assert stats.ttest_rel(by_split["reqa"], by_split["noisy"]).pvalue > 0.05
+    assert matrix.loc["reqa", "noisy"] == 0
+    wilcoxon = sig.split_metric_matrix(by_split, test="wilcoxon")
+    assert (wilcoxon.to_numpy() == 0).all()
+    with pytest.raises(ValueError, match="test must be"):
+        sig.split_metric_matrix(by_split, test="anova")
+
+
 @pytest.mark.parametrize("seed", range(2))
 def test_compare_tests_flags_disagreement(seed: int) -> None:
     # B = A's errors x 1.05 plus a little noise: residual variances differ by ~10%, too little for the unpaired

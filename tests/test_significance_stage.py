@@ -50,6 +50,9 @@ def test_f_test_matrix_antisymmetric_identical_zero_and_files(project) -> None:
     assert same["f_test"] == 0 and same["pitman_morgan"] == 0 and same["bootstrap_srcc"] == 0 and same["agree"]
     assert compare.loc[("bad", "good"), "pitman_morgan"] == -1  # pairs follow params order (sorted keys)
     assert "wilcoxon_splits" not in compare.columns  # one split only
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["toy/overall"]["table3"].startswith("not computed: 1 common split")
+    assert not (out / "split_srcc_toy_overall.md").exists()
 
 
 def test_alignment_on_common_images_matches_library(project) -> None:
@@ -103,3 +106,29 @@ def test_mismatched_ground_truth_is_an_error(project) -> None:
     params = project.write_params(params_dict({"x": {}, "y": {}}))
     with pytest.raises(ValueError, match="disagree on the MOS"):
         significance.run(params, project.root, figures=False)
+
+
+def test_reqa_table3_from_the_srocc_of_the_splits(project) -> None:
+    """Issue #27: REQA Table III is computed from the SROCC of every train-test iteration (paired t-test), also
+    with the default run's 3 splits; the residual F-test stays as the second output."""
+    from scipy import stats
+
+    splits = ("random_00", "random_01", "random_02")
+    params, truth, good, bad = _setup(project, splits=splits, bootstrap=0)
+    results = significance.run(params, project.root)
+    out = project.root / "results" / "significance"
+    matrix = results["split_srcc_toy_overall"]
+    srcc = {}
+    for name, frame in (("good", good), ("bad", bad)):
+        test = frame[(frame.role == "test") & (frame.attribute == "overall")]
+        srcc[name] = [stats.spearmanr(g.pred, g.mos).statistic for _, g in test.groupby("split")]
+    summary = json.loads((out / "summary.json").read_text())["toy/overall"]
+    np.testing.assert_allclose(summary["split_srcc"]["good"], srcc["good"], atol=1e-12)
+    expected = 1 if stats.ttest_rel(srcc["good"], srcc["bad"]).pvalue < 0.05 else 0
+    assert expected == 1 and matrix.loc["good", "bad"] == 1 and matrix.loc["bad", "good"] == -1
+    assert matrix.loc["bad", "bad_copy"] == 0
+    assert summary["table3"] == "split_srcc_toy_overall" and summary["common_splits"] == 3
+    for ext in ("md", "csv", "tex", "png", "pdf"):
+        assert (out / f"split_srcc_toy_overall.{ext}").is_file()
+        assert (out / f"f_test_toy_overall.{ext}").is_file()
+    assert "t-test on the SROCC" in (out / "split_srcc_toy_overall.md").read_text().splitlines()[0]

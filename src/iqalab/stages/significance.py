@@ -4,15 +4,18 @@ Reads only ``results/predictions/<experiment>.{parquet,json}`` of the experiment
 :func:`iqalab.analysis.evaluation.load_predictions`) and writes under ``results/significance/``, per test dataset x
 attribute (``<ds>_<attr>`` in the file names):
 
-- ``f_test_<ds>_<attr>.{md,csv,tex}`` and ``.{png,pdf}``: REQA Table III, the 1/0/-1 matrix of one-sided F-tests
-  on the residual variances after the 4-parameter logistic map (alpha 0.05;
+- ``split_srcc_<ds>_<attr>.{md,csv,tex}`` and ``.{png,pdf}`` (with >= 2 common splits): REQA Table III as the
+  paper computes it (Sec. IV-C-2), the 1/0/-1 matrix of paired two-sided t-tests (alpha 0.05) on the SROCC of
+  every model over the train-test iterations (:func:`iqalab.analysis.significance.split_metric_matrix`: 20
+  random splits in the paper profile, the experiments' common splits in the default run), drawn as a coloured
+  grid; ``summary.json`` holds the per-split SROCC; with one common split the summary says why it is missing;
+- ``f_test_<ds>_<attr>.{md,csv,tex}`` and ``.{png,pdf}``: the second output, the classic 1/0/-1 matrix of
+  one-sided F-tests on the residual variances after the 4-parameter logistic map on one split (alpha 0.05;
   :func:`iqalab.analysis.significance.residual_f_test_matrix`), drawn as a coloured grid;
 - ``compare_tests_<ds>_<attr>.{md,csv}``: for every pair of models, the verdicts of the F-test, the paired
   Pitman-Morgan test on the same residuals, the paired bootstrap of the SRCC difference (with its 95% CI) and,
   with at least 3 common splits, the Wilcoxon signed-rank test of per-split SRCC; ``agree`` is False where the
   tests disagree (:func:`iqalab.analysis.significance.compare_tests`);
-- ``split_srcc_<ds>_<attr>.{md,csv}`` (with >= 3 common splits): the other reading of REQA Table III, a 1/0/-1
-  matrix from per-split SRCC (:func:`iqalab.analysis.significance.split_metric_matrix`);
 - ``bootstrap_ci.{md,csv}``: percentile bootstrap 95% CIs of each model's SRCC and (raw) PLCC on each test split,
   ``evaluate.bootstrap`` resamples (0 turns the bootstraps off);
 - ``disagreements.{md,csv}``: every model pair on which the tests disagree, all datasets together;
@@ -105,21 +108,34 @@ def run(params: Params, root: Path, figures: bool = True) -> dict[str, pd.DataFr
             verdict_cols = [c for c in ("f_test", "pitman_morgan", "wilcoxon_splits") if c in compare.columns]
             compare["agree"] = compare[verdict_cols].nunique(axis=1) == 1
         entry.update(n_pairs=len(compare), n_disagree=int((~compare["agree"]).sum()) if len(compare) else 0,
-                     common_splits=len(splits))
+                     common_splits=len(splits),
+                     split_srcc={labels[m]: [None if pd.isna(v) else float(v) for v in split_srcc[m]]
+                                 for m in compared})
         base_notes = [f"split {split}, {len(mos)} common test images", f"one-sided alpha = {ALPHA}"]
         tables.append(matrix_table(
             f"f_test_{key}", matrix,
-            _caption("REQA Table III layout: F-test on residual variances after the 4-parameter logistic map; "
-                     "1 = row model significantly better than column model, -1 worse, 0 indistinguishable",
+            _caption("REQA Table III layout, second output: F-test on residual variances after the 4-parameter "
+                     "logistic map on one split; 1 = row model significantly better than column model, -1 worse, "
+                     "0 indistinguishable",
                      dataset, simulated, base_notes), digits=0, bold=False, row_name="model"))
         figures_out.append((matrix, f"f_test_{key}", f"{dataset}: {attr}, F-test on residuals", simulated))
-        if by_split is not None:
-            split_matrix = sig.split_metric_matrix(by_split, alpha=ALPHA)
+        if len(splits) >= 2:  # REQA Table III as the paper computes it: SROCC over the train-test iterations
+            split_matrix = sig.split_metric_matrix({labels[m]: v for m, v in split_srcc.items()}, alpha=ALPHA)
             tables.append(matrix_table(
                 f"split_srcc_{key}", split_matrix,
-                _caption("REQA Table III, per-split reading: Wilcoxon signed-rank test of per-split SRCC "
-                         "(two-sided, alpha 0.05); 1 = row model better", dataset, simulated,
-                         [f"{len(splits)} common splits"]), digits=0, bold=False, row_name="model"))
+                _caption("REQA Table III (the paper's test): paired two-sided t-test on the SROCC of each model "
+                         "over the train-test iterations; 1 = row model significantly better than column model, "
+                         "-1 worse, 0 indistinguishable", dataset, simulated,
+                         [f"{len(splits)} common splits (paper: 20)", f"alpha = {ALPHA}",
+                          "second output: f_test_ (residual F-test on one split)"]),
+                digits=0, bold=False, row_name="model"))
+            figures_out.append((split_matrix, f"split_srcc_{key}",
+                                f"{dataset}: {attr}, t-test on SROCC over {len(splits)} splits", simulated))
+            entry["table3"] = f"split_srcc_{key}"
+            results[f"split_srcc_{key}"] = split_matrix
+        else:
+            entry["table3"] = (f"not computed: {len(splits)} common split(s), the t-test on SROCC over the "
+                               "train-test iterations needs >= 2; f_test_ is the only matrix")
         compare_frame = compare.set_index(["model_a", "model_b"])
         tables.append(Table(
             f"compare_tests_{key}", compare_frame,
@@ -156,7 +172,7 @@ def run(params: Params, root: Path, figures: bool = True) -> dict[str, pd.DataFr
         results["disagreements"] = frame
     written = set()
     for table in tables:
-        formats = ("md", "csv", "tex") if table.name.startswith("f_test_") else ("md", "csv")
+        formats = ("md", "csv", "tex") if table.name.startswith(("f_test_", "split_srcc_")) else ("md", "csv")
         written |= {p.name for p in table.write(out, formats)}
     if figures:
         import matplotlib.pyplot as plt
