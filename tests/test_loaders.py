@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
-from iqalab.data.cache import ImageCache
+from iqalab.data.cache import ImageCache, build_cache
 from iqalab.data.loaders import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageItems,
+    NativeImageItems,
     PairItems,
+    PatchItems,
     denormalise_batch,
     mos_pairs,
     normalise_batch,
@@ -104,3 +107,80 @@ def test_pairs_from_table_and_from_mos(toy_dataset):
     for row in drawn.itertuples():
         a, b = mos.loc[row.image_a, f"mos_{row.attribute}"], mos.loc[row.image_b, f"mos_{row.attribute}"]
         assert row.p == (1.0 if a > b else 0.0 if a < b else 0.5)
+
+
+# -- native-resolution store (issue #30) ------------------------------------------------------------------------
+def _konIQ_like(tmp_path):
+    """A 1024 x 768 (KonIQ-shaped) and a 768 x 1024 image; a box around a white block in the first."""
+    from .test_cache import photo_dataset, textured
+
+    first = textured(768, 1024)
+    first[192:384, 512:768] = 255  # the person box (0.5, 0.25, 0.75, 0.5) in normalised coordinates
+    ds = photo_dataset(tmp_path / "koniq", [first, textured(1024, 768, seed=1)],
+                       boxes={0: (0.5, 0.25, 0.75, 0.5)}, fmt="png")
+    build_cache(ds, 64, progress=False)
+    return ds, first
+
+
+def test_koniq_frame_keeps_its_aspect_end_to_end(tmp_path):
+    """Done-when of issue #30: ingest store -> loader item, a 1024 x 768 frame stays 1024 x 768."""
+    ds, first = _konIQ_like(tmp_path)
+    cache = ImageCache(ds, 64)
+    whole = NativeImageItems(ds, ["img0", "img1"], cache, {"image", "person_box"})
+    item = whole[0]
+    assert tuple(item["image"].shape) == (3, 768, 1024) and tuple(whole[1]["image"].shape) == (3, 1024, 768)
+    np.testing.assert_array_equal(item["image"].permute(1, 2, 0).numpy(), first)
+    np.testing.assert_allclose(item["person_box"].numpy(), [512, 192, 768, 384])
+    assert not whole.same_size, "different shapes: batched one image at a time"
+    crops = ImageItems(ds, ["img0"], cache.native, {"image"}, train=True, crop=224)
+    assert tuple(crops[0]["image"].shape) == (3, 224, 224)
+    with pytest.raises(ValueError, match="shortest side in the native store"):
+        ImageItems(ds, ["img0"], cache.native, {"image"}, train=True, crop=800)
+
+
+def test_boxes_stay_valid_after_a_native_crop_and_flip(tmp_path):
+    """The box still frames the white block after a native-resolution crop (centre and random) and flips."""
+    ds, _ = _konIQ_like(tmp_path)
+    store = ImageCache(ds, 64).native
+    centre = ImageItems(ds, ["img0"], store, {"image", "person_box"}, train=False, eval_crop=512)
+    seen = [centre[0]]
+    random_crops = ImageItems(ds, ["img0"], store, {"image", "person_box"}, train=True, crop=600, vflip=True)
+    for epoch in range(6):
+        random_crops.set_epoch(epoch)
+        seen.append(random_crops[0])
+    flips = set()
+    for item in seen:
+        image = item["image"].permute(1, 2, 0).numpy()
+        x0, y0, x1, y1 = (int(round(v)) for v in item["person_box"].numpy())
+        assert x0 < x1 and y0 < y1
+        inside = image[max(y0, 0):y1, max(x0, 0):x1]
+        assert inside.size and (inside == 255).all(), "the box lies on the white block"
+        grown = image[max(y0 - 2, 0):y1 + 2, max(x0 - 2, 0):x1 + 2]
+        if y0 >= 2 and x0 >= 2 and y1 + 2 <= image.shape[0] and x1 + 2 <= image.shape[1]:
+            assert not (grown == 255).all(), "and the block ends at the box"
+        flips.add((x0, y0))
+    assert len(flips) > 2, "crops and flips moved the box"
+
+
+def test_patch_items_feed_hyperiqa_through_the_engine(tmp_path):
+    """train.resolution 'native': the engine's items cut HyperIQA's patches in the loader; the model takes them."""
+    from iqalab.models import build_model
+    from iqalab.models.hyperiqa import HyperIQA
+    from iqalab.train.engine import image_items, predict_items, to_device
+
+    ds, _ = _konIQ_like(tmp_path)
+    model = build_model("hyperiqa", ["overall"], **HyperIQA.smoke_params)
+    common = dict(ds=ds, cache=ImageCache(ds, 64), inputs=model.inputs, seed=0)
+    train = image_items(model, ["img0", "img1"], True, "native", crop=None, **common)
+    assert isinstance(train, PatchItems) and train.scales == [(32, 2)]
+    batch = to_device(torch.utils.data.default_collate([train[0], train[1]]), torch.device("cpu"))
+    assert [tuple(p.shape) for p in batch["patches"]] == [(2, 2, 3, 32, 32)]
+    assert batch["patches"][0].dtype == torch.float32, "normalised on the device like images"
+    loss = model.training_step(batch, None)
+    assert torch.isfinite(loss)
+    evaluation = image_items(model, ["img0", "img1"], False, "native", eval_crop=None, **common)
+    assert evaluation[0]["patches"][0].shape[0] == model.test_rounds * model.n_patches
+    first = predict_items(model, evaluation, 2, torch.device("cpu"))
+    assert first.shape == (2, 1) and np.isfinite(first).all()
+    # the same patches whatever the batching (seeded per image): equal up to float summation order
+    np.testing.assert_allclose(first, predict_items(model, evaluation, 1, torch.device("cpu")), rtol=1e-5)

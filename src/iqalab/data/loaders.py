@@ -1,11 +1,13 @@
-"""Torch datasets over the image cache: the batch contract of :mod:`iqalab.models.base`.
+"""Torch datasets over the image stores: the batch contract of :mod:`iqalab.models.base`.
 
-Items carry ``image`` as uint8 ``[3, H, W]``; the engine turns a batch into the ImageNet-normalised float
-tensor models receive with :func:`normalise_batch` after moving it to the device.
+Items carry ``image`` as uint8 ``[3, H, W]`` (or ``patches``, :class:`PatchItems`); the engine turns a batch
+into the ImageNet-normalised float tensor models receive with :func:`normalise_batch` after moving it to the
+device. Images come from the square cache or from the native-resolution store (:mod:`iqalab.data.cache`): from
+the latter, crops and patches are cut at the papers' scales, the file's own pixels.
 
-Crops and flips act on the cached uint8 arrays; random draws come from a generator seeded by
-``(seed, epoch, index)``, so a batch is the same whatever the number of workers or a resume point. Only the keys a
-model declares in ``inputs`` are built (the mandatory targets ``mos``/``mos_norm``/``std``/``std_norm``/
+Crops and flips act on the stored uint8 arrays (memory-mapped views; only the window is copied); random draws
+come from a generator seeded by ``(seed, epoch, index)``, so a batch is the same whatever the number of workers or
+a resume point. Only the keys a model declares in ``inputs`` are built (the mandatory targets ``mos``/``mos_norm``/``std``/``std_norm``/
 ``image_id`` always are).
 """
 
@@ -21,7 +23,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
-from iqalab.data.cache import ImageCache, decode_image
+from iqalab.data.cache import ImageCache, NativeStore
 from iqalab.data.schema import CAM_COLUMNS, FACE_BOX, LANDMARKS, PERSON_BOX, Dataset
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -81,26 +83,49 @@ class CamStats:
         return np.where(mask, z, 0.0).astype(np.float32), mask.astype(np.float32)
 
 
-class ImageItems(TorchDataset):
-    """One item per image id: the cached image (cropped/flipped in training) and its targets."""
+@dataclass(frozen=True)
+class Geometry:
+    """Where an item's pixels come from in its source image: the ``ch x cw`` window at ``(y0, x0)``, then flips."""
 
-    def __init__(self, ds: Dataset, ids: Sequence[str], cache: ImageCache, inputs: Iterable[str], train: bool,
-                 crop: int | None = None, flip: bool = True, vflip: bool = False, eval_crop: int | None = None,
-                 cam_stats: CamStats | None = None, seed: int = 0) -> None:
+    y0: int
+    x0: int
+    ch: int
+    cw: int
+    hflip: bool = False
+    vflip: bool = False
+
+
+class ImageItems(TorchDataset):
+    """One item per image id: the stored image (cropped/flipped in training) and its targets.
+
+    ``cache`` is either store of :mod:`iqalab.data.cache`: the square :class:`ImageCache` (every image ``S x S``)
+    or the :class:`NativeStore` (each image at its own aspect-preserved size, so ``crop`` cuts the paper's crop
+    at native scale, e.g. KonIQ's 1024 x 768 frames). The geometry is the same for both: a random ``crop``
+    square (training) or the centre ``eval_crop`` square, then flips; box and landmark coordinates, stored
+    normalised to the frame, are turned into pixels of the item's window.
+    """
+
+    def __init__(self, ds: Dataset, ids: Sequence[str], cache: ImageCache | NativeStore, inputs: Iterable[str],
+                 train: bool, crop: int | None = None, flip: bool = True, vflip: bool = False,
+                 eval_crop: int | None = None, cam_stats: CamStats | None = None, seed: int = 0) -> None:
         self.ids = list(ids)
         self.inputs = set(inputs)
         self.cache = cache
         self.train = train
         self.crop = crop if train else eval_crop
-        if self.crop is not None and self.crop > cache.size:
-            raise ValueError(f"crop {self.crop} is larger than the cached image size {cache.size}")
+        self.rows = np.array([cache.row_of[i] for i in self.ids], dtype=np.int64)
+        if self.crop is not None and len(self.rows):
+            short = int(min(self.frame(k)[0] for k in range(len(self.rows))) if isinstance(cache, NativeStore)
+                        else cache.size)
+            if self.crop > short:
+                raise ValueError(f"crop {self.crop} is larger than the stored image size {short}"
+                                 f"{' (shortest side in the native store)' if isinstance(cache, NativeStore) else ''}")
         self.flip, self.vflip = flip and train, vflip and train
         self.seed = seed
         self.epoch = 0
         self.attributes = ds.attributes
         lo, hi = ds.mos_range
         table = ds.images.set_index("image_id").loc[self.ids]
-        self.rows = np.array([cache.row_of[i] for i in self.ids], dtype=np.int64)
         self.mos = table[[f"mos_{a}" for a in self.attributes]].to_numpy(dtype=np.float32)
         std_cols = [f"std_{a}" for a in self.attributes]
         self.std = table[std_cols].to_numpy(dtype=np.float32) if set(std_cols) <= set(table.columns) \
@@ -121,52 +146,149 @@ class ImageItems(TorchDataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        arr = self.cache[int(self.rows[i])]
-        size = arr.shape[0]
-        x0 = y0 = 0
-        out_size = size
-        hflip = vflip = False
-        if self.crop is not None and self.crop < size:
-            out_size = self.crop
+    @property
+    def same_size(self) -> bool:
+        """Whether every item's image has one shape, so items batch together (else one per batch)."""
+        if not isinstance(self.cache, NativeStore) or self.crop is not None:
+            return True
+        return len(np.unique(self.cache.shapes[self.rows], axis=0)) <= 1
+
+    def frame(self, i: int) -> tuple[int, int]:
+        """``(height, width)`` of item ``i``'s stored image, without reading it."""
+        if isinstance(self.cache, NativeStore):
+            return self.cache.shape(int(self.rows[i]))
+        return self.cache.size, self.cache.size
+
+    def rng(self, i: int) -> np.random.Generator:
+        """The generator of item ``i``'s random draws in this epoch (seeded by ``(seed, epoch, i)``)."""
+        return np.random.default_rng([self.seed, self.epoch, i])
+
+    def geometry(self, i: int, rng: np.random.Generator | None = None) -> Geometry:
+        """Item ``i``'s window and flips: a random ``crop`` square in training (draws from ``rng``, by default
+        :meth:`rng`), the centre ``eval_crop`` square in evaluation, the whole frame without a crop."""
+        h, w = self.frame(i)
+        crop = self.crop
+        if self.train and rng is None:
+            rng = self.rng(i)
+        y0 = x0 = 0
+        ch, cw = h, w
+        if crop is not None and (crop < h or crop < w):
+            ch = cw = crop
             if self.train:
-                rng = np.random.default_rng([self.seed, self.epoch, i])
-                x0, y0 = (int(v) for v in rng.integers(0, size - self.crop + 1, size=2))
-                hflip = bool(self.flip and rng.random() < 0.5)
-                vflip = bool(self.vflip and rng.random() < 0.5)
+                x0, y0 = (int(v) for v in rng.integers(0, np.array([w - crop + 1, h - crop + 1])))
             else:
-                x0 = y0 = (size - self.crop) // 2
-            arr = arr[y0:y0 + self.crop, x0:x0 + self.crop]
-        elif self.train:
-            rng = np.random.default_rng([self.seed, self.epoch, i])
-            hflip = bool(self.flip and rng.random() < 0.5)
-            vflip = bool(self.vflip and rng.random() < 0.5)
-        if hflip:
+                x0, y0 = (w - crop) // 2, (h - crop) // 2
+        hflip = bool(self.train and self.flip and rng.random() < 0.5)
+        vflip = bool(self.train and self.vflip and rng.random() < 0.5)
+        return Geometry(y0, x0, ch, cw, hflip, vflip)
+
+    def pixels(self, i: int, geo: Geometry) -> np.ndarray:
+        """Item ``i``'s uint8 ``[h, w, 3]`` window (a view of the store where no flip copies it)."""
+        arr = self.cache[int(self.rows[i])][geo.y0:geo.y0 + geo.ch, geo.x0:geo.x0 + geo.cw]
+        if geo.hflip:
             arr = arr[:, ::-1]
-        if vflip:
+        if geo.vflip:
             arr = arr[::-1]
+        return arr
+
+    def targets(self, i: int) -> dict[str, Any]:
+        """Every key of item ``i`` but the image: targets and the declared side inputs."""
         item: dict[str, Any] = {
             "image_id": self.ids[i],
             "mos": torch.from_numpy(self.mos[i]), "mos_norm": torch.from_numpy(self.mos_norm[i]),
             "std": torch.from_numpy(self.std[i]), "std_norm": torch.from_numpy(self.std_norm[i]),
         }
-        if "image" in self.inputs:
-            item["image"] = to_chw_uint8(arr)  # normalised per batch, on the device (normalise_batch)
         if "cam" in self.inputs:
             item["cam"] = torch.from_numpy(self.cam[i])
             item["cam_mask"] = torch.from_numpy(self.cam_mask[i])
         if "scene_idx" in self.inputs:
             item["scene_idx"] = torch.tensor(self.scene_idx[i])
+        return item
+
+    def add_coords(self, item: dict[str, Any], i: int, geo: Geometry) -> None:
+        """Boxes and landmarks of item ``i`` in the pixels of its window (normalised coordinates x frame size,
+        less the window's corner, mirrored by the flips; boxes keep ``x0 <= x1``)."""
+        h, w = self.frame(i)
         for key in ("person_box", "face_box", "landmarks"):
             if key in self.inputs:
-                pts = self.boxes[key][i].reshape(-1, 2) * size - np.array([x0, y0], dtype=np.float32)
-                if hflip:
-                    pts[:, 0] = out_size - pts[:, 0]
-                if vflip:
-                    pts[:, 1] = out_size - pts[:, 1]
+                pts = self.boxes[key][i].reshape(-1, 2) * np.array([w, h], dtype=np.float32) \
+                    - np.array([geo.x0, geo.y0], dtype=np.float32)
+                if geo.hflip:
+                    pts[:, 0] = geo.cw - pts[:, 0]
+                if geo.vflip:
+                    pts[:, 1] = geo.ch - pts[:, 1]
                 if key != "landmarks":  # keep x0 <= x1 after a flip
                     pts = np.stack([pts.min(axis=0), pts.max(axis=0)])
                 item[key] = torch.from_numpy(pts.reshape(self.boxes[key][i].shape).astype(np.float32))
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        geo = self.geometry(i)
+        item = self.targets(i)
+        if "image" in self.inputs:
+            item["image"] = to_chw_uint8(self.pixels(i, geo))  # normalised per batch, on the device
+        self.add_coords(item, i, geo)
+        return item
+
+
+class PatchItems(ImageItems):
+    """Items whose image comes as square patches cut from the stored image at the paper's scales.
+
+    ``scales`` lists ``(side, n)`` in stored pixels: HyperIQA's 25 random 224 px patches, or FHIQA's multi-scale
+    protocol (seed 001 Sec. IV-B: 224 x 5, 672 x 3 and 1344 x 1 at full resolution), each side clipped to the
+    image's short side. From the native store the patches are the file's own pixels (no resize). An item holds
+    ``patches``: a list with one uint8 tensor ``[rounds * n, 3, side, side]`` per scale (collated to
+    ``[B, rounds * n, 3, side, side]``); the whole frame is the item's window, so boxes are in native pixels.
+    Training draws from ``(seed, epoch, index)`` and flips the image (each patch mirrored, as a flipped image cut
+    at the mirrored offset); evaluation cuts ``rounds`` rounds from ``(eval_seed, index)``, the same every call.
+    """
+
+    def __init__(self, ds: Dataset, ids: Sequence[str], cache: ImageCache | NativeStore, inputs: Iterable[str],
+                 train: bool, scales: Sequence[Sequence[int]], rounds: int = 1, eval_seed: int = 0,
+                 flip: bool = True, vflip: bool = False, cam_stats: CamStats | None = None, seed: int = 0,
+                 **_: Any) -> None:
+        super().__init__(ds, ids, cache, inputs, train, crop=None, flip=flip, vflip=vflip, cam_stats=cam_stats,
+                         seed=seed)
+        if not scales or any(int(side) < 1 or int(n) < 1 for side, n in scales):
+            raise ValueError(f"patch scales must be positive (side, n) pairs, got {list(scales)}")
+        self.scales = [(int(side), int(n)) for side, n in scales]
+        self.rounds = 1 if train else int(rounds)
+        self.eval_seed = int(eval_seed)
+
+    @property
+    def same_size(self) -> bool:
+        """Whether every item's patches have the same sides (a side is clipped to an image's short side)."""
+        if not len(self.rows):
+            return True
+        short = self.cache.shapes[self.rows].min(axis=1) if isinstance(self.cache, NativeStore) \
+            else np.array([self.cache.size])
+        return all(len(np.unique(np.minimum(side, short))) == 1 for side, _ in self.scales)
+
+    def patch_offsets(self, i: int, rng: np.random.Generator) -> list[tuple[int, np.ndarray]]:
+        """``(side, offsets)`` per scale: ``rounds * n`` top-left corners ``(y, x)`` of uniformly random squares."""
+        h, w = self.frame(i)
+        out = []
+        for side, n in self.scales:
+            side = min(side, h, w)
+            corners = rng.integers(0, np.array([h - side + 1, w - side + 1]), size=(self.rounds * n, 2))
+            out.append((side, corners))
+        return out
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        rng = self.rng(i) if self.train else np.random.default_rng([self.eval_seed, i])
+        geo = self.geometry(i, rng)  # the whole frame, flips drawn first
+        item = self.targets(i)
+        if "image" in self.inputs:
+            image = self.cache[int(self.rows[i])]
+            patches = []
+            for side, corners in self.patch_offsets(i, rng):
+                cut = np.stack([image[y:y + side, x:x + side] for y, x in corners.tolist()])  # [k, s, s, 3]
+                if geo.hflip:
+                    cut = cut[:, :, ::-1]
+                if geo.vflip:
+                    cut = cut[:, ::-1]
+                patches.append(torch.from_numpy(np.ascontiguousarray(cut)).permute(0, 3, 1, 2).contiguous())
+            item["patches"] = patches
+        self.add_coords(item, i, geo)
         return item
 
 
@@ -235,25 +357,12 @@ def mos_pairs(items: ImageItems, max_pairs: int, seed: int = 0, by_scene: pd.Ser
 
 
 class NativeImageItems(ImageItems):
-    """:class:`ImageItems` whose images are the ingested files at their stored (native) resolution, decoded by
-    the data package's one decode path: no resize, crop or flip. For models with ``input_resolution = "native"``
-    (NIQE and BRISQUE, which the papers run on full-resolution images); batch them one image at a time, since
-    sizes differ. Boxes and landmarks are in the native pixel frame."""
+    """:class:`ImageItems` over the native store: each whole image at its stored (native) resolution, no resize,
+    crop or flip. For models with ``input_resolution = "native"`` (NIQE and BRISQUE, which the papers run on
+    full-resolution images); batch them one image at a time, since sizes differ. Boxes and landmarks are in the
+    native pixel frame. ``cache`` may be the square :class:`ImageCache`: its :attr:`ImageCache.native` is read."""
 
-    def __init__(self, ds: Dataset, ids: Sequence[str], cache: ImageCache, inputs: Iterable[str],
+    def __init__(self, ds: Dataset, ids: Sequence[str], cache: ImageCache | NativeStore, inputs: Iterable[str],
                  cam_stats: CamStats | None = None, seed: int = 0, **_: Any) -> None:
-        super().__init__(ds, ids, cache, inputs, train=False, cam_stats=cam_stats, seed=seed)
-        table = ds.images.set_index("image_id").loc[self.ids]
-        self.files = [ds.image_path(str(p)) for p in table["path"]]
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        item = super().__getitem__(i)
-        arr = decode_image(self.files[i])
-        if "image" in self.inputs:
-            item["image"] = to_chw_uint8(arr)
-        h, w = arr.shape[:2]
-        for key in ("person_box", "face_box", "landmarks"):
-            if key in self.inputs:
-                pts = self.boxes[key][i].reshape(-1, 2) * np.array([w, h], dtype=np.float32)
-                item[key] = torch.from_numpy(pts.reshape(self.boxes[key][i].shape).astype(np.float32))
-        return item
+        store = cache.native if isinstance(cache, ImageCache) else cache
+        super().__init__(ds, ids, store, inputs, train=False, cam_stats=cam_stats, seed=seed)
