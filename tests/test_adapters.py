@@ -187,6 +187,9 @@ def test_koniq(tmp_path: Path) -> None:
     assert back.meta["mos_range"] == [1.0, 5.0] and back.meta["source"] == "real"
     np.testing.assert_allclose(back.images["mos_overall"], table["MOS"])
     np.testing.assert_allclose(back.images["n_overall"], table["c_total"])
+    # REQA's tiers read KonIQ's published 0-100 MOS_zscore (issue #27)
+    np.testing.assert_allclose(back.images["tier_overall"], table["MOS_zscore"])
+    assert back.meta["tier_scale"] == {"overall": "MOS_zscore (0-100)"}
     assert (back.images[["width", "height"]].to_numpy() == [32, 24]).all()
     # the vote histogram survives as one rating per vote
     assert len(back.ratings) == table["c_total"].sum()

@@ -242,3 +242,28 @@ def test_raw_plcc_beside_the_fitted_one_and_the_bounds_switch(project) -> None:
         assert summary["stepped"]["plcc_logistic"] == pytest.approx(fitted, abs=1e-6)
     caption = (project.root / "results" / "tables" / "tuningiqa_table2.md").read_text().splitlines()[0]
     assert "unconstrained fit" in caption and "PLCC (raw)" in caption
+
+
+def test_reqa_tiers_from_a_published_0_100_column(project) -> None:
+    """Issue #27: KonIQ-10k's tiers come from MOS_zscore (0-100), kept by the adapter as ``tier_overall``, not from
+    the 1-5 MOS mapped linearly; the caption names the scale each dataset's tiers use."""
+    truth = ground_truth(n_images=150, attributes=["overall"], mos_range=(1.0, 5.0))
+    noisy = with_predictions(truth, "noisy", noise=0.6)
+    ids = truth.drop_duplicates("image_id").set_index("image_id").mos
+    zscore = np.clip(100 * ((ids - 3.0) / 2.0) ** 3 / 2 + 50, 0, 100)  # monotone in MOS, but not linear
+    folder = project.root / "build" / "datasets" / "toy"
+    folder.mkdir(parents=True)
+    pd.DataFrame({"image_id": ids.index, "tier_overall": zscore.to_numpy()}).to_parquet(folder / "images.parquet")
+    (folder / "dataset.json").write_text(json.dumps({"tier_scale": {"overall": "MOS_zscore (0-100)"}}))
+    write_experiment(project.root, "noisy", noisy, tables=["reqa_table1"])
+    params = project.write_params(params_dict({"noisy": {"tables": ["reqa_table1"]}}))
+    tables = evaluate.run(params, project.root, figures=False)
+    table = tables["reqa_table1"].set_index(["metric", "model"])
+    test = noisy[noisy.role == "test"].assign(tier=lambda f: f.image_id.map(zscore))
+    linear = (test.mos - 1.0) / 4.0 * 100
+    for tier, (lo, hi) in {"Good": (60, 80), "Fair": (40, 60), "Poor": (20, 40)}.items():
+        part = test[(test.tier >= lo) & (test.tier < hi)]
+        assert set(part.image_id) != set(test[(linear >= lo) & (linear < hi)].image_id), "the scales differ"
+        assert table.loc[("SROCC", "noisy"), tier] == pytest.approx(stats.spearmanr(part.pred, part.mos).statistic)
+    caption = (project.root / "results" / "tables" / "reqa_table1.md").read_text().splitlines()[0]
+    assert "toy: MOS_zscore (0-100)" in caption

@@ -2,7 +2,10 @@
 
 :func:`load_predictions` / :func:`load_inputs` read ``results/predictions/<experiment>.{parquet,json}`` of the
 experiments in ``params.experiments`` (stale files of removed experiments are ignored), the optional fine pairs
-``build/datasets/<dataset>/pairs.parquet`` (FG-ACC) and the optional ``results/profile/<experiment>.json``;
+``build/datasets/<dataset>/pairs.parquet`` (FG-ACC), the optional ``tier_<attribute>`` columns of
+``build/datasets/<dataset>/images.parquet`` (the 0-100 values REQA's tiers are read from, e.g. KonIQ-10k's
+``MOS_zscore``; their scale named by ``dataset.json`` ``tier_scale``) and the optional
+``results/profile/<experiment>.json``;
 :func:`compute_scores` turns them into one long frame of every metric (:func:`iqalab.analysis.metrics.summarise`,
 FG-ACC, per-scene medians for the PIQ23 protocol, per-tier metrics for REQA Eq. 16) and :func:`summary_metrics`
 into the small flat ``{experiment: {metric: mean}}`` that ``dvc metrics`` reads. The paper layouts built from
@@ -46,6 +49,8 @@ class EvalInputs:
     meta: dict[str, dict[str, Any]]
     pairs: dict[str, pd.DataFrame] = field(default_factory=dict)
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: per dataset, the 0-100 tier values of its images (index image_id, one column per attribute)
+    tiers: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @property
     def experiments(self) -> list[str]:
@@ -99,20 +104,49 @@ def load_predictions(params: Params, root: Path) -> tuple[pd.DataFrame, dict[str
     return predictions, meta
 
 
+def load_tier_values(folder: Path) -> tuple[pd.DataFrame | None, dict[str, str]]:
+    """The ``tier_<attribute>`` columns of a canonical dataset's ``images.parquet`` (index ``image_id``, columns
+    the attributes) and ``dataset.json``'s ``tier_scale`` (attribute -> scale name); ``(None, {})`` when the
+    dataset has none (its tiers come from the MOS mapped to 0-100)."""
+    import pyarrow.parquet as pq
+
+    path = Path(folder) / "images.parquet"
+    if not path.is_file():
+        return None, {}
+    columns = [c for c in pq.read_schema(path).names if c.startswith("tier_")]
+    if not columns:
+        return None, {}
+    table = pd.read_parquet(path, columns=["image_id", *columns])
+    values = table.set_index(table["image_id"].astype(str))[columns].astype(float)
+    values.columns = [c.removeprefix("tier_") for c in columns]
+    meta_path = Path(folder) / "dataset.json"
+    scale = (json.loads(meta_path.read_text()).get("tier_scale") or {}) if meta_path.is_file() else {}
+    return values, {str(k): str(v) for k, v in scale.items()}
+
+
 def load_inputs(params: Params, root: Path) -> EvalInputs:
-    """:func:`load_predictions` plus the fine pairs of each dataset and the profiles of each experiment."""
+    """:func:`load_predictions` plus the fine pairs and tier values of each dataset and the profiles of each
+    experiment; an experiment's metadata gains ``tier_scale`` (attribute -> scale name) when its test dataset
+    has tier values."""
     predictions, meta = load_predictions(params, root)
     pairs: dict[str, pd.DataFrame] = {}
+    tiers: dict[str, pd.DataFrame] = {}
     for dataset in sorted(set(predictions["dataset"])):
         path = Path(root) / "build" / "datasets" / dataset / "pairs.parquet"
         if path.is_file():
             pairs[dataset] = pd.read_parquet(path)
+        values, scale = load_tier_values(Path(root) / "build" / "datasets" / dataset)
+        if values is not None:
+            tiers[dataset] = values
+            for info in meta.values():
+                if str(info.get("dataset")) == dataset:
+                    info["tier_scale"] = {a: scale.get(a, f"tier_{a} (0-100)") for a in values.columns}
     profiles = {}
     for name in meta:
         path = Path(root) / "results" / "profile" / f"{name}.json"
         if path.is_file():
             profiles[name] = json.loads(path.read_text())
-    return EvalInputs(predictions, meta, pairs, profiles)
+    return EvalInputs(predictions, meta, pairs, profiles, tiers)
 
 
 def primary_attribute(attributes: Sequence[str]) -> str:
@@ -170,7 +204,8 @@ def compute_scores(inputs: EvalInputs, fine_pairs_only: bool = True, tier_tags: 
     protocol, :func:`metrics.per_group_median` of SRCC, raw PLCC, KRCC, MAE over scenes; for experiments with
     ``protocol: per_scene`` or a tag in ``scene_tags``) or ``tier:<Tier>`` (REQA tiers,
     :func:`metrics.per_tier_metrics`, SRCC and raw PLCC and ``n``; for ``protocol: per_tier`` or a tag in
-    ``tier_tags``). The tag sets come from the paper tables that read those groups
+    ``tier_tags``; the tier of an image from its dataset's 0-100 tier value where ``inputs.tiers`` has one for
+    every test image, else from the MOS mapped to 0-100). The tag sets come from the paper tables that read those groups
     (:func:`iqalab.paper_tables.tags_needing`). ``logistic_bounds`` picks the bounded logistic fit of
     ``plcc_logistic`` (default) or the unconstrained one (:func:`metrics.logistic_options`); ``plcc`` is raw.
     """
@@ -205,8 +240,16 @@ def compute_scores(inputs: EvalInputs, fine_pairs_only: bool = True, tier_tags: 
                     medians["mae"] = math.nan
                 rows.extend((*key, "scene_median", name, value) for name, value in medians.items())
             if info.get("protocol") == "per_tier" or tags & set(tier_tags):
+                basis = None
+                table = inputs.tiers.get(dataset)
+                if table is not None and attr in table.columns:
+                    basis = part["image_id"].map(table[attr]).to_numpy(float)
+                    if not np.isfinite(basis).all():
+                        log.warning("%s/%s/%s: %d test images without a tier value; tiers from the MOS", exp,
+                                    split, attr, int((~np.isfinite(basis)).sum()))
+                        basis = None
                 try:
-                    tiers = metrics.per_tier_metrics(pred, mos, tuple(info["mos_range"]))
+                    tiers = metrics.per_tier_metrics(pred, mos, tuple(info["mos_range"]), tier_values=basis)
                 except ValueError as err:
                     log.warning("%s/%s/%s: no per-tier metrics (%s)", exp, split, attr, err)
                     continue

@@ -485,19 +485,30 @@ def quality_tiers(mos: ArrayLike, mos_range: tuple[float, float] = (0.0, 100.0))
 
 
 def per_tier_metrics(pred: ArrayLike, mos: ArrayLike, mos_range: tuple[float, float] = (0.0, 100.0),
-                     metric_fns: Mapping[str, MetricFn] | None = None, min_size: int = 3) -> pd.DataFrame:
+                     metric_fns: Mapping[str, MetricFn] | None = None, min_size: int = 3,
+                     tier_values: ArrayLike | None = None) -> pd.DataFrame:
     """REQA Table I: metrics within each quality tier, the tier taken from the ground-truth MOS.
 
-    Default metrics are SRCC and raw PLCC (REQA Eqs. 15-16 define PLCC without a logistic map; a logistic fit
-    inside a 20-point band is also ill-conditioned). Rows are in REQA order (Excellent ... Bad) with ``n``;
-    tiers with fewer than ``min_size`` images get NaN.
+    The tier is :func:`quality_tiers` of ``mos`` mapped from ``mos_range`` to 0-100, or, when ``tier_values``
+    is given (one value per image, already on 0-100; e.g. KonIQ-10k's published ``MOS_zscore``, the scale REQA's
+    tiers are defined on), of those values; the metrics still compare ``pred`` with ``mos``. Default metrics are
+    SRCC and raw PLCC (REQA Eqs. 15-16 define PLCC without a logistic map; a logistic fit inside a 20-point band
+    is also ill-conditioned). Rows are in REQA order (Excellent ... Bad) with ``n``; tiers with fewer than
+    ``min_size`` images get NaN.
     """
     x = np.asarray(pred, dtype=float).ravel()
     y = np.asarray(mos, dtype=float).ravel()
     if x.shape != y.shape:
         raise ValueError(f"pred and mos differ in length: {x.size} vs {y.size}")
     fns = dict(metric_fns) if metric_fns is not None else {"srcc": srcc, "plcc": plcc}
-    frame = pd.DataFrame({"pred": x, "mos": y, "tier": quality_tiers(y, mos_range)})
+    if tier_values is None:
+        tiers = quality_tiers(y, mos_range)
+    else:
+        basis = np.asarray(tier_values, dtype=float).ravel()
+        if basis.shape != y.shape:
+            raise ValueError(f"tier_values and mos differ in length: {basis.size} vs {y.size}")
+        tiers = quality_tiers(basis, (0.0, 100.0))
+    frame = pd.DataFrame({"pred": x, "mos": y, "tier": tiers})
     table = per_group_metrics(frame.dropna(subset=["tier"]), "tier", fns, min_size=min_size)
     table = table.set_index("tier").reindex(list(TIERS))
     table["n"] = table["n"].fillna(0).astype(int)

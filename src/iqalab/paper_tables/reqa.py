@@ -48,9 +48,21 @@ def tier_table(ctx: TableContext, exps: list[str], name: str, layout: str) -> Ta
     params_of = dict(zip(exps, ctx.params_m(exps)))
     data["Params (M)"] = [params_of[exp_of(ctx, exps, (r[0], r[3]))] for r in rows]
     caption = ctx.caption(layout, exps, [
-        "tiers of the ground-truth MOS mapped to 0-100 (Excellent >= 80, Good 60-80, Fair 40-60, Poor 20-40, "
-        "Bad < 20); PLCC raw (REQA Eq. 16); tiers with < 3 test images shown as -"])
+        "tiers on 0-100 (Excellent >= 80, Good 60-80, Fair 40-60, Poor 20-40, Bad < 20) from " + tier_scales(ctx, exps),
+        "PLCC raw (REQA Eq. 16); tiers with < 3 test images shown as -"])
     return Table(name, data, caption, std_frame, ("dataset", "attribute", "metric"), {"Params (M)": None})
+
+
+def tier_scales(ctx: TableContext, exps: list[str]) -> str:
+    """Which scale each dataset's tiers use: a published 0-100 column (``tier_scale``, e.g. KonIQ-10k's
+    MOS_zscore) or the ground-truth MOS mapped linearly from its range to 0-100."""
+    by_dataset: dict[str, str] = {}
+    for e in exps:
+        info = ctx.meta[e]
+        scale = (info.get("tier_scale") or {}).get(ctx.primary(e))
+        lo, hi = (info.get("mos_range") or [0.0, 100.0])[:2]
+        by_dataset.setdefault(ctx.dataset_of(e), scale or f"the MOS mapped linearly from {lo:g}-{hi:g}")
+    return "; ".join(f"{d}: {s}" for d, s in by_dataset.items())
 
 
 @register_table("reqa_table1", needs=("tier",))

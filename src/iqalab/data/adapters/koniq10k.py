@@ -7,10 +7,11 @@ Published as ``koniq10k_scores_and_distributions.csv`` (image_name, c1..c5, c_to
 the images in ``1024x768/`` (``koniq10k_1024x768.zip``) or ``512x384/`` (``koniq10k_512x384.zip``); with
 ``resolution="auto"`` (default) the adapter reads ``1024x768/`` where present, else ``512x384/``, and records which
 in ``dataset.json`` (``resolution``, ``raw_layout``). Everything may also sit in one folder an unzip left inside
-``raw_root``. MOS is on the 1-5 ACR scale; REQA's tiers rescale it
-to 0-100 downstream (the tables keep the published scale). The vote histogram c1..c5 is kept as
-``ratings.parquet``: one row per vote with an anonymous rater id ``anon_<k>`` numbered within the image (KonIQ
-does not publish rater identities, so ids are not linked across images). ``n_overall`` = c_total,
+``raw_root``. MOS is on the 1-5 ACR scale (the tables keep the published scale); when the file has
+``MOS_zscore`` (the published 0-100 z-score MOS) it is kept as ``tier_overall``, the 0-100 value REQA's quality
+tiers are read from (``dataset.json`` ``tier_scale``), else the tiers rescale MOS to 0-100 downstream. The vote
+histogram c1..c5 is kept as ``ratings.parquet``: one row per vote with an anonymous rater id ``anon_<k>``
+numbered within the image (KonIQ does not publish rater identities, so ids are not linked across images). ``n_overall`` = c_total,
 ``std_overall`` = SD. If ``koniq10k_distributions_sets.csv`` (image_name, set) is present, its
 training/validation/test sets become the split ``official``.
 """
@@ -94,6 +95,11 @@ def adapt(raw_root: Path, out_root: Path, *, resolution: str = "auto", n_splits:
         "width": widths, "height": heights,
         "mos_overall": mos, "std_overall": sd, "n_overall": total,
     })
+    tier_scale = {}
+    if "MOS_zscore" in table.columns:  # REQA's tiers (Sec. IV-A-1) on KonIQ's 0-100 scale
+        images["tier_overall"] = numeric(table, SCORES, "MOS_zscore")
+        check_range(images["tier_overall"].to_numpy(), SCORES, "MOS_zscore", (0.0, 100.0), hint=RANGE_HINT)
+        tier_scale = {"tier_scale": {"overall": "MOS_zscore (0-100)"}}
     splits = [default_splits(images, n_splits, test_fraction, val_fraction, seed, cross)]
     read = [SCORES]
     if found.get("sets"):
@@ -108,7 +114,7 @@ def adapt(raw_root: Path, out_root: Path, *, resolution: str = "auto", n_splits:
     vote_table = _votes(names, counts.astype(np.int64)) if ratings else None
     extra = {"ratings_from": "vote histogram c1..c5, anonymous raters numbered per image"} if ratings else {}
     meta = CARD.meta(scale, dataset_name, resolution=resolution, raw_files=file_checksums(raw_root, read),
-                     **found.meta(top), **extra)
+                     **found.meta(top), **extra, **tier_scale)
     return publish(raw_root, out_root, images, pd.concat(splits, ignore_index=True), meta,
                    ratings=vote_table, link=link)
 
