@@ -122,3 +122,23 @@ def test_parameter_sweep_figure_and_iso_sweep_at_fixed_exposure():
     assert noise == sorted(noise) and len(evs) == 1
     fig = plot_parameter_sweep(seed=0, image_size=32)
     assert len(fig.axes) == len(SWEEPS) * 5
+
+
+def test_calibration_report_lists_every_target_and_flags_a_miss(built, tmp_path):
+    from iqalab.sim.calibration import calibrate, write_calibration
+
+    for name, ds in built.items():
+        result = write_calibration(read_dataset(ds.root), tmp_path)
+        assert result["simulated"] and result["builder"] == name and result["n"] >= 2
+        saved = json.loads((tmp_path / f"{name}.json").read_text())
+        assert saved["within"] == sum(r["within"] for r in saved["targets"])
+        assert (tmp_path / f"{name}.md").read_text().count("\n| ") == result["n"] + 1
+        for row in result["targets"]:
+            lo, hi = row["tolerance"]
+            assert row["within"] == (row["simulated"] is not None and lo <= row["simulated"] <= hi)
+    ugc = read_dataset(built["ugc_sim"].root)
+    ugc.images["mos_overall"] = 90.0  # every image Excellent: not KonIQ-like
+    rows = {r["key"]: r for r in calibrate(ugc)["targets"]}
+    assert not rows["modal_tier_is_middle"]["within"] and not rows["excellent_tier_share"]["within"]
+    ugc.meta["simulated"] = False
+    assert calibrate(ugc)["targets"] == []
