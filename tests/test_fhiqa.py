@@ -1,6 +1,6 @@
 """FHIQA: the top-k fusion of Eq. (1) (hand-checked values, brute force), its reduction to one scene's rescaled
-score with a one-hot classifier, the choice of k, and gradient flow to backbone, hyper network, classifier and
-rescaler (tiny models, 64 px images)."""
+score with a one-hot classifier, the choice of k, gradient flow to backbone, hyper network, classifier and
+rescaler, and Exposure / Details judged on the face region (Sec. IV-D; tiny models, 64 px images)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 from iqalab.models import build_model
 from iqalab.models.base import StepContext
 from iqalab.models.fhiqa import FHIQA, topk_rescale
+from iqalab.models.hyperiqa import HyperIQA, face_windows, sample_region_patches
 
 ATTRS = ["overall", "exposure"]
 
@@ -24,7 +25,7 @@ def tiny(**overrides) -> FHIQA:
 def batch(n: int = 2, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     return {"image": torch.randn(n, 3, 64, 64, generator=g), "mos_norm": torch.rand(n, 2, generator=g),
-            "scene_idx": torch.arange(n) % 3}
+            "scene_idx": torch.arange(n) % 3, "face_box": torch.tensor([[16.0, 8.0, 48.0, 44.0]] * n)}
 
 
 # -- Eq. (1) ----------------------------------------------------------------------------------------------------
@@ -137,3 +138,77 @@ def test_registry_builds_fhiqa_and_checks_k():
     assert {"image", "scene_idx"} <= set(model.inputs)
     with pytest.raises(ValueError):
         build_model("fhiqa", ATTRS, **{**FHIQA.smoke_params, "top_k": 0})
+
+
+# -- the face region of Exposure and Details (Sec. IV-D) ------------------------------------------------------------
+def test_face_windows_pad_clip_and_fall_back_to_the_whole_image():
+    boxes = torch.tensor([[10.0, 20.0, 30.0, 60.0], [-5.0, 50.0, 20.5, 90.0], [float("nan")] * 4])
+    win = face_windows(boxes, height=80, width=100, margin=0.25)
+    assert win[0].tolist() == [5.0, 10.0, 35.0, 70.0]  # 20 x 40 box padded by 5 / 10 px on each side
+    assert win[1].tolist() == [0.0, 40.0, 27.0, 80.0]  # clipped to the image, outwards to whole pixels
+    assert win[2].tolist() == [0.0, 0.0, 100.0, 80.0]  # no face found: the whole image
+    with pytest.raises(ValueError, match="face_box"):
+        face_windows(None, 80, 100)
+
+
+def test_region_patches_are_exact_crops_inside_the_window_or_the_whole_small_face():
+    h, w = 40, 50
+    image = torch.arange(2 * h * w, dtype=torch.float32).reshape(2, 1, h, w)
+    windows = torch.tensor([[10.0, 5.0, 30.0, 25.0], [0.0, 0.0, 6.0, 6.0]])  # 20 px window; a 6 px face
+    patches = sample_region_patches(image, windows, size=12, n=6, generator=torch.Generator().manual_seed(3))
+    assert patches.shape == (2, 6, 1, 12, 12)
+    for p in patches[0]:  # each patch is the image's own 12 x 12 pixels at a position inside the window
+        y, x = divmod(int(p[0, 0, 0]), w)
+        assert 5 <= y <= 25 - 12 and 10 <= x <= 30 - 12
+        torch.testing.assert_close(p[0], image[0, 0, y:y + 12, x:x + 12])
+    face = image[1, 0, :6, :6]
+    for p in patches[1]:  # the small face is taken whole and resized: values stay within its pixels
+        assert face.min() - 1e-3 <= p.min() and p.max() <= face.max() + 1e-3
+        assert float(p[0, 0, 0]) == float(face[0, 0]) and float(p[0, -1, -1]) == float(face[-1, -1])  # corners
+
+
+def test_exposure_is_judged_on_the_face_and_overall_on_the_whole_image():
+    model = tiny(n_scenes=3, top_k=3).eval()
+    assert model.regions == {"overall": "image", "exposure": "face"} and "face_box" in model.inputs
+    b = batch(n=2)
+    b["face_box"] = torch.tensor([[16.0, 8.0, 48.0, 44.0], [0.0, 20.0, 30.0, 64.0]])
+    before = model.predict_details(b)
+    outside = b["image"].clone()
+    win = face_windows(b["face_box"], 64, 64, model.face_margin).long()
+    keep = torch.zeros_like(outside, dtype=torch.bool)
+    for i, (x0, y0, x1, y1) in enumerate(win.tolist()):
+        keep[i, :, y0:y1, x0:x1] = True
+    outside[~keep] = torch.randn(int((~keep).sum()), generator=torch.Generator().manual_seed(9))
+    after = model.predict_details({**b, "image": outside})
+    # the face patches saw the same pixels: the pre-quality of Exposure is unchanged; Overall's changed
+    torch.testing.assert_close(after["pre_quality"][:, 1], before["pre_quality"][:, 1])
+    assert not torch.allclose(after["pre_quality"][:, 0], before["pre_quality"][:, 0])
+
+
+def test_regions_are_validated_and_default_to_the_piq23_rule():
+    assert tiny().regions == {"overall": "image", "exposure": "face"}
+    plain = FHIQA(["overall", "details"], **{**FHIQA.smoke_params, "regions": None})
+    assert plain.regions == {"overall": "image", "details": "image"} and "face_box" not in plain.inputs
+    assert FHIQA(["details", "exposure"], **FHIQA.smoke_params).region_kinds == ("face",)
+    hyper = HyperIQA(["overall", "details"], **{**HyperIQA.smoke_params, "regions": {"details": "face"}})
+    assert "face_box" in hyper.inputs and hyper.regions["details"] == "face"
+    for bad in ({"sharpness": "face"}, {"details": "body"}):
+        with pytest.raises(ValueError, match="regions"):
+            HyperIQA(["overall", "details"], **{**HyperIQA.smoke_params, "regions": bad})
+    with pytest.raises(ValueError, match="regions"):
+        tiny(regions="tid2013")
+    pre_cut = [torch.zeros(1, 2, 3, 32, 32)]  # the loader's patches: no face region to draw from
+    with pytest.raises(ValueError, match="resolution"):
+        tiny().image_outputs(pre_cut, face_box=torch.tensor([[0.0, 0.0, 8.0, 8.0]]))
+
+
+def test_fhiqa_refuses_a_dataset_never_searched_for_faces(toy_dataset):
+    from iqalab.data.regions import check_regions
+    from iqalab.data.schema import DataError
+
+    ids = {"train": toy_dataset.images["image_id"].tolist()[:4], "test": toy_dataset.images["image_id"].tolist()[4:]}
+    with pytest.raises(DataError, match="needs face_box regions"):
+        check_regions(tiny(), toy_dataset, ids, "experiments.f")
+    allowed = check_regions(tiny(allow_missing_regions=True), toy_dataset, ids, "experiments.f")
+    assert allowed["allow_missing"] is True and len(allowed["missing_test_ids"]) == len(ids["test"])
+    assert check_regions(tiny(regions=None), toy_dataset, ids, "experiments.f") == {}

@@ -28,14 +28,23 @@ Readings (each a constructor argument)
 - ``n_scenes`` counts every scene of the dataset (``scene_idx`` indexes the sorted scene list); scenes that are
   never training targets get low probabilities, so they rarely enter the top k.
 
-Not implemented: the face region of Exposure and Details
---------------------------------------------------------
-Sec. IV-D: "for the Overall attribute, we utilize the entire image, in contrast to other attributes where the
-evaluation is confined solely to the face region". Here every attribute's patches are drawn from the whole image.
-The regions exist (``datasets.<name>.detect`` fills ``face_*`` at ingest, :mod:`iqalab.data.regions`); what is
-missing is drawing the Exposure/Details patches inside the (padded) face box, which needs the ``face_box`` batch
-key in :class:`iqalab.models.hyperiqa.HyperIQA`'s ``image_outputs`` (one patch set per region, the scene
-classifier on the whole-image set). Until then FHIQA's Exposure/Details rows on PIQ23 are whole-image readings.
+Exposure and Details on the face region (Sec. IV-D)
+---------------------------------------------------
+"For the Overall attribute, we utilize the entire image, in contrast to other attributes where the evaluation is
+confined solely to the face region." ``regions="piq23"`` (the default) draws the patches of ``details`` and
+``exposure`` inside the face box padded by ``face_margin`` (10 % of its width / height on each side) and those of
+every other attribute from the whole image (:meth:`iqalab.models.hyperiqa.HyperIQA.region_patch_outputs`; a
+mapping ``{attribute: "image" | "face"}`` chooses otherwise, ``None`` = the whole image for all). Patches have the
+protocol's side; a face smaller than that is taken whole and resized to it
+(:func:`iqalab.models.hyperiqa.sample_region_patches`). The scene classifier reads the whole-image patches (the face patches when every attribute
+is judged on the face, as in the paper's one-model-per-attribute training). The face boxes come from the dataset
+(the simulator's) or from detection at ingest: facenet-pytorch MTCNN (``datasets.<name>.detect``,
+:mod:`iqalab.data.regions`); the paper does not say how PIQ23's face regions were obtained. A dataset never
+searched for faces is refused at training unless ``allow_missing_regions: true``; an image where the detector
+found no face is judged on the whole image and counted in the table caption (``regions_missing``).
+Readings: the margin, the resize of small faces, and the patch side kept at the protocol's (clipped to the image)
+rather than to the face. Face-region patches are cut from the image batch (``train.resolution: cache``); the
+native store's pre-cut patches carry no face region yet and are refused for these attributes.
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from iqalab.models.hyperiqa import SemHyperIQA
+from iqalab.models.hyperiqa import PIQ23_REGIONS, SemHyperIQA
 from iqalab.models.registry import register
 
 
@@ -85,9 +94,14 @@ class FHIQA(SemHyperIQA):
                  feature_size: int = 7, loss: str = "huber", huber_delta: float = 0.1,
                  backbone_lr_scale: float = 0.1, eval_seed: int = 0, scene_pool_width: int | None = None,
                  classifier_layers: int = 3, classifier_hidden: int = 500, rescaler_layers: int = 3,
-                 rescaler_hidden: int = 100, ce_weight: float = 0.5) -> None:
+                 rescaler_hidden: int = 100, ce_weight: float = 0.5, regions: dict[str, str] | str | None = "piq23",
+                 face_margin: float = 0.1, allow_missing_regions: bool = False) -> None:
         if top_k < 1:
             raise ValueError("top_k must be >= 1")
+        if regions == "piq23":  # Sec. IV-D: Exposure and Details on the face, Overall on the whole image
+            regions = {a: r for a, r in PIQ23_REGIONS.items() if a in attributes}
+        elif isinstance(regions, str):
+            raise ValueError(f"regions {regions!r}: 'piq23', a mapping attribute -> 'image' / 'face', or null")
         super().__init__(attributes, n_scenes=n_scenes, backbone=backbone, pretrained=pretrained,
                          patch_size=patch_size, n_patches=n_patches, test_rounds=test_rounds,
                          reference_side=reference_side, hyper_in=hyper_in, target_in=target_in, lda_out=lda_out,
@@ -95,7 +109,8 @@ class FHIQA(SemHyperIQA):
                          backbone_lr_scale=backbone_lr_scale, eval_seed=eval_seed,
                          scene_pool_width=scene_pool_width, classifier_layers=classifier_layers,
                          classifier_hidden=classifier_hidden, rescaler_layers=rescaler_layers,
-                         rescaler_hidden=rescaler_hidden, ce_weight=ce_weight)
+                         rescaler_hidden=rescaler_hidden, ce_weight=ce_weight, regions=regions,
+                         face_margin=face_margin, allow_missing_regions=allow_missing_regions)
         self.top_k = int(top_k)
 
     def scene_table(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,6 +31,10 @@ What is implemented
   as the official code); a rescaler MLP (3 hidden layers of 100) maps the softmax scene vector to (a, b) and the
   image score is ``a * mean_i(q_i) + b`` (= the mean of the rescaled patch scores ``a q_i + b``).
 - SEM-HyperIQA-CO: the multitask model without the rescaler ("classification only", see below).
+- Patch regions (seed 001 Sec. IV-D): ``regions`` maps attributes to ``"image"`` (default) or ``"face"``; a face
+  attribute's patches are drawn inside the padded face box (``face_box`` batch key, pixels of the image batch;
+  :func:`face_windows`, :func:`sample_region_patches`), its score is the mean over those patches. FHIQA judges
+  PIQ23's Details and Exposure so (:mod:`iqalab.models.fhiqa`); the other models do when ``regions`` says so.
 - Losses (seed 001 Sec. IV-B): HyperIQA L1 (original, each patch labelled with its image's score) or Huber;
   scene models ``Huber(score) + 0.5 * CE(scene)``. ``param_groups`` gives the backbone ``backbone_lr_scale`` times
   the learning rate (original: backbone 2e-5, hyper network 10x).
@@ -152,6 +156,70 @@ def sample_patches(image: torch.Tensor, size: int, n: int,
     size = min(size, h, w)
     offsets = random_patch_offsets(image.shape[0], n, h, w, size, generator)
     return crop_patches(image, size, offsets)
+
+
+# -- patch regions (seed 001 Sec. IV-D: Exposure and Details are judged on the face) -----------------------------
+#: regions an attribute's patches can be drawn from: the whole image, or the (padded) face box
+PATCH_REGIONS: tuple[str, ...] = ("image", "face")
+#: PIQ23's rule (seed 001 Sec. IV-D): "for the Overall attribute, we utilize the entire image, in contrast to other
+#: attributes where the evaluation is confined solely to the face region"
+PIQ23_REGIONS: dict[str, str] = {"details": "face", "exposure": "face"}
+
+
+def face_windows(face_box: torch.Tensor | None, height: int, width: int, margin: float = 0.1) -> torch.Tensor:
+    """Integer pixel windows ``[B, 4]`` (x0, y0, x1, y1) of the face region: the face box (pixels of this image)
+    padded by ``margin`` x its width / height on each side, clipped to the image. Rows without a box (NaN: the
+    detector found no face; the refusal of :func:`iqalab.data.regions.check_regions` guards datasets never
+    searched) get the whole image."""
+    if face_box is None:
+        raise ValueError("face regions need the face_box batch key (face boxes in pixels)")
+    fb = face_box.detach().float().cpu().reshape(-1, 4)
+    size = (fb[:, 2:] - fb[:, :2]).clamp(min=0.0)
+    lo = (fb[:, :2] - margin * size).floor()
+    hi = (fb[:, 2:] + margin * size).ceil()
+    limit = torch.tensor([float(width), float(height)])
+    lo, hi = torch.minimum(lo.clamp(min=0.0), limit - 1), torch.minimum(hi, limit)
+    hi = torch.maximum(hi, lo + 1)  # at least one pixel
+    win = torch.cat([lo, hi], dim=1)
+    known = torch.isfinite(fb).all(dim=1)
+    whole = torch.tensor([0.0, 0.0, float(width), float(height)]).expand_as(win)
+    return torch.where(known[:, None], win, whole)
+
+
+def sample_region_patches(image: torch.Tensor, windows: torch.Tensor, size: int, n: int,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+    """``n`` random square patches per image inside its window, as ``[B, n, C, s, s]`` with ``s`` = ``size``
+    clipped to the image's short side.
+
+    Each patch is a square of side ``min(s, window width, window height)`` at an integer position drawn uniformly
+    inside the window: a window at least ``s`` wide gives the image's own pixels (an exact crop, like
+    :func:`sample_patches`); a smaller face is taken whole (its short side) and resized to ``s`` by
+    :func:`torchvision.ops.roi_align` (bilinear, corners aligned: no pixel from outside the square), so every
+    patch of the batch has one size.
+    """
+    from torchvision.ops import roi_align
+
+    b, _, h, w = image.shape
+    out = min(int(size), h, w)
+    win = windows.to(torch.float64).cpu()
+    side = torch.minimum(torch.full((b,), float(out), dtype=torch.float64),
+                         torch.minimum(win[:, 2] - win[:, 0], win[:, 3] - win[:, 1]))
+    span_x = (win[:, 2] - win[:, 0] - side + 1).clamp(min=1.0)
+    span_y = (win[:, 3] - win[:, 1] - side + 1).clamp(min=1.0)
+    u = torch.rand((b, n, 2), generator=generator, dtype=torch.float64)
+    x0 = win[:, None, 0] + (u[..., 0] * span_x[:, None]).floor()
+    y0 = win[:, None, 1] + (u[..., 1] * span_y[:, None]).floor()
+    # samples at the first to the last pixel centre of the square (corners aligned, nothing from outside it):
+    # with aligned=True roi_align samples at box_x0 - 0.5 + (k + 0.5) * box_w / out, k < out
+    s = side[:, None].expand(b, n)
+    box = (s - 1) * out / max(out - 1, 1) if out > 1 else s
+    shift = 0.5 - 0.5 * box / out
+    index = torch.arange(b, dtype=torch.float64)[:, None].expand(b, n)
+    rois = torch.stack([index, x0 + shift, y0 + shift, x0 + shift + box, y0 + shift + box], dim=-1)
+    rois = rois.reshape(-1, 5).to(image.device, image.dtype)
+    # a square of exactly ``out`` pixels samples each pixel centre once: an exact crop
+    patches = roi_align(image, rois, output_size=(out, out), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    return patches.reshape(b, n, image.shape[1], out, out)
 
 
 # -- losses -----------------------------------------------------------------------------------------------------
@@ -286,8 +354,14 @@ class HyperIQA(IQAModel):
                  hyper_in: int = 112, target_in: int = 224, lda_out: int = 16,
                  target_sizes: Sequence[int] = (112, 56, 28, 14), feature_size: int = 7,
                  loss: str = "l1", huber_delta: float = 0.1, backbone_lr_scale: float = 0.1,
-                 eval_seed: int = 0) -> None:
+                 eval_seed: int = 0, regions: dict[str, str] | None = None, face_margin: float = 0.1,
+                 allow_missing_regions: bool = False) -> None:
         super().__init__(attributes)
+        self.regions = self._check_regions(regions)
+        self.face_margin = float(face_margin)
+        self.allow_missing_regions = allow_missing_regions
+        if "face" in self.regions.values():  # the loaders then provide face boxes (pixels of the image batch)
+            self.inputs = self.inputs | {"face_box"}
         if loss not in ("l1", "huber"):
             raise ValueError(f"loss must be 'l1' or 'huber', got {loss!r}")
         if n_patches < 1 or test_rounds < 1:
@@ -307,10 +381,89 @@ class HyperIQA(IQAModel):
                                   target_sizes=target_sizes, feature_size=feature_size,
                                   n_outputs=len(self.attributes))
 
+    def _check_regions(self, regions: dict[str, str] | None) -> dict[str, str]:
+        """Every attribute's patch region (``"image"`` unless ``regions`` names it; :data:`PATCH_REGIONS`)."""
+        regions = dict(regions or {})
+        unknown = sorted(set(regions) - set(self.attributes))
+        bad = sorted({r for r in regions.values() if r not in PATCH_REGIONS})
+        if unknown or bad:
+            raise ValueError(f"regions {regions}: keys must be attributes {self.attributes} and values one of "
+                             f"{list(PATCH_REGIONS)}")
+        return {a: regions.get(a, "image") for a in self.attributes}
+
+    @property
+    def region_kinds(self) -> tuple[str, ...]:
+        """The regions patches are drawn from, in :data:`PATCH_REGIONS` order."""
+        return tuple(r for r in PATCH_REGIONS if r in self.regions.values())
+
     # -- patch level ------------------------------------------------------------------------------------------
     def patch_side(self, height: int, width: int) -> int:
         """Patch side in this image's pixels (``patch_size`` scaled by the patch rate, clipped to the image)."""
         return patch_protocol(height, width, [(self.patch_size, self.n_patches)], self.reference_side)[0][0]
+
+    def patch_plan(self) -> list[tuple[int, int]]:
+        """``(side, n)`` per scale in stored pixels, for a loader that cuts the patches itself
+        (:class:`iqalab.data.loaders.PatchItems` over the native store, ``train.resolution: native``)."""
+        return [(self.patch_size, self.n_patches)]
+
+    def patch_sets(self, source: torch.Tensor | Sequence[torch.Tensor],
+                   generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        """The patch entry: one round's patches as a list of ``[B, n_k, 3, s_k, s_k]``, one per scale.
+
+        A ``[B, 3, H, W]`` image batch (the square cache) is sampled here: ``n_patches`` random squares of
+        :meth:`patch_side`. Pre-cut patches (a ``[B, n, 3, s, s]`` tensor, or a list of them, one per scale: the
+        ``patches`` key of :class:`iqalab.data.loaders.PatchItems`) pass through as they are.
+        """
+        if isinstance(source, torch.Tensor) and source.dim() == 4:
+            side = self.patch_side(source.shape[-2], source.shape[-1])
+            return [sample_patches(source, side, self.n_patches, generator)]
+        return [source] if isinstance(source, torch.Tensor) else list(source)
+
+    def patch_outputs_multi(self, sets: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """:meth:`patch_outputs` of every scale, concatenated along the patch axis (``q`` [B, sum n_k, A])."""
+        outs = [self.patch_outputs(p) for p in sets]
+        return {key: torch.cat([o[key] for o in outs], dim=1) for key in ("q", "hyper")}
+
+    def face_patch_sets(self, source: torch.Tensor | Sequence[torch.Tensor], face_box: torch.Tensor | None,
+                        generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        """One round's face-region patches (seed 001 Sec. IV-D): ``n_patches`` squares of :meth:`patch_side`
+        drawn inside the face box padded by ``face_margin`` (:func:`sample_region_patches`; the whole image where
+        no face was found)."""
+        if not (isinstance(source, torch.Tensor) and source.dim() == 4):
+            raise ValueError("face-region patches are cut from the image batch; pre-cut patches (train.resolution: "
+                             "native) carry no face region yet: use train.resolution: cache for regions: face")
+        h, w = source.shape[-2:]
+        windows = face_windows(face_box, h, w, self.face_margin)
+        return [sample_region_patches(source, windows, self.patch_side(h, w), self.n_patches, generator)]
+
+    def region_patch_outputs(self, source: torch.Tensor | Sequence[torch.Tensor], face_box: torch.Tensor | None = None,
+                             generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Patch scores ``q`` [B, n, A], each attribute's column from the patches of its region (``regions``),
+        and ``hyper`` of the whole-image patches (of the face patches when no attribute reads the whole image):
+        the scene classifier's input. Without face regions this is :meth:`patch_outputs_multi` of
+        :meth:`patch_sets`."""
+        if self.region_kinds == ("image",):
+            return self.patch_outputs_multi(self.patch_sets(source, generator))
+        outs = {region: self.patch_outputs_multi(self.patch_sets(source, generator) if region == "image"
+                                                 else self.face_patch_sets(source, face_box, generator))
+                for region in self.region_kinds}
+        q = torch.stack([outs[self.regions[a]]["q"][..., k] for k, a in enumerate(self.attributes)], dim=-1)
+        return {"q": q, "hyper": outs[self.region_kinds[0]]["hyper"]}
+
+    @staticmethod
+    def pixels_of(batch: dict[str, Any]) -> torch.Tensor | Sequence[torch.Tensor]:
+        """The batch's pixels: pre-cut ``patches`` when the loader cut them, else the ``image`` batch."""
+        return batch["patches"] if "patches" in batch else batch["image"]
+
+    @staticmethod
+    def round_of(source: torch.Tensor | Sequence[torch.Tensor], rounds: int, r: int
+                 ) -> torch.Tensor | list[torch.Tensor]:
+        """Round ``r`` of ``rounds``: an image batch as it is (sampled per round), pre-cut patches sliced (the
+        loader cut ``rounds * n`` per scale)."""
+        if isinstance(source, torch.Tensor) and source.dim() == 4:
+            return source
+        sets = [source] if isinstance(source, torch.Tensor) else list(source)
+        return [p[:, r * (p.shape[1] // rounds):(r + 1) * (p.shape[1] // rounds)] for p in sets]
 
     def encode(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Patches [N, 3, s, s] -> (target input vector [N, target_in], hyper feature ``H`` [N, 112, 7, 7])."""
@@ -330,11 +483,12 @@ class HyperIQA(IQAModel):
         return {"q": q.reshape(b, n, -1), "hyper": hyper.reshape(b, n, *hyper.shape[1:])}
 
     # -- image level ------------------------------------------------------------------------------------------
-    def image_outputs(self, image: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """One round of ``n_patches`` random patches: ``q_patches`` [B, n, A] and the image score ``quality``
-        [B, A] (mean over patches)."""
-        side = self.patch_side(image.shape[-2], image.shape[-1])
-        out = self.patch_outputs(sample_patches(image, side, self.n_patches, generator))
+    def image_outputs(self, image: torch.Tensor | Sequence[torch.Tensor],
+                      generator: torch.Generator | None = None,
+                      face_box: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """One round of ``n_patches`` random patches (or the pre-cut ones, :meth:`patch_sets`): ``q_patches``
+        [B, n, A] and the image score ``quality`` [B, A] (mean over patches)."""
+        out = self.region_patch_outputs(image, face_box, generator)
         return {"q_patches": out["q"], "quality": out["q"].mean(dim=1)}
 
     def _as_dict(self, quality: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -342,16 +496,17 @@ class HyperIQA(IQAModel):
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """One round of random patches (training); image score = mean over the patches."""
-        return self._as_dict(self.image_outputs(batch["image"])["quality"])
+        out = self.image_outputs(self.pixels_of(batch), face_box=batch.get("face_box"))
+        return self._as_dict(out["quality"])
 
     @torch.no_grad()
     def predict_details(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Every image-level output averaged over ``test_rounds`` seeded rounds of ``n_patches`` patches."""
-        image = batch["image"]
+        source = self.pixels_of(batch)
         generator = torch.Generator().manual_seed(self.eval_seed)
         totals: dict[str, torch.Tensor] = {}
-        for _ in range(self.test_rounds):
-            out = self.image_outputs(image, generator)
+        for r in range(self.test_rounds):
+            out = self.image_outputs(self.round_of(source, self.test_rounds, r), generator, batch.get("face_box"))
             for key, value in out.items():
                 if key != "q_patches":
                     totals[key] = totals.get(key, 0) + value
@@ -364,7 +519,7 @@ class HyperIQA(IQAModel):
 
     def training_step(self, batch: dict[str, Any], ctx: StepContext) -> torch.Tensor:
         """L1 (original) or Huber on the patch scores, each patch labelled with its image's normalised MOS."""
-        out = self.image_outputs(batch["image"])
+        out = self.image_outputs(self.pixels_of(batch), face_box=batch.get("face_box"))
         target = batch["mos_norm"]
         if self.patch_level_loss:
             q = out["q_patches"]
@@ -407,12 +562,14 @@ class SemHyperIQA(HyperIQA):
                  feature_size: int = 7, loss: str = "huber", huber_delta: float = 0.1,
                  backbone_lr_scale: float = 0.1, eval_seed: int = 0, scene_pool_width: int | None = None,
                  classifier_layers: int = 3, classifier_hidden: int = 500, rescaler_layers: int = 3,
-                 rescaler_hidden: int = 100, ce_weight: float = 0.5) -> None:
+                 rescaler_hidden: int = 100, ce_weight: float = 0.5, regions: dict[str, str] | None = None,
+                 face_margin: float = 0.1, allow_missing_regions: bool = False) -> None:
         super().__init__(attributes, backbone=backbone, pretrained=pretrained, patch_size=patch_size,
                          n_patches=n_patches, test_rounds=test_rounds, reference_side=reference_side,
                          hyper_in=hyper_in, target_in=target_in, lda_out=lda_out, target_sizes=target_sizes,
                          feature_size=feature_size, loss=loss, huber_delta=huber_delta,
-                         backbone_lr_scale=backbone_lr_scale, eval_seed=eval_seed)
+                         backbone_lr_scale=backbone_lr_scale, eval_seed=eval_seed, regions=regions,
+                         face_margin=face_margin, allow_missing_regions=allow_missing_regions)
         if n_scenes < 1:
             raise ValueError("n_scenes must be >= 1")
         self.n_scenes = int(n_scenes)
@@ -457,11 +614,12 @@ class SemHyperIQA(HyperIQA):
         a, b = self.rescale_params(logits.softmax(dim=-1))
         return a * pre_quality + b
 
-    def image_outputs(self, image: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def image_outputs(self, image: torch.Tensor | Sequence[torch.Tensor],
+                      generator: torch.Generator | None = None,
+                      face_box: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """One round: ``q_patches`` [B, n, A], ``pre_quality`` [B, A] (mean patch score), ``scene_probs``
         [B, S] and the final ``quality`` [B, A]; ``logits`` for the loss."""
-        side = self.patch_side(image.shape[-2], image.shape[-1])
-        out = self.patch_outputs(sample_patches(image, side, self.n_patches, generator))
+        out = self.region_patch_outputs(image, face_box, generator)
         pre = out["q"].mean(dim=1)
         logits = self.scene_logits(out["hyper"])
         return {"q_patches": out["q"], "pre_quality": pre, "logits": logits, "scene_probs": logits.softmax(-1),
@@ -469,7 +627,7 @@ class SemHyperIQA(HyperIQA):
 
     def training_step(self, batch: dict[str, Any], ctx: StepContext) -> torch.Tensor:
         """``Huber(quality) + ce_weight * CE(scene)`` (seed 001 Sec. IV-B: weights 1.0 and 0.5)."""
-        out = self.image_outputs(batch["image"])
+        out = self.image_outputs(self.pixels_of(batch), face_box=batch.get("face_box"))
         q_loss = quality_loss(self._as_dict(out["quality"]), batch["mos_norm"], self.attributes, self.loss,
                               self.huber_delta)
         scene = batch["scene_idx"].to(out["logits"].device).long()
