@@ -31,7 +31,7 @@ IMPORTS_WHOLE_FOLDER = ("iqalab.models",)
 #: imports each command's module inside its branch (:data:`CLI_COMMANDS` names the one a stage runs)
 TOP_LEVEL_IMPORTS_ONLY = ("iqalab.config", "iqalab.__main__")
 #: ``iqalab <command>`` stages of dvc.yaml -> the module the CLI runs for them
-CLI_COMMANDS = {"profile": "iqalab.stages.profile", "report": "iqalab.report"}
+CLI_COMMANDS = {"profile": "iqalab.stages.profile", "report": "iqalab.report", "cross_dataset": "iqalab.stages.cross_dataset"}
 
 
 def module_file(name: str) -> Path | None:

@@ -6,6 +6,7 @@ same here, in ``dvc.yaml`` and in its notebook ``notebooks/NN_<stage>.ipynb``.
     torchrun --standalone --nproc_per_node=N -m iqalab train EXP   the same on N GPUs (DDP)
     iqalab profile [experiment ...]   params, GMACs at 224^2 and CPU latency of trained models
     iqalab evaluate                   tables and metrics from all predictions
+    iqalab cross_dataset              models trained on one dataset predict another (REQA / SFIQA Table IV)
     iqalab gmad                       gMAD competition between trained models
     iqalab camera_tuning              models pick camera settings; panel win rates and regret
     iqalab significance               which differences between models are statistically real
@@ -72,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("profile", help="params, GMACs and latency of trained experiments' models")
     p.add_argument("experiments", nargs="*", help="default: every experiment in params.yaml")
     sub.add_parser("evaluate", help="tables and metrics from all predictions")
+    sub.add_parser("cross_dataset", help="trained models predict every image of another dataset (Table IV)")
     sub.add_parser("significance", help="F-test matrix, paired tests and bootstrap CIs between models")
     sub.add_parser("gmad", help="gMAD competition between every pair of trained models")
     sub.add_parser("camera_tuning", help="let each model tune the simulated camera; panel win rates and regret")
@@ -138,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from iqalab.stages import evaluate
 
             evaluate.run(_params(args), _root(args))
+        elif args.command == "cross_dataset":
+            from iqalab.stages import cross_dataset
+
+            cross_dataset.run(_params(args), _root(args))
         elif args.command == "gmad":
             from iqalab.stages import gmad
 

@@ -192,7 +192,8 @@ def collect_sections(params: Params, root: Path) -> list[Section]:
     """The report's sections (empty ones included) with the files each claims, in display order."""
     results = Path(root) / "results"
     tables_dir, figures_dir = results / "tables", results / "figures"
-    all_tables = sorted(tables_dir.glob("*.md"))
+    # the cross-dataset tables (REQA / SFIQA Table IV) come from their own stage, beside results/tables
+    all_tables = sorted([*tables_dir.glob("*.md"), *(results / "cross_dataset").glob("*.md")])
     all_figures = sorted([*figures_dir.rglob("*.png"), *figures_dir.rglob("*.jpg")])
     claimed: set[Path] = set()
 
