@@ -8,7 +8,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 export HF_HUB_OFFLINE ?= 1
 export MPLBACKEND ?= Agg
 
-.PHONY: repro test install lint lock check-lock clean-build
+.PHONY: repro test install lint lock check-lock clean-build lab verify
 
 # Exact versions with hashes from the locks (iqalab.lock; `make lock` regenerates them): nothing is resolved here.
 # pip takes the torch pair from the machine's local wheel index where pip is configured with one (same hashes).
@@ -30,6 +30,16 @@ install: $(DEV_STAMP)
 repro: $(STAMP)
 	# stages call papermill and iqalab: put the venv first on PATH (no activation needed)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+
+# rerun the committed pipeline in a temporary clone and compare every number of its results/ with the committed
+# ones (iqalab.verify; takes as long as `make repro`); exits 1 listing each number not reproduced
+verify: $(STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m iqalab.verify run
+
+# JupyterLab from .venv on localhost, with the project's kernel (`python3`, installed into the venv)
+lab: $(DEV_STAMP)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m jupyterlab --ServerApp.ip=127.0.0.1 \
+		--ServerApp.root_dir=$(CURDIR) $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) $(CURDIR)/notebooks/00_explore.ipynb
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -74,7 +74,7 @@ def test_stage_tables_summary_and_figures(three_models) -> None:
         for ext in ("md", "csv", "tex"):
             assert (out / "tables" / f"{name}.{ext}").is_file()
     summary = json.loads((out / "metrics" / "summary.json").read_text())
-    assert set(summary) == {"perfect", "noisy", "noisy_copy"}  # the stale experiment is ignored
+    assert set(summary) == {"perfect", "noisy", "noisy_copy", "_provenance"}  # the stale experiment is ignored
     assert summary["perfect"]["srcc"] == pytest.approx(1.0) and summary["perfect"]["rmse"] == pytest.approx(0.0)
     assert summary["noisy"] == summary["noisy_copy"]
     assert summary["noisy"]["srcc"] < 0.99

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import pandas as pd
 import pytest
 
 from iqalab.config import parse_params
@@ -142,3 +143,26 @@ def test_dataset_goes_to_its_first_paper(tags, paper):
                            "experiments": {"e": {"dataset": "d", "model": {"name": "niqe"}, "tables": tags}}},
                           check_models=False)
     assert dataset_papers(params).get("d") == paper
+
+
+def test_environment_groups_outputs_by_provenance_and_tables_lose_their_footer(tmp_path):
+    from iqalab import provenance
+    from iqalab.tables import Table
+
+    results = _results(tmp_path)
+    rec = {"code_commit": "c" * 40, "code_dirty": True, "params_hash": "a" * 12, "lock_hash": "b" * 12,
+           "versions": {"torch": "9.9"}, "device": "cuda:0 (GPU)", "seed": 3}
+    (results / "predictions" / "tune.json").write_text(json.dumps({"dataset": "fglive_sim", "provenance": rec}))
+    (results / "metrics").mkdir()
+    (results / "metrics" / "summary.json").write_text(json.dumps({"tune": {"srcc": 0.5}, "_provenance": rec}))
+    other = {**rec, "code_dirty": False, "seed": 4}
+    Table("regret", pd.DataFrame({"x": [1.0]}), "regret caption", provenance=other).write(results / "tuning")
+    text = build_report(_params(), tmp_path).read_text()
+    assert provenance.FOOTER_PREFIX not in text.split("## Environment")[0], "footers only in the environment"
+    env = text.split("## Environment", 1)[1]
+    rows = [line for line in env.splitlines() if line.startswith("| ")][1:]
+    assert len(rows) == 3  # the two JSON files share a record; the table has another; the report's own
+    assert "`predictions/tune.json`, `metrics/summary.json`" in rows[0] and "| yes |" in rows[0]
+    assert "c" * 12 + " | yes | " + "a" * 12 in rows[0] and "torch 9.9" in rows[0]
+    assert "`tuning/regret.md`" in rows[1] and "| no |" in rows[1] and "| 4 |" in rows[1]
+    assert rows[2].startswith("| this report |") and params_digest(_params()) in rows[2]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -24,11 +25,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
 )
 
+from iqalab import provenance
 from iqalab.data.regions import DetectionConfig
 from iqalab.io import project_root
 
@@ -51,6 +54,8 @@ class DatasetConfig(_Strict):
     raw: str | None = Field(None, description="folder of the raw dataset (adapters), relative to the project root")
     options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the builder/adapter")
     cache_size: int = Field(256, gt=15, le=4096, description="side of the square uint8 image cache")
+    max_side: int | None = Field(None, gt=15, description="cap on the longer side of the native-resolution store "
+                                 "(aspect kept); None = every image at its native resolution")
     detect: DetectionConfig = Field(default_factory=DetectionConfig,
                                     description="person/face detection at ingest (iqalab.data.regions)")
 
@@ -71,6 +76,9 @@ class TrainConfig(_Strict):
     flip: bool = True
     vflip: bool = False
     eval_crop: int | None = Field(None, gt=15, description="centre crop at evaluation; None = whole image")
+    resolution: Literal["cache", "native"] = Field(
+        "cache", description="images the loader reads: the square cache, or the native-resolution store (crops and "
+        "patches cut at the papers' scales; iqalab.data.loaders)")
     patience: int = Field(0, ge=0, description="early stopping patience in epochs on the monitored metric (0 = off)")
     monitor: Literal["val_srcc", "val_scene_srcc", "val_loss", "train_loss", "last"] = Field(
         "val_srcc", description="model selection and early stopping: mean SRCC over attributes on the val images, "
@@ -368,6 +376,28 @@ def _keyword_options(fn: Any, skip: set[str]) -> list[str]:
                   if k not in skip and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
 
 
+def check_values(fn: Any, values: dict[str, Any], path: str, what: str) -> None:
+    """Raise :class:`ParamsError` at ``<path>.<key>`` for the first value that does not fit the type annotation
+    of ``fn``'s keyword ``key`` (pydantic, lax: YAML's ``[1, 2]`` fits a tuple). Keys without an annotation, or
+    with one pydantic cannot check (a module class), pass; an unknown key is left to the caller."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - annotations naming TYPE_CHECKING-only classes: nothing to check against
+        return
+    for key, value in values.items():
+        if key not in hints:
+            continue
+        try:
+            adapter = TypeAdapter(hints[key])
+        except Exception:  # noqa: BLE001 - pydantic has no schema for this annotation
+            continue
+        try:
+            adapter.validate_python(value)
+        except ValidationError as exc:
+            reason = exc.errors()[0]["msg"]
+            raise ParamsError(f"{path}.{key}: {reason} for {what}, got {value!r}") from None
+
+
 def dataset_options(cfg: DatasetConfig, path: str) -> tuple[str, list[str], list[str] | None]:
     """``(what builds it, allowed option names, declared split names or None)`` for one ``datasets`` entry.
 
@@ -384,13 +414,19 @@ def dataset_options(cfg: DatasetConfig, path: str) -> tuple[str, list[str], list
                               f"available: {sorted(BUILDERS)}")
         allowed = _keyword_options(BUILDERS[cfg.builder], {"root", "seed"})
         what = f"simulator builder {cfg.builder!r}"
-        splits = None if set(cfg.options) - set(allowed) else split_names(cfg.builder, **cfg.options)
-        return what, allowed, splits
+        check_values(BUILDERS[cfg.builder], cfg.options, f"{path}.options", what)
+        if set(cfg.options) - set(allowed):
+            return what, allowed, None
+        return what, allowed, _declared_splits(split_names, (cfg.builder,), cfg.options, path, what)
     if cfg.source == "toy":
         from iqalab.data.toy import build_toy, toy_split_names
 
         allowed = _keyword_options(build_toy, {"root", "seed"})
-        return "the toy generator", allowed, toy_split_names(**cfg.options)
+        check_values(build_toy, cfg.options, f"{path}.options", "the toy generator")
+        if set(cfg.options) - set(allowed):
+            return "the toy generator", allowed, None
+        return "the toy generator", allowed, _declared_splits(toy_split_names, (), cfg.options, path,
+                                                              "the toy generator")
     from iqalab.data.adapters import ADAPTERS, resolve
     from iqalab.data.schema import DataError
 
@@ -398,7 +434,16 @@ def dataset_options(cfg: DatasetConfig, path: str) -> tuple[str, list[str], list
         key = resolve(cfg.builder)
     except DataError as exc:
         raise ParamsError(f"{path}.builder: {exc}") from None
+    check_values(ADAPTERS[key], cfg.options, f"{path}.options", f"adapter {key!r}")
     return f"adapter {key!r}", _keyword_options(ADAPTERS[key], {"raw_root", "out_root"}), None
+
+
+def _declared_splits(fn: Any, args: tuple[Any, ...], options: dict[str, Any], path: str, what: str) -> list[str]:
+    """The split names ``fn(*args, **options)`` declares; an option value it refuses is a :class:`ParamsError`."""
+    try:
+        return list(fn(*args, **options))
+    except (TypeError, ValueError) as exc:
+        raise ParamsError(f"{path}.options: {what} refuses {options}: {exc}") from None
 
 
 def check_splits(path: str, wanted: list[str], available: list[str], dataset: str) -> None:
@@ -435,12 +480,46 @@ def check_names(params: Params) -> None:
             if key not in allowed_model:
                 raise ParamsError(f"experiments.{name}.model.{key}: unknown parameter for model "
                                   f"{exp.model.name!r}; allowed: {sorted(allowed_model)}")
+        check_values(cls.__init__, params.model_kwargs(name), f"experiments.{name}.model", f"model {exp.model.name!r}")
         for tag in exp.tables:
             if tag not in tags:
                 raise ParamsError(f"experiments.{name}.tables: unknown table {tag!r}; known: {tags}")
         available = splits_of[exp.dataset]
         if available is not None:
             check_splits(f"experiments.{name}.splits", exp.splits, available, exp.dataset)
+
+
+def check_models_build(params: Params, source: str = "params.yaml") -> None:
+    """``iqalab check``'s last step: build every experiment's model once, without pretrained weights (on the meta
+    device where the model allows: seconds), so that what only the constructor can judge (a backbone timm does not
+    know, a width of -4) fails here with its key instead of at training. A ``pretrained:`` path (any string
+    keyword whose name holds ``pretrained``) must name an existing file. Zero-shot ``pyiqa:`` models are not
+    built: their weights may be missing by design (the table row says so). Errors start with ``source``."""
+    import torch
+
+    from iqalab.models.registry import build_model
+
+    for name, exp in params.experiments.items():
+        if exp.model.name.startswith("pyiqa:"):
+            continue
+        kwargs = params.model_kwargs(name)
+        for key, value in kwargs.items():
+            if "pretrained" in key and isinstance(value, str) and not Path(value).is_file():
+                raise ParamsError(f"{source}: experiments.{name}.model.{key}: weights file {value} not found")
+        build = {k: (False if "pretrained" in k else v) for k, v in kwargs.items()}
+        try:
+            try:
+                with torch.device("meta"):  # no memory, no initialisation
+                    build_model(exp.model.name, ["quality"], key_path=f"experiments.{name}.model", **build)
+            except Exception:  # noqa: BLE001 - a constructor that runs real tensors: build it for real
+                build_model(exp.model.name, ["quality"], key_path=f"experiments.{name}.model", **build)
+        except Exception as exc:  # noqa: BLE001 - constructors raise anything for a bad value: name the key
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            culprit = next((k for k, v in kwargs.items() if isinstance(v, str | int | float) and not isinstance(v, bool)
+                            and repr(v) in text), None)
+            where = f"experiments.{name}.model" + (f".{culprit}" if culprit else "")
+            raise ParamsError(f"{source}: {where}: model {exp.model.name!r} cannot be built with {kwargs}: {text}"
+                              ) from None
 
 
 # ------------------------------------------------------------------------------------------ profiles as overlays
@@ -589,10 +668,13 @@ def load_params(path: str | Path | None = None, check_models: bool = True) -> Pa
 
     A profile may be an overlay: a top-level ``base: <file>`` (relative to the profile's folder) names the params
     it modifies, and the profile holds only what differs (:func:`merge_overlay`; ``params/paper.yaml`` is one).
+    The loaded params become the ones this process's provenance records name (:func:`iqalab.provenance.remember`).
     """
     path = Path(path) if path is not None else project_root() / "params.yaml"
     layers = _Layers(tuple(_layers(path)))
     raw: dict[str, Any] = {}
     for _, layer in layers.files:
         raw = merge_overlay(raw, layer)
-    return parse_params(raw, check_models=check_models, source=layers)
+    params = parse_params(raw, check_models=check_models, source=layers)
+    provenance.remember(params)
+    return params

@@ -14,16 +14,19 @@ recomputing anything, so it is cheap and always matches the files next to it:
 3. gMAD (``results/gmad/*.md``, ``results/figures/gmad/``), significance (``results/significance/*.md|png``),
    camera tuning (``results/tuning/*.md``, ``results/figures/tuning/``) and the dataset statistics
    (``results/stats/<ds>.json`` headline numbers, ``results/figures/<ds>/``);
-4. an "Other outputs" section for any table or figure no section claims, so nothing the run wrote is missing.
+4. an "Other outputs" section for any table or figure no section claims, so nothing the run wrote is missing;
+5. an "Environment" section (issue 28): the :mod:`iqalab.provenance` record of each output that carries one (the
+   predictions JSON, ``metrics/summary.json``, every Markdown table's footer) grouped by record - code commit,
+   uncommitted changes, params hash, lock hash, device, seed, package versions - and the report's own.
 
-Missing pieces are skipped (a stage not run yet leaves its section out). Figures are linked relative to
+Missing pieces are skipped (a stage not run yet leaves its section out). Embedded tables lose their provenance
+footer line (the environment section lists it once per record instead). Figures are linked relative to
 ``results/`` (the report's folder), so the page renders on GitHub and in any Markdown viewer. The text holds no
 timestamp: the same outputs give the same report, byte for byte, and DVC sees no change.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -35,6 +38,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from iqalab import provenance
 from iqalab.config import Params
 from iqalab.io import write_text
 from iqalab.status import unavailable_reason
@@ -131,9 +135,9 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def params_digest(params: Params) -> str:
-    """First 12 hex digits of the sha256 of the params as canonical JSON (same params, same digest)."""
-    text = json.dumps(params.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    """First 12 hex digits of the sha256 of the params as canonical JSON (same params, same digest): the
+    provenance records' ``params_hash`` (:func:`iqalab.provenance.params_hash`)."""
+    return provenance.params_hash(params)
 
 
 def dataset_papers(params: Params) -> dict[str, str]:
@@ -297,8 +301,70 @@ def _run_details(params: Params, root: Path) -> list[str]:
     return lines
 
 
+#: folders whose Markdown tables carry a provenance footer (:meth:`iqalab.tables.Table.write`)
+TABLE_FOLDERS = ("tables", "gmad", "significance", "tuning")
+
+
+def provenance_groups(root: Path) -> list[tuple[dict[str, Any], list[str]]]:
+    """Each distinct provenance row (:func:`iqalab.provenance.summary_line`) of the outputs under
+    ``root/results`` with the outputs (paths relative to ``results/``) that carry it, in first-seen order:
+    predictions JSON, ``metrics/summary.json``, then the Markdown tables' footers."""
+    results = Path(root) / "results"
+    found: list[tuple[str, dict[str, Any]]] = []
+    for path in sorted((results / "predictions").glob("*.json")):
+        record = _read_json(path).get("provenance")
+        if isinstance(record, dict):
+            found.append((path.relative_to(results).as_posix(), provenance.summary_line(record)))
+    summary = results / "metrics" / "summary.json"
+    record = _read_json(summary).get("_provenance") if summary.is_file() else None
+    if isinstance(record, dict):
+        found.append((summary.relative_to(results).as_posix(), provenance.summary_line(record)))
+    for folder in TABLE_FOLDERS:
+        for path in sorted((results / folder).glob("*.md")):
+            fields = provenance.parse_footer(path.read_text())
+            if fields:
+                found.append((path.relative_to(results).as_posix(), provenance.footer_row(fields)))
+    groups: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    for rel, row in found:
+        key = json.dumps(row, sort_keys=True, default=str)
+        groups.setdefault(key, (row, []))[1].append(rel)
+    return list(groups.values())
+
+
+def _outputs_cell(paths: Sequence[str], shown: int = 4) -> str:
+    names = [f"`{p}`" for p in paths[:shown]]
+    return ", ".join(names) + (f" and {len(paths) - shown} more" if len(paths) > shown else "")
+
+
+def _environment(params: Params, root: Path) -> list[str]:
+    """The "Environment" section: one row per distinct provenance record (see the module docstring)."""
+    def cells(row: dict[str, Any], outputs: str) -> dict[str, Any]:
+        env = "; ".join(f"{name} {row.get(name, provenance.UNKNOWN)}"
+                        for name in (*provenance.PACKAGES, "python"))
+        return {"outputs": outputs, "code commit": row["code"], "uncommitted changes": row["dirty"],
+                "params": row["params"], "lock": row["lock"], "device": row["device"], "seed": row["seed"],
+                "versions": env}
+
+    own = provenance.summary_line(provenance.collect(params))
+    rows = [cells(row, _outputs_cell(paths)) for row, paths in provenance_groups(root)]
+    rows.append(cells(own, "this report"))
+    return ["## Environment", "",
+            "Where each number comes from: the code commit (the last commit touching `src`, `notebooks`, "
+            "`params.yaml`, `params/`, `dvc.yaml`), whether those paths had uncommitted changes (then "
+            "`dvc.lock`, committed with the results, holds the md5 of every file each stage ran), the params hash "
+            "(as in the header), the hash of `requirements.lock`, the device, the seed and the package versions, "
+            "per group of outputs that share them (`make verify` reruns the pipeline and compares the metrics).",
+            "", frame_to_markdown(pd.DataFrame(rows))]
+
+
 def _anchor_title(section: Section) -> str:
     return f"[{section.title}](#{re.sub(r'[^a-z0-9 -]', '', section.title.lower()).replace(' ', '-')})"
+
+
+def _without_footer(text: str) -> str:
+    """A table file's Markdown without its provenance footer line."""
+    return "\n".join(line for line in text.splitlines()
+                     if not line.startswith(f"<sub>{provenance.FOOTER_PREFIX}")).rstrip()
 
 
 def render(params: Params, root: Path) -> str:
@@ -309,7 +375,7 @@ def render(params: Params, root: Path) -> str:
     lines = _header(params, root)
     if sections:
         lines += ["## Contents", "", *(["- [Experiments](#experiments)"] if params.experiments else []), *(f"- {_anchor_title(s)}" for s in sections),
-                  ""]
+                  "- [Environment](#environment)", ""]
     else:
         lines += ["*No tables or figures yet: run `dvc repro` first.*", ""]
     lines += _run_details(params, root)
@@ -322,8 +388,10 @@ def render(params: Params, root: Path) -> str:
                 lines += [str(value).rstrip(), ""]
             else:
                 rel = Path(value).relative_to(results).as_posix()
-                body = Path(value).read_text().rstrip() if kind == "table" else f"![{Path(value).stem}]({rel})"
+                body = _without_footer(Path(value).read_text()) if kind == "table" else \
+                    f"![{Path(value).stem}]({rel})"
                 lines += [body, "", f"<sub>`{rel}`</sub>", ""]
+    lines += _environment(params, root)
     return "\n".join(lines).rstrip() + "\n"
 
 

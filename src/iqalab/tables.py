@@ -20,9 +20,13 @@ Writers:
 - Markdown (``<name>.md``): the caption line, then a pipe table;
 - CSV (``<name>.csv``): the numbers at full precision, a ``<column> std`` column next to every column that has
   standard deviations, and the caption as a first line starting with ``#`` (read with
-  :func:`read_table_csv`, or ``pd.read_csv(path, skiprows=1)``);
+  :func:`read_table_csv`, or ``pd.read_csv(path, skiprows=2)`` for a file :meth:`Table.write` wrote);
 - LaTeX (``<name>.tex``): a ``table`` float with ``booktabs`` rules, ``\\textbf`` for the best values and the
   caption as ``\\caption``.
+
+:meth:`Table.write` adds the run's provenance (:func:`iqalab.provenance.footer`: code commit, params hash, lock
+hash, device, seed, package versions; issue 28) to every file: a ``<sub>`` footer line under the Markdown table, a
+second ``#`` line of the CSV, a ``%`` comment line after the LaTeX float.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from iqalab.io import write_text
+from iqalab.provenance import footer
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +100,7 @@ class Table:
     digits: int = 4
     bold: bool = True
     row_status: dict[Hashable, str] = field(default_factory=dict)
+    provenance: Mapping[str, Any] | None = None  # the run's record (default: iqalab.provenance.current())
 
     def direction(self, column: Hashable) -> str | None:
         """How ``column`` is ranked: ``"max"``, ``"min"`` or ``None``."""
@@ -237,8 +243,12 @@ class Table:
         return "\n".join(lines) + "\n"
 
     def write(self, folder: str | Path, formats: Sequence[str] = ("md", "csv", "tex")) -> list[Path]:
-        """Write ``<folder>/<name>.{md,csv,tex}`` atomically; returns the paths."""
-        writers = {"md": self.to_markdown, "csv": self.to_csv, "tex": self.to_latex}
+        """Write ``<folder>/<name>.{md,csv,tex}`` atomically, each with the provenance footer (see the module
+        docstring); returns the paths."""
+        line = footer(self.provenance)
+        writers = {"md": lambda: f"{self.to_markdown()}\n<sub>{line}</sub>\n",
+                   "csv": lambda: self.to_csv().replace("\n", f"\n# {line}\n", 1),
+                   "tex": lambda: f"{self.to_latex()}% {line}\n"}
         paths = []
         for fmt in formats:
             path = Path(folder) / f"{self.name}.{fmt}"
@@ -262,9 +272,14 @@ def _tex(text: str) -> str:
 
 
 def read_table_csv(path: str | Path) -> pd.DataFrame:
-    """Read a table written by :meth:`Table.to_csv` (skips the caption line)."""
+    """Read a table written by :meth:`Table.to_csv` or :meth:`Table.write` (skips the leading ``#`` lines:
+    caption and provenance)."""
+    skip = 0
     with open(path) as fh:
-        skip = 1 if fh.readline().startswith("#") else 0
+        for line in fh:
+            if not line.startswith("#"):
+                break
+            skip += 1
     return pd.read_csv(path, skiprows=skip)
 
 

@@ -1,5 +1,6 @@
 """Stage ``annotation_stats``: what a dataset is made of - numbers in ``results/stats/<ds>.json``, figures in
-``results/figures/<ds>/`` (PNG + PDF).
+``results/figures/<ds>/`` (PNG + PDF); for a simulated dataset also its calibration against the papers'
+published statistics in ``results/simulator/<ds>.json`` / ``.md`` (:mod:`iqalab.sim.calibration`).
 
 The analyses (MOS, attribute correlations, OLS, rater agreement, BT.500 screening, MOS intervals, fine pairs,
 camera parameters) are :func:`iqalab.analysis.annotation.analyse`; an analysis whose inputs are missing is skipped
@@ -19,6 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from iqalab import provenance
 from iqalab.analysis.annotation import AnnotationAnalysis, analyse, jsonable
 from iqalab.config import Params
 from iqalab.data.cache import ImageCache
@@ -26,6 +28,7 @@ from iqalab.data.schema import DataError, Dataset, read_dataset
 from iqalab.dataset_figures import annotation_figure_makers
 from iqalab.io import write_json
 from iqalab.plots import label_simulated, save
+from iqalab.sim.calibration import write_calibration
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +86,10 @@ def run(params: Params, dataset: str, root: Path) -> dict[str, Any]:
     result = analyse(ds)
     result.report["figures"] = write_figures(ds, result, root / "results" / "figures" / dataset, root,
                                              cfg.cache_size)
-    report = jsonable(result.report)
+    report = {**jsonable(result.report), "_provenance": provenance.collect(params)}
     write_json(root / "results" / "stats" / f"{dataset}.json", report)
+    # the simulator's calibration against the papers' published statistics (a stub for other sources)
+    write_calibration(ds, root / "results" / "simulator")
     log.info("annotation statistics of %s: %d figures, skipped %s", dataset, len(report["figures"]),
              sorted(report["skipped"]) or "nothing")
     return report

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from iqalab import provenance
 from iqalab.analysis.tuning import (
     RenderCache,
     ScorerModel,
@@ -139,7 +140,7 @@ def run(params: Params, root: Path, progress: bool = True) -> dict[str, Any]:
         "win_rate": {f"{r.tuner}/{r.opponent}": _finite(r.win_rate) for r in result.win_rates.itertuples()},
         "regret": {f"{r.tuner}/{r.model}": _finite(r.regret_mean) for r in result.regret.itertuples()},
     }
-    write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", {**summary, "_provenance": provenance.collect(params)})
     log.info("camera tuning: reference %s against %s; %d renders", reference,
              [m for m in [*models, *BASELINES] if m != reference], cache.n_rendered)
     return summary

@@ -10,7 +10,8 @@ Reads only ``results/predictions/<experiment>.{parquet,json}`` of the experiment
   (:mod:`iqalab.paper_tables`, one registered function per table; its docstring lists them), each written only
   when some experiment carries its tag (``experiments.<e>.tables`` in ``params.yaml``);
 - ``results/metrics/summary.json``: ``{experiment: {srcc, plcc, plcc_logistic, krcc, rmse[, fg_acc]}}``, means
-  over attributes and test splits (small and flat for ``dvc metrics show / diff``);
+  over attributes and test splits (small and flat for ``dvc metrics show / diff``), and ``_provenance``: the
+  run's :mod:`iqalab.provenance` record (code commit, params hash, lock hash, versions, device, seed);
 - ``results/figures/evaluation/``: scatter of prediction against MOS with the fitted logistic per model, per-tier
   bars, FG-ACC against |dMOS| (:mod:`iqalab.eval_figures`).
 
@@ -55,6 +56,7 @@ from iqalab.analysis.evaluation import compute_scores, load_inputs, summary_metr
 from iqalab.config import Params
 from iqalab.eval_figures import evaluation_figures
 from iqalab.io import write_json
+from iqalab.provenance import collect
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,7 @@ def run(params: Params, root: Path, figures: bool = True) -> dict[str, pd.DataFr
     """
     started = time.perf_counter()
     root = Path(root)
+    record = collect(params)  # also the tables' footer (iqalab.provenance.current)
     inputs = load_inputs(params, root)
     bounds = params.evaluate.logistic_bounds
     scores = compute_scores(inputs, params.evaluate.fine_pairs_only, tier_tags=paper_tables.tags_needing("tier"),
@@ -81,7 +84,8 @@ def run(params: Params, root: Path, figures: bool = True) -> dict[str, pd.DataFr
         if path.suffix in {".md", ".csv", ".tex"} and path.stem in known and path.stem not in tables:
             path.unlink()
             log.info("removed stale table %s", path.name)
-    write_json(root / "results" / "metrics" / "summary.json", summary_metrics(scores, inputs.experiments))
+    write_json(root / "results" / "metrics" / "summary.json",
+               {**summary_metrics(scores, inputs.experiments), "_provenance": record})
     if figures:
         evaluation_figures(inputs, scores, root / "results" / "figures" / "evaluation", logistic_bounds=bounds)
     log.info("evaluated %d experiments into %d tables in %.1f s", len(inputs.meta), len(tables),

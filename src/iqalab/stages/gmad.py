@@ -42,6 +42,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from iqalab import provenance
 from iqalab.analysis import gmad
 from iqalab.config import GmadSettings, Params
 from iqalab.inference import competing_checkpoints
@@ -135,7 +136,7 @@ def run(params: Params, root: Path, progress: bool = True) -> dict[str, Any]:
                              f"({list(checkpoints)}) on dataset {cfg.dataset!r}")
         log.warning("gMAD skipped: %s", report["skipped"])
         _write_csv(out_dir / "pairs.csv", pd.DataFrame(columns=[*gmad.PAIR_COLUMNS, *gmad.VERDICT_COLUMNS]))
-        write_json(out_dir / "summary.json", report)
+        write_json(out_dir / "summary.json", {**report, "_provenance": provenance.collect(params)})
         return result
 
     kind, profile, size = pool_setup(params.datasets.get(cfg.dataset), cfg.pool_kind, cfg.profile, cfg.image_size)
@@ -224,6 +225,6 @@ def run(params: Params, root: Path, progress: bool = True) -> dict[str, Any]:
         plt.close(fig)
     report["n_pairs"] = len(pairs)
     report["outcomes"] = {str(k): int(v) for k, v in pairs["outcome"].value_counts().sort_index().items()}
-    write_json(out_dir / "summary.json", report)
+    write_json(out_dir / "summary.json", {**report, "_provenance": provenance.collect(params)})
     log.info("gMAD: %d models, %d pairs, written to %s", len(models), len(pairs), out_dir)
     return result

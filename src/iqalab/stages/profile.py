@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from iqalab import provenance
 from iqalab.config import Params
 from iqalab.inference import experiment_checkpoint
 from iqalab.io import write_json
@@ -40,7 +41,8 @@ def profile_experiment(params: Params, experiment: str, root: Path, image_size: 
         result = {"experiment": experiment, "model": exp.model.name, "status": status, "params": None,
                   "params_m": None, "gmacs": None, "latency_ms": None}
         log.warning("profile: experiment %s did not run (%s); no profile", experiment, status)
-        write_json(root / "results" / "profile" / f"{experiment}.json", result)
+        write_json(root / "results" / "profile" / f"{experiment}.json",
+                   {**result, "_provenance": provenance.collect(params, device="cpu")})
         return result
     ckpt, why = experiment_checkpoint(root, experiment)
     if ckpt is None:
@@ -50,5 +52,6 @@ def profile_experiment(params: Params, experiment: str, root: Path, image_size: 
     if not model.trainable:  # numpy feature pipelines: no torch graph to count MACs on
         result.update(gmacs=None, params=model.num_parameters(), params_m=model.num_parameters() / 1e6)
     result.update({"experiment": experiment, "model": model.registry_name, "checkpoint": str(ckpt.relative_to(root))})
-    write_json(root / "results" / "profile" / f"{experiment}.json", result)
+    write_json(root / "results" / "profile" / f"{experiment}.json",
+               {**result, "_provenance": provenance.collect(params, device="cpu")})
     return result

@@ -40,6 +40,7 @@ from typing import Any
 
 import pandas as pd
 
+from iqalab import provenance
 from iqalab.analysis import metrics
 from iqalab.analysis import significance as sig
 from iqalab.analysis.evaluation import display_labels, load_predictions
@@ -184,7 +185,7 @@ def run(params: Params, root: Path, figures: bool = True) -> dict[str, pd.DataFr
             fig = significance_grid(matrix, title, simulated)
             written |= {p.name for p in save(fig, out / stem)}
             plt.close(fig)
-    write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", {**summary, "_provenance": provenance.collect(params)})
     written.add("summary.json")
     for path in out.iterdir():
         if path.is_file() and path.name not in written and path.suffix in {".md", ".csv", ".tex", ".png", ".pdf"}:

@@ -43,7 +43,15 @@ from tqdm.auto import tqdm
 from iqalab import provenance
 from iqalab.config import Params, TrainConfig, check_splits
 from iqalab.data.cache import ImageCache
-from iqalab.data.loaders import CamStats, ImageItems, NativeImageItems, PairItems, mos_pairs, normalise_batch
+from iqalab.data.loaders import (
+    CamStats,
+    ImageItems,
+    NativeImageItems,
+    PairItems,
+    PatchItems,
+    mos_pairs,
+    normalise_batch,
+)
 from iqalab.data.regions import check_regions, summarise_regions
 from iqalab.data.schema import CAM_COLUMNS, PREDICTION_COLUMNS, Dataset, read_dataset
 from iqalab.io import atomic_path, write_json, write_parquet
@@ -70,7 +78,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
-    """Move every tensor of a (nested) batch to ``device``; uint8 ``image`` batches are normalised there."""
+    """Move every tensor of a (nested) batch to ``device``; uint8 ``image`` batches and ``patches`` (a list of
+    ``[B, n, 3, s, s]``, :class:`PatchItems`) are normalised there."""
     if isinstance(batch, torch.Tensor):
         batch = batch.to(device, non_blocking=True)
         if channels_last and batch.dim() == 4:
@@ -83,6 +92,8 @@ def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> 
             out["image"] = normalise_batch(image)
             if channels_last:
                 out["image"] = out["image"].contiguous(memory_format=torch.channels_last)
+        if isinstance(out.get("patches"), list):
+            out["patches"] = [normalise_batch(p) if p.dtype == torch.uint8 else p for p in out["patches"]]
         return out
     if isinstance(batch, list) and batch and isinstance(batch[0], torch.Tensor):
         return [to_device(v, device, channels_last) for v in batch]
@@ -146,6 +157,9 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
 DONE_FILE = "done.json"
 #: the split's val/test predictions (dataset units), kept so a finished split is skipped and its rows reused
 SPLIT_PREDICTIONS = "predictions.parquet"
+#: the pair head's P(a better) on the split's test pairs (TuningIQA Eq. 9, FG-ACC in pairwise mode), beside them
+SPLIT_PAIR_PREDICTIONS = "pair_predictions.parquet"
+PAIR_PREDICTION_COLUMNS = ["image_a", "image_b", "attribute", "split", "prob_a"]
 
 
 class TrainingLocked(RuntimeError):
@@ -318,21 +332,39 @@ def prepared_batches(items: Any, batch_size: int, device: torch.device, channels
                      progress: bool = False, desc: str = "predict") -> Iterator[dict[str, Any]]:
     """The one batch contract of fitting and predicting: what a model's ``fit`` receives is exactly what its
     ``forward``/``predict`` receives (items in order, collated, moved to ``device`` and ImageNet-normalised by
-    :func:`to_device`). Native-resolution items (:class:`NativeImageItems`) come one image per batch."""
-    if isinstance(items, NativeImageItems) or (isinstance(items, Subset) and isinstance(items.dataset,
-                                                                                        NativeImageItems)):
+    :func:`to_device`). Native-resolution items (:class:`NativeImageItems`) and items of different sizes come one
+    image per batch."""
+    base = items.dataset if isinstance(items, Subset) else items
+    if isinstance(base, NativeImageItems) or not getattr(base, "same_size", True):
         batch_size = 1
     loader = _loader(items, batch_size, shuffle=False, seed=0, workers=0)
     for batch in tqdm(loader, disable=not progress, desc=desc, leave=False):
         yield to_device(batch, device, channels_last)
 
 
-def eval_items_for(model: IQAModel, ids: list[str], eval_crop: int | None, **common: Any) -> ImageItems:
-    """Evaluation (and fitting) items in the form ``model`` declares: the square cache, or each image at its
-    native resolution (``input_resolution = "native"``: NIQE, BRISQUE)."""
+def image_items(model: IQAModel, ids: list[str], train: bool, resolution: str = "cache", **kw: Any) -> ImageItems:
+    """Items of ``ids`` read from the store ``resolution`` selects (``train.resolution``): the square cache, or the
+    native store, from which a model with a ``patch_plan`` (HyperIQA, SEM-HyperIQA, FHIQA) gets its patches cut
+    by the loader (:class:`PatchItems`: ``test_rounds`` rounds seeded by ``eval_seed`` in evaluation) and any
+    other model its ``crop`` at native scale. ``kw``: the :class:`ImageItems` arguments (``cache`` = the square
+    :class:`ImageCache`)."""
+    if resolution == "native":
+        kw["cache"] = kw["cache"].native
+        plan = getattr(model, "patch_plan", None)
+        if plan is not None:
+            return PatchItems(ids=ids, train=train, scales=plan(), rounds=getattr(model, "test_rounds", 1),
+                              eval_seed=getattr(model, "eval_seed", 0), **kw)
+    return ImageItems(ids=ids, train=train, **kw)
+
+
+def eval_items_for(model: IQAModel, ids: list[str], eval_crop: int | None, resolution: str = "cache",
+                   **common: Any) -> ImageItems:
+    """Evaluation (and fitting) items in the form ``model`` declares: the square cache or the native store
+    (:func:`image_items`), or each whole image at its native resolution (``input_resolution = "native"``: NIQE,
+    BRISQUE)."""
     if model.input_resolution == "native":
         return NativeImageItems(ids=ids, **common)
-    return ImageItems(ids=ids, train=False, eval_crop=eval_crop, **common)
+    return image_items(model, ids, False, resolution, eval_crop=eval_crop, **common)
 
 
 @torch.no_grad()
@@ -519,9 +551,12 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
     table = ds.images.set_index("image_id")
     cam_stats = CamStats.fit(table.loc[ids["train"]].reset_index())
     common = dict(ds=ds, cache=spec.cache, inputs=model.inputs, cam_stats=cam_stats, seed=spec.seed)
-    train_items = ImageItems(ids=ids["train"], train=True, crop=cfg.crop, flip=cfg.flip, vflip=cfg.vflip,
-                             **common)
-    eval_items = {role: eval_items_for(model, ids[role], cfg.eval_crop, **common)
+    train_items = image_items(model, ids["train"], True, cfg.resolution, crop=cfg.crop, flip=cfg.flip,
+                              vflip=cfg.vflip, **common)
+    if not train_items.same_size and cfg.batch_size > 1 and model.trainable:
+        raise ValueError(f"experiments.{spec.experiment}.train: the native images of {ds.name} differ in size; "
+                         "set a crop (or batch_size 1) with resolution 'native'")
+    eval_items = {role: eval_items_for(model, ids[role], cfg.eval_crop, cfg.resolution, **common)
                   for role in ("val", "test") if ids[role]}
     monitor_items = eval_items.get("val")
     if cfg.monitor.startswith("val_") and monitor_items is None:
@@ -534,6 +569,8 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
         model.to(memory_format=torch.channels_last)
     config = spec.config() | {"cam_stats": {"mean": cam_stats.mean, "std": cam_stats.std}}
     config["eval_crop"] = cfg.eval_crop
+    if spec.cache.max_side is not None:  # the native store's cap: scoring prepares files the same way
+        config["max_side"] = spec.cache.max_side
     fp = fingerprint(config)
     final = spec.out_dir
     if main:
@@ -546,6 +583,8 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
                  final)
         spec.extra.update(n_params=info.get("n_params", spec.extra["n_params"]), notes=info.get("notes", {}),
                           train_seconds=info.get("train_seconds", 0.0), skipped=True)
+        if (final / SPLIT_PAIR_PREDICTIONS).is_file():
+            spec.extra["pair_predictions"] = pd.read_parquet(final / SPLIT_PAIR_PREDICTIONS)
         return preds
     # a finished run stays whole until its replacement is complete: the re-run trains beside it and is swapped in
     ckpt_dir = staging_dir(final) if holds_finished_run(final) else final
@@ -561,7 +600,7 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
     if not trainable:
         # the same items and batches as prediction (one batch contract: prepared_batches); lazy, so a model used
         # as published (its fit returns at once) decodes nothing
-        fit_items = eval_items_for(model, ids["train"], cfg.eval_crop, **common)
+        fit_items = eval_items_for(model, ids["train"], cfg.eval_crop, cfg.resolution, **common)
         model.fit(prepared_batches(fit_items, cfg.batch_size, device, progress=progress, desc="fit"))
         spec.extra["n_params"] = model.num_parameters()  # fitted models size themselves (BRISQUE: its SVs)
         if main:
@@ -668,10 +707,14 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
         clean = [{k: (v if math.isfinite(v) else None) for k, v in record.items()} for record in history]
         write_json(ckpt_dir / "history.json", {"history": clean, "fingerprint": fp})
     preds = _predictions(model, spec, eval_items, device, progress)
+    pair_preds = pair_head_predictions(model, spec, eval_items.get("test"), device)
     spec.extra["notes"] = model.run_notes()  # after prediction: counts of fallbacks include the test images
     spec.extra["train_seconds"] = round(time.perf_counter() - started, 1)
     if main:  # the predictions, then the completion marker, then (for a re-run) the swap
         write_parquet(ckpt_dir / SPLIT_PREDICTIONS, preds)
+        if pair_preds is not None:
+            write_parquet(ckpt_dir / SPLIT_PAIR_PREDICTIONS, pair_preds)
+            spec.extra["pair_predictions"] = pair_preds
         write_json(ckpt_dir / DONE_FILE, {"fingerprint": fp, "n_params": int(spec.extra["n_params"]),
                                           "notes": spec.extra["notes"],
                                           "train_seconds": spec.extra["train_seconds"]})
@@ -710,6 +753,30 @@ def _live(ckpt_dir: Path, resume: bool) -> Any:
         return None
 
 
+@torch.no_grad()
+def pair_head_predictions(model: IQAModel, spec: RunSpec, items: ImageItems | None,
+                          device: torch.device) -> pd.DataFrame | None:
+    """The pair head's ``P(image_a better)`` (TuningIQA Eq. 9) on the dataset's pairs whose two images are both test
+    images of this split, for FG-ACC in pairwise mode (:func:`iqalab.analysis.metrics.fg_acc_pairwise`); columns
+    :data:`PAIR_PREDICTION_COLUMNS`. None for a model without a pair head or a dataset without pairs."""
+    if items is None or not model.has_pair_head or spec.dataset.pairs is None:
+        return None
+    from iqalab.models.tuningiqa import pair_head_probabilities
+
+    ids = set(items.ids)
+    pairs = spec.dataset.pairs
+    pairs = pairs[pairs["image_a"].isin(ids) & pairs["image_b"].isin(ids)].reset_index(drop=True)
+    model.eval()
+    feats = []
+    for batch in prepared_batches(items, spec.train.batch_size, device):
+        feats.append(model.predict_with_embedding(batch)[1].float())
+    embeddings = dict(zip(items.ids, torch.cat(feats))) if feats else {}
+    prob = pair_head_probabilities(model, embeddings, pairs) if len(pairs) else np.zeros(0)
+    return pd.DataFrame({"image_a": pairs["image_a"].astype(str), "image_b": pairs["image_b"].astype(str),
+                         "attribute": pairs["attribute"].astype(str), "split": spec.split, "prob_a": prob},
+                        columns=PAIR_PREDICTION_COLUMNS)
+
+
 def _predictions(model: IQAModel, spec: RunSpec, eval_items: dict[str, ImageItems],
                  device: torch.device, progress: bool) -> pd.DataFrame:
     lo, hi = spec.dataset.mos_range
@@ -745,6 +812,7 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
     ds = read_dataset(root / "build" / "datasets" / exp.dataset)
     cache = ImageCache(ds, dcfg.cache_size)
     frames = []
+    pair_frames: list[pd.DataFrame] = []
     train_seconds = 0.0
     n_params: int | None = 0
     notes: dict[str, Any] = {}
@@ -759,6 +827,8 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
                                split=split, seed=params.seed,
                                out_dir=root / "build" / "models" / experiment / split, progress=progress)
                 frames.append(train_split(spec))
+                if spec.extra.get("pair_predictions") is not None:
+                    pair_frames.append(spec.extra["pair_predictions"])
                 n_params = spec.extra.get("n_params", n_params)
                 notes = spec.extra.get("notes", notes)
                 regions.append(spec.extra.get("regions", {}))
@@ -792,6 +862,11 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
                    {"experiment": experiment, "model": exp.model.name, "status": status, "status_detail": detail})
     write_json(out / f"{experiment}.json", meta)
     write_parquet(out / f"{experiment}.parquet", preds)
+    # FG-ACC in pairwise mode (TuningIQA Eq. 9): the pair head's probabilities, empty for models without one
+    write_parquet(out / f"{experiment}.pairs.parquet",
+                  pd.concat(pair_frames, ignore_index=True) if pair_frames
+                  else pd.DataFrame({c: pd.Series(dtype="float64" if c == "prob_a" else "object")
+                                     for c in PAIR_PREDICTION_COLUMNS}))
     return preds
 
 

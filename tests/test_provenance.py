@@ -1,0 +1,163 @@
+"""Provenance (issue 28): the record's fields, its git rules (last commit touching the code, dirty ignoring the
+pipeline's own outputs, no repository -> unknown), the table footers, and every writer of numbers under results/
+run on tiny data (evaluation tables and summary.json, the training engine's predictions JSON, the report)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from iqalab import provenance
+from iqalab.config import parse_params
+from iqalab.tables import Table, read_table_csv
+
+from .conftest import toy_params
+from .evaluate_fakes import ground_truth, params_dict, with_predictions, write_experiment
+
+HEX40 = re.compile(r"^[0-9a-f]{40}$")
+
+
+def _git(root: Path, *args: str) -> str:
+    cmd = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@example.org", *args]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A repository with code, params and a lock committed."""
+    root = tmp_path / "repo"
+    (root / "src").mkdir(parents=True)
+    (root / "src" / "a.py").write_text("x = 1\n")
+    (root / "params.yaml").write_text("seed: 0\n")
+    (root / "requirements.lock").write_text("numpy==2.0 --hash=sha256:00\n")
+    _git(root, "init", "-q")
+    _git(root, "add", ".")
+    _git(root, "commit", "-qm", "code")
+    return root
+
+
+def test_record_in_this_checkout_names_code_params_lock_versions() -> None:
+    params = parse_params(toy_params(), check_models=False)
+    record = provenance.collect(params)
+    root = provenance.code_root()
+    if (root / ".git").exists() and shutil.which("git"):
+        assert HEX40.match(record["code_commit"]) and isinstance(record["code_dirty"], bool)
+    lock = root / "requirements.lock"
+    assert record["lock_hash"] == hashlib.sha256(lock.read_bytes()).hexdigest()[:12]
+    assert record["versions"]["numpy"] == metadata.version("numpy")
+    assert set(provenance.PACKAGES) <= set(record["versions"])
+    assert record["seed"] == params.seed and record["device"] == "cpu"
+    other = parse_params({**toy_params(), "seed": params.seed + 1}, check_models=False)
+    assert provenance.collect(other)["params_hash"] != record["params_hash"]
+    assert provenance.collect(params)["params_hash"] == record["params_hash"]  # canonical: same params, same hash
+
+
+def test_commit_is_the_last_one_touching_code_and_outputs_never_make_it_dirty(repo: Path) -> None:
+    code_commit = _git(repo, "rev-parse", "HEAD")
+    for folder in ("results", "build"):
+        (repo / folder).mkdir()
+        (repo / folder / "x.json").write_text("{}")
+    (repo / "dvc.lock").write_text("schema: '2.0'\n")
+    (repo / "README.md").write_text("docs\n")
+    _git(repo, "add", "results", "dvc.lock", "README.md")
+    _git(repo, "commit", "-qm", "results and docs")
+    assert _git(repo, "rev-parse", "HEAD") != code_commit
+    # build/ untracked, results/ changed again after the commit: neither makes the code dirty
+    (repo / "results" / "x.json").write_text('{"a": 1}')
+    assert provenance.git_state.__wrapped__(repo) == (code_commit, False)
+    (repo / "src" / "a.py").write_text("x = 2\n")
+    assert provenance.git_state.__wrapped__(repo) == (code_commit, True)
+    (repo / "src" / "a.py").write_text("x = 1\n")
+    (repo / "src" / "new.py").write_text("")  # an untracked module runs too
+    assert provenance.git_state.__wrapped__(repo) == (code_commit, True)
+
+
+def test_no_repository_or_no_git_reads_unknown(tmp_path: Path, repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    exported = tmp_path / "exported"
+    shutil.copytree(repo, exported, ignore=shutil.ignore_patterns(".git"))
+    assert provenance.git_state.__wrapped__(exported) == (provenance.UNKNOWN, None)
+    assert provenance.lock_hash.__wrapped__(tmp_path / "nowhere") == provenance.UNKNOWN
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no git executable
+    assert provenance.git_state.__wrapped__(repo) == (provenance.UNKNOWN, None)
+    record = provenance.collect(root=exported)
+    assert record["code_commit"] == provenance.UNKNOWN and record["params_hash"] == provenance.UNKNOWN
+    assert provenance.footer(record).startswith("Provenance: code=unknown; params=unknown;")
+
+
+def test_footer_reads_back_as_the_records_row() -> None:
+    record = {"code_commit": "a" * 40, "code_dirty": True, "params_hash": "0123456789ab", "lock_hash": "ffffeeee0000",
+              "versions": {"torch": "2.5.1+cpu", "numpy": "2.1.0"}, "device": "cuda:0 (NVIDIA H200)", "seed": 7}
+    fields = provenance.parse_footer(f"| a |\n\n<sub>{provenance.footer(record)}</sub>\n")
+    assert fields is not None and fields["code"] == "a" * 12 + "+dirty" and fields["seed"] == "7"
+    assert provenance.footer_row(fields) == provenance.summary_line(record)
+    assert provenance.parse_footer("| no footer |\n") is None
+
+
+def test_table_files_carry_the_footer_and_still_read_back(tmp_path: Path) -> None:
+    params = parse_params(toy_params(), check_models=False)
+    record = provenance.collect(params)
+    table = Table("toy", pd.DataFrame({"SRCC": [0.9, 0.8]}, index=pd.Index(["a", "b"], name="model")), "caption")
+    table.write(tmp_path)
+    for ext in ("md", "csv", "tex"):
+        fields = provenance.parse_footer((tmp_path / f"toy.{ext}").read_text())
+        assert fields is not None and fields["params"] == record["params_hash"], ext
+    pd.testing.assert_frame_equal(read_table_csv(tmp_path / "toy.csv"), table.to_frame())
+    assert (tmp_path / "toy.tex").read_text().rstrip().splitlines()[-1].startswith("% Provenance:")
+
+
+def _assert_traced(results: Path, params_hash: str, skip: frozenset[str] = frozenset()) -> list[str]:
+    """Walk ``results``: every JSON of predictions/ and metrics/, every table file and report.md must name the
+    params hash of the run, a code commit and the environment. Returns the files checked."""
+    checked = []
+    for path in sorted(results.rglob("*")):
+        rel = path.relative_to(results).as_posix()
+        if rel.split("/")[0] in skip:
+            continue
+        if path.suffix == ".json" and path.parent.name in {"predictions", "metrics"}:
+            meta = json.loads(path.read_text())
+            record = meta.get("provenance") or meta.get("_provenance")
+            assert record is not None, rel
+            assert record["params_hash"] == params_hash and record["code_commit"] and record["versions"], rel
+        elif path.suffix in {".md", ".csv", ".tex"} and path.parent.name == "tables":
+            fields = provenance.parse_footer(path.read_text())
+            assert fields is not None and fields["params"] == params_hash and "torch" in fields, rel
+        elif path.name == "report.md":
+            env = path.read_text().split("## Environment", 1)[1]
+            assert params_hash in env and "this report" in env, rel
+        else:
+            continue
+        checked.append(rel)
+    return checked
+
+
+def test_every_writer_of_numbers_records_provenance(project, toy_dataset) -> None:
+    """The engine's predictions JSON, then evaluate's tables and summary.json and the report, on tiny data."""
+    from iqalab.report import build_report
+    from iqalab.stages import evaluate
+    from iqalab.train.engine import train_experiment
+
+    results = project.root / "results"
+    shutil.copytree(toy_dataset.root, project.root / "build" / "datasets" / "toy")
+    model = {"name": "backbone_mlp", "backbone": "mobilenetv3_small_050", "hidden": 8}
+    trained = parse_params(toy_params(e={"dataset": "toy", "model": model, "train": {"epochs": 1}}))
+    train_experiment(trained, "e", project.root, progress=False)
+    assert _assert_traced(results, provenance.params_hash(trained)) == ["predictions/e.json"]
+    assert json.loads((results / "predictions" / "e.json").read_text())["provenance"]["device"] == "cpu"
+    # the evaluation reads fake predictions of known quality (no provenance: not a writer under test)
+    shutil.rmtree(results / "predictions")
+    write_experiment(project.root, "perfect", with_predictions(ground_truth(n_images=30), "perfect"),
+                     tables=["tuningiqa_table2"])
+    params = project.write_params(params_dict({"perfect": {"tables": ["tuningiqa_table2"]}}))
+    evaluate.run(params, project.root, figures=False)
+    build_report(params, project.root)
+    checked = _assert_traced(results, provenance.params_hash(params), skip=frozenset({"predictions"}))
+    assert {"metrics/summary.json", "tables/tuningiqa_table2.md", "tables/tuningiqa_table2.tex",
+            "tables/all_metrics.csv", "report.md"} <= set(checked)

@@ -1,0 +1,104 @@
+"""``make verify``'s comparison (issue 28) on a tiny fake results folder: a hand-changed metric is caught in every
+kind of file, reruns within the stated tolerance pass, provenance and timings are not compared. The rerun itself
+(``dvc repro`` in a clone, as long as ``make repro``) is not run here."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from iqalab import provenance, verify
+from iqalab.tables import Table
+
+
+def _results(root: Path, srcc: float = 0.81234567, record: dict | None = None) -> Path:
+    """A results folder as the pipeline writes it: summary.json, a table in three formats, predictions."""
+    results = root / "results"
+    record = record or {"code_commit": "a" * 40, "code_dirty": False, "params_hash": "p" * 12,
+                        "lock_hash": "l" * 12, "versions": {"torch": "2.5.1"}, "device": "cpu", "seed": 0}
+    summary = {"modelA": {"srcc": srcc, "rmse": 0.5}, "_provenance": record}
+    (results / "metrics").mkdir(parents=True)
+    (results / "metrics" / "summary.json").write_text(json.dumps(summary))
+    data = pd.DataFrame({"SRCC": [srcc, 0.5], "Latency (ms)": [3.2, 4.1]}, index=pd.Index(["A", "B"], name="model"))
+    Table("t", data, "caption with 2 splits", provenance=record).write(results / "tables")
+    (results / "predictions").mkdir()
+    (results / "predictions" / "A.json").write_text(json.dumps({"train_seconds": 12.5, "n_params": 10,
+                                                                 "provenance": record}))
+    pd.DataFrame({"image_id": ["x", "y"], "pred": [srcc, 1.0]}).to_parquet(results / "predictions" / "A.parquet")
+    return results
+
+
+@pytest.fixture
+def committed(tmp_path: Path) -> Path:
+    return _results(tmp_path / "committed")
+
+
+def test_identical_and_within_tolerance_pass(committed: Path, tmp_path: Path) -> None:
+    assert verify.compare_results(committed, committed) == []
+    other = {"code_commit": "b" * 40, "code_dirty": True, "params_hash": "p" * 12, "lock_hash": "m" * 12,
+             "versions": {"torch": "2.6.0"}, "device": "cuda:0 (X)", "seed": 0}
+    # 1e-7 relative noise: within the tolerance; provenance differs everywhere: not compared
+    rerun = _results(tmp_path / "rerun", srcc=0.81234567 * (1 + 1e-7), record=other)
+    assert verify.compare_results(committed, rerun) == []
+
+
+def test_a_hand_changed_metric_is_caught_in_each_file(committed: Path, tmp_path: Path) -> None:
+    rerun = _results(tmp_path / "rerun", srcc=0.80234567)  # what a rerun gives; committed says 0.8123...
+    found = {(d.file, d.where) for d in verify.compare_results(committed, rerun)}
+    assert ("metrics/summary.json", "modelA.srcc") in found
+    assert ("tables/t.csv", "row 0 (A) column 'SRCC'") in found
+    assert ("predictions/A.parquet", "row 0 (x) column 'pred'") in found
+    assert {"tables/t.md", "tables/t.tex"} <= {f for f, _ in found}
+    assert all("rmse" not in where and "Latency" not in where for _, where in found)
+
+
+def test_only_the_markdown_edited_by_hand_is_caught(committed: Path, tmp_path: Path) -> None:
+    rerun = tmp_path / "rerun"
+    shutil.copytree(committed, rerun)
+    md = committed / "tables" / "t.md"
+    md.write_text(md.read_text().replace("0.8123", "0.9123"))
+    (differences,) = verify.compare_results(committed, rerun)
+    assert differences.file == "tables/t.md" and "0.9123" in differences.committed
+    assert "0.8123" in differences.rerun
+
+
+def test_rounding_flip_in_the_last_shown_digit_passes_a_real_change_does_not() -> None:
+    assert verify.compare_text("| A | 0.8124 ± 0.0100 |", "| A | 0.8123 ± 0.0100 |") == []
+    assert verify.compare_text("| A | 0.8125 |", "| A | 0.8123 |") != []
+    assert verify.compare_text("| A | 0.8123 |", "| B | 0.8123 |") != []  # the text around the numbers too
+
+
+def test_json_structure_and_missing_files_are_differences(committed: Path, tmp_path: Path) -> None:
+    rerun = tmp_path / "rerun"
+    shutil.copytree(committed, rerun)
+    summary = json.loads((rerun / "metrics" / "summary.json").read_text())
+    summary["modelB"] = {"srcc": 0.1}
+    (rerun / "metrics" / "summary.json").write_text(json.dumps(summary))
+    (rerun / "tables" / "t.tex").unlink()
+    found = {(d.file, d.where, str(d.rerun)) for d in verify.compare_results(committed, rerun)}
+    assert ("metrics/summary.json", "modelB", "{'srcc': 0.1}") in found
+    assert ("tables/t.tex", "file", "<missing>") in found
+    assert verify.compare_json({"a": [1, 2]}, {"a": [1, 2, 3]}, "f") != []
+    assert verify.compare_json({"n": float("nan")}, {"n": float("nan")}) == []
+
+
+def test_compare_command_exit_status_and_listing(committed: Path, tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    assert verify.main(["compare", str(committed), str(committed)]) == 0
+    rerun = _results(tmp_path / "rerun", srcc=0.7)
+    assert verify.main(["compare", str(committed), str(rerun)]) == 1
+    assert "NOT REPRODUCED" in caplog.text and "modelA.srcc: committed 0.81234567, rerun 0.7" in caplog.text
+    # a looser tolerance, as stated on the command line, accepts the same difference
+    assert verify.main(["compare", str(committed), str(rerun), "--atol", "0.2"]) == 0
+
+
+def test_report_environment_section_is_not_compared(tmp_path: Path) -> None:
+    text = "# r\n\n| model | SRCC |\n|---|---:|\n| A | 0.8123 |\n\n## Environment\n\n| code |\n|---|\n| {} |\n"
+    a, b = text.format("a" * 12), text.format("b" * 12)
+    assert verify.compare_rendered(a, b, "report.md", ".md") == []
+    footer_a = f"x\n<sub>{provenance.FOOTER_PREFIX} code=1</sub>\n"
+    assert verify.compare_rendered(footer_a, footer_a.replace("code=1", "code=2"), "t.md", ".md") == []
