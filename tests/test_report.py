@@ -156,13 +156,14 @@ def test_environment_groups_outputs_by_provenance_and_tables_lose_their_footer(t
     (results / "metrics").mkdir()
     (results / "metrics" / "summary.json").write_text(json.dumps({"tune": {"srcc": 0.5}, "_provenance": rec}))
     other = {**rec, "code_dirty": False, "seed": 4}
-    Table("regret", pd.DataFrame({"x": [1.0]}), "regret caption", provenance=other).write(results / "tuning")
+    for name in ("regret", "win_rates"):
+        Table(name, pd.DataFrame({"x": [1.0]}), "caption", provenance=other).write(results / "tuning")
     text = build_report(_params(), tmp_path).read_text()
     assert provenance.FOOTER_PREFIX not in text.split("## Environment")[0], "footers only in the environment"
     env = text.split("## Environment", 1)[1]
     rows = [line for line in env.splitlines() if line.startswith("| ")][1:]
     assert len(rows) == 3  # the two JSON files share a record; the table has another; the report's own
-    assert "`predictions/tune.json`, `metrics/summary.json`" in rows[0] and "| yes |" in rows[0]
+    assert rows[0].startswith("| `metrics/summary.json`, `predictions/tune.json` |") and "| yes |" in rows[0]
     assert "c" * 12 + " | yes | " + "a" * 12 in rows[0] and "torch 9.9" in rows[0]
-    assert "`tuning/regret.md`" in rows[1] and "| no |" in rows[1] and "| 4 |" in rows[1]
+    assert rows[1].startswith("| `tuning/*.md` (2) |") and "| no |" in rows[1] and "| 4 |" in rows[1]
     assert rows[2].startswith("| this report |") and params_digest(_params()) in rows[2]

@@ -15,8 +15,8 @@ recomputing anything, so it is cheap and always matches the files next to it:
    camera tuning (``results/tuning/*.md``, ``results/figures/tuning/``) and the dataset statistics
    (``results/stats/<ds>.json`` headline numbers, ``results/figures/<ds>/``);
 4. an "Other outputs" section for any table or figure no section claims, so nothing the run wrote is missing;
-5. an "Environment" section (issue 28): the :mod:`iqalab.provenance` record of each output that carries one (the
-   predictions JSON, ``metrics/summary.json``, every Markdown table's footer) grouped by record - code commit,
+5. an "Environment" section (issue 28): the :mod:`iqalab.provenance` record of each output that carries one (every
+   JSON with a ``provenance`` / ``_provenance`` field, every Markdown table's footer) grouped by record - code commit,
    uncommitted changes, params hash, lock hash, device, seed, package versions - and the report's own.
 
 Missing pieces are skipped (a stage not run yet leaves its section out). Embedded tables lose their provenance
@@ -301,39 +301,36 @@ def _run_details(params: Params, root: Path) -> list[str]:
     return lines
 
 
-#: folders whose Markdown tables carry a provenance footer (:meth:`iqalab.tables.Table.write`)
-TABLE_FOLDERS = ("tables", "gmad", "significance", "tuning")
-
-
 def provenance_groups(root: Path) -> list[tuple[dict[str, Any], list[str]]]:
     """Each distinct provenance row (:func:`iqalab.provenance.summary_line`) of the outputs under
-    ``root/results`` with the outputs (paths relative to ``results/``) that carry it, in first-seen order:
-    predictions JSON, ``metrics/summary.json``, then the Markdown tables' footers."""
+    ``root/results`` with the outputs (paths relative to ``results/``, sorted) that carry it: every JSON with a
+    ``provenance`` or ``_provenance`` record and every Markdown table with a provenance footer."""
     results = Path(root) / "results"
-    found: list[tuple[str, dict[str, Any]]] = []
-    for path in sorted((results / "predictions").glob("*.json")):
-        record = _read_json(path).get("provenance")
-        if isinstance(record, dict):
-            found.append((path.relative_to(results).as_posix(), provenance.summary_line(record)))
-    summary = results / "metrics" / "summary.json"
-    record = _read_json(summary).get("_provenance") if summary.is_file() else None
-    if isinstance(record, dict):
-        found.append((summary.relative_to(results).as_posix(), provenance.summary_line(record)))
-    for folder in TABLE_FOLDERS:
-        for path in sorted((results / folder).glob("*.md")):
-            fields = provenance.parse_footer(path.read_text())
-            if fields:
-                found.append((path.relative_to(results).as_posix(), provenance.footer_row(fields)))
     groups: dict[str, tuple[dict[str, Any], list[str]]] = {}
-    for rel, row in found:
-        key = json.dumps(row, sort_keys=True, default=str)
-        groups.setdefault(key, (row, []))[1].append(rel)
+    for path in sorted([*results.rglob("*.json"), *results.rglob("*.md")]):
+        rel = path.relative_to(results).as_posix()
+        if path.suffix == ".json":
+            meta = _read_json(path)
+            record = meta.get("provenance", meta.get("_provenance"))
+            row = provenance.summary_line(record) if isinstance(record, dict) else None
+        elif rel != "report.md":
+            fields = provenance.parse_footer(path.read_text())
+            row = provenance.footer_row(fields) if fields else None
+        else:
+            row = None
+        if row is not None:
+            groups.setdefault(json.dumps(row, sort_keys=True, default=str), (row, []))[1].append(rel)
     return list(groups.values())
 
 
-def _outputs_cell(paths: Sequence[str], shown: int = 4) -> str:
-    names = [f"`{p}`" for p in paths[:shown]]
-    return ", ".join(names) + (f" and {len(paths) - shown} more" if len(paths) > shown else "")
+def _outputs_cell(paths: Sequence[str]) -> str:
+    """The outputs of one group: a file alone by name, several files of a folder as ``folder/*.ext (n)``."""
+    by_kind: dict[tuple[str, str], list[str]] = {}
+    for rel in paths:
+        path = Path(rel)
+        by_kind.setdefault((path.parent.as_posix(), path.suffix), []).append(rel)
+    return ", ".join(f"`{files[0]}`" if len(files) == 1 else f"`{folder}/*{suffix}` ({len(files)})"
+                     for (folder, suffix), files in by_kind.items())
 
 
 def _environment(params: Params, root: Path) -> list[str]:

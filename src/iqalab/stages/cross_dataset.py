@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from iqalab import paper_tables
+from iqalab import paper_tables, provenance
 from iqalab.analysis.evaluation import EvalInputs, compute_scores, display_labels
 from iqalab.config import Params
 from iqalab.data.cache import ImageCache
@@ -215,7 +215,8 @@ def run(params: Params, root: Path) -> dict[str, Table]:
         "attribute": settings.attribute,
         "runs": [{"experiment": c.experiment, "train_dataset": c.train_dataset, "train_split": c.train_split,
                   "test_dataset": c.test} for c in runs if f"{c.experiment} -> {c.test}" not in skipped],
-        "skipped": skipped, "tables": sorted(tables), "seconds": round(time.perf_counter() - started, 1)})
+        "skipped": skipped, "tables": sorted(tables), "seconds": round(time.perf_counter() - started, 1),
+        "_provenance": provenance.collect(params)})
     log.info("cross_dataset: %d pairs, %d tables, %d left out, %.1f s", len(runs) - len(skipped), len(tables),
              len(skipped), time.perf_counter() - started)
     return tables
