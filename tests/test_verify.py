@@ -102,3 +102,19 @@ def test_report_environment_section_is_not_compared(tmp_path: Path) -> None:
     assert verify.compare_rendered(a, b, "report.md", ".md") == []
     footer_a = f"x\n<sub>{provenance.FOOTER_PREFIX} code=1</sub>\n"
     assert verify.compare_rendered(footer_a, footer_a.replace("code=1", "code=2"), "t.md", ".md") == []
+
+
+def test_untraced_lists_files_with_numbers_but_no_provenance(committed: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    assert verify.untraced(committed) == []  # JSONs carry records, tables footers, the parquet its folder's
+    assert verify.main(["traced", str(committed)]) == 0
+    (committed / "metrics" / "extra.json").write_text('{"srcc": 0.5}')
+    (committed / "tables" / "hand.md").write_text("| a |\n|---|\n| 1 |\n")
+    (committed / "tables" / "data.csv").write_text("a\n1\n")  # plain data beside the tables: their record
+    (committed / "loose").mkdir()
+    (committed / "loose" / "data.csv").write_text("a\n1\n")  # no record in its folder
+    (committed / "figures").mkdir()
+    (committed / "figures" / "x.json").write_text("{}")  # figures: traced through their stage
+    (committed / "report.md").write_text("# report\n\n| 1 |\n")
+    assert verify.untraced(committed) == ["loose/data.csv", "metrics/extra.json", "report.md", "tables/hand.md"]
+    assert verify.main(["traced", str(committed)]) == 1 and "loose/data.csv" in caplog.text

@@ -188,6 +188,7 @@ def compare_rendered(committed: str, rerun: str, file: str, suffix: str, rtol: f
 
 #: the outputs ``verify`` compares (globs under ``results/``); figures are not compared
 COMPARED = ("**/*.json", "**/*.csv", "**/*.parquet", "**/*.md", "**/*.tex")
+COMPARED_SUFFIXES = (".json", ".csv", ".parquet", ".md", ".tex")
 
 
 def compare_results(committed: Path, rerun: Path, rtol: float = RTOL, atol: float = ATOL) -> list[Difference]:
@@ -277,13 +278,55 @@ def verify(root: Path, rtol: float = RTOL, atol: float = ATOL, keep: bool = Fals
             shutil.rmtree(folder, ignore_errors=True)
 
 
+#: data files (no room for a footer) traced by a record in the same folder, written by the same stage
+_TRACED_BY_FOLDER = (".parquet", ".csv")
+
+
+def carries_record(path: Path) -> bool:
+    """Whether ``path`` names its provenance: a JSON with a ``provenance`` / ``_provenance`` record, a table
+    file with a provenance footer, ``report.md`` with its environment section."""
+    from iqalab.provenance import parse_footer
+
+    path = Path(path)
+    try:
+        text = path.read_text() if path.suffix != ".parquet" else ""
+    except (OSError, UnicodeDecodeError):
+        return False
+    if path.suffix == ".json":
+        try:
+            meta = json.loads(text)
+        except ValueError:
+            return False
+        return isinstance(meta, dict) and isinstance(meta.get("provenance", meta.get("_provenance")), dict)
+    if path.name == "report.md":
+        return "\n## Environment\n" in text
+    return path.suffix in {".md", ".csv", ".tex"} and parse_footer(text) is not None
+
+
+def untraced(results: Path) -> list[str]:
+    """The files under ``results`` that hold numbers (JSON, CSV, parquet, Markdown, LaTeX) but cannot be traced
+    to a commit, a params hash and an environment: no record of their own and, for parquet and plain CSV data,
+    none in a JSON or table of the same folder. Figures (``figures/``) are traced through their stage's record
+    and are not listed."""
+    results = Path(results)
+    files = sorted(p for p in results.rglob("*") if p.is_file() and p.suffix in {*COMPARED_SUFFIXES}
+                   and p.relative_to(results).parts[0] != "figures")
+    carrying = {p for p in files if carries_record(p)}
+    folders = {p.parent for p in carrying}
+    return [p.relative_to(results).as_posix() for p in files
+            if p not in carrying and not (p.suffix in _TRACED_BY_FOLDER and p.parent in folders)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m iqalab.verify run`` (``make verify``) or ``... compare COMMITTED RERUN``: exit 0 when every
-    compared number is reproduced within the tolerance, 1 (listing the differences) otherwise."""
+    compared number is reproduced within the tolerance, 1 (listing the differences) otherwise. ``... traced
+    [RESULTS]``: exit 1 listing the files that hold numbers without provenance (:func:`untraced`)."""
     parser = argparse.ArgumentParser(prog="python -m iqalab.verify", description=main.__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="rerun the committed pipeline in a temporary clone and compare")
     run.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    trace = sub.add_parser("traced", help="list the files of a results folder without provenance")
+    trace.add_argument("results", type=Path, nargs="?", default=Path("results"))
     cmp = sub.add_parser("compare", help="compare two results folders (no rerun)")
     cmp.add_argument("committed", type=Path)
     cmp.add_argument("rerun", type=Path)
@@ -292,6 +335,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--atol", type=float, default=ATOL)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.command == "traced":
+        missing = untraced(args.results)
+        if missing:
+            log.error("%d file(s) of %s hold numbers without provenance:\n%s", len(missing), args.results,
+                      "\n".join(f"  {m}" for m in missing))
+            return 1
+        log.info("every file of %s that holds numbers names its provenance", args.results)
+        return 0
     if args.command == "run":
         from iqalab.io import project_root
 
