@@ -18,6 +18,7 @@ from iqalab.models.sfiqa import (
     eyes_mouth_boxes,
     eyes_mouth_mask,
     face_boxes,
+    template_landmarks,
 )
 
 ATTRS = ["noise", "sharpness", "colorfulness", "contrast", "fidelity", "overall"]
@@ -102,7 +103,7 @@ def test_crops_sample_the_boxes() -> None:
     ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
     box, lm = random_faces(8, h, w, seed=1)
     image = torch.stack([xs, ys, torch.zeros_like(xs)])[None].repeat(len(box), 1, 1, 1)
-    crops, boxes = cut_views(image, box, lm, view_size=s)
+    crops, boxes = cut_views(image, box, lm, view_size=s, eyes_mouth_mode="box")
     assert set(crops) == {"original", "face", "eyes_mouth"}
     for view, crop in crops.items():
         assert crop.shape == (len(box), 3, s, s)
@@ -139,6 +140,36 @@ def test_mask_keeps_eyes_and_mouth_only() -> None:
         assert mask[k, 0, 0, 0] < 0.1 and mask[k, 0, -1, -1] < 0.1  # corners are blanked
     no_lm = torch.full_like(lm, float("nan"))
     assert torch.equal(eyes_mouth_mask(no_lm, em, s), torch.ones(4, 1, s, s))
+
+
+def test_parsing_view_is_the_face_view_with_only_eyes_and_mouth_kept() -> None:
+    """Sec. IV-A: x_em = the parsed face region x_f with everything but the eyes and the mouth removed (black)."""
+    h = w = 96
+    s = 48
+    box, lm = random_faces(4, h, w, seed=5)
+    lm[3] = float("nan")  # no landmarks: the template layout in the face view
+    image = torch.randn(4, 3, h, w, generator=torch.Generator().manual_seed(0))
+    crops, boxes = cut_views(image, box, lm, view_size=s)
+    torch.testing.assert_close(boxes["eyes_mouth"], boxes["face"])
+    face, em = crops["face"], crops["eyes_mouth"]
+    dark = (-torch.tensor([0.485, 0.456, 0.406]) / torch.tensor([0.229, 0.224, 0.225])).reshape(3, 1)
+    fv = boxes["face"]
+    points = torch.where(torch.isnan(lm), template_landmarks(fv), lm)
+    points = torch.cat([points[:, :2], (points[:, 3:4] + points[:, 4:5]) / 2], dim=1)  # eyes, mouth centre
+    pix = ((points - fv[:, None, :2]) / ((fv[:, 2:] - fv[:, :2]) / s)[:, None]).long().clamp(0, s - 1)
+    for k in range(4):
+        for j in range(3):  # the eyes and the mouth: the face view's pixels (soft mask > 0.95 there)
+            y, x = int(pix[k, j, 1]), int(pix[k, j, 0])
+            contrast = (face[k, :, y, x] - dark[:, 0]).abs()
+            assert ((em[k, :, y, x] - face[k, :, y, x]).abs() <= 0.05 * contrast + 1e-4).all(), (k, j)
+        for y, x in ((0, 0), (0, s - 1), (s - 1, 0), (s - 1, s - 1)):  # the rest is black
+            torch.testing.assert_close(em[k, :, y, x].reshape(3, 1), dark, atol=1e-3, rtol=0.0)
+    kept = (em - dark.reshape(1, 3, 1, 1)).abs().sum(1) > 1e-3
+    assert (kept.float().mean(dim=(1, 2)) < 0.5).all()  # most of the face is removed
+    with pytest.raises(ValueError, match="eyes_mouth_mode"):
+        cut_views(image, box, lm, view_size=s, eyes_mouth_mode="segface")
+    only_em, _ = cut_views(image, box, lm, view_size=s, views=("eyes_mouth",))  # without the face view too
+    torch.testing.assert_close(only_em["eyes_mouth"], em)
 
 
 # -- parameter counts (Table II) -------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ Facial Image Quality Assessment: A Multi-dimensional Dataset and Lightweight Mod
 What is implemented (paper section / equation)
 ----------------------------------------------
 - IV-A preprocessing: three views of each image - the original (loosely cropped) image ``x_o``, the compact face
-  region ``x_f`` and the eyes-and-mouth region ``x_em`` - are cut *inside the model* from the ``image`` tensor
-  with :func:`torchvision.ops.roi_align` and resized to ``view_size`` (224 in the paper).
+  region ``x_f`` and the eyes-and-mouth region ``x_em`` (``x_f`` with only the eyes and mouth kept) - are cut
+  *inside the model* from the ``image`` tensor with :func:`torchvision.ops.roi_align` and resized to
+  ``view_size`` (224 in the paper).
 - IV-B1 multi-scale features, Eq. (2)-(4): one backbone per view (EdgeNeXt-S / XS / XXS, all four stages via
   timm ``features_only``); each stage goes through ``MLP_{D_i -> D_o}`` (D_o = 128), the maps are resized to one
   resolution, concatenated and fused by a 1x1 convolution.
@@ -22,18 +23,27 @@ What is implemented (paper section / equation)
 
 Readings of an ambiguous text (each is a constructor argument where it matters)
 -------------------------------------------------------------------------------
-- Face detector and face parser (IV-A): the paper uses Ultra-Light-Fast-Generic-Face-Detector-1MB for the face
-  box and SegFace parsing for the eyes and mouth. Offline we substitute facenet-pytorch MTCNN, run once at ingest
-  (:mod:`iqalab.data.regions`, ``datasets.<name>.detect``; the ``face_detector`` column of ``images.parquet``
-  names the detector of each box): its face box gives ``x_f`` and its five landmarks (left eye, right eye, nose, left and right
-  mouth corner) give ``x_em`` as the landmark bounding box plus a margin (``eyes_mouth_mode="box"``), or, closer to
-  the parsing masks of Fig. 11, that box with everything but soft ellipses around the eyes and the mouth set to
-  the ImageNet mean (``eyes_mouth_mode="mask"``). Any detector that fills the canonical ``face_*`` / ``lm<k>_*``
-  columns plugs in unchanged: the model only reads the ``face_box`` / ``landmarks`` batch keys.
+- Face detector and face parser (IV-A): the paper detects a tight face box with
+  Ultra-Light-Fast-Generic-Face-Detector-1MB (``x_f``), then "appl[ies] a face parsing algorithm [SegFace] to
+  x_f to segment facial components and retain only the eyes and mouth regions, resulting in x_em": ``x_em`` is the
+  face view with everything but the eyes and the mouth removed (a mask in the face view's frame, not a zoom).
+  Offline we substitute facenet-pytorch MTCNN, run once at ingest (:mod:`iqalab.data.regions`,
+  ``datasets.<name>.detect``; the ``face_detector`` column of ``images.parquet`` names the detector of each box;
+  the simulator's datasets carry its own boxes, MTCNN's on the source photographs): its face box gives ``x_f`` and
+  its five landmarks (left eye, right eye, nose, left and right mouth corner) stand in for the parser.
+  ``eyes_mouth_mode="parsing"`` (default, the paper's view) keeps soft ellipses around the two eyes and the
+  mouth of the face view (:func:`eyes_mouth_mask`: eye half-axes 0.3 x 0.18 of the eye distance, mouth 0.7 x
+  0.35 of the mouth width) and sets the rest to black; where a segmentation would follow the lids and lips, the
+  ellipses are a coarser outline. Two earlier readings stay selectable for comparison: ``"box"`` (the landmark
+  bounding box plus ``eyes_mouth_margin``, resized to the view: a zoom on the eyes and mouth, nothing removed)
+  and ``"mask"`` (that box with the ellipses, the rest at the ImageNet mean). Any detector that fills the
+  canonical ``face_*`` / ``lm<k>_*`` columns plugs in unchanged: the model only reads the ``face_box`` /
+  ``landmarks`` batch keys.
 - Missing detections (NaN rows): the face view falls back to the landmark box (padded by half its size), then to a
-  centre square covering ``fallback_face_frac`` of the short side; the eyes-and-mouth view falls back to the
-  canonical eye-to-mouth band of the face box (x 15-85 %, y 25-90 %). Crops are squares (no aspect distortion),
-  shifted to lie inside the image and clipped only when larger than it, so they always contain the landmarks.
+  centre square covering ``fallback_face_frac`` of the short side; without landmarks the parsing view places the
+  ellipses at :data:`TEMPLATE_LANDMARKS` in the face view (the box modes use the canonical eye-to-mouth band of
+  the face box, x 15-85 %, y 25-90 %). Crops are squares (no aspect distortion), shifted to lie inside the image
+  and clipped only when larger than it, so they always contain the landmarks.
   These fallbacks apply to images where the detector found no face; a dataset never searched for faces is refused
   at training (:func:`iqalab.data.regions.check_regions`) unless ``allow_missing_regions: true``, which keeps the
   fallbacks and is recorded in the predictions JSON (``regions_missing``).
@@ -101,6 +111,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
+from iqalab.data.loaders import IMAGENET_MEAN, IMAGENET_STD
 from iqalab.models.backbones import create_backbone
 from iqalab.models.base import IQAModel, StepContext
 from iqalab.models.registry import register
@@ -109,6 +120,15 @@ from iqalab.train.losses import masked_mse
 log = logging.getLogger(__name__)
 
 VIEWS: tuple[str, ...] = ("original", "face", "eyes_mouth")
+
+#: how the eyes-and-mouth view is made (module docstring); ``"parsing"`` is the paper's (Sec. IV-A)
+EYES_MOUTH_MODES: tuple[str, ...] = ("parsing", "mask", "box")
+
+#: five landmarks (left eye, right eye, nose, left and right mouth corner) as fractions of the face-view square,
+#: for faces without landmarks: MTCNN's points on the simulator's source faces (astronaut, grace_hopper) moved
+#: into the square of the 10 %-padded face box
+TEMPLATE_LANDMARKS: tuple[tuple[float, float], ...] = ((0.35, 0.375), (0.65, 0.375), (0.5, 0.53), (0.39, 0.68),
+                                                       (0.61, 0.68))
 
 #: timm backbone of each SFIQA-Assessor variant (Section V-C)
 VARIANT_BACKBONES: dict[str, str] = {"s": "edgenext_small", "xs": "edgenext_x_small", "xxs": "edgenext_xx_small"}
@@ -230,12 +250,30 @@ def eyes_mouth_mask(landmarks: torch.Tensor, boxes: torch.Tensor, size: int) -> 
     return mask.reshape(n, 1, size, size)
 
 
+def template_landmarks(boxes: torch.Tensor) -> torch.Tensor:
+    """:data:`TEMPLATE_LANDMARKS` placed in face-view boxes ``[B, 4]``: ``[B, 5, 2]`` pixels."""
+    rel = torch.tensor(TEMPLATE_LANDMARKS, dtype=boxes.dtype, device=boxes.device)
+    return boxes[:, None, :2] + rel[None] * (boxes[:, None, 2:] - boxes[:, None, :2])
+
+
+def black(image: torch.Tensor) -> torch.Tensor:
+    """The ImageNet-normalised value of a black pixel, ``[1, 3, 1, 1]`` (what the parsing view blanks to)."""
+    mean = torch.as_tensor(IMAGENET_MEAN, dtype=image.dtype, device=image.device)
+    std = torch.as_tensor(IMAGENET_STD, dtype=image.dtype, device=image.device)
+    return (-mean / std).reshape(1, 3, 1, 1)
+
+
 def cut_views(image: torch.Tensor, face_box: torch.Tensor | None, landmarks: torch.Tensor | None,
               view_size: int, views: tuple[str, ...] = VIEWS, face_margin: float = 0.1, eyes_mouth_margin: float = 0.3,
-              eyes_mouth_mode: str = "box", fallback_face_frac: float = 0.8
+              eyes_mouth_mode: str = "parsing", fallback_face_frac: float = 0.8
               ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Cut the views of Section IV-A from ``image`` ``[B, 3, H, W]``; returns ``(crops, boxes)`` keyed by view name,
-    crops ``[B, 3, view_size, view_size]`` and boxes ``[B, 4]`` (pixel x0, y0, x1, y1)."""
+    """Cut the views of Section IV-A from ``image`` ``[B, 3, H, W]`` (ImageNet-normalised); returns ``(crops,
+    boxes)`` keyed by view name, crops ``[B, 3, view_size, view_size]`` and boxes ``[B, 4]`` (pixel x0, y0, x1,
+    y1). ``eyes_mouth_mode="parsing"``: the eyes-and-mouth view is the face view with everything but the eyes and
+    the mouth set to black (:func:`eyes_mouth_mask` around the landmarks, :func:`template_landmarks` where there
+    are none); ``"mask"`` / ``"box"``: the landmark box, masked or not (module docstring)."""
+    if eyes_mouth_mode not in EYES_MOUTH_MODES:
+        raise ValueError(f"eyes_mouth_mode {eyes_mouth_mode!r}: expected one of {list(EYES_MOUTH_MODES)}")
     b, _, h, w = image.shape
     boxes: dict[str, torch.Tensor] = {}
     with torch.no_grad():
@@ -249,15 +287,26 @@ def cut_views(image: torch.Tensor, face_box: torch.Tensor | None, landmarks: tor
             if "face" in views:
                 boxes["face"] = face
             if "eyes_mouth" in views:
-                boxes["eyes_mouth"] = eyes_mouth_boxes(landmarks, face, h, w, eyes_mouth_margin)
+                boxes["eyes_mouth"] = face if eyes_mouth_mode == "parsing" else \
+                    eyes_mouth_boxes(landmarks, face, h, w, eyes_mouth_margin)
     crops: dict[str, torch.Tensor] = {}
     index = torch.arange(b, device=image.device, dtype=image.dtype)[:, None]
     for view in views:
-        rois = torch.cat([index, boxes[view].to(image.dtype)], dim=1)
-        # aligned=True: a box [0, W] covers the whole image; sampling_ratio=-1 averages ceil(scale) samples per bin
-        crop = roi_align(image, rois, output_size=(view_size, view_size), spatial_scale=1.0, sampling_ratio=-1,
-                         aligned=True)
-        if view == "eyes_mouth" and eyes_mouth_mode == "mask" and landmarks is not None:
+        if view == "eyes_mouth" and eyes_mouth_mode == "parsing" and "face" in crops:
+            crop = crops["face"]  # the same square: cut once
+        else:
+            rois = torch.cat([index, boxes[view].to(image.dtype)], dim=1)
+            # aligned=True: a box [0, W] covers the whole image; sampling_ratio=-1 averages ceil(scale) samples
+            # per bin
+            crop = roi_align(image, rois, output_size=(view_size, view_size), spatial_scale=1.0, sampling_ratio=-1,
+                             aligned=True)
+        if view == "eyes_mouth" and eyes_mouth_mode == "parsing":
+            box = boxes[view]
+            points = template_landmarks(box) if landmarks is None else torch.where(
+                _row_known(landmarks)[:, None, None], landmarks.float(), template_landmarks(box))
+            mask = eyes_mouth_mask(points, box, view_size).to(crop.dtype)
+            crop = crop * mask + black(crop) * (1 - mask)
+        elif view == "eyes_mouth" and eyes_mouth_mode == "mask" and landmarks is not None:
             crop = crop * eyes_mouth_mask(landmarks, boxes[view], view_size).to(crop.dtype)
         crops[view] = crop
     return crops, boxes
@@ -389,7 +438,7 @@ class SFIQAAssessor(IQAModel):
                  dim: int = 128, latent_dim: int = 64, view_heads: int = 4, task_heads: int = 8,
                  decoder_layers: int = 2, ffn_dim: int = 2048, dropout: float = 0.1, head_hidden: int = 128,
                  out_indices: list[int] | tuple[int, ...] | None = None, fuse_at_stage: int = 0,
-                 face_margin: float = 0.1, eyes_mouth_margin: float = 0.3, eyes_mouth_mode: str = "box",
+                 face_margin: float = 0.1, eyes_mouth_margin: float = 0.3, eyes_mouth_mode: str = "parsing",
                  fallback_face_frac: float = 0.8, allow_missing_regions: bool = False) -> None:
         super().__init__(attributes)
         self.allow_missing_regions = allow_missing_regions
@@ -400,8 +449,8 @@ class SFIQAAssessor(IQAModel):
         unknown = [v for v in views if v not in VIEWS]
         if not views or unknown or len(set(views)) != len(views):
             raise ValueError(f"views {list(views)}: expected a non-empty subset of {list(VIEWS)}")
-        if eyes_mouth_mode not in ("box", "mask"):
-            raise ValueError(f"eyes_mouth_mode {eyes_mouth_mode!r}: expected 'box' or 'mask'")
+        if eyes_mouth_mode not in EYES_MOUTH_MODES:
+            raise ValueError(f"eyes_mouth_mode {eyes_mouth_mode!r}: expected one of {list(EYES_MOUTH_MODES)}")
         self.variant = variant
         self.backbone_name = backbone or VARIANT_BACKBONES[variant]
         self.views = tuple(v for v in VIEWS if v in views)  # canonical order
