@@ -267,3 +267,39 @@ def test_reqa_tiers_from_a_published_0_100_column(project) -> None:
         assert table.loc[("SROCC", "noisy"), tier] == pytest.approx(stats.spearmanr(part.pred, part.mos).statistic)
     caption = (project.root / "results" / "tables" / "reqa_table1.md").read_text().splitlines()[0]
     assert "toy: MOS_zscore (0-100)" in caption
+
+
+def test_fg_acc_in_both_modes_in_table2(project) -> None:
+    """Issue #27: TuningIQA's FG-ACC in single-image mode (order of the scores) and pairwise mode (the pair head's
+    P(a better), from ``<experiment>.pairs.parquet``) on the same pairs; Table 2 shows both."""
+    truth = ground_truth(n_images=30, attributes=["overall"])
+    test_ids = truth[truth.role == "test"].set_index("image_id").mos
+    ids = test_ids.index.to_numpy()
+    a, b = ids[:-1], ids[1:]
+    target = (test_ids[a].to_numpy() > test_ids[b].to_numpy()).astype(float)
+    pairs = pd.DataFrame({"image_a": a, "image_b": b, "attribute": "overall", "p": target, "source": "mos",
+                          "fine": True})
+    (project.root / "build" / "datasets" / "toy").mkdir(parents=True)
+    pairs.to_parquet(project.root / "build" / "datasets" / "toy" / "pairs.parquet")
+    # the pair head is right on the first 3/4 of the pairs and wrong on the rest; one pair has no probability
+    right = np.arange(len(a)) < 0.75 * len(a)
+    prob = np.where(right == (target == 1.0), 0.9, 0.1)
+    prob[0] = np.nan
+    write_experiment(project.root, "tuning", with_predictions(truth, "perfect"), tables=TABLE2)
+    pd.DataFrame({"image_a": a, "image_b": b, "attribute": "overall", "split": "scene", "prob_a": prob}).to_parquet(
+        project.root / "results" / "predictions" / "tuning.pairs.parquet")
+    write_experiment(project.root, "plain", with_predictions(truth, "noisy"), tables=TABLE2)
+    params = project.write_params(params_dict({"tuning": {"tables": TABLE2}, "plain": {"tables": TABLE2}}))
+    tables = evaluate.run(params, project.root, figures=False)
+    expected = right[1:].mean()
+    long = tables["all_metrics"].set_index(["experiment", "attribute"])
+    assert long.loc[("tuning", "overall"), "fg_acc"] == pytest.approx(1.0)
+    assert long.loc[("tuning", "overall"), "fg_acc_pairwise"] == pytest.approx(expected)
+    assert np.isnan(long.loc[("plain", "overall"), "fg_acc_pairwise"])
+    table2 = tables["tuningiqa_table2"].set_index("model")
+    assert table2.loc["tuning", "FG-ACC (pairwise)"] == pytest.approx(expected)
+    assert np.isnan(table2.loc["plain", "FG-ACC (pairwise)"])
+    assert table2.loc["tuning", "FG-ACC"] == pytest.approx(1.0)
+    summary = json.loads((project.root / "results" / "metrics" / "summary.json").read_text())
+    assert summary["tuning"]["fg_acc_pairwise"] == pytest.approx(expected) and "fg_acc_pairwise" not in summary["plain"]
+    assert "pair head" in (project.root / "results" / "tables" / "tuningiqa_table2.md").read_text().splitlines()[0]

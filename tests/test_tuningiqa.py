@@ -316,12 +316,21 @@ def test_parameter_breakdown_covers_the_model_and_paper_size(model: TuningIQA) -
 def test_trains_on_pairs_through_the_engine(project, toy_dataset) -> None:
     import shutil
 
+    import pandas as pd
+
     from iqalab.config import parse_params
     from iqalab.train.engine import train_experiment
 
     from .conftest import toy_params
 
     shutil.copytree(toy_dataset.root, project.root / "build" / "datasets" / "toy")
+    # fine pairs among the test images (and one that crosses into training): the pair head scores the test ones
+    test_ids = sorted(toy_dataset.split_ids("scene", "test"))
+    other = sorted(set(toy_dataset.images.image_id) - set(test_ids))[0]
+    pairs = pd.DataFrame([{"image_a": a, "image_b": b, "attribute": attr, "p": 1.0, "source": "mos", "fine": True}
+                          for a, b in [*zip(test_ids[:-1], test_ids[1:]), (test_ids[0], other)]
+                          for attr in toy_dataset.attributes[:2]])
+    pairs.to_parquet(project.root / "build" / "datasets" / "toy" / "pairs.parquet")
     # the toy photos were never searched for people: the whole-image fallback has to be asked for
     model_cfg = {"name": "tuningiqa", **TuningIQA.smoke_params, "allow_missing_regions": True}
     params = parse_params(toy_params(e={"dataset": "toy", "model": model_cfg, "train": {"epochs": 1}}))
@@ -330,3 +339,8 @@ def test_trains_on_pairs_through_the_engine(project, toy_dataset) -> None:
     assert set(preds.attribute) == set(toy_dataset.attributes)
     assert preds.pred.between(lo, hi).all() and preds.pred.notna().all()
     assert set(preds[preds.role == "test"].image_id) == set(toy_dataset.split_ids("scene", "test"))
+    # FG-ACC in pairwise mode (#27): the engine writes the pair head's P(a better) on the test pairs
+    probs = pd.read_parquet(project.root / "results" / "predictions" / "e.pairs.parquet")
+    assert len(probs) == 2 * (len(test_ids) - 1) and set(probs.split) == {"scene"}
+    assert probs.prob_a.between(0, 1).all() and probs.prob_a.notna().all()
+    assert set(probs.image_b) <= set(test_ids), "a pair with a training image is not a test pair"

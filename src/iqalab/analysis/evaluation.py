@@ -35,7 +35,7 @@ from iqalab.status import run_status, unavailable_reason
 
 log = logging.getLogger(__name__)
 
-SUMMARY_KEYS = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse", "fg_acc")
+SUMMARY_KEYS = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse", "fg_acc", "fg_acc_pairwise")
 SCENE_METRICS: dict[str, metrics.MetricFn] = {"srcc": metrics.srcc, "plcc": metrics.plcc, "krcc": metrics.krcc,
                                                "mae": metrics.mae}
 
@@ -51,6 +51,8 @@ class EvalInputs:
     profiles: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: per dataset, the 0-100 tier values of its images (index image_id, one column per attribute)
     tiers: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: per experiment with a pair head, its P(a better) on the test pairs (``<experiment>.pairs.parquet``)
+    pair_probs: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @property
     def experiments(self) -> list[str]:
@@ -94,7 +96,7 @@ def load_predictions(params: Params, root: Path) -> tuple[pd.DataFrame, dict[str
         frames.append(frame[PREDICTION_COLUMNS])
         meta[name] = info
     if folder.is_dir():
-        stale = sorted({p.stem for p in folder.glob("*.parquet")} - set(params.experiments))
+        stale = sorted({p.stem.removesuffix(".pairs") for p in folder.glob("*.parquet")} - set(params.experiments))
         if stale:
             log.info("ignoring predictions of experiments not in params.yaml: %s", stale)
     columns = list(PREDICTION_COLUMNS)
@@ -141,12 +143,17 @@ def load_inputs(params: Params, root: Path) -> EvalInputs:
             for info in meta.values():
                 if str(info.get("dataset")) == dataset:
                     info["tier_scale"] = {a: scale.get(a, f"tier_{a} (0-100)") for a in values.columns}
-    profiles = {}
+    profiles, pair_probs = {}, {}
     for name in meta:
         path = Path(root) / "results" / "profile" / f"{name}.json"
         if path.is_file():
             profiles[name] = json.loads(path.read_text())
-    return EvalInputs(predictions, meta, pairs, profiles, tiers)
+        path = Path(root) / "results" / "predictions" / f"{name}.pairs.parquet"
+        if path.is_file():
+            frame = pd.read_parquet(path)
+            if len(frame):
+                pair_probs[name] = frame.astype({"image_a": str, "image_b": str, "attribute": str, "split": str})
+    return EvalInputs(predictions, meta, pairs, profiles, tiers, pair_probs)
 
 
 def primary_attribute(attributes: Sequence[str]) -> str:
@@ -200,7 +207,9 @@ def compute_scores(inputs: EvalInputs, fine_pairs_only: bool = True, tier_tags: 
     """Every metric of every test set, long: ``experiment, dataset, train_dataset, split, attribute, group,
     metric, value``.
 
-    ``group`` is ``all`` (the whole test set: :func:`metrics.summarise` and FG-ACC), ``scene_median`` (PIQ23
+    ``group`` is ``all`` (the whole test set: :func:`metrics.summarise`, FG-ACC in single-image mode and, for
+    a model whose pair head's probabilities were written (TuningIQA), ``fg_acc_pairwise`` on the same pairs:
+    :func:`metrics.fg_acc_pairwise`), ``scene_median`` (PIQ23
     protocol, :func:`metrics.per_group_median` of SRCC, raw PLCC, KRCC, MAE over scenes; for experiments with
     ``protocol: per_scene`` or a tag in ``scene_tags``) or ``tier:<Tier>`` (REQA tiers,
     :func:`metrics.per_tier_metrics`, SRCC and raw PLCC and ``n``; for ``protocol: per_tier`` or a tag in
@@ -233,6 +242,14 @@ def compute_scores(inputs: EvalInputs, fine_pairs_only: bool = True, tier_tags: 
                     scores = pd.Series(pred, index=part["image_id"].to_numpy())
                     value = metrics.fg_acc(attr_pairs, scores, fine_only=False)
                 rows.append((*key, "all", "fg_acc", value))
+                probs = inputs.pair_probs.get(exp)
+                if probs is not None and attr_pairs is not None and len(attr_pairs):
+                    mine = probs[(probs["split"] == split) & (probs["attribute"] == attr)].drop_duplicates(
+                        ["image_a", "image_b"])
+                    prob = attr_pairs[["image_a", "image_b"]].astype(str).merge(
+                        mine[["image_a", "image_b", "prob_a"]], on=["image_a", "image_b"], how="left")["prob_a"]
+                    rows.append((*key, "all", "fg_acc_pairwise",
+                                 metrics.fg_acc_pairwise(attr_pairs, prob.to_numpy(float), fine_only=False)))
             tags = set(info.get("tables") or ())
             if info.get("protocol") == "per_scene" or tags & set(scene_tags):
                 medians = metrics.per_group_median(part.assign(pred=pred), "scene", SCENE_METRICS)

@@ -258,7 +258,7 @@ def all_metrics_table(ctx: TableContext) -> Table | None:
     wide = s.pivot_table(index=["dataset", "experiment", "split", "attribute"], columns="metric", values="value",
                          aggfunc="first", sort=False, dropna=False)
     order = ["n", "srcc", "plcc", "plcc_logistic", "krcc", "rmse", "mae", "rmse_logistic", "mae_logistic",
-             "fg_acc", "logistic_fallback"]
+             "fg_acc", "fg_acc_pairwise", "logistic_fallback"]
     wide = wide[[c for c in order if c in wide.columns]]
     wide.columns.name = None
     missing = ctx.unavailable

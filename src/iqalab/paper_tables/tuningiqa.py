@@ -16,8 +16,15 @@ def tuningiqa_table2(ctx: TableContext, exps: list[str]) -> Table:
     """TuningIQA Table 2: Backbone, #Param, score regression (SRCC, PLCC) and FG ranking (FG-ACC) on the overall
     score. Table 4's caption says it averages over the overall score and the attributes, Table 2's does not, and
     its numbers are not such an average (TuningIQA MobileNetV3-S: 0.9308 SRCC in Table 2; Table 2's overall with
-    Table 3's four attributes averages 0.8906, Table 4 gives 0.8917): Table 2 reads the overall score."""
+    Table 3's four attributes averages 0.8906, Table 4 gives 0.8917): Table 2 reads the overall score.
+
+    FG-ACC is TuningIQA's single-image mode (the order of two regression scores) for every row; a model with a pair
+    head (TuningIQA, Eq. 9) also gets ``FG-ACC (pairwise)``, the order its pair head gives the same pairs (the
+    paper defines both modes and does not say which Table 2 reports)."""
     names = {"srcc": "SRCC", **ctx.plcc_names, "fg_acc": "FG-ACC"}
+    pairwise = ctx.scores[(ctx.scores["metric"] == "fg_acc_pairwise") & ctx.scores["experiment"].isin(exps)]
+    if pairwise["value"].notna().any():
+        names["fg_acc_pairwise"] = "FG-ACC (pairwise)"
     mean, std = wide_stats(ctx.stats(exps, names, ["metric"], primary_only=True), exps,
                       list(names.values()), "metric")
     info = frame(ctx.rows(exps), {
@@ -25,8 +32,12 @@ def tuningiqa_table2(ctx: TableContext, exps: list[str]) -> Table:
         "Params (M)": ctx.params_m(exps)})
     data = pd.concat([info, mean.set_axis(info.index)], axis=1)
     std = pd.concat([info.map(lambda _: np.nan), std.set_axis(info.index)], axis=1)
+    notes = [ctx.plcc_note, "FG-ACC in single-image mode (order of the regression scores)"]
+    if "fg_acc_pairwise" in names:
+        notes.append("FG-ACC (pairwise): order given by the pair head P(a better) (TuningIQA Eq. 9) on the same "
+                     "pairs, for models that have one")
     caption = ctx.caption("TuningIQA Table 2 layout: score regression (SRCC, PLCC) and fine-grained ranking "
-                          "(FG-ACC) of the overall score", exps, [ctx.plcc_note], paper_table="tuningiqa_table2")
+                          "(FG-ACC) of the overall score", exps, notes, paper_table="tuningiqa_table2")
     return Table("tuningiqa_table2", data, caption, std, ("dataset",), {"Params (M)": None})
 
 
