@@ -108,3 +108,81 @@ def test_detected_regions_reach_the_model_with_the_ingest_settings(tuning_ckpt, 
     boxes = torch.cat(seen)
     torch.testing.assert_close(boxes[0], torch.tensor([16.0, 32.0, 48.0, 64.0]))  # 64 px input frame
     assert torch.isnan(boxes[1]).all()
+
+
+# -- the pixels a file is scored on (issue 30) ---------------------------------------------------------------------
+def photo_like(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A large photograph-like image: a real photo enlarged, with sensor-like noise (fine detail everywhere)."""
+    import skimage.data
+
+    big = Image.fromarray(skimage.data.astronaut()).resize((width, height), Image.Resampling.BICUBIC)
+    noise = np.random.default_rng(seed).normal(0.0, 6.0, (height, width, 3))
+    return np.clip(np.asarray(big, dtype=np.float64) + noise, 0, 255).astype(np.uint8)
+
+
+def seen_pixels(monkeypatch) -> list[np.ndarray]:
+    """The uint8 images the model receives (its ImageNet-normalised input, rounded back)."""
+    from iqalab.models.baseline import BackboneMLP
+    from iqalab.models.nss import batch_to_uint8
+
+    seen: list[np.ndarray] = []
+    real = BackboneMLP.predict
+
+    def predict(self, batch):
+        seen.extend(batch_to_uint8(batch["image"]))
+        return real(self, batch)
+
+    monkeypatch.setattr(BackboneMLP, "predict", predict)
+    return seen
+
+
+@pytest.mark.parametrize("max_side", [None, 700])
+def test_a_large_photo_is_scored_on_exactly_the_cached_training_pixels(tmp_path, monkeypatch, max_side):
+    """A 1600 x 1200 JPEG in a dataset's cache at 64 px (a 19x shrink, where the cache's reducing_gap matters) and
+    the same file through ``iqalab score``: the model gets the very array training reads, also under a native-store
+    cap; a plain bicubic resize (what the Scorer did before sharing the cache's path) would not."""
+    from iqalab.data.cache import ImageCache, build_cache
+    from iqalab.data.schema import read_dataset
+    from iqalab.data.toy import build_toy
+
+    ds = build_toy(tmp_path / "ds", n_scenes=2, per_scene=2, size=72)
+    big = ds.image_path(str(ds.images["path"].iloc[0]))
+    Image.fromarray(photo_like(1600, 1200)).save(big, format="JPEG", quality=92)
+    ds = read_dataset(tmp_path / "ds")
+    build_cache(ds, 64, progress=False, max_side=max_side)
+    cache = ImageCache(ds, 64)
+    assert cache.max_side == max_side
+    ckpt = checkpoint(tmp_path / "best.pt", "backbone_mlp", backbone="resnet18", hidden=8)
+    if max_side is not None:  # what training records beside cache_size when the native store is capped
+        state = torch.load(ckpt, weights_only=False)
+        state["config"]["max_side"] = cache.max_side
+        save_checkpoint(ckpt, state)
+    seen = seen_pixels(monkeypatch)
+    score_images(ckpt, [big], progress=False, device="cpu")
+    np.testing.assert_array_equal(seen[0], cache[0])
+    plain = np.asarray(Image.open(big).convert("RGB").resize((64, 64), Image.Resampling.BICUBIC))
+    assert (plain != cache[0]).mean() > 0.05
+
+
+def test_draft_decoding_is_off_by_default_and_within_its_tolerance_where_used(tmp_path, monkeypatch):
+    """--draft (off by default) decodes a JPEG at reduced DCT scale only while the decoded image stays at least
+    RESIZE_REDUCING_GAP (3) times the model's input: a 2400 x 1800 JPEG scored at 224 px is then within the stated
+    tolerance of the training pixels (mean |difference| <= 0.5 grey level, 99th percentile <= 1, max <= 8); a
+    1024 x 768 JPEG at 384 px and a PNG are decoded in full and scored on exactly the training pixels."""
+    ckpt224 = checkpoint(tmp_path / "a.pt", "backbone_mlp", cache_size=224, backbone="resnet18", hidden=8)
+    ckpt384 = checkpoint(tmp_path / "b.pt", "backbone_mlp", cache_size=384, backbone="resnet18", hidden=8)
+    large, small, png = tmp_path / "large.jpg", tmp_path / "small.jpg", tmp_path / "large.png"
+    Image.fromarray(photo_like(2400, 1800)).save(large, quality=90)
+    Image.fromarray(photo_like(1024, 768, seed=1)).save(small, quality=90)
+    Image.fromarray(photo_like(1400, 1000, seed=2)).save(png)
+    seen = seen_pixels(monkeypatch)
+    for ckpt, files in ((ckpt224, [large, png]), (ckpt384, [small])):
+        exact = score_images(ckpt, files, progress=False, device="cpu")
+        fast = score_images(ckpt, files, progress=False, device="cpu", draft=True)
+        assert np.isfinite(fast[ATTRS].to_numpy()).all() and exact["path"].tolist() == fast["path"].tolist()
+    exact_large, exact_png, fast_large, fast_png, exact_small, fast_small = seen
+    diff = np.abs(exact_large.astype(int) - fast_large.astype(int))
+    assert diff.any(), "the 2400 px JPEG is drafted (1/4 scale: 600 x 450 < 672, so 1/2: 1200 x 900)"
+    assert diff.mean() <= 0.5 and np.percentile(diff, 99) <= 1 and diff.max() <= 8
+    np.testing.assert_array_equal(fast_png, exact_png)
+    np.testing.assert_array_equal(fast_small, exact_small)

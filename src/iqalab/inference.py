@@ -1,14 +1,17 @@
 """Inference with a trained checkpoint on images in memory: the one path shared by ``iqalab score``, gMAD and the
 camera-tuning study.
 
-:class:`Scorer` rebuilds the model a checkpoint was trained as, prepares images exactly as the training cache did
-(square ``cache_size`` resize, optional centre crop, ImageNet normalisation on the device) and standardises camera
-parameters with the training split's statistics, so a model sees at inference what it saw in training.
+:class:`Scorer` rebuilds the model a checkpoint was trained as, prepares images exactly as the training stores did
+(:func:`iqalab.data.cache.prepare_image`: the native store's ``max_side`` cap, the square ``cache_size`` resize;
+then the optional centre crop and ImageNet normalisation on the device) and standardises camera parameters with
+the training split's statistics, so a model sees at inference what it saw in training: a file scored here gets
+the very array the cache holds for it (``tests/test_score.py``).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from iqalab.data.cache import resize_square
+from iqalab.data.cache import RESIZE_REDUCING_GAP, decode_image, prepare_image
 from iqalab.data.loaders import CamStats, to_chw_uint8
 from iqalab.export import load_export
 from iqalab.train.engine import load_checkpoint, model_from_checkpoint, resolve_device, to_device
@@ -71,9 +74,19 @@ def competing_checkpoints(params: Params, dataset: str, experiments: Sequence[st
 
 
 class Scorer:
-    """A checkpoint ready to score uint8 RGB images (scores in the training dataset's MOS units)."""
+    """A checkpoint ready to score uint8 RGB images (scores in the training dataset's MOS units).
 
-    def __init__(self, checkpoint: str | Path, device: str = "auto", amp: bool = False) -> None:
+    ``draft`` lets :meth:`decode` read a JPEG at 1/2, 1/4 or 1/8 scale (PIL ``draft``) when the model's input is
+    at least :data:`~iqalab.data.cache.RESIZE_REDUCING_GAP` times smaller than the decoded image: on a
+    4000 x 3000 photo scored at 224 px the decode is about 5x faster, but the pixels are no longer exactly the
+    training pixels (about 18 % of the values differ, by 1 for 99 % of them; ``tests/test_score.py`` bounds the
+    difference). Off by default; native-resolution models never draft.
+    """
+
+    #: the native store's cap on the longer side the model was trained with (``None``: native resolution)
+    max_side: int | None = None
+
+    def __init__(self, checkpoint: str | Path, device: str = "auto", amp: bool = False, draft: bool = False) -> None:
         # a folder is an `iqalab export` (model.safetensors + config.json), a file a training checkpoint
         ckpt = load_export(checkpoint) if Path(checkpoint).is_dir() else load_checkpoint(checkpoint)
         self.model = model_from_checkpoint(ckpt, str(checkpoint))
@@ -84,6 +97,8 @@ class Scorer:
         self.model.to(self.device)
         self.attributes = list(self.model.attributes)
         self.size = int(self.config["cache_size"])
+        self.max_side = self.config.get("max_side")
+        self.draft = bool(draft) and not self.native
         self.crop = self.config.get("eval_crop")
         stats = self.config.get("cam_stats")
         self.cam_stats = CamStats(**stats) if stats else None
@@ -96,11 +111,16 @@ class Scorer:
         return self.model.input_resolution == "native"
 
     def resize(self, image: np.ndarray) -> np.ndarray:
-        """Resize one uint8 ``[H, W, 3]`` image to the square cache size (bicubic, as the cache did); a
-        native-resolution model gets it unchanged."""
-        if self.native:
-            return image
-        return resize_square(image, self.size)
+        """One decoded uint8 ``[H, W, 3]`` image as the training store holds it (:func:`prepare_image`): capped to
+        the checkpoint's ``max_side``, then resized to the square cache size; a native-resolution model gets the
+        native store's pixels (the cap only)."""
+        return prepare_image(image, None if self.native else self.size, self.max_side)
+
+    def decode(self, source: str | Path) -> np.ndarray:
+        """A file decoded by the data package's one decode path and prepared by :meth:`resize` (with ``draft``,
+        a large JPEG is decoded at reduced scale first, to no less than ``RESIZE_REDUCING_GAP x cache_size``)."""
+        side = math.ceil(RESIZE_REDUCING_GAP * self.size) if self.draft else None
+        return self.resize(decode_image(source, draft=side))
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """Resize (and centre-crop) one uint8 ``[H, W, 3]`` image as the cache did."""

@@ -119,7 +119,8 @@ def to_rgb(img: Image.Image, source: object = "image") -> np.ndarray:
     return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
 
 
-def decode_image(source: str | Path | BinaryIO, size: int | None = None, max_side: int | None = None) -> np.ndarray:
+def decode_image(source: str | Path | BinaryIO, size: int | None = None, max_side: int | None = None,
+                 draft: int | None = None) -> np.ndarray:
     """Decode an image file (or an open binary stream) to RGB uint8 ``[H, W, 3]``.
 
     ``size`` resizes it to ``size x size`` with :func:`resize_square` (the cache, scoring). ``max_side`` instead
@@ -127,12 +128,17 @@ def decode_image(source: str | Path | BinaryIO, size: int | None = None, max_sid
     decoded at 1/2, 1/4 or 1/8 scale directly (PIL ``draft``), then thumbnailed bilinearly. The pixels are those
     the file holds, as a viewer shows them (:func:`to_rgb`): EXIF orientation applied, 16-bit and 32-bit greyscale
     scaled to 8 bit, CMYK, grey and palette converted, transparency composited over white. Truncated, non-image
-    and decompression-bomb files raise :class:`DataError` naming the file.
+    and decompression-bomb files raise :class:`DataError` naming the file. ``draft`` lets a JPEG be decoded at
+    1/2, 1/4 or 1/8 scale as long as both sides stay at least ``draft`` pixels (PIL ``draft``; other formats
+    ignore it): faster, but not the pixels of a full decode, so the stores never use it (``iqalab score
+    --draft`` does, see :mod:`iqalab.stages.score` for its tolerance).
     """
     if size is not None and max_side is not None:
         raise ValueError("decode_image: pass size (square resize) or max_side (aspect kept), not both")
     try:
         with Image.open(source) as img:
+            if draft is not None and max_side is None:
+                img.draft("RGB", (draft, draft))
             if max_side is not None and max(img.size) > max_side:
                 img.draft("RGB", (max_side, max_side))
                 shrunk = Image.fromarray(to_rgb(img, source))
@@ -171,6 +177,23 @@ def native_paths(root: Path) -> tuple[Path, Path]:
     return root / "cache" / "native.bin", root / "cache" / "native.json"
 
 
+class _NativeWriter:
+    """Appends images to the native store's open file, recording each one's offset, shape and CRC32."""
+
+    def __init__(self, fh: BinaryIO, n: int) -> None:
+        self.fh = fh
+        self.position = 0
+        self.offsets, self.shapes = np.zeros(n, dtype=np.int64), np.zeros((n, 2), dtype=np.int64)
+        self.crcs = np.zeros(n, dtype=np.int64)
+
+    def append(self, i: int, native: np.ndarray) -> None:
+        native = np.ascontiguousarray(native)
+        self.offsets[i], self.shapes[i] = self.position, native.shape[:2]
+        self.fh.write(native.data)
+        self.position += native.nbytes
+        self.crcs[i] = zlib.crc32(native.data)
+
+
 def build_cache(ds: Dataset, size: int, workers: int = 2, progress: bool = True,
                 max_side: int | None = None) -> Path:
     """Decode every image of ``ds`` once into the native store and the ``size`` square cache.
@@ -183,40 +206,42 @@ def build_cache(ds: Dataset, size: int, workers: int = 2, progress: bool = True,
     bin_path, native_index_path = native_paths(ds.root)
     paths = [safe_relative_path(ds.root, p, "images.parquet", row) for row, p in enumerate(ds.images["path"])]
     n = len(paths)
-    crcs, native_crcs = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
-    offsets, shapes = np.zeros(n, dtype=np.int64), np.zeros((n, 2), dtype=np.int64)
-
-    def work(i: int) -> tuple[np.ndarray, np.ndarray]:
-        native = prepare_image(decode_image(paths[i]), max_side=max_side)
-        return native, resize_square(native, size)
-
-    with atomic_path(array_path) as tmp, atomic_path(bin_path) as tmp_bin, open(tmp_bin, "wb") as fh, \
-            ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # PIL releases the GIL while decoding
+    crcs = np.zeros(n, dtype=np.int64)
+    with atomic_path(array_path) as tmp, atomic_path(bin_path) as tmp_bin, open(tmp_bin, "wb") as fh:
+        native = _NativeWriter(fh, n)
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
-        position = 0
-        results = tqdm(pool.map(work, range(n)), total=n, disable=not progress, desc=f"cache {ds.name} @{size}")
-        for i, (native, square) in enumerate(results):  # in images-table order
-            native = np.ascontiguousarray(native)
-            offsets[i], shapes[i] = position, native.shape[:2]
-            fh.write(native.data)
-            position += native.nbytes
-            native_crcs[i] = zlib.crc32(native.data)
-            out[i] = square
-            crcs[i] = zlib.crc32(square.tobytes())
+        _fill(out, paths, crcs, size, workers, progress, f"cache {ds.name} @{size}", native, max_side)
         out.flush()
         del out
     images_sha = sha256_file(ds.root / "images.parquet")
     image_ids = ds.images["image_id"].tolist()
     write_json(native_index_path, {
-        "n": n, "max_side": max_side, "bytes": position,
-        "images_sha256": images_sha, "image_ids": image_ids, "offsets": offsets.tolist(),
-        "shapes": shapes.tolist(), "crc32": native_crcs.tolist(),
+        "n": n, "max_side": max_side, "bytes": native.position, "images_sha256": images_sha,
+        "image_ids": image_ids, "offsets": native.offsets.tolist(), "shapes": native.shapes.tolist(),
+        "crc32": native.crcs.tolist(),
     })
     write_json(index_path, {"size": size, "n": n, "max_side": max_side, "images_sha256": images_sha,
                             "image_ids": image_ids, "crc32": crcs.tolist()})
     log.info("stored %d images of %s at native resolution%s (%.1f MB) and at %d px", n, ds.name,
-             f" (longer side <= {max_side})" if max_side else "", int(shapes.prod(axis=1).sum()) * 3 / 1e6, size)
+             f" (longer side <= {max_side})" if max_side else "", native.position / 1e6, size)
     return array_path
+
+
+def _fill(out: np.ndarray, paths: list[Path], crcs: np.ndarray, size: int, workers: int, progress: bool,
+          desc: str, native: _NativeWriter, max_side: int | None) -> None:
+    """Decode ``paths`` (threads: PIL releases the GIL while decoding), append each image to ``native`` in
+    order and put its square version in ``out``, recording each CRC32."""
+
+    def work(i: int) -> tuple[np.ndarray, np.ndarray]:
+        pixels = prepare_image(decode_image(paths[i]), max_side=max_side)
+        return pixels, resize_square(pixels, size)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = pool.map(work, range(len(paths)))
+        for i, (pixels, square) in enumerate(tqdm(results, total=len(paths), disable=not progress, desc=desc)):
+            native.append(i, pixels)
+            out[i] = square
+            crcs[i] = zlib.crc32(square.tobytes())
 
 
 def _read_index(index_path: Path, keys: set[str], ds: Dataset, what: str) -> dict:

@@ -72,7 +72,8 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
                  batch_size: int = 16, device: str = "auto", progress: bool = True,
                  workers: int | None = None, model: str | None = None,
                  options: dict[str, Any] | None = None, detect_regions: bool = False,
-                 allow_missing_regions: bool = False, detection: DetectionConfig | None = None) -> pd.DataFrame:
+                 allow_missing_regions: bool = False, detection: DetectionConfig | None = None,
+                 draft: bool = False) -> pd.DataFrame:
     """Score image files; columns ``path`` and the scores.
 
     With ``checkpoint``: one column per attribute in the training MOS units; images are decoded and prepared
@@ -82,7 +83,9 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
     ``allow_missing_regions`` (its fallback; the ``regions`` column says so), else :class:`RegionsMissing` is
     raised before any file is read. With ``model`` (and its keyword ``options``): a model
     that needs no checkpoint (:class:`iqalab.inference.ModelScorer`), each image at native resolution, one
-    column with its published score. ``workers`` threads (default: up to 4, one per core) decode (and resize)
+    column with its published score. ``draft`` decodes large JPEGs at reduced scale for a checkpoint's square input
+    (:class:`iqalab.inference.Scorer`; faster, within a stated tolerance of the training pixels, off by default).
+    ``workers`` threads (default: up to 4, one per core) decode (and resize)
     the next batches while the model scores the current one; Pillow releases the GIL while it decodes and
     resizes.
 
@@ -93,7 +96,7 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
     """
     if (checkpoint is None) == (model is None):
         raise ValueError("score needs exactly one of a checkpoint or a model name")
-    scorer: Scorer | ModelScorer = Scorer(checkpoint, device) if checkpoint is not None \
+    scorer: Scorer | ModelScorer = Scorer(checkpoint, device, draft=draft) if checkpoint is not None \
         else ModelScorer(str(model), options, device)
     needed = check_score_regions(scorer.model, scorer.name, detect_regions, allow_missing_regions)
     cfg = detection or DetectionConfig()
@@ -102,7 +105,7 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
         from iqalab.data.detect import require_fasterrcnn_weights
 
         weights = require_fasterrcnn_weights(cfg.fasterrcnn_arch, cfg.fasterrcnn_weights)
-    prepare = scorer.resize if isinstance(scorer, Scorer) else (lambda image: image)
+    load = scorer.decode if isinstance(scorer, Scorer) else decode_image  # the training pixels / native pixels
     files = expand_images(images)
     workers = workers if workers is not None else max(1, min(4, os.cpu_count() or 1))
     frames = []
@@ -117,7 +120,7 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
                 path = next(upcoming, None)
                 if path is None:
                     return
-                pending.append(pool.submit(lambda p: prepare(decode_image(p)), path))
+                pending.append(pool.submit(load, path))
 
         for start in range(0, len(files), batch_size):
             fill()
