@@ -19,6 +19,7 @@ once complete (:func:`swap_in`); a second trainer of the same experiment is refu
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -103,6 +104,26 @@ def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> 
 def fingerprint(obj: Any) -> str:
     """Stable short hash of a JSON-able object (model + train config + data checksum)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+#: the code that decides what a run computes, relative to the ``iqalab`` package: part of a run's fingerprint
+#: (:func:`source_hash`), so a finished split is reused only by the code that made it (DVC's ``persist: true``
+#: on ``build/models/<exp>`` relies on it: docs/reliability.md)
+RUN_CODE = ("train", "models", "data", "config.py", "io.py", "analysis/metrics.py")
+
+
+@functools.lru_cache(maxsize=1)
+def source_hash() -> str:
+    """SHA-256 over the files of :data:`RUN_CODE` (paths and bytes, sorted; caches skipped)."""
+    package = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for entry in RUN_CODE:
+        top = package / entry
+        files = [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file()
+                                                    and "__pycache__" not in p.parts and p.suffix != ".pyc")
+        for file in files:
+            digest.update(file.relative_to(package).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 @dataclass
@@ -571,7 +592,7 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
     config["eval_crop"] = cfg.eval_crop
     if spec.cache.max_side is not None:  # the native store's cap: scoring prepares files the same way
         config["max_side"] = spec.cache.max_side
-    fp = fingerprint(config)
+    fp = fingerprint(config | {"code": source_hash()})  # the code too: another engine's split is not reused
     final = spec.out_dir
     if main:
         finish_swap(final)
@@ -854,7 +875,9 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
         "train_seconds": round(train_seconds, 1), "profile": params.profile, "status": status,
         "notes": notes,
         **summarise_regions(regions),  # regions, regions_detector, regions_missing (test images), allow_missing
-        "provenance": provenance.collect(params, device=resolve_device(params.train_config(experiment).device)),
+        # the device training ran on; never raises (without CUDA a model that could not run records cpu)
+        "provenance": provenance.collect(params, device="cuda" if params.train_config(experiment).device != "cpu"
+                                         and torch.cuda.is_available() else "cpu"),
     }
     if status != STATUS_OK:
         meta["status_detail"] = detail
