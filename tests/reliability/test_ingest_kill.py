@@ -26,9 +26,9 @@ from . import make_project, run_iqalab, subprocess_env
 _KILL_IN_CACHE = """
 import iqalab.data.cache as cache
 real_fill = cache._fill
-def dying_fill(out, paths, crcs, size, workers, progress, desc):
+def dying_fill(out, paths, crcs, size, workers, progress, desc, *stores):
     half = len(paths) // 2
-    real_fill(out[:half], paths[:half], crcs, size, 1, False, desc)
+    real_fill(out[:half], paths[:half], crcs, size, 1, False, desc, *stores)
     out.flush()
     os.kill(os.getpid(), signal.SIGKILL)
 cache._fill = dying_fill
