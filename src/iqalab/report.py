@@ -57,9 +57,9 @@ PAPERS: tuple[tuple[str, str, str], ...] = (
      "and Lightweight Model (SFIQA-Bench, SFIQA-Assessor), 2026"),
 )
 #: table-name prefixes in display order within the significance and tuning sections
-SIGNIFICANCE_ORDER = ("f_test_", "split_srcc_", "compare_tests_", "bootstrap_ci", "disagreements")
+SIGNIFICANCE_ORDER = ("split_srcc_", "f_test_", "compare_tests_", "bootstrap_ci", "disagreements")
 TUNING_ORDER = ("win_rates", "regret")
-GMAD_ORDER = ("aggressiveness", "resistance")
+GMAD_ORDER = ("ranking", "aggressiveness", "resistance")
 #: evaluation-figure kinds (stem prefixes written by :func:`iqalab.eval_figures.evaluation_figures`)
 EVAL_KINDS = ("scatter", "tiers", "fg_acc_dmos")
 
@@ -231,8 +231,9 @@ def collect_sections(params: Params, root: Path) -> list[Section]:
 
     for anchor, title, intro, order in (
             ("significance", "Statistical significance",
-             "Which differences between models are real (REQA Sec. IV-C-2): F-tests on residuals, paired tests, "
-             "bootstrap confidence intervals.", SIGNIFICANCE_ORDER),
+             "Which differences between models are real (REQA Sec. IV-C-2): t-tests on the SROCC over the splits "
+             "(REQA Table III), F-tests on residuals, paired tests, bootstrap confidence intervals.",
+             SIGNIFICANCE_ORDER),
             ("tuning", "Camera tuning",
              "Each model picks camera settings for simulator scenes; win rates against a virtual rater panel and "
              "the ground-truth quality left behind (TuningIQA's application).", TUNING_ORDER)):
