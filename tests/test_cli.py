@@ -30,7 +30,8 @@ def test_missing_dataset_directory(project, capsys):
     project.write_params(raw)
     assert main(["-q", "ingest", "real"]) == 2
     err = capsys.readouterr().err
-    assert "data/raw/koniq10k not found" in err and err.strip().count("\n") == 0
+    assert "data/raw/koniq10k: folder not found" in err and err.strip().count("\n") == 0
+    assert "koniq10k_scores_and_distributions.csv" in err  # the files expected there
 
 
 def test_ingest_train_score_end_to_end(project, capsys, tmp_path):

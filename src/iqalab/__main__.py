@@ -56,15 +56,47 @@ def _params(args: argparse.Namespace):  # noqa: ANN202
     return load_params(args.params or os.environ.get("IQALAB_PARAMS"))
 
 
+def _params_file(args: argparse.Namespace) -> str | None:
+    return args.params or os.environ.get("IQALAB_PARAMS")
+
+
 def _root(args: argparse.Namespace) -> Path:
-    return workdir()
+    """The work folder: ``$IQALAB_WORKDIR``, else the project root, or for a params file other than the project's
+    its own ``build/work/<name>/`` (:func:`iqalab.io.workdir`; the committed ``results/`` are never overwritten
+    by test or profile params)."""
+    folder = workdir(_params_file(args))
+    if not os.environ.get("IQALAB_WORKDIR") and folder != workdir():
+        logging.getLogger("iqalab").info("params %s is not the project's params.yaml: outputs go to %s "
+                                         "(IQALAB_WORKDIR=<folder> chooses another)", _params_file(args), folder)
+    return folder
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _check_device(flag: str, device: str) -> None:
+    """Refuse ``<flag> cuda`` on a machine without a CUDA device, naming the flag."""
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"{flag} cuda: no CUDA device is available here (use {flag} cpu or auto)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="iqalab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default=None, help="params.yaml to use (default: the project root's)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars (any stage, also in child processes), warnings only")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("ingest", help="build a dataset's canonical tables and image cache")
     p.add_argument("dataset")
@@ -87,11 +119,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a model keyword for --model (YAML value), e.g. --option patch_size=64")
     p.add_argument("--out", default="scores.csv", help="CSV to write (default scores.csv)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=_positive_int, default=16)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--workers", type=int, default=None, help="decoding threads (default: up to 4)")
+    p.add_argument("--workers", type=_positive_int, default=None, help="decoding threads (default: up to 4)")
     p.add_argument("--strict", action="store_true",
                    help="exit with status 2 when any file cannot be scored (default: only when none can)")
+    p.add_argument("--detect-regions", action="store_true",
+                   help="find person/face boxes as ingest does, for models that read them (TuningIQA, SFIQA)")
+    p.add_argument("--allow-missing-regions", action="store_true",
+                   help="score a model that reads person/face boxes without them (its fallback; column regions)")
+    p.add_argument("--draft", action="store_true",
+                   help="decode large JPEGs at reduced scale (faster; within a stated tolerance of the training "
+                        "pixels instead of exactly them)")
     p.add_argument("images", nargs="+", help="image files or folders")
     p = sub.add_parser("models", help="list registered models (model cards)")
     p.add_argument("--write", default=None, help="write the cards as Markdown (e.g. docs/models.md)")
@@ -119,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     progress = not args.quiet
+    if args.quiet:  # every tqdm bar, also those without a progress switch; read when tqdm is first imported
+        os.environ["TQDM_DISABLE"] = "1"
     try:
         if args.command == "ingest":
             from iqalab.stages import ingest
@@ -163,8 +204,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "score":
             from iqalab.stages.score import failed_files, score_images
 
+            _check_device("--device", args.device)
             frame = score_images(args.checkpoint, args.images, args.out, args.batch_size, args.device, progress,
-                                 workers=args.workers, model=args.model, options=_options(args.option))
+                                 workers=args.workers, model=args.model, options=_options(args.option),
+                                 detect_regions=args.detect_regions,
+                                 allow_missing_regions=args.allow_missing_regions, draft=args.draft)
             print(frame.to_string(index=False))
             failed = failed_files(frame)
             for path, reason in failed.itertuples(index=False):
@@ -217,7 +261,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print(export_experiment(_root(args), args.experiment, args.out))
         elif args.command == "check":
+            from iqalab.config import check_models_build
+
             params = _params(args)
+            check_models_build(params, _params_file(args) or "params.yaml")
             print(f"params OK: {len(params.datasets)} datasets, {len(params.experiments)} experiments")
         elif args.command == "compose":
             from iqalab.config import compose_params, dump_params

@@ -109,10 +109,32 @@ def project_root(start: str | os.PathLike[str] | None = None) -> Path:
     raise FileNotFoundError(f"no dvc.yaml found in {here} or any parent: run from inside the iqalab checkout")
 
 
-def workdir() -> Path:
-    """Folder that receives ``build/`` and ``results/``: ``$IQALAB_WORKDIR`` if set, else the project root."""
+def workdir(params_file: str | os.PathLike[str] | None = None) -> Path:
+    """Folder that receives ``build/`` and ``results/``.
+
+    ``$IQALAB_WORKDIR`` if set; else, when ``params_file`` is a params file other than the project's
+    ``params.yaml`` (a test or paper profile), its own work folder ``build/work/<name>/`` under the project root
+    (:func:`params_workdir`), so that it never overwrites the committed ``results/``; else the project root.
+    """
     override = os.environ.get("IQALAB_WORKDIR")
-    return Path(override) if override else project_root()
+    if override:
+        return Path(override)
+    root = project_root()
+    if params_file is not None and Path(params_file).resolve() != (root / "params.yaml").resolve():
+        return params_workdir(params_file, root)
+    return root
+
+
+def params_workdir(params_file: str | os.PathLike[str], root: Path) -> Path:
+    """``<root>/build/work/<name>``: the work folder of a params file other than the project's, named after its
+    path inside the project (``tests/nbval/params.yaml`` -> ``tests-nbval-params``), or after its stem and a
+    hash of its absolute path when it lies outside."""
+    path = Path(params_file).resolve()
+    try:
+        name = "-".join(path.relative_to(root.resolve()).with_suffix("").parts)
+    except ValueError:
+        name = f"{path.stem}-{hashlib.sha256(str(path).encode()).hexdigest()[:8]}"
+    return root / "build" / "work" / name
 
 
 #: suffixes (lower case) :func:`expand_images` takes for image files inside a folder

@@ -2,7 +2,8 @@
 
 Two environment variables let tests run the notebooks on tiny data without touching the project's outputs:
 ``IQALAB_PARAMS`` (a params file to use instead of the notebook's ``params_file``) and ``IQALAB_WORKDIR`` (a
-folder that receives ``build/`` and ``results/`` instead of the project root).
+folder that receives ``build/`` and ``results/`` instead of the project root; without it, a params file other than
+the project's writes to its own ``build/work/<name>/``, :func:`iqalab.io.workdir`).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ def setup(params_file: str = "params.yaml") -> tuple[Params, Path]:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
     project = project_root()
     params_path = Path(os.environ.get("IQALAB_PARAMS") or project / params_file)
-    params = load_params(params_path if params_path.is_absolute() else project / params_path)
-    out = workdir()
+    params_path = params_path if params_path.is_absolute() else project / params_path
+    params = load_params(params_path)
+    out = workdir(params_path)  # another params file than the project's writes to its own work folder
     out.mkdir(parents=True, exist_ok=True)
     try:
         import matplotlib

@@ -73,6 +73,23 @@ def test_unchanged_rerun_trains_nothing(toy_dataset, tmp_path, monkeypatch, capl
     pd.testing.assert_frame_equal(again, first)
 
 
+def test_finished_run_of_other_code_is_retrained(toy_dataset, tmp_path, monkeypatch, caplog):
+    """The fingerprint includes the run's code (engine.source_hash), so after a code change a finished split is
+    retrained, not reused: what makes dvc.yaml's ``persist: true`` on build/models/<exp> safe."""
+    from iqalab.train import engine
+
+    root = tmp_path / "proj"
+    params = _project(root, toy_dataset.root, ["scene"], epochs=1)
+    _train_in_process(root, params, monkeypatch)
+    old_fp = load_checkpoint(root / "build" / "models" / "e" / "scene" / "best.pt")["fingerprint"]
+    assert engine.source_hash() == engine.source_hash() and len(engine.source_hash()) == 16
+    monkeypatch.setattr(engine, "source_hash", lambda: "edited-code")
+    with caplog.at_level(logging.INFO, logger="iqalab.train.engine"):
+        _train_in_process(root, params, monkeypatch)
+    assert "skipped" not in caplog.text
+    assert load_checkpoint(root / "build" / "models" / "e" / "scene" / "best.pt")["fingerprint"] != old_fp
+
+
 def test_killed_rerun_keeps_the_finished_run_whole(toy_dataset, tmp_path, monkeypatch):
     root = tmp_path / "proj"
     params = _project(root, toy_dataset.root, ["scene"], epochs=1)

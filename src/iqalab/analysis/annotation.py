@@ -6,8 +6,9 @@ The analyses run on whatever the dataset has (each section of the report, or a r
 - ``correlation``: PLCC / SRCC matrices of the attributes (TuningIQA Fig. 4) - needs two attributes;
 - ``ols``: overall ~ other attributes, raw with an intercept, raw without one (Eq. 1 as printed) and standardised
   (SFIQA Sec. III-C-3), each with centred and uncentred R^2 - needs ``overall`` and another;
-- ``raters``: rater-vs-MOS PLCC overall and per MOS tier (TuningIQA Fig. 5) - needs ``ratings.parquet``;
-- ``bt500``: ITU-R BT.500 observer screening - needs ``ratings.parquet``;
+- ``raters``: rater-vs-MOS PLCC overall and per MOS tier (TuningIQA Fig. 5) - needs ``ratings.parquet`` whose
+  rater ids name people (:func:`rater_identity_problem`; KonIQ-10k's anonymous per-image vote numbers do not);
+- ``bt500``: ITU-R BT.500 observer screening - needs the same;
 - ``mos_ci``: per-image MOS confidence intervals (BT.500 Sec. 2.2) - needs ``ratings.parquet``;
 - ``pairs``: fine pairs and what refinement did to the MOS order (TuningIQA Eq. 2) - needs ``pairs.parquet``;
 - ``camera``: MOS against camera parameters, their SRCC with attributes - needs a varying ``cam_*`` column;
@@ -219,6 +220,30 @@ def _kept_flags(ratings: pd.DataFrame) -> pd.Series | None:
     return ratings.groupby(["attribute", "rater"])["kept"].any()
 
 
+#: ``dataset.json`` key an adapter sets to ``false`` when the ``rater`` column of its ``ratings.parquet`` does not
+#: identify people across images (KonIQ-10k publishes vote histograms: its ids number the votes within an image)
+RATER_IDENTITIES = "rater_identities"
+
+
+def rater_identity_problem(ds: Dataset) -> str | None:
+    """Why rater-level analyses (rater-vs-MOS, BT.500 observer screening) cannot run on ``ds``'s votes, or None.
+
+    Both treat a ``rater`` id as one person who rated many images. That holds only where the dataset says so:
+    ``dataset.json`` may declare ``rater_identities: false`` (the KonIQ-10k adapter does), and a ratings table in
+    which no rater id votes on two images of one attribute has no rater to analyse either. Per-image analyses of
+    the votes (the MOS confidence intervals) need no identities and still run."""
+    if ds.meta.get(RATER_IDENTITIES) is False:
+        source = ds.meta.get("ratings_from")
+        return ("the dataset's rater ids are not people (dataset.json: rater_identities false"
+                + (f"; ratings from {source}" if source else "") + ")")
+    ratings = ds.ratings
+    if ratings is not None and not ratings.empty:
+        images_per_rater = ratings.groupby(["attribute", "rater"])["image_id"].nunique()
+        if (images_per_rater <= 1).all():
+            return "no rater id votes on more than one image, so no rater can be compared with the MOS"
+    return None
+
+
 def _rater_section(ds: Dataset, result: AnnotationAnalysis) -> None:
     ratings = ds.ratings
     if ratings is None or ratings.empty:
@@ -226,6 +251,17 @@ def _rater_section(ds: Dataset, result: AnnotationAnalysis) -> None:
         for section in ("raters", "bt500", "mos_ci"):
             result.skipped[section] = reason
         return
+    problem = rater_identity_problem(ds)
+    if problem is not None:
+        log.info("%s: rater-vs-MOS and BT.500 observer screening skipped: %s", ds.name, problem)
+        result.skipped["raters"] = result.skipped["bt500"] = problem
+    else:
+        _rater_level_sections(ds, ratings, result)
+    _mos_ci_section(ds, ratings, result)
+
+
+def _rater_level_sections(ds: Dataset, ratings: pd.DataFrame, result: AnnotationAnalysis) -> None:
+    """Rater-vs-MOS PLCC per tier (TuningIQA Fig. 5) and BT.500 observer screening: one rater id = one person."""
     kept = _kept_flags(ratings)
     tiers = equal_tiers(*ds.mos_range)
     per_attribute: dict[str, Any] = {}
@@ -267,7 +303,9 @@ def _rater_section(ds: Dataset, result: AnnotationAnalysis) -> None:
         bt_section["dataset_screening_removed"] = removed
     result.report["bt500"] = bt_section
 
-    # MOS confidence intervals from the votes that make the MOS (kept ones when the dataset says which)
+
+def _mos_ci_section(ds: Dataset, ratings: pd.DataFrame, result: AnnotationAnalysis) -> None:
+    """MOS confidence intervals from the votes that make the MOS (kept ones when the dataset says which)."""
     votes = ratings[ratings["kept"].astype(bool)] if "kept" in ratings.columns else ratings
     ci = mos_confidence_intervals(votes, confidence=CONFIDENCE)
     result.ci = ci

@@ -15,32 +15,48 @@ import logging
 import shutil
 from pathlib import Path
 
-from iqalab.config import Params
+from iqalab.config import Params, ParamsError
 from iqalab.data.cache import build_cache
 from iqalab.data.regions import fill_regions
 from iqalab.data.schema import DataError, Dataset, read_dataset
-from iqalab.io import write_json
+from iqalab.io import project_root, write_json
 
 log = logging.getLogger(__name__)
 
 
+def raw_folder(params: Params, name: str) -> Path:
+    """The raw folder of adapter dataset ``name``: ``datasets.<name>.raw`` (default ``data/raw/<name>``) resolved
+    against the project root, as documented, whatever the work folder (``$IQALAB_WORKDIR`` moves only ``build/``
+    and ``results/``); an absolute path is taken as it is."""
+    return project_root() / (params.dataset(name).raw or f"data/raw/{name}")
+
+
 def produce(params: Params, name: str, out: Path, root: Path) -> Dataset:
-    """Write dataset ``name`` into ``out`` with the configured source."""
+    """Write dataset ``name`` into ``out`` with the configured source.
+
+    An option value the simulator builder or the toy generator refuses (a negative size, a string where a number
+    goes) is a :class:`~iqalab.config.ParamsError` naming ``datasets.<name>.options``, not a traceback."""
     cfg = params.dataset(name)
-    if cfg.source == "toy":
-        from iqalab.data.toy import build_toy
+    if cfg.source in ("toy", "sim"):
+        try:
+            if cfg.source == "toy":
+                from iqalab.data.toy import build_toy
 
-        return build_toy(out, seed=params.seed, **cfg.options)
-    if cfg.source == "sim":
-        from iqalab.sim.builders import build
+                return build_toy(out, seed=params.seed, **cfg.options)
+            from iqalab.sim.builders import build
 
-        return build(cfg.builder, out, seed=params.seed, **cfg.options)
-    from iqalab.data.adapters import adapt
+            return build(cfg.builder, out, seed=params.seed, **cfg.options)
+        except DataError:
+            raise
+        except (TypeError, ValueError) as exc:
+            what = "the toy generator" if cfg.source == "toy" else f"simulator builder {cfg.builder!r}"
+            raise ParamsError(f"datasets.{name}.options: {what} refuses {cfg.options}: {exc}") from exc
+    from iqalab.data.adapters import CARDS, adapt, resolve
+    from iqalab.data.adapters.base import layout_error
 
-    raw = root / (cfg.raw or f"data/raw/{name}")
+    raw = raw_folder(params, name)
     if not raw.is_dir():
-        raise DataError(f"datasets.{name}.raw: dataset folder {raw} not found (see docs/datasets.md for the "
-                        f"expected layout and where to download {cfg.builder})")
+        raise DataError(f"datasets.{name}.raw: {layout_error(CARDS[resolve(cfg.builder)], raw, [])}")
     return adapt(cfg.builder, raw, out, **cfg.options)
 
 
@@ -60,7 +76,7 @@ def run(params: Params, name: str, root: Path, progress: bool = True) -> Dataset
     ds = read_dataset(staging, check_files=True)
     if cfg.detect.enabled:  # person/face boxes + landmarks for images without them, cached by image content
         ds = fill_regions(ds, cfg.detect, root / "build" / "detections" / name, root=root, progress=progress)
-    build_cache(ds, cfg.cache_size, progress=progress)
+    build_cache(ds, cfg.cache_size, progress=progress, max_side=cfg.max_side)
     retired = final.with_name(f".{name}.old")
     if retired.exists():
         shutil.rmtree(retired)

@@ -240,10 +240,25 @@ def read_table(path: Path, sheet: int | str = 0) -> pd.DataFrame:
             frame = pd.read_parquet(path)
         else:
             frame = pd.read_csv(path)
+    except UnicodeDecodeError as exc:  # name the line, as for every other bad cell
+        raise DataError(f"{_undecodable_line(path)}: not UTF-8 text ({exc.reason}: "
+                        f"{exc.object[exc.start:exc.end]!r}); save the table as UTF-8") from exc
     except Exception as exc:  # pandas/openpyxl/pyarrow raise many types for a damaged file
         raise DataError(f"{path}: cannot be read as a {suffix.lstrip('.') or 'csv'} table ({exc})") from exc
     frame.columns = [str(c).strip() for c in frame.columns]
     return frame.reset_index(drop=True)
+
+
+def _undecodable_line(path: Path) -> str:
+    """Where the first line of a text table that is not UTF-8 is: ``<file> row r (line n)`` as :func:`where`
+    writes it, or ``<file> line 1 (the header)``."""
+    with open(path, "rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return where(path, number - 2) if number > 1 else f"{path} line 1 (the header)"
+    return str(path)
 
 
 def relative_image_path(value: Any, file: str | Path, row: int, column: str) -> str:

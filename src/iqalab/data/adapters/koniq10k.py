@@ -112,7 +112,9 @@ def adapt(raw_root: Path, out_root: Path, *, resolution: str = "auto", n_splits:
             raise DataError(f"{SETS}: {exc.args[0]}") from exc
         read.append(SETS)
     vote_table = _votes(names, counts.astype(np.int64)) if ratings else None
-    extra = {"ratings_from": "vote histogram c1..c5, anonymous raters numbered per image"} if ratings else {}
+    # the rater ids number votes within an image: no rater-level statistics on them (analysis.annotation)
+    extra = {"ratings_from": "vote histogram c1..c5, anonymous raters numbered per image",
+             "rater_identities": False} if ratings else {}
     meta = CARD.meta(scale, dataset_name, resolution=resolution, raw_files=file_checksums(raw_root, read),
                      **found.meta(top), **extra, **tier_scale)
     return publish(raw_root, out_root, images, pd.concat(splits, ignore_index=True), meta,

@@ -1,0 +1,82 @@
+"""Where outputs go and where raw data is read from (issue 26).
+
+A params file other than the project's ``params.yaml`` (the test params, a paper profile) writes to its own work
+folder ``build/work/<name>/``, so that training with it never overwrites the committed ``results/predictions/``;
+``IQALAB_WORKDIR`` still chooses the folder. ``raw:`` paths resolve against the project root, also when
+``IQALAB_WORKDIR`` moves ``build/`` and ``results/`` elsewhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from iqalab.__main__ import main
+from iqalab.io import workdir
+
+from ..conftest import toy_params
+
+
+@pytest.fixture
+def bare_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project root (dvc.yaml) as cwd, with neither IQALAB_WORKDIR nor IQALAB_PARAMS set."""
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.delenv("IQALAB_WORKDIR", raising=False)
+    monkeypatch.delenv("IQALAB_PARAMS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_workdir_of_the_projects_params_and_of_another_file(bare_project: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    root = bare_project
+    assert workdir() == root
+    assert workdir(root / "params.yaml") == root
+    assert workdir("params.yaml") == root  # relative to the cwd, the same file
+    assert workdir(root / "tests" / "nbval" / "params.yaml") == root / "build" / "work" / "tests-nbval-params"
+    assert workdir(root / "params" / "paper.yaml") == root / "build" / "work" / "params-paper"
+    outside = workdir(root.parent / "elsewhere" / "mine.yaml")
+    assert outside.parent == root / "build" / "work" and outside.name.startswith("mine-")
+    monkeypatch.setenv("IQALAB_WORKDIR", str(root / "chosen"))
+    assert workdir(root / "tests" / "nbval" / "params.yaml") == root / "chosen"  # told otherwise
+
+
+def test_test_params_leave_the_committed_results_alone(bare_project: Path) -> None:
+    """``iqalab --params tests/.../params.yaml ingest`` in the project root writes under build/work/, not to the
+    project's build/ and results/."""
+    root = bare_project
+    committed = root / "results" / "predictions" / "e.parquet"
+    committed.parent.mkdir(parents=True)
+    committed.write_bytes(b"committed")
+    other = root / "tests" / "params.yaml"
+    other.parent.mkdir()
+    other.write_text(yaml.safe_dump(toy_params()))
+    assert main(["-q", "--params", str(other), "ingest", "toy"]) == 0
+    assert (root / "build" / "work" / "tests-params" / "build" / "datasets" / "toy" / "dataset.json").is_file()
+    assert not (root / "build" / "datasets").exists()
+    assert committed.read_bytes() == b"committed"
+
+
+def test_raw_paths_resolve_against_the_project_root_under_iqalab_workdir(bare_project: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    root = bare_project
+    raw = root / "data" / "raw" / "mine"
+    (raw / "img").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    lines = ["image,scene,mos_overall"]
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(raw / "img" / f"{i}.png")
+        lines.append(f"img/{i}.png,s{i // 2},{1 + i % 4}")
+    (raw / "images.csv").write_text("\n".join(lines) + "\n")
+    (root / "params.yaml").write_text(yaml.safe_dump({"datasets": {"mine": {
+        "source": "adapter", "builder": "generic", "raw": "data/raw/mine", "cache_size": 32,
+        "options": {"mos_range": [1, 5], "workers": 1}}}}))
+    out = root.parent / f"{root.name}-work"
+    monkeypatch.setenv("IQALAB_WORKDIR", str(out))
+    assert main(["-q", "ingest", "mine"]) == 0
+    assert (out / "build" / "datasets" / "mine" / "dataset.json").is_file()
+    assert not (out / "data").exists()
