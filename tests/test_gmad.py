@@ -158,6 +158,11 @@ def test_global_ranking_puts_the_truth_first_with_intervals():
     assert counts.loc["truth", "noise"] + counts.loc["noise", "truth"] == pytest.approx(
         pairs.loc[pairs[["attacker", "defender"]].isin(["truth", "noise"]).all(axis=1), "n_votes"].sum())
     assert gmad.global_ranking(pairs.assign(p=np.nan)).empty
+    fig = gmad.matrices_figure(gmad.aggressiveness_matrix(pairs), gmad.resistance_matrix(pairs), ranking=ranking)
+    panel = fig.axes[2]
+    assert panel.get_title() == "global ranking (overall)"
+    assert [t.get_text() for t in panel.get_yticklabels()][-1] == "truth", "strongest at the top"
+    assert len(gmad.matrices_figure(gmad.aggressiveness_matrix(pairs), gmad.resistance_matrix(pairs)).axes) == 3
 
 
 def test_gmad_is_deterministic_given_the_seed():

@@ -447,12 +447,15 @@ def _fmt(value: float, digits: int = 2) -> str:
 
 
 def matrices_figure(aggressiveness: pd.DataFrame, resistance: pd.DataFrame,
-                    labels: Mapping[str, str] | None = None, attribute: str = "overall") -> plt.Figure:
-    """The two gMAD matrices side by side as annotated heat maps (row: the model scored, column: opponent)."""
+                    labels: Mapping[str, str] | None = None, attribute: str = "overall",
+                    ranking: pd.DataFrame | None = None) -> plt.Figure:
+    """The two gMAD matrices side by side as annotated heat maps (row: the model scored, column: opponent) and,
+    with ``ranking`` (:func:`global_ranking`), a third panel: the Bradley-Terry strengths with their intervals."""
     labels = dict(labels or {})
     n = len(aggressiveness)
     side = max(2.4, 0.55 * n + 1.4)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1.2, side), squeeze=False, layout="constrained")
+    panels = 3 if ranking is not None and len(ranking) else 2
+    fig, axes = plt.subplots(1, panels, figsize=(panels * side + 1.2, side), squeeze=False, layout="constrained")
     cmap = plt.get_cmap("RdYlGn").with_extremes(bad="0.85")
     image = None
     for ax, matrix, title, rows, cols in (
@@ -472,6 +475,18 @@ def matrices_figure(aggressiveness: pd.DataFrame, resistance: pd.DataFrame,
                     ax.text(c, r, _fmt(values[r, c]), ha="center", va="center", fontsize=7)
     if image is not None:
         fig.colorbar(image, ax=[axes[0][0], axes[0][1]], shrink=0.8, label="score (row model)")
+    if panels == 3:
+        ax = axes[0][2]
+        order = ranking.sort_values("strength")
+        y = np.arange(len(order))
+        ax.errorbar(order["strength"], y, xerr=[order["strength"] - order["ci_low"],
+                                                order["ci_high"] - order["strength"]],
+                    fmt="o", color="C0", ms=3, capsize=2, lw=1)
+        ax.axvline(0.0, color="0.6", lw=0.6, ls="--")
+        ax.set_yticks(y, [labels.get(m, m) for m in order.index], fontsize=7)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.set_xlabel(f"Bradley-Terry log-strength ({CONFIDENCE:.0%} CI)", fontsize=8)
+        ax.set_title(f"global ranking ({attribute})", fontsize=9)
     return fig
 
 

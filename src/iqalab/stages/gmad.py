@@ -205,7 +205,7 @@ def run(params: Params, root: Path, progress: bool = True) -> dict[str, Any]:
             "models": {name: {k: float(v) for k, v in row.items()}
                        for name, row in ranking.to_dict(orient="index").items()}}
         result.update(aggressiveness=agg, resistance=res, summary=summary, ranking=ranking)
-        fig = gmad.matrices_figure(agg, res, labels, cfg.attribute)
+        fig = gmad.matrices_figure(agg, res, labels, cfg.attribute, ranking)
         label_simulated(fig, simulated)
         result["figures"] += save(fig, fig_dir / "matrices")
         plt.close(fig)
