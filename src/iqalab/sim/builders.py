@@ -15,8 +15,8 @@ the canonical tables with :func:`iqalab.data.schema.write_dataset`:
 * ``face_sim``    - SFIQA-Bench schema: loosely cropped faces in three scenarios (indoor, outdoor, vehicle), day
   and night, a face enhancer that hallucinates texture in poor light; noise, sharpness, colorfulness, contrast,
   fidelity, overall on 1-5 (BT.500 screening); 5-fold 7:1:2 cross-validation plus a scene split.
-* ``ugc_sim``     - REQA's setting: one MOS on 0-100 (votes 1-5 rescaled, as KonIQ/CLIVE), images spread evenly
-  over severities so that all five quality tiers (Bad ... Excellent, 20 points each) are populated;
+* ``ugc_sim``     - REQA's setting: one MOS on 0-100 (votes 1-5 rescaled, as KonIQ/CLIVE), severities drawn so that
+  the MOS peaks mid-scale as KonIQ-like authentic data do, with few Bad and Excellent images (REQA Sec. IV-C);
   ``random_XX`` 80/20 splits.
 
 Images are stored as the camera's JPEG files (``images/<id>.jpg``): the simulated JPEG step *is* the file, never
@@ -204,8 +204,9 @@ def fglive_sim(root: Path, seed: int = 0, n_scenes: int = 40, images_per_scene: 
         ref = auto_params(scene, aperture=float(rng.choice([2.0, 2.8, 4.0])), sharpness=0.6, jpeg_quality=92)
         shots.append((scene_id, scene, ref))
         for _ in range(images_per_scene - 1):
-            n_changes = int(rng.choice([1, 1, 2, 3]))
-            shots.append((scene_id, scene, _deviate(ref, rng, n_changes, fine=bool(rng.random() < 0.5))))
+            # calibrated (sim.calibration): the paper's overall MOS is near uniform, so coarse steps dominate
+            n_changes = int(rng.choice([1, 2, 3, 3]))
+            shots.append((scene_id, scene, _deviate(ref, rng, n_changes, fine=bool(rng.random() < 0.2))))
     images, infos = _render_rows(shots, root, rng, "fglive_sim")
     panel = Panel(n_raters=n_raters, seed=seed)
     images, ratings, truth, mos = _single_stimulus(images, infos, attributes, "livestream", panel, screening)
@@ -302,7 +303,7 @@ def portrait_sim(root: Path, seed: int = 0, n_scenes: int = 16, images_per_scene
 
 
 def face_sim(root: Path, seed: int = 0, n_scenes: int = 60, images_per_scene: int = 6, image_size: int = 128,
-             n_raters: int = 20, screening: str = "bt500", n_folds: int = 5, test_fraction: float = 0.2,
+             n_raters: int = 25, screening: str = "bt500", n_folds: int = 5, test_fraction: float = 0.2,
              val_fraction: float = 0.1) -> Dataset:
     """SFIQA-Bench-like surveillance face dataset (see the module docstring); defaults: 360 images, 128 px."""
     _check_positive(n_scenes=n_scenes, images_per_scene=images_per_scene, image_size=image_size, n_raters=n_raters)
@@ -316,14 +317,16 @@ def face_sim(root: Path, seed: int = 0, n_scenes: int = 60, images_per_scene: in
         night = bool(rng.random() < 0.45)
         scene = face_crop_scene(rng, image_size, scenario=scenario, night=night, name=scene_id)
         for _ in range(images_per_scene):
+            # calibrated (sim.calibration): SFIQA-Bench's sharpness is its lowest dimension and colour and
+            # contrast its best, so colour/tone errors are milder than the blur and the sharpening moderate
             params = auto_params(scene, aperture=float(rng.choice([1.4, 1.6, 2.0])), slowest=1 / 25,
-                                 fastest=1 / 2000, max_iso=25600, sharpness=float(rng.uniform(0.2, 2.5)),
+                                 fastest=1 / 8000, max_iso=25600, sharpness=float(rng.uniform(0.0, 1.5)),
                                  jpeg_quality=float(rng.uniform(40, 95)))
             params = params.replace(
-                shutter=float(np.clip(_stops(params.shutter, rng.normal(0, 0.6)), 1 / 4000, 1 / 5)),
-                wb=float(np.clip(scene.cct + rng.normal(0, 900), 1600, 11000)),
-                contrast=float(np.clip(np.exp(rng.normal(0, 0.3)), 0.35, 2.8)),
-                saturation=float(np.clip(np.exp(rng.normal(0, 0.35)), 0.05, 2.9)))
+                shutter=float(np.clip(_stops(params.shutter, rng.normal(0, 0.6)), 1 / 8000, 1 / 5)),
+                wb=float(np.clip(scene.cct + rng.normal(0, 250), 1600, 11000)),
+                contrast=float(np.clip(np.exp(rng.normal(0, 0.2)), 0.35, 2.8)),
+                saturation=float(np.clip(np.exp(rng.normal(0, 0.2)), 0.05, 2.9)))
             poor_light = night or params.iso > 1600
             if rng.random() < (0.75 if poor_light else 0.15):
                 params = params.replace(enhance=float(rng.uniform(0.2, 1.0)))
@@ -357,7 +360,8 @@ def ugc_sim(root: Path, seed: int = 0, n_images: int = 320, image_size: int = 25
     for i in range(n_images):
         scene_id = f"ugc{i:05d}"
         scene = make_scene(rng, image_size, person="any" if rng.random() < 0.5 else None, name=scene_id)
-        severity = float(rng.uniform(0, 1)) ** 1.2  # flatter MOS histogram across tiers
+        # calibrated (sim.calibration): KonIQ-like authentic data peak mid-scale with few Bad/Excellent images
+        severity = float(0.15 + 0.5 * rng.beta(3.0, 3.0))
         ref = auto_params(scene, aperture=float(rng.choice([1.8, 2.2, 2.8])), slowest=1 / 15, max_iso=6400)
 
         def hit(severity: float = severity) -> bool:

@@ -16,15 +16,17 @@ Ground truth (:func:`true_quality`): each attribute is a quality in [1, 5] compu
 * colorfulness - white-balance cast of a grey, colourfulness of the render against the scene's neutral render
                (Hasler-Suesstrunk M; saturation judged from the image, so grey content is not penalised),
                infrared mixing (SFIQA-Bench: colour accuracy);
-* contrast   - tone curve, veiling glare, clipping, darkness (SFIQA-Bench);
+* contrast   - tone curve, veiling glare, clipping, darkness, flat infrared light, a grainy noise floor
+               (SFIQA-Bench);
 * fidelity   - hallucinated texture of a face enhancer, and faces blurred beyond recognition (SFIQA-Bench);
 * details    - blur and noise of the subject (PIQ23 "details");
 * overall    - a power mean with a negative exponent (the worst attribute dominates) whose weights depend on
                the ``profile``: ``livestream`` weights face quality most and counts colour (TuningIQA),
-               ``surveillance`` weighs the five SFIQA dimensions as a perceptual combination (not the paper's
-               OLS weights: SFIQA-Bench's regression of overall on the dimensions is *measured* on the
-               simulated MOS by :mod:`iqalab.sim.calibration`, never copied), ``portrait`` and ``ugc`` are
-               general-purpose.
+               ``surveillance`` is a weighted mean (exponent 1) of the five SFIQA dimensions, fidelity first,
+               then sharpness and noise (the paper's order of correlations with overall); these weights were
+               fitted by hand until :mod:`iqalab.sim.calibration` put the measured statistics in tolerance,
+               and are not the paper's OLS coefficients: SFIQA-Bench's regression of overall on the dimensions
+               is *measured* on the simulated MOS, never copied; ``portrait`` and ``ugc`` are general-purpose.
 
 Raters (:class:`Panel`): rater i perceives ``3 + scale_i (q' - 3) + bias_i + h_ij + noise_i s(q) e`` and votes
 the nearest integer in 1..5 (ACR); a share of raters are careless (large noise, random bias). Three context
@@ -62,11 +64,11 @@ ATTRIBUTES = ("overall", "face", "sharpness", "exposure", "noise", "colorfulness
               "details")
 PROFILES: dict[str, dict[str, float]] = {
     "livestream": {"face": 0.3, "exposure": 0.2, "sharpness": 0.15, "noise": 0.15, "colorfulness": 0.2},
-    "surveillance": {"sharpness": 0.25, "fidelity": 0.25, "contrast": 0.2, "noise": 0.15, "colorfulness": 0.15},
+    "surveillance": {"fidelity": 0.3, "sharpness": 0.25, "noise": 0.2, "contrast": 0.15, "colorfulness": 0.1},
     "portrait": {"details": 0.35, "exposure": 0.35, "colorfulness": 0.15, "noise": 0.15},
     "ugc": {"sharpness": 0.3, "exposure": 0.3, "noise": 0.25, "colorfulness": 0.15},
 }
-PROFILE_EXPONENT = {"livestream": -1.5, "surveillance": -0.5, "portrait": -1.0, "ugc": -1.5}
+PROFILE_EXPONENT = {"livestream": -1.5, "surveillance": 1.0, "portrait": -1.0, "ugc": -1.5}
 JOD_SIGMA = 1.0 / 0.6744897501960817  # Thurstone Case V: 1 JOD difference = 75 % preference
 
 
@@ -87,7 +89,7 @@ def _pick(info: Mapping[str, float], local: str, global_: str, w_local: float = 
 
 
 def _noise_q(sigma: float, jpeg_rmse: float, invented: float = 0.0) -> float:
-    return _falloff(float(np.sqrt(sigma**2 + (0.5 * jpeg_rmse) ** 2 + (0.5 * invented) ** 2)), 9.0, 1.6)
+    return _falloff(float(np.sqrt(sigma**2 + (0.5 * jpeg_rmse) ** 2 + (0.5 * invented) ** 2)), 6.0, 1.6)
 
 
 def _blur_q(blur: float, sharpness: float, halo: float) -> float:
@@ -125,7 +127,7 @@ def _colour_q(info: Mapping[str, float]) -> float:
     chroma = float(info.get("chroma_log_ratio", np.log(max(float(info["param_saturation"]), 0.05))))
     # a greyscale render still shows the scene: the colourfulness term bottoms out at 0.3
     return float(np.exp(-((float(info["cast"]) / 0.5) ** 2))
-                 * (0.3 + 0.7 * np.exp(-(((chroma - 0.08) / 0.45) ** 2)))
+                 * (0.3 + 0.7 * np.exp(-(((chroma - 0.15) / 0.5) ** 2)))
                  * (1.0 - 0.4 * float(info["ir_mix"])))
 
 
@@ -157,7 +159,10 @@ def sub_qualities(info: Mapping[str, float]) -> dict[str, float]:
     contrast = float(np.exp(-((np.log(float(info["param_contrast"])) / 0.7) ** 2))
                      * np.exp(-((float(info["veil"]) / 0.35) ** 1.5))
                      * np.exp(-2.5 * float(info["clipped_hi"]) - 2.0 * float(info["clipped_lo"]))
-                     * np.exp(-(((mean_luma - 0.42) / 0.3) ** 2)))
+                     * np.exp(-(((mean_luma - 0.42) / 0.3) ** 2))
+                     # flat frontal infrared light and a grainy noise floor both read as low contrast
+                     * (1.0 - 0.45 * float(info["ir_mix"]))
+                     * _falloff(float(info["noise_std"]), 12.0, 2.0) ** 0.5)
     fidelity = float(np.exp(-((float(info["hallucination"]) / 8.0) ** 1.5))
                      * _falloff(_pick(info, "blur_face", "blur", 1.0), 6.0, 2.0) ** 0.3)
     details = sharp * noise**0.7
@@ -166,7 +171,8 @@ def sub_qualities(info: Mapping[str, float]) -> dict[str, float]:
 
 
 def combine(subs: Mapping[str, float], profile: str = "livestream") -> float:
-    """Overall quality in [0, 1]: weighted power mean (negative exponent: the worst attribute dominates)."""
+    """Overall quality in [0, 1]: weighted power mean (negative exponent: the worst attribute dominates; 1: a
+    weighted arithmetic mean)."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose from {sorted(PROFILES)}")
     weights = PROFILES[profile]

@@ -379,7 +379,7 @@ def face_crop_scene(rng: np.random.Generator, size: int = 128, scenario: str = "
     y0 = int(np.clip(round(cy - side / 2), 0, h - side))
     side_i = int(round(side))
     # surveillance cameras save small faces: capture at a random lower resolution, shown upsampled
-    native = int(np.clip(round(rng.uniform(0.25, 1.0) * size), 16, size))
+    native = int(np.clip(round(rng.uniform(0.12, 0.6) * size), 16, size))
     crop = resize(resize(photo[y0:y0 + side_i, x0:x0 + side_i], native, native), size, size)
     flip = bool(rng.random() < 0.5)
     if flip:
@@ -405,8 +405,8 @@ def face_crop_scene(rng: np.random.Generator, size: int = 128, scenario: str = "
                   face_box=_clip_box(tuple(face)), landmarks=np.clip(lm, 0, 1),
                   person_box=(0.0, 0.0, 1.0, 1.0),
                   person_defocus=float(rng.uniform(0.0, 3.0)),
-                  subject_speed=(float(rng.normal(0, 150 if scenario == "vehicle" else 60)),
-                                 float(rng.normal(0, 30))),
+                  subject_speed=(float(rng.normal(0, 150 if scenario == "vehicle" else 100)),
+                                 float(rng.normal(0, 40))),
                   veil=float(rng.uniform(0.05, 0.5)) if scenario == "vehicle" else 0.0,
                   ir_mix=float(rng.uniform(0.4, 0.9)) if night and scenario != "indoor" else 0.0,
                   base_blur=float(0.45 * max(magnification - 1.0, 0.0) * REFERENCE_WIDTH / size),
