@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import logging
 import math
 import typing
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from iqalab.data.regions import DetectionConfig
 from iqalab.io import project_root
 
 SectionT = TypeVar("SectionT", bound=BaseModel)
+
+log = logging.getLogger(__name__)
 
 
 class ParamsError(ValueError):
@@ -494,10 +497,12 @@ def check_models_build(params: Params, source: str = "params.yaml") -> None:
     device where the model allows: seconds), so that what only the constructor can judge (a backbone timm does not
     know, a width of -4) fails here with its key instead of at training. A ``pretrained:`` path (any string
     keyword whose name holds ``pretrained``) must name an existing file. Zero-shot ``pyiqa:`` models are not
-    built: their weights may be missing by design (the table row says so). Errors start with ``source``."""
+    built, and a model whose optional package is missing (:class:`~iqalab.status.ModelUnavailable`: pyiqa) passes:
+    training records that status in its row by design. Errors start with ``source``."""
     import torch
 
     from iqalab.models.registry import build_model
+    from iqalab.status import ModelUnavailable
 
     for name, exp in params.experiments.items():
         if exp.model.name.startswith("pyiqa:"):
@@ -513,6 +518,8 @@ def check_models_build(params: Params, source: str = "params.yaml") -> None:
                     build_model(exp.model.name, ["quality"], key_path=f"experiments.{name}.model", **build)
             except Exception:  # noqa: BLE001 - a constructor that runs real tensors: build it for real
                 build_model(exp.model.name, ["quality"], key_path=f"experiments.{name}.model", **build)
+        except ModelUnavailable as exc:
+            log.warning("experiments.%s: model %r not built by the check (%s)", name, exp.model.name, exc)
         except Exception as exc:  # noqa: BLE001 - constructors raise anything for a bad value: name the key
             text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             culprit = next((k for k, v in kwargs.items() if isinstance(v, str | int | float) and not isinstance(v, bool)
