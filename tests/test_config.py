@@ -228,7 +228,7 @@ def test_paper_profile_is_an_overlay_of_the_default_profile():
     assert paper.model_kwargs("tuningiqa_r50")["backbone"] == "resnet50"
     assert paper.model_kwargs("reqa_ugc") == {"backbone": "resnet50", "pretrained": True, "steps": 4,
                                               "lstm_channels": 64, "token_dim": 224, "heads": 4, "hidden": 128,
-                                              "pos_grid": 7}
+                                              "pos_grid": 7, "test_crop": 224, "test_crops": 25}
     assert paper.model_kwargs("fhiqa_portrait")["scene_pool_width"] is None
     assert paper.experiment("baseline_face").splits == ["fold_*"]
     assert paper.train_config("hyperiqa_portrait").step_epochs[-1] == 290

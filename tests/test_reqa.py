@@ -273,3 +273,24 @@ def test_engine_trains_reqa_with_the_micro_batch_sampler(project, toy_dataset, m
     preds = engine.train_experiment(params, "e", project.root, progress=False)
     assert seen and all(n % 5 == 0 for n in seen)
     assert np.isfinite(preds.pred).all()
+
+
+def test_prediction_scores_the_training_crop_size_not_the_whole_image():
+    """Test-time input (issue #27): the backbone sees only test_crop x test_crop crops, and the score is the mean
+    of F_T over them; the old behaviour scored the whole 80 px image, a size never seen in training."""
+    model = REQA(["overall"], **(REQA.smoke_params | {"test_crop": 48, "test_crops": 3})).eval()
+    seen: list[tuple[int, int]] = []
+    handle = model.backbone.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape[-2:])))
+    torch.manual_seed(0)
+    image = torch.randn(2, 3, 80, 80)
+    pred = model.predict({"image": image})["overall"]
+    handle.remove()
+    assert seen == [(48, 48)] * 3
+    windows = model.test_windows(80, 80)
+    assert len(set(windows)) == 3 and windows == model.test_windows(80, 80)
+    expected = torch.stack([model.forward_steps(image[..., y:y + h, x:x + w])[-1][:, 0]
+                            for y, x, h, w in windows]).mean(dim=0)
+    assert torch.allclose(pred, expected, atol=1e-6)
+    assert model.test_windows(40, 40) == [(0, 0, 40, 40)]
+    centre = REQA(["overall"], **(REQA.smoke_params | {"test_crop": 48, "test_crops": 1}))
+    assert centre.test_windows(80, 80) == [(16, 16, 48, 48)]

@@ -344,3 +344,21 @@ def test_trains_on_pairs_through_the_engine(project, toy_dataset) -> None:
     assert len(probs) == 2 * (len(test_ids) - 1) and set(probs.split) == {"scene"}
     assert probs.prob_a.between(0, 1).all() and probs.prob_a.notna().all()
     assert set(probs.image_b) <= set(test_ids), "a pair with a training image is not a test pair"
+
+
+def test_human_branch_loads_a_local_aesthetics_checkpoint(tmp_path) -> None:
+    """The paper's human branch is EfficientNetV2-M pre-trained on TAD66K's human subset: a local checkpoint of
+    that branch (a classifier with its own score head, here a 1-output head) loads into ``human_backbone`` only;
+    the main backbone keeps its own initialisation."""
+    import timm
+
+    name = TuningIQA.smoke_params["human_backbone"]
+    torch.manual_seed(3)
+    aesthetics = timm.create_model(name, pretrained=False, num_classes=1)
+    with torch.no_grad():
+        aesthetics.conv_stem.weight.normal_(0.0, 5.0)  # unlike any initialisation
+    path = tmp_path / "tad66k_human.pth"
+    torch.save(aesthetics.state_dict(), path)
+    model = TuningIQA(ATTRS, **(TuningIQA.smoke_params | {"human_pretrained": str(path)}))
+    assert torch.equal(model.human_backbone.conv_stem.weight, aesthetics.conv_stem.weight)
+    assert not torch.equal(model.backbone.conv_stem.weight, aesthetics.conv_stem.weight)

@@ -42,6 +42,12 @@ Choices where the paper is silent or the text is garbled (each is a constructor 
   time step gives the same prediction and all loss terms act on it); ``use_transformer=False`` replaces the
   encoder by global average pooling of conv5 (the plain ResNet-50 path) + MLP-II; ``use_coarse_loss=False`` and
   ``use_fine_loss=False`` replace the respective loss by L1, as the paper does (L1 = tolerance loss with l = 0).
+- Test-time input (Sec. IV-A.3 says only that training images are randomly cropped to 224 x 224 "like [7], [32],
+  [34], [35]"): the model scores the crops it trains on, never a size it has not seen. :meth:`REQA.predict` takes
+  ``test_crops`` crops of side ``test_crop`` (default 224, the paper's D) from the evaluation image and averages
+  their F_T: one crop is the centre crop; several are seeded random crops, the test protocol of HyperIQA [34],
+  which REQA compares against (25 crops there). An image no larger than ``test_crop`` is scored whole;
+  ``test_crop=None`` scores every image whole (iqalab before issue #27).
 - Micro-batches: ``training_step`` assumes the batch comes from :meth:`REQA.make_train_sampler`
   (:class:`~iqalab.data.samplers.ScaleMicroBatchSampler`): groups of 5 consecutive images, one per quality scale.
   If the batch size is not a multiple of 5 (another sampler, or the last batch of a loader) the coarse term falls
@@ -270,10 +276,15 @@ class REQA(IQAModel):
                  use_transformer: bool = True, use_coarse_loss: bool = True, use_fine_loss: bool = True,
                  tolerances: list[float] | None = None, stage_weights: list[list[float]] | None = None,
                  score_scale: float = 100.0, rank_sigma: float = 1e-4, rank_offset: float = 1.0,
-                 backbone_lr_ratio: float = 0.1) -> None:
+                 backbone_lr_ratio: float = 0.1, test_crop: int | None = 224, test_crops: int = 25,
+                 eval_seed: int = 0) -> None:
         super().__init__(attributes)
         if steps < 1:
             raise ValueError(f"steps (T) must be at least 1, got {steps}")
+        if test_crops < 1 or (test_crop is not None and test_crop < 1):
+            raise ValueError(f"test_crops and test_crop must be >= 1, got {test_crops} and {test_crop}")
+        self.test_crop = None if test_crop is None else int(test_crop)
+        self.test_crops, self.eval_seed = int(test_crops), int(eval_seed)
         self.steps = int(steps)
         self.use_feedback, self.use_transformer = bool(use_feedback), bool(use_transformer)
         self.use_coarse_loss, self.use_fine_loss = bool(use_coarse_loss), bool(use_fine_loss)
@@ -326,6 +337,30 @@ class REQA(IQAModel):
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         final = self.forward_steps(batch["image"])[-1]
+        return {a: final[:, k] for k, a in enumerate(self.attributes)}
+
+    def test_windows(self, height: int, width: int) -> list[tuple[int, int, int, int]]:
+        """``(y, x, h, w)`` of the crops :meth:`predict` scores on a ``height`` x ``width`` image: the centre crop
+        for ``test_crops == 1``, else ``test_crops`` seeded random crops (the same for every image and call); the
+        whole image when it is no larger than ``test_crop`` or ``test_crop`` is None."""
+        side = self.test_crop
+        if side is None or (height <= side and width <= side):
+            return [(0, 0, height, width)]
+        h, w = min(side, height), min(side, width)
+        if self.test_crops == 1:
+            return [((height - h) // 2, (width - w) // 2, h, w)]
+        generator = torch.Generator().manual_seed(self.eval_seed)
+        ys = torch.randint(0, height - h + 1, (self.test_crops,), generator=generator).tolist()
+        xs = torch.randint(0, width - w + 1, (self.test_crops,), generator=generator).tolist()
+        return [(y, x, h, w) for y, x in zip(ys, xs)]
+
+    @torch.no_grad()
+    def predict(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """F_T averaged over the test crops (:meth:`test_windows`): the input size REQA trains on."""
+        image = batch["image"]
+        windows = self.test_windows(image.shape[-2], image.shape[-1])
+        total = sum(self.forward_steps(image[..., y:y + h, x:x + w])[-1] for y, x, h, w in windows)
+        final = total / len(windows)
         return {a: final[:, k] for k, a in enumerate(self.attributes)}
 
     # -- training --------------------------------------------------------------------------------------------
