@@ -1,15 +1,20 @@
 """Inference benchmark: ``iqalab score`` (batched Scorer) against a plain eager loop over PIL images.
 
-Both score the same files with the same freshly built model. The reference decodes each file with PIL, resizes it,
-normalises it with torchvision-style per-image ops and runs the model on one image at a time, as a quick script
-would. Run:
+Both score the same files with the same freshly built model. The reference decodes each file with PIL, resizes it
+(plain bicubic), normalises it with torchvision-style per-image ops and runs the model on one image at a time, as a
+quick script would. ``iqalab score`` decodes in threads ahead of the model, prepares each file exactly as the
+training cache did (``prepare_image``) and scores batches; with ``--format jpeg`` it is also timed with ``--draft``
+(JPEG decoded at reduced DCT scale, within a stated tolerance of the training pixels). The two sides alternate for
+``--rounds`` rounds and the medians are compared, so a machine shared with other jobs loads both alike. Run:
 
-    .venv/bin/python benchmarks/bench_inference.py [--images 64] [--model backbone_mlp] [--batch-size 16]
+    .venv/bin/python benchmarks/bench_inference.py [--images 64] [--size 512] [--format png|jpeg] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -24,16 +29,21 @@ from iqalab.models import build_model, get_model_class
 from iqalab.stages.score import score_images
 from iqalab.train.engine import save_checkpoint
 
+log = logging.getLogger("bench_inference")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--size", type=int, default=512, help="side of the image files")
+    parser.add_argument("--format", default="png", choices=["png", "jpeg"], help="file format of the images")
     parser.add_argument("--cache", type=int, default=224, help="working resolution of the model")
     parser.add_argument("--model", default="backbone_mlp")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are compared")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
     device = torch.device(args.device)
     attributes = ["overall", "sharpness", "noise"]
     kwargs = dict(getattr(get_model_class(args.model), "smoke_params", {}))
@@ -44,6 +54,11 @@ def main() -> None:
         root = Path(tmp)
         build_toy(root / "ds", n_scenes=max(1, args.images // 8), per_scene=8, size=args.size, n_random_splits=1)
         files = sorted((root / "ds" / "images").glob("*.png"))
+        if args.format == "jpeg":  # camera-like files: JPEG, quality 90
+            for path in files:
+                Image.open(path).convert("RGB").save(path.with_suffix(".jpg"), quality=90)
+                path.unlink()
+            files = sorted((root / "ds" / "images").glob("*.jpg"))
         ckpt = root / "best.pt"
         save_checkpoint(ckpt, {"model": model.state_dict(), "config": {
             "model_name": args.model, "model_kwargs": kwargs, "attributes": attributes, "mos_range": [1.0, 5.0],
@@ -52,24 +67,37 @@ def main() -> None:
         std = torch.from_numpy(IMAGENET_STD)[:, None, None].to(device)
         with torch.no_grad():  # warm-up: CUDA context and kernels, so neither side pays them
             model({"image": torch.zeros(1, 3, args.cache, args.cache, device=device)})
-        start = time.perf_counter()
-        with torch.no_grad():
-            for path in files:
-                img = Image.open(path).convert("RGB").resize((args.cache, args.cache), Image.Resampling.BICUBIC)
-                x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1).to(device)
-                out = model({"image": ((x - mean) / std)[None]})
-                [float(v) for v in out.values()]  # results to the host, as a script that prints them would
-        ref_rate = len(files) / (time.perf_counter() - start)
-        start = time.perf_counter()
-        score_images(ckpt, [root / "ds" / "images"], root / "scores.csv", batch_size=args.batch_size,
-                     device=args.device, progress=False)
-        our_rate = len(files) / (time.perf_counter() - start)
-    print(f"model={args.model} images={len(files)} files={args.size}px input={args.cache}px "
+
+        def reference() -> None:
+            with torch.no_grad():
+                for path in files:
+                    img = Image.open(path).convert("RGB").resize((args.cache, args.cache), Image.Resampling.BICUBIC)
+                    x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1).to(device)
+                    out = model({"image": ((x - mean) / std)[None]})
+                    [float(v) for v in out.values()]  # results to the host, as a script that prints them would
+
+        sides = {"reference eager loop (PIL, batch 1)": reference,
+                 "iqalab score (batched Scorer)": lambda: score_images(
+                     ckpt, files, root / "scores.csv", batch_size=args.batch_size, device=args.device,
+                     progress=False)}
+        if args.format == "jpeg":
+            sides["iqalab score --draft"] = lambda: score_images(
+                ckpt, files, root / "scores.csv", batch_size=args.batch_size, device=args.device, progress=False,
+                draft=True)
+        rates: dict[str, list[float]] = {name: [] for name in sides}
+        for _ in range(args.rounds):
+            for name, run in sides.items():
+                start = time.perf_counter()
+                run()
+                rates[name].append(len(files) / (time.perf_counter() - start))
+    print(f"model={args.model} images={len(files)} files={args.size}px {args.format} input={args.cache}px "
           f"batch={args.batch_size} device={torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'} "
-          f"torch_threads={torch.get_num_threads()}")
-    print(f"reference eager loop (PIL, batch 1): {ref_rate:7.1f} images/s")
-    print(f"iqalab score (batched Scorer):       {our_rate:7.1f} images/s")
-    print(f"ratio (ours / reference): {our_rate / ref_rate:.2f}x")
+          f"torch_threads={torch.get_num_threads()} rounds={args.rounds}")
+    medians = {name: statistics.median(values) for name, values in rates.items()}
+    ref = next(iter(medians.values()))
+    for name, rate in medians.items():
+        spread = ", ".join(f"{v:.1f}" for v in rates[name])
+        print(f"{name:38s} {rate:7.1f} images/s (median of {spread}); ratio {rate / ref:.2f}x")
 
 
 if __name__ == "__main__":

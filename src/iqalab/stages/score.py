@@ -7,6 +7,12 @@ feature extractor, SFIQA-Assessor's face views) is refused unless the regions ar
 (``detect_regions``: the detectors and settings of ingest, :class:`iqalab.data.regions.DetectionConfig`) or the
 fallback is asked for (``allow_missing_regions``); the ``regions`` column of the output says, per image, which of
 the two the scores rest on (issue 21: no silent fallback).
+
+Files are prepared exactly as the training stores hold them (:meth:`iqalab.inference.Scorer.decode`). ``--draft``
+trades that exactness for speed on large JPEGs: the decoder works at 1/2, 1/4 or 1/8 scale while the decoded
+image stays at least 3x the model's input; its stated tolerance against the training pixels (``tests/test_score.py``,
+a 2400 x 1800 JPEG at 224 px) is a mean absolute difference <= 0.5 grey level, 99th percentile <= 1, maximum <= 8.
+PNG files and JPEGs less than 6x larger than the input are decoded in full either way.
 """
 
 from __future__ import annotations
