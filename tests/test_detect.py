@@ -77,7 +77,7 @@ def test_fasterrcnn_picks_the_best_person(tmp_path: Path, monkeypatch: pytest.Mo
                  "labels": torch.tensor([3, 1, 1, 1]), "scores": torch.tensor([0.99, 0.9, 0.6, 0.3])}]
 
     monkeypatch.setattr(detect, "_fasterrcnn", lambda arch, path: fake_detector)
-    monkeypatch.setattr(detect, "mtcnn_faces", lambda image, threshold, size: None)  # no face in this stand-in
+    monkeypatch.setattr(detect, "find_face", lambda image, threshold, size, retry: None)  # no face in this stand-in
     monkeypatch.setattr(detect, "_mtcnn", lambda size=20: None)
     image = np.zeros((40, 80, 3), np.uint8)
     out = detect_boxes([image], method="fasterrcnn", weights=weights, progress=False)
@@ -179,6 +179,23 @@ def test_faces_found_where_they_are_and_nowhere_else(name: str) -> None:
     inside = (marks >= face[:2]) & (marks <= face[2:])
     assert inside.all()
     assert marks[0, 0] < marks[1, 0] and marks[:2, 1].max() < marks[3:, 1].min()  # eyes left-right, above mouth
+
+
+@needs_mtcnn
+@pytest.mark.parametrize(("gain", "offset"), [(0.15, 215.0), (0.08, 5.0)])
+def test_veiled_and_dark_faces_are_found_by_the_contrast_retries(gain: float, offset: float) -> None:
+    """A face under windscreen glare (washed out) or in the dark: MTCNN alone misses it, the retries on the
+    equalised copies find it where it is; without retries nothing is found."""
+    image = detect.as_rgb(package_photo("astronaut"), 160)
+    veiled = (image * gain + offset).clip(0, 255).astype(np.uint8)
+    assert detect.mtcnn_faces(veiled) is None
+    assert detect.find_face(veiled, retry_threshold=None) is None
+    found = detect.find_face(veiled)
+    assert found is not None and found[2] >= 0.9
+    truth = _normalised(PHOTO_REGIONS["astronaut"]["face"], package_photo("astronaut"))
+    assert iou(found[0] / 160, truth) >= 0.5
+    row = detect.detect_one(veiled)
+    assert row["face_score"] == pytest.approx(found[2]) and np.isfinite(row["person_x0"])
 
 
 @needs_mtcnn

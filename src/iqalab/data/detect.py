@@ -60,9 +60,13 @@ def package_version(name: str) -> str:
         return "missing"
 
 
-def detector_versions(person: str = "face_rule", arch: str = "fasterrcnn_resnet50_fpn") -> dict[str, str]:
-    """Names and versions of the face and person detectors ``detect_one(person=...)`` uses."""
-    face = {"face_detector": "mtcnn", "face_detector_version": f"facenet-pytorch {package_version('facenet-pytorch')}"}
+def detector_versions(person: str = "face_rule", arch: str = "fasterrcnn_resnet50_fpn",
+                      retry_threshold: float | None = None) -> dict[str, str]:
+    """Names and versions of the face and person detectors ``detect_one(person=..., retry_threshold=...)`` uses."""
+    version = f"facenet-pytorch {package_version('facenet-pytorch')}"
+    if retry_threshold is not None:
+        version += f"; retries at p >= {retry_threshold:g}: relaxed stages, {' / '.join(RETRIES)} copies"
+    face = {"face_detector": "mtcnn", "face_detector_version": version}
     if person == "face_rule":
         name, version = "face_rule", f"face_to_body v{FACE_RULE_VERSION} on mtcnn faces"
     elif person == "hog":
@@ -132,25 +136,71 @@ def _put_box(row: dict[str, float], names: Sequence[str], box: np.ndarray, width
 
 
 # ------------------------------------------------------------------------------------------------- MTCNN
+#: MTCNN's own P-/R-/O-net candidate thresholds (facenet-pytorch's defaults) and the relaxed ones of the retries
+MTCNN_STAGES = (0.6, 0.7, 0.7)
+RETRY_STAGES = (0.5, 0.6, 0.6)
+#: contrast-enhanced copies a face is searched in when the plain image shows none (:func:`find_face`); CLAHE
+#: (:func:`enhanced`) was measured and left out: one more simulator face in 120, a false face in skimage's coffee
+RETRIES: tuple[str, ...] = ("equalize",)
+
+
 @lru_cache(maxsize=4)
-def _mtcnn(min_face_size: int = 20) -> Any:
+def _mtcnn(min_face_size: int = 20, stages: tuple[float, float, float] = MTCNN_STAGES) -> Any:
     try:
         from facenet_pytorch import MTCNN
     except Exception as exc:  # ImportError, or its own import failing on a newer torch
         raise DetectorUnavailable(
             f"facenet-pytorch is not usable ({exc}); install it with `pip install --no-deps facenet-pytorch`"
         ) from exc
-    return MTCNN(keep_all=True, device="cpu", min_face_size=min_face_size)
+    return MTCNN(keep_all=True, device="cpu", min_face_size=min_face_size, thresholds=list(stages))
 
 
-def mtcnn_faces(image: np.ndarray, threshold: float = 0.9, min_face_size: int = 20
-                ) -> tuple[np.ndarray, np.ndarray, float] | None:
+def enhanced(image: np.ndarray, how: str) -> np.ndarray:
+    """A contrast-enhanced copy of a uint8 RGB image: ``"equalize"`` (PIL's global histogram equalisation per
+    channel) or ``"clahe"`` (scikit-image's contrast-limited adaptive equalisation, clip limit 0.02)."""
+    if how == "equalize":
+        from PIL import Image, ImageOps
+
+        return np.asarray(ImageOps.equalize(Image.fromarray(image)))
+    if how == "clahe":
+        from skimage.exposure import equalize_adapthist
+
+        return (equalize_adapthist(image, clip_limit=0.02) * 255).round().astype(np.uint8)
+    raise ValueError(f"unknown enhancement {how!r}; choose from {RETRIES}")
+
+
+def find_face(image: np.ndarray, threshold: float = 0.9, min_face_size: int = 20, retry_threshold: float | None = 0.9
+              ) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """:func:`mtcnn_faces` on the image; when it finds no face and ``retry_threshold`` is set, again with MTCNN's
+    relaxed candidate stages (:data:`RETRY_STAGES`) and probability >= ``retry_threshold`` on the image, then on
+    its :func:`enhanced` copies (:data:`RETRIES`). Washed-out, veiled or dark faces (surveillance frames, the
+    simulator's glare and night scenes) are found in the equalised copy; the boxes and landmarks are those of
+    the copy, which has the image's geometry. Images where the plain pass finds a face are unchanged.
+
+    Measured (face_sim at 128 px, 120 images, seed 0): IoU >= 0.5 on 75.8 % of the faces without retries, 79.2 %
+    with retries at p >= 0.9 (the default; indoor 95 %, outdoor 70 %, vehicle 72 %), 82.5 % at p >= 0.8, which
+    also finds a false face in skimage's coffee at 160 px. No retry finds a face on 14 photos without people from
+    scikit-image / scikit-learn at 128-512 px, except in the equalised copy of skimage's immunohistochemistry slide
+    (p 0.94-0.98)."""
+    found = mtcnn_faces(image, threshold, min_face_size)
+    if found is not None or retry_threshold is None:
+        return found
+    for how in ("none", *RETRIES):
+        found = mtcnn_faces(image if how == "none" else enhanced(image, how), retry_threshold, min_face_size,
+                            RETRY_STAGES)
+        if found is not None:
+            return found
+    return None
+
+
+def mtcnn_faces(image: np.ndarray, threshold: float = 0.9, min_face_size: int = 20,
+                stages: tuple[float, float, float] = MTCNN_STAGES) -> tuple[np.ndarray, np.ndarray, float] | None:
     """Largest face with probability >= ``threshold``: (box ``[4]``, landmarks ``[5, 2]`` in pixels, probability),
-    or None."""
+    or None. ``stages``: MTCNN's P-/R-/O-net candidate thresholds."""
     import torch
 
     with torch.no_grad():
-        boxes, probs, points = _mtcnn(min_face_size).detect(image, landmarks=True)
+        boxes, probs, points = _mtcnn(min_face_size, tuple(stages)).detect(image, landmarks=True)
     if boxes is None:
         return None
     # numpy 2: facenet-pytorch returns object arrays
@@ -262,7 +312,7 @@ def fasterrcnn_person(image: np.ndarray, arch: str, weights: Path, threshold: fl
 def detect_one(image: str | Path | np.ndarray, *, person: str = "face_rule", face: bool = True,
                face_threshold: float = 0.9, person_threshold: float = 0.5, min_face_size: int = 20,
                arch: str = "fasterrcnn_resnet50_fpn", weights: Path | None = None,
-               max_side: int | None = None) -> dict[str, float]:
+               max_side: int | None = None, retry_threshold: float | None = 0.9) -> dict[str, float]:
     """Boxes, landmarks (normalised 0-1) and detector confidences of one image.
 
     Args:
@@ -274,6 +324,8 @@ def detect_one(image: str | Path | np.ndarray, *, person: str = "face_rule", fac
         min_face_size: MTCNN's smallest face side in pixels (of the possibly shrunk image).
         arch / weights: Faster R-CNN builder name and its local weights file (``person="fasterrcnn"``).
         max_side: shrink files to this longer side before detecting.
+        retry_threshold: face probability of the retries of :func:`find_face` when the plain pass finds no face
+            (relaxed MTCNN stages, contrast-equalised copies); None = no retries.
 
     Returns:
         ``{column: value}`` over :data:`COLUMNS` and :data:`SCORES` (``person_score`` of the face rule is the face
@@ -284,7 +336,7 @@ def detect_one(image: str | Path | np.ndarray, *, person: str = "face_rule", fac
     rgb = as_rgb(image, max_side)
     height, width = rgb.shape[:2]
     row = _empty_row()
-    found = mtcnn_faces(rgb, face_threshold, min_face_size) if face else None
+    found = find_face(rgb, face_threshold, min_face_size, retry_threshold) if face else None
     if found is not None:
         _put_box(row, FACE_BOX, found[0], width, height)
         scale = np.array([width, height], dtype=float)

@@ -63,6 +63,10 @@ class DetectionConfig(BaseModel):
     face_threshold: float = Field(0.9, gt=0, lt=1, description="minimal MTCNN face probability")
     person_threshold: float = Field(0.5, description="minimal person score (Faster R-CNN score; HOG SVM margin)")
     min_face_size: int = Field(20, ge=8, description="MTCNN's smallest face side in pixels (after max_side)")
+    retry_threshold: float | None = Field(
+        0.9, gt=0, lt=1, description="when MTCNN finds no face: retry with relaxed candidate stages on the image "
+                                     "and its histogram-equalised copy, keeping faces of at least this "
+                                     "probability (null = no retries; iqalab.data.detect.find_face)")
     max_side: int = Field(1024, ge=64, description="longer side images are shrunk to before detection")
     fasterrcnn_arch: Literal["fasterrcnn_resnet50_fpn", "fasterrcnn_resnet50_fpn_v2",
                              "fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_mobilenet_v3_large_320_fpn"] = \
@@ -81,7 +85,7 @@ class DetectionConfig(BaseModel):
         fields = self.model_dump(exclude={"enabled", "fasterrcnn_weights"})
         if self.person != "fasterrcnn":
             fields.pop("fasterrcnn_arch")
-        return {**fields, **detector_versions(self.person, self.fasterrcnn_arch)}
+        return {**fields, **detector_versions(self.person, self.fasterrcnn_arch, self.retry_threshold)}
 
     def key(self) -> str:
         """Short hash of :meth:`settings`: names the cache file."""
@@ -165,7 +169,7 @@ def fill_regions(ds: Dataset, cfg: DetectionConfig, cache_dir: Path, root: Path 
 
     started = time.perf_counter()
     images = _with_region_columns(ds.images)
-    versions = detector_versions(cfg.person, cfg.fasterrcnn_arch)
+    versions = detector_versions(cfg.person, cfg.fasterrcnn_arch, cfg.retry_threshold)
     source = f"{ds.meta.get('source') or 'dataset'} boxes"
     for kind, cols in (("face", FACE_BOX), ("person", PERSON_BOX)):
         given = _known(images, cols) & ~_looked(images, kind)
@@ -205,6 +209,7 @@ def fill_regions(ds: Dataset, cfg: DetectionConfig, cache_dir: Path, root: Path 
                 if row is None:
                     row = detect.detect_one(path, person=cfg.person, face_threshold=cfg.face_threshold,
                                             person_threshold=cfg.person_threshold, min_face_size=cfg.min_face_size,
+                                            retry_threshold=cfg.retry_threshold,
                                             arch=cfg.fasterrcnn_arch, weights=weights, max_side=cfg.max_side)
                     cache.put(digest, row)
                     summary["detected"] += 1
