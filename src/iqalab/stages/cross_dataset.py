@@ -6,9 +6,10 @@ The models are the experiments tagged for those tables (``experiments.<e>.tables
 other than the experiment's own that have ``cross_dataset.attribute``. Nothing is trained here: each experiment's
 checkpoint is reused, the one of its ``full_train`` split (every image of A; adapters write it) when it trained
 one, else the one of its first split (A's training images of that split: the simulator writes no ``full_train``),
-and the table captions say which. B's images are read as B's own experiments read them (its cache, the engine's
-evaluation items, :func:`iqalab.train.engine.eval_items_for`), every image of B (its ``full_test`` split when it
-has one). Predictions stay in A's MOS units; SRCC and the PLCC after the logistic map do not depend on the scale.
+and the table captions say which. B's images are read as A's model was fed in training (the square cache or the
+native store, ``train.resolution``) through the engine's evaluation items
+(:func:`iqalab.train.engine.eval_items_for`), every image of B (its ``full_test`` split when it has one).
+Predictions stay in A's MOS units; SRCC and the PLCC after the logistic map do not depend on the scale.
 
 Writes ``results/cross_dataset/``: ``predictions.parquet`` (the columns of ``results/predictions``, ``dataset`` =
 B, ``split`` = the checkpoint's training split), ``summary.json`` (the runs, the pairs left out and why) and the
@@ -123,9 +124,10 @@ def predict_pair(run: CrossRun, ds: Dataset, cache: ImageCache, attribute: str, 
     check_regions(model, ds, {"test": ids}, f"cross_dataset ({run.experiment} -> {ds.name})")
     stats = config.get("cam_stats")
     eval_crop = config.get("eval_crop")
-    if eval_crop is not None and eval_crop > cache.size:
+    resolution = str((config.get("train") or {}).get("resolution", "cache"))  # the store A's model was fed from
+    if eval_crop is not None and resolution == "cache" and eval_crop > cache.size:
         eval_crop = None  # B's cached images are smaller than A's crop: the whole image
-    items = eval_items_for(model, ids, eval_crop, ds=ds, cache=cache, inputs=model.inputs,
+    items = eval_items_for(model, ids, eval_crop, resolution, ds=ds, cache=cache, inputs=model.inputs,
                            cam_stats=CamStats(**stats) if stats else None, seed=params.seed)
     target = resolve_device(device)
     model.to(target)
