@@ -215,12 +215,12 @@ def test_overlay_errors_name_the_file_that_sets_the_key(tmp_path):
 
 def test_paper_profile_is_an_overlay_of_the_default_profile():
     """params/paper.yaml holds what differs; composed, it has the paper's settings and every default experiment
-    but the CPU stand-in of Table 2's ResNet row."""
+    but the CPU stand-in of Table 2's ResNet row and the CPU-sized SFIQA Table VI row (its S rows replace it)."""
     default, paper = load_params(REPO / "params.yaml"), load_params(REPO / "params" / "paper.yaml")
     raw = yaml.safe_load((REPO / "params" / "paper.yaml").read_text())
     assert raw["base"] == "../params.yaml" and "datasets" in raw and "source" not in raw["datasets"]["fglive_sim"]
     assert paper.profile == "paper" and default.profile == "default"
-    assert set(default.experiments) - set(paper.experiments) == {"tuningiqa_r18"}
+    assert set(default.experiments) - set(paper.experiments) == {"tuningiqa_r18", "sfiqa_xxs_face_oem"}
     assert paper.datasets["fglive_sim"].options["n_scenes"] == 555 and paper.datasets["fglive_sim"].source == "sim"
     mnv3 = paper.train_config("tuningiqa_mnv3s")
     assert (mnv3.lr, mnv3.batch_size, mnv3.epochs, mnv3.max_pairs, mnv3.vflip) == (1e-5, 64, 5, None, True)

@@ -295,3 +295,19 @@ def test_predictions_do_not_depend_on_batch_neighbours(smoke_model: SFIQAAssesso
         full = smoke_model(batch)
         single = smoke_model({k: v[1:2] for k, v in batch.items()})
     assert torch.allclose(full["overall"][1:2], single["overall"], atol=1e-5)
+
+
+def test_table6_marks_each_rows_views_and_modules() -> None:
+    """Table VI's check marks come from each experiment's model arguments (unset = the full model)."""
+    from types import SimpleNamespace
+
+    from iqalab.paper_tables.sfiqa import module_marks
+
+    meta = {"full": {"model_kwargs": {"pretrained": True}}, "oem": {"model_kwargs": {"views": ["original", "eyes_mouth"]}},
+            "o": {"model_kwargs": {"views": ["original"]}}, "no_tsa": {"model_kwargs": {"use_task_self_attn": False}},
+            "no_cff": {"model_kwargs": {"use_cross_view": False}}}
+    marks = module_marks(SimpleNamespace(meta=meta), list(meta))
+    assert list(marks) == ["Original View", "Face View", "Eyes-Mouth View", "CFF", "TSA"]
+    rows = {e: "".join(marks[c][k] for c in marks) for k, e in enumerate(meta)}
+    # the paper's Table VI rows: full model, original + eyes-mouth, original only, w/o TSA, w/o CFF
+    assert rows == {"full": "✓✓✓✓✓", "oem": "✓✗✓✓✓", "o": "✓✗✗✓✓", "no_tsa": "✓✓✓✓✗", "no_cff": "✓✓✓✗✓"}

@@ -58,9 +58,38 @@ def sfiqa_table5(ctx: TableContext, exps: list[str]) -> Table:
         {"srcc": "SRCC", **ctx.plcc_names}, params=True, backbone=True, gmacs=True)
 
 
+#: Table VI's check-mark columns: (column, model argument, the view's name or the value that earns the mark);
+#: unset arguments take SFIQA-Assessor's defaults (all three views, both modules)
+TABLE6_MARKS = (("Original View", "views", "original"), ("Face View", "views", "face"),
+                ("Eyes-Mouth View", "views", "eyes_mouth"), ("CFF", "use_cross_view", True),
+                ("TSA", "use_task_self_attn", True))
+
+
+def module_marks(ctx: TableContext, exps: list[str]) -> dict[str, list[str]]:
+    """Table VI's leading columns per experiment: ✓ / ✗ for each view and module (the paper's rows, e.g.
+    "original + eyes-mouth" = ✓ ✗ ✓ ✓ ✓)."""
+    out: dict[str, list[str]] = {}
+    for column, arg, mark in TABLE6_MARKS:
+        values = []
+        for e in exps:
+            kw = ctx.meta[e].get("model_kwargs") or {}
+            on = mark in (kw.get("views") or ("original", "face", "eyes_mouth")) if arg == "views" \
+                else kw.get(arg, True) is mark
+            values.append("✓" if on else "✗")
+        out[column] = values
+    return out
+
+
 @register_table("sfiqa_table6")
 def sfiqa_table6(ctx: TableContext, exps: list[str]) -> Table:
-    """SFIQA Table VI: module ablation (differing settings), averaged SRCC / PLCC, Params (M), GMACs."""
-    return averaged_table(
+    """SFIQA Table VI: module ablation (✓/✗ per view and module, then the differing settings), averaged SRCC /
+    PLCC, Params (M), GMACs."""
+    table = averaged_table(
         ctx, exps, "sfiqa_table6", "SFIQA Table VI layout: module ablation, SRCC/PLCC averaged over the dimensions",
         {"srcc": "SRCC", **ctx.plcc_names}, settings=True, params=True, gmacs=True)
+    for pos, (column, values) in enumerate(module_marks(ctx, exps).items()):
+        table.data.insert(pos, column, values)
+        if table.std is not None:
+            table.std.insert(pos, column, float("nan"))
+        table.directions[column] = None
+    return table
