@@ -6,8 +6,8 @@ device. Images come from the square cache or from the native-resolution store (:
 the latter, crops and patches are cut at the papers' scales, the file's own pixels.
 
 Crops and flips act on the stored uint8 arrays (memory-mapped views; only the window is copied); random draws
-come from a generator seeded by ``(seed, epoch, index)``, so a batch is the same whatever the number of workers or
-a resume point. Only the keys a model declares in ``inputs`` are built (the mandatory targets ``mos``/``mos_norm``/``std``/``std_norm``/
+are a function of ``(seed, epoch, index)`` (one generator per epoch, row ``index``; patches: one per item), so a
+batch is the same whatever the number of workers or a resume point. Only the keys a model declares in ``inputs`` are built (the mandatory targets ``mos``/``mos_norm``/``std``/``std_norm``/
 ``image_id`` always are).
 """
 
@@ -127,6 +127,7 @@ class ImageItems(TorchDataset):
         self.flip, self.vflip = flip and train, vflip and train
         self.seed = seed
         self.epoch = 0
+        self._draws: tuple[int, np.ndarray] | None = None
         self.attributes = ds.attributes
         lo, hi = ds.mos_range
         table = ds.images.set_index("image_id").loc[self.ids]
@@ -167,33 +168,53 @@ class ImageItems(TorchDataset):
         """The generator of item ``i``'s random draws in this epoch (seeded by ``(seed, epoch, i)``)."""
         return np.random.default_rng([self.seed, self.epoch, i])
 
+    def epoch_draws(self) -> np.ndarray:
+        """This epoch's uniform draws ``[N, 4]`` (crop x, crop y, hflip, vflip), one generator per epoch seeded by
+        ``(seed, epoch)``: row ``i`` depends on the index only (the generator fills rows in order), and one call
+        replaces a generator per item (seeding one costs more than cutting a crop)."""
+        if self._draws is None or self._draws[0] != self.epoch:
+            self._draws = (self.epoch, np.random.default_rng([self.seed, self.epoch]).random((len(self.rows), 4)))
+        return self._draws[1]
+
     def geometry(self, i: int, rng: np.random.Generator | None = None) -> Geometry:
-        """Item ``i``'s window and flips: a random ``crop`` square in training (draws from ``rng``, by default
-        :meth:`rng`), the centre ``eval_crop`` square in evaluation, the whole frame without a crop."""
+        """Item ``i``'s window and flips: a random ``crop`` square in training (from :meth:`epoch_draws`, or from
+        ``rng`` when given), the centre ``eval_crop`` square in evaluation, the whole frame without a crop."""
         h, w = self.frame(i)
         crop = self.crop
-        if self.train and rng is None:
-            rng = self.rng(i)
+        u = self.epoch_draws()[i] if self.train and rng is None else None
         y0 = x0 = 0
         ch, cw = h, w
         if crop is not None and (crop < h or crop < w):
             ch = cw = crop
-            if self.train:
-                x0, y0 = (int(v) for v in rng.integers(0, np.array([w - crop + 1, h - crop + 1])))
-            else:
+            if not self.train:
                 x0, y0 = (w - crop) // 2, (h - crop) // 2
-        hflip = bool(self.train and self.flip and rng.random() < 0.5)
-        vflip = bool(self.train and self.vflip and rng.random() < 0.5)
+            elif u is not None:
+                x0, y0 = int(u[0] * (w - crop + 1)), int(u[1] * (h - crop + 1))
+            else:
+                x0, y0 = (int(v) for v in rng.integers(0, np.array([w - crop + 1, h - crop + 1])))
+        draw = (lambda k: u[k]) if u is not None else (lambda k: rng.random())
+        hflip = bool(self.train and self.flip and draw(2) < 0.5)
+        vflip = bool(self.train and self.vflip and draw(3) < 0.5)
         return Geometry(y0, x0, ch, cw, hflip, vflip)
 
     def pixels(self, i: int, geo: Geometry) -> np.ndarray:
-        """Item ``i``'s uint8 ``[h, w, 3]`` window (a view of the store where no flip copies it)."""
+        """Item ``i``'s uint8 ``[h, w, 3]`` window, flipped (a view of the store)."""
         arr = self.cache[int(self.rows[i])][geo.y0:geo.y0 + geo.ch, geo.x0:geo.x0 + geo.cw]
         if geo.hflip:
             arr = arr[:, ::-1]
         if geo.vflip:
             arr = arr[::-1]
         return arr
+
+    def image(self, i: int, geo: Geometry) -> torch.Tensor:
+        """Item ``i``'s uint8 ``[3, h, w]`` tensor: :meth:`pixels` as one copy of the window (contiguous rows from
+        the channel-planar native store), flipped afterwards by torch (a reversed-stride copy is 4x slower)."""
+        image = to_chw_uint8(self.cache[int(self.rows[i])][geo.y0:geo.y0 + geo.ch, geo.x0:geo.x0 + geo.cw])
+        if geo.hflip:
+            image = image.flip(-1)
+        if geo.vflip:
+            image = image.flip(-2)
+        return image
 
     def targets(self, i: int) -> dict[str, Any]:
         """Every key of item ``i`` but the image: targets and the declared side inputs."""
@@ -229,7 +250,7 @@ class ImageItems(TorchDataset):
         geo = self.geometry(i)
         item = self.targets(i)
         if "image" in self.inputs:
-            item["image"] = to_chw_uint8(self.pixels(i, geo))  # normalised per batch, on the device
+            item["image"] = self.image(i, geo)  # normalised per batch, on the device
         self.add_coords(item, i, geo)
         return item
 
