@@ -177,9 +177,10 @@ def find_face(image: np.ndarray, threshold: float = 0.9, min_face_size: int = 20
     simulator's glare and night scenes) are found in the equalised copy; the boxes and landmarks are those of
     the copy, which has the image's geometry. Images where the plain pass finds a face are unchanged.
 
-    Measured (face_sim at 128 px, 120 images, seed 0): IoU >= 0.5 on 75.8 % of the faces without retries, 79.2 %
-    with retries at p >= 0.9 (the default; indoor 95 %, outdoor 70 %, vehicle 72 %), 82.5 % at p >= 0.8, which
-    also finds a false face in skimage's coffee at 160 px. No retry finds a face on 14 photos without people from
+    Measured (``benchmarks/bench_detect.py --sim 30``: face_sim at 128 px, 60 faces): IoU >= 0.5 on 85.0 % of the
+    faces without retries, 90.0 % with retries at p >= 0.9 (the default); on the simulator before its #23
+    calibration (120 faces) 75.8 % and 79.2 %, and 82.5 % at p >= 0.8, which also finds a false face in skimage's
+    coffee at 160 px. No retry finds a face on 14 photos without people from
     scikit-image / scikit-learn at 128-512 px, except in the equalised copy of skimage's immunohistochemistry slide
     (p 0.94-0.98)."""
     found = mtcnn_faces(image, threshold, min_face_size)
