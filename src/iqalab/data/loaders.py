@@ -46,7 +46,9 @@ def normalise_batch(images: torch.Tensor, dtype: torch.dtype = torch.float32) ->
     """
     scale = 1.0 / (torch.as_tensor(IMAGENET_STD, device=images.device, dtype=torch.float64) * 255.0)
     shift = -torch.as_tensor(IMAGENET_MEAN / IMAGENET_STD, device=images.device, dtype=torch.float64)
-    out = images.to(dtype, copy=True)  # never the caller's tensor
+    out = images.to(dtype)  # a new tensor from uint8 (``copy=True`` takes a 4x slower path)
+    if out.data_ptr() == images.data_ptr():  # already ``dtype``: never modify the caller's tensor
+        out = out.clone()
     return out.mul_(scale.to(dtype).view(3, 1, 1)).add_(shift.to(dtype).view(3, 1, 1))
 
 
