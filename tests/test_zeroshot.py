@@ -273,7 +273,7 @@ def test_stages_complete_and_list_the_unavailable_experiment(project, toy_datase
     assert table2.loc["DBCNN", "Params (M)"] > 0
     md = (root / "results" / "tables" / "tuningiqa_table2.md").read_text()
     row = next(line for line in md.splitlines() if "| MUSIQ (zero-shot) |" in line)
-    assert row.count("pyiqa not installed") == 3 + 1, "SRCC, PLCC, FG-ACC and Params (M) cells"
+    assert row.count("pyiqa not installed") == 4 + 1, "SRCC, PLCC, PLCC (raw), FG-ACC and Params (M) cells"
     assert "MUSIQ (zero-shot): pyiqa not installed" in md.splitlines()[0], "the caption gives the reason"
     assert "mean ± std over 0" not in md and "one test split per experiment" in md
     for name in ("reqa_table1", "fhiqa_table1", "tuningiqa_table3", "all_metrics"):

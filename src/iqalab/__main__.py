@@ -91,6 +91,19 @@ def _check_device(flag: str, device: str) -> None:
             raise RuntimeError(f"{flag} cuda: no CUDA device is available here (use {flag} cpu or auto)")
 
 
+def _silence_progress_bars() -> None:
+    """``-q``: no tqdm bar anywhere. ``TQDM_DISABLE`` reaches child processes (tqdm reads it when it is first
+    imported); bars of this process, where tqdm may be imported already, default to ``disable=True``."""
+    os.environ["TQDM_DISABLE"] = "1"
+    from functools import partialmethod
+
+    from tqdm import std
+
+    if not getattr(std.tqdm, "_iqalab_quiet", False):
+        std.tqdm.__init__ = partialmethod(std.tqdm.__init__, disable=True)  # type: ignore[method-assign]
+        std.tqdm._iqalab_quiet = True  # type: ignore[attr-defined]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="iqalab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -158,8 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     progress = not args.quiet
-    if args.quiet:  # every tqdm bar, also those without a progress switch; read when tqdm is first imported
-        os.environ["TQDM_DISABLE"] = "1"
+    if args.quiet:  # every tqdm bar, also those without a progress switch
+        _silence_progress_bars()
     try:
         if args.command == "ingest":
             from iqalab.stages import ingest

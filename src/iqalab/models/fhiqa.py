@@ -55,7 +55,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from iqalab.models.hyperiqa import PIQ23_REGIONS, SemHyperIQA
+from iqalab.models.hyperiqa import SemHyperIQA
 from iqalab.models.registry import register
 
 
@@ -98,10 +98,6 @@ class FHIQA(SemHyperIQA):
                  face_margin: float = 0.1, allow_missing_regions: bool = False) -> None:
         if top_k < 1:
             raise ValueError("top_k must be >= 1")
-        if regions == "piq23":  # Sec. IV-D: Exposure and Details on the face, Overall on the whole image
-            regions = {a: r for a, r in PIQ23_REGIONS.items() if a in attributes}
-        elif isinstance(regions, str):
-            raise ValueError(f"regions {regions!r}: 'piq23', a mapping attribute -> 'image' / 'face', or null")
         super().__init__(attributes, n_scenes=n_scenes, backbone=backbone, pretrained=pretrained,
                          patch_size=patch_size, n_patches=n_patches, test_rounds=test_rounds,
                          reference_side=reference_side, hyper_in=hyper_in, target_in=target_in, lda_out=lda_out,

@@ -354,7 +354,7 @@ class HyperIQA(IQAModel):
                  hyper_in: int = 112, target_in: int = 224, lda_out: int = 16,
                  target_sizes: Sequence[int] = (112, 56, 28, 14), feature_size: int = 7,
                  loss: str = "l1", huber_delta: float = 0.1, backbone_lr_scale: float = 0.1,
-                 eval_seed: int = 0, regions: dict[str, str] | None = None, face_margin: float = 0.1,
+                 eval_seed: int = 0, regions: dict[str, str] | str | None = None, face_margin: float = 0.1,
                  allow_missing_regions: bool = False) -> None:
         super().__init__(attributes)
         self.regions = self._check_regions(regions)
@@ -381,8 +381,13 @@ class HyperIQA(IQAModel):
                                   target_sizes=target_sizes, feature_size=feature_size,
                                   n_outputs=len(self.attributes))
 
-    def _check_regions(self, regions: dict[str, str] | None) -> dict[str, str]:
-        """Every attribute's patch region (``"image"`` unless ``regions`` names it; :data:`PATCH_REGIONS`)."""
+    def _check_regions(self, regions: dict[str, str] | str | None) -> dict[str, str]:
+        """Every attribute's patch region (``"image"`` unless ``regions`` names it; :data:`PATCH_REGIONS`);
+        ``"piq23"`` is PIQ23's rule (:data:`PIQ23_REGIONS`, seed 001 Sec. IV-D) for the attributes present."""
+        if regions == "piq23":
+            regions = {a: r for a, r in PIQ23_REGIONS.items() if a in self.attributes}
+        elif isinstance(regions, str):
+            raise ValueError(f"regions {regions!r}: 'piq23', a mapping attribute -> 'image' / 'face', or null")
         regions = dict(regions or {})
         unknown = sorted(set(regions) - set(self.attributes))
         bad = sorted({r for r in regions.values() if r not in PATCH_REGIONS})
@@ -562,7 +567,7 @@ class SemHyperIQA(HyperIQA):
                  feature_size: int = 7, loss: str = "huber", huber_delta: float = 0.1,
                  backbone_lr_scale: float = 0.1, eval_seed: int = 0, scene_pool_width: int | None = None,
                  classifier_layers: int = 3, classifier_hidden: int = 500, rescaler_layers: int = 3,
-                 rescaler_hidden: int = 100, ce_weight: float = 0.5, regions: dict[str, str] | None = None,
+                 rescaler_hidden: int = 100, ce_weight: float = 0.5, regions: dict[str, str] | str | None = None,
                  face_margin: float = 0.1, allow_missing_regions: bool = False) -> None:
         super().__init__(attributes, backbone=backbone, pretrained=pretrained, patch_size=patch_size,
                          n_patches=n_patches, test_rounds=test_rounds, reference_side=reference_side,

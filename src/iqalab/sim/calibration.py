@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from iqalab import provenance
 from iqalab.analysis.stats import equal_tiers, ols_overall, rater_vs_mos
 from iqalab.data.schema import Dataset
 from iqalab.io import write_json, write_text
@@ -228,11 +229,12 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def write_calibration(ds: Dataset, out_dir: Path) -> dict[str, Any]:
-    """Write ``out_dir/<dataset>.json`` and ``.md`` (atomic) and return the calibration dict."""
+    """Write ``out_dir/<dataset>.json`` and ``.md`` (atomic), each with the run's provenance (issue 28: the JSON's
+    ``_provenance``, the Markdown's footer line), and return the calibration dict."""
     result = calibrate(ds)
     out_dir = Path(out_dir)
-    write_json(out_dir / f"{ds.name}.json", result)
-    write_text(out_dir / f"{ds.name}.md", markdown(result))
+    write_json(out_dir / f"{ds.name}.json", {**result, "_provenance": provenance.current()})
+    write_text(out_dir / f"{ds.name}.md", f"{markdown(result)}\n<sub>{provenance.footer()}</sub>\n")
     if result["simulated"]:
         log.info("simulator calibration of %s: %d of %d targets within tolerance", ds.name, result["within"],
                  result["n"])
