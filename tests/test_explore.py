@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -201,3 +202,25 @@ def test_widgets_wrap_the_same_views(toy_dataset, tmp_path):
     _gmad_pairs(tmp_path, n_levels=1)
     chooser = explore.gmad_browser(explore.load_gmad_pairs(tmp_path), tmp_path)
     assert list(chooser.children[0].options) == ["m1 vs m2", "m1 vs m3"]
+
+
+def test_image_browser_offers_spread_images_every_attribute_and_scores_each_image_once(toy_dataset, monkeypatch):
+    pytest.importorskip("ipywidgets")
+    calls: list[str] = []
+
+    def fake_scores(ds, image_id, checkpoints, params=None, device="cpu"):  # noqa: ANN001, ANN202
+        calls.append(image_id)
+        return pd.DataFrame({"experiment": ["a", "b"], "label": ["A", "B"], "model": "m", "trained_on": ds.name,
+                             "attribute": ds.attributes[0], "score": [2.0, 3.0], "score_norm": [0.2, 0.6],
+                             "mos": 3.0, "mos_norm": 0.5, "role": "test"})
+
+    monkeypatch.setattr(explore, "score_image", fake_scores)
+    widget = explore.image_browser(toy_dataset, {"a": Path("a.pt"), "b": Path("b.pt")}, by="mos_overall", n=4)
+    image, attribute, models = widget.children[:3]
+    spread = explore.spread(toy_dataset.images, "mos_overall", 4)
+    assert [v for _, v in image.options] == spread["image_id"].astype(str).tolist()
+    assert list(attribute.options) == list(toy_dataset.attributes) and models.value == ("a", "b")
+    first = image.value
+    image.value = image.options[0][1]
+    image.value = first  # back to an image already scored: not scored again
+    assert calls == [first, image.options[0][1]]

@@ -306,7 +306,9 @@ def gmad_figure(pairs: pd.DataFrame, root: Path, model_x: str | None = None, mod
         path = Path(paths[image_id])
         return decode_image(path if path.is_absolute() else Path(root) / path, size)
 
-    return gmad.pair_grid(pairs, model_x, model_y, load)
+    fig = gmad.pair_grid(pairs, model_x, model_y, load)
+    label_simulated(fig, True)  # the gMAD pool is always simulator renders (iqalab.sim.pools)
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------- widgets
@@ -338,6 +340,36 @@ def browser(ds: Dataset, n: int = 8) -> Any:
 
     return widgets.interactive(show, by=widgets.Dropdown(options=options, value=options[0], description="sort by"),
                                scene=widgets.Dropdown(options=scenes, value="(all)", description="scene"))
+
+
+def image_browser(ds: Dataset, checkpoints: dict[str, Path], params: Params | None = None, device: str = "cpu",
+                  by: str | None = None, n: int = 8) -> Any:
+    """An ipywidgets view of one image scored by the trained models: choose the image (``n`` images spread over
+    ``by``, lowest first, each labelled with its value), the attribute and the models shown; draws
+    :func:`scores_figure`. Each image is scored once (kept while the widget lives). ``None`` without
+    ipywidgets."""
+    widgets = _widgets()
+    if widgets is None:
+        return None
+    column = resolve_column(ds, by)
+    shown = spread(ds.images, column, n)
+    images = [(f"{row.image_id} ({_value_label(column, float(getattr(row, column)))})", str(row.image_id))
+              for row in shown.itertuples(index=False)]
+    models = list(checkpoints) or ["(none trained)"]
+    scored: dict[str, pd.DataFrame] = {}
+
+    def show(image_id: str, attribute: str, experiments: tuple[str, ...]) -> None:
+        if image_id not in scored:
+            scored[image_id] = score_image(ds, image_id, checkpoints, params, device)
+        scores = scored[image_id]
+        scores_figure(ds, image_id, scores[scores["experiment"].isin(experiments)], attribute)
+        plt.show()
+
+    return widgets.interactive(
+        show, image_id=widgets.Dropdown(options=images, value=images[len(images) // 2][1], description="image"),
+        attribute=widgets.Dropdown(options=list(ds.attributes), description="attribute"),
+        experiments=widgets.SelectMultiple(options=models, value=tuple(models), rows=min(len(models), 6),
+                                           description="models"))
 
 
 def gmad_browser(pairs: pd.DataFrame, root: Path) -> Any:

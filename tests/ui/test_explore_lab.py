@@ -177,6 +177,14 @@ def _images(node: Any) -> list[str]:
     return [img.get_attribute("src") or "" for img in node.find_elements("css selector", "img")]
 
 
+def _redrawn(cell: Any, before: list[str]) -> list[str]:
+    """The cell's images once they differ from ``before``; fails at once when the widget's callback raised."""
+    if "Traceback" in cell.text or "Error" in cell.text:
+        raise AssertionError(f"a widget callback raised:\n{cell.text[:800]}")
+    now = _images(cell)
+    return now if now and now != before else []
+
+
 def test_explore_notebook_in_jupyterlab(lab: str, browser: WebDriver) -> None:
     driver = browser
     driver.get(lab)
@@ -211,15 +219,18 @@ def test_explore_notebook_in_jupyterlab(lab: str, browser: WebDriver) -> None:
     sort_by = Select(selects[0])
     assert len(sort_by.options) > 1, "the sort control offers a single column"
     sort_by.select_by_index(1)
-    def redrawn() -> list[str]:
-        if "Traceback" in cell.text or "Error" in cell.text:
-            raise AssertionError(f"the browser's callback raised:\n{cell.text[:800]}")
-        now = _images(cell)
-        return now if now and now != before else []
-
-    after = _wait("the image to change after a new sort column", redrawn, 60)
+    after = _wait("the image to change after a new sort column", lambda: _redrawn(cell, before), 60)
     assert after != before
     _shot(driver, "browser_sorted", cell)
+
+    # the one-image view: another image redraws every model's scores
+    view = driver.execute_script(_CELL, "explore.image_browser(")
+    controls = _wait("the image view's controls", lambda: view.find_elements("css selector", ".widget-dropdown select"),
+                     60)
+    before = _wait("the image view's figure", lambda: _images(view), 120)
+    Select(controls[0]).select_by_index(0)  # the lowest-ranked image (the view opens on the middle one)
+    _wait("the scores of another image", lambda: _redrawn(view, before), 120)
+    _shot(driver, "image_view", view)
 
     # the gMAD view renders from the gMAD stage's pairs
     gmad = driver.execute_script(_CELL, "explore.gmad_figure(")
