@@ -104,16 +104,6 @@ def layout_error(card: DatasetCard, raw_root: Path, missing: Sequence[str]) -> D
     )
 
 
-def require_layout(card: DatasetCard, raw_root: Path, required: Iterable[str]) -> None:
-    """Raise :func:`layout_error` unless ``raw_root`` holds every entry of ``required`` (files or folders)."""
-    raw_root = Path(raw_root)
-    if not raw_root.is_dir():
-        raise layout_error(card, raw_root, list(required))
-    missing = [entry for entry in required if not (raw_root / entry).exists()]
-    if missing:
-        raise layout_error(card, raw_root, missing)
-
-
 # --------------------------------------------------------------------------------------------- layouts
 #: Entries an unzip leaves that are never part of a dataset (macOS resource forks).
 IGNORED_ENTRIES = frozenset({"__MACOSX"})
@@ -136,18 +126,12 @@ class Layout:
 
     def locate(self, root: Path) -> tuple[dict[str, str], list[str]]:
         """``(role -> found path, missing entries)`` under ``root``; a missing role shows its candidates."""
-        found: dict[str, str] = {}
-        missing: list[str] = []
-        for role, candidates in self.files.items():
-            hit = next((c for c in candidates if (root / c).exists()), None)
-            if hit is None:
-                missing.append(" or ".join(candidates))
-            else:
-                found[role] = hit
-        for role, candidates in self.optional.items():
-            hit = next((c for c in candidates if (root / c).exists()), None)
-            if hit is not None:
-                found[role] = hit
+        def first(candidates: tuple[str, ...]) -> str | None:
+            return next((c for c in candidates if (root / c).exists()), None)
+
+        found = {role: hit for role, cands in (*self.files.items(), *self.optional.items())
+                 if (hit := first(cands)) is not None}
+        missing = [" or ".join(cands) for role, cands in self.files.items() if role not in found]
         return found, missing
 
     def top_names(self) -> frozenset[str]:
