@@ -237,7 +237,12 @@ def rater_tiers(table: pd.DataFrame, attribute: str) -> plt.Figure:
         fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.5))
         kept = data[data["kept"]] if "kept" in data.columns else data
         sns.boxplot(data=kept, x="tier", y="plcc", order=order, ax=ax, color="0.85", fliersize=0, linewidth=0.7)
-        sns.stripplot(data=kept, x="tier", y="plcc", order=order, ax=ax, size=2.5, color="C0", jitter=0.2)
+        state = np.random.get_state()  # seaborn jitters from numpy's global generator: seed it, then restore it
+        np.random.seed(0)
+        try:
+            sns.stripplot(data=kept, x="tier", y="plcc", order=order, ax=ax, size=2.5, color="C0", jitter=0.2)
+        finally:
+            np.random.set_state(state)
         if "kept" in data.columns and (~data["kept"]).any():
             removed = data[~data["kept"]]
             xs = [order.index(t) for t in removed["tier"]]
