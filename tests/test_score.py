@@ -186,3 +186,25 @@ def test_draft_decoding_is_off_by_default_and_within_its_tolerance_where_used(tm
     assert diff.mean() <= 0.5 and np.percentile(diff, 99) <= 1 and diff.max() <= 8
     np.testing.assert_array_equal(fast_png, exact_png)
     np.testing.assert_array_equal(fast_small, exact_small)
+
+
+def test_an_image_the_model_refuses_gets_an_error_row_and_the_others_are_scored(tmp_path):
+    """`iqalab score --model niqe` on a folder with images under NIQE's 96 px patch (issue 30): those files keep
+    their row with the reason, naming the file, and every other image gets the score it gets when scored alone."""
+    rng = np.random.default_rng(0)
+    sizes = {"a_ok.png": (128, 160), "b_small.png": (80, 120), "c_ok.png": (112, 100), "d_tiny.png": (3, 2)}
+    for name, shape in sizes.items():
+        Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)).save(tmp_path / name)
+    files = [tmp_path / name for name in sizes]
+    frame = score_images(None, files, model="niqe", progress=False, device="cpu", batch_size=4)
+    assert frame["path"].tolist() == [str(f) for f in files]
+    errors = dict(zip(frame["path"], frame["error"], strict=True))
+    for name in ("b_small.png", "d_tiny.png"):
+        assert errors[str(tmp_path / name)].startswith(f"{tmp_path / name}: cannot score")
+        assert "at least 96px" in errors[str(tmp_path / name)]
+    assert errors[str(tmp_path / "a_ok.png")] == errors[str(tmp_path / "c_ok.png")] == ""
+    alone = score_images(None, [files[0], files[2]], model="niqe", progress=False, device="cpu")
+    assert "error" not in alone
+    ok = frame[frame["error"] == ""]
+    np.testing.assert_allclose(ok["niqe"].to_numpy(), alone["niqe"].to_numpy())
+    assert frame.loc[frame["error"] != "", "niqe"].isna().all()

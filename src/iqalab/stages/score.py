@@ -64,6 +64,40 @@ def check_score_regions(model: Any, name: str, detect_regions: bool, allow_missi
     return needed
 
 
+def score_chunk(scorer: Scorer | ModelScorer, images: list[np.ndarray], regions: dict[str, np.ndarray],
+                batch_size: int) -> tuple[dict[str, np.ndarray], list[int], dict[int, str]]:
+    """Scores of decoded ``images`` (``regions``: the Scorer's per-image box arrays), the positions scored and,
+    for the images the model refuses, the reason by position.
+
+    A model may refuse one image of a batch (NIQE: smaller than its 96 px patch; any ``ValueError`` or
+    ``RuntimeError`` of its forward pass): the batch is then scored again one image at a time, so that only
+    the refused images go unscored (issue 30) and the others get the scores they would get in the batch.
+    """
+    def run(sel: list[int]) -> dict[str, np.ndarray]:
+        sub = [images[k] for k in sel]
+        if isinstance(scorer, Scorer):
+            return scorer.score(sub, batch_size=batch_size, **{k: np.asarray(v)[sel] for k, v in regions.items()})
+        return scorer.score(sub)
+
+    everything = list(range(len(images)))
+    try:
+        return run(everything), everything, {}
+    except (ValueError, RuntimeError) as exc:
+        if len(images) == 1:
+            return {}, [], {0: str(exc)}
+    parts: list[dict[str, np.ndarray]] = []
+    kept: list[int] = []
+    refused: dict[int, str] = {}
+    for k in everything:
+        try:
+            parts.append(run([k]))
+            kept.append(k)
+        except (ValueError, RuntimeError) as exc:
+            refused[k] = str(exc)
+    scores = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]} if parts else {}
+    return scores, kept, refused
+
+
 def detect_file_regions(path: Path, cfg: DetectionConfig, weights: Path | None) -> dict[str, float]:
     """Person box, face box and landmarks (normalised, NaN = none found) of one file, exactly as ingest detects
     them (:func:`iqalab.data.regions.fill_regions`: same detector, thresholds and ``max_side``)."""
@@ -153,10 +187,16 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
                     label = [REGIONS_DETECTED if f else REGIONS_NONE for f in found]
                 elif needed:
                     label = [REGIONS_FALLBACK] * len(chunk)
-                scores = scorer.score(decoded, batch_size=batch_size, **regions) if isinstance(scorer, Scorer) \
-                    else scorer.score(decoded)
-                extra = {} if label is None else {"regions": label}
-                frames.append(pd.DataFrame({"path": [str(files[i]) for i in chunk], **scores, **extra}, index=chunk))
+                scores, kept, refused = score_chunk(scorer, decoded, regions, batch_size)
+                for k, reason in refused.items():  # e.g. smaller than NIQE's patch: the file's row says why
+                    failed[chunk[k]] = f"{files[chunk[k]]}: cannot score ({reason})"
+                    log.info("not scored: %s", failed[chunk[k]])
+                chunk = [chunk[k] for k in kept]
+                label = None if label is None else [label[k] for k in kept]
+                if chunk:
+                    extra = {} if label is None else {"regions": label}
+                    frames.append(pd.DataFrame({"path": [str(files[i]) for i in chunk], **scores, **extra},
+                                               index=chunk))
             bar.update(min(batch_size, len(files) - start))
     frame = pd.concat(frames) if frames else pd.DataFrame({"path": pd.Series(dtype=str)})
     if failed:
