@@ -92,6 +92,43 @@ class DetectionConfig(BaseModel):
         return hashlib.sha256(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:16]
 
 
+# ------------------------------------------------------------------------------- face-region patch geometry
+def face_window_array(boxes: np.ndarray, height: int, width: int, margin: float = 0.1) -> np.ndarray:
+    """Face-region windows (seed 001 Sec. IV-D: Exposure and Details judged on the face): float32 ``[B, 4]``
+    integer-valued pixel windows (x0, y0, x1, y1) from face boxes ``[B, 4]`` in pixels of a ``height x width``
+    image, each padded by ``margin`` x its width / height on each side (outwards to whole pixels), clipped to
+    the image and at least one pixel wide. Rows without a box (NaN) get the whole image. The one rule of the
+    model (:func:`iqalab.models.hyperiqa.face_windows`) and of the loader's pre-cut face patches
+    (:class:`iqalab.data.loaders.PatchItems`)."""
+    fb = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    with np.errstate(invalid="ignore"):
+        size = np.maximum(fb[:, 2:] - fb[:, :2], np.float32(0.0))
+        lo = np.floor(fb[:, :2] - np.float32(margin) * size)
+        hi = np.ceil(fb[:, 2:] + np.float32(margin) * size)
+    limit = np.array([width, height], dtype=np.float32)
+    lo = np.minimum(np.maximum(lo, np.float32(0.0)), limit - 1)
+    hi = np.maximum(np.minimum(hi, limit), lo + 1)  # at least one pixel
+    win = np.concatenate([lo, hi], axis=1)
+    whole = np.array([0.0, 0.0, width, height], dtype=np.float32)
+    return np.where(np.isfinite(fb).all(axis=1)[:, None], win, whole).astype(np.float32)
+
+
+def region_squares(windows: np.ndarray, side: int, u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Squares drawn inside windows: ``windows`` ``[B, 4]`` (x0, y0, x1, y1, whole pixels), ``side`` the patch
+    side (clipped to the image), ``u`` uniform draws ``[B, n, 2]`` in [0, 1). Each square has side
+    ``s = min(side, window width, window height)`` at an integer position uniform inside its window. Returns
+    ``x0 [B, n]``, ``y0 [B, n]`` and ``s [B]`` (float64, integer-valued): a square of side ``s < side`` (a face
+    smaller than the patch) is taken whole and resized to ``side`` by the caller."""
+    win = np.asarray(windows, dtype=np.float64).reshape(-1, 4)
+    u = np.asarray(u, dtype=np.float64)
+    s = np.minimum(float(side), np.minimum(win[:, 2] - win[:, 0], win[:, 3] - win[:, 1]))
+    span_x = np.maximum(win[:, 2] - win[:, 0] - s + 1, 1.0)
+    span_y = np.maximum(win[:, 3] - win[:, 1] - s + 1, 1.0)
+    x0 = win[:, None, 0] + np.floor(u[..., 0] * span_x[:, None])
+    y0 = win[:, None, 1] + np.floor(u[..., 1] * span_y[:, None])
+    return x0, y0, s
+
+
 # ----------------------------------------------------------------------------------------------- ingest
 def _with_region_columns(images: pd.DataFrame) -> pd.DataFrame:
     images = images.copy()

@@ -25,8 +25,12 @@ Readings (each a constructor argument)
   the scene probabilities.
 - Several attributes: one classifier (the scene is a property of the image) and one (a, b) per scene *and*
   attribute, i.e. the rescaler outputs ``2 * A`` numbers per scene.
-- ``n_scenes`` counts every scene of the dataset (``scene_idx`` indexes the sorted scene list); scenes that are
-  never training targets get low probabilities, so they rarely enter the top k.
+- The scene space is the training scenes (Sec. II-b: "the vectorial space of scenes defined in the training
+  set"; Sec. III: 15 of PIQ23's 50 scenes are held out for testing): the engine passes the training split's
+  scenes as ``scenes`` (:meth:`iqalab.models.hyperiqa.SemHyperIQA.dataset_kwargs`), so the classifier has one
+  class per training scene, the rescaler one ``(a, b)`` per training scene, and an image of an unseen test scene
+  is rescaled on the training scenes it resembles. The checkpoint records ``scenes``, so scoring rebuilds the
+  same space.
 
 Exposure and Details on the face region (Sec. IV-D)
 ---------------------------------------------------
@@ -43,8 +47,8 @@ is judged on the face, as in the paper's one-model-per-attribute training). The 
 searched for faces is refused at training unless ``allow_missing_regions: true``; an image where the detector
 found no face is judged on the whole image and counted in the table caption (``regions_missing``).
 Readings: the margin, the resize of small faces, and the patch side kept at the protocol's (clipped to the image)
-rather than to the face. Face-region patches are cut from the image batch (``train.resolution: cache``); the
-native store's pre-cut patches carry no face region yet and are refused for these attributes.
+rather than to the face. With ``train.resolution: native`` the loader cuts the face-region patches from the native
+image by the same rule (:class:`iqalab.data.loaders.PatchItems`, ``face_scales``): the file's own pixels.
 """
 
 from __future__ import annotations
@@ -87,7 +91,7 @@ class FHIQA(SemHyperIQA):
              "(FHIQA), 2024")
     smoke_params: ClassVar[dict[str, Any]] = {**SemHyperIQA.smoke_params, "top_k": 2}
 
-    def __init__(self, attributes: list[str], n_scenes: int = 2, top_k: int = 5, backbone: str = "resnet50",
+    def __init__(self, attributes: list[str], n_scenes: int | None = None, top_k: int = 5, backbone: str = "resnet50",
                  pretrained: bool | str | Path = False, patch_size: int = 224, n_patches: int = 5,
                  test_rounds: int = 5, reference_side: int | None = None, hyper_in: int = 112,
                  target_in: int = 224, lda_out: int = 16, target_sizes: Sequence[int] = (112, 56, 28, 14),
@@ -95,7 +99,9 @@ class FHIQA(SemHyperIQA):
                  backbone_lr_scale: float = 0.1, eval_seed: int = 0, scene_pool_width: int | None = None,
                  classifier_layers: int = 3, classifier_hidden: int = 500, rescaler_layers: int = 3,
                  rescaler_hidden: int = 100, ce_weight: float = 0.5, regions: dict[str, str] | str | None = "piq23",
-                 face_margin: float = 0.1, allow_missing_regions: bool = False) -> None:
+                 face_margin: float = 0.1, allow_missing_regions: bool = False,
+                 scenes: Sequence[str] | None = None, dataset_scenes: Sequence[str] | None = None,
+                 scales: Sequence[Sequence[int]] | None = None) -> None:
         if top_k < 1:
             raise ValueError("top_k must be >= 1")
         super().__init__(attributes, n_scenes=n_scenes, backbone=backbone, pretrained=pretrained,
@@ -106,7 +112,8 @@ class FHIQA(SemHyperIQA):
                          scene_pool_width=scene_pool_width, classifier_layers=classifier_layers,
                          classifier_hidden=classifier_hidden, rescaler_layers=rescaler_layers,
                          rescaler_hidden=rescaler_hidden, ce_weight=ce_weight, regions=regions,
-                         face_margin=face_margin, allow_missing_regions=allow_missing_regions)
+                         face_margin=face_margin, allow_missing_regions=allow_missing_regions, scenes=scenes,
+                         dataset_scenes=dataset_scenes, scales=scales)
         self.top_k = int(top_k)
 
     def scene_table(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,13 +21,19 @@ What is implemented
   112 x 7 x 7 hyper feature ``H``; 3x3 convs on ``H`` generate the weights of the target FC layers
   (224-112-56-28-14) and linear layers on pooled ``H`` generate their biases and the last layer (14 -> 1). The
   target network is FC + sigmoid four times, then a linear FC: its weights differ for every patch.
-- Patches are sampled inside the model: ``n_patches`` random ``patch_size`` squares per image in training, and
-  ``test_rounds`` seeded rounds of ``n_patches`` averaged by :meth:`HyperIQA.predict`. The multi-scale protocol of
-  seed 001 Sec. IV-B (224 x 5, 672 x 3, 1344 x 1) is :func:`patch_protocol`; with ``reference_side`` set, patch
-  sizes are scaled by the *patch rate* ``min(1, short side / reference_side)`` so a cached (smaller) image keeps
-  the field of view a patch had at full resolution.
+- Patches: ``n_patches`` random ``patch_size`` squares per image in training, and ``test_rounds`` seeded rounds
+  of them averaged by :meth:`HyperIQA.predict` (the image score is the mean patch score, seed 001 Sec. II-a).
+  ``scales`` lists several ``(side, n)`` instead (seed 001 Sec. IV-B names 224 x 5, 672 x 3 and 1344 x 1: the
+  paper trains "one of the three" per configuration and reports the best, so the paper profile sets one; a list
+  of several is averaged over all their patches). From the square cache the model samples them, with
+  ``reference_side`` scaling sides by the *patch rate* ``min(1, short side / reference_side)``
+  (:func:`patch_protocol`); with ``train.resolution: native`` the loader cuts them from the native store at the
+  file's own pixels (:meth:`HyperIQA.patch_loader_options`, :class:`iqalab.data.loaders.PatchItems`), face-region
+  patches included. A patch is never resized: a 672 or 1344 px patch goes through the backbone at its size, and
+  the adaptive pools below give the same target-network input size (PIQ23's code instead widens the network by
+  ``patch_size // 224``).
 - SEM-HyperIQA (PIQ23; seed 001 Sec. II-a): the per-patch semantic features (``H`` average-pooled) of the
-  ``n_patches`` crops are concatenated and classified into the dataset's scenes by an MLP (3 layers, 500 hidden,
+  ``n_patches`` crops (of every scale) are concatenated and classified into the training scenes by an MLP (3 layers, 500 hidden,
   as the official code); a rescaler MLP (3 hidden layers of 100) maps the softmax scene vector to (a, b) and the
   image score is ``a * mean_i(q_i) + b`` (= the mean of the rescaled patch scores ``a q_i + b``).
 - SEM-HyperIQA-CO: the multitask model without the rescaler ("classification only", see below).
@@ -65,9 +71,13 @@ Readings and deviations (each a constructor argument where it matters)
   known). We read CO as "classification only": multitask training (Huber + 0.5 CE) with the unscaled score.
 - The rescaler's last layer starts as the identity rescaling (weights ~ 1e-3, bias a = 1, b = 0) so the quality
   head learns from the first step; the official code draws Kaiming-normal weights there.
-- ``scene_idx`` indexes the dataset's sorted scene list (train and test scenes), so ``n_scenes`` counts every
-  scene; test scenes never appear as targets, the classifier learns to give them little weight. Negative indices
-  are ignored by the cross-entropy.
+- The scene space is the training scenes (seed 001 Sec. II-b: the scene vector gives "coordinates in the
+  vectorial space of scenes defined in the training set"; Sec. III: test scenes are unseen). ``scenes`` names the
+  classifier's classes (the engine passes the training split's scenes, :meth:`SemHyperIQA.dataset_kwargs`, and
+  the checkpoint records them); ``dataset_scenes`` is the list the batch key ``scene_idx`` indexes (the dataset's
+  sorted scene list), mapped to class indices for the cross-entropy. An image of a scene outside ``scenes``
+  (-1 after the mapping, like negative indices) is ignored by the cross-entropy. Without ``scenes``, ``n_scenes``
+  classes are indexed by ``scene_idx`` directly.
 - Evaluation patches are random like the original's 25 test patches, but drawn from a generator seeded with
   ``eval_seed`` so predictions are deterministic.
 """
@@ -84,6 +94,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from iqalab.data.regions import face_window_array, region_squares
 from iqalab.models.backbones import create_backbone
 from iqalab.models.base import IQAModel, StepContext
 from iqalab.models.registry import register
@@ -168,22 +179,13 @@ PIQ23_REGIONS: dict[str, str] = {"details": "face", "exposure": "face"}
 
 def face_windows(face_box: torch.Tensor | None, height: int, width: int, margin: float = 0.1) -> torch.Tensor:
     """Integer pixel windows ``[B, 4]`` (x0, y0, x1, y1) of the face region: the face box (pixels of this image)
-    padded by ``margin`` x its width / height on each side, clipped to the image. Rows without a box (NaN: the
+    padded by ``margin`` x its width / height on each side, clipped to the image
+    (:func:`iqalab.data.regions.face_window_array`, the loader's rule too). Rows without a box (NaN: the
     detector found no face; the refusal of :func:`iqalab.data.regions.check_regions` guards datasets never
     searched) get the whole image."""
     if face_box is None:
         raise ValueError("face regions need the face_box batch key (face boxes in pixels)")
-    fb = face_box.detach().float().cpu().reshape(-1, 4)
-    size = (fb[:, 2:] - fb[:, :2]).clamp(min=0.0)
-    lo = (fb[:, :2] - margin * size).floor()
-    hi = (fb[:, 2:] + margin * size).ceil()
-    limit = torch.tensor([float(width), float(height)])
-    lo, hi = torch.minimum(lo.clamp(min=0.0), limit - 1), torch.minimum(hi, limit)
-    hi = torch.maximum(hi, lo + 1)  # at least one pixel
-    win = torch.cat([lo, hi], dim=1)
-    known = torch.isfinite(fb).all(dim=1)
-    whole = torch.tensor([0.0, 0.0, float(width), float(height)]).expand_as(win)
-    return torch.where(known[:, None], win, whole)
+    return torch.from_numpy(face_window_array(face_box.detach().float().cpu().numpy(), height, width, margin))
 
 
 def sample_region_patches(image: torch.Tensor, windows: torch.Tensor, size: int, n: int,
@@ -192,23 +194,17 @@ def sample_region_patches(image: torch.Tensor, windows: torch.Tensor, size: int,
     clipped to the image's short side.
 
     Each patch is a square of side ``min(s, window width, window height)`` at an integer position drawn uniformly
-    inside the window: a window at least ``s`` wide gives the image's own pixels (an exact crop, like
-    :func:`sample_patches`); a smaller face is taken whole (its short side) and resized to ``s`` by
-    :func:`torchvision.ops.roi_align` (bilinear, corners aligned: no pixel from outside the square), so every
-    patch of the batch has one size.
+    inside the window (:func:`iqalab.data.regions.region_squares`): a window at least ``s`` wide gives the image's
+    own pixels (an exact crop, like :func:`sample_patches`); a smaller face is taken whole (its short side) and
+    resized to ``s`` by :func:`torchvision.ops.roi_align` (bilinear, corners aligned: no pixel from outside the
+    square), so every patch of the batch has one size.
     """
     from torchvision.ops import roi_align
 
     b, _, h, w = image.shape
     out = min(int(size), h, w)
-    win = windows.to(torch.float64).cpu()
-    side = torch.minimum(torch.full((b,), float(out), dtype=torch.float64),
-                         torch.minimum(win[:, 2] - win[:, 0], win[:, 3] - win[:, 1]))
-    span_x = (win[:, 2] - win[:, 0] - side + 1).clamp(min=1.0)
-    span_y = (win[:, 3] - win[:, 1] - side + 1).clamp(min=1.0)
     u = torch.rand((b, n, 2), generator=generator, dtype=torch.float64)
-    x0 = win[:, None, 0] + (u[..., 0] * span_x[:, None]).floor()
-    y0 = win[:, None, 1] + (u[..., 1] * span_y[:, None]).floor()
+    x0, y0, side = (torch.from_numpy(v) for v in region_squares(windows.cpu().numpy(), out, u.numpy()))
     # samples at the first to the last pixel centre of the square (corners aligned, nothing from outside it):
     # with aligned=True roi_align samples at box_x0 - 0.5 + (k + 0.5) * box_w / out, k < out
     s = side[:, None].expand(b, n)
@@ -355,7 +351,7 @@ class HyperIQA(IQAModel):
                  target_sizes: Sequence[int] = (112, 56, 28, 14), feature_size: int = 7,
                  loss: str = "l1", huber_delta: float = 0.1, backbone_lr_scale: float = 0.1,
                  eval_seed: int = 0, regions: dict[str, str] | str | None = None, face_margin: float = 0.1,
-                 allow_missing_regions: bool = False) -> None:
+                 allow_missing_regions: bool = False, scales: Sequence[Sequence[int]] | None = None) -> None:
         super().__init__(attributes)
         self.regions = self._check_regions(regions)
         self.face_margin = float(face_margin)
@@ -366,8 +362,12 @@ class HyperIQA(IQAModel):
             raise ValueError(f"loss must be 'l1' or 'huber', got {loss!r}")
         if n_patches < 1 or test_rounds < 1:
             raise ValueError("n_patches and test_rounds must be >= 1")
-        self.patch_size = int(patch_size)
-        self.n_patches = int(n_patches)
+        # the patch protocol: (side in full-resolution pixels, patches) per scale; one scale by default
+        self.scales = [(int(patch_size), int(n_patches))] if scales is None else [(int(a), int(b)) for a, b in scales]
+        if not self.scales or any(side < 1 or n < 1 for side, n in self.scales):
+            raise ValueError(f"scales must be positive (side, n) pairs, got {scales}")
+        self.patch_size = self.scales[0][0]
+        self.n_patches = sum(n for _, n in self.scales)  # per round, every scale: the scene classifier's input
         self.test_rounds = int(test_rounds)
         self.reference_side = reference_side
         self.loss = loss
@@ -402,26 +402,42 @@ class HyperIQA(IQAModel):
         return tuple(r for r in PATCH_REGIONS if r in self.regions.values())
 
     # -- patch level ------------------------------------------------------------------------------------------
+    def patch_scales(self, height: int, width: int) -> list[tuple[int, int]]:
+        """``(side, n)`` per scale in this image's pixels (:func:`patch_protocol`: each side scaled by the patch
+        rate, clipped to the image)."""
+        return patch_protocol(height, width, self.scales, self.reference_side)
+
     def patch_side(self, height: int, width: int) -> int:
-        """Patch side in this image's pixels (``patch_size`` scaled by the patch rate, clipped to the image)."""
-        return patch_protocol(height, width, [(self.patch_size, self.n_patches)], self.reference_side)[0][0]
+        """The first scale's patch side in this image's pixels (:meth:`patch_scales`)."""
+        return self.patch_scales(height, width)[0][0]
 
     def patch_plan(self) -> list[tuple[int, int]]:
         """``(side, n)`` per scale in stored pixels, for a loader that cuts the patches itself
         (:class:`iqalab.data.loaders.PatchItems` over the native store, ``train.resolution: native``)."""
-        return [(self.patch_size, self.n_patches)]
+        return list(self.scales)
+
+    def patch_loader_options(self) -> dict[str, Any]:
+        """What :class:`iqalab.data.loaders.PatchItems` needs to cut this model's patches from the native store
+        (``train.resolution: native``): the scales, the face-region scales (the same, when an attribute is
+        judged on the face; seed 001 Sec. IV-D) and margin, and the evaluation rounds and seed."""
+        face = "face" in self.regions.values()
+        return {"scales": self.patch_plan(), "face_scales": self.patch_plan() if face else None,
+                "face_margin": self.face_margin, "rounds": self.test_rounds, "eval_seed": self.eval_seed}
 
     def patch_sets(self, source: torch.Tensor | Sequence[torch.Tensor],
                    generator: torch.Generator | None = None) -> list[torch.Tensor]:
         """The patch entry: one round's patches as a list of ``[B, n_k, 3, s_k, s_k]``, one per scale.
 
-        A ``[B, 3, H, W]`` image batch (the square cache) is sampled here: ``n_patches`` random squares of
-        :meth:`patch_side`. Pre-cut patches (a ``[B, n, 3, s, s]`` tensor, or a list of them, one per scale: the
-        ``patches`` key of :class:`iqalab.data.loaders.PatchItems`) pass through as they are.
+        A ``[B, 3, H, W]`` image batch (the square cache) is sampled here: ``n`` random squares of each scale's
+        side (:meth:`patch_scales`). Pre-cut patches (a ``[B, n, 3, s, s]`` tensor, or a list of them, one per
+        scale: the ``patches`` key of :class:`iqalab.data.loaders.PatchItems`; the ``"image"`` entry of a mapping
+        that also holds face patches) pass through as they are.
         """
+        if isinstance(source, dict):
+            source = source["image"]
         if isinstance(source, torch.Tensor) and source.dim() == 4:
-            side = self.patch_side(source.shape[-2], source.shape[-1])
-            return [sample_patches(source, side, self.n_patches, generator)]
+            return [sample_patches(source, side, n, generator)
+                    for side, n in self.patch_scales(source.shape[-2], source.shape[-1])]
         return [source] if isinstance(source, torch.Tensor) else list(source)
 
     def patch_outputs_multi(self, sets: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -431,15 +447,19 @@ class HyperIQA(IQAModel):
 
     def face_patch_sets(self, source: torch.Tensor | Sequence[torch.Tensor], face_box: torch.Tensor | None,
                         generator: torch.Generator | None = None) -> list[torch.Tensor]:
-        """One round's face-region patches (seed 001 Sec. IV-D): ``n_patches`` squares of :meth:`patch_side`
-        drawn inside the face box padded by ``face_margin`` (:func:`sample_region_patches`; the whole image where
-        no face was found)."""
+        """One round's face-region patches (seed 001 Sec. IV-D): ``n`` squares of each scale's side drawn inside
+        the face box padded by ``face_margin`` (:func:`sample_region_patches`; the whole image where no face was
+        found). Pre-cut (``train.resolution: native``): the ``"face"`` entry the loader cut by the same rule
+        (:class:`iqalab.data.loaders.PatchItems` with ``face_scales``)."""
+        if isinstance(source, dict) and source.get("face") is not None:
+            face = source["face"]
+            return [face] if isinstance(face, torch.Tensor) else list(face)
         if not (isinstance(source, torch.Tensor) and source.dim() == 4):
-            raise ValueError("face-region patches are cut from the image batch; pre-cut patches (train.resolution: "
-                             "native) carry no face region yet: use train.resolution: cache for regions: face")
+            raise ValueError("face-region patches: pre-cut patches (train.resolution: native) without face_patches; "
+                             "build the loader with the model's patch_loader_options()")
         h, w = source.shape[-2:]
         windows = face_windows(face_box, h, w, self.face_margin)
-        return [sample_region_patches(source, windows, self.patch_side(h, w), self.n_patches, generator)]
+        return [sample_region_patches(source, windows, side, n, generator) for side, n in self.patch_scales(h, w)]
 
     def region_patch_outputs(self, source: torch.Tensor | Sequence[torch.Tensor], face_box: torch.Tensor | None = None,
                              generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -456,15 +476,21 @@ class HyperIQA(IQAModel):
         return {"q": q, "hyper": outs[self.region_kinds[0]]["hyper"]}
 
     @staticmethod
-    def pixels_of(batch: dict[str, Any]) -> torch.Tensor | Sequence[torch.Tensor]:
-        """The batch's pixels: pre-cut ``patches`` when the loader cut them, else the ``image`` batch."""
-        return batch["patches"] if "patches" in batch else batch["image"]
+    def pixels_of(batch: dict[str, Any]) -> Any:
+        """The batch's pixels: pre-cut ``patches`` when the loader cut them (with its ``face_patches``: a mapping
+        ``{"image": patches, "face": face patches}``), else the ``image`` batch."""
+        if "patches" not in batch:
+            return batch["image"]
+        if batch.get("face_patches") is not None:
+            return {"image": batch["patches"], "face": batch["face_patches"]}
+        return batch["patches"]
 
-    @staticmethod
-    def round_of(source: torch.Tensor | Sequence[torch.Tensor], rounds: int, r: int
-                 ) -> torch.Tensor | list[torch.Tensor]:
+    @classmethod
+    def round_of(cls, source: Any, rounds: int, r: int) -> Any:
         """Round ``r`` of ``rounds``: an image batch as it is (sampled per round), pre-cut patches sliced (the
         loader cut ``rounds * n`` per scale)."""
+        if isinstance(source, dict):
+            return {key: cls.round_of(value, rounds, r) for key, value in source.items()}
         if isinstance(source, torch.Tensor) and source.dim() == 4:
             return source
         sets = [source] if isinstance(source, torch.Tensor) else list(source)
@@ -560,7 +586,7 @@ class SemHyperIQA(HyperIQA):
     #: whether the image score goes through the rescaler (False: SEM-HyperIQA-CO)
     rescale: ClassVar[bool] = True
 
-    def __init__(self, attributes: list[str], n_scenes: int = 2, backbone: str = "resnet50",
+    def __init__(self, attributes: list[str], n_scenes: int | None = None, backbone: str = "resnet50",
                  pretrained: bool | str | Path = False, patch_size: int = 224, n_patches: int = 5,
                  test_rounds: int = 5, reference_side: int | None = None, hyper_in: int = 112,
                  target_in: int = 224, lda_out: int = 16, target_sizes: Sequence[int] = (112, 56, 28, 14),
@@ -568,18 +594,37 @@ class SemHyperIQA(HyperIQA):
                  backbone_lr_scale: float = 0.1, eval_seed: int = 0, scene_pool_width: int | None = None,
                  classifier_layers: int = 3, classifier_hidden: int = 500, rescaler_layers: int = 3,
                  rescaler_hidden: int = 100, ce_weight: float = 0.5, regions: dict[str, str] | str | None = None,
-                 face_margin: float = 0.1, allow_missing_regions: bool = False) -> None:
+                 face_margin: float = 0.1, allow_missing_regions: bool = False,
+                 scenes: Sequence[str] | None = None, dataset_scenes: Sequence[str] | None = None,
+                 scales: Sequence[Sequence[int]] | None = None) -> None:
         super().__init__(attributes, backbone=backbone, pretrained=pretrained, patch_size=patch_size,
                          n_patches=n_patches, test_rounds=test_rounds, reference_side=reference_side,
                          hyper_in=hyper_in, target_in=target_in, lda_out=lda_out, target_sizes=target_sizes,
                          feature_size=feature_size, loss=loss, huber_delta=huber_delta,
                          backbone_lr_scale=backbone_lr_scale, eval_seed=eval_seed, regions=regions,
-                         face_margin=face_margin, allow_missing_regions=allow_missing_regions)
+                         face_margin=face_margin, allow_missing_regions=allow_missing_regions, scales=scales)
+        self.scenes = None if scenes is None else [str(s) for s in scenes]
+        if self.scenes is not None:
+            if len(set(self.scenes)) != len(self.scenes):
+                raise ValueError(f"scenes must be distinct, got {self.scenes}")
+            if n_scenes is not None and int(n_scenes) != len(self.scenes):
+                raise ValueError(f"n_scenes={n_scenes} but {len(self.scenes)} scenes are named: set one of them")
+            n_scenes = len(self.scenes)
+        n_scenes = 2 if n_scenes is None else int(n_scenes)
         if n_scenes < 1:
             raise ValueError("n_scenes must be >= 1")
-        self.n_scenes = int(n_scenes)
+        self.n_scenes = n_scenes
+        self.dataset_scenes = None if dataset_scenes is None else [str(s) for s in dataset_scenes]
+        # scene_idx (an index into dataset_scenes) -> class index, -1 for a scene outside the classes
+        target = None
+        if self.dataset_scenes is not None:
+            if self.scenes is None:
+                raise ValueError("dataset_scenes maps scene_idx to the classes named by scenes: give scenes too")
+            column = {s: k for k, s in enumerate(self.scenes)}
+            target = torch.tensor([column.get(s, -1) for s in self.dataset_scenes], dtype=torch.long)
+        self.register_buffer("scene_targets", target, persistent=False)
         self.ce_weight = float(ce_weight)
-        self.scene_pool_width = int(scene_pool_width or n_scenes)
+        self.scene_pool_width = int(scene_pool_width or self.n_scenes)
         self.scene_pool = nn.AdaptiveAvgPool2d((1, self.scene_pool_width))
         sem_features = self.n_patches * hyper_in * self.scene_pool_width
         # official SceneClassNet: numLayers=3 linear layers (two hidden of 500)
@@ -589,9 +634,23 @@ class SemHyperIQA(HyperIQA):
             self._init_identity_rescale()
 
     @classmethod
-    def dataset_kwargs(cls, dataset: Dataset) -> dict[str, Any]:
-        """``n_scenes``: every scene of the training dataset (``scene_idx`` indexes its sorted scene list)."""
-        return {"n_scenes": len(dataset.scenes)}
+    def dataset_kwargs(cls, dataset: Dataset, train_ids: Sequence[str] | None = None) -> dict[str, Any]:
+        """The scene space (seed 001 Sec. II-b, III): ``scenes``, the sorted scenes of the training images
+        ``train_ids`` (every scene of ``dataset`` without them), and ``dataset_scenes``, the list ``scene_idx``
+        indexes (the dataset's sorted scenes)."""
+        table = dataset.images
+        if train_ids is not None:
+            table = table.set_index("image_id").loc[list(train_ids)]
+        return {"scenes": sorted(table["scene"].astype(str).unique()), "dataset_scenes": list(dataset.scenes)}
+
+    def scene_classes(self, scene_idx: torch.Tensor) -> torch.Tensor:
+        """Batch ``scene_idx`` (indices into ``dataset_scenes``) -> class indices of the classifier, -1 for an
+        image of a scene outside :attr:`scenes` (and for negative indices)."""
+        scene = scene_idx.long()
+        if self.scene_targets is None:
+            return scene
+        table = self.scene_targets.to(scene.device)
+        return torch.where(scene >= 0, table[scene.clamp(min=0)], torch.full_like(scene, -1))
 
     def _init_identity_rescale(self) -> None:
         last = self.rescaler[-1]
@@ -635,10 +694,12 @@ class SemHyperIQA(HyperIQA):
         out = self.image_outputs(self.pixels_of(batch), face_box=batch.get("face_box"))
         q_loss = quality_loss(self._as_dict(out["quality"]), batch["mos_norm"], self.attributes, self.loss,
                               self.huber_delta)
-        scene = batch["scene_idx"].to(out["logits"].device).long()
-        if int(scene.max()) >= self.n_scenes:
-            raise ValueError(f"scene_idx {int(scene.max())} >= n_scenes={self.n_scenes}: set the model's n_scenes "
-                             f"to the number of scenes in the dataset")
+        raw = batch["scene_idx"].to(out["logits"].device).long()
+        bound = self.n_scenes if self.scene_targets is None else len(self.scene_targets)
+        if int(raw.max()) >= bound:
+            raise ValueError(f"scene_idx {int(raw.max())} >= {bound}: the model's scenes ({self.n_scenes} classes) "
+                             f"do not cover the dataset's scene list (set scenes/dataset_scenes or n_scenes)")
+        scene = self.scene_classes(raw)
         if (scene >= 0).any():
             ce = F.cross_entropy(out["logits"], scene, ignore_index=-1)
         else:
