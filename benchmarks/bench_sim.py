@@ -1,46 +1,86 @@
-"""Simulator throughput (issue #30: >= 20 renders/s of 512 x 512 on one core).
+"""Simulator throughput (issue #30: >= 20 renders/s of 512 x 512 on one core), fast renderer vs. the reference.
 
-Renders held-out ``scene_pool`` scenes at their metered reference setting with :func:`iqalab.sim.camera.capture`
-in one process (run it with ``OMP_NUM_THREADS=1``) and prints renders per second of wall time and of CPU time
-(the CPU-time rate is what one idle core would give when other jobs share the machine), and their ratio to the
-issue's target.
+Renders held-out ``scene_pool`` scenes with :func:`iqalab.sim.camera.capture` and with the renderer it replaced
+(``reference_capture``, kept in ``tests/test_sim_render.py``) in one process, and prints renders per second of
+wall time and of CPU time for both, their ratio, and the ratio to the issue's target. Run it with
+``OMP_NUM_THREADS=1``; the CPU-time rate is what one core gives when other jobs share the machine (the load
+average is printed with the result).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_sim.py --size 512 --renders 12
+Two workloads:
+
+* ``cold``: every render recomputes the scene's light after optics (the light cache is emptied first), the
+  worst case, e.g. ``ugc_sim``'s one image per scene;
+* ``builder``: the shots of ``fglive_sim`` (per scene an auto-exposure reference plus systematic deviations of
+  1-3 of the 7 camera parameters, :func:`iqalab.sim.builders._scene_deviations`), where the shots that keep
+  aperture and shutter reuse the scene's light: the per-shot cost of a dataset build.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_sim.py --size 512 --scenes 4 --per-scene 8
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
-from iqalab.sim.builders import scene_pool
-from iqalab.sim.camera import auto_params, capture
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the reference renderer lives in tests/
+
+from iqalab.sim import camera  # noqa: E402
+from iqalab.sim.builders import _scene_deviations, scene_pool  # noqa: E402
+from iqalab.sim.camera import CameraParams, auto_params, capture  # noqa: E402
+from iqalab.sim.scenes import Scene  # noqa: E402
+from tests.test_sim_render import reference_capture  # noqa: E402
 
 log = logging.getLogger("bench_sim")
 TARGET = 20.0  # renders/s at 512 px on one core (issue #30)
 
 
+def _time(render: Callable[..., object], shots: list[tuple[Scene, CameraParams]], cold: bool) -> tuple[float, float]:
+    """(renders/s wall, renders/s CPU) of ``render`` over ``shots`` (one generator, as the builders use)."""
+    rng = np.random.default_rng(0)
+    camera._LIGHT_CACHE.clear()
+    wall, cpu = time.perf_counter(), time.process_time()
+    for scene, params in shots:
+        if cold:
+            camera._LIGHT_CACHE.clear()
+        render(scene, params, rng)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return len(shots) / wall, len(shots) / cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--renders", type=int, default=12)
     parser.add_argument("--scenes", type=int, default=4)
+    parser.add_argument("--per-scene", type=int, default=8, help="shots per scene in the builder workload")
+    parser.add_argument("--renders", type=int, default=12, help="renders in the cold workload")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     scenes = scene_pool(args.scenes, seed=0, image_size=args.size)
-    params = [auto_params(s, sharpness=0.6) for s in scenes]
-    rng = np.random.default_rng(0)
-    capture(scenes[0], params[0], rng)  # warm caches (photos, sprites)
-    wall, cpu = time.perf_counter(), time.process_time()
-    for k in range(args.renders):
-        capture(scenes[k % len(scenes)], params[k % len(scenes)], rng)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    log.info("%d renders of %d x %d: %.2f renders/s wall, %.2f renders/s CPU time; ratio to the target of %g/s: "
-             "%.2f (wall), %.2f (CPU)", args.renders, args.size, args.size, args.renders / wall,
-             args.renders / cpu, TARGET, args.renders / wall / TARGET, args.renders / cpu / TARGET)
+    rng = np.random.default_rng(1)
+    cold = [(s, auto_params(s, sharpness=0.6)) for s in scenes]
+    cold = [cold[k % len(cold)] for k in range(args.renders)]
+    builder: list[tuple[Scene, CameraParams]] = []
+    for s in scenes:
+        ref = auto_params(s, aperture=float(rng.choice([2.0, 2.8, 4.0])), sharpness=0.6, jpeg_quality=92)
+        builder += [(s, ref)] + [(s, p) for p in _scene_deviations(ref, rng, args.per_scene - 1, "systematic")]
+    capture(*cold[0], np.random.default_rng(0))  # warm the photo / sprite caches and the imports
+    reference_capture(*cold[0], np.random.default_rng(0))
+    log.info("%d x %d renders, OMP_NUM_THREADS=%s, load average %.1f (%d CPUs)", args.size, args.size,
+             os.environ.get("OMP_NUM_THREADS", "unset"), os.getloadavg()[0], os.cpu_count() or 0)
+    for name, shots, is_cold in (("cold", cold, True), ("builder", builder, False)):
+        old_wall, old_cpu = _time(reference_capture, shots, is_cold)
+        new_wall, new_cpu = _time(capture, shots, is_cold)
+        log.info("%-7s (%2d renders): reference %.2f/s wall, %.2f/s CPU | fast %.2f/s wall, %.2f/s CPU | "
+                 "speed-up %.2fx (CPU) | fast vs target %g/s: %.2f (wall), %.2f (CPU); %.1f ms CPU per shot",
+                 name, len(shots), old_wall, old_cpu, new_wall, new_cpu, new_cpu / old_cpu, TARGET,
+                 new_wall / TARGET, new_cpu / TARGET, 1000 / new_cpu)
 
 
 if __name__ == "__main__":
