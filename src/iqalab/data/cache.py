@@ -177,6 +177,13 @@ def native_paths(root: Path) -> tuple[Path, Path]:
     return root / "cache" / "native.bin", root / "cache" / "native.json"
 
 
+def planar_crc(image: np.ndarray) -> int:
+    """CRC32 of a uint8 ``[H, W, 3]`` image as the native store holds it (channel-planar ``[3, H, W]`` bytes): the
+    store's per-image checksum, and the image's identity for evaluation patch draws (:class:`NativeStore.crc`,
+    :func:`iqalab.data.loaders.patch_rng`), so scoring a file draws the patches evaluation drew."""
+    return zlib.crc32(np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1)).data)
+
+
 class _NativeWriter:
     """Appends images to the native store's open file, recording each one's offset, shape and CRC32."""
 
@@ -192,7 +199,7 @@ class _NativeWriter:
         self.offsets[i], self.shapes[i] = self.position, native.shape[:2]
         self.fh.write(planar.data)
         self.position += planar.nbytes
-        self.crcs[i] = zlib.crc32(planar.data)
+        self.crcs[i] = zlib.crc32(planar.data)  # = planar_crc(native)
 
 
 def build_cache(ds: Dataset, size: int, workers: int = 2, progress: bool = True,
@@ -270,6 +277,10 @@ class _CheckedRows:
 
     def __len__(self) -> int:
         return len(self._crc)
+
+    def crc(self, row: int) -> int:
+        """The stored CRC32 of image ``row`` (native store: :func:`planar_crc` of its pixels), without reading it."""
+        return int(self._crc[row])
 
     def check(self, row: int, arr: np.ndarray) -> np.ndarray:
         if not self._checked[row]:

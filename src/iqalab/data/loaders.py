@@ -420,63 +420,114 @@ class PatchItems(ImageItems):
 
     def patch_offsets(self, i: int, rng: np.random.Generator) -> list[tuple[int, np.ndarray]]:
         """``(side, offsets)`` per scale: ``rounds * n`` top-left corners ``(y, x)`` of uniformly random squares."""
-        h, w = self.frame(i)
-        out = []
-        for side, n in self.scales:
-            side = min(side, h, w)
-            corners = rng.integers(0, np.array([h - side + 1, w - side + 1]), size=(self.rounds * n, 2))
-            out.append((side, corners))
-        return out
+        return patch_corners(self.frame(i), self.scales, self.rounds, rng)
 
     def face_window(self, i: int) -> np.ndarray:
         """Item ``i``'s face-region window ``[4]`` (x0, y0, x1, y1) in its stored image's pixels."""
-        h, w = self.frame(i)
-        box = self.boxes["face_box"][i] * np.array([w, h, w, h], dtype=np.float32)
-        return face_window_array(box[None], h, w, self.face_margin)[0]
+        return face_window_of(self.frame(i), self.boxes["face_box"][i], self.face_margin)
 
     def face_offsets(self, i: int, rng: np.random.Generator) -> list[tuple[int, int, np.ndarray]]:
-        """``(side, square side, corners)`` per face scale: ``rounds * n`` corners ``(y, x)`` of squares inside the
-        face window, of side ``min(side, window)`` (resized to ``side`` when smaller)."""
-        h, w = self.frame(i)
-        window = self.face_window(i)[None]
-        out = []
-        for side, n in self.face_scales or []:
-            side = min(side, h, w)
-            x0, y0, s = region_squares(window, side, rng.random((1, self.rounds * n, 2)))
-            out.append((side, int(s[0]), np.stack([y0[0], x0[0]], axis=1).astype(np.int64)))
-        return out
+        """``(side, square side, corners)`` per face scale (:func:`face_corners`)."""
+        return face_corners(self.frame(i), self.boxes["face_box"][i], self.face_scales or [], self.face_margin,
+                            self.rounds, rng)
 
-    @staticmethod
-    def _cut(image: np.ndarray, corners: np.ndarray, square: int, side: int, geo: Geometry) -> torch.Tensor:
-        """uint8 ``[n, 3, side, side]``: the ``square`` px windows at ``corners`` (y, x) of ``image`` [H, W, 3],
-        flipped as ``geo``, resized to ``side`` when ``square < side``."""
-        cut = np.empty((len(corners), 3, square, square), dtype=np.uint8)
-        for j, (y, x) in enumerate(corners.tolist()):  # one copy: the store's window, channel first
-            window = image[y:y + square, x:x + square]
-            if geo.hflip:
-                window = window[:, ::-1]
-            if geo.vflip:
-                window = window[::-1]
-            cut[j] = window.transpose(2, 0, 1)
-        patches = torch.from_numpy(cut)
-        if square < side:  # a face smaller than the patch: whole, resized (pixel centres to pixel centres)
-            patches = torch.nn.functional.interpolate(patches.float(), size=(side, side), mode="bilinear",
-                                                      align_corners=True).round_().clamp_(0, 255).to(torch.uint8)
-        return patches
+    def item_rng(self, i: int) -> np.random.Generator:
+        """Item ``i``'s patch draws: ``(seed, epoch, index)`` in training; in evaluation :func:`patch_rng` of
+        ``eval_seed`` and the stored image's CRC32, a function of its pixels only (the same patches wherever the
+        image sits in a list, and the ones ``iqalab score`` cuts from the file)."""
+        if self.train:
+            return self.rng(i)
+        return patch_rng(self.eval_seed, self.cache.crc(int(self.rows[i])))
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        rng = self.rng(i) if self.train else np.random.default_rng([self.eval_seed, i])
+        rng = self.item_rng(i)
         geo = self.geometry(i, rng)  # the whole frame, flips drawn first
         item = self.targets(i)
         if "image" in self.inputs:
-            image = self.cache[int(self.rows[i])]
-            item["patches"] = [self._cut(image, corners, side, side, geo)
-                               for side, corners in self.patch_offsets(i, rng)]
-            if self.face_scales:
-                item["face_patches"] = [self._cut(image, corners, square, side, geo)
-                                        for side, square, corners in self.face_offsets(i, rng)]
+            item.update(cut_patch_sets(self.cache[int(self.rows[i])], self.scales, rng, self.rounds,
+                                       self.boxes["face_box"][i], self.face_scales, self.face_margin,
+                                       geo.hflip, geo.vflip))
         self.add_coords(item, i, geo)
         return item
+
+
+def patch_rng(eval_seed: int, crc: int) -> np.random.Generator:
+    """The generator of an image's evaluation patches: seeded by ``(eval_seed, CRC32 of its stored pixels)``
+    (:meth:`iqalab.data.cache.NativeStore.crc`, :func:`iqalab.data.cache.planar_crc`)."""
+    return np.random.default_rng([int(eval_seed), int(crc)])
+
+
+def patch_corners(frame: tuple[int, int], scales: Sequence[tuple[int, int]], rounds: int,
+                  rng: np.random.Generator) -> list[tuple[int, np.ndarray]]:
+    """``(side, corners)`` per scale of an ``(H, W)`` image: ``side`` clipped to the short side, ``rounds * n``
+    top-left corners ``(y, x)`` of uniformly random squares."""
+    h, w = frame
+    out = []
+    for side, n in scales:
+        side = min(side, h, w)
+        out.append((side, rng.integers(0, np.array([h - side + 1, w - side + 1]), size=(rounds * n, 2))))
+    return out
+
+
+def face_window_of(frame: tuple[int, int], face_box: np.ndarray, margin: float) -> np.ndarray:
+    """The face-region window ``[4]`` (x0, y0, x1, y1) in pixels of an ``(H, W)`` image from its normalised face
+    box (NaN: the whole image), padded by ``margin`` (:func:`iqalab.data.regions.face_window_array`)."""
+    h, w = frame
+    box = np.asarray(face_box, dtype=np.float32) * np.array([w, h, w, h], dtype=np.float32)
+    return face_window_array(box[None], h, w, margin)[0]
+
+
+def face_corners(frame: tuple[int, int], face_box: np.ndarray, face_scales: Sequence[tuple[int, int]],
+                 margin: float, rounds: int, rng: np.random.Generator) -> list[tuple[int, int, np.ndarray]]:
+    """``(side, square side, corners)`` per face scale: ``rounds * n`` corners ``(y, x)`` of squares inside the
+    face window (:func:`iqalab.data.regions.region_squares`), of side ``min(side, window)`` (resized to ``side``
+    when smaller)."""
+    h, w = frame
+    window = face_window_of(frame, face_box, margin)[None]
+    out = []
+    for side, n in face_scales:
+        side = min(side, h, w)
+        x0, y0, s = region_squares(window, side, rng.random((1, rounds * n, 2)))
+        out.append((side, int(s[0]), np.stack([y0[0], x0[0]], axis=1).astype(np.int64)))
+    return out
+
+
+def cut_squares(image: np.ndarray, corners: np.ndarray, square: int, side: int, hflip: bool = False,
+                vflip: bool = False) -> torch.Tensor:
+    """uint8 ``[n, 3, side, side]``: the ``square`` px windows at ``corners`` (y, x) of ``image`` [H, W, 3]
+    (one copy each, channel first), mirrored by the flips, resized to ``side`` when ``square < side``."""
+    cut = np.empty((len(corners), 3, square, square), dtype=np.uint8)
+    for j, (y, x) in enumerate(corners.tolist()):
+        window = image[y:y + square, x:x + square]
+        if hflip:
+            window = window[:, ::-1]
+        if vflip:
+            window = window[::-1]
+        cut[j] = window.transpose(2, 0, 1)
+    patches = torch.from_numpy(cut)
+    if square < side:  # a face smaller than the patch: whole, resized (pixel centres to pixel centres)
+        patches = torch.nn.functional.interpolate(patches.float(), size=(side, side), mode="bilinear",
+                                                  align_corners=True).round_().clamp_(0, 255).to(torch.uint8)
+    return patches
+
+
+def cut_patch_sets(image: np.ndarray, scales: Sequence[tuple[int, int]], rng: np.random.Generator,
+                   rounds: int = 1, face_box: np.ndarray | None = None,
+                   face_scales: Sequence[tuple[int, int]] | None = None, face_margin: float = 0.1,
+                   hflip: bool = False, vflip: bool = False) -> dict[str, list[torch.Tensor]]:
+    """One image's patches as :class:`PatchItems` cuts them: ``patches`` (one uint8 ``[rounds * n, 3, s, s]`` per
+    scale, uniformly placed) and, with ``face_scales``, ``face_patches`` inside the padded face box (``face_box``
+    normalised, NaN = whole image). Draws come from ``rng`` in that order, so the same generator gives the same
+    patches in a loader and in ``iqalab score``."""
+    frame = image.shape[:2]
+    out = {"patches": [cut_squares(image, corners, side, side, hflip, vflip)
+                       for side, corners in patch_corners(frame, scales, rounds, rng)]}
+    if face_scales:
+        box = np.full(4, np.nan, dtype=np.float32) if face_box is None else face_box
+        out["face_patches"] = [cut_squares(image, corners, square, side, hflip, vflip)
+                               for side, square, corners in face_corners(frame, box, face_scales, face_margin,
+                                                                         rounds, rng)]
+    return out
 
 
 def _coords(table: pd.DataFrame, cols: Sequence[str]) -> np.ndarray:
