@@ -208,3 +208,30 @@ def test_an_image_the_model_refuses_gets_an_error_row_and_the_others_are_scored(
     ok = frame[frame["error"] == ""]
     np.testing.assert_allclose(ok["niqe"].to_numpy(), alone["niqe"].to_numpy())
     assert frame.loc[frame["error"] != "", "niqe"].isna().all()
+
+
+def test_scores_equal_the_engines_predictions_on_the_same_images(tmp_path):
+    """`iqalab score` on a dataset's files (one a 1200 x 900 JPEG, shrunk 14x) gives the scores the training
+    engine predicts for the same images from its cache (``predict_items`` over the evaluation items), within
+    1e-5 MOS units (fp32; the two batch the images differently), in file order, with any batch size."""
+    from iqalab.data.cache import ImageCache, build_cache
+    from iqalab.data.schema import read_dataset
+    from iqalab.data.toy import build_toy
+    from iqalab.train.engine import eval_items_for, load_checkpoint, model_from_checkpoint, predict_items
+
+    ds = build_toy(tmp_path / "ds", n_scenes=2, per_scene=3, size=72)
+    Image.fromarray(photo_like(1200, 900)).save(ds.image_path(str(ds.images["path"].iloc[1])), format="JPEG",
+                                                 quality=92)
+    ds = read_dataset(tmp_path / "ds")
+    build_cache(ds, 64, progress=False)
+    ckpt = checkpoint(tmp_path / "best.pt", "backbone_mlp", backbone="resnet18", hidden=8)
+    model = model_from_checkpoint(load_checkpoint(ckpt))
+    ids = ds.images["image_id"].astype(str).tolist()
+    items = eval_items_for(model, ids, None, ds=ds, cache=ImageCache(ds, 64), inputs=model.inputs, cam_stats=None)
+    engine = np.asarray(predict_items(model, items, 4, torch.device("cpu"))) * 4.0 + 1.0  # mos_range [1, 5]
+    files = [ds.image_path(str(p)) for p in ds.images["path"]]
+    for batch_size in (1, 4):
+        frame = score_images(ckpt, files, progress=False, device="cpu", batch_size=batch_size)
+        assert frame["path"].tolist() == [str(f) for f in files]
+        np.testing.assert_allclose(frame[ATTRS].to_numpy(), engine, rtol=0, atol=1e-5)
+    assert np.ptp(engine, axis=0).min() > 1e-3, "the images get different scores: the comparison can fail"
