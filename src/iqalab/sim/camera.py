@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import zlib
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields
@@ -192,16 +193,19 @@ def _correlate(img: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarray:
     run = int(np.prod(img.shape[axis + 1:]))  # contiguous elements per line step along ``axis``
     if run < 64 or r >= n:
         return correlate1d(img, weights, axis=axis, mode="reflect", output=np.float32)
-    pad = [(0, 0)] * img.ndim
-    pad[axis] = (r, r)
-    padded = np.pad(img, pad, mode="symmetric")
     lead = (slice(None),) * axis
+    shape = img.shape[:axis] + (n + 2 * r,) + img.shape[axis + 1:]
+    padded = _scratch("padded", shape)  # scipy's reflect = numpy's symmetric padding: (d c b a | a b c d)
+    padded[lead + (slice(r, r + n),)] = img
+    if r > 0:  # r < n here
+        padded[lead + (slice(0, r),)] = img[lead + (slice(r - 1, None, -1),)]
+        padded[lead + (slice(n + r, n + 2 * r),)] = img[lead + (slice(n - 1, n - r - 1, -1),)]
 
     def shifted(i: int) -> np.ndarray:
         return padded[lead + (slice(i, i + n),)]
 
     out = np.multiply(shifted(r), np.float32(weights[r]), dtype=np.float32)
-    tmp = np.empty_like(out)
+    tmp = _scratch("taps", out.shape)
     for i in range(r):
         np.add(shifted(i), shifted(2 * r - i), out=tmp)
         tmp *= np.float32(weights[i])
@@ -300,6 +304,29 @@ def _box_mask_cached(shape: tuple[int, ...], box: tuple[float, ...], soft: float
     return out
 
 
+_SCRATCH = threading.local()
+_SCRATCH_BYTES = 512 << 20  # the buffers of a few image sizes; beyond this the workspace starts afresh
+
+
+def _scratch(name: str, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
+    """A reusable work buffer of this thread (uninitialised), one per name, shape and dtype.
+
+    Speed (issue #30): fresh full-image temporaries cost page faults on every render (about a fifth of the
+    renderer's time); the renderer's largest intermediates live here instead. A buffer never leaves
+    :func:`capture` (images, JPEG bytes and measurements it returns are fresh objects).
+    """
+    buffers: dict[tuple[Any, ...], np.ndarray] | None = getattr(_SCRATCH, "buffers", None)
+    if buffers is None:
+        buffers = _SCRATCH.buffers = {}
+    key = (name, tuple(shape), np.dtype(dtype).str)
+    buf = buffers.get(key)
+    if buf is None:
+        if sum(b.nbytes for b in buffers.values()) > _SCRATCH_BYTES:
+            buffers.clear()
+        buf = buffers[key] = np.empty(shape, dtype=dtype)
+    return buf
+
+
 LUT_BITS = 16  #: the encoding table samples linear [0, 1] at 2^16 + 1 points, linearly interpolated
 #: below / above these linear values a contrast curve is computed exactly (its slope is unbounded at 0 and 1)
 LUT_EXACT_LO, LUT_EXACT_HI = 4e-3, 0.99
@@ -333,17 +360,23 @@ def _encode(rgb: np.ndarray, contrast: float) -> np.ndarray:
     that agrees with the formula to about 1e-6 (2e-4 of an 8-bit level), values near 0 and 1 computed exactly.
     """
     np.clip(rgb, 0.0, 1.0, out=rgb)
-    if abs(contrast - 1.0) < 1e-9:
-        return linear_to_srgb(rgb)
+    if abs(contrast - 1.0) < 1e-9:  # linear_to_srgb's operations, without computing both branches everywhere
+        enc = np.power(rgb, np.float32(1 / 2.4), out=_scratch("enc", rgb.shape))
+        enc *= 1.055
+        enc -= 0.055
+        low = rgb <= 0.0031308
+        if low.any():
+            enc[low] = 12.92 * rgb[low]
+        return enc
     value, slope = _encoding_table(float(contrast))
     n = len(value) - 2
-    t = np.multiply(rgb, np.float32(n))
-    cell = np.floor(t)
+    t = np.multiply(rgb, np.float32(n), out=_scratch("t", rgb.shape))
+    cell = np.floor(t, out=_scratch("cell", rgb.shape))
     t -= cell
-    index = cell.astype(np.intp)
-    del cell
-    enc = value.take(index)
-    t *= slope.take(index)
+    index = _scratch("index", rgb.shape, np.intp)
+    np.copyto(index, cell, casting="unsafe")
+    enc = value.take(index, out=_scratch("enc", rgb.shape))
+    t *= slope.take(index, out=cell)
     enc += t
     edge = (index < int(LUT_EXACT_LO * n)) | (index >= int(np.ceil(LUT_EXACT_HI * n)))
     if edge.any():
@@ -429,15 +462,15 @@ def capture(scene: Scene, params: CameraParams, rng: np.random.Generator) -> Cap
     full_well = np.float32(FULL_WELL * pixel_area)
     read_e = READ_E * float(np.sqrt(pixel_area))
     exposure = 100.0 * float(full_well) * scene.luminance * params.shutter / (METER_K * params.aperture**2)
-    electrons = colour * np.float32(exposure)
+    electrons = np.multiply(colour, np.float32(exposure), out=_scratch("electrons", colour.shape))
     gain = np.float32(params.iso / (100.0 * float(full_well)))
-    sd = np.maximum(electrons, 0.0)
+    sd = np.maximum(electrons, 0.0, out=_scratch("sd", colour.shape))
     sd *= gain**2
     sd += (read_e * gain) ** 2
     sd += ADC_NOISE**2
     np.sqrt(sd, out=sd)
     saturation_level = min(1.0, float(full_well * gain))
-    raw = np.empty((2,) + electrons.shape, dtype=np.float32)  # (clean, noisy) x 3 planes x H x W
+    raw = _scratch("raw", (2,) + electrons.shape)  # (clean, noisy) x 3 planes x H x W
     clean_raw, noisy_raw = raw[0], raw[1]
     np.minimum(electrons, full_well, out=clean_raw)
     clean_raw *= gain
@@ -445,7 +478,9 @@ def capture(scene: Scene, params: CameraParams, rng: np.random.Generator) -> Cap
     saturated = clean_raw >= saturation_level
     sensor_clipped = float((saturated[0] | saturated[1] | saturated[2]).mean())
     # the noise is drawn pixel-interleaved (H x W x 3), as the sensor model has always drawn it: same stream
-    noise = _planar(rng.standard_normal((h, w, 3), dtype=np.float32))
+    noise = _scratch("noise", colour.shape)
+    drawn = rng.standard_normal(dtype=np.float32, out=_scratch("drawn", (h, w, 3)))
+    np.copyto(noise, np.moveaxis(drawn, -1, 0))
     noise *= sd
     noise /= gain
     noise += electrons
@@ -501,7 +536,7 @@ def capture(scene: Scene, params: CameraParams, rng: np.random.Generator) -> Cap
     np.clip(enc, 0.0, 1.0, out=enc)
     enc *= 255.0
     np.rint(enc, out=enc)
-    out = np.empty((2, h, w, 3), dtype=np.uint8)  # (clean, noisy) x H x W x 3, interleaved again
+    out = _scratch("out8", (2, h, w, 3), np.uint8)  # (clean, noisy) x H x W x 3, interleaved again
     for c in range(3):
         np.copyto(out[..., c], enc[:, c], casting="unsafe")
     clean8, noisy8 = out[0], out[1]
@@ -613,7 +648,7 @@ def _measure(scene: Scene, params: CameraParams, clean8: np.ndarray, noisy8: np.
     """The known degradations of one capture (8-bit levels for noise/halo, reference px for blur);
     ``sensor_clipped`` is the share of pixels with a channel at the sensor's saturation level."""
     luma_clean = (clean8.astype(np.float32) @ LUMA) / 255.0
-    err = (noisy8.astype(np.float32) - clean8.astype(np.float32)) @ LUMA  # luma noise, 8-bit levels
+    err = (noisy8.astype(np.int16) - clean8).astype(np.float32) @ LUMA  # luma noise, 8-bit levels
     err2 = err**2
     person_mask = (alpha > 0.5).astype(np.float32) if alpha is not None else None
     if person_mask is None and scene.person_box is not None:
@@ -635,7 +670,7 @@ def _measure(scene: Scene, params: CameraParams, clean8: np.ndarray, noisy8: np.
         share = float(alpha.mean())
         blur_global = float(np.sqrt(share * blur_person["effective"] ** 2 + (1 - share) * blur_bg["effective"] ** 2))
     ratio = params.exposure_ratio(scene.luminance)
-    jpeg_err = decoded.astype(np.float32) - noisy8.astype(np.float32)
+    jpeg_err = (decoded.astype(np.int16) - noisy8).astype(np.float32)
     info: dict[str, float] = {
         "exposure_ev": float(np.log2(max(ratio, 1e-9))),
         "electrons_mid": float(0.18 * 100.0 * FULL_WELL * scene.luminance * params.shutter
