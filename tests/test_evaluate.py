@@ -303,3 +303,13 @@ def test_fg_acc_in_both_modes_in_table2(project) -> None:
     summary = json.loads((project.root / "results" / "metrics" / "summary.json").read_text())
     assert summary["tuning"]["fg_acc_pairwise"] == pytest.approx(expected) and "fg_acc_pairwise" not in summary["plain"]
     assert "pair head" in (project.root / "results" / "tables" / "tuningiqa_table2.md").read_text().splitlines()[0]
+
+
+def test_reference_rows_are_never_ranked() -> None:
+    """A yardstick row (panel ceiling, probe) above every model takes no bold and leaves the best model's."""
+    table = _toy_table()
+    table.reference_rows = (("a", "m2"),)
+    mask = table.best_mask()
+    assert mask["SRCC"].tolist() == [False, False, True, False]  # m3 is now the best ranked row of group a
+    assert mask["MAE"].tolist() == [True, False, False, False]
+    assert "| a | m2 | 0.9500 | 0.2000 | 20 |" in table.to_markdown()

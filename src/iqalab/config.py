@@ -140,6 +140,8 @@ class EvaluateConfig(_Strict):
                                   "issue #27); false: the unconstrained VQEG fit")
     bootstrap: int = Field(200, ge=0)
     fine_pairs_only: bool = True
+    yardstick: bool = Field(True, description="learnability yardstick tables (panel ceiling, pixel-feature probe; "
+                            "issue #23) beside each dataset's model rows")
 
 
 class GmadSettings(_Strict):

@@ -11,6 +11,9 @@ per dataset x metric as in REQA Table I where the SROCC and PLCC blocks are rank
 comes from the column name (errors, parameters, GMACs and latency: lower is better; counts: not ranked) unless
 the table overrides it. Ties are all bold; a group with a single finite value gets no bold (nothing compared).
 
+Rows named in ``reference_rows`` (the learnability yardstick's panel ceiling and pixel-feature probe, which are
+not models) are left out of the ranking: they are never bold and never make a model's value lose its bold.
+
 A row may carry a *status* (``row_status``: row key -> text, e.g. ``"pyiqa not installed"`` for a zero-shot
 model whose weights are missing, :mod:`iqalab.status`): its missing cells show that text instead of ``–`` in the
 Markdown and LaTeX outputs, and the CSV gains a ``status`` column (``ok`` for the other rows).
@@ -100,6 +103,8 @@ class Table:
     digits: int = 4
     bold: bool = True
     row_status: dict[Hashable, str] = field(default_factory=dict)
+    #: row keys that are references, not models (the learnability yardstick): never ranked, never bold
+    reference_rows: tuple[Hashable, ...] = ()
     provenance: Mapping[str, Any] | None = None  # the run's record (default: iqalab.provenance.current())
 
     def direction(self, column: Hashable) -> str | None:
@@ -126,6 +131,9 @@ class Table:
             groups = [np.asarray(idx) for idx in keys.groupby(levels, sort=False, dropna=False).indices.values()]
         else:
             groups = [positions]
+        if self.reference_rows:
+            ranked = ~np.asarray(self.data.index.isin(list(self.reference_rows)))
+            groups = [rows[ranked[rows]] for rows in groups]
         for j, column in enumerate(self.data.columns):
             direction = self.direction(column)
             if direction is None:

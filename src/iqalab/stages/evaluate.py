@@ -12,6 +12,11 @@ Reads only ``results/predictions/<experiment>.{parquet,json}`` of the experiment
 - ``results/metrics/summary.json``: ``{experiment: {srcc, plcc, plcc_logistic, krcc, rmse[, fg_acc]}}``, means
   over attributes and test splits (small and flat for ``dvc metrics show / diff``), and ``_provenance``: the
   run's :mod:`iqalab.provenance` record (code commit, params hash, lock hash, versions, device, seed);
+- ``results/tables/yardstick_<dataset>.{md,csv,tex}`` (issue 23; ``evaluate.yardstick``): per dataset with
+  within-dataset test predictions and a canonical folder ``build/datasets/<dataset>``, its models' test SRCC
+  next to the learnability references (:mod:`iqalab.analysis.yardstick`): the panel ceiling (simulated data with
+  ground truth only), the panel's split-half reliability (when votes exist) and the pixel-feature probe on the
+  dataset's square cache (features kept per image in ``build/features/yardstick-*``);
 - ``results/figures/evaluation/``: scatter of prediction against MOS with the fitted logistic per model, per-tier
   bars, FG-ACC against |dMOS| (:mod:`iqalab.eval_figures`).
 
@@ -52,11 +57,21 @@ from pathlib import Path
 import pandas as pd
 
 from iqalab import paper_tables
-from iqalab.analysis.evaluation import compute_scores, load_inputs, summary_metrics
+from iqalab.analysis import yardstick
+from iqalab.analysis.evaluation import (
+    EvalInputs,
+    compute_scores,
+    display_labels,
+    load_inputs,
+    summary_metrics,
+)
 from iqalab.config import Params
+from iqalab.data.cache import ImageCache, NativeStore
+from iqalab.data.schema import DataError, read_dataset
 from iqalab.eval_figures import evaluation_figures
 from iqalab.io import write_json
 from iqalab.provenance import collect
+from iqalab.tables import Table
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +90,16 @@ def run(params: Params, root: Path, figures: bool = True) -> dict[str, pd.DataFr
     scores = compute_scores(inputs, params.evaluate.fine_pairs_only, tier_tags=paper_tables.tags_needing("tier"),
                             scene_tags=paper_tables.tags_needing("scene_median"), logistic_bounds=bounds)
     tables = paper_tables.build_tables(scores, inputs, params.evaluate.logistic, bounds)
+    if params.evaluate.yardstick:
+        tables.update({t.name: t for t in yardstick_tables(params, root, inputs)})
     out = root / "results" / "tables"
     out.mkdir(parents=True, exist_ok=True)
     for table in tables.values():
         table.write(out)
     known = {entry.name for entry in paper_tables.registered_tables()} | {"all_metrics"}
     for path in out.glob("*"):
-        if path.suffix in {".md", ".csv", ".tex"} and path.stem in known and path.stem not in tables:
+        ours = path.stem in known or path.stem.startswith("yardstick_")
+        if path.suffix in {".md", ".csv", ".tex"} and ours and path.stem not in tables:
             path.unlink()
             log.info("removed stale table %s", path.name)
     write_json(root / "results" / "metrics" / "summary.json",
@@ -91,3 +109,53 @@ def run(params: Params, root: Path, figures: bool = True) -> dict[str, pd.DataFr
     log.info("evaluated %d experiments into %d tables in %.1f s", len(inputs.meta), len(tables),
              time.perf_counter() - started)
     return {name: table.to_frame() for name, table in tables.items()}
+
+
+def yardstick_tables(params: Params, root: Path, inputs: EvalInputs) -> list[Table]:
+    """The ``yardstick_<dataset>`` tables (:func:`iqalab.analysis.yardstick.yardstick_table`) of every dataset
+    with within-dataset test predictions whose canonical folder exists; the probe reads the dataset's square
+    cache at its ``cache_size`` (else the native store; without either it is left out, with a note)."""
+    test = inputs.predictions[inputs.predictions["role"] == "test"]
+    train_of = {name: str(info.get("train_dataset")) for name, info in inputs.meta.items()}
+    test = test[test["dataset"] == test["experiment"].map(train_of)]
+    labels = display_labels(inputs.meta)
+    n_boot, seed = params.evaluate.bootstrap, params.seed
+    out = []
+    for dataset, part in test.groupby("dataset", sort=True):
+        started = time.perf_counter()
+        folder = Path(root) / "build" / "datasets" / str(dataset)
+        if not (folder / "dataset.json").is_file():
+            log.info("yardstick: no canonical folder %s; %s left out", folder, dataset)
+            continue
+        try:
+            ds = read_dataset(folder, verify_checksums=False)
+        except DataError as err:
+            log.warning("yardstick: %s left out (%s)", dataset, err)
+            continue
+        simulated = bool(ds.meta.get("simulated"))
+        spec = params.datasets.get(str(dataset))
+        notes: list[str] = []
+        pixels: ImageCache | NativeStore | None = None
+        where = ""
+        try:
+            if spec is None:
+                raise DataError(f"{dataset} is not in params.datasets (no cache size)")
+            pixels, where = ImageCache(ds, spec.cache_size), f"the {spec.cache_size} px square cache"
+        except DataError as err:
+            try:
+                pixels, where = NativeStore(ds), "the native-resolution store"
+            except DataError:
+                notes.append(f"no pixel-feature probe: {err}")
+        features = None if pixels is None else yardstick.dataset_features(
+            ds.images, pixels, Path(root) / "build" / "features")
+        splits = sorted(part["split"].astype(str).unique())
+        references, ref_notes = yardstick.reference_scores(
+            ds.images, ds.splits, ds.attributes, splits, features, ds.ratings, simulated, n_boot, seed,
+            source=str(folder / "images.parquet"))
+        models = yardstick.model_scores(part, inputs.meta, labels, n_boot, seed)
+        table = yardstick.yardstick_table(str(dataset), simulated, models, references,
+                                          [a for a in ds.attributes if a in set(part["attribute"])],
+                                          [*notes, *ref_notes], where)
+        out.append(table)
+        log.info("yardstick of %s (%d splits) in %.1f s", dataset, len(splits), time.perf_counter() - started)
+    return out

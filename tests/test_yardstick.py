@@ -1,0 +1,197 @@
+"""The learnability yardstick (issue 23): panel ceiling, split-half reliability, pixel-feature probe, verdict,
+and the ``yardstick_<dataset>`` table the evaluate stage writes next to the model rows."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import ndimage, stats
+
+from iqalab.analysis import yardstick as Y
+from iqalab.stages import evaluate
+from iqalab.tables import read_table_csv
+from tests.evaluate_fakes import params_dict, write_experiment
+
+
+# ------------------------------------------------------------------------------------------- panel ceiling
+def test_ceiling_equals_scipy() -> None:
+    rng = np.random.default_rng(3)
+    truth = rng.normal(size=50)
+    mos = truth + rng.normal(0, 0.7, 50)
+    out = Y.panel_ceiling(mos, truth)
+    assert out["srcc"] == pytest.approx(stats.spearmanr(mos, truth)[0], abs=1e-12)
+    assert out["plcc"] == pytest.approx(stats.pearsonr(mos, truth)[0], abs=1e-12)
+    assert out["n"] == 50 and out["srcc"] < 0.99  # the panel's noise keeps it below 1
+
+
+def test_missing_ground_truth_is_refused_in_one_line() -> None:
+    images = pd.DataFrame({"image_id": ["a", "b"], "mos_overall": [1.0, 2.0], "true_overall": [1.0, 2.0]})
+    with pytest.raises(Y.YardstickError) as err:
+        Y.ground_truth(images, ["overall", "noise"], "build/datasets/x/images.parquet")
+    message = str(err.value)
+    assert "\n" not in message and "images.parquet" in message and "noise" in message
+    with pytest.raises(Y.YardstickError, match="non-finite"):
+        Y.ground_truth(images.assign(true_overall=[1.0, np.nan]), ["overall"])
+    truth = Y.ground_truth(images, ["overall"])
+    assert truth.loc["b", "overall"] == 2.0
+
+
+def test_split_half_reliability_tracks_the_panel_noise() -> None:
+    rng = np.random.default_rng(0)
+    quality = rng.uniform(1, 5, 40)
+    rows = []
+    for noise, tag in ((0.2, "clean"), (50.0, "noise")):
+        for i, q in enumerate(quality):
+            for r in range(10):
+                rows.append({"image_id": f"{tag}{i}", "rater": f"r{r}", "attribute": tag,
+                             "score": q + rng.normal(0, noise), "kept": True})
+    votes = pd.DataFrame(rows)
+    votes.loc[0, "kept"] = False  # a screened vote is left out, not an error
+    clean = Y.split_half_reliability(votes, [f"clean{i}" for i in range(40)], "clean")
+    noisy = Y.split_half_reliability(votes, [f"noise{i}" for i in range(40)], "noise")
+    assert clean["spearman_brown"] > 0.95 and abs(noisy["spearman_brown"]) < 0.5
+    r = clean["r_half"]
+    assert clean["spearman_brown"] == pytest.approx(2 * r / (1 + r)) and clean["n"] == 40
+    assert np.isnan(Y.split_half_reliability(votes, ["clean0", "clean1"], "clean")["spearman_brown"])
+
+
+# ------------------------------------------------------------------------------------------------ features
+def _photo(seed: int, size: int = 48) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = ndimage.gaussian_filter(rng.uniform(0, 255, (size, size, 3)), sigma=(3, 3, 0))
+    base = (base - base.min()) / (np.ptp(base) + 1e-9) * 200 + 20
+    return base.astype(np.uint8)
+
+
+def test_pixel_features_follow_blur_noise_and_colour() -> None:
+    img = _photo(0)
+    names = list(Y.PIXEL_FEATURES)
+    ref = Y.pixel_features(img)
+    blurred = Y.pixel_features(ndimage.gaussian_filter(img, sigma=(2, 2, 0)))
+    noisy = Y.pixel_features(np.clip(img + np.random.default_rng(1).normal(0, 20, img.shape), 0, 255)
+                             .astype(np.uint8))
+    grey = Y.pixel_features(np.repeat(img.mean(axis=2, keepdims=True), 3, axis=2).astype(np.uint8))
+    assert np.isfinite(ref).all() and ref.shape == (len(names),)
+    assert blurred[names.index("log_lap_var")] < ref[names.index("log_lap_var")]
+    assert noisy[names.index("noise_sigma")] > ref[names.index("noise_sigma")] + 5
+    assert grey[names.index("colourfulness")] < 0.5 < ref[names.index("colourfulness")]
+    face = Y.pixel_features(img, (0.25, 0.25, 0.75, 0.75))
+    assert ref[names.index("has_face")] == 0 and face[names.index("has_face")] == 1
+    luma = img[12:36, 12:36].astype(float) @ np.array([0.299, 0.587, 0.114]) / 255
+    assert face[names.index("face_luma_mean")] == pytest.approx(luma.mean(), abs=1e-9)
+
+
+def test_probe_recovers_a_known_pixel_function_and_caches_features(tmp_path, caplog) -> None:
+    """The target is the blur applied to each image: the probe ranks held-out images by it; a target unrelated
+    to the pixels is not recovered. Features are read back from the per-image cache the second time."""
+    rng = np.random.default_rng(0)
+    n = 90
+    blur = rng.uniform(0, 3, n)
+    images = {f"i{k}": ndimage.gaussian_filter(_photo(k % 6), sigma=(blur[k], blur[k], 0)) for k in range(n)}
+    table = pd.DataFrame({"image_id": list(images)})
+    feats = Y.dataset_features(table, images, tmp_path)
+    assert list(feats.columns) == Y.feature_names() and np.isfinite(feats.to_numpy()).all()
+    mos = pd.DataFrame({"sharpness": 5 - blur, "random": rng.normal(size=n)}, index=list(images))
+    ids = list(images)
+    out = Y.probe_scores(feats, mos, ids[:65], ids[65:], n_boot=100).set_index("attribute")
+    assert out.loc["sharpness", "srcc"] > 0.85
+    assert out.loc["sharpness", "ci_low"] <= out.loc["sharpness", "srcc"] <= out.loc["sharpness", "ci_high"]
+    assert abs(out.loc["random", "srcc"]) < 0.5
+    with caplog.at_level("INFO", logger="iqalab.analysis.yardstick"):
+        again = Y.dataset_features(table, images, tmp_path)
+    pd.testing.assert_frame_equal(again, feats)
+    assert f"{n} images: 0 computed, {n} from the cache" in caplog.text
+    with pytest.raises(Y.YardstickError, match="too small"):
+        Y.probe_scores(feats, mos, ids[:2], ids[2:10])
+
+
+# ------------------------------------------------------------------------------------------------- verdict
+def test_summary_ratio_and_ci_verdicts() -> None:
+    models = pd.DataFrame({"model": ["a", "a", "b", "n"], "trained": [True, True, True, False],
+                           "split": ["s0", "s1", "s0", "s0"], "attribute": "overall",
+                           "srcc": [0.6, 0.7, 0.5, 0.9], "ci_low": [0.55, 0.62, 0.3, 0.85],
+                           "ci_high": [0.65, 0.76, 0.7, 0.95]})
+    refs = pd.DataFrame({"split": ["s0", "s1", "s2"], "attribute": "overall", "reference": Y.PROBE,
+                         "srcc": [0.8, 0.8, 0.1]})
+    out = Y.summarise_dataset(models, refs, "overall")
+    assert out["best_model"] == "a" and out["best_srcc"] == pytest.approx(0.65)  # untrained "n" is not a candidate
+    assert out["probe_srcc"] == pytest.approx(0.8)  # over a's splits only
+    assert out["ratio"] == pytest.approx(0.65 / 0.8) and out["ratio_met"] is True
+    assert out["ci_half_width_max"] == pytest.approx(0.2) and out["ci_met"] is False
+    narrow = Y.summarise_dataset(models[models["model"] != "b"], refs, "overall")
+    assert narrow["ci_half_width_max"] == pytest.approx(0.07) and narrow["ci_met"] is True
+
+
+# ----------------------------------------------------------------------------------------------- the stage
+def _toy_project(project, toy_dataset, truth: bool):
+    """The toy dataset copied under the project's build/datasets, one perfect-ish and one noisy experiment on
+    its scene split (predictions of its real image ids), optionally with ground-truth columns."""
+    folder = project.root / "build" / "datasets" / "toy"
+    shutil.copytree(toy_dataset.root, folder)
+    images = pd.read_parquet(folder / "images.parquet")
+    rng = np.random.default_rng(0)
+    if truth:
+        for attr in toy_dataset.attributes:
+            images[f"true_{attr}"] = images[f"mos_{attr}"] + rng.normal(0, 0.3, len(images))
+        images.to_parquet(folder / "images.parquet", index=False)
+    splits = toy_dataset.splits[toy_dataset.splits["split"] == "scene"]
+    frames = []
+    for attr in toy_dataset.attributes:
+        part = splits.merge(images[["image_id", "scene", f"mos_{attr}"]], on="image_id")
+        part = part[part["role"].isin(["test", "val"])]
+        frames.append(pd.DataFrame({"image_id": part["image_id"], "attribute": attr,
+                                    "mos": part[f"mos_{attr}"], "split": "scene", "role": part["role"],
+                                    "scene": part["scene"]}))
+    base = pd.concat(frames, ignore_index=True)
+    good = base.assign(pred=base["mos"] + rng.normal(0, 0.05, len(base)))
+    bad = base.assign(pred=rng.normal(size=len(base)))
+    write_experiment(project.root, "good", good, label="Good")
+    write_experiment(project.root, "bad", bad, label="Bad")
+    return project.write_params(params_dict({"good": {"label": "Good"}, "bad": {}}, bootstrap=50)), images, splits
+
+
+@pytest.mark.parametrize("truth", [True, False])
+def test_stage_writes_the_yardstick_next_to_the_models(project, toy_dataset, truth) -> None:
+    params, images, splits = _toy_project(project, toy_dataset, truth)
+    tables = evaluate.run(params, project.root, figures=False)
+    assert "yardstick_toy" in tables
+    folder = project.root / "results" / "tables"
+    md = (folder / "yardstick_toy.md").read_text()
+    assert "SIMULATED" in md.splitlines()[0] and "Issue 23 done-when" in md
+    frame = read_table_csv(folder / "yardstick_toy.csv").set_index("model")
+    assert {"Good", "Bad", Y.PROBE} <= set(frame.index)
+    assert set(frame.loc[[Y.PROBE], "row"]) == {"reference, not a model"}
+    assert (Y.CEILING in frame.index) is truth
+    if truth:
+        test_ids = splits.loc[splits["role"] == "test", "image_id"]
+        sel = images.set_index("image_id").loc[test_ids]
+        expected = stats.spearmanr(sel["mos_overall"], sel["true_overall"])[0]
+        assert frame.loc[Y.CEILING, "overall SRCC"] == pytest.approx(expected, abs=1e-9)
+        # the reference row beats every model, yet the best model keeps its bold and the reference gets none
+        ceiling_line = next(line for line in md.splitlines() if Y.CEILING in line)
+        assert "**" not in ceiling_line
+    else:
+        assert "no panel ceiling" in md
+    good_line = next(line for line in md.splitlines() if "| Good |" in line)
+    assert "**" in good_line
+    assert frame.loc["Good", "overall SRCC"] > frame.loc["Bad", "overall SRCC"]
+    assert np.isfinite(frame.loc["Good", "overall ratio to probe"])
+    assert list((project.root / "build" / "features").glob("yardstick-*"))  # features cached per image
+
+
+def test_stage_without_dataset_folder_or_with_yardstick_off(project, toy_dataset) -> None:
+    params, _, _ = _toy_project(project, toy_dataset, truth=True)
+    stale = project.root / "results" / "tables" / "yardstick_gone.md"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text("old")
+    raw = params.model_dump() if hasattr(params, "model_dump") else dict(params)
+    raw["evaluate"]["yardstick"] = False
+    off = project.write_params(params_dict({"good": {"label": "Good"}, "bad": {}}) | {"evaluate": raw["evaluate"]})
+    tables = evaluate.run(off, project.root, figures=False)
+    assert not any(name.startswith("yardstick_") for name in tables) and not stale.exists()
+    shutil.rmtree(project.root / "build" / "datasets" / "toy")
+    tables = evaluate.run(params, project.root, figures=False)
+    assert not any(name.startswith("yardstick_") for name in tables)
