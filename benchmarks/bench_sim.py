@@ -10,9 +10,9 @@ Two workloads:
 
 * ``cold``: every render recomputes the scene's light after optics (the light cache is emptied first), the
   worst case, e.g. ``ugc_sim``'s one image per scene;
-* ``builder``: the shots of ``fglive_sim`` (per scene an auto-exposure reference plus systematic deviations of
-  1-3 of the 7 camera parameters, :func:`iqalab.sim.builders._scene_deviations`), where the shots that keep
-  aperture and shutter reuse the scene's light: the per-shot cost of a dataset build.
+* ``builder``: shots as ``fglive_sim`` renders them (per scene an auto-exposure reference plus deviations of 1-3
+  of the 7 camera parameters, :func:`iqalab.sim.builders._deviate`), where the shots that keep aperture and
+  shutter reuse the scene's light: the per-shot cost of a dataset build (without the builder's own previews).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_sim.py --size 512 --scenes 4 --per-scene 8
 """
@@ -32,7 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the reference renderer lives in tests/
 
 from iqalab.sim import camera  # noqa: E402
-from iqalab.sim.builders import _scene_deviations, scene_pool  # noqa: E402
+from iqalab.sim.builders import _deviate, scene_pool  # noqa: E402
 from iqalab.sim.camera import CameraParams, auto_params, capture  # noqa: E402
 from iqalab.sim.scenes import Scene  # noqa: E402
 from tests.test_sim_render import reference_capture  # noqa: E402
@@ -69,7 +69,8 @@ def main() -> None:
     builder: list[tuple[Scene, CameraParams]] = []
     for s in scenes:
         ref = auto_params(s, aperture=float(rng.choice([2.0, 2.8, 4.0])), sharpness=0.6, jpeg_quality=92)
-        builder += [(s, ref)] + [(s, p) for p in _scene_deviations(ref, rng, args.per_scene - 1, "systematic")]
+        builder += [(s, ref)] + [(s, _deviate(ref, rng, int(rng.choice([1, 2, 3, 3])), bool(rng.random() < 0.2)))
+                                 for _ in range(args.per_scene - 1)]
     capture(*cold[0], np.random.default_rng(0))  # warm the photo / sprite caches and the imports
     reference_capture(*cold[0], np.random.default_rng(0))
     log.info("%d x %d renders, OMP_NUM_THREADS=%s, load average %.1f (%d CPUs)", args.size, args.size,

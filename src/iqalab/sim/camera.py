@@ -28,6 +28,13 @@ ISP: white-balance gains for the set colour temperature (cast = set vs. true ill
 Every capture is rendered twice through the same ISP, once with and once without sensor noise, so the noise
 after the ISP (including clipping, tone curve and sharpening) is *measured*, not guessed. ``info`` carries those
 measurements and the optical facts; :mod:`iqalab.sim.observers` turns them into perceived quality.
+
+Implementation (issue #30, speed only: the model above is unchanged): colour planes (C x H x W float32) worked on
+in place in reusable buffers, separable filters whose row passes add shifted slices (:func:`_correlate`), chroma
+filtered as two planes, a table for the contrast curves (:func:`_encode`), and per-scene constants cached (the light
+after optics for each aperture/shutter, face mask, enhancer texture). The sensor noise is the same draw from the
+same stream as before. ``tests/test_sim_render.py`` keeps the straightforward renderer and checks that both give
+the same images and measurements; ``benchmarks/bench_sim.py`` times both.
 """
 
 from __future__ import annotations
