@@ -1,17 +1,22 @@
 """Training-batch benchmark: iqalab's memory-mapped uint8 stores against decoding with PIL every epoch (issue #30).
 
-Two settings, each printed as a ratio against its reference measured in the same run:
+Two settings, three loaders each, every rate printed with its ratio to the reference measured in the same run:
 
 - ``native``: KonIQ-shaped 1024 x 768 JPEGs, random 224 crops + horizontal flips cut at native resolution (REQA's
-  and KonIQ's protocol). Ours: :class:`iqalab.data.loaders.ImageItems` over the native store. Reference: open the
-  JPEG with PIL every epoch, cut the same crop, flip, normalise.
+  and KonIQ's protocol), read from the native store.
 - ``square``: the square cache (files of ``--size`` px resized to ``--cache``, then 224 crops: TuningIQA's
-  256 -> 224). Reference: PIL decode + the cache's resize (reducing gap included) + the same crop every epoch.
+  256 -> 224). The reference adds the cache's resize (reducing gap included) to every decode.
 
-Both sides yield the same ImageNet-normalised ``[B, 3, 224, 224]`` float batches (checked on the first epoch's
-first batch); ours normalises per batch as the engine does. Run with one thread, as on the 2-core CPU:
+Loaders: ``PIL`` (reference: open the file every epoch, cut the same crop, flip, torchvision-style normalise per
+image), ``per-item`` (the previous path: ``ImageItems.__getitem__`` per image, torch's ``default_collate``, the
+whole batch normalised in one pass) and ``batched`` (the engine's: ``ImageItems.__getitems__`` cuts the batch
+into one array, :func:`iqalab.data.loaders.collate`, :func:`~iqalab.data.loaders.normalise_batch` image by
+image). All yield the same ImageNet-normalised ``[B, 3, 224, 224]`` float batches: the per-item and batched ones
+exactly equal over the whole first epoch, the reference within 1e-5 on its first batch. Rates are images/s
+of wall-clock time and, with ``--workers 0``, of this process's CPU time (steadier on a loaded machine). Run with
+one thread, as on the 2-core CPU:
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_loading.py [--images 96] [--epochs 3]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_loading.py [--images 96] [--epochs 4] [--workers 0]
 
 Target (issue #30): native >= 30x.
 """
@@ -30,7 +35,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from iqalab.data.cache import ImageCache, build_cache, resize_square
-from iqalab.data.loaders import IMAGENET_MEAN, IMAGENET_STD, ImageItems, normalise_batch
+from iqalab.data.loaders import IMAGENET_MEAN, IMAGENET_STD, ImageItems, collate, normalise_batch
 from iqalab.data.schema import read_dataset
 from iqalab.data.toy import build_toy
 
@@ -63,19 +68,44 @@ class PilEveryEpoch(Dataset):
         return x.div_(255.0).sub_(self.mean).div_(self.std)
 
 
+class PerItem(Dataset):
+    """The previous path: ``items[i]`` one by one (no ``__getitems__``), collated by torch's ``default_collate``."""
+
+    def __init__(self, items: ImageItems) -> None:
+        self.items = items
+
+    def set_epoch(self, epoch: int) -> None:
+        self.items.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
+def normalise_whole(images: torch.Tensor) -> torch.Tensor:
+    """The previous normalisation: the whole batch converted, scaled and shifted in three passes (the values of
+    :func:`normalise_batch`, which works image by image)."""
+    scale = (1.0 / (torch.as_tensor(IMAGENET_STD, dtype=torch.float64) * 255.0)).float().view(3, 1, 1)
+    shift = (-torch.as_tensor(IMAGENET_MEAN / IMAGENET_STD, dtype=torch.float64)).float().view(3, 1, 1)
+    return images.to(torch.float32).mul_(scale).add_(shift)
+
+
 def _batches(loader: DataLoader, epochs: int, first: int = 0):
     """Every batch of epochs ``first .. first + epochs - 1`` as the normalised float tensor a model receives."""
+    normalise = normalise_whole if isinstance(loader.dataset, PerItem) else normalise_batch
     for epoch in range(first, first + epochs):
         loader.dataset.set_epoch(epoch)
         for batch in loader:
-            yield normalise_batch(batch["image"]) if isinstance(batch, dict) else batch
+            yield normalise(batch["image"]) if isinstance(batch, dict) else batch
 
 
-def _rate(loader: DataLoader, epochs: int, first: int = 0) -> float:
-    """Images per second over ``epochs`` epochs from epoch ``first``."""
-    start = time.perf_counter()
+def _rate(loader: DataLoader, epochs: int, first: int = 0) -> tuple[float, float]:
+    """Images per second of wall-clock and of this process's CPU time over ``epochs`` epochs from ``first``."""
+    start, cpu = time.perf_counter(), time.process_time()
     n = sum(len(b) for b in _batches(loader, epochs, first))
-    return n / (time.perf_counter() - start)
+    return n / (time.perf_counter() - start), n / max(time.process_time() - cpu, 1e-9)
 
 
 def _dataset(root: Path, n: int, height: int, width: int, quality: int = 90):
@@ -90,23 +120,33 @@ def _dataset(root: Path, n: int, height: int, width: int, quality: int = 90):
     return ds
 
 
-def compare(ds, paths: list[Path], store, square: int | None, crop: int, epochs: int, batch_size: int,
-            workers: int) -> tuple[float, float, float, float]:
-    """Images/s of (reference, ours) over the first epoch, then over the next ``epochs - 1`` (ours reads each
-    image's CRC once per process, in its first epoch), after checking that the first batches are equal."""
-    ids = ds.images["image_id"].tolist()
-    ours = ImageItems(ds, ids, store, {"image"}, train=True, crop=crop)
-    ref = PilEveryEpoch(paths, ImageItems(ds, ids, store, {"image"}, train=True, crop=crop), square)
+LOADERS = ("PIL", "per-item", "batched")
 
-    def loader(items: Dataset) -> DataLoader:
-        return DataLoader(items, batch_size=batch_size, shuffle=True, num_workers=workers,
+
+def compare(ds, paths: list[Path], store_of, square: int | None, crop: int, epochs: int, batch_size: int,
+            workers: int) -> dict[str, tuple[tuple[float, float], tuple[float, float]]]:
+    """``(first epoch, epochs 2..)`` rates ``(wall, cpu)`` of each loader of :data:`LOADERS`, after checking
+    that their batches are the same. ``store_of()`` opens the store anew, so each loader pays its own CRC reads
+    (once per image and process, in its first epoch)."""
+    ids = ds.images["image_id"].tolist()
+
+    def items() -> ImageItems:
+        return ImageItems(ds, ids, store_of(), {"image"}, train=True, crop=crop)
+
+    datasets = {"PIL": PilEveryEpoch(paths, items(), square), "per-item": PerItem(items()), "batched": items()}
+
+    def loader(name: str) -> DataLoader:
+        return DataLoader(datasets[name], batch_size=batch_size, shuffle=True, num_workers=workers,
+                          collate_fn=collate if name == "batched" else None,
                           generator=torch.Generator().manual_seed(0))
 
-    first_ref, first_ours = next(_batches(loader(ref), 1)), next(_batches(loader(ours), 1))
-    torch.testing.assert_close(first_ours, first_ref, rtol=0, atol=1e-5)  # same crops, same tensors
-    ref_loader, our_loader = loader(ref), loader(ours)
-    first = _rate(ref_loader, 1), _rate(our_loader, 1)
-    return (*first, _rate(ref_loader, epochs - 1, 1), _rate(our_loader, epochs - 1, 1))
+    check = {"PIL": [next(_batches(loader("PIL"), 1))]}
+    check |= {name: list(_batches(loader(name), 1)) for name in LOADERS[1:]}
+    torch.testing.assert_close(check["batched"][0], check["PIL"][0], rtol=0, atol=1e-5)  # same crops and flips
+    assert all(torch.equal(a, b) for a, b in zip(check["batched"], check["per-item"], strict=True)), \
+        "batched and per-item loaders differ"
+    datasets = {"PIL": PilEveryEpoch(paths, items(), square), "per-item": PerItem(items()), "batched": items()}
+    return {name: (_rate(loader(name), 1), _rate(loader(name), epochs - 1, 1)) for name in LOADERS}
 
 
 def main() -> None:
@@ -126,26 +166,32 @@ def main() -> None:
         build_cache(ds, args.cache, progress=False)
         build_seconds = time.perf_counter() - t0
         paths = [ds.root / p for p in ds.images["path"]]
-        store = ImageCache(ds, args.cache).native
-        rows.append(("native 1024x768 JPEG -> 224 crops", *compare(ds, paths, store, None, args.crop, args.epochs,
-                                                                  args.batch_size, args.workers)))
-        ds = _dataset(Path(tmp) / "square", args.images, args.size, args.size)
-        build_cache(ds, args.cache, progress=False)
-        paths = [ds.root / p for p in ds.images["path"]]
-        rows.append((f"square {args.size} JPEG -> {args.cache} cache -> 224", *compare(
-            ds, paths, ImageCache(ds, args.cache), args.cache, args.crop, args.epochs, args.batch_size,
+        rows.append(("native 1024x768 JPEG -> 224 crops", compare(
+            ds, paths, lambda: ImageCache(ds, args.cache).native, None, args.crop, args.epochs, args.batch_size,
             args.workers)))
+        square = _dataset(Path(tmp) / "square", args.images, args.size, args.size)
+        build_cache(square, args.cache, progress=False)
+        paths = [square.root / p for p in square.images["path"]]
+        rows.append((f"square {args.size} JPEG -> {args.cache} cache -> 224", compare(
+            square, paths, lambda: ImageCache(square, args.cache), args.cache, args.crop, args.epochs,
+            args.batch_size, args.workers)))
     print(f"images={args.images} epochs={args.epochs} batch={args.batch_size} workers={args.workers} "
           f"torch_threads={torch.get_num_threads()} OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')} "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"one-off ingest of the native store + square cache: {build_seconds:.2f} s "
           f"({args.images / build_seconds:.1f} images/s)")
-    for name, ref_first, our_first, ref_rate, our_rate in rows:
-        print(f"{name:42s} first epoch: PIL {ref_first:7.1f} images/s | iqalab {our_first:7.1f} images/s | ratio "
-              f"{our_first / ref_first:5.1f}x")
-        print(f"{'':42s} epochs 2-{args.epochs}:  PIL {ref_rate:7.1f} images/s | iqalab {our_rate:7.1f} images/s | "
-              f"ratio {our_rate / ref_rate:5.1f}x")
-    print("target (issue #30): native >= 30x")
+    cpu = args.workers == 0  # the CPU time of worker processes is not this process's
+    for name, rates in rows:
+        print(name)
+        for phase, label in ((0, "first epoch"), (1, f"epochs 2-{args.epochs}")):
+            ref_wall, ref_cpu = rates["PIL"][phase]
+            for loader in LOADERS:
+                wall, cpu_rate = rates[loader][phase]
+                text = f"  {label:11s} {loader:8s} {wall:7.1f} images/s ({wall / ref_wall:5.1f}x)"
+                if cpu:
+                    text += f" | per CPU second {cpu_rate:7.1f} ({cpu_rate / ref_cpu:5.1f}x)"
+                print(text)
+    print("target (issue #30): native >= 30x (batched against PIL)")
 
 
 if __name__ == "__main__":

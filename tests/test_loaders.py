@@ -184,3 +184,158 @@ def test_patch_items_feed_hyperiqa_through_the_engine(tmp_path):
     assert first.shape == (2, 1) and np.isfinite(first).all()
     # the same patches whatever the batching (seeded per image): equal up to float summation order
     np.testing.assert_allclose(first, predict_items(model, evaluation, 1, torch.device("cpu")), rtol=1e-5)
+
+
+# -- batched items (issue #30: one array per batch, the per-item tensors) ------------------------------------------
+ALL_INPUTS = ("image", "cam", "scene_idx", "person_box", "face_box", "landmarks")
+
+
+def _with_coords(ds):
+    """``ds.images`` with random boxes (some missing) and landmarks, for the coordinate paths of a batch."""
+    from iqalab.data.schema import FACE_BOX, LANDMARKS, PERSON_BOX
+
+    rng = np.random.default_rng(3)
+    n = len(ds.images)
+    extra = {}
+    for cols in (PERSON_BOX, FACE_BOX):
+        corners = np.sort(rng.random((n, 2, 2)), axis=1).reshape(n, 4)[:, [0, 2, 1, 3]]
+        corners[rng.random(n) < 0.3] = np.nan
+        extra.update(dict(zip(cols, corners.T, strict=True)))
+    extra.update(dict(zip(LANDMARKS, rng.random((n, len(LANDMARKS))).T, strict=True)))
+    return ds.images.assign(**extra)
+
+
+def _assert_same_batch(batched, per_item):
+    assert set(batched) == set(per_item)
+    for key, value in per_item.items():
+        if isinstance(value, torch.Tensor):
+            assert batched[key].dtype == value.dtype and batched[key].shape == value.shape, key
+            torch.testing.assert_close(batched[key], value, rtol=0, atol=0, equal_nan=True, msg=key)
+        else:
+            assert batched[key] == value, key
+
+
+@pytest.mark.parametrize("setting", ["random_crop_flips", "centre_crop", "eval_whole", "train_whole_flips",
+                                     "native_crop_flips", "native_centre", "native_whole"])
+def test_batched_items_equal_the_per_item_tensors(toy_dataset, setting):
+    """``__getitems__`` (one array per batch) gives exactly what collating ``items[i]`` one by one gives: images,
+    targets, ids, side inputs and boxes, for every epoch's crops and flips."""
+    from torch.utils.data import default_collate
+
+    from iqalab.data.loaders import collate
+
+    ds = toy_dataset
+    saved = ds.images
+    ds.images = _with_coords(ds)
+    try:
+        cache = ImageCache(ds, TOY_CACHE)
+        ids = ds.images["image_id"].tolist()
+        store = cache.native if setting.startswith("native") else cache
+        kw = {"random_crop_flips": dict(train=True, crop=40, vflip=True),
+              "centre_crop": dict(train=False, eval_crop=48), "eval_whole": dict(train=False),
+              "train_whole_flips": dict(train=True, vflip=True),
+              "native_crop_flips": dict(train=True, crop=56, vflip=True),
+              "native_centre": dict(train=False, eval_crop=60)}.get(setting)
+        items = NativeImageItems(ds, ids, cache, set(ALL_INPUTS), seed=5) if kw is None else \
+            ImageItems(ds, ids, store, set(ALL_INPUTS), seed=5, **kw)
+        flipped = set()
+        for epoch in range(3):
+            items.set_epoch(epoch)
+            for indices in ([3, 0, 7, 7, 12], list(range(len(ids)))[::-1], [9]):
+                batched = items.__getitems__(indices)
+                _assert_same_batch(collate(batched), default_collate([items[i] for i in indices]))
+                if "image" in batched:
+                    flipped.add(tuple(batched["image"][:, 0, 0, 0].tolist()))
+        if setting in ("random_crop_flips", "train_whole_flips", "native_crop_flips"):
+            assert len(flipped) > 3, "the draws changed the crops/flips between epochs"
+    finally:
+        ds.images = saved
+
+
+def test_engine_loader_batches_equal_per_item_batches(toy_dataset):
+    """The engine's DataLoader (batched items, shuffled, normalised by to_device) yields the batches a per-item
+    DataLoader with torch's default collation yields, in the same order."""
+    from torch.utils.data import DataLoader
+
+    from iqalab.train.engine import _loader, to_device
+
+    items = _items(toy_dataset, inputs=("image", "cam"), crop=48, vflip=True)
+
+    class PerItem(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(items)
+
+        def __getitem__(self, i):
+            return items[i]
+
+    cpu = torch.device("cpu")
+    for epoch in range(2):
+        items.set_epoch(epoch)
+        ours = [to_device(b, cpu) for b in _loader(items, 6, True, seed=epoch, workers=0)]
+        reference = [to_device(b, cpu) for b in DataLoader(PerItem(), batch_size=6, shuffle=True, drop_last=True,
+                                                            generator=torch.Generator().manual_seed(epoch))]
+        assert len(ours) == len(reference) == len(items) // 6
+        for a, b in zip(ours, reference, strict=True):
+            assert a["image"].dtype == torch.float32
+            _assert_same_batch(a, b)
+
+
+def test_patch_items_bypass_the_batched_path(toy_dataset):
+    """PatchItems cut their own items: ``__getitems__`` returns them one by one, collated by torch as before."""
+    from torch.utils.data import DataLoader, default_collate
+
+    from iqalab.data.loaders import ItemBatch, collate
+
+    patches = PatchItems(toy_dataset, toy_dataset.images["image_id"].tolist(), ImageCache(toy_dataset, TOY_CACHE),
+                         {"image", "cam"}, train=True, scales=[(16, 3)])
+    got = patches.__getitems__([4, 1])
+    assert isinstance(got, list) and not isinstance(got, ItemBatch)
+    batch = collate(got)
+    reference = default_collate([patches[4], patches[1]])
+    for a, b in zip(batch["patches"], reference["patches"], strict=True):
+        assert a.shape == (2, 3, 3, 16, 16) and torch.equal(a, b)
+    assert torch.equal(batch["cam"], reference["cam"])
+    # a batched ImageItems batch in a DataLoader without the collate says what to pass
+    plain = DataLoader(_items(toy_dataset), batch_size=4)
+    with pytest.raises(TypeError, match="collate_fn=iqalab.data.loaders.collate"):
+        next(iter(plain))
+
+
+def test_normalise_batch_does_not_depend_on_the_batching():
+    """Image by image on a CPU (cache-sized passes): the values of one whole-tensor pass, exactly."""
+    x = torch.randint(0, 256, (5, 2, 3, 9, 7), dtype=torch.uint8)
+    scale = torch.from_numpy((1.0 / (IMAGENET_STD.astype(np.float64) * 255.0)).astype(np.float32)).view(3, 1, 1)
+    shift = torch.from_numpy((-(IMAGENET_MEAN / IMAGENET_STD).astype(np.float64)).astype(np.float32)).view(3, 1, 1)
+    whole = x.float() * scale + shift
+    out = normalise_batch(x)
+    assert out.dtype == torch.float32 and torch.equal(out, whole)
+    assert torch.equal(normalise_batch(x[1:2, 0]), whole[1:2, 0]), "one image alone: the same values"
+    assert torch.equal(normalise_batch(x.transpose(-1, -2)), whole.transpose(-1, -2)), "non-contiguous input"
+    floats = x.float()
+    normalise_batch(floats)
+    assert torch.equal(floats, x.float()), "a float input is never modified"
+
+
+def test_batched_native_frames_keep_their_shape(tmp_path):
+    """Rectangular native frames (KonIQ's 1024 x 768): whole-frame flips move boxes by the width, not the height;
+    frames of different sizes still come one by one (and refuse to be stacked, as per item)."""
+    from torch.utils.data import default_collate
+
+    from iqalab.data.loaders import collate
+
+    ds, _ = _konIQ_like(tmp_path)
+    cache = ImageCache(ds, 64)
+    inputs = {"image", "person_box", "landmarks"}
+    whole = ImageItems(ds, ["img0", "img1"], cache.native, inputs, train=True, vflip=True, seed=2)
+    seen = set()
+    for epoch in range(4):
+        whole.set_epoch(epoch)
+        batched = collate(whole.__getitems__([0, 0]))
+        assert batched["image"].shape == (2, 3, 768, 1024)
+        _assert_same_batch(batched, default_collate([whole[0], whole[0]]))
+        seen.add(tuple(batched["person_box"][0].tolist()))
+    assert len(seen) > 1, "flips moved the box"
+    mixed = whole.__getitems__([0, 1])
+    assert isinstance(mixed, list) and [tuple(m["image"].shape) for m in mixed] == [(3, 768, 1024), (3, 1024, 768)]
+    with pytest.raises(RuntimeError):
+        collate(mixed)

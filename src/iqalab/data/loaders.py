@@ -328,7 +328,8 @@ class ImageItems(TorchDataset):
         by one torch call per flip direction, targets and side inputs gathered with one index per array."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         geo = self.geometries(idx)
-        if "image" in self.inputs and len(idx) and (len(np.unique(geo["ch"])) > 1 or len(np.unique(geo["cw"])) > 1):
+        if "image" in self.inputs and len(idx) and ((geo["ch"] != geo["ch"][0]).any() or
+                                                    (geo["cw"] != geo["cw"][0]).any()):
             return [self[int(i)] for i in idx]  # different sizes: collate refuses them as it always did
         out = ItemBatch(image_id=[self.ids[i] for i in idx])
         for key in ("mos", "mos_norm", "std", "std_norm"):
@@ -347,32 +348,33 @@ class ImageItems(TorchDataset):
         ch, cw = (int(geo["ch"][0]), int(geo["cw"][0])) if len(idx) else (0, 0)
         pixels = np.empty((len(idx), 3, ch, cw), dtype=np.uint8)
         rows, y0s, x0s = self.rows[idx].tolist(), geo["y0"].tolist(), geo["x0"].tolist()
-        for k, (row, y0, x0) in enumerate(zip(rows, y0s, x0s, strict=True)):
-            # channel-first view of the stored window: contiguous rows from the native store's planes
-            pixels[k] = self.cache[row][y0:y0 + ch, x0:x0 + cw].transpose(2, 0, 1)
+        for k, (row, y0, x0, vflip) in enumerate(zip(rows, y0s, x0s, geo["vflip"].tolist(), strict=True)):
+            # channel-first view of the stored window (contiguous rows from the native store's planes); a
+            # vertical flip only reverses the order of the rows copied
+            window = self.cache[row][y0:y0 + ch, x0:x0 + cw].transpose(2, 0, 1)
+            pixels[k] = window[:, ::-1] if vflip else window
         images = torch.from_numpy(pixels)
-        for flag, dim in (("hflip", -1), ("vflip", -2)):
-            chosen = torch.from_numpy(np.flatnonzero(geo[flag]))
-            if len(chosen):
-                images[chosen] = images[chosen].flip(dim)
+        for k in np.flatnonzero(geo["hflip"]).tolist():  # torch's flip: 8x faster than a reversed-stride copy
+            images[k] = images[k].flip(-1)
         return images
 
     def _batch_coords(self, out: dict[str, Any], idx: np.ndarray, geo: dict[str, np.ndarray]) -> None:
         """:meth:`add_coords` for a batch, the same float32 operations on ``[B, K, 2]`` arrays."""
+        keys = [key for key in ("person_box", "face_box", "landmarks") if key in self.inputs]
+        if not keys:
+            return
         size = np.stack([geo["w"], geo["h"]], axis=1).astype(np.float32)[:, None]
         corner = np.stack([geo["x0"], geo["y0"]], axis=1).astype(np.float32)[:, None]
-        for key in ("person_box", "face_box", "landmarks"):
-            if key in self.inputs:
-                coords = self.boxes[key][idx]
-                pts = coords.reshape(len(idx), -1, 2) * size - corner
-                pts[..., 0] = np.where(geo["hflip"][:, None], geo["cw"].astype(np.float32)[:, None] - pts[..., 0],
-                                       pts[..., 0])
-                pts[..., 1] = np.where(geo["vflip"][:, None], geo["ch"].astype(np.float32)[:, None] - pts[..., 1],
-                                       pts[..., 1])
-                if key != "landmarks":  # keep x0 <= x1 after a flip
-                    pts = np.stack([pts.min(axis=1), pts.max(axis=1)], axis=1)
-                out[key] = torch.from_numpy(np.ascontiguousarray(pts.reshape(coords.shape), dtype=np.float32))
-
+        for key in keys:
+            coords = self.boxes[key][idx]
+            pts = coords.reshape(len(idx), -1, 2) * size - corner
+            pts[..., 0] = np.where(geo["hflip"][:, None], geo["cw"].astype(np.float32)[:, None] - pts[..., 0],
+                                   pts[..., 0])
+            pts[..., 1] = np.where(geo["vflip"][:, None], geo["ch"].astype(np.float32)[:, None] - pts[..., 1],
+                                   pts[..., 1])
+            if key != "landmarks":  # keep x0 <= x1 after a flip
+                pts = np.stack([pts.min(axis=1), pts.max(axis=1)], axis=1)
+            out[key] = torch.from_numpy(np.ascontiguousarray(pts.reshape(coords.shape), dtype=np.float32))
 
 class PatchItems(ImageItems):
     """Items whose image comes as square patches cut from the stored image at the paper's scales.
