@@ -50,6 +50,7 @@ from iqalab.data.loaders import (
     NativeImageItems,
     PairItems,
     PatchItems,
+    collate,
     mos_pairs,
     normalise_batch,
 )
@@ -324,12 +325,16 @@ def model_from_checkpoint(ckpt: dict[str, Any], source: str = "checkpoint") -> I
 
 def _loader(dataset: Any, batch_size: int, shuffle: bool, seed: int, workers: int,
             batch_sampler: Any = None) -> DataLoader:
+    """The DataLoader of training and prediction. :class:`ImageItems` build each batch at once
+    (``__getitems__``: one array per batch, no per-item dicts), which :func:`~iqalab.data.loaders.collate` passes
+    through; other datasets' items are collated by torch's ``default_collate``."""
     generator = torch.Generator().manual_seed(seed)
     if batch_sampler is not None:
-        return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers,
+        return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=workers, collate_fn=collate,
                           pin_memory=torch.cuda.is_available())
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=workers,
-                      pin_memory=torch.cuda.is_available(), drop_last=shuffle and len(dataset) > batch_size)
+                      collate_fn=collate, pin_memory=torch.cuda.is_available(),
+                      drop_last=shuffle and len(dataset) > batch_size)
 
 
 def _optimizer(model: IQAModel, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -660,6 +665,8 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
                 log.info("%s: configuration changed, training from scratch", last)
         live = _live(ckpt_dir, resume=start_epoch > 0) if main else None
         ctx.epoch = start_epoch
+        if cfg.num_workers:  # CRCs checked once here, not again in every epoch's forked workers
+            train_items.verify()
         for epoch in range(start_epoch, cfg.epochs):
             if cfg.patience and bad_epochs >= cfg.patience:
                 break
