@@ -148,9 +148,12 @@ def _toy_project(project, toy_dataset, truth: bool):
     base = pd.concat(frames, ignore_index=True)
     good = base.assign(pred=base["mos"] + rng.normal(0, 0.05, len(base)))
     bad = base.assign(pred=rng.normal(size=len(base)))
-    write_experiment(project.root, "good", good, label="Good")
-    write_experiment(project.root, "bad", bad, label="Bad")
-    return project.write_params(params_dict({"good": {"label": "Good"}, "bad": {}}, bootstrap=50)), images, splits
+    tags = ["tuningiqa_table2", "tuningiqa_table3"]
+    write_experiment(project.root, "good", good, label="Good", tables=tags)
+    write_experiment(project.root, "bad", bad, label="Bad", tables=tags)
+    spec = {"tables": tags}
+    params = project.write_params(params_dict({"good": {**spec, "label": "Good"}, "bad": spec}, bootstrap=50))
+    return params, images, splits
 
 
 @pytest.mark.parametrize("truth", [True, False])
@@ -180,6 +183,17 @@ def test_stage_writes_the_yardstick_next_to_the_models(project, toy_dataset, tru
     assert frame.loc["Good", "overall SRCC"] > frame.loc["Bad", "overall SRCC"]
     assert np.isfinite(frame.loc["Good", "overall ratio to probe"])
     assert list((project.root / "build" / "features").glob("yardstick-*"))  # features cached per image
+    # the paper tables carry the same references under their model rows, marked and never ranked
+    table2 = read_table_csv(folder / "tuningiqa_table2.csv").set_index("model")
+    probe_row = f"{Y.PROBE}: not a model"
+    assert table2.loc[probe_row, "SRCC"] == pytest.approx(frame.loc[Y.PROBE, "overall SRCC"])
+    assert (f"{Y.CEILING}: not a model" in table2.index) is truth
+    line = next(x for x in (folder / "tuningiqa_table2.md").read_text().splitlines() if probe_row in x)
+    assert "**" not in line
+    table3 = read_table_csv(folder / "tuningiqa_table3.csv")
+    probe3 = table3[table3["model"] == probe_row].set_index("metric")
+    assert set(probe3.index) == {"SRCC", "PLCC (raw)"}  # the logistic PLCC row would be empty: left out
+    assert probe3.loc["SRCC", "sharpness"] == pytest.approx(frame.loc[Y.PROBE, "sharpness SRCC"])
 
 
 def test_stage_without_dataset_folder_or_with_yardstick_off(project, toy_dataset) -> None:
@@ -192,6 +206,7 @@ def test_stage_without_dataset_folder_or_with_yardstick_off(project, toy_dataset
     off = project.write_params(params_dict({"good": {"label": "Good"}, "bad": {}}) | {"evaluate": raw["evaluate"]})
     tables = evaluate.run(off, project.root, figures=False)
     assert not any(name.startswith("yardstick_") for name in tables) and not stale.exists()
+    assert not any("not a model" in str(key) for frame in tables.values() for key in frame.get("model", []))
     shutil.rmtree(project.root / "build" / "datasets" / "toy")
     tables = evaluate.run(params, project.root, figures=False)
     assert not any(name.startswith("yardstick_") for name in tables)

@@ -556,3 +556,72 @@ def yardstick_table(dataset: str, simulated: bool, models: pd.DataFrame, referen
     table = Table(f"yardstick_{dataset}", data, caption, spread, group_levels=("dataset",),
                   directions={(primary, "SRCC 95% CI ±"): "min"}, reference_rows=references_keys)
     return table
+
+
+#: metric names in paper-table headers, and the yardstick value each one reads
+_HEADER_METRICS = {"SRCC": "srcc", "SROCC": "srcc", "PLCC (raw)": "plcc"}
+#: the references shown in paper tables (the split-half reliability stays in the yardstick table)
+PAPER_REFERENCES = (CEILING, PROBE)
+
+
+def append_reference_rows(table: Table, references: Mapping[str, tuple[pd.DataFrame, Sequence[str]]],
+                          bare: str | None = None) -> bool:
+    """Add the panel ceiling and probe rows of each dataset in ``references`` (``{dataset: (reference frame of
+    :func:`reference_scores`, attributes)}``, simulated datasets only) to a paper table whose index has
+    ``dataset`` and ``model`` levels, under its model rows, as reference rows (never ranked; the ``model``
+    cell says "not a model"). Filled cells: SRCC / SROCC and raw PLCC of an attribute, from a ``(attribute,
+    metric)`` column or, in a table with a ``metric`` index level, an attribute column; a bare metric column
+    only when ``bare`` says what it holds (``"primary"``: the primary attribute, ``"mean"``: the mean over the
+    attributes, as the ablation tables average). Every other cell is empty; a row without any filled cell is
+    not added. Returns whether rows were added (the caption then says what they are)."""
+    names = list(table.data.index.names)
+    if "dataset" not in names or "model" not in names or table.data.empty:
+        return False
+    rows, keys = [], []
+    for dataset in dict.fromkeys(table.data.index.get_level_values("dataset")):
+        if dataset not in references:
+            continue
+        frame, attributes = references[dataset]
+        primary = primary_attribute(list(attributes))
+        means = frame.groupby(["reference", "attribute"])[["srcc", "plcc"]].mean()
+        metric_rows = (list(dict.fromkeys(table.data.index.get_level_values("metric")))
+                       if "metric" in names else [None])
+        has_raw = any("PLCC (raw)" in str(label) for label in [*table.data.columns, *metric_rows])
+        for ref in PAPER_REFERENCES:
+            if ref not in set(frame["reference"]):
+                continue
+            for metric in metric_rows:
+                key = tuple({"dataset": dataset, "model": f"{ref}: not a model", "metric": metric,
+                             "attribute": primary}.get(level, "") for level in names)
+                values = []
+                for column in table.data.columns:
+                    levels = [str(p) for p in column if str(p) != ""] if isinstance(column, tuple) else [str(column)]
+                    attr, head = (levels[0], levels[-1]) if len(levels) > 1 else (bare, levels[-1] if levels else "")
+                    if metric is not None and head in attributes:
+                        attr, head = head, str(metric)
+                    stat = _HEADER_METRICS.get(head)
+                    if head == "PLCC" and not has_raw:
+                        stat = "plcc"  # a table whose only PLCC is raw
+                    if stat is None or attr is None:
+                        values.append(math.nan)
+                    elif attr == "mean":
+                        values.append(float(means.loc[ref, stat].mean()))
+                    else:
+                        attr = primary if attr == "primary" else attr
+                        values.append(float(means.loc[(ref, attr), stat]) if (ref, attr) in means.index
+                                      else math.nan)
+                if np.isfinite(values).any():
+                    rows.append(values)
+                    keys.append(key)
+    if not rows:
+        return False
+    extra = pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(keys, names=names), columns=table.data.columns)
+    table.data = pd.concat([table.data, extra])
+    if table.std is not None:
+        table.std = table.std.reindex(table.data.index)
+    table.reference_rows = (*table.reference_rows, *keys)
+    table.caption += (" Rows marked 'not a model' are the learnability yardstick (issue 23; never ranked): the "
+                      "panel ceiling (SRCC/raw PLCC of the MOS against the simulator's ground truth on the test "
+                      "images) and the pixel-feature probe (random forest on hand-made and BRISQUE features); the "
+                      "full yardstick is in yardstick_<dataset>.")
+    return True

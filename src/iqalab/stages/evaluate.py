@@ -16,7 +16,9 @@ Reads only ``results/predictions/<experiment>.{parquet,json}`` of the experiment
   within-dataset test predictions and a canonical folder ``build/datasets/<dataset>``, its models' test SRCC
   next to the learnability references (:mod:`iqalab.analysis.yardstick`): the panel ceiling (simulated data with
   ground truth only), the panel's split-half reliability (when votes exist) and the pixel-feature probe on the
-  dataset's square cache (features kept per image in ``build/features/yardstick-*``);
+  dataset's square cache (features kept per image in ``build/features/yardstick-*``); the paper tables that
+  score whole test sets gain the ceiling and probe rows of their simulated datasets under the model rows
+  (labelled "not a model", never ranked; :func:`iqalab.analysis.yardstick.append_reference_rows`);
 - ``results/figures/evaluation/``: scatter of prediction against MOS with the fitted logistic per model, per-tier
   bars, FG-ACC against |dMOS| (:mod:`iqalab.eval_figures`).
 
@@ -75,6 +77,10 @@ from iqalab.tables import Table
 
 log = logging.getLogger(__name__)
 
+#: what the bare SRCC / PLCC columns of a paper table hold, for its yardstick rows (other tables' bare columns
+#: get no reference value): the primary attribute, or the mean over attributes (the ablation layouts)
+BARE_METRIC_COLUMNS = {"tuningiqa_table2": "primary", "tuningiqa_table4": "mean", "sfiqa_table6": "mean"}
+
 
 def run(params: Params, root: Path, figures: bool = True) -> dict[str, pd.DataFrame]:
     """Stage ``evaluate``: write the tables, ``summary.json`` and the figures; return ``{table: frame}``.
@@ -91,7 +97,11 @@ def run(params: Params, root: Path, figures: bool = True) -> dict[str, pd.DataFr
                             scene_tags=paper_tables.tags_needing("scene_median"), logistic_bounds=bounds)
     tables = paper_tables.build_tables(scores, inputs, params.evaluate.logistic, bounds)
     if params.evaluate.yardstick:
-        tables.update({t.name: t for t in yardstick_tables(params, root, inputs)})
+        yardsticks, references = yardstick_tables(params, root, inputs)
+        whole_test_set = {e.name for e in paper_tables.registered_tables() if not e.needs}
+        for name in whole_test_set & set(tables):
+            yardstick.append_reference_rows(tables[name], references, BARE_METRIC_COLUMNS.get(name))
+        tables.update({t.name: t for t in yardsticks})
     out = root / "results" / "tables"
     out.mkdir(parents=True, exist_ok=True)
     for table in tables.values():
@@ -111,16 +121,20 @@ def run(params: Params, root: Path, figures: bool = True) -> dict[str, pd.DataFr
     return {name: table.to_frame() for name, table in tables.items()}
 
 
-def yardstick_tables(params: Params, root: Path, inputs: EvalInputs) -> list[Table]:
+def yardstick_tables(params: Params, root: Path, inputs: EvalInputs
+                     ) -> tuple[list[Table], dict[str, tuple[pd.DataFrame, list[str]]]]:
     """The ``yardstick_<dataset>`` tables (:func:`iqalab.analysis.yardstick.yardstick_table`) of every dataset
-    with within-dataset test predictions whose canonical folder exists; the probe reads the dataset's square
-    cache at its ``cache_size`` (else the native store; without either it is left out, with a note)."""
+    with within-dataset test predictions whose canonical folder exists, and the references of the simulated
+    ones (``{dataset: (frame, attributes)}``) that the paper tables show beside their model rows; the probe reads
+    the dataset's square cache at its ``cache_size`` (else the native store; without either it is left out,
+    with a note)."""
     test = inputs.predictions[inputs.predictions["role"] == "test"]
     train_of = {name: str(info.get("train_dataset")) for name, info in inputs.meta.items()}
     test = test[test["dataset"] == test["experiment"].map(train_of)]
     labels = display_labels(inputs.meta)
     n_boot, seed = params.evaluate.bootstrap, params.seed
     out = []
+    simulated_refs: dict[str, tuple[pd.DataFrame, list[str]]] = {}
     for dataset, part in test.groupby("dataset", sort=True):
         started = time.perf_counter()
         folder = Path(root) / "build" / "datasets" / str(dataset)
@@ -153,9 +167,10 @@ def yardstick_tables(params: Params, root: Path, inputs: EvalInputs) -> list[Tab
             ds.images, ds.splits, ds.attributes, splits, features, ds.ratings, simulated, n_boot, seed,
             source=str(folder / "images.parquet"))
         models = yardstick.model_scores(part, inputs.meta, labels, n_boot, seed)
-        table = yardstick.yardstick_table(str(dataset), simulated, models, references,
-                                          [a for a in ds.attributes if a in set(part["attribute"])],
-                                          [*notes, *ref_notes], where)
-        out.append(table)
+        attributes = [a for a in ds.attributes if a in set(part["attribute"])]
+        out.append(yardstick.yardstick_table(str(dataset), simulated, models, references, attributes,
+                                             [*notes, *ref_notes], where))
+        if simulated:
+            simulated_refs[str(dataset)] = (references, attributes)
         log.info("yardstick of %s (%d splits) in %.1f s", dataset, len(splits), time.perf_counter() - started)
-    return out
+    return out, simulated_refs
