@@ -394,6 +394,7 @@ def _encode(rgb: np.ndarray, contrast: float) -> np.ndarray:
 #: the last scenes' light after optics, keyed by scene identity + blur (see :func:`_scene_light`)
 _LIGHT_CACHE: OrderedDict[tuple[Any, ...], tuple[Scene, np.ndarray, np.ndarray | None]] = OrderedDict()
 _LIGHT_CACHE_SIZE = 8
+_LIGHT_LOCK = threading.Lock()  # renders from several threads share the cache
 
 
 def _scene_light(scene: Scene, blur_bg: dict[str, float], blur_person: dict[str, float],
@@ -409,10 +410,11 @@ def _scene_light(scene: Scene, blur_bg: dict[str, float], blur_person: dict[str,
                   scene.background_defocus, tuple(scene.subject_speed), tuple(scene.shake_speed),
                   id(scene.background), id(scene.person), id(scene.alpha))
     key = (id(scene), fields_key, tuple(sorted(blur_bg.items())), tuple(sorted(blur_person.items())), scale)
-    hit = _LIGHT_CACHE.get(key)
-    if hit is not None and hit[0] is scene:
-        _LIGHT_CACHE.move_to_end(key)
-        return hit[1], hit[2]
+    with _LIGHT_LOCK:
+        hit = _LIGHT_CACHE.get(key)
+        if hit is not None and hit[0] is scene:
+            _LIGHT_CACHE.move_to_end(key)
+            return hit[1], hit[2]
     radiance = _apply_blur(_planar(scene.background), blur_bg, scale)
     alpha = None
     if scene.person is not None and scene.alpha is not None:
@@ -434,9 +436,10 @@ def _scene_light(scene: Scene, blur_bg: dict[str, float], blur_person: dict[str,
     for array in (colour, alpha):
         if array is not None:
             array.setflags(write=False)
-    _LIGHT_CACHE[key] = (scene, colour, alpha)
-    while len(_LIGHT_CACHE) > _LIGHT_CACHE_SIZE:
-        _LIGHT_CACHE.popitem(last=False)
+    with _LIGHT_LOCK:
+        _LIGHT_CACHE[key] = (scene, colour, alpha)
+        while len(_LIGHT_CACHE) > _LIGHT_CACHE_SIZE:
+            _LIGHT_CACHE.popitem(last=False)
     return colour, alpha
 
 
