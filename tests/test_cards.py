@@ -94,3 +94,27 @@ def test_write_model_cards_writes_markdown(tmp_path, cards):
     text = path.read_text()
     gmacs = cards.set_index("model").loc["backbone_mlp", "gmacs"]
     assert text.startswith("# Models") and f"| {gmacs:.3f} |" in text and "64x64" in text
+
+
+def test_input_size_names_what_the_loader_gives_each_model(toy_dataset):
+    """TuningIQA Table 2's "Input Size" (#27): whole native images are ``Full res.``, a crop its side, the loader's
+    patches their count and side (clipped to the image), patches a model cuts itself their side in the image."""
+    from iqalab.data.cache import ImageCache
+    from iqalab.data.loaders import ImageItems, NativeImageItems, PatchItems
+    from iqalab.models.cards import input_size
+
+    ids = list(toy_dataset.images.image_id[:4])
+    cache = ImageCache(toy_dataset, 64)
+    common = {"ds": toy_dataset, "ids": ids, "inputs": {"image"}}
+    plain = build_model("backbone_mlp", ["overall"], **get_model_class("backbone_mlp").smoke_params)
+    crop = ImageItems(cache=cache, train=True, crop=48, **common)
+    whole = ImageItems(cache=cache, train=False, **common)
+    assert input_size(plain, crop, whole) == "48×48 (test: 64×64)"
+    assert input_size(plain, crop, ImageItems(cache=cache, train=False, eval_crop=48, **common)) == "48×48"
+    assert input_size(plain, None, NativeImageItems(cache=cache, **common)) == "Full res."
+    assert input_size(plain, ImageItems(cache=cache.native, train=True, **common), None) == "Full res."
+    patches = PatchItems(cache=cache.native, train=True, scales=[(32, 5), (500, 1)], **common)
+    assert input_size(plain, patches, None) == "5 × 32×32 patches + 1 × 72×72 patches"  # toy images: 72 px
+    hyper = build_model("hyperiqa", ["overall"], **get_model_class("hyperiqa").smoke_params)
+    side = hyper.patch_side(64, 64)
+    assert input_size(hyper, whole, whole) == f"{hyper.n_patches} × {side}×{side} patches of 64×64"

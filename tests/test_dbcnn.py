@@ -147,3 +147,25 @@ def test_engine_trains_dbcnn(project, toy_dataset):
     assert preds.pred.between(lo, hi).all()
     model = model_from_checkpoint(load_checkpoint(project.root / "build" / "models" / "e" / "scene" / "best.pt"))
     assert isinstance(model, DBCNN) and model.attributes == toy_dataset.attributes
+
+
+def test_fhiqa_table1_has_its_dbcnn_row_in_both_profiles():
+    """FHIQA Table I's DB-CNN row (#27): ``dbcnn_portrait`` on portrait_sim with the per-scene protocol; the
+    paper profile runs the released protocol (VGG-16 conv5_3 from ImageNet, heads alone for 50 epochs, then all
+    at 1e-5, batch 8, whole images) and keeps the epoch FHIQA's criterion selects (median per-scene val SRCC)."""
+    from pathlib import Path
+
+    from iqalab.config import load_params
+
+    repo = Path(__file__).resolve().parents[1]
+    for path in (repo / "params.yaml", repo / "params" / "paper.yaml"):
+        params = load_params(path)
+        exp = params.experiment("dbcnn_portrait")
+        assert (exp.dataset, exp.protocol, exp.tables, exp.model.name) == \
+            ("portrait_sim", "per_scene", ["fhiqa_table1"], "dbcnn"), path
+        assert params.train_config("dbcnn_portrait").monitor == "val_scene_srcc", path
+    kwargs, train = params.model_kwargs("dbcnn_portrait"), params.train_config("dbcnn_portrait")
+    assert (kwargs["backbone"], kwargs["backbone_stage"], kwargs["pretrained"], kwargs["freeze_epochs"]) == \
+        ("vgg16", 4, True, 50)
+    assert kwargs["stream_lr_scale"] * train.lr == pytest.approx(1e-5)
+    assert (train.epochs, train.batch_size, train.crop, train.patience) == (100, 8, None, 0)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from iqalab.data.schema import CAM_PARAMS
+from iqalab.data.schema import CAM_COLUMNS, CAM_PARAMS, DataError
 from iqalab.models import build_model
 from iqalab.models.base import StepContext
 from iqalab.models.tuningiqa import (
@@ -344,6 +346,51 @@ def test_trains_on_pairs_through_the_engine(project, toy_dataset) -> None:
     assert len(probs) == 2 * (len(test_ids) - 1) and set(probs.split) == {"scene"}
     assert probs.prob_a.between(0, 1).all() and probs.prob_a.notna().all()
     assert set(probs.image_b) <= set(test_ids), "a pair with a training image is not a test pair"
+    # the toy photos record ISO only: the smoke configuration keeps them with GCPF's "unknown" embedding, and the
+    # predictions JSON says so (a table caption states it); refused in one line by default
+    meta = json.loads((project.root / "results" / "predictions" / "e.json").read_text())
+    assert meta["notes"]["missing_camera"] == "unknown"
+    assert sum(meta["notes"]["missing_camera_images"].values()) == len(toy_dataset.images)
+    assert meta["input_size"] == "48×48 (test: 64×64)" and meta["subset"] == "all"
+    refused = parse_params(toy_params(e={"dataset": "toy", "model": {**model_cfg, "missing_camera": "refuse"}}))
+    with pytest.raises(DataError, match=r"experiments\.e: TuningIQA's GCPF .* lack one \(NaN cam_\*\): "
+                                        r"\w+, \w+, \w+, \w+, \w+, \.\.\. \(\d+ more\)"):
+        train_experiment(refused, "e", project.root, progress=False)
+
+
+def _with_cameras(ds, missing: list[str]):  # noqa: ANN001, ANN202
+    """``ds`` with every camera parameter known except ISO of the ``missing`` images."""
+    images = ds.images.copy()
+    images[list(CAM_COLUMNS)] = 1.0
+    images.loc[images.image_id.isin(missing), "cam_iso"] = np.nan
+    return dataclasses.replace(ds, images=images)
+
+
+def test_images_lacking_a_camera_parameter_are_refused_dropped_or_kept(toy_dataset) -> None:
+    ids = {role: sorted(toy_dataset.split_ids("scene", role)) for role in ("train", "val", "test")}
+    missing = [ids["train"][0], ids["test"][1]]
+    ds = _with_cameras(toy_dataset, missing)
+    smoke = {k: v for k, v in TuningIQA.smoke_params.items() if k != "missing_camera"}
+    refuse = TuningIQA(ATTRS, **smoke)
+    assert refuse.missing_camera == "refuse", "refusal is the default"
+    with pytest.raises(DataError) as err:
+        refuse.select_images(ds, ids, "experiments.x")
+    message = str(err.value)
+    assert "\n" not in message and all(i in message for i in missing) and "2 image(s)" in message
+    assert "missing_camera: drop" in message and "subset: camera_complete" in message
+    dropped = TuningIQA(ATTRS, **smoke, missing_camera="drop").select_images(ds, ids, "experiments.x")
+    assert {r: set(v) for r, v in dropped.items()} == {r: set(v) - set(missing) for r, v in ids.items()}
+    kept = TuningIQA(ATTRS, **smoke, missing_camera="unknown")
+    assert kept.select_images(ds, ids, "experiments.x") == ids
+    assert kept.run_notes() == {"missing_camera": "unknown", "missing_camera_images": {"train": 1, "test": 1}}
+    # complete images, or GCPF off (the parameters are not read): nothing refused, nothing noted
+    assert refuse.select_images(_with_cameras(toy_dataset, []), ids, "x") == ids and refuse.run_notes() == {}
+    assert TuningIQA(ATTRS, **smoke, use_gcpf=False).select_images(ds, ids, "x") == ids
+    with pytest.raises(ValueError, match="missing_camera must be one of"):
+        TuningIQA(ATTRS, **smoke, missing_camera="impute")
+    with pytest.raises(DataError, match="no training image"):
+        TuningIQA(ATTRS, **smoke, missing_camera="drop").select_images(
+            _with_cameras(toy_dataset, ids["train"]), ids, "x")
 
 
 def test_human_branch_loads_a_local_aesthetics_checkpoint(tmp_path) -> None:

@@ -61,7 +61,7 @@ HOOKS: tuple[str, ...] = (
     "training_step", "predict", "param_groups", "trainable", "fit", "make_train_sampler", "dataset_kwargs",
     "has_pair_head", "predict_with_embedding", "pair_logits", "raw_score_name", "raw_lower_is_better",
     "input_resolution", "predict_with_raw", "ready_without_training", "run_notes", "allow_missing_regions",
-    "smoke_params", "smoke_image_size",
+    "smoke_params", "smoke_image_size", "select_images",
 )
 
 
@@ -153,6 +153,14 @@ class IQAModel(nn.Module):
         """Constructor keyword arguments read from the training dataset; a value set in ``params.yaml`` wins.
         Default: none (SEM-HyperIQA and FHIQA: ``n_scenes``, the dataset's scene count)."""
         return {}
+
+    def select_images(self, dataset: Dataset, ids: dict[str, list[str]], where: str) -> dict[str, list[str]]:
+        """The image ids by role (``train``/``val``/``test``) this run uses, from the split's ``ids``: a model
+        that cannot use some images refuses them here (one-line :class:`iqalab.data.schema.DataError` naming
+        them, ``where`` = the experiment's params key path) or, where one of its options says so, drops them.
+        Called by the engine before any item is built. Default: ``ids`` unchanged (TuningIQA: images without
+        every camera parameter, ``missing_camera``)."""
+        return ids
 
     # -- pairwise preference head ---------------------------------------------------------------------------------
     @torch.no_grad()

@@ -35,6 +35,48 @@ CARD_IMAGE_SIZE = 224
 COLUMNS = ["model", "class", "inputs", "params", "gmacs", "paper", "summary", "kwargs", "config"]
 
 
+def _square(side: int) -> str:
+    return f"{int(side)}×{int(side)}"
+
+
+def items_input_size(model: Any, items: Any) -> str:
+    """What ``model`` is given by ``items`` (:mod:`iqalab.data.loaders`), in TuningIQA Table 2's "Input Size"
+    terms: ``Full res.`` (each whole image at its stored resolution: NIQE, BRISQUE, or the native store without a
+    crop), ``S×S`` (the square cache or a crop of it / of the native store), or ``n × S×S patches`` (patches the
+    loader cuts, :class:`~iqalab.data.loaders.PatchItems`, or the model cuts from its image, HyperIQA's
+    ``patch_side``)."""
+    from iqalab.data.cache import NativeStore
+    from iqalab.data.loaders import NativeImageItems, PatchItems
+
+    native = isinstance(items.cache, NativeStore)
+    if isinstance(items, NativeImageItems):
+        return "Full res."
+    if isinstance(items, PatchItems):
+        short = int(items.cache.shapes[items.rows].min()) if native and len(items.rows) else \
+            (None if native else int(items.cache.size))
+        sides = [(side if short is None else min(side, short), n) for side, n in items.scales]
+        return " + ".join(f"{n} × {_square(side)} patches" for side, n in sides)
+    if items.crop is None and native:
+        return "Full res."
+    side = int(items.crop) if items.crop is not None else int(items.cache.size)
+    if callable(getattr(model, "patch_side", None)) and getattr(model, "n_patches", None):
+        return f"{int(model.n_patches)} × {_square(model.patch_side(side, side))} patches of {_square(side)}"
+    return _square(side)
+
+
+def input_size(model: Any, train_items: Any | None, eval_items: Any | None) -> str:
+    """The experiment's input size, recorded in the predictions JSON (``input_size``) and shown in TuningIQA
+    Table 2's "Input Size" column: :func:`items_input_size` of the training items, followed by ``(test: ...)``
+    when evaluation gives the model something else (e.g. a 224 px crop in training, the whole 256 px cache at
+    test). ``train_items`` is ``None`` for a model that is not trained by gradient descent (NIQE, BRISQUE,
+    zero-shot metrics): their input is what evaluation gives them."""
+    train = items_input_size(model, train_items) if train_items is not None else None
+    test = items_input_size(model, eval_items) if eval_items is not None else None
+    if train is None or test is None or train == test:
+        return train or test or "-"
+    return f"{train} (test: {test})"
+
+
 def _summary(cls: type) -> str:
     """First sentence-line of the class docstring."""
     doc = inspect.getdoc(cls) or ""

@@ -45,8 +45,14 @@ Choices where the text is ambiguous (each is a constructor argument where it mat
   global context and the partition grid degenerates to the centre cell (the other eight masks are empty).
 - GCPF nodes: node 0 = ``W_v F_q``; node ``i`` = ``W_p^i p_i + b_i`` (one linear map per parameter, Eq. 5) from
   the standardised value. Unknown parameters (``cam_mask`` 0) take a learned per-parameter "unknown" embedding
-  instead, so a missing value is never confused with the mean value 0. Images with no parameter at all still
-  pass through the graph (all-unknown nodes); the model learns what that means.
+  instead, so a missing value is never confused with the mean value 0. The paper runs GCPF only on FineLive-p,
+  the images whose seven parameters are all known, and says nothing of missing ones: with GCPF on, a training
+  run whose images lack a parameter (NaN ``cam_*``) is refused in one line naming them
+  (``missing_camera="refuse"``, :meth:`TuningIQA.select_images`) unless ``missing_camera`` says what to do:
+  ``"drop"`` leaves those images out of every role (FineLive-p's reading; ``train.subset: camera_complete``
+  selects the same images for every model of a table), ``"unknown"`` keeps them with the learned "unknown"
+  embedding (an imputation, recorded in the run's notes). Scoring new images (``iqalab score``) without
+  parameters uses the "unknown" embedding.
 - Edges (undirected, both directions in ``edge_index``; GATConv adds self loops): visual hub to all seven;
   exposure triangle aperture-shutter-ISO (all three pairs); post-processing contrast-saturation-sharpness with
   all three pairs (the text says they have "mutual dependencies"); colour white balance-saturation.
@@ -79,7 +85,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from iqalab.data.schema import CAM_PARAMS
+from iqalab.data.schema import CAM_COLUMNS, CAM_PARAMS, DataError, Dataset
 from iqalab.models.backbones import create_backbone
 from iqalab.models.base import IQAModel, StepContext
 from iqalab.models.baseline import mlp_head
@@ -105,6 +111,9 @@ GCPF_EDGES: tuple[tuple[str, str], ...] = (
     # (4) colour correlation
     ("wb", "saturation"),
 )
+
+#: What a GCPF run does with images lacking a camera parameter (:meth:`TuningIQA.select_images`).
+MISSING_CAMERA = ("refuse", "drop", "unknown")
 
 #: Published totals (Table 2), in parameters.
 PAPER_PARAMS = {"mobilenetv3_small_100": 58.29e6, "resnet50": 84.62e6}
@@ -268,6 +277,7 @@ class TuningIQA(IQAModel):
     smoke_params: ClassVar[dict[str, Any]] = {
         "backbone": "mobilenetv3_small_050", "human_backbone": "mobilenetv3_small_050", "hfe_dim": 16,
         "embed_dim": 32, "gcpf_dim": 16, "head_hidden": 16,
+        "missing_camera": "unknown",  # the toy photos record one camera parameter (ISO) of seven
     }
     smoke_image_size: ClassVar[int] = 64
 
@@ -278,8 +288,12 @@ class TuningIQA(IQAModel):
                  embed_dim: int = 128, attn_heads: int = 1, query_residual: bool = False, gcpf_dim: int = 64,
                  gat_heads: int = 4, head_hidden: int = 64, dropout: float = 0.0, lambda_reg: float = 1.0,
                  lambda_rank: float = 2.0, variance_scale: float = 4.0, backbone_lr_scale: float = 1.0,
-                 allow_missing_regions: bool = False) -> None:
+                 allow_missing_regions: bool = False, missing_camera: str = "refuse") -> None:
         super().__init__(attributes)
+        if missing_camera not in MISSING_CAMERA:
+            raise ValueError(f"missing_camera must be one of {list(MISSING_CAMERA)}, got {missing_camera!r}")
+        self.missing_camera = missing_camera
+        self.missing_camera_counts: dict[str, int] = {}
         self.use_hfe, self.use_gcpf = use_hfe, use_gcpf
         if not use_hfe:  # the Table 4 baseline never looks at the person box
             self.inputs = TuningIQA.inputs - {"person_box"}
@@ -399,6 +413,46 @@ class TuningIQA(IQAModel):
             logits = logits.gather(1, batch["attr_idx"].long().view(-1, 1)).squeeze(1)
         rank = pairwise_bce(logits, target)  # Eq. 11: summed over the pair's attributes, mean over pairs
         return self.lambda_reg * reg + self.lambda_rank * rank
+
+    def select_images(self, dataset: Dataset, ids: dict[str, list[str]], where: str) -> dict[str, list[str]]:
+        """With GCPF on, images lacking a camera parameter (any NaN ``cam_*``) are refused in one line naming
+        them (``missing_camera="refuse"``), left out of every role (``"drop"``) or kept with GCPF's learned
+        "unknown" embedding (``"unknown"``); the counts per role go to :meth:`run_notes`. Without GCPF the
+        parameters are not read and ``ids`` pass unchanged."""
+        self.missing_camera_counts = {}
+        if not self.use_gcpf:
+            return ids
+        known = dataset.images.set_index("image_id")[list(CAM_COLUMNS)].notna().all(axis=1)
+        missing = {role: [i for i in role_ids if not known.loc[i]] for role, role_ids in ids.items()}
+        n = sum(len(v) for v in missing.values())
+        if not n:
+            return ids
+        if self.missing_camera == "refuse":
+            rows = [i for v in missing.values() for i in v]
+            shown = ", ".join(rows[:5]) + (f", ... ({n - 5} more)" if n > 5 else "")
+            raise DataError(
+                f"{where}: TuningIQA's GCPF reads the seven camera parameters but {n} image(s) of dataset "
+                f"{dataset.name!r} lack one (NaN cam_*): {shown}; set {where}.train.subset: camera_complete "
+                f"(FineLive-p), or {where}.model.missing_camera: drop (leave them out) or unknown (the learned "
+                "'unknown' embedding)")
+        self.missing_camera_counts = {role: len(v) for role, v in missing.items() if v}
+        log.warning("%s: %d image(s) of %s lack a camera parameter (%s); missing_camera=%s: %s", where, n,
+                    dataset.name, self.missing_camera_counts, self.missing_camera,
+                    "left out" if self.missing_camera == "drop" else "kept with the learned 'unknown' embedding")
+        if self.missing_camera == "unknown":
+            return ids
+        kept = {role: [i for i in role_ids if known.loc[i]] for role, role_ids in ids.items()}
+        if not kept.get("train"):
+            raise DataError(f"{where}: no training image of {dataset.name!r} has every camera parameter "
+                            "(missing_camera: drop)")
+        return kept
+
+    def run_notes(self) -> dict[str, Any]:
+        """``missing_camera`` and the images per role it applied to, when GCPF met images lacking a camera
+        parameter (the tables state it)."""
+        if not self.missing_camera_counts:
+            return {}
+        return {"missing_camera": self.missing_camera, "missing_camera_images": dict(self.missing_camera_counts)}
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         backbone = list(self.backbone.parameters())

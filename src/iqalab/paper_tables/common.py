@@ -11,6 +11,7 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -127,6 +128,36 @@ class TableContext:
     def has_profile(self, exps: Sequence[str], key: str) -> bool:
         return any(np.isfinite(self.profile_value(exps, key)))
 
+
+
+def training_description(info: Mapping[str, Any]) -> str:
+    """What a row is, in words (FHIQA Table I's ``Training`` column): a zero-shot ``pyiqa:<metric>`` (published
+    weights, not trained here), a classical model used as published, a classical model fitted on the training
+    split, or a network trained on its dataset from ImageNet weights, a local file (``pretrained: <file>``,
+    ``backbone_weights``) or random initialisation."""
+    model = str(info.get("model") or "")
+    notes = info.get("notes") or {}
+    kwargs = info.get("model_kwargs") or {}
+    data = str(info.get("train_dataset") or info.get("dataset"))
+    variant = str(notes.get("variant") or "")
+    if model.startswith("pyiqa:"):
+        return "zero-shot (published weights; not trained here)"
+    if notes.get("trained") is False:
+        return "none (published model)"
+    if variant.startswith("BRISQUE, SVR retrained"):
+        return f"SVR fitted on {data}"
+    if variant.startswith("NIQE, pristine model refitted"):
+        return f"pristine model refitted on {data}"
+    weights, pretrained = kwargs.get("backbone_weights"), kwargs.get("pretrained")
+    if weights:
+        init = f"from {Path(str(weights)).name}"
+    elif isinstance(pretrained, str) and pretrained:
+        init = f"backbone from {Path(pretrained).name}"
+    elif pretrained is True:
+        init = "ImageNet backbone"
+    else:
+        init = "random init"
+    return f"trained on {data}, {init}"
 
 
 def baseline_notes(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]) -> list[str]:
