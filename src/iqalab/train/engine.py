@@ -58,6 +58,7 @@ from iqalab.data.regions import check_regions, summarise_regions
 from iqalab.data.schema import CAM_COLUMNS, PREDICTION_COLUMNS, Dataset, read_dataset
 from iqalab.io import atomic_path, write_json, write_parquet
 from iqalab.models.base import IQAModel, StepContext
+from iqalab.models.cards import input_size
 from iqalab.models.registry import build_model, get_model_class
 from iqalab.repro import seed_everything
 from iqalab.train import distributed
@@ -569,6 +570,7 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
     model = build_model(spec.model_name, ds.attributes, key_path=f"experiments.{spec.experiment}.model",
                         **spec.model_kwargs)
     ids = select_ids(ds, spec.split, cfg)
+    ids = model.select_images(ds, ids, f"experiments.{spec.experiment}")  # e.g. TuningIQA's missing_camera
     # a region model refuses images never searched for people/faces (one-line DataError) unless allowed
     spec.extra["regions"] = check_regions(model, ds, ids, f"experiments.{spec.experiment}")
     if cfg.max_train_images and len(ids["train"]) > cfg.max_train_images:
@@ -590,6 +592,10 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
 
     spec.extra["n_params"] = model.num_parameters()
     trainable = model.trainable and any(p.requires_grad for p in model.parameters())
+    # what the predictions JSON records of this run's inputs (TuningIQA Table 2 "Input Size", FineLive-p sizes)
+    spec.extra["input_size"] = input_size(model, train_items if trainable else None,
+                                          eval_items.get("test", eval_items.get("val")))
+    spec.extra["n_images"] = {role: len(role_ids) for role, role_ids in ids.items()}
     model.to(device)
     if cfg.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)
@@ -845,6 +851,8 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
     n_params: int | None = 0
     notes: dict[str, Any] = {}
     regions: list[dict[str, Any]] = []
+    inputs: dict[str, list[str]] = {}  # input size -> the splits that had it (one entry unless sizes differ)
+    n_images: dict[str, dict[str, int]] = {}  # split -> role -> images (after subset / val_images)
     status, detail = STATUS_OK, ""
     try:
         with experiment_lock(root, experiment):
@@ -860,6 +868,8 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
                 n_params = spec.extra.get("n_params", n_params)
                 notes = spec.extra.get("notes", notes)
                 regions.append(spec.extra.get("regions", {}))
+                inputs.setdefault(spec.extra.get("input_size", "-"), []).append(split)
+                n_images[split] = spec.extra.get("n_images", {})
                 train_seconds += spec.extra.get("train_seconds", 0.0)
     except ModelUnavailable as exc:
         status, detail, frames, n_params = exc.status, exc.detail, [], None
@@ -881,6 +891,11 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
         "splits": sorted(preds["split"].unique().tolist()), "n_params": None if n_params is None else int(n_params),
         "train_seconds": round(train_seconds, 1), "profile": params.profile, "status": status,
         "notes": notes,
+        # what the model was given (models.cards.input_size; per split only where splits differ), the image
+        # subset (train.subset: FineLive-p) and the images per split and role
+        "input_size": (next(iter(inputs)) if len(inputs) == 1 else
+                       "; ".join(f"{size} ({', '.join(splits)})" for size, splits in inputs.items()) or None),
+        "subset": params.train_config(experiment).subset, "n_images": n_images,
         **summarise_regions(regions),  # regions, regions_detector, regions_missing (test images), allow_missing
         # the device training ran on; never raises (without CUDA a model that could not run records cpu)
         "provenance": provenance.collect(params, device="cuda" if params.train_config(experiment).device != "cpu"
