@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
@@ -212,3 +213,66 @@ def test_fhiqa_refuses_a_dataset_never_searched_for_faces(toy_dataset):
     allowed = check_regions(tiny(allow_missing_regions=True), toy_dataset, ids, "experiments.f")
     assert allowed["allow_missing"] is True and len(allowed["missing_test_ids"]) == len(ids["test"])
     assert check_regions(tiny(regions=None), toy_dataset, ids, "experiments.f") == {}
+
+
+# -- scene space: the training scenes (seed 001 Sec. II-b, III) ---------------------------------------------------
+def test_scene_targets_map_dataset_indices_to_training_scene_classes():
+    model = tiny(n_scenes=None, scenes=["b", "d"], dataset_scenes=["a", "b", "c", "d"])
+    assert model.n_scenes == 2 and model.classifier[-1].out_features == 2
+    assert model.scene_table()[0].shape == (2, 2), "one (a, b) per training scene"
+    assert model.scene_classes(torch.tensor([0, 1, 2, 3, -1])).tolist() == [-1, 0, -1, 1, -1]
+    # only the images of training scenes are classification targets: an unseen scene adds no cross-entropy
+    b = batch(2)
+    b["scene_idx"] = torch.tensor([2, 0])  # both unseen ("c", "a")
+    b["face_box"] = b["face_box"][:2]
+    model.ce_weight = 1.0
+    torch.manual_seed(1)  # the same random patches in both passes
+    loss_unseen = model.training_step(b, StepContext(epoch=0, epochs=1))
+    torch.manual_seed(1)
+    out = model.image_outputs(b["image"], face_box=b["face_box"])
+    from iqalab.models.hyperiqa import quality_loss
+    q_only = quality_loss(model._as_dict(out["quality"]), b["mos_norm"], model.attributes, model.loss,
+                          model.huber_delta)
+    torch.testing.assert_close(loss_unseen, q_only)
+    with pytest.raises(ValueError, match="n_scenes"):
+        tiny(scenes=["a", "b"], n_scenes=3)
+
+
+def test_engine_builds_fhiqa_on_the_training_scenes_and_score_cuts_its_native_evaluation_patches(toy_dataset,
+                                                                                                 project):
+    """The scene space: the old engine passed n_scenes = every scene of the dataset (test scenes included); the
+    checkpoint now records the training scenes. Scoring (train.resolution: native): `iqalab score` scores a file
+    on the patches evaluation cut from the same image (seeded by its pixels, not by its place in the test list)."""
+    import shutil
+
+    from iqalab.config import parse_params
+    from iqalab.data.cache import decode_image
+    from iqalab.inference import Scorer
+    from iqalab.train.engine import load_checkpoint, model_from_checkpoint, select_ids, train_experiment
+
+    from .conftest import toy_params
+
+    shutil.copytree(toy_dataset.root, project.root / "build" / "datasets" / "toy")
+    smoke = {k: v for k, v in FHIQA.smoke_params.items() if k != "n_scenes"} | {"regions": None, "test_rounds": 2}
+    params = parse_params(toy_params(f={"dataset": "toy", "model": {"name": "fhiqa", **smoke},
+                                        "train": {"epochs": 1, "crop": None, "resolution": "native"}}))
+    preds = train_experiment(params, "f", project.root, progress=False)
+    best = project.root / "build" / "models" / "f" / "scene" / "best.pt"
+    ckpt = load_checkpoint(best)
+    model = model_from_checkpoint(ckpt)
+    split = select_ids(toy_dataset, "scene", params.train_config("f"))
+    table = toy_dataset.images.set_index("image_id")
+    train_scenes = sorted(table.loc[split["train"], "scene"].unique())
+    test_scenes = set(table.loc[split["test"], "scene"])
+    assert test_scenes and not test_scenes & set(train_scenes), "the scene split holds test scenes out"
+    assert model.scenes == train_scenes and model.n_scenes == len(train_scenes) < len(toy_dataset.scenes)
+    assert ckpt["config"]["model_kwargs"]["scenes"] == train_scenes
+
+    test = preds[(preds.role == "test") & (preds.attribute == toy_dataset.attributes[0])]
+    scorer = Scorer(best, device="cpu")
+    assert scorer.patches is not None and scorer.patches["scales"] == [(32, 2)]
+    paths = table.loc[test.image_id, "path"]
+    images = [scorer.decode(toy_dataset.root / p) for p in paths]
+    assert images[0].shape == decode_image(toy_dataset.root / paths.iloc[0]).shape, "native pixels, no resize"
+    scores = scorer.score(images[::-1])[toy_dataset.attributes[0]][::-1]  # reversed: patches follow the image
+    np.testing.assert_allclose(scores, test.pred.to_numpy(), rtol=1e-5, atol=1e-6)

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from iqalab.data.cache import RESIZE_REDUCING_GAP, decode_image, prepare_image
-from iqalab.data.loaders import CamStats, to_chw_uint8
+from iqalab.data.cache import RESIZE_REDUCING_GAP, decode_image, planar_crc, prepare_image
+from iqalab.data.loaders import CamStats, cut_patch_sets, patch_rng, to_chw_uint8
 from iqalab.export import load_export
 from iqalab.train.engine import load_checkpoint, model_from_checkpoint, resolve_device, to_device
 
@@ -98,7 +98,12 @@ class Scorer:
         self.attributes = list(self.model.attributes)
         self.size = int(self.config["cache_size"])
         self.max_side = self.config.get("max_side")
-        self.draft = bool(draft) and not self.native
+        # trained on patches the loader cut from the native store (train.resolution: native, the HyperIQA
+        # family): the same patches as evaluation, cut from the file's native pixels (loaders.cut_patch_sets)
+        options = getattr(self.model, "patch_loader_options", None)
+        self.patches: dict[str, Any] | None = options() if options is not None and \
+            self.config.get("train", {}).get("resolution") == "native" else None
+        self.draft = bool(draft) and not self.full_resolution
         self.crop = self.config.get("eval_crop")
         stats = self.config.get("cam_stats")
         self.cam_stats = CamStats(**stats) if stats else None
@@ -110,11 +115,26 @@ class Scorer:
         """The model reads each image at its own resolution (NIQE, BRISQUE): no resize, crop or batching."""
         return self.model.input_resolution == "native"
 
+    @property
+    def full_resolution(self) -> bool:
+        """Images are read as the native store holds them: a native-resolution model, or native patches."""
+        return self.native or self.patches is not None
+
     def resize(self, image: np.ndarray) -> np.ndarray:
         """One decoded uint8 ``[H, W, 3]`` image as the training store holds it (:func:`prepare_image`): capped to
-        the checkpoint's ``max_side``, then resized to the square cache size; a native-resolution model gets the
-        native store's pixels (the cap only)."""
-        return prepare_image(image, None if self.native else self.size, self.max_side)
+        the checkpoint's ``max_side``, then resized to the square cache size; a native-resolution model (or one
+        trained on native patches) gets the native store's pixels (the cap only)."""
+        return prepare_image(image, None if self.full_resolution else self.size, self.max_side)
+
+    def patch_batch(self, image: np.ndarray, face_box: np.ndarray | None) -> dict[str, list[torch.Tensor]]:
+        """One image's patches as evaluation cut them (:class:`iqalab.data.loaders.PatchItems`): the same
+        generator (``eval_seed`` and the CRC32 of the native pixels), scales, rounds and face-region rule."""
+        opts = self.patches or {}
+        rng = patch_rng(opts["eval_seed"], planar_crc(image))
+        box = None if face_box is None else np.asarray(face_box, dtype=np.float32).reshape(4)
+        sets = cut_patch_sets(image, opts["scales"], rng, opts["rounds"], box, opts["face_scales"],
+                              opts["face_margin"])
+        return {key: [p[None] for p in value] for key, value in sets.items()}
 
     def decode(self, source: str | Path) -> np.ndarray:
         """A file decoded by the data package's one decode path and prepared by :meth:`resize` (with ``draft``,
@@ -125,7 +145,7 @@ class Scorer:
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """Resize (and centre-crop) one uint8 ``[H, W, 3]`` image as the cache did."""
         image = self.resize(image)
-        if self.crop and not self.native:
+        if self.crop and not self.full_resolution:
             off = (self.size - self.crop) // 2
             image = image[off:off + self.crop, off:off + self.crop]
         return image
@@ -143,15 +163,18 @@ class Scorer:
         out = {a: np.empty(n, dtype=np.float64) for a in self.attributes}
         side = self.crop or self.size
         offset = (self.size - side) / 2
-        if self.native:  # each image at its own size: one per batch, boxes in its pixel frame
+        if self.full_resolution:  # each image at its own size: one per batch, boxes in its pixel frame
             batch_size, offset = 1, 0.0
         for start in range(0, n, batch_size):
             idx = slice(start, min(n, start + batch_size))
             chunk = [self.prepare(np.asarray(im, dtype=np.uint8)) for im in images[idx]]
             m = len(chunk)
-            batch: dict[str, Any] = {"image": torch.stack([to_chw_uint8(a) for a in chunk]),
-                                     "scene_idx": torch.zeros(m, dtype=torch.long),
+            batch: dict[str, Any] = {"scene_idx": torch.zeros(m, dtype=torch.long),
                                      "image_id": [str(i) for i in range(start, start + m)]}
+            if self.patches is not None:
+                batch.update(self.patch_batch(chunk[0], None if face_boxes is None else face_boxes[start]))
+            else:
+                batch["image"] = torch.stack([to_chw_uint8(a) for a in chunk])
             raw_cam = np.full((m, 7), np.nan) if cam is None else np.asarray(cam, dtype=float)[idx]
             if self.cam_stats is not None:
                 z, mask = self.cam_stats.transform(raw_cam)
@@ -162,7 +185,7 @@ class Scorer:
                                        ("landmarks", landmarks, (5, 2))):
                 pts = np.full((m, *shape), np.nan, dtype=np.float32) if values is None \
                     else np.asarray(values, dtype=np.float32)[idx].reshape(m, *shape)
-                frame = np.array(chunk[0].shape[1::-1], dtype=np.float32) if self.native else self.size
+                frame = np.array(chunk[0].shape[1::-1], dtype=np.float32) if self.full_resolution else self.size
                 pixels = pts.reshape(m, -1, 2) * frame - offset
                 batch[key] = torch.from_numpy(pixels.reshape(m, *shape).astype(np.float32))
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):

@@ -27,7 +27,7 @@ Models predict in the normalised [0, 1] scale; the engine maps predictions back 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -149,9 +149,10 @@ class IQAModel(nn.Module):
         return None
 
     @classmethod
-    def dataset_kwargs(cls, dataset: Dataset) -> dict[str, Any]:
-        """Constructor keyword arguments read from the training dataset; a value set in ``params.yaml`` wins.
-        Default: none (SEM-HyperIQA and FHIQA: ``n_scenes``, the dataset's scene count)."""
+    def dataset_kwargs(cls, dataset: Dataset, train_ids: Sequence[str] | None = None) -> dict[str, Any]:
+        """Constructor keyword arguments read from the training dataset and its training images ``train_ids``
+        (``None``: every image); a value set in ``params.yaml`` wins. Default: none (SEM-HyperIQA and FHIQA:
+        ``scenes``, the scenes of the training images)."""
         return {}
 
     def select_images(self, dataset: Dataset, ids: dict[str, list[str]], where: str) -> dict[str, list[str]]:

@@ -81,8 +81,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
-    """Move every tensor of a (nested) batch to ``device``; uint8 ``image`` batches and ``patches`` (a list of
-    ``[B, n, 3, s, s]``, :class:`PatchItems`) are normalised there."""
+    """Move every tensor of a (nested) batch to ``device``; uint8 ``image`` batches, ``patches`` and
+    ``face_patches`` (lists of ``[B, n, 3, s, s]``, :class:`PatchItems`) are normalised there."""
     if isinstance(batch, torch.Tensor):
         batch = batch.to(device, non_blocking=True)
         if channels_last and batch.dim() == 4:
@@ -95,8 +95,9 @@ def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> 
             out["image"] = normalise_batch(image)
             if channels_last:
                 out["image"] = out["image"].contiguous(memory_format=torch.channels_last)
-        if isinstance(out.get("patches"), list):
-            out["patches"] = [normalise_batch(p) if p.dtype == torch.uint8 else p for p in out["patches"]]
+        for key in ("patches", "face_patches"):
+            if isinstance(out.get(key), list):
+                out[key] = [normalise_batch(p) if p.dtype == torch.uint8 else p for p in out[key]]
         return out
     if isinstance(batch, list) and batch and isinstance(batch[0], torch.Tensor):
         return [to_device(v, device, channels_last) for v in batch]
@@ -371,16 +372,15 @@ def prepared_batches(items: Any, batch_size: int, device: torch.device, channels
 
 def image_items(model: IQAModel, ids: list[str], train: bool, resolution: str = "cache", **kw: Any) -> ImageItems:
     """Items of ``ids`` read from the store ``resolution`` selects (``train.resolution``): the square cache, or the
-    native store, from which a model with a ``patch_plan`` (HyperIQA, SEM-HyperIQA, FHIQA) gets its patches cut
-    by the loader (:class:`PatchItems`: ``test_rounds`` rounds seeded by ``eval_seed`` in evaluation) and any
-    other model its ``crop`` at native scale. ``kw``: the :class:`ImageItems` arguments (``cache`` = the square
-    :class:`ImageCache`)."""
+    native store, from which a model with ``patch_loader_options`` (HyperIQA, SEM-HyperIQA, FHIQA) gets its
+    patches (face-region patches included) cut by the loader (:class:`PatchItems`: ``test_rounds`` rounds seeded
+    by ``eval_seed`` in evaluation) and any other model its ``crop`` at native scale. ``kw``: the
+    :class:`ImageItems` arguments (``cache`` = the square :class:`ImageCache`)."""
     if resolution == "native":
         kw["cache"] = kw["cache"].native
-        plan = getattr(model, "patch_plan", None)
-        if plan is not None:
-            return PatchItems(ids=ids, train=train, scales=plan(), rounds=getattr(model, "test_rounds", 1),
-                              eval_seed=getattr(model, "eval_seed", 0), **kw)
+        options = getattr(model, "patch_loader_options", None)  # scales, face-region scales, rounds, seed
+        if options is not None:
+            return PatchItems(ids=ids, train=train, **options(), **kw)
     return ImageItems(ids=ids, train=train, **kw)
 
 
@@ -565,11 +565,12 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
     seed_everything(spec.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    derived = get_model_class(spec.model_name).dataset_kwargs(ds)  # e.g. n_scenes (FHIQA); params win
+    ids = select_ids(ds, spec.split, cfg)
+    # e.g. the training scenes (SEM-HyperIQA, FHIQA: their scene space, recorded in the checkpoint); params win
+    derived = get_model_class(spec.model_name).dataset_kwargs(ds, ids["train"])
     spec.model_kwargs = {**spec.model_kwargs, **{k: v for k, v in derived.items() if k not in spec.model_kwargs}}
     model = build_model(spec.model_name, ds.attributes, key_path=f"experiments.{spec.experiment}.model",
                         **spec.model_kwargs)
-    ids = select_ids(ds, spec.split, cfg)
     ids = model.select_images(ds, ids, f"experiments.{spec.experiment}")  # e.g. TuningIQA's missing_camera
     # a region model refuses images never searched for people/faces (one-line DataError) unless allowed
     spec.extra["regions"] = check_regions(model, ds, ids, f"experiments.{spec.experiment}")
