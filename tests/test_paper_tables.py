@@ -56,7 +56,8 @@ def test_table2_input_size_is_what_training_gave_each_model_and_follows_the_conf
     table2 = {"dataset": "toy", "model": model, "tables": ["tuningiqa_table2"]}
     params = project.write_params({**toy_params(
         crop48={**table2, "train": {"epochs": 1, "crop": 48}},
-        crop32={**table2, "train": {"epochs": 1, "crop": 32, "eval_crop": 32}}), "evaluate": {"bootstrap": 0}})
+        crop32={**table2, "train": {"epochs": 1, "crop": 32, "eval_crop": 32}}),
+        "evaluate": {"bootstrap": 0, "yardstick": False}})
     for name in ("crop48", "crop32"):
         train_experiment(params, name, project.root, progress=False)
     column = evaluate.run(params, project.root, figures=False)["tuningiqa_table2"].set_index("model")["Input Size"]
