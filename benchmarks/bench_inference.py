@@ -76,7 +76,9 @@ def main() -> None:
     lines: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        build_toy(root / "ds", n_scenes=max(1, args.images // 8), per_scene=8, size=args.size, n_random_splits=1)
+        n_scenes = max(2, -(-args.images // 8))  # the toy's scene split needs two scenes
+        build_toy(root / "ds", n_scenes=n_scenes, per_scene=-(-args.images // n_scenes), size=args.size,
+                  n_random_splits=1)
         files = sorted((root / "ds" / "images").glob("*.png"))
         if args.format == "jpeg":  # camera-like files: JPEG, quality 90
             for path in files:

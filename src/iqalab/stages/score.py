@@ -129,7 +129,8 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
     the next batches while the model scores the current one; Pillow releases the GIL while it decodes and
     resizes.
 
-    A file that cannot be decoded does not stop the others (issue 26): every readable image is scored, the
+    A file that cannot be decoded, or that the model refuses (NIQE: smaller than its 96 px patch;
+    :func:`score_chunk`), does not stop the others (issues 26, 30): every readable image is scored, the
     failed ones keep their row (empty scores) with the reason in an ``error`` column (present only when a file
     failed; :func:`failed_files`) and their number is logged as a warning. :class:`ScoreError` is raised, after the CSV is written, when no image
     could be scored.
