@@ -44,7 +44,7 @@ def test_builder_writes_a_valid_canonical_dataset(built, name):
         values = ds.images[col].dropna()
         assert values.between(0, 1).all()
     assert ds.images["path"].str.endswith(".jpg").all()
-    assert ds.images["cam_iso"].notna().all()
+    assert ds.images["cam_iso"].notna().all()  # EXIF always carries the exposure triplet
 
 
 def test_split_protocols(built):
@@ -142,3 +142,80 @@ def test_calibration_report_lists_every_target_and_flags_a_miss(built, tmp_path)
     assert not rows["modal_tier_is_middle"]["within"] and not rows["excellent_tier_share"]["within"]
     ugc.meta["simulated"] = False
     assert calibrate(ugc)["targets"] == []
+
+
+def _close_pair_share(quality: np.ndarray, threshold: float = 0.8) -> float:
+    a, b = np.triu_indices(len(quality), k=1)
+    return float(np.mean(np.abs(quality[a] - quality[b]) <= threshold))
+
+
+def test_graded_deviations_spread_a_scene_over_distinct_levels():
+    """TuningIQA: 21 % of within-scene pairs lie within 0.8 MOS; graded deviations leave fewer close pairs (in
+    the ground truth of the full renders) than independent ones on the same scenes, and keep the reference."""
+    from iqalab.sim.builders import _graded_deviations, _random_deviations, _stream
+    from iqalab.sim.camera import auto_params, capture
+    from iqalab.sim.observers import true_quality
+    from iqalab.sim.scenes import make_scene
+
+    shares = {"graded": [], "random": []}
+    for s in range(2):
+        rng = _stream(s, "test_graded")
+        scene = make_scene(rng, 64, condition="indoor", person="any", name=f"g{s}")
+        ref = auto_params(scene, sharpness=0.6, jpeg_quality=92)
+        for design in shares:
+            picked = (_graded_deviations(scene, ref, rng, 7, level_step=1.2, pool=4, preview_size=32)
+                      if design == "graded" else _random_deviations(ref, rng, 7))
+            assert len(picked) == 7
+            q = np.array([true_quality(capture(scene, p, rng).info, "overall") for p in [ref, *picked]])
+            shares[design].append(_close_pair_share(q))
+    assert np.mean(shares["graded"]) < np.mean(shares["random"]) - 0.05
+    assert np.mean(shares["graded"]) < 0.3
+
+
+def test_fglive_rejects_an_unknown_deviation_design(tmp_path):
+    with pytest.raises(ValueError, match="deviations"):
+        build("fglive_sim", tmp_path / "x", deviations="sweep", **TINY["fglive_sim"])
+
+
+def test_fglive_metadata_missing_blanks_whole_scenes(tmp_path):
+    """FineLive-p (TuningIQA): only part of FGLive-10K keeps all 7 parameters; blanking is per scene, ISP-side."""
+    from iqalab.data.schema import CAM_COLUMNS
+
+    opts = {**TINY["fglive_sim"], "n_scenes": 6, "images_per_scene": 2}
+    ds = build("fglive_sim", tmp_path / "m", seed=0, metadata_missing=0.5, **opts)
+    complete = ds.images[list(CAM_COLUMNS)].notna().all(axis=1)
+    per_scene = complete.groupby(ds.images["scene"]).agg(["all", "any"])
+    assert (per_scene["all"] == per_scene["any"]).all()  # a scene logs its settings or not
+    assert (~per_scene["all"]).sum() == 3
+    assert ds.images[["cam_aperture", "cam_shutter", "cam_iso"]].notna().all().all()
+    assert ds.meta["generator"]["metadata"]["images_incomplete"] == int((~complete).sum()) == 6
+    none = build("fglive_sim", tmp_path / "n", seed=0, metadata_missing=0.0, **opts)
+    assert none.images[list(CAM_COLUMNS)].notna().all().all()
+    with pytest.raises(ValueError, match="metadata_missing"):
+        build("fglive_sim", tmp_path / "x", seed=0, metadata_missing=1.5, **opts)
+
+
+def test_screening_removals_are_recorded_in_dataset_json(built):
+    """Where votes become MOS, what screening removed is in dataset.json and matches the ratings table."""
+    for name in ("fglive_sim", "face_sim", "ugc_sim"):
+        ds = built[name]
+        removed = json.loads((ds.root / "dataset.json").read_text())["generator"]["screening_removed"]
+        ratings = ds.ratings
+        assert removed["votes_removed"] == int(ratings["outlier"].sum())
+        rejected = (~ratings.groupby(["attribute", "rater"])["kept"].any()).groupby(level=0).sum()
+        assert removed["raters_rejected"] == {a: int(rejected.get(a, 0)) for a in ds.attributes}
+        n = ds.images[[f"n_{a}" for a in ds.attributes]].to_numpy().sum()
+        assert n == int(ratings["kept"].sum())
+    assert json.loads((built["face_sim"].root / "dataset.json").read_text())["generator"][
+        "screening_removed"]["vote_outliers_removed"] is True
+
+
+def test_hdr_share_is_a_checked_option_that_changes_only_what_it_should(tmp_path):
+    opts = {**TINY["ugc_sim"], "n_images": 4}
+    plain = build("ugc_sim", tmp_path / "p", seed=0, **opts)
+    hdr = build("ugc_sim", tmp_path / "h", seed=0, hdr_share=1.0, **opts)
+    assert hdr.meta["generator"]["hdr_share"] == 1.0
+    assert hdr.images["sim_clipped_hi"].mean() > plain.images["sim_clipped_hi"].mean()
+    assert plain.images["cam_aperture"].tolist() == hdr.images["cam_aperture"].tolist()  # own stream
+    with pytest.raises(ValueError, match="hdr_share"):
+        build("ugc_sim", tmp_path / "x", seed=0, hdr_share=2.0, **opts)

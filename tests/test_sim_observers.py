@@ -165,3 +165,32 @@ def test_vote_spread_is_widest_mid_scale():
     mid = panel.mos(panel.vote(np.full((200, 1), 3.0)))[1].mean()
     top = panel.mos(panel.vote(np.concatenate([np.full((100, 1), 4.2), np.full((100, 1), 1.8)])))[1].mean()
     assert mid > 1.1 * top  # equal within 2 % without the level-dependent spread
+
+
+def test_vote_outliers_are_removed_from_the_mos_and_counted():
+    """BT.500 vote-level removal (SFIQA-Bench Sec. III-B-3): a planted wild vote of a kept rater is flagged, the
+    MOS leaves it out, the ratings table marks it, and the summary counts it."""
+    from iqalab.sim.observers import ratings_frame, screening_summary
+
+    rng = np.random.default_rng(3)
+    truth = rng.uniform(2, 4, size=(60, 2))
+    truth[5, 0] = 3.0
+    panel = Panel(n_raters=20, seed=0, careless=0.0, noise=0.3)
+    votes = panel.vote(truth, rng=rng)
+    keep = panel.screen(votes, method="bt500")
+    votes[:, 5, 0] = np.tile([2, 3, 3, 4], 5)  # a near-normal spread of votes on image 5 ...
+    rater = int(np.flatnonzero(keep[:, 0] & (votes[:, 5, 0] == 3))[0])
+    votes[rater, 5, 0] = 5  # ... and one wild vote
+    dropped = panel.outlier_votes(votes, keep)
+    assert dropped[rater, 5, 0]
+    assert not dropped[~keep[:, None, :].repeat(60, axis=1)].any()  # rejected raters' votes: not counted twice
+    mos, _, n = panel.mos(votes, keep, dropped)
+    used = keep[:, 0] & ~dropped[:, 5, 0]
+    assert mos[5, 0] == pytest.approx(votes[used, 5, 0].mean()) and n[5, 0] == used.sum() < keep[:, 0].sum()
+    frame = ratings_frame(votes, keep, [f"i{i}" for i in range(60)], ["a", "b"], dropped)
+    assert int(frame["outlier"].sum()) == int(dropped.sum())
+    assert not frame.loc[frame["outlier"], "kept"].any()
+    summary = screening_summary(keep, dropped, ["a", "b"], "bt500")
+    assert summary["votes_removed"] == int(dropped.sum()) >= 1
+    assert summary["raters_rejected"] == {"a": int((~keep[:, 0]).sum()), "b": int((~keep[:, 1]).sum())}
+    assert 0 < summary["votes_removed_share"] < 0.05

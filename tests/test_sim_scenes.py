@@ -55,3 +55,24 @@ def test_scene_builders_put_face_boxes_on_faces():
         h, w = scene.size
         box = np.array(scene.face_box) * [w, h, w, h]
         assert _found(_to8(scene.radiance()), box) >= 0.4, scene.meta
+
+
+def test_high_dynamic_range_scene_has_light_above_full_scale_and_a_darker_backlit_subject():
+    """HDR content (issue #23): lamps brighter than the sensor's full scale at a metered exposure, a backlit
+    subject darker against its frame; the person layer, matte and boxes are those of the source scene."""
+    from iqalab.sim.camera import auto_params, capture
+    from iqalab.sim.scenes import high_dynamic_range, luminance, make_scene
+
+    rng = np.random.default_rng(4)
+    scene = make_scene(rng, 96, condition="indoor", person="grace_hopper")
+    hdr = high_dynamic_range(scene, rng, backlight=2.0, n_lamps=2)
+    assert float(luminance(hdr.radiance()).mean()) == pytest.approx(0.18, rel=1e-3)  # re-metered
+    assert float(luminance(hdr.background).max()) > 1.0 > float(luminance(scene.background).max())
+    face = hdr.alpha > 0.5
+    ratio = (luminance(hdr.radiance())[face].mean() / luminance(scene.radiance())[face].mean())
+    assert ratio < 0.6  # the subject in front of a 2-stop brighter background is metered darker
+    assert hdr.face_box == scene.face_box and np.array_equal(hdr.alpha, scene.alpha)
+    assert hdr.meta["hdr"] == {"backlight_stops": 2.0, "lamps": 2}
+    ref = auto_params(hdr)
+    info = capture(hdr, ref, np.random.default_rng(0)).info
+    assert info["clipped_hi"] > 0  # the camera's clipping / roll-off meets the lamps

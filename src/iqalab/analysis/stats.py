@@ -267,6 +267,15 @@ def bt500_outlier_counts(scores: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.
     standard's ``>=`` would flag everyone).
     """
     x = np.asarray(scores, dtype=np.float64)
+    upper, lower = bt500_outlier_mask(x)
+    return upper.sum(axis=1), lower.sum(axis=1), np.isfinite(x).sum(axis=1)
+
+
+def bt500_outlier_mask(scores: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Per score, ``(above, below)`` the outlier band of its presentation (ITU-R BT.500 Annex 2, Sec. 2.3.1; the
+    rule of :func:`bt500_outlier_counts`, which sums these masks per rater), for ``scores[n_raters,
+    n_presentations]`` (NaN = no score, never an outlier). SFIQA-Bench removes such individual ratings."""
+    x = np.asarray(scores, dtype=np.float64)
     known = np.isfinite(x)
     count = known.sum(axis=0)
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
@@ -279,9 +288,7 @@ def bt500_outlier_counts(scores: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.
         beta2 = np.where(m2 > 0, m4 / np.where(m2 > 0, m2, 1.0) ** 2, np.nan)
     band = np.where((beta2 >= 2) & (beta2 <= 4), 2.0, math.sqrt(20.0)) * s
     usable = (s > 0) & (count >= 3)
-    p = (known & usable & (x >= u + band)).sum(axis=1)
-    q = (known & usable & (x <= u - band)).sum(axis=1)
-    return p, q, known.sum(axis=1)
+    return known & usable & (x >= u + band), known & usable & (x <= u - band)
 
 
 def bt500_rejected(p: ArrayLike, q: ArrayLike, n: ArrayLike, p_limit: float = 0.05, q_limit: float = 0.3

@@ -5,7 +5,9 @@ its images with :mod:`iqalab.sim.camera`, lets a :class:`~iqalab.sim.observers.P
 the canonical tables with :func:`iqalab.data.schema.write_dataset`:
 
 * ``fglive_sim``  - TuningIQA / FGLive-10K schema: people composited in livestreaming scenes, a reference
-  setting per scene plus deviations of 1-3 of the 7 camera parameters (a fifth of them fine steps); overall, face,
+  setting per scene plus deviations of 1-3 of the 7 camera parameters, graded by a preview so that each scene
+  spans the scale in distinct quality levels (``deviations: graded``; ``random`` for independent draws); a
+  ``metadata_missing`` share of scenes lacks some ISP-side parameters (NaN ``cam_*``; FineLive-p is the rest); overall, face,
   sharpness, exposure, noise on 1-5 from single-stimulus votes (Pearson post-screening); within-scene pairs,
   close ones (|dMOS| <= 0.8) refined by side-by-side votes; scene split (paper: 451/104 scenes).
 * ``portrait_sim`` - PIQ23-like: each image a different "device" (its own exposure, white-balance, tone,
@@ -36,11 +38,26 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from iqalab.data.schema import FACE_BOX, LANDMARKS, PERSON_BOX, Dataset, write_dataset
+from iqalab.data.schema import CAM_COLUMNS, FACE_BOX, LANDMARKS, PERSON_BOX, Dataset, write_dataset
 from iqalab.data.splits import kfold_split_names, kfold_splits, random_split_names, random_splits, scene_split
 from iqalab.sim.camera import CameraParams, auto_params, capture
-from iqalab.sim.observers import Panel, panel_summary, ratings_frame, truth_matrix
-from iqalab.sim.scenes import CONDITIONS, Scene, face_crop_scene, make_scene
+from iqalab.sim.observers import (
+    Panel,
+    panel_summary,
+    ratings_frame,
+    screening_summary,
+    true_quality,
+    truth_matrix,
+)
+from iqalab.sim.scenes import (
+    CONDITIONS,
+    Scene,
+    face_crop_scene,
+    high_dynamic_range,
+    make_scene,
+    resize,
+    scene_with,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,19 +134,25 @@ def _attach(images: pd.DataFrame, infos: list[dict[str, float]], truth: np.ndarr
 
 def _single_stimulus(images: pd.DataFrame, infos: list[dict[str, float]], attributes: list[str],
                      profile: str, panel: Panel, screening: str, scale: tuple[float, float] = (0.0, 1.0)
-                     ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray]:
-    """Ground truth, votes, screening, MOS columns (``mos = offset + factor * vote_mean``)."""
+                     ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Ground truth, votes, screening, MOS columns (``mos = offset + factor * vote_mean``) and what screening
+    removed (for ``dataset.json``). ``bt500`` screening also removes individual outlying votes of the kept raters
+    (ITU-R BT.500 as SFIQA-Bench applies it, Sec. III-B-3); ``pearson`` rejects raters only (TuningIQA)."""
     truth = truth_matrix(infos, attributes, profile)
     votes = panel.vote(truth)
     keep = panel.screen(votes, method=screening)
-    mos, std, n = panel.mos(votes, keep)
+    dropped = panel.outlier_votes(votes, keep) if screening == "bt500" else None
+    mos, std, n = panel.mos(votes, keep, dropped)
     offset, factor = scale
     for k, attr in enumerate(attributes):
         images[f"mos_{attr}"] = offset + factor * mos[:, k]
         images[f"std_{attr}"] = factor * std[:, k]
         images[f"n_{attr}"] = n[:, k].astype(np.int64)
-    ratings = ratings_frame(votes, keep, images["image_id"].tolist(), attributes)
-    return images, ratings, truth, mos
+    ratings = ratings_frame(votes, keep, images["image_id"].tolist(), attributes, dropped)
+    summary = screening_summary(keep, dropped, attributes, screening)
+    log.info("screening (%s): raters rejected per attribute %s, %d individual votes removed",
+             screening, summary["raters_rejected"], summary["votes_removed"])
+    return images, ratings, truth, mos, summary
 
 
 def _meta(name: str, attributes: list[str], mos_range: tuple[float, float], generator: dict[str, Any],
@@ -171,6 +194,88 @@ def _deviate(ref: CameraParams, rng: np.random.Generator, n_changes: int, fine: 
     return ref.replace(**changes)
 
 
+def _random_deviations(ref: CameraParams, rng: np.random.Generator, n: int,
+                       fine_share: float = 0.2) -> list[CameraParams]:
+    """``n`` independent deviations from ``ref``: each changes 1-3 of the 7 parameters (3 twice as often), by a
+    fine step with probability ``fine_share``, else by a coarse step (coarse steps dominate: the paper's overall
+    MOS is near uniform)."""
+    return [_deviate(ref, rng, int(rng.choice([1, 2, 3, 3])), fine=bool(rng.random() < fine_share))
+            for _ in range(n)]
+
+
+def _preview(scene: Scene, size: int) -> Scene:
+    """``scene`` downscaled to ``size`` px wide: a quick look (optics and noise are defined per unit image area,
+    so the ground truth of a preview is close to that of the full render)."""
+    h, w = scene.size
+    if w <= size:
+        return scene
+    ph = max(8, int(round(h * size / w)))
+    changes: dict[str, Any] = {"background": resize(scene.background, size, ph)}
+    if scene.person is not None and scene.alpha is not None:
+        changes["person"] = resize(scene.person, size, ph)
+        changes["alpha"] = np.clip(resize(scene.alpha, size, ph), 0.0, 1.0)
+    return scene_with(scene, **changes)
+
+
+def _graded_deviations(scene: Scene, ref: CameraParams, rng: np.random.Generator, n: int, level_step: float,
+                       pool: int = 6, preview_size: int = 64, profile: str = "livestream") -> list[CameraParams]:
+    """The ``n`` deviations of one scene, graded as an engineer's sweep is (TuningIQA "Image Collection": "systematic
+    deviations" from the reference setting).
+
+    ``pool`` x ``n`` independent deviations are previewed (a ``preview_size`` px render, scored by the ground
+    truth of ``profile``). Quality levels evenly spaced from ``q_ref`` (the reference's quality) down to 1, as
+    many as fit ``level_step`` or more apart, are filled in turn, the reference taking the first slot of the top
+    level, each slot by the unused candidate closest to it. So every scene spans the scale in distinct grades with
+    a few images per grade. Why: FGLive-10K's overall MOS is uniform *and* only 21 % of its within-scene pairs
+    lie within 0.8 MOS; independent deviations leave 43-45 % of the pairs that close (two independent uniforms
+    on [1, 5] alone give 36 %), while graded levels put most pairs more than 0.8 apart. ``level_step`` is fitted
+    (:mod:`iqalab.sim.calibration`), not taken from the paper.
+    """
+    candidates = _random_deviations(ref, rng, pool * n)
+    small = _preview(scene, preview_size)
+    quality = np.array([true_quality(capture(small, c, rng).info, "overall", profile) for c in candidates])
+    q_ref = true_quality(capture(small, ref, rng).info, "overall", profile)
+    n_levels = int(max(q_ref - 1.0, 0.0) / level_step) + 1
+    levels = np.linspace(q_ref, 1.0, n_levels) if n_levels > 1 else np.array([q_ref])
+    targets = np.resize(levels, n + 1)[1:]
+    free = np.ones(len(candidates), dtype=bool)
+    chosen = []
+    for t in targets:
+        k = int(np.argmin(np.where(free, np.abs(quality - t), np.inf)))
+        free[k] = False
+        chosen.append(candidates[k])
+    return [chosen[i] for i in rng.permutation(n)]
+
+
+#: the parameters a phone's EXIF does not record (ISP-side settings); aperture, shutter and ISO are in every EXIF
+ISP_PARAMS = ("wb", "contrast", "saturation", "sharpness")
+
+
+def _blank_metadata(images: pd.DataFrame, rng: np.random.Generator, share: float) -> dict[str, int]:
+    """Blank (NaN) camera parameters of a ``share`` of the scenes, in place, as incomplete metadata is.
+
+    TuningIQA keeps "the complete 7-parameter metadata for a subset of images" (FineLive-p: 5,559 + 1,148 of
+    FGLive-10K's 10,185 images, so 34 % lack some). A camera or session either logs its settings or not, so
+    whole scenes lose them: in ``round(share x n_scenes)`` scenes each ISP-side parameter (white balance,
+    contrast, saturation, sharpness: what EXIF does not carry) is blanked with probability 0.6, at least one of
+    them; aperture, shutter and ISO stay. Returns the counts recorded in ``dataset.json``.
+    """
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"metadata_missing must be a share in [0, 1], got {share!r}")
+    scenes = np.array(sorted(images["scene"].unique()))
+    blanked = rng.choice(scenes, size=int(round(share * len(scenes))), replace=False) if len(scenes) else []
+    for scene in blanked:
+        drop = rng.random(len(ISP_PARAMS)) < 0.6
+        if not drop.any():
+            drop[int(rng.integers(len(ISP_PARAMS)))] = True
+        rows = images["scene"] == scene
+        for name in np.asarray(ISP_PARAMS)[drop]:
+            images.loc[rows, f"cam_{name}"] = np.nan
+    complete = images[list(CAM_COLUMNS)].notna().all(axis=1)
+    return {"scenes_incomplete": len(blanked), "images_complete": int(complete.sum()),
+            "images_incomplete": int((~complete).sum())}
+
+
 def _scene_split(images: pd.DataFrame, test_fraction: float, val_fraction: float, seed: int) -> pd.DataFrame:
     """Scene split with at least one validation scene whenever a val share is asked for and 3+ scenes exist."""
     n = images["scene"].nunique()
@@ -178,6 +283,14 @@ def _scene_split(images: pd.DataFrame, test_fraction: float, val_fraction: float
         val_fraction = max(val_fraction, 1.0 / n)
         test_fraction = max(test_fraction, 1.0 / n)
     return scene_split(images, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed)
+
+
+def _maybe_hdr(scene: Scene, rng: np.random.Generator, share: float) -> Scene:
+    """With probability ``share`` (drawn from ``rng``, a stream of its own so that ``share = 0`` leaves every other
+    draw as it was) the scene becomes high dynamic range (:func:`iqalab.sim.scenes.high_dynamic_range`)."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"hdr_share must be a share in [0, 1], got {share!r}")
+    return high_dynamic_range(scene, rng) if share > 0 and rng.random() < share else scene
 
 
 def _check_positive(**values: float) -> None:
@@ -190,26 +303,33 @@ def _check_positive(**values: float) -> None:
 def fglive_sim(root: Path, seed: int = 0, n_scenes: int = 40, images_per_scene: int = 8, image_size: int = 256,
                n_raters: int = 20, screening: str = "pearson", pair_threshold: float = 0.8, n_judges: int = 5,
                max_pairs_per_scene: int | None = None, test_fraction: float = 104 / 555,
-               val_fraction: float = 0.1) -> Dataset:
+               val_fraction: float = 0.1, deviations: str = "graded", level_step: float = 1.1,
+               preview_pool: int = 6, metadata_missing: float = 0.34, hdr_share: float = 0.0) -> Dataset:
     """FGLive-10K-like livestreaming dataset (see the module docstring); defaults: 320 images, 256 px."""
     _check_positive(n_scenes=n_scenes, images_per_scene=images_per_scene, image_size=image_size, n_raters=n_raters)
+    if deviations not in ("graded", "random"):
+        raise ValueError(f"fglive_sim: deviations must be 'graded' or 'random', got {deviations!r}")
+    if level_step <= 0 or preview_pool < 1:
+        raise ValueError("fglive_sim: level_step must be > 0 and preview_pool >= 1")
     rng = _stream(seed, "fglive_sim")
+    hdr_rng = _stream(seed, "fglive_sim/hdr")
     attributes = ["overall", "face", "sharpness", "exposure", "noise"]
     conditions = ["indoor", "indoor", "outdoor", "lowlight", "night"]
     shots = []
     for s in range(n_scenes):
         scene_id = f"fg{s:04d}"
-        scene = make_scene(rng, image_size, condition=conditions[s % len(conditions)], person="any",
-                           name=scene_id)
+        scene = _maybe_hdr(make_scene(rng, image_size, condition=conditions[s % len(conditions)], person="any",
+                                      name=scene_id), hdr_rng, hdr_share)
         ref = auto_params(scene, aperture=float(rng.choice([2.0, 2.8, 4.0])), sharpness=0.6, jpeg_quality=92)
         shots.append((scene_id, scene, ref))
-        for _ in range(images_per_scene - 1):
-            # calibrated (sim.calibration): the paper's overall MOS is near uniform, so coarse steps dominate
-            n_changes = int(rng.choice([1, 2, 3, 3]))
-            shots.append((scene_id, scene, _deviate(ref, rng, n_changes, fine=bool(rng.random() < 0.2))))
+        picked = (_graded_deviations(scene, ref, rng, images_per_scene - 1, level_step, pool=preview_pool)
+                  if deviations == "graded" else _random_deviations(ref, rng, images_per_scene - 1))
+        shots += [(scene_id, scene, params) for params in picked]
     images, infos = _render_rows(shots, root, rng, "fglive_sim")
+    metadata = _blank_metadata(images, _stream(seed, "fglive_sim/metadata"), metadata_missing)
     panel = Panel(n_raters=n_raters, seed=seed)
-    images, ratings, truth, mos = _single_stimulus(images, infos, attributes, "livestream", panel, screening)
+    images, ratings, truth, mos, screened = _single_stimulus(images, infos, attributes, "livestream", panel,
+                                                             screening)
     pairs = panel.pairs(images["image_id"], images["scene"], mos, truth, attributes, threshold=pair_threshold,
                         n_judges=n_judges, max_pairs_per_scene=max_pairs_per_scene, rng=rng)
     images = _attach(images, infos, truth, attributes)
@@ -217,7 +337,9 @@ def fglive_sim(root: Path, seed: int = 0, n_scenes: int = 40, images_per_scene: 
     generator = {"builder": "fglive_sim", "seed": seed, "n_scenes": n_scenes, "images_per_scene": images_per_scene,
                  "image_size": image_size, "screening": screening, "pair_threshold": pair_threshold,
                  "n_judges": n_judges, "max_pairs_per_scene": max_pairs_per_scene, "profile": "livestream",
-                 "panel": panel_summary(panel)}
+                 "deviations": deviations, "level_step": level_step, "preview_pool": preview_pool,
+                 "metadata_missing": metadata_missing, "metadata": metadata, "hdr_share": hdr_share,
+                 "panel": panel_summary(panel), "screening_removed": screened}
     ds = Dataset(root=Path(root), meta=_meta("fglive_sim", attributes, (1.0, 5.0), generator,
                                              "livestreaming scenes x 7 camera parameters, 5 attributes, fine pairs"),
                  images=images, splits=splits, pairs=pairs, ratings=ratings)
@@ -334,7 +456,8 @@ def face_sim(root: Path, seed: int = 0, n_scenes: int = 60, images_per_scene: in
     images, infos = _render_rows(shots, root, rng, "face_sim", with_person=False)
     # SFIQA-Bench trained its raters until their SRCC with expert scores reached 0.9 (Sec. III-B-2): less noise
     panel = Panel(n_raters=n_raters, seed=seed, noise=0.35)
-    images, ratings, truth, _ = _single_stimulus(images, infos, attributes, "surveillance", panel, screening)
+    images, ratings, truth, _, screened = _single_stimulus(images, infos, attributes, "surveillance", panel,
+                                                           screening)
     images = _attach(images, infos, truth, attributes)
     images["sim_night"] = [bool(s.meta.get("night", False)) for _, s, _ in shots]
     splits = pd.concat([kfold_splits(images, n_folds=n_folds, seed=seed),
@@ -342,7 +465,7 @@ def face_sim(root: Path, seed: int = 0, n_scenes: int = 60, images_per_scene: in
                        ignore_index=True)
     generator = {"builder": "face_sim", "seed": seed, "n_scenes": n_scenes, "images_per_scene": images_per_scene,
                  "image_size": image_size, "screening": screening, "n_folds": n_folds, "profile": "surveillance",
-                 "panel": panel_summary(panel)}
+                 "panel": panel_summary(panel), "screening_removed": screened}
     ds = Dataset(root=Path(root), meta=_meta("face_sim", attributes, (1.0, 5.0), generator,
                                              "surveillance face crops: 3 scenarios, day/night, hallucinating "
                                              "enhancement"),
@@ -352,15 +475,18 @@ def face_sim(root: Path, seed: int = 0, n_scenes: int = 60, images_per_scene: in
 
 
 def ugc_sim(root: Path, seed: int = 0, n_images: int = 320, image_size: int = 256, n_raters: int = 20,
-            screening: str = "bt500", n_splits: int = 5, test_fraction: float = 0.2) -> Dataset:
+            screening: str = "bt500", n_splits: int = 5, test_fraction: float = 0.2,
+            hdr_share: float = 0.0) -> Dataset:
     """User-generated-content dataset, MOS 0-100 over all five REQA tiers (see the module docstring)."""
     _check_positive(n_images=n_images, image_size=image_size, n_raters=n_raters, n_splits=n_splits)
     rng = _stream(seed, "ugc_sim")
+    hdr_rng = _stream(seed, "ugc_sim/hdr")
     attributes = ["overall"]
     shots = []
     for i in range(n_images):
         scene_id = f"ugc{i:05d}"
-        scene = make_scene(rng, image_size, person="any" if rng.random() < 0.5 else None, name=scene_id)
+        scene = _maybe_hdr(make_scene(rng, image_size, person="any" if rng.random() < 0.5 else None,
+                                      name=scene_id), hdr_rng, hdr_share)
         # calibrated (sim.calibration): KonIQ-like authentic data peak mid-scale with few Bad/Excellent images
         severity = float(0.2 + 0.45 * rng.beta(3.0, 3.0))
         ref = auto_params(scene, aperture=float(rng.choice([1.8, 2.2, 2.8])), slowest=1 / 15, max_iso=6400)
@@ -392,16 +518,16 @@ def ugc_sim(root: Path, seed: int = 0, n_images: int = 320, image_size: int = 25
         shots.append((scene_id, scene, ref.replace(**changes)))
     images, infos = _render_rows(shots, root, rng, "ugc_sim")
     panel = Panel(n_raters=n_raters, seed=seed)
-    images, ratings, truth, _ = _single_stimulus(images, infos, attributes, "ugc", panel, screening,
-                                                 scale=(-25.0, 25.0))
+    images, ratings, truth, _, screened = _single_stimulus(images, infos, attributes, "ugc", panel, screening,
+                                                           scale=(-25.0, 25.0))
     images = _attach(images, infos, truth, attributes)
     tiers = np.histogram(images["mos_overall"], bins=[0, 20, 40, 60, 80, 100.0001])[0]
     log.info("ugc_sim MOS per tier (Bad..Excellent): %s", tiers.tolist())
     splits = random_splits(images, n_splits=n_splits, test_fraction=test_fraction, seed=seed)
     generator = {"builder": "ugc_sim", "seed": seed, "n_images": n_images, "image_size": image_size,
-                 "screening": screening, "n_splits": n_splits, "profile": "ugc",
+                 "screening": screening, "n_splits": n_splits, "profile": "ugc", "hdr_share": hdr_share,
                  "scale": "MOS = 25 (mean vote - 1), 0-100", "tier_counts": tiers.tolist(),
-                 "panel": panel_summary(panel)}
+                 "panel": panel_summary(panel), "screening_removed": screened}
     ds = Dataset(root=Path(root), meta=_meta("ugc_sim", attributes, (0.0, 100.0), generator,
                                              "varied content and severities, one MOS on 0-100"),
                  images=images, splits=splits, pairs=None, ratings=ratings)

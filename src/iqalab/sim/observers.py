@@ -56,7 +56,7 @@ from scipy.optimize import minimize
 from scipy.special import log_ndtr, ndtr
 
 from iqalab.analysis.metrics import pearson_rows
-from iqalab.analysis.stats import bt500_outlier_counts, bt500_rejected
+from iqalab.analysis.stats import bt500_outlier_counts, bt500_outlier_mask, bt500_rejected
 
 log = logging.getLogger(__name__)
 
@@ -294,11 +294,33 @@ class Panel:
         return keep
 
     @staticmethod
-    def mos(votes: np.ndarray, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """MOS, std and count per image and attribute from ``votes[n_raters, n_images, n_attr]``."""
+    def outlier_votes(votes: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+        """Individual votes outside their image's ITU-R BT.500 outlier band, ``bool[n_raters, n_images,
+        n_attr]`` (:func:`iqalab.analysis.stats.bt500_outlier_mask`, band from the kept raters' votes).
+
+        SFIQA-Bench (Sec. III-B-3): "individual ratings that deviate significantly from the mean were
+        identified as outliers and removed" (894 ratings, 0.125 %), after the rater-level rule.
+        """
+        votes = np.asarray(votes, dtype=np.float64)
+        out = np.zeros(votes.shape, dtype=bool)
+        for a in range(votes.shape[2]):
+            scores = votes[:, :, a].copy()
+            if keep is not None:
+                scores[~keep[:, a]] = np.nan
+            above, below = bt500_outlier_mask(scores)
+            out[:, :, a] = above | below
+        return out
+
+    @staticmethod
+    def mos(votes: np.ndarray, keep: np.ndarray | None = None, dropped: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """MOS, std and count per image and attribute from ``votes[n_raters, n_images, n_attr]``, over the kept
+        raters (``keep[n_raters, n_attr]``) less the individually ``dropped`` votes (same shape as ``votes``)."""
         votes = np.asarray(votes, dtype=np.float64)
         mask = np.ones(votes.shape, dtype=bool) if keep is None else np.broadcast_to(
             keep[:, None, :], votes.shape)
+        if dropped is not None:
+            mask = mask & ~dropped
         n = mask.sum(axis=0)
         mos = np.where(mask, votes, 0).sum(axis=0) / np.maximum(n, 1)
         var = np.where(mask, (votes - mos) ** 2, 0).sum(axis=0) / np.maximum(n - 1, 1)
@@ -412,17 +434,33 @@ def _empty_pairs() -> pd.DataFrame:
 
 
 def ratings_frame(votes: np.ndarray, keep: np.ndarray, image_ids: Sequence[str],
-                  attributes: Sequence[str]) -> pd.DataFrame:
-    """Long ``ratings.parquet`` rows (every vote) with a ``kept`` flag from screening."""
+                  attributes: Sequence[str], dropped: np.ndarray | None = None) -> pd.DataFrame:
+    """Long ``ratings.parquet`` rows (every vote): ``kept`` when the vote enters the MOS (its rater passed
+    screening and the vote itself is not a removed outlier), ``outlier`` for a vote removed on its own."""
     n_r, n_i, n_a = votes.shape
     rater, image, attr = np.meshgrid(np.arange(n_r), np.arange(n_i), np.arange(n_a), indexing="ij")
+    outlier = np.zeros(votes.size, dtype=bool) if dropped is None else np.asarray(dropped, dtype=bool).ravel()
     return pd.DataFrame({
         "image_id": np.asarray(image_ids)[image.ravel()],
         "rater": np.char.add("r", np.char.zfill(rater.ravel().astype(str), 3)),
         "attribute": np.asarray(attributes)[attr.ravel()],
         "score": votes.ravel().astype(np.int64),
-        "kept": keep[rater.ravel(), attr.ravel()],
+        "kept": keep[rater.ravel(), attr.ravel()] & ~outlier,
+        "outlier": outlier,
     })
+
+
+def screening_summary(keep: np.ndarray, dropped: np.ndarray | None, attributes: Sequence[str],
+                      method: str) -> dict[str, Any]:
+    """What screening removed, for ``dataset.json``: raters rejected per attribute, individual votes removed
+    and the share of all votes that do not enter the MOS."""
+    n_r, n_a = keep.shape
+    n_votes = int(n_r * (dropped.shape[1] if dropped is not None else 0) * n_a)
+    removed_votes = int(dropped.sum()) if dropped is not None else 0
+    return {"method": method, "vote_outliers_removed": dropped is not None,
+            "raters_rejected": {a: int((~keep[:, k]).sum()) for k, a in enumerate(attributes)},
+            "votes_removed": removed_votes,
+            "votes_removed_share": removed_votes / n_votes if n_votes else 0.0}
 
 
 def panel_summary(panel: Panel) -> dict[str, Any]:

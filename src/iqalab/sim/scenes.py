@@ -414,6 +414,38 @@ def face_crop_scene(rng: np.random.Generator, size: int = 128, scenario: str = "
     return scene
 
 
+def high_dynamic_range(scene: Scene, rng: np.random.Generator, backlight: float | None = None,
+                       n_lamps: int | None = None) -> Scene:
+    """A high-dynamic-range variant of ``scene`` (issue #23): a brighter background behind the subject
+    (``backlight`` stops, a window or the sky behind a streamer; default 1.5-3 when a person is present, else 0)
+    and ``n_lamps`` small light sources in the background (default 1-3) whose peak radiance is 20-150x the frame's
+    mean, far above the sensor's full scale at a metered exposure; the camera's clipping and highlight roll-off
+    handle them. The whole frame is then re-metered to a mean of 0.18 (a lamp in the frame darkens the rest, as
+    in-camera metering does). Boxes and landmarks are unchanged: lamps sit in the background layer, behind the
+    person's matte. Recorded in ``meta["hdr"]``.
+    """
+    h, w = scene.size
+    if backlight is None:
+        backlight = float(rng.uniform(1.5, 3.0)) if scene.person is not None else 0.0
+    n_lamps = int(rng.integers(1, 4)) if n_lamps is None else int(n_lamps)
+    background = scene.background * np.float32(2.0 ** backlight)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    for _ in range(n_lamps):
+        cy, cx = rng.uniform(0.05, 0.6) * h, rng.uniform(0.05, 0.95) * w
+        radius = float(rng.uniform(0.01, 0.04)) * w
+        peak = float(rng.uniform(20.0, 150.0)) * 0.18
+        glow = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius**2)).astype(np.float32)
+        tint = illuminant_rgb(float(rng.uniform(2700.0, 6500.0)))
+        background = background + peak * glow[..., None] * (tint / float(tint @ LUMA))[None, None, :]
+    out = scene_with(scene, background=np.ascontiguousarray(background, dtype=np.float32),
+                     meta={**scene.meta, "hdr": {"backlight_stops": backlight, "lamps": n_lamps}})
+    k = 0.18 / max(float(luminance(out.radiance()).mean()), 1e-6)
+    out.background = (out.background * k).astype(np.float32)
+    if out.person is not None:
+        out.person = (out.person * k).astype(np.float32)
+    return out
+
+
 def scene_with(scene: Scene, **changes: Any) -> Scene:
     """A copy of ``scene`` with some fields replaced (arrays are shared, never mutated by the camera)."""
     return replace(scene, **changes)
