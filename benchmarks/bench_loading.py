@@ -13,7 +13,8 @@ whole batch normalised in one pass) and ``batched`` (the engine's: ``ImageItems.
 into one array, :func:`iqalab.data.loaders.collate`, :func:`~iqalab.data.loaders.normalise_batch` image by
 image). All yield the same ImageNet-normalised ``[B, 3, 224, 224]`` float batches: the per-item and batched ones
 exactly equal over the whole first epoch, the reference within 1e-5 on its first batch. Rates are images/s
-of wall-clock time and, with ``--workers 0``, of this process's CPU time (steadier on a loaded machine). Run with
+of wall-clock time and, with ``--workers 0``, of this process's CPU time (steadier on a loaded machine); after
+the first epoch the loaders take turns epoch by epoch, so that a change of load weighs on all of them. Run with
 one thread, as on the 2-core CPU:
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_loading.py [--images 96] [--epochs 4] [--workers 0]
@@ -101,11 +102,11 @@ def _batches(loader: DataLoader, epochs: int, first: int = 0):
             yield normalise(batch["image"]) if isinstance(batch, dict) else batch
 
 
-def _rate(loader: DataLoader, epochs: int, first: int = 0) -> tuple[float, float]:
-    """Images per second of wall-clock and of this process's CPU time over ``epochs`` epochs from ``first``."""
+def _time(loader: DataLoader, epoch: int) -> np.ndarray:
+    """``[images, wall seconds, CPU seconds of this process]`` of one epoch."""
     start, cpu = time.perf_counter(), time.process_time()
-    n = sum(len(b) for b in _batches(loader, epochs, first))
-    return n / (time.perf_counter() - start), n / max(time.process_time() - cpu, 1e-9)
+    n = sum(len(b) for b in _batches(loader, 1, epoch))
+    return np.array([n, time.perf_counter() - start, time.process_time() - cpu])
 
 
 def _dataset(root: Path, n: int, height: int, width: int, quality: int = 90):
@@ -146,7 +147,13 @@ def compare(ds, paths: list[Path], store_of, square: int | None, crop: int, epoc
     assert all(torch.equal(a, b) for a, b in zip(check["batched"], check["per-item"], strict=True)), \
         "batched and per-item loaders differ"
     datasets = {"PIL": PilEveryEpoch(paths, items(), square), "per-item": PerItem(items()), "batched": items()}
-    return {name: (_rate(loader(name), 1), _rate(loader(name), epochs - 1, 1)) for name in LOADERS}
+    first = {name: _time(loader(name), 0) for name in LOADERS}
+    steady = {name: np.zeros(3) for name in LOADERS}
+    for epoch in range(1, epochs):  # interleaved: a change of the machine's load weighs on every loader alike
+        for name in LOADERS:
+            steady[name] += _time(loader(name), epoch)
+    return {name: tuple((t[0] / t[1], t[0] / max(t[2], 1e-9)) for t in (first[name], steady[name]))
+            for name in LOADERS}
 
 
 def main() -> None:
