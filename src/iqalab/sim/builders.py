@@ -304,7 +304,7 @@ def fglive_sim(root: Path, seed: int = 0, n_scenes: int = 40, images_per_scene: 
                n_raters: int = 20, screening: str = "pearson", pair_threshold: float = 0.8, n_judges: int = 5,
                max_pairs_per_scene: int | None = None, test_fraction: float = 104 / 555,
                val_fraction: float = 0.1, deviations: str = "graded", level_step: float = 1.1,
-               preview_pool: int = 6, metadata_missing: float = 0.34, hdr_share: float = 0.0) -> Dataset:
+               preview_pool: int = 10, metadata_missing: float = 0.34, hdr_share: float = 0.0) -> Dataset:
     """FGLive-10K-like livestreaming dataset (see the module docstring); defaults: 320 images, 256 px."""
     _check_positive(n_scenes=n_scenes, images_per_scene=images_per_scene, image_size=image_size, n_raters=n_raters)
     if deviations not in ("graded", "random"):
