@@ -339,3 +339,13 @@ def test_batched_native_frames_keep_their_shape(tmp_path):
     assert isinstance(mixed, list) and [tuple(m["image"].shape) for m in mixed] == [(3, 768, 1024), (3, 1024, 768)]
     with pytest.raises(RuntimeError):
         collate(mixed)
+
+
+def test_verify_checks_every_row_once_in_this_process(toy_dataset):
+    """``verify`` (called by the engine before forking loader workers) leaves every row of the items CRC-checked,
+    so that forked workers do not re-read whole images."""
+    items = _items(toy_dataset)
+    items.cache = ImageCache(toy_dataset, TOY_CACHE)  # a fresh store: nothing checked yet
+    assert not items.cache._checked.any()
+    items.verify()
+    assert items.cache._checked[items.rows].all()
