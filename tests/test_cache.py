@@ -115,6 +115,7 @@ def test_scorer_resizes_files_as_the_cache_did(tmp_path):
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (300, 400, 3), dtype=np.uint8)).save(path)
     scorer = Scorer.__new__(Scorer)  # the resize needs only the size and whether the model reads native pixels
     scorer.size, scorer.model = 32, SimpleNamespace(input_resolution="cache")
+    scorer.max_side, scorer.patches = None, None  # a model without native patches
     scored = scorer.resize(decode_image(path))
     np.testing.assert_array_equal(scored, decode_image(path, 32))
     plain = np.asarray(Image.fromarray(decode_image(path)).resize((32, 32), Image.Resampling.BICUBIC))

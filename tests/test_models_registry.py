@@ -174,7 +174,7 @@ def test_engine_uses_the_hooks_not_attribute_probing():
 
 
 def test_engine_builds_models_with_their_dataset_kwargs(project, toy_dataset):
-    """``dataset_kwargs`` reach the constructor (FHIQA's ``n_scenes`` = the toy set's 4 scenes); params win."""
+    """``dataset_kwargs`` reach the constructor (FHIQA's ``scenes`` = the training split's scenes); params win."""
     import shutil
 
     from iqalab.config import parse_params
@@ -183,12 +183,19 @@ def test_engine_builds_models_with_their_dataset_kwargs(project, toy_dataset):
     from .conftest import toy_params
 
     shutil.copytree(toy_dataset.root, project.root / "build" / "datasets" / "toy")
-    kwargs = {k: v for k, v in get_model_class("fhiqa").smoke_params.items() if k != "n_scenes"}
+    kwargs = {k: v for k, v in get_model_class("fhiqa").smoke_params.items() if k not in ("n_scenes", "scenes")}
     train = {"epochs": 1, "max_train_images": 4, "crop": None}
+    split = toy_dataset.splits[toy_dataset.splits["split"] == "scene"]
+    train_ids = split.loc[split["role"] == "train", "image_id"]
+    images = toy_dataset.images.set_index("image_id")
+    trained = sorted(images.loc[train_ids, "scene"].astype(str).unique())  # FHIQA's scene space (#27)
+    everything = sorted(images["scene"].astype(str).unique())
+    assert trained != everything  # the toy scene split holds scenes out
     params = parse_params(toy_params(derived={"dataset": "toy", "model": {"name": "fhiqa", **kwargs}, "train": train},
-                                     given={"dataset": "toy", "model": {"name": "fhiqa", **kwargs, "n_scenes": 6},
-                                            "train": train}))
-    for name, expected in (("derived", len(toy_dataset.scenes)), ("given", 6)):
+                                     given={"dataset": "toy", "model": {"name": "fhiqa", **kwargs,
+                                                                        "scenes": everything}, "train": train}))
+    for name, expected in (("derived", trained), ("given", everything)):
         engine.train_experiment(params, name, project.root, progress=False)
         ckpt = engine.load_checkpoint(project.root / "build" / "models" / name / "scene" / "best.pt")
-        assert ckpt["config"]["model_kwargs"]["n_scenes"] == expected
+        assert ckpt["config"]["model_kwargs"]["scenes"] == expected
+        assert ckpt["config"]["model_kwargs"]["dataset_scenes"] == list(toy_dataset.scenes)
