@@ -13,7 +13,15 @@ from PIL import Image
 from iqalab.__main__ import main
 from iqalab.data.regions import DetectionConfig
 from iqalab.models import build_model, get_model_class
-from iqalab.stages.score import REGIONS_DETECTED, REGIONS_FALLBACK, REGIONS_NONE, RegionsMissing, score_images
+from iqalab.stages.score import (
+    CAMERA_UNKNOWN,
+    REGIONS_DETECTED,
+    REGIONS_FALLBACK,
+    REGIONS_NONE,
+    CameraMissing,
+    RegionsMissing,
+    score_images,
+)
 from iqalab.train.engine import save_checkpoint
 
 ATTRS = ["overall", "sharpness"]
@@ -61,6 +69,29 @@ def test_region_model_is_refused_without_detection_in_one_line(tuning_ckpt, tmp_
     Image.fromarray(np.full((80, 96, 3), 120, np.uint8)).save(tmp_path / "a.png")
     frame = score_images(plain, [tmp_path / "a.png"], progress=False, device="cpu")
     assert "regions" not in frame and np.isfinite(frame[ATTRS].to_numpy()).all()
+
+
+def test_camera_model_is_refused_without_the_fallback_in_one_line(tmp_path, capsys):
+    """GCPF reads seven camera parameters that image files do not carry: no silent "unknown" (issue 27)."""
+    Image.fromarray(np.full((80, 96, 3), 120, np.uint8)).save(tmp_path / "a.png")
+    strict = checkpoint(tmp_path / "strict.pt", "tuningiqa", use_hfe=False, missing_camera="refuse")
+    with pytest.raises(CameraMissing, match=r"model 'tuningiqa' reads the seven camera parameters.*"
+                                            r"--allow-missing-camera"):
+        score_images(strict, [tmp_path / "never-read.png"], progress=False, device="cpu")
+    assert main(["-q", "score", "--checkpoint", str(strict), "--out", str(tmp_path / "s.csv"),
+                 str(tmp_path / "a.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--allow-missing-camera" in err[0]
+    assert not (tmp_path / "s.csv").exists()
+    allowed = score_images(strict, [tmp_path / "a.png"], progress=False, device="cpu", allow_missing_camera=True)
+    assert allowed["camera"].tolist() == [CAMERA_UNKNOWN] and np.isfinite(allowed[ATTRS].to_numpy()).all()
+    # trained with missing_camera: unknown (its own option): scored, and the column still says so
+    lenient = checkpoint(tmp_path / "lenient.pt", "tuningiqa", use_hfe=False, missing_camera="unknown")
+    assert score_images(lenient, [tmp_path / "a.png"], progress=False, device="cpu")["camera"].tolist() == \
+        [CAMERA_UNKNOWN]
+    # without GCPF the parameters are never read: no refusal, no column
+    no_gcpf = checkpoint(tmp_path / "nogcpf.pt", "tuningiqa", use_hfe=False, use_gcpf=False, missing_camera="refuse")
+    assert "camera" not in score_images(no_gcpf, [tmp_path / "a.png"], progress=False, device="cpu")
 
 
 def recorded_boxes(monkeypatch) -> list[torch.Tensor]:

@@ -141,6 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="find person/face boxes as ingest does, for models that read them (TuningIQA, SFIQA)")
     p.add_argument("--allow-missing-regions", action="store_true",
                    help="score a model that reads person/face boxes without them (its fallback; column regions)")
+    p.add_argument("--allow-missing-camera", action="store_true",
+                   help="score a model that reads camera parameters (TuningIQA's GCPF) with all seven unknown "
+                        "(column camera)")
     p.add_argument("--draft", action="store_true",
                    help="decode large JPEGs at reduced scale (faster; within a stated tolerance of the training "
                         "pixels instead of exactly them)")
@@ -221,7 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             frame = score_images(args.checkpoint, args.images, args.out, args.batch_size, args.device, progress,
                                  workers=args.workers, model=args.model, options=_options(args.option),
                                  detect_regions=args.detect_regions,
-                                 allow_missing_regions=args.allow_missing_regions, draft=args.draft)
+                                 allow_missing_regions=args.allow_missing_regions, draft=args.draft,
+                                 allow_missing_camera=args.allow_missing_camera)
             print(frame.to_string(index=False))
             failed = failed_files(frame)
             for path, reason in failed.itertuples(index=False):

@@ -64,6 +64,38 @@ def check_score_regions(model: Any, name: str, detect_regions: bool, allow_missi
     return needed
 
 
+class CameraMissing(ValueError):
+    """A model that reads camera parameters was asked to score image files (which carry none) without the
+    fallback flag."""
+
+
+#: the ``camera`` column of a model that reads camera parameters: image files carry none, so all seven are unknown
+CAMERA_UNKNOWN = "unknown"
+
+
+def needs_camera(model: Any) -> bool:
+    """Whether ``model`` reads the seven camera parameters (TuningIQA's GCPF, seed 000 Sec. 3.3): ``cam`` in its
+    ``inputs`` and, for a model with the switch, ``use_gcpf`` on."""
+    return "cam" in model.inputs and bool(getattr(model, "use_gcpf", True))
+
+
+def check_score_camera(model: Any, name: str, allow_missing_camera: bool) -> bool:
+    """True when ``model`` reads camera parameters, which image files do not carry; :class:`CameraMissing` (one line
+    naming the model and the way out) unless the fallback was asked for, here or by the model's own training option
+    ``missing_camera: unknown`` (GCPF's learned "unknown" embedding for every parameter; no silent fallback)."""
+    if not needs_camera(model):
+        return False
+    trained_with_unknown = getattr(model, "missing_camera", None) == "unknown"
+    if not allow_missing_camera and not trained_with_unknown:
+        raise CameraMissing(
+            f"model {name!r} reads the seven camera parameters (GCPF), which image files do not carry, and was "
+            f"trained with missing_camera: {getattr(model, 'missing_camera', 'refuse')}: pass "
+            "--allow-missing-camera to score with every parameter unknown (GCPF's learned embedding; column camera)")
+    log.warning("model %s reads camera parameters; image files carry none: every image is scored with all seven "
+                "unknown (column camera)", name)
+    return True
+
+
 def score_chunk(scorer: Scorer | ModelScorer, images: list[np.ndarray], regions: dict[str, np.ndarray],
                 batch_size: int) -> tuple[dict[str, np.ndarray], list[int], dict[int, str]]:
     """Scores of decoded ``images`` (``regions``: the Scorer's per-image box arrays), the positions scored and,
@@ -113,12 +145,14 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
                  workers: int | None = None, model: str | None = None,
                  options: dict[str, Any] | None = None, detect_regions: bool = False,
                  allow_missing_regions: bool = False, detection: DetectionConfig | None = None,
-                 draft: bool = False) -> pd.DataFrame:
+                 draft: bool = False, allow_missing_camera: bool = False) -> pd.DataFrame:
     """Score image files; columns ``path`` and the scores.
 
     With ``checkpoint``: one column per attribute in the training MOS units; images are decoded and prepared
-    exactly as in training (:class:`iqalab.inference.Scorer`). Camera parameters are "unknown" (the models'
-    documented fallback). A model that reads person or face boxes needs ``detect_regions`` (each file is searched
+    exactly as in training (:class:`iqalab.inference.Scorer`). Image files carry no camera parameters: a model
+    that reads them (TuningIQA's GCPF) is refused with :class:`CameraMissing` unless ``allow_missing_camera`` (or
+    its training option ``missing_camera: unknown``) accepts every parameter unknown; the ``camera`` column then
+    says so. A model that reads person or face boxes needs ``detect_regions`` (each file is searched
     with the ingest detectors, ``detection`` settings, default :class:`DetectionConfig`) or
     ``allow_missing_regions`` (its fallback; the ``regions`` column says so), else :class:`RegionsMissing` is
     raised before any file is read. With ``model`` (and its keyword ``options``): a model
@@ -140,6 +174,7 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
     scorer: Scorer | ModelScorer = Scorer(checkpoint, device, draft=draft) if checkpoint is not None \
         else ModelScorer(str(model), options, device)
     needed = check_score_regions(scorer.model, scorer.name, detect_regions, allow_missing_regions)
+    camera = isinstance(scorer, Scorer) and check_score_camera(scorer.model, scorer.name, allow_missing_camera)
     cfg = detection or DetectionConfig()
     weights = None
     if needed and detect_regions and cfg.person == "fasterrcnn":
@@ -195,7 +230,9 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
                 chunk = [chunk[k] for k in kept]
                 label = None if label is None else [label[k] for k in kept]
                 if chunk:
-                    extra = {} if label is None else {"regions": label}
+                    extra: dict[str, Any] = {} if label is None else {"regions": label}
+                    if camera:
+                        extra["camera"] = CAMERA_UNKNOWN
                     frames.append(pd.DataFrame({"path": [str(files[i]) for i in chunk], **scores, **extra},
                                                index=chunk))
             bar.update(min(batch_size, len(files) - start))
