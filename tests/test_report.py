@@ -36,6 +36,7 @@ FILES = {
     "tables/sfiqa_table2.md": "**sfiqa_table2**: dims\n",
     "tables/fhiqa_table1.md": "**fhiqa_table1**: scenes\n",
     "tables/all_metrics.md": "**all_metrics**: long\n",
+    "tables/yardstick_fglive_sim.md": "**yardstick_fglive_sim**: probe\n",
     "tables/custom_thing.md": "**custom_thing**: someone's extra table\n",
     "gmad/resistance.md": "**resistance**\n",
     "gmad/aggressiveness.md": "**aggressiveness**\n",
@@ -79,7 +80,7 @@ def test_every_table_and_figure_once_in_paper_order(tmp_path):
     for content in FILES.values():
         _position(text, content.splitlines()[0])
     order = [_position(text, f"## {title}\n") for title in (
-        "TuningIQA", "FHIQA", "REQA", "SFIQA", "All experiments, all metrics", "gMAD", "Statistical significance",
+        "TuningIQA", "FHIQA", "REQA", "SFIQA", "All experiments, all metrics", "Learnability yardstick", "gMAD", "Statistical significance",
         "Camera tuning", "Dataset statistics", "Other outputs")]
     assert order == sorted(order), "sections follow the papers, then gMAD, significance, tuning, statistics"
     assert _position(text, "**tuningiqa_table2**") < _position(text, "**tuningiqa_table3**")
@@ -97,6 +98,7 @@ def test_every_table_and_figure_once_in_paper_order(tmp_path):
     assert _position(text, "## REQA") < _position(text, "(figures/evaluation/tiers_ugc_sim_overall.png)") \
         < _position(text, "## SFIQA")
     other = _position(text, "## Other outputs")
+    assert _position(text, "## Learnability yardstick") < _position(text, "**yardstick_fglive_sim**") < other
     for orphan in ("**custom_thing**", "(figures/training/curves.png)", "(figures/evaluation/scatter_other_ds"):
         assert _position(text, orphan) > other
     stats = _position(text, "## Dataset statistics")

@@ -221,6 +221,11 @@ def collect_sections(params: Params, root: Path) -> list[Section]:
     sections.append(Section("all-metrics", "All experiments, all metrics",
                             "Every experiment x split x attribute with every metric (long format).",
                             claim(p for p in all_tables if p.stem == "all_metrics")))
+    sections.append(Section("yardstick", "Learnability yardstick",
+                            "References that are not models, per simulated dataset (issue #23): the panel ceiling "
+                            "(MOS against the simulator's ground truth), the panel's split-half reliability and a "
+                            "pixel-feature probe trained on the same split, beside the best model's test SRCC.",
+                            claim(p for p in all_tables if p.stem.startswith("yardstick_"))))
 
     gmad_dir = results / "gmad"
     gmad_intro = "Group maximum differentiation competition between the trained models (Ma et al., 2016/2020)."
