@@ -128,3 +128,15 @@ def test_fhiqa_table1_says_what_each_row_is(project) -> None:
         "dbcnn": "trained on toy, random init", "hyper": "trained on toy, ImageNet backbone",
         "musiq": "trained on toy, from musiq_koniq_ckpt.pth", "zs": "zero-shot (published weights; not trained here)",
         "niqe": "none (published model)", "brisque": "SVR fitted on toy"}
+
+
+def test_ablation_settings_show_the_default_a_row_ran_with():
+    from iqalab.paper_tables.common import differing_settings
+
+    meta = {"full": {"model": "tuningiqa", "model_kwargs": {"use_gcpf": True, "missing_camera": "unknown"}},
+            "base": {"model": "tuningiqa", "model_kwargs": {"use_gcpf": False}},
+            "odd": {"model": "not_a_registered_model", "model_kwargs": {"use_gcpf": False}}}
+    full, base, odd = differing_settings(meta, ["full", "base", "odd"])
+    assert "missing_camera=unknown" in full and "use_gcpf=True" in full
+    assert "missing_camera=refuse" in base and "use_gcpf=False" in base  # TuningIQA's default, not None
+    assert "missing_camera=None" in odd  # an unknown model has no defaults to show

@@ -6,6 +6,7 @@ long ``all_metrics`` table every run writes. The conventions these follow are li
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
@@ -249,10 +250,25 @@ def wide_stats(stats: pd.DataFrame, exps: Sequence[str], columns: Sequence[Any],
     return mean.reindex(index=list(exps), columns=idx), std.reindex(index=list(exps), columns=idx)
 
 
+def model_defaults(name: Any) -> dict[str, Any]:
+    """The keyword defaults of the registered model ``name`` (its ``__init__``): the value a setting left out of
+    ``params.yaml`` ran with; ``{}`` for a name the registry does not know."""
+    from iqalab.models.registry import allowed_kwargs, get_model_class
+
+    try:
+        cls = get_model_class(str(name))
+    except (KeyError, ValueError, ImportError):
+        return {}
+    return {key: p.default for key, p in allowed_kwargs(cls).items() if p.default is not inspect.Parameter.empty}
+
+
 def differing_settings(meta: Mapping[str, Mapping[str, Any]], exps: Sequence[str]) -> list[str]:
-    """``key=value`` of the model settings that differ among ``exps`` (the ablation rows' configuration)."""
-    kwargs = {e: {"model": meta[e].get("model"), **(meta[e].get("model_kwargs") or {})} for e in exps}
-    keys = sorted({k for kw in kwargs.values() for k in kw})
+    """``key=value`` of the model settings that differ among ``exps`` (the ablation rows' configuration); a key set
+    for some rows shows, for the others, the model's default (never ``None`` for a setting that ran)."""
+    explicit = {e: {"model": meta[e].get("model"), **(meta[e].get("model_kwargs") or {})} for e in exps}
+    keys = sorted({k for kw in explicit.values() for k in kw})
+    kwargs = {e: {**{k: v for k, v in model_defaults(kw["model"]).items() if k in keys}, **kw}
+              for e, kw in explicit.items()}
     differing = [k for k in keys if len({json.dumps(kw.get(k), sort_keys=True, default=str)
                                          for kw in kwargs.values()}) > 1]
     return [", ".join(f"{k}={kwargs[e].get(k)}" for k in differing) or "-" for e in exps]
