@@ -1,0 +1,36 @@
+"""The README's inline result tables equal the committed files under results/ (scripts/sync_readme_results.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("sync_readme_results", ROOT / "scripts" / "sync_readme_results.py")
+assert _spec is not None and _spec.loader is not None
+sync_readme = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sync_readme)
+
+
+def test_sync_replaces_only_the_named_blocks(tmp_path: Path) -> None:
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "a.md").write_text("caption A\n\n| x |\n| --- |\n| 2 |\n")
+    readme = "# T\n\n**A** (`results/a.md`)\n\nold caption\n\n| x |\n| --- |\n| 1 |\n\nprose stays\n\n## Next\n\nkept\n"
+    text, changed = sync_readme.sync(readme, tmp_path)
+    assert changed == ["results/a.md"]
+    assert "| 2 |" in text and "| 1 |" not in text and "old caption" not in text
+    assert text.endswith("## Next\n\nkept\n") and text.startswith("# T\n\n**A** (`results/a.md`)\n\ncaption A\n")
+    again, changed_again = sync_readme.sync(text, tmp_path)
+    assert again == text and changed_again == []
+
+
+def test_sync_names_a_missing_results_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="results/gone.md"):
+        sync_readme.sync("**G** (`results/gone.md`)\n\nx\n", tmp_path)
+
+
+def test_readme_tables_equal_the_committed_results() -> None:
+    _, changed = sync_readme.sync((ROOT / "README.md").read_text(encoding="utf-8"), ROOT)
+    assert changed == [], f"README blocks out of date (run python scripts/sync_readme_results.py): {changed}"
