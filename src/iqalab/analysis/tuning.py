@@ -152,17 +152,11 @@ def render_key(scene: Scene, params: CameraParams, seed: int, version: str = "")
 
 
 def simulator_fingerprint() -> str:
-    """Short hash of the simulator's source (scenes, camera): renders cached on disk by an older simulator are
-    never reused (the cache folder may persist between pipeline runs)."""
-    import hashlib
+    """Short hash of the simulator's source (:func:`iqalab.sim.pools.simulator_fingerprint`): renders cached on
+    disk by an older simulator are never reused (the cache folder may persist between pipeline runs)."""
+    from iqalab.sim.pools import simulator_fingerprint as fingerprint
 
-    import iqalab.sim.camera as camera
-    import iqalab.sim.scenes as scenes
-
-    digest = hashlib.sha256()
-    for module in (scenes, camera):
-        digest.update(Path(str(module.__file__)).read_bytes())
-    return digest.hexdigest()[:12]
+    return fingerprint()
 
 
 class RenderCache:

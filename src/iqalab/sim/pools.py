@@ -12,6 +12,8 @@ user's folder of images. Shared by gMAD (:mod:`iqalab.stages.gmad`) and the came
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 import zlib
@@ -39,6 +41,21 @@ BUILDER_POOLS: dict[str, tuple[str, str]] = {
     "face_sim": ("face", "surveillance"), "ugc_sim": ("ugc", "ugc"),
 }
 POOL_VERSION = 1  # bump when the rendering recipe changes, so cached pools are re-rendered
+
+
+@functools.lru_cache(maxsize=1)
+def simulator_fingerprint() -> str:
+    """Short hash of the simulator's source that decides what a render looks like (scenes, camera, builders).
+
+    Part of the key of every render cached on disk in a folder that persists between pipeline runs (the gMAD
+    pool, the camera-tuning renders): a cache made by an older simulator is never reused, so a fresh clone's run
+    and a rerun in place render the same images (issue 28: ``make verify`` found committed gMAD results made from
+    a pool rendered before the renderer changed)."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for name in ("scenes.py", "camera.py", "builders.py"):
+        digest.update(name.encode() + b"\0" + (package / name).read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
 
 
 def pool_setup(dataset: DatasetConfig | None, kind: str | None = None, profile: str | None = None,
@@ -104,13 +121,13 @@ def render_pool(folder: Path, n_scenes: int, renders_per_scene: int, image_size:
     Camera settings follow ``fglive_sim``: per scene an auto-exposure reference (aperture f/2, 2.8 or 4,
     sharpening 0.6, JPEG 92) and ``renders_per_scene - 1`` deviations of 1-3 of the 7 parameters, fine or
     coarse with equal odds (:func:`iqalab.sim.builders._deviate`). The pool is reused when ``pool.json`` records
-    the same settings.
+    the same settings and the same simulator source (:func:`simulator_fingerprint`).
     """
     from iqalab.sim.builders import _box_columns, _deviate, scene_pool
     from iqalab.sim.camera import auto_params, capture
 
     spec = {"version": POOL_VERSION, "kind": kind, "n_scenes": n_scenes, "renders_per_scene": renders_per_scene,
-            "image_size": image_size, "seed": seed}
+            "image_size": image_size, "seed": seed, "simulator": simulator_fingerprint()}
     meta_path, table_path = folder / "pool.json", folder / "pool.parquet"
     if meta_path.is_file() and table_path.is_file():
         if json.loads(meta_path.read_text()).get("spec") == spec:
