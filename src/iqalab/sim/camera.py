@@ -49,6 +49,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 from PIL import Image
 from scipy.ndimage import correlate1d, gaussian_filter
 
@@ -186,46 +187,128 @@ def _gaussian_weights(sigma: float, truncate: float) -> np.ndarray:
     return phi / phi.sum()
 
 
-def _correlate(img: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarray:
-    """Correlate float32 ``img`` along ``axis`` with a symmetric odd-length kernel, scipy's ``reflect`` borders.
+GEMM_TAPS = 15  #: kernels at least this long are applied as banded matrix products (:func:`_correlate_gemm`)
 
-    Along an axis whose steps are whole rows (64+ contiguous elements, e.g. the rows of an image), shifted slices
-    of a padded copy are added tap by tap in float32, two to three times faster than ndimage's line buffers there
-    (the same result up to float32 rounding); along the other axes :func:`scipy.ndimage.correlate1d` is the faster
-    and is used.
+
+def _reflect_pad(img: np.ndarray, r: int, axis: int, extra: int = 0) -> np.ndarray:
+    """``img`` (float32) padded by ``r`` along ``axis`` with scipy's ``reflect`` borders (numpy's ``symmetric``:
+    ``d c b a | a b c d``), plus ``extra`` zeros at the end; a scratch buffer."""
+    n = img.shape[axis]
+    lead = (slice(None),) * axis
+    shape = img.shape[:axis] + (n + 2 * r + extra,) + img.shape[axis + 1:]
+    padded = _scratch(f"padded{axis}", shape)
+    padded[lead + (slice(r, r + n),)] = img
+    if r > 0:
+        padded[lead + (slice(0, r),)] = img[lead + (slice(r - 1, None, -1),)]
+        padded[lead + (slice(n + r, n + 2 * r),)] = img[lead + (slice(n - 1, n - r - 1, -1),)]
+    if extra:
+        padded[lead + (slice(n + 2 * r, None),)] = 0.0
+    return padded
+
+
+@lru_cache(maxsize=64)
+def _band_matrix(weights: tuple[float, ...], block: int) -> np.ndarray:
+    """The (block + taps - 1) x block float32 matrix that correlates a window of a line with ``weights``."""
+    taps = len(weights)
+    band = np.zeros((block + taps - 1, block), dtype=np.float32)
+    for j in range(block):
+        band[j:j + taps, j] = weights
+    band.setflags(write=False)
+    return band
+
+
+def _correlate_gemm(img: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarray:
+    """:func:`_correlate` for long kernels: each line is cut into blocks of 64 (128) outputs, and a block is the
+    product of its window of ``block + taps - 1`` inputs with a band matrix (BLAS, float32): a few times faster
+    than tap-by-tap sums once the kernel has 15+ taps (wide defocus, slow-shutter motion)."""
+    taps = len(weights)
+    r = taps // 2
+    n = img.shape[axis]
+    block = 64 if taps <= 64 else 128
+    nb = -(-n // block)
+    padded = _reflect_pad(img, r, axis, nb * block - n)
+    band = _band_matrix(tuple(float(v) for v in weights), block)
+    k = block + 2 * r
+    lead, strides = img.shape[:axis], padded.strides
+    if axis == img.ndim - 1:  # windows along the contiguous axis: (lead, blocks, window) @ band
+        view = as_strided(padded, lead + (nb, k), strides[:axis] + (block * strides[axis], strides[axis]),
+                          writeable=False)
+        windows = _scratch("windows", lead + (nb, k))
+        np.copyto(windows, view)
+        out = np.matmul(windows, band)
+        return out.reshape(lead + (nb * block,))[..., :n]
+    tail = img.shape[axis + 1:]
+    view = as_strided(padded, lead + (nb, k) + tail,
+                      strides[:axis] + (block * strides[axis], strides[axis]) + strides[axis + 1:], writeable=False)
+    windows = _scratch("windows", lead + (nb, k) + tail)
+    np.copyto(windows, view)
+    inner = int(np.prod(tail))
+    out = np.matmul(band.T, windows.reshape(lead + (nb, k, inner)))  # (lead, blocks, block, rest)
+    out = out.reshape(lead + (nb * block,) + tail)
+    return out[(slice(None),) * axis + (slice(0, n),)]
+
+
+def _correlate(img: np.ndarray, weights: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Correlate float32 ``img`` along ``axis`` with a symmetric odd-length kernel, scipy's ``reflect`` borders;
+    into ``out`` (same shape, float32, not ``img``) if given, else a new array.
+
+    Speed (issue #30): the kernel's taps are added as shifted slices of a padded copy, in float32 (the result of
+    :func:`scipy.ndimage.correlate1d` up to float32 rounding, two to three times faster). Along the last
+    (contiguous) axis the padded lines are worked on as one flat array, so that every slice is contiguous; the
+    sums that straddle two lines land in the padding columns and are dropped. Kernels of ``GEMM_TAPS`` or more
+    taps go to :func:`_correlate_gemm`.
     """
     axis = axis % img.ndim
     r = len(weights) // 2
     n = img.shape[axis]
-    run = int(np.prod(img.shape[axis + 1:]))  # contiguous elements per line step along ``axis``
-    if run < 64 or r >= n:
-        return correlate1d(img, weights, axis=axis, mode="reflect", output=np.float32)
-    lead = (slice(None),) * axis
-    shape = img.shape[:axis] + (n + 2 * r,) + img.shape[axis + 1:]
-    padded = _scratch("padded", shape)  # scipy's reflect = numpy's symmetric padding: (d c b a | a b c d)
-    padded[lead + (slice(r, r + n),)] = img
-    if r > 0:  # r < n here
-        padded[lead + (slice(0, r),)] = img[lead + (slice(r - 1, None, -1),)]
-        padded[lead + (slice(n + r, n + 2 * r),)] = img[lead + (slice(n - 1, n - r - 1, -1),)]
+    if out is None:
+        out = np.empty(img.shape, dtype=np.float32)
+    if r == 0:
+        return np.multiply(img, np.float32(weights[0]), out=out)
+    if r >= n:
+        return correlate1d(img, weights, axis=axis, mode="reflect", output=out)
+    if len(weights) >= GEMM_TAPS:
+        out[...] = _correlate_gemm(img, weights, axis)
+        return out
+    padded = _reflect_pad(img, r, axis)
+    if axis == img.ndim - 1:
+        flat = padded.reshape(-1)
+        size = flat.size - 2 * r  # flat output j sums inputs j .. j + 2r: line m, column c sits at m (n + 2r) + c
+        acc = _scratch("flat_out", padded.shape)
+        total = acc.reshape(-1)[:size]
 
-    def shifted(i: int) -> np.ndarray:
-        return padded[lead + (slice(i, i + n),)]
+        def shifted(i: int) -> np.ndarray:
+            return flat[i:i + size]
+    else:
+        lead = (slice(None),) * axis
+        total = out
 
-    out = np.multiply(shifted(r), np.float32(weights[r]), dtype=np.float32)
-    tmp = _scratch("taps", out.shape)
+        def shifted(i: int) -> np.ndarray:
+            return padded[lead + (slice(i, i + n),)]
+
+    np.multiply(shifted(r), np.float32(weights[r]), out=total)
+    tmp = _scratch("taps", total.shape)
     for i in range(r):
         np.add(shifted(i), shifted(2 * r - i), out=tmp)
         tmp *= np.float32(weights[i])
-        out += tmp
+        total += tmp
+    if axis == img.ndim - 1:
+        np.copyto(out, acc[..., :n])
     return out
 
 
-def _smooth(img: np.ndarray, sigma: float, truncate: float, axes: tuple[int, int]) -> np.ndarray:
-    """A separable Gaussian over two spatial ``axes`` (scipy's kernel and borders; see :func:`_correlate`)."""
+def _smooth(img: np.ndarray, sigma: float, truncate: float, axes: tuple[int, int],
+            out: np.ndarray | None = None) -> np.ndarray:
+    """A separable Gaussian over two spatial ``axes`` (scipy's kernel and borders; see :func:`_correlate`); into
+    ``out`` if given (not ``img``), else a new array."""
     if sigma <= 1e-15:
-        return img.astype(np.float32, copy=True)
+        if out is None:
+            return img.astype(np.float32, copy=True)
+        np.copyto(out, img)
+        return out
     weights = _gaussian_weights(sigma, truncate)
-    return _correlate(_correlate(img, weights, axes[0]), weights, axes[1])
+    first = _correlate(img, weights, axes[0], _scratch("smooth_pass", img.shape))
+    return _correlate(first, weights, axes[1], out)
 
 
 def _apply_blur(img: np.ndarray, blur: dict[str, float], scale: float) -> np.ndarray:
@@ -352,6 +435,9 @@ def _encoding_table(contrast: float) -> tuple[np.ndarray, np.ndarray]:
     grid = np.arange(n + 1, dtype=np.float32) / np.float32(n)
     value = tone_curve(linear_to_srgb(grid), contrast).astype(np.float32)
     slope = np.append(np.diff(value), np.float32(0.0)).astype(np.float32)
+    if abs(contrast - 1.0) >= 1e-9:  # cells computed exactly by :func:`_encode`
+        slope[:int(LUT_EXACT_LO * n)] = np.nan
+        slope[int(np.ceil(LUT_EXACT_HI * n)):n] = np.nan
     value = np.append(value, value[-1:])
     slope = np.append(slope, np.float32(0.0))
     value.setflags(write=False)
@@ -359,22 +445,16 @@ def _encoding_table(contrast: float) -> tuple[np.ndarray, np.ndarray]:
     return value, slope
 
 
-def _encode(rgb: np.ndarray, contrast: float) -> np.ndarray:
+def _encode(rgb: np.ndarray, contrast: float, out: np.ndarray | None = None) -> np.ndarray:
     """``tone_curve(linear_to_srgb(rgb), contrast)``; ``rgb`` (float32) is clipped to [0, 1] in place.
 
-    Speed (issue #30): at neutral contrast the sRGB formula itself (bit-identical to the renderer before); with a
-    contrast curve its three powers per value become two look-ups in :func:`_encoding_table` and an interpolation
-    that agrees with the formula to about 1e-6 (2e-4 of an 8-bit level), values near 0 and 1 computed exactly.
+    Speed (issue #30): the sRGB power and the contrast curve's three powers per value become two look-ups in
+    :func:`_encoding_table` and an interpolation that agrees with the formula to about 1e-6 (2e-4 of an 8-bit
+    level). With a contrast curve, values in the cells near 0 and 1 where its slope is unbounded are computed
+    exactly (the table marks those cells with a NaN slope); the sRGB curve alone needs no such cells (its
+    interpolation error is below 1e-7 everywhere).
     """
     np.clip(rgb, 0.0, 1.0, out=rgb)
-    if abs(contrast - 1.0) < 1e-9:  # linear_to_srgb's operations, without computing both branches everywhere
-        enc = np.power(rgb, np.float32(1 / 2.4), out=_scratch("enc", rgb.shape))
-        enc *= 1.055
-        enc -= 0.055
-        low = rgb <= 0.0031308
-        if low.any():
-            enc[low] = 12.92 * rgb[low]
-        return enc
     value, slope = _encoding_table(float(contrast))
     n = len(value) - 2
     t = np.multiply(rgb, np.float32(n), out=_scratch("t", rgb.shape))
@@ -382,12 +462,16 @@ def _encode(rgb: np.ndarray, contrast: float) -> np.ndarray:
     t -= cell
     index = _scratch("index", rgb.shape, np.intp)
     np.copyto(index, cell, casting="unsafe")
-    enc = value.take(index, out=_scratch("enc", rgb.shape))
-    t *= slope.take(index, out=cell)
+    enc = value.take(index, out=out if out is not None else _scratch("enc", rgb.shape), mode="clip")
+    t *= slope.take(index, out=cell, mode="clip")
     enc += t
-    edge = (index < int(LUT_EXACT_LO * n)) | (index >= int(np.ceil(LUT_EXACT_HI * n)))
-    if edge.any():
-        enc[edge] = tone_curve(linear_to_srgb(rgb[edge]), contrast)
+    if abs(contrast - 1.0) >= 1e-9:
+        edge = np.isnan(enc, out=_scratch("edge", rgb.shape, np.bool_))
+        if edge.any():
+            exact = rgb[edge]
+            inside = exact > 0.0  # 0 is a grid point: its table value is exact
+            exact[inside] = tone_curve(linear_to_srgb(exact[inside]), contrast)
+            enc[edge] = exact
     return enc
 
 
@@ -499,74 +583,99 @@ def capture(scene: Scene, params: CameraParams, rng: np.random.Generator) -> Cap
     np.clip(noisy_raw, 0.0, saturation_level, out=noisy_raw)
     del sd, noise, electrons
     _highlight_knee(raw, saturation_level)
-    # ISP: white balance, light noise reduction (chroma smoothed; luma blended towards a 0.7 px Gaussian in
-    # proportion to the expected mid-grey noise), saturation, sRGB encoding, tone curve
-    for c, g in enumerate(wb_gains(params.wb)):
-        raw[:, c] *= g
-    rgb = np.clip(raw, 0.0, 1.0, out=raw)
-    y_lin = _luma(rgb)
+    # ISP, one render at a time (clean, then noisy: half-size working sets stay in cache): white balance, light
+    # noise reduction (chroma smoothed; luma blended towards a 0.7 px Gaussian in proportion to the expected
+    # mid-grey noise), saturation, sRGB encoding, tone curve, sharpening, face enhancer, 8-bit quantisation
+    gains = wb_gains(params.wb)
     px = max(scale, 0.5)
-    chroma_rb = _smooth_chroma(rgb, y_lin, px)  # (2 [r, b], 2 [clean, noisy], H, W)
     sd_mid = float(np.sqrt(0.18 * exposure * gain**2 + (read_e * gain) ** 2))
     nr = min(1.0, NR_STRENGTH * sd_mid / 0.02)
-    if nr > 0.02:
-        smooth = _smooth(y_lin, 0.7 * px, 2.5, (1, 2))
-        smooth -= y_lin
-        smooth *= nr
-        y_lin += smooth
-    # rgb = max(Y + saturation x chroma, 0); green chroma from red and blue (chroma has no luminance)
-    chroma_rb *= params.saturation
-    np.add(y_lin, chroma_rb[0], out=rgb[:, 0])
-    np.add(y_lin, chroma_rb[1], out=rgb[:, 2])
-    np.multiply(chroma_rb[0], -LUMA[0] / LUMA[1], out=rgb[:, 1])
-    chroma_rb[1] *= LUMA[2] / LUMA[1]
-    rgb[:, 1] -= chroma_rb[1]
-    rgb[:, 1] += y_lin
-    del chroma_rb
-    rgb = np.maximum(rgb, 0.0, out=rgb)
-    enc = _encode(rgb, params.contrast)
-    luma = _luma(enc)
-    detail = _smooth(luma, 1.0, 3.0, (1, 2))
-    np.subtract(luma, detail, out=detail)
-    if params.sharpness > 0:
-        sharpen = detail * params.sharpness
-        enc += sharpen[:, None]
     face_mask = _box_mask((h, w), scene.face_box, soft=max(1.0, 0.01 * w))
+    enhancer = None
     hallucination = 0.0
     if params.enhance > 0 and face_mask is not None:
         # a generative face enhancer: smooths away noise and paints plausible but invented texture
         strength = float(params.enhance)
-        smooth = _smooth(enc, 1.5 * max(scale, 0.5), 3.0, (2, 3))
         texture = _hallucinated_texture((h, w), zlib.crc32(scene.name.encode()))
         m = face_mask * strength
         invented = 0.07 * strength * texture
-        enc = enc * (1 - m) + (smooth + invented) * m
+        enhancer = (m, invented)
         hallucination = float(255 * np.sqrt(np.mean((invented * face_mask) ** 2))
                               / max(float(face_mask.mean()), 1e-6) ** 0.5)
-    np.clip(enc, 0.0, 1.0, out=enc)
-    enc *= 255.0
-    np.rint(enc, out=enc)
+    quantised = _scratch("quantised", raw.shape)  # (clean, noisy) x 3 planes: the 8-bit values, as float32
+    detail = _scratch("detail", (h, w))
+    for k in range(2):
+        _develop(raw[k], gains, nr, px, params, enhancer, scale, quantised[k], detail if k == 0 else None)
     out = _scratch("out8", (2, h, w, 3), np.uint8)  # (clean, noisy) x H x W x 3, interleaved again
     for c in range(3):
-        np.copyto(out[..., c], enc[:, c], casting="unsafe")
+        np.copyto(out[..., c], quantised[:, c], casting="unsafe")
     clean8, noisy8 = out[0], out[1]
     buf = io.BytesIO()
     Image.fromarray(noisy8).save(buf, format="JPEG", quality=int(round(params.jpeg_quality)), subsampling=2)
     jpeg = buf.getvalue()
     decoded = decode_image(io.BytesIO(jpeg))
-    info = _measure(scene, params, clean8, noisy8, decoded, alpha, face_mask, blur_bg, blur_person,
-                    sensor_clipped, detail[0])
+    info = _measure(scene, params, quantised, noisy8, decoded, alpha, face_mask, blur_bg, blur_person,
+                    sensor_clipped, detail)
     info.update(_neutral_reference(scene, np.moveaxis(colour, 0, -1), face_mask, clean8))
     info["hallucination"] = hallucination
     info["noise_reduction"] = float(nr)
     return Capture(image=decoded, jpeg=jpeg, info=info)
 
 
-def _luma(planes: np.ndarray) -> np.ndarray:
-    """``LUMA``-weighted sum of the colour planes (axis 1 of a (stack, 3, H, W) array)."""
-    out = planes[:, 0] * LUMA[0]
-    out += planes[:, 1] * LUMA[1]
-    out += planes[:, 2] * LUMA[2]
+def _develop(rgb: np.ndarray, gains: np.ndarray, nr: float, px: float, params: CameraParams,
+             enhancer: tuple[np.ndarray, np.ndarray] | None, scale: float, out: np.ndarray,
+             detail_out: np.ndarray | None) -> None:
+    """The ISP of one render, in place on its raw ``rgb`` planes (3 x H x W float32): 8-bit values (as float32)
+    into ``out``; the unsharp mask's detail layer (luma minus its 1 px Gaussian) into ``detail_out`` if given.
+
+    The operations are those of the module docstring (white balance, chroma and luma noise reduction, saturation
+    in linear RGB, sRGB + contrast encoding, sharpening of luma, face enhancer), in float32.
+    """
+    for c in range(3):
+        rgb[c] *= gains[c]
+    np.clip(rgb, 0.0, 1.0, out=rgb)
+    y_lin = _luma(rgb, _scratch("y_lin", rgb.shape[1:]))
+    chroma_rb = _smooth_chroma(rgb, y_lin, px)  # (2 [r, b], H, W)
+    if nr > 0.02:
+        smooth = _smooth(y_lin, 0.7 * px, 2.5, (0, 1), _scratch("nr_smooth", y_lin.shape))
+        smooth -= y_lin
+        smooth *= nr
+        y_lin += smooth
+    # rgb = max(Y + saturation x chroma, 0); green chroma from red and blue (chroma has no luminance)
+    chroma_rb *= params.saturation
+    np.add(y_lin, chroma_rb[0], out=rgb[0])
+    np.add(y_lin, chroma_rb[1], out=rgb[2])
+    np.multiply(chroma_rb[0], -LUMA[0] / LUMA[1], out=rgb[1])
+    chroma_rb[1] *= LUMA[2] / LUMA[1]
+    rgb[1] -= chroma_rb[1]
+    rgb[1] += y_lin
+    np.maximum(rgb, 0.0, out=rgb)
+    enc = _encode(rgb, params.contrast, out)
+    luma = _luma(enc, _scratch("luma", rgb.shape[1:]))
+    detail = _smooth(luma, 1.0, 3.0, (0, 1), _scratch("detail_smooth", luma.shape))
+    np.subtract(luma, detail, out=detail)
+    if detail_out is not None:
+        np.copyto(detail_out, detail)
+    if params.sharpness > 0:
+        sharpen = np.multiply(detail, np.float32(params.sharpness), out=luma)
+        enc += sharpen
+    if enhancer is not None:
+        m, invented = enhancer
+        smooth = _smooth(enc, 1.5 * max(scale, 0.5), 3.0, (1, 2), _scratch("enhancer_smooth", enc.shape))
+        smooth += invented
+        smooth *= m
+        enc *= 1 - m
+        enc += smooth
+    np.clip(enc, 0.0, 1.0, out=enc)
+    enc *= 255.0
+    np.rint(enc, out=enc)
+
+
+def _luma(planes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``LUMA``-weighted sum of the three colour planes (axis 0 of a 3 x H x W array)."""
+    out = np.multiply(planes[0], LUMA[0], out=out)
+    out += planes[1] * LUMA[1]
+    out += planes[2] * LUMA[2]
     return out
 
 
@@ -574,14 +683,13 @@ def _smooth_chroma(rgb: np.ndarray, y_lin: np.ndarray, px: float) -> np.ndarray:
     """The chroma noise reduction: ``rgb - Y`` smoothed by a Gaussian of ``px`` (truncated at 2.5 sigma).
 
     Chroma has no luminance (``LUMA . chroma = 0``), so only the red and blue planes are filtered and returned,
-    as (2 [r, b], stack, H, W); green follows from them, ``g = -(0.2126 r + 0.0722 b) / 0.7152`` (exact up to
-    float32 rounding, the filter being linear).
+    as (2 [r, b], H, W); green follows from them, ``g = -(0.2126 r + 0.0722 b) / 0.7152`` (exact up to float32
+    rounding, the filter being linear).
     """
-    chroma = np.empty((2,) + y_lin.shape, dtype=np.float32)
-    np.subtract(rgb[:, 0], y_lin, out=chroma[0])
-    np.subtract(rgb[:, 2], y_lin, out=chroma[1])
-    weights = _gaussian_weights(px, 2.5)
-    return _correlate(_correlate(chroma, weights, 2), weights, 3)
+    chroma = _scratch("chroma", (2,) + y_lin.shape)
+    np.subtract(rgb[0], y_lin, out=chroma[0])
+    np.subtract(rgb[2], y_lin, out=chroma[1])
+    return _smooth(chroma, px, 2.5, (1, 2), _scratch("chroma_smooth", chroma.shape))
 
 
 def _highlight_knee(raw: np.ndarray, saturation_level: float) -> np.ndarray:
@@ -640,6 +748,11 @@ def _region_mean(values: np.ndarray, mask: np.ndarray | None) -> float:
 def _colourfulness(img8: np.ndarray) -> float:
     """Hasler & Suesstrunk (2003) colourfulness M of an 8-bit RGB image."""
     r, g, b = (img8[..., c].astype(np.float32) for c in range(3))
+    return _colourfulness_planes(r, g, b)
+
+
+def _colourfulness_planes(r: np.ndarray, g: np.ndarray, b: np.ndarray) -> float:
+    """:func:`_colourfulness` of an image given as its float32 red, green and blue planes (8-bit values)."""
     rg, yb = r - g, 0.5 * (r + g) - b
     return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
 
@@ -652,19 +765,25 @@ def _range3(img: np.ndarray, op: np.ufunc) -> np.ndarray:
     return op(op(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
 
 
-def _measure(scene: Scene, params: CameraParams, clean8: np.ndarray, noisy8: np.ndarray, decoded: np.ndarray,
+def _measure(scene: Scene, params: CameraParams, quantised: np.ndarray, noisy8: np.ndarray, decoded: np.ndarray,
              alpha: np.ndarray | None, face_mask: np.ndarray | None, blur_bg: dict[str, float],
              blur_person: dict[str, float], sensor_clipped: float, detail: np.ndarray) -> dict[str, float]:
-    """The known degradations of one capture (8-bit levels for noise/halo, reference px for blur);
-    ``sensor_clipped`` is the share of pixels with a channel at the sensor's saturation level."""
-    luma_clean = (clean8.astype(np.float32) @ LUMA) / 255.0
-    err = (noisy8.astype(np.int16) - clean8).astype(np.float32) @ LUMA  # luma noise, 8-bit levels
-    err2 = err**2
+    """The known degradations of one capture (8-bit levels for noise/halo, reference px for blur).
+
+    ``quantised`` holds the clean and the noisy render's 8-bit values as float32 planes ((clean, noisy) x 3 x H x
+    W, what ``clean8`` and ``noisy8`` hold), ``noisy8`` the noisy render as H x W x 3 uint8 (what was JPEG-coded);
+    ``sensor_clipped`` is the share of pixels with a channel at the sensor's saturation level.
+    """
+    clean = quantised[0]
+    luma_clean = _luma(clean, _scratch("m_luma", clean.shape[1:]))
+    luma_clean /= 255.0
+    err = _luma(np.subtract(quantised[1], clean, out=_scratch("m_err", clean.shape)))  # luma noise, 8-bit levels
+    err2 = np.square(err, out=err)
     person_mask = (alpha > 0.5).astype(np.float32) if alpha is not None else None
     if person_mask is None and scene.person_box is not None:
         person_mask = _box_mask(scene.size, scene.person_box)
     hard_face = (face_mask > 0.5).astype(np.float32) if face_mask is not None else None
-    clipped_hi = (np.maximum(np.maximum(clean8[..., 0], clean8[..., 1]), clean8[..., 2]) >= 254).astype(np.float32)
+    clipped_hi = (np.maximum(np.maximum(clean[0], clean[1]), clean[2]) >= 254).astype(np.float32)
     clipped_lo = (luma_clean <= 4 / 255).astype(np.float32)
     # halos: overshoot of the sharpened clean luma beyond the local 3x3 range of the unsharpened luma
     unsharpened = luma_clean - params.sharpness * detail if params.sharpness > 0 else luma_clean
@@ -680,7 +799,8 @@ def _measure(scene: Scene, params: CameraParams, clean8: np.ndarray, noisy8: np.
         share = float(alpha.mean())
         blur_global = float(np.sqrt(share * blur_person["effective"] ** 2 + (1 - share) * blur_bg["effective"] ** 2))
     ratio = params.exposure_ratio(scene.luminance)
-    jpeg_err = (decoded.astype(np.int16) - noisy8).astype(np.float32)
+    jpeg_err = np.subtract(decoded, noisy8, dtype=np.int16).ravel()
+    jpeg_se = float(np.dot(jpeg_err.astype(np.float32), jpeg_err.astype(np.float32)))
     info: dict[str, float] = {
         "exposure_ev": float(np.log2(max(ratio, 1e-9))),
         "electrons_mid": float(0.18 * 100.0 * FULL_WELL * scene.luminance * params.shutter
@@ -704,12 +824,12 @@ def _measure(scene: Scene, params: CameraParams, clean8: np.ndarray, noisy8: np.
         "contrast_rms": float(luma_clean.std()),
         "contrast_rms_face": float(np.sqrt(_region_mean((luma_clean - _region_mean(luma_clean, hard_face)) ** 2,
                                                         hard_face))) if hard_face is not None else float("nan"),
-        "colourfulness": _colourfulness(clean8),
+        "colourfulness": _colourfulness_planes(clean[0], clean[1], clean[2]),
         "cast": colour_cast(scene.cct, params.wb, scene.ir_mix),
         "cast_mired": float(1e6 / params.wb - 1e6 / scene.cct),
         "halo": halo,
         "halo_subject": halo_subject,
-        "jpeg_rmse": float(np.sqrt(np.mean(jpeg_err**2))),
+        "jpeg_rmse": float(np.sqrt(jpeg_se / jpeg_err.size)),
         "veil": float(scene.veil),
         "ir_mix": float(scene.ir_mix),
         "base_blur": float(scene.base_blur),
