@@ -8,8 +8,9 @@ average is printed with the result).
 
 Two workloads:
 
-* ``cold``: every render recomputes the scene's light after optics (the light cache is emptied first), the
-  worst case, e.g. ``ugc_sim``'s one image per scene;
+* ``cold``: every render recomputes the per-scene constants (light after optics, colour planes, masks: the
+  caches are emptied first, :func:`iqalab.sim.camera.clear_scene_caches`), the worst case, e.g. ``ugc_sim``'s
+  one image per scene;
 * ``builder``: shots as ``fglive_sim`` renders them (per scene an auto-exposure reference plus deviations of 1-3
   of the 7 camera parameters, :func:`iqalab.sim.builders._deviate`), where the shots that keep aperture and
   shutter reuse the scene's light: the per-shot cost of a dataset build (without the builder's own previews).
@@ -44,11 +45,11 @@ TARGET = 20.0  # renders/s at 512 px on one core (issue #30)
 def _time(render: Callable[..., object], shots: list[tuple[Scene, CameraParams]], cold: bool) -> tuple[float, float]:
     """(renders/s wall, renders/s CPU) of ``render`` over ``shots`` (one generator, as the builders use)."""
     rng = np.random.default_rng(0)
-    camera._LIGHT_CACHE.clear()
+    camera.clear_scene_caches()
     wall, cpu = time.perf_counter(), time.process_time()
     for scene, params in shots:
         if cold:
-            camera._LIGHT_CACHE.clear()
+            camera.clear_scene_caches()
         render(scene, params, rng)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return len(shots) / wall, len(shots) / cpu

@@ -308,7 +308,7 @@ def _assert_same_render(old: Capture, new: Capture) -> None:
 @pytest.mark.parametrize("case", range(len(CASES)), ids=[c[0] for c in CASES])
 def test_fast_capture_gives_the_reference_render(case):
     _, scene, params = CASES[case]
-    camera._LIGHT_CACHE.clear()
+    camera.clear_scene_caches()
     rng_old, rng_new = np.random.default_rng(11), np.random.default_rng(11)
     old = reference_capture(scene, params, rng_old)
     new = capture(scene, params, rng_new)

@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 from PIL import Image
-from scipy.ndimage import correlate1d, gaussian_filter
+from scipy.ndimage import correlate1d, gaussian_filter, gaussian_filter1d
 
 from iqalab.data.cache import decode_image
 from iqalab.data.schema import CAM_PARAMS
@@ -224,7 +224,7 @@ def _correlate_gemm(img: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarr
     taps = len(weights)
     r = taps // 2
     n = img.shape[axis]
-    block = 64 if taps <= 64 else 128
+    block = 32 if taps <= 32 else 64 if taps <= 96 else 128  # fewer wasted products vs. larger BLAS calls
     nb = -(-n // block)
     padded = _reflect_pad(img, r, axis, nb * block - n)
     band = _band_matrix(tuple(float(v) for v in weights), block)
@@ -335,8 +335,23 @@ def _apply_blur(img: np.ndarray, blur: dict[str, float], scale: float) -> np.nda
 
 
 def _planar(img: np.ndarray) -> np.ndarray:
-    """An HxWxC image as C contiguous HxW planes (the renderer works plane by plane: no size-3 inner loops)."""
-    return np.ascontiguousarray(np.moveaxis(img, -1, 0), dtype=np.float32)
+    """An HxWxC image as C contiguous HxW planes (the renderer works plane by plane: no size-3 inner loops).
+
+    Read-only; the last few are kept (keyed by the array object, which is held so its id cannot be reused): a
+    scene's layers are converted once, not at every change of aperture or shutter.
+    """
+    with _LIGHT_LOCK:
+        hit = _PLANAR_CACHE.get(id(img))
+        if hit is not None and hit[0] is img:
+            _PLANAR_CACHE.move_to_end(id(img))
+            return hit[1]
+    planes = np.ascontiguousarray(np.moveaxis(img, -1, 0), dtype=np.float32)
+    planes.setflags(write=False)
+    with _LIGHT_LOCK:
+        _PLANAR_CACHE[id(img)] = (img, planes)
+        while len(_PLANAR_CACHE) > 2 * _LIGHT_CACHE_SIZE:
+            _PLANAR_CACHE.popitem(last=False)
+    return planes
 
 
 # --------------------------------------------------------------------------------------------- ISP
@@ -384,12 +399,17 @@ def _box_mask(shape: tuple[int, int], box: tuple[float, float, float, float] | N
 
 @lru_cache(maxsize=32)
 def _box_mask_cached(shape: tuple[int, ...], box: tuple[float, ...], soft: float) -> np.ndarray:
+    """The box's indicator, Gaussian-smoothed (``gaussian_filter(mask, soft)``); a box is the product of a row
+    and a column indicator, so the smoothed mask is the outer product of the two smoothed indicators (the same
+    values up to float32 rounding, without a 2-D filter)."""
     h, w = shape
     x0, y0, x1, y1 = box
-    mask = np.zeros(shape, dtype=np.float32)
-    mask[int(y0 * h):max(int(y0 * h) + 1, int(np.ceil(y1 * h))), int(x0 * w):max(int(x0 * w) + 1,
-                                                                             int(np.ceil(x1 * w)))] = 1.0
-    out = gaussian_filter(mask, soft) if soft > 0 else mask
+    rows, cols = np.zeros(h), np.zeros(w)
+    rows[int(y0 * h):max(int(y0 * h) + 1, int(np.ceil(y1 * h)))] = 1.0
+    cols[int(x0 * w):max(int(x0 * w) + 1, int(np.ceil(x1 * w)))] = 1.0
+    if soft > 0:
+        rows, cols = gaussian_filter1d(rows, soft), gaussian_filter1d(cols, soft)
+    out = np.multiply.outer(rows.astype(np.float32), cols.astype(np.float32))
     out.setflags(write=False)
     return out
 
@@ -479,6 +499,18 @@ def _encode(rgb: np.ndarray, contrast: float, out: np.ndarray | None = None) -> 
 _LIGHT_CACHE: OrderedDict[tuple[Any, ...], tuple[Scene, np.ndarray, np.ndarray | None]] = OrderedDict()
 _LIGHT_CACHE_SIZE = 8
 _LIGHT_LOCK = threading.Lock()  # renders from several threads share the cache
+#: the last scene layers as colour planes (see :func:`_planar`)
+_PLANAR_CACHE: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+
+
+def clear_scene_caches() -> None:
+    """Forget every per-scene constant the renderer keeps (light after optics, colour planes, box masks, enhancer
+    texture): the next render of any scene starts cold (benchmarks, tests)."""
+    with _LIGHT_LOCK:
+        _LIGHT_CACHE.clear()
+        _PLANAR_CACHE.clear()
+    _box_mask_cached.cache_clear()
+    _hallucinated_texture.cache_clear()
 
 
 def _scene_light(scene: Scene, blur_bg: dict[str, float], blur_person: dict[str, float],
@@ -504,18 +536,21 @@ def _scene_light(scene: Scene, blur_bg: dict[str, float], blur_person: dict[str,
     if scene.person is not None and scene.alpha is not None:
         person = _apply_blur(_planar(scene.person), blur_person, scale)
         alpha = np.clip(_apply_blur(scene.alpha, blur_person, scale), 0.0, 1.0)
-        radiance = person * alpha + radiance * (1.0 - alpha)
+        colour = np.multiply(person, alpha)  # person alpha + background (1 - alpha)
+        colour += np.multiply(radiance, 1.0 - alpha, out=radiance if radiance.flags.writeable else None)
+    else:
+        colour = radiance if radiance.flags.writeable else radiance.copy()  # no blur: the cached planes
     if scene.veil > 0:
-        radiance = radiance + scene.veil * 0.18
+        colour += np.float32(scene.veil * 0.18)
     light = illuminant_rgb(scene.cct)
-    colour = np.empty_like(radiance)
     if scene.ir_mix > 0:
-        lum = LUMA[0] * radiance[0] + LUMA[1] * radiance[1] + LUMA[2] * radiance[2]
+        lum = _luma(colour, np.empty(colour.shape[1:], dtype=np.float32))
         for c in range(3):
-            colour[c] = radiance[c] * light[c] * (1 - scene.ir_mix) + lum * IR_TINT[c] * scene.ir_mix
+            colour[c] *= np.float32(light[c] * (1 - scene.ir_mix))
+            colour[c] += lum * np.float32(IR_TINT[c] * scene.ir_mix)
     else:
         for c in range(3):
-            np.multiply(radiance[c], light[c], out=colour[c])
+            colour[c] *= np.float32(light[c])
     colour = np.asarray(colour, dtype=np.float32)
     for array in (colour, alpha):
         if array is not None:
@@ -649,8 +684,7 @@ def _develop(rgb: np.ndarray, gains: np.ndarray, nr: float, px: float, params: C
     chroma_rb[1] *= LUMA[2] / LUMA[1]
     rgb[1] -= chroma_rb[1]
     rgb[1] += y_lin
-    np.maximum(rgb, 0.0, out=rgb)
-    enc = _encode(rgb, params.contrast, out)
+    enc = _encode(rgb, params.contrast, out)  # clips to [0, 1]: the old ``max(rgb, 0)`` is part of it
     luma = _luma(enc, _scratch("luma", rgb.shape[1:]))
     detail = _smooth(luma, 1.0, 3.0, (0, 1), _scratch("detail_smooth", luma.shape))
     np.subtract(luma, detail, out=detail)
@@ -674,8 +708,9 @@ def _develop(rgb: np.ndarray, gains: np.ndarray, nr: float, px: float, params: C
 def _luma(planes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``LUMA``-weighted sum of the three colour planes (axis 0 of a 3 x H x W array)."""
     out = np.multiply(planes[0], LUMA[0], out=out)
-    out += planes[1] * LUMA[1]
-    out += planes[2] * LUMA[2]
+    tmp = _scratch("luma_term", out.shape)
+    out += np.multiply(planes[1], LUMA[1], out=tmp)
+    out += np.multiply(planes[2], LUMA[2], out=tmp)
     return out
 
 
