@@ -270,6 +270,24 @@ def _correlate(img: np.ndarray, weights: np.ndarray, axis: int, out: np.ndarray 
     if len(weights) >= GEMM_TAPS:
         out[...] = _correlate_gemm(img, weights, axis)
         return out
+    lead = (slice(None),) * axis
+    if axis < img.ndim - 1 and n > 4 * r:  # interior lines read from ``img`` itself, no padded copy
+        for rows in (slice(0, r), slice(n - r, n)):  # the border lines, from a short padded stretch
+            part = slice(0, 3 * r) if rows.start == 0 else slice(n - 3 * r, n)
+            edge = _correlate(img[lead + (part,)], weights, axis)
+            out[lead + (rows,)] = edge[lead + ((slice(0, r) if rows.start == 0 else slice(2 * r, 3 * r)),)]
+        total = out[lead + (slice(r, n - r),)]
+
+        def shifted(i: int) -> np.ndarray:
+            return img[lead + (slice(i, i + n - 2 * r),)]
+
+        np.multiply(shifted(r), np.float32(weights[r]), out=total)
+        tmp = _scratch("taps", total.shape)
+        for i in range(r):
+            np.add(shifted(i), shifted(2 * r - i), out=tmp)
+            tmp *= np.float32(weights[i])
+            total += tmp
+        return out
     padded = _reflect_pad(img, r, axis)
     if axis == img.ndim - 1:
         flat = padded.reshape(-1)
@@ -280,7 +298,6 @@ def _correlate(img: np.ndarray, weights: np.ndarray, axis: int, out: np.ndarray 
         def shifted(i: int) -> np.ndarray:
             return flat[i:i + size]
     else:
-        lead = (slice(None),) * axis
         total = out
 
         def shifted(i: int) -> np.ndarray:
@@ -648,13 +665,22 @@ def capture(scene: Scene, params: CameraParams, rng: np.random.Generator) -> Cap
     buf = io.BytesIO()
     Image.fromarray(noisy8).save(buf, format="JPEG", quality=int(round(params.jpeg_quality)), subsampling=2)
     jpeg = buf.getvalue()
-    decoded = decode_image(io.BytesIO(jpeg))
+    decoded = _decode_own_jpeg(jpeg)
     info = _measure(scene, params, quantised, noisy8, decoded, alpha, face_mask, blur_bg, blur_person,
                     sensor_clipped, detail)
     info.update(_neutral_reference(scene, np.moveaxis(colour, 0, -1), face_mask, clean8))
     info["hallucination"] = hallucination
     info["noise_reduction"] = float(nr)
     return Capture(image=decoded, jpeg=jpeg, info=info)
+
+
+def _decode_own_jpeg(jpeg: bytes) -> np.ndarray:
+    """The pixels of a JPEG this module wrote (RGB, no EXIF): what :func:`iqalab.data.cache.decode_image` gives
+    for it, whose orientation, mode and transparency handling are identities here, without its copies."""
+    with Image.open(io.BytesIO(jpeg)) as img:
+        if img.mode != "RGB" or img.getexif():
+            return decode_image(io.BytesIO(jpeg))
+        return np.array(img, dtype=np.uint8)
 
 
 def _develop(rgb: np.ndarray, gains: np.ndarray, nr: float, px: float, params: CameraParams,
