@@ -482,6 +482,16 @@ def _encoding_table(contrast: float) -> tuple[np.ndarray, np.ndarray]:
     return value, slope
 
 
+@lru_cache(maxsize=64)
+def _encoding_pairs(contrast: float) -> np.ndarray:
+    """:func:`_encoding_table` interleaved, (value, slope) per entry as one complex64 number: one gather per
+    value fetches both (bit for bit the same numbers)."""
+    value, slope = _encoding_table(contrast)
+    pairs = np.stack([value, slope], axis=1).view(np.complex64).ravel()
+    pairs.setflags(write=False)
+    return pairs
+
+
 def _encode(rgb: np.ndarray, contrast: float, out: np.ndarray | None = None) -> np.ndarray:
     """``tone_curve(linear_to_srgb(rgb), contrast)``; ``rgb`` (float32) is clipped to [0, 1] in place.
 
@@ -492,16 +502,17 @@ def _encode(rgb: np.ndarray, contrast: float, out: np.ndarray | None = None) -> 
     interpolation error is below 1e-7 everywhere).
     """
     np.clip(rgb, 0.0, 1.0, out=rgb)
-    value, slope = _encoding_table(float(contrast))
-    n = len(value) - 2
+    pairs = _encoding_pairs(float(contrast))
+    n = len(pairs) - 2
     t = np.multiply(rgb, np.float32(n), out=_scratch("t", rgb.shape))
     cell = np.floor(t, out=_scratch("cell", rgb.shape))
     t -= cell
     index = _scratch("index", rgb.shape, np.intp)
     np.copyto(index, cell, casting="unsafe")
-    enc = value.take(index, out=out if out is not None else _scratch("enc", rgb.shape), mode="clip")
-    t *= slope.take(index, out=cell, mode="clip")
-    enc += t
+    looked = pairs.take(index, out=_scratch("looked", rgb.shape, np.complex64), mode="clip")  # one gather
+    value_slope = looked.view(np.float32).reshape(rgb.shape + (2,))
+    enc = np.multiply(value_slope[..., 1], t, out=out if out is not None else _scratch("enc", rgb.shape))
+    enc += value_slope[..., 0]
     if abs(contrast - 1.0) >= 1e-9:
         edge = np.isnan(enc, out=_scratch("edge", rgb.shape, np.bool_))
         if edge.any():
