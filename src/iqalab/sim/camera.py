@@ -502,6 +502,18 @@ def _encode(rgb: np.ndarray, contrast: float, out: np.ndarray | None = None) -> 
     interpolation error is below 1e-7 everywhere).
     """
     np.clip(rgb, 0.0, 1.0, out=rgb)
+    enc = out if out is not None else _scratch("enc", rgb.shape)
+    flat_in, flat_out = rgb.reshape(-1), enc.reshape(-1)  # both contiguous (views)
+    for start in range(0, flat_in.size, ENCODE_CHUNK):  # chunks: the gather's index arrays stay in cache
+        _encode_chunk(flat_in[start:start + ENCODE_CHUNK], contrast, flat_out[start:start + ENCODE_CHUNK])
+    return enc
+
+
+ENCODE_CHUNK = 1 << 16  #: values encoded at a time by :func:`_encode` (index and gather buffers of 512 KiB)
+
+
+def _encode_chunk(rgb: np.ndarray, contrast: float, enc: np.ndarray) -> None:
+    """:func:`_encode` of a 1-D run of values in [0, 1] into ``enc``."""
     pairs = _encoding_pairs(float(contrast))
     n = len(pairs) - 2
     t = np.multiply(rgb, np.float32(n), out=_scratch("t", rgb.shape))
@@ -511,7 +523,7 @@ def _encode(rgb: np.ndarray, contrast: float, out: np.ndarray | None = None) -> 
     np.copyto(index, cell, casting="unsafe")
     looked = pairs.take(index, out=_scratch("looked", rgb.shape, np.complex64), mode="clip")  # one gather
     value_slope = looked.view(np.float32).reshape(rgb.shape + (2,))
-    enc = np.multiply(value_slope[..., 1], t, out=out if out is not None else _scratch("enc", rgb.shape))
+    np.multiply(value_slope[..., 1], t, out=enc)
     enc += value_slope[..., 0]
     if abs(contrast - 1.0) >= 1e-9:
         edge = np.isnan(enc, out=_scratch("edge", rgb.shape, np.bool_))
@@ -520,7 +532,6 @@ def _encode(rgb: np.ndarray, contrast: float, out: np.ndarray | None = None) -> 
             inside = exact > 0.0  # 0 is a grid point: its table value is exact
             exact[inside] = tone_curve(linear_to_srgb(exact[inside]), contrast)
             enc[edge] = exact
-    return enc
 
 
 #: the last scenes' light after optics, keyed by scene identity + blur (see :func:`_scene_light`)
