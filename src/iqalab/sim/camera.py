@@ -445,9 +445,10 @@ def _scratch(name: str, shape: tuple[int, ...], dtype: Any = np.float32) -> np.n
     buffers: dict[tuple[Any, ...], np.ndarray] | None = getattr(_SCRATCH, "buffers", None)
     if buffers is None:
         buffers = _SCRATCH.buffers = {}
-    key = (name, tuple(shape), np.dtype(dtype).str)
+    key = (name, shape, dtype)  # a hit costs one dictionary look-up (this runs about a thousand times a render)
     buf = buffers.get(key)
     if buf is None:
+        shape = tuple(shape)
         if sum(b.nbytes for b in buffers.values()) > _SCRATCH_BYTES:
             buffers.clear()
         buf = buffers[key] = np.empty(shape, dtype=dtype)
