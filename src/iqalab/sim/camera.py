@@ -30,11 +30,16 @@ after the ISP (including clipping, tone curve and sharpening) is *measured*, not
 measurements and the optical facts; :mod:`iqalab.sim.observers` turns them into perceived quality.
 
 Implementation (issue #30, speed only: the model above is unchanged): colour planes (C x H x W float32) worked on
-in place in reusable buffers, separable filters whose row passes add shifted slices (:func:`_correlate`), chroma
-filtered as two planes, a table for the contrast curves (:func:`_encode`), and per-scene constants cached (the light
-after optics for each aperture/shutter, face mask, enhancer texture). The sensor noise is the same draw from the
-same stream as before. ``tests/test_sim_render.py`` keeps the straightforward renderer and checks that both give
-the same images and measurements; ``benchmarks/bench_sim.py`` times both.
+in place in reusable buffers; the ISP runs on the clean and then the noisy render (half the working set of both at
+once, which stays in cache); separable filters add shifted slices tap by tap (:func:`_correlate`: along a row the
+padded lines are one flat array, so every slice is contiguous; interior lines of the other axes are read in place)
+and kernels of 15+ taps (wide defocus, slow-shutter motion) are banded matrix products through BLAS
+(:func:`_correlate_gemm`); chroma filtered as two planes; the sRGB + contrast encoding is one gather from an
+interleaved (value, slope) table (:func:`_encode`); box masks are filtered separably; per-scene constants cached
+(the light after optics for each aperture/shutter, the layers' colour planes, face mask, enhancer texture;
+:func:`clear_scene_caches` forgets them). The sensor noise is the same draw from the same stream as before, so a
+builder's generator advances exactly as it did. ``tests/test_sim_render.py`` keeps the straightforward renderer
+and checks that both give the same images and measurements; ``benchmarks/bench_sim.py`` times both.
 """
 
 from __future__ import annotations
@@ -496,11 +501,12 @@ def _encoding_pairs(contrast: float) -> np.ndarray:
 def _encode(rgb: np.ndarray, contrast: float, out: np.ndarray | None = None) -> np.ndarray:
     """``tone_curve(linear_to_srgb(rgb), contrast)``; ``rgb`` (float32) is clipped to [0, 1] in place.
 
-    Speed (issue #30): the sRGB power and the contrast curve's three powers per value become two look-ups in
-    :func:`_encoding_table` and an interpolation that agrees with the formula to about 1e-6 (2e-4 of an 8-bit
-    level). With a contrast curve, values in the cells near 0 and 1 where its slope is unbounded are computed
-    exactly (the table marks those cells with a NaN slope); the sRGB curve alone needs no such cells (its
-    interpolation error is below 1e-7 everywhere).
+    Speed (issue #30): the sRGB power and the contrast curve's three powers per value become one gather from
+    :func:`_encoding_pairs` (value and slope of :func:`_encoding_table`), in chunks of ``ENCODE_CHUNK`` values,
+    and an interpolation that agrees with the formula to about 1e-6 (2e-4 of an 8-bit level). With a contrast
+    curve, values in the cells near 0 and 1 where its slope is unbounded are computed exactly (the table marks
+    those cells with a NaN slope); the sRGB curve alone needs no such cells (its interpolation error is below
+    1e-7 everywhere).
     """
     np.clip(rgb, 0.0, 1.0, out=rgb)
     enc = out if out is not None else _scratch("enc", rgb.shape)
@@ -614,10 +620,11 @@ class Capture:
 def capture(scene: Scene, params: CameraParams, rng: np.random.Generator) -> Capture:
     """Photograph ``scene`` with ``params``: optics, sensor noise, ISP, JPEG. See the module docstring.
 
-    The clean and the noisy render share one (2, H, W, 3) float32 buffer worked on in place; per-scene constants
-    (light after optics, face mask, enhancer texture) are cached; the sRGB + contrast encoding is a table look-up
-    (:func:`_encode`). ``tests/test_sim_render.py`` keeps the straightforward implementation this replaced and
-    checks that both give the same images and measurements.
+    The clean and the noisy raw share one (2, 3, H, W) float32 buffer; the ISP (:func:`_develop`) then works on
+    one render at a time, in place; per-scene constants (light after optics, colour planes, masks, enhancer
+    texture) are cached; the sRGB + contrast encoding is a table look-up (:func:`_encode`).
+    ``tests/test_sim_render.py`` keeps the straightforward implementation this replaced and checks that both give
+    the same images and measurements.
     """
     h, w = scene.size
     scale = w / REFERENCE_WIDTH
