@@ -848,12 +848,34 @@ def _colourfulness_planes(r: np.ndarray, g: np.ndarray, b: np.ndarray) -> float:
     return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
 
 
-def _range3(img: np.ndarray, op: np.ufunc) -> np.ndarray:
+def _range3(img: np.ndarray, op: np.ufunc, out: np.ndarray | None = None) -> np.ndarray:
     """3 x 3 maximum (``op=np.maximum``) or minimum filter of a 2-D image with scipy's ``reflect`` borders (the
-    values of :func:`scipy.ndimage.maximum_filter` / ``minimum_filter`` with size 3, separably)."""
-    padded = np.pad(img, 1, mode="symmetric")
-    rows = op(op(padded[:-2], padded[1:-1]), padded[2:])
-    return op(op(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
+    values of :func:`scipy.ndimage.maximum_filter` / ``minimum_filter`` with size 3, separably); into ``out`` if
+    given (float32, not ``img``)."""
+    h, w = img.shape
+    padded = _scratch("range3_pad", (h + 2, w + 2), img.dtype)
+    padded[1:-1, 1:-1] = img
+    padded[0, 1:-1], padded[-1, 1:-1] = img[0], img[-1]
+    padded[:, 0], padded[:, -1] = padded[:, 1], padded[:, -2]
+    rows = op(padded[:-2], padded[1:-1], out=_scratch("range3_rows", (h, w + 2), img.dtype))
+    op(rows, padded[2:], out=rows)
+    out = op(rows[:, :-2], rows[:, 1:-1], out=out)
+    return op(out, rows[:, 2:], out=out)
+
+
+def _as_float(values: np.ndarray, name: str) -> np.ndarray:
+    """``values`` as float32 in the scratch buffer ``name`` (see :func:`_scratch`)."""
+    out = _scratch(name, values.shape)
+    np.copyto(out, values)
+    return out
+
+
+def _masked_mean(values: np.ndarray, mask: np.ndarray | None, weight: float | None = None) -> float:
+    """:func:`_region_mean` as one float32 dot product (no temporary); ``weight`` is ``mask.sum()`` if known."""
+    if mask is None:
+        return float("nan")
+    weight = float(mask.sum()) if weight is None else weight
+    return float(np.dot(values.reshape(-1), mask.reshape(-1)) / weight) if weight > 0 else float("nan")
 
 
 def _measure(scene: Scene, params: CameraParams, quantised: np.ndarray, noisy8: np.ndarray, decoded: np.ndarray,
@@ -874,12 +896,24 @@ def _measure(scene: Scene, params: CameraParams, quantised: np.ndarray, noisy8: 
     if person_mask is None and scene.person_box is not None:
         person_mask = _box_mask(scene.size, scene.person_box)
     hard_face = (face_mask > 0.5).astype(np.float32) if face_mask is not None else None
-    clipped_hi = (np.maximum(np.maximum(clean[0], clean[1]), clean[2]) >= 254).astype(np.float32)
-    clipped_lo = (luma_clean <= 4 / 255).astype(np.float32)
+    brightest = np.maximum(clean[0], clean[1], out=_scratch("m_hi", luma_clean.shape))
+    np.maximum(brightest, clean[2], out=brightest)
+    clipped_hi = _as_float(np.greater_equal(brightest, 254, out=_scratch("m_bool", luma_clean.shape, np.bool_)),
+                           "m_clipped_hi")
+    clipped_lo = _as_float(np.less_equal(luma_clean, np.float32(4 / 255), out=_scratch("m_bool", luma_clean.shape,
+                                                                                       np.bool_)), "m_clipped_lo")
     # halos: overshoot of the sharpened clean luma beyond the local 3x3 range of the unsharpened luma
-    unsharpened = luma_clean - params.sharpness * detail if params.sharpness > 0 else luma_clean
-    over = np.maximum(luma_clean - _range3(unsharpened, np.maximum), 0) + np.maximum(
-        _range3(unsharpened, np.minimum) - luma_clean, 0)
+    unsharpened = luma_clean
+    if params.sharpness > 0:
+        unsharpened = np.multiply(detail, np.float32(params.sharpness), out=_scratch("m_unsharp", detail.shape))
+        np.subtract(luma_clean, unsharpened, out=unsharpened)
+    over = _range3(unsharpened, np.maximum, _scratch("m_over", luma_clean.shape))
+    np.subtract(luma_clean, over, out=over)
+    np.maximum(over, 0, out=over)
+    below = _range3(unsharpened, np.minimum, _scratch("m_below", luma_clean.shape))
+    below -= luma_clean
+    np.maximum(below, 0, out=below)
+    over += below
     edges = np.abs(detail) > 2 / 255
     halo = float(255 * over[edges].mean()) if edges.any() else 0.0
     # halos where the viewer looks (the person; the whole frame without one): background bokeh moves no edges
@@ -890,15 +924,20 @@ def _measure(scene: Scene, params: CameraParams, quantised: np.ndarray, noisy8: 
         share = float(alpha.mean())
         blur_global = float(np.sqrt(share * blur_person["effective"] ** 2 + (1 - share) * blur_bg["effective"] ** 2))
     ratio = params.exposure_ratio(scene.luminance)
-    jpeg_err = np.subtract(decoded, noisy8, dtype=np.int16).ravel()
-    jpeg_se = float(np.dot(jpeg_err.astype(np.float32), jpeg_err.astype(np.float32)))
+    jpeg_err = _scratch("m_jpeg", decoded.shape)
+    np.copyto(jpeg_err, decoded)
+    jpeg_err -= _as_float(noisy8, "m_noisy8")
+    jpeg_se = float(np.dot(jpeg_err.reshape(-1), jpeg_err.reshape(-1)))
+    w_person = float(person_mask.sum()) if person_mask is not None else None
+    w_face = float(hard_face.sum()) if hard_face is not None else None
+    face_luma = _masked_mean(luma_clean, hard_face, w_face)
     info: dict[str, float] = {
         "exposure_ev": float(np.log2(max(ratio, 1e-9))),
         "electrons_mid": float(0.18 * 100.0 * FULL_WELL * scene.luminance * params.shutter
                                / (METER_K * params.aperture**2)),
         "noise_std": float(np.sqrt(err2.mean())),
-        "noise_std_person": float(np.sqrt(_region_mean(err2, person_mask))),
-        "noise_std_face": float(np.sqrt(_region_mean(err2, hard_face))),
+        "noise_std_person": float(np.sqrt(_masked_mean(err2, person_mask, w_person))),
+        "noise_std_face": float(np.sqrt(_masked_mean(err2, hard_face, w_face))),
         "blur": float(blur_global),
         "blur_person": float(blur_person["effective"]) if scene.person_box is not None else float("nan"),
         "blur_face": float(blur_person["effective"]) if scene.face_box is not None else float("nan"),
@@ -906,15 +945,16 @@ def _measure(scene: Scene, params: CameraParams, quantised: np.ndarray, noisy8: 
         "motion_px": float(np.hypot(blur_person["motion_x"], blur_person["motion_y"])),
         "optics_sigma": float(blur_person["sigma"]),
         "mean_luma": float(luma_clean.mean()),
-        "mean_luma_person": _region_mean(luma_clean, person_mask),
-        "mean_luma_face": _region_mean(luma_clean, hard_face),
+        "mean_luma_person": _masked_mean(luma_clean, person_mask, w_person),
+        "mean_luma_face": face_luma,
         "clipped_hi": float(clipped_hi.mean()),
         "clipped_lo": float(clipped_lo.mean()),
-        "clipped_face": _region_mean(np.maximum(clipped_hi, clipped_lo), hard_face),
+        "clipped_face": _masked_mean(np.maximum(clipped_hi, clipped_lo, out=_scratch("m_clipped", clipped_lo.shape)),
+                                     hard_face, w_face),
         "sensor_clipped": sensor_clipped,
         "contrast_rms": float(luma_clean.std()),
-        "contrast_rms_face": float(np.sqrt(_region_mean((luma_clean - _region_mean(luma_clean, hard_face)) ** 2,
-                                                        hard_face))) if hard_face is not None else float("nan"),
+        "contrast_rms_face": float(np.sqrt(_masked_mean((luma_clean - face_luma) ** 2, hard_face, w_face)))
+        if hard_face is not None else float("nan"),
         "colourfulness": _colourfulness_planes(clean[0], clean[1], clean[2]),
         "cast": colour_cast(scene.cct, params.wb, scene.ir_mix),
         "cast_mired": float(1e6 / params.wb - 1e6 / scene.cct),
