@@ -651,8 +651,11 @@ def capture(scene: Scene, params: CameraParams, rng: np.random.Generator) -> Cap
     np.minimum(electrons, full_well, out=clean_raw)
     clean_raw *= gain
     np.minimum(clean_raw, saturation_level, out=clean_raw)
-    saturated = clean_raw >= saturation_level
-    sensor_clipped = float((saturated[0] | saturated[1] | saturated[2]).mean())
+    saturated = np.greater_equal(clean_raw, np.float32(saturation_level), out=_scratch("saturated", clean_raw.shape,
+                                                                                   np.bool_))
+    np.logical_or(saturated[0], saturated[1], out=saturated[0])
+    np.logical_or(saturated[0], saturated[2], out=saturated[0])
+    sensor_clipped = float(np.count_nonzero(saturated[0]) / saturated[0].size)
     # the noise is drawn pixel-interleaved (H x W x 3), as the sensor model has always drawn it: same stream
     noise = _scratch("noise", colour.shape)
     drawn = rng.standard_normal(dtype=np.float32, out=_scratch("drawn", (h, w, 3)))
@@ -890,7 +893,8 @@ def _measure(scene: Scene, params: CameraParams, quantised: np.ndarray, noisy8: 
     clean = quantised[0]
     luma_clean = _luma(clean, _scratch("m_luma", clean.shape[1:]))
     luma_clean /= 255.0
-    err = _luma(np.subtract(quantised[1], clean, out=_scratch("m_err", clean.shape)))  # luma noise, 8-bit levels
+    err = _luma(np.subtract(quantised[1], clean, out=_scratch("m_err", clean.shape)),  # luma noise, 8-bit levels
+                _scratch("m_err_luma", clean.shape[1:]))
     err2 = np.square(err, out=err)
     person_mask = (alpha > 0.5).astype(np.float32) if alpha is not None else None
     if person_mask is None and scene.person_box is not None:
@@ -914,7 +918,8 @@ def _measure(scene: Scene, params: CameraParams, quantised: np.ndarray, noisy8: 
     below -= luma_clean
     np.maximum(below, 0, out=below)
     over += below
-    edges = np.abs(detail) > 2 / 255
+    edges = np.greater(np.abs(detail, out=_scratch("m_abs", detail.shape)), np.float32(2 / 255),
+                       out=_scratch("m_edges", detail.shape, np.bool_))
     halo = float(255 * over[edges].mean()) if edges.any() else 0.0
     # halos where the viewer looks (the person; the whole frame without one): background bokeh moves no edges
     subject_edges = edges & (person_mask > 0.5) if person_mask is not None else edges
