@@ -2,9 +2,11 @@
 
 :func:`reference_capture` is the renderer of commit be811b4 (before the speed work), kept here, and only here, as
 the reference; ``benchmarks/bench_sim.py`` times both. The fast path changes float32 rounding only (separable
-filters accumulated in float32, a table for the sRGB + contrast encoding, chroma filtered as two planes), so
-exact equality is impossible; the tests bound the difference where it shows: a few 8-bit levels in a handful of
-pixels of the JPEG, relative 1e-3 on every measurement. The sensor noise is the same draw from the same stream.
+filters accumulated in float32 as tap sums or banded matrix products, a table for the sRGB + contrast encoding,
+chroma filtered as two planes, masks filtered separably), so exact equality is impossible; the tests bound the
+difference where it shows: a few 8-bit levels in a handful of pixels of the JPEG (a value that float32 rounding
+moves across .5 of a level), relative 1e-3 on every measurement. The sensor noise is the same draw from the same
+stream, so the builders' generators advance as before and the datasets keep their scenes and settings.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 from PIL import Image
-from scipy.ndimage import convolve1d, gaussian_filter, maximum_filter, minimum_filter
+from scipy.ndimage import convolve1d, correlate1d, gaussian_filter, maximum_filter, minimum_filter
 
 from iqalab.data.cache import decode_image
 from iqalab.sim import camera
@@ -273,6 +275,8 @@ def _cases() -> list[tuple[str, Scene, CameraParams]]:
     face = face_crop_scene(np.random.default_rng(7), 128, scenario="vehicle", night=True)
     plain = make_scene(np.random.default_rng(9), 96, condition="outdoor", person=None, name="plain")
     assert face.veil > 0 and face.ir_mix > 0  # the vehicle-at-night crop takes the glare and infrared branches
+    bokeh = make_scene(np.random.default_rng(13), 512, condition="outdoor", person="astronaut", name="bokeh")
+    bokeh.background_defocus = 30.0  # f/1.4: background sigma 7.1 px, 43 taps (banded-matrix filters)
     return [
         ("reference setting", moving, ref),
         ("ISO 50, 1 EV over (highlight knee)", moving, ref.replace(iso=50, shutter=ref.shutter * ref.iso / 25)),
@@ -285,6 +289,7 @@ def _cases() -> list[tuple[str, Scene, CameraParams]]:
         ("night at 256 px, over-exposed", night, auto_params(night).replace(shutter=0.5, iso=3200)),
         ("face enhancer, glare and infrared", face, auto_params(face).replace(enhance=0.8, contrast=0.7)),
         ("no person, f/16 (diffraction)", plain, auto_params(plain).replace(aperture=16)),
+        ("512 px, wide-open bokeh", bokeh, auto_params(bokeh, aperture=1.4)),
     ]
 
 
@@ -308,7 +313,7 @@ def _assert_same_render(old: Capture, new: Capture) -> None:
 @pytest.mark.parametrize("case", range(len(CASES)), ids=[c[0] for c in CASES])
 def test_fast_capture_gives_the_reference_render(case):
     _, scene, params = CASES[case]
-    camera._LIGHT_CACHE.clear()
+    camera.clear_scene_caches()
     rng_old, rng_new = np.random.default_rng(11), np.random.default_rng(11)
     old = reference_capture(scene, params, rng_old)
     new = capture(scene, params, rng_new)
@@ -320,7 +325,7 @@ def test_fast_capture_gives_the_reference_render(case):
 
 
 def test_neutral_settings_render_bit_identically():
-    # neutral contrast uses the sRGB formula itself; only float32 filter rounding separates the two renderers
+    # neutral contrast: the sRGB table agrees with the formula within 1e-7, so only rounding flips single levels
     _, scene, params = CASES[0]
     old = reference_capture(scene, params.replace(sharpness=0.0), np.random.default_rng(2))
     new = capture(scene, params.replace(sharpness=0.0), np.random.default_rng(2))
@@ -355,8 +360,10 @@ def test_encoding_table_follows_the_formula(contrast):
 
 
 @pytest.mark.parametrize("sigma,shape", [(0.3, (3, 64, 80)), (1.0, (2, 2, 70, 90)), (3.3, (3, 96, 64)),
-                                         (2.0, (2, 5, 7)), (0.7, (100, 120))])
+                                         (2.0, (2, 5, 7)), (0.7, (100, 120)), (10.0, (3, 130, 200)),
+                                         (40.0, (2, 300, 90))])
 def test_separable_filters_follow_scipy(sigma, shape):
+    # 3.3 (21 taps), 10 (61) and 40 (241 taps) take the banded-matrix path with blocks of 32, 64 and 128
     x = np.random.default_rng(1).random(shape, dtype=np.float32)
     lead = (0,) * (len(shape) - 2)
     expected = gaussian_filter(x, sigma=lead + (sigma, sigma), truncate=3.0)
@@ -364,3 +371,48 @@ def test_separable_filters_follow_scipy(sigma, shape):
     img = x.reshape(-1, shape[-1])
     assert np.array_equal(camera._range3(img, np.maximum), maximum_filter(img, 3))
     assert np.array_equal(camera._range3(img, np.minimum), minimum_filter(img, 3))
+
+
+@pytest.mark.parametrize("length", [1.6, 3.46, 9.0, 17.3, 70.2])
+def test_correlate_follows_scipy_on_every_axis_and_path(length):
+    # a motion box (fractional end taps): tap sums (flat lines along the last axis, interior lines read in place
+    # along the others, short arrays padded) below 15 taps, banded matrices from 15 taps on
+    kernel = camera._box_kernel(length)
+    for shape in [(3, 64, 80), (2, 2, 70, 90), (100, 120), (3, 13, 9), (2, 200, 33)]:
+        x = np.random.default_rng(len(shape)).random(shape, dtype=np.float32)
+        for axis in range(len(shape)):
+            expected = correlate1d(x, kernel.astype(np.float64), axis=axis, mode="reflect", output=np.float32)
+            assert np.max(np.abs(camera._correlate(x, kernel, axis) - expected)) < 1e-6, (shape, axis)
+    out = np.full((3, 64, 80), np.nan, dtype=np.float32)  # ``out`` is filled completely
+    assert camera._correlate(x := np.ones((3, 64, 80), np.float32), kernel, 1, out) is out
+    assert np.allclose(out, x, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,box,soft", [((512, 384), (0.37, 0.25, 0.48, 0.39), 5.12),
+                                            ((96, 128), (0.0, 0.5, 1.0, 1.0), 1.0),
+                                            ((64, 64), (0.2, 0.2, 0.21, 0.9), 0.0)])
+def test_separable_box_mask_is_the_filtered_box(shape, box, soft):
+    expected = _reference_box_mask(shape, box, soft)
+    mask = camera._box_mask(shape, box, soft)
+    assert mask.dtype == np.float32 and not mask.flags.writeable
+    assert np.max(np.abs(mask - expected)) < 1e-6
+
+
+def test_own_jpeg_decodes_as_decode_image():
+    _, scene, params = CASES[3]
+    shot = capture(scene, params, np.random.default_rng(4))
+    assert np.array_equal(camera._decode_own_jpeg(shot.jpeg), decode_image(io.BytesIO(shot.jpeg)))
+    assert np.array_equal(shot.image, decode_image(io.BytesIO(shot.jpeg)))
+
+
+def test_scene_caches_are_keyed_by_the_arrays_and_cleared():
+    _, scene, _ = CASES[0]
+    camera.clear_scene_caches()
+    planes = camera._planar(scene.background)
+    assert camera._planar(scene.background) is planes and not planes.flags.writeable
+    assert np.array_equal(planes, np.moveaxis(scene.background, -1, 0))
+    copy = scene.background.copy()  # an equal array is another layer: never served from the cache
+    assert camera._planar(copy) is not planes
+    camera.clear_scene_caches()
+    assert not camera._LIGHT_CACHE and not camera._PLANAR_CACHE
+    assert camera._box_mask_cached.cache_info().currsize == 0

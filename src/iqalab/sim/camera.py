@@ -30,11 +30,16 @@ after the ISP (including clipping, tone curve and sharpening) is *measured*, not
 measurements and the optical facts; :mod:`iqalab.sim.observers` turns them into perceived quality.
 
 Implementation (issue #30, speed only: the model above is unchanged): colour planes (C x H x W float32) worked on
-in place in reusable buffers, separable filters whose row passes add shifted slices (:func:`_correlate`), chroma
-filtered as two planes, a table for the contrast curves (:func:`_encode`), and per-scene constants cached (the light
-after optics for each aperture/shutter, face mask, enhancer texture). The sensor noise is the same draw from the
-same stream as before. ``tests/test_sim_render.py`` keeps the straightforward renderer and checks that both give
-the same images and measurements; ``benchmarks/bench_sim.py`` times both.
+in place in reusable buffers; the ISP runs on the clean and then the noisy render (half the working set of both at
+once, which stays in cache); separable filters add shifted slices tap by tap (:func:`_correlate`: along a row the
+padded lines are one flat array, so every slice is contiguous; interior lines of the other axes are read in place)
+and kernels of 15+ taps (wide defocus, slow-shutter motion) are banded matrix products through BLAS
+(:func:`_correlate_gemm`); chroma filtered as two planes; the sRGB + contrast encoding is one gather from an
+interleaved (value, slope) table (:func:`_encode`); box masks are filtered separably; per-scene constants cached
+(the light after optics for each aperture/shutter, the layers' colour planes, face mask, enhancer texture;
+:func:`clear_scene_caches` forgets them). The sensor noise is the same draw from the same stream as before, so a
+builder's generator advances exactly as it did. ``tests/test_sim_render.py`` keeps the straightforward renderer
+and checks that both give the same images and measurements; ``benchmarks/bench_sim.py`` times both.
 """
 
 from __future__ import annotations
@@ -49,8 +54,9 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 from PIL import Image
-from scipy.ndimage import correlate1d, gaussian_filter
+from scipy.ndimage import correlate1d, gaussian_filter, gaussian_filter1d
 
 from iqalab.data.cache import decode_image
 from iqalab.data.schema import CAM_PARAMS
@@ -186,46 +192,145 @@ def _gaussian_weights(sigma: float, truncate: float) -> np.ndarray:
     return phi / phi.sum()
 
 
-def _correlate(img: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarray:
-    """Correlate float32 ``img`` along ``axis`` with a symmetric odd-length kernel, scipy's ``reflect`` borders.
+GEMM_TAPS = 15  #: kernels at least this long are applied as banded matrix products (:func:`_correlate_gemm`)
 
-    Along an axis whose steps are whole rows (64+ contiguous elements, e.g. the rows of an image), shifted slices
-    of a padded copy are added tap by tap in float32, two to three times faster than ndimage's line buffers there
-    (the same result up to float32 rounding); along the other axes :func:`scipy.ndimage.correlate1d` is the faster
-    and is used.
+
+def _reflect_pad(img: np.ndarray, r: int, axis: int, extra: int = 0) -> np.ndarray:
+    """``img`` (float32) padded by ``r`` along ``axis`` with scipy's ``reflect`` borders (numpy's ``symmetric``:
+    ``d c b a | a b c d``), plus ``extra`` zeros at the end; a scratch buffer."""
+    n = img.shape[axis]
+    lead = (slice(None),) * axis
+    shape = img.shape[:axis] + (n + 2 * r + extra,) + img.shape[axis + 1:]
+    padded = _scratch(f"padded{axis}", shape)
+    padded[lead + (slice(r, r + n),)] = img
+    if r > 0:
+        padded[lead + (slice(0, r),)] = img[lead + (slice(r - 1, None, -1),)]
+        padded[lead + (slice(n + r, n + 2 * r),)] = img[lead + (slice(n - 1, n - r - 1, -1),)]
+    if extra:
+        padded[lead + (slice(n + 2 * r, None),)] = 0.0
+    return padded
+
+
+@lru_cache(maxsize=64)
+def _band_matrix(weights: tuple[float, ...], block: int) -> np.ndarray:
+    """The (block + taps - 1) x block float32 matrix that correlates a window of a line with ``weights``."""
+    taps = len(weights)
+    band = np.zeros((block + taps - 1, block), dtype=np.float32)
+    for j in range(block):
+        band[j:j + taps, j] = weights
+    band.setflags(write=False)
+    return band
+
+
+def _correlate_gemm(img: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarray:
+    """:func:`_correlate` for long kernels: each line is cut into blocks of 64 (128) outputs, and a block is the
+    product of its window of ``block + taps - 1`` inputs with a band matrix (BLAS, float32): a few times faster
+    than tap-by-tap sums once the kernel has 15+ taps (wide defocus, slow-shutter motion)."""
+    taps = len(weights)
+    r = taps // 2
+    n = img.shape[axis]
+    block = 32 if taps <= 32 else 64 if taps <= 96 else 128  # fewer wasted products vs. larger BLAS calls
+    nb = -(-n // block)
+    padded = _reflect_pad(img, r, axis, nb * block - n)
+    band = _band_matrix(tuple(float(v) for v in weights), block)
+    k = block + 2 * r
+    lead, strides = img.shape[:axis], padded.strides
+    if axis == img.ndim - 1:  # windows along the contiguous axis: (lead, blocks, window) @ band
+        view = as_strided(padded, lead + (nb, k), strides[:axis] + (block * strides[axis], strides[axis]),
+                          writeable=False)
+        windows = _scratch("windows", lead + (nb, k))
+        np.copyto(windows, view)
+        out = np.matmul(windows, band)
+        return out.reshape(lead + (nb * block,))[..., :n]
+    tail = img.shape[axis + 1:]
+    view = as_strided(padded, lead + (nb, k) + tail,
+                      strides[:axis] + (block * strides[axis], strides[axis]) + strides[axis + 1:], writeable=False)
+    windows = _scratch("windows", lead + (nb, k) + tail)
+    np.copyto(windows, view)
+    inner = int(np.prod(tail))
+    out = np.matmul(band.T, windows.reshape(lead + (nb, k, inner)))  # (lead, blocks, block, rest)
+    out = out.reshape(lead + (nb * block,) + tail)
+    return out[(slice(None),) * axis + (slice(0, n),)]
+
+
+def _correlate(img: np.ndarray, weights: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Correlate float32 ``img`` along ``axis`` with a symmetric odd-length kernel, scipy's ``reflect`` borders;
+    into ``out`` (same shape, float32, not ``img``) if given, else a new array.
+
+    Speed (issue #30): the kernel's taps are added as shifted slices of a padded copy, in float32 (the result of
+    :func:`scipy.ndimage.correlate1d` up to float32 rounding, two to three times faster). Along the last
+    (contiguous) axis the padded lines are worked on as one flat array, so that every slice is contiguous; the
+    sums that straddle two lines land in the padding columns and are dropped. Kernels of ``GEMM_TAPS`` or more
+    taps go to :func:`_correlate_gemm`.
     """
     axis = axis % img.ndim
     r = len(weights) // 2
     n = img.shape[axis]
-    run = int(np.prod(img.shape[axis + 1:]))  # contiguous elements per line step along ``axis``
-    if run < 64 or r >= n:
-        return correlate1d(img, weights, axis=axis, mode="reflect", output=np.float32)
+    if out is None:
+        out = np.empty(img.shape, dtype=np.float32)
+    if r == 0:
+        return np.multiply(img, np.float32(weights[0]), out=out)
+    if r >= n:
+        return correlate1d(img, weights, axis=axis, mode="reflect", output=out)
+    if len(weights) >= GEMM_TAPS:
+        out[...] = _correlate_gemm(img, weights, axis)
+        return out
     lead = (slice(None),) * axis
-    shape = img.shape[:axis] + (n + 2 * r,) + img.shape[axis + 1:]
-    padded = _scratch("padded", shape)  # scipy's reflect = numpy's symmetric padding: (d c b a | a b c d)
-    padded[lead + (slice(r, r + n),)] = img
-    if r > 0:  # r < n here
-        padded[lead + (slice(0, r),)] = img[lead + (slice(r - 1, None, -1),)]
-        padded[lead + (slice(n + r, n + 2 * r),)] = img[lead + (slice(n - 1, n - r - 1, -1),)]
+    if axis < img.ndim - 1 and n > 4 * r:  # interior lines read from ``img`` itself, no padded copy
+        for rows in (slice(0, r), slice(n - r, n)):  # the border lines, from a short padded stretch
+            part = slice(0, 3 * r) if rows.start == 0 else slice(n - 3 * r, n)
+            edge = _correlate(img[lead + (part,)], weights, axis)
+            out[lead + (rows,)] = edge[lead + ((slice(0, r) if rows.start == 0 else slice(2 * r, 3 * r)),)]
+        total = out[lead + (slice(r, n - r),)]
 
-    def shifted(i: int) -> np.ndarray:
-        return padded[lead + (slice(i, i + n),)]
+        def shifted(i: int) -> np.ndarray:
+            return img[lead + (slice(i, i + n - 2 * r),)]
 
-    out = np.multiply(shifted(r), np.float32(weights[r]), dtype=np.float32)
-    tmp = _scratch("taps", out.shape)
+        np.multiply(shifted(r), np.float32(weights[r]), out=total)
+        tmp = _scratch("taps", total.shape)
+        for i in range(r):
+            np.add(shifted(i), shifted(2 * r - i), out=tmp)
+            tmp *= np.float32(weights[i])
+            total += tmp
+        return out
+    padded = _reflect_pad(img, r, axis)
+    if axis == img.ndim - 1:
+        flat = padded.reshape(-1)
+        size = flat.size - 2 * r  # flat output j sums inputs j .. j + 2r: line m, column c sits at m (n + 2r) + c
+        acc = _scratch("flat_out", padded.shape)
+        total = acc.reshape(-1)[:size]
+
+        def shifted(i: int) -> np.ndarray:
+            return flat[i:i + size]
+    else:
+        total = out
+
+        def shifted(i: int) -> np.ndarray:
+            return padded[lead + (slice(i, i + n),)]
+
+    np.multiply(shifted(r), np.float32(weights[r]), out=total)
+    tmp = _scratch("taps", total.shape)
     for i in range(r):
         np.add(shifted(i), shifted(2 * r - i), out=tmp)
         tmp *= np.float32(weights[i])
-        out += tmp
+        total += tmp
+    if axis == img.ndim - 1:
+        np.copyto(out, acc[..., :n])
     return out
 
 
-def _smooth(img: np.ndarray, sigma: float, truncate: float, axes: tuple[int, int]) -> np.ndarray:
-    """A separable Gaussian over two spatial ``axes`` (scipy's kernel and borders; see :func:`_correlate`)."""
+def _smooth(img: np.ndarray, sigma: float, truncate: float, axes: tuple[int, int],
+            out: np.ndarray | None = None) -> np.ndarray:
+    """A separable Gaussian over two spatial ``axes`` (scipy's kernel and borders; see :func:`_correlate`); into
+    ``out`` if given (not ``img``), else a new array."""
     if sigma <= 1e-15:
-        return img.astype(np.float32, copy=True)
+        if out is None:
+            return img.astype(np.float32, copy=True)
+        np.copyto(out, img)
+        return out
     weights = _gaussian_weights(sigma, truncate)
-    return _correlate(_correlate(img, weights, axes[0]), weights, axes[1])
+    first = _correlate(img, weights, axes[0], _scratch("smooth_pass", img.shape))
+    return _correlate(first, weights, axes[1], out)
 
 
 def _apply_blur(img: np.ndarray, blur: dict[str, float], scale: float) -> np.ndarray:
@@ -252,8 +357,23 @@ def _apply_blur(img: np.ndarray, blur: dict[str, float], scale: float) -> np.nda
 
 
 def _planar(img: np.ndarray) -> np.ndarray:
-    """An HxWxC image as C contiguous HxW planes (the renderer works plane by plane: no size-3 inner loops)."""
-    return np.ascontiguousarray(np.moveaxis(img, -1, 0), dtype=np.float32)
+    """An HxWxC image as C contiguous HxW planes (the renderer works plane by plane: no size-3 inner loops).
+
+    Read-only; the last few are kept (keyed by the array object, which is held so its id cannot be reused): a
+    scene's layers are converted once, not at every change of aperture or shutter.
+    """
+    with _LIGHT_LOCK:
+        hit = _PLANAR_CACHE.get(id(img))
+        if hit is not None and hit[0] is img:
+            _PLANAR_CACHE.move_to_end(id(img))
+            return hit[1]
+    planes = np.ascontiguousarray(np.moveaxis(img, -1, 0), dtype=np.float32)
+    planes.setflags(write=False)
+    with _LIGHT_LOCK:
+        _PLANAR_CACHE[id(img)] = (img, planes)
+        while len(_PLANAR_CACHE) > 2 * _LIGHT_CACHE_SIZE:
+            _PLANAR_CACHE.popitem(last=False)
+    return planes
 
 
 # --------------------------------------------------------------------------------------------- ISP
@@ -301,12 +421,17 @@ def _box_mask(shape: tuple[int, int], box: tuple[float, float, float, float] | N
 
 @lru_cache(maxsize=32)
 def _box_mask_cached(shape: tuple[int, ...], box: tuple[float, ...], soft: float) -> np.ndarray:
+    """The box's indicator, Gaussian-smoothed (``gaussian_filter(mask, soft)``); a box is the product of a row
+    and a column indicator, so the smoothed mask is the outer product of the two smoothed indicators (the same
+    values up to float32 rounding, without a 2-D filter)."""
     h, w = shape
     x0, y0, x1, y1 = box
-    mask = np.zeros(shape, dtype=np.float32)
-    mask[int(y0 * h):max(int(y0 * h) + 1, int(np.ceil(y1 * h))), int(x0 * w):max(int(x0 * w) + 1,
-                                                                             int(np.ceil(x1 * w)))] = 1.0
-    out = gaussian_filter(mask, soft) if soft > 0 else mask
+    rows, cols = np.zeros(h), np.zeros(w)
+    rows[int(y0 * h):max(int(y0 * h) + 1, int(np.ceil(y1 * h)))] = 1.0
+    cols[int(x0 * w):max(int(x0 * w) + 1, int(np.ceil(x1 * w)))] = 1.0
+    if soft > 0:
+        rows, cols = gaussian_filter1d(rows, soft), gaussian_filter1d(cols, soft)
+    out = np.multiply.outer(rows.astype(np.float32), cols.astype(np.float32))
     out.setflags(write=False)
     return out
 
@@ -325,9 +450,10 @@ def _scratch(name: str, shape: tuple[int, ...], dtype: Any = np.float32) -> np.n
     buffers: dict[tuple[Any, ...], np.ndarray] | None = getattr(_SCRATCH, "buffers", None)
     if buffers is None:
         buffers = _SCRATCH.buffers = {}
-    key = (name, tuple(shape), np.dtype(dtype).str)
+    key = (name, shape, dtype)  # a hit costs one dictionary look-up (this runs about a thousand times a render)
     buf = buffers.get(key)
     if buf is None:
+        shape = tuple(shape)
         if sum(b.nbytes for b in buffers.values()) > _SCRATCH_BYTES:
             buffers.clear()
         buf = buffers[key] = np.empty(shape, dtype=dtype)
@@ -352,6 +478,9 @@ def _encoding_table(contrast: float) -> tuple[np.ndarray, np.ndarray]:
     grid = np.arange(n + 1, dtype=np.float32) / np.float32(n)
     value = tone_curve(linear_to_srgb(grid), contrast).astype(np.float32)
     slope = np.append(np.diff(value), np.float32(0.0)).astype(np.float32)
+    if abs(contrast - 1.0) >= 1e-9:  # cells computed exactly by :func:`_encode`
+        slope[:int(LUT_EXACT_LO * n)] = np.nan
+        slope[int(np.ceil(LUT_EXACT_HI * n)):n] = np.nan
     value = np.append(value, value[-1:])
     slope = np.append(slope, np.float32(0.0))
     value.setflags(write=False)
@@ -359,42 +488,75 @@ def _encoding_table(contrast: float) -> tuple[np.ndarray, np.ndarray]:
     return value, slope
 
 
-def _encode(rgb: np.ndarray, contrast: float) -> np.ndarray:
+@lru_cache(maxsize=64)
+def _encoding_pairs(contrast: float) -> np.ndarray:
+    """:func:`_encoding_table` interleaved, (value, slope) per entry as one complex64 number: one gather per
+    value fetches both (bit for bit the same numbers)."""
+    value, slope = _encoding_table(contrast)
+    pairs = np.stack([value, slope], axis=1).view(np.complex64).ravel()
+    pairs.setflags(write=False)
+    return pairs
+
+
+def _encode(rgb: np.ndarray, contrast: float, out: np.ndarray | None = None) -> np.ndarray:
     """``tone_curve(linear_to_srgb(rgb), contrast)``; ``rgb`` (float32) is clipped to [0, 1] in place.
 
-    Speed (issue #30): at neutral contrast the sRGB formula itself (bit-identical to the renderer before); with a
-    contrast curve its three powers per value become two look-ups in :func:`_encoding_table` and an interpolation
-    that agrees with the formula to about 1e-6 (2e-4 of an 8-bit level), values near 0 and 1 computed exactly.
+    Speed (issue #30): the sRGB power and the contrast curve's three powers per value become one gather from
+    :func:`_encoding_pairs` (value and slope of :func:`_encoding_table`), in chunks of ``ENCODE_CHUNK`` values,
+    and an interpolation that agrees with the formula to about 1e-6 (2e-4 of an 8-bit level). With a contrast
+    curve, values in the cells near 0 and 1 where its slope is unbounded are computed exactly (the table marks
+    those cells with a NaN slope); the sRGB curve alone needs no such cells (its interpolation error is below
+    1e-7 everywhere).
     """
     np.clip(rgb, 0.0, 1.0, out=rgb)
-    if abs(contrast - 1.0) < 1e-9:  # linear_to_srgb's operations, without computing both branches everywhere
-        enc = np.power(rgb, np.float32(1 / 2.4), out=_scratch("enc", rgb.shape))
-        enc *= 1.055
-        enc -= 0.055
-        low = rgb <= 0.0031308
-        if low.any():
-            enc[low] = 12.92 * rgb[low]
-        return enc
-    value, slope = _encoding_table(float(contrast))
-    n = len(value) - 2
+    enc = out if out is not None else _scratch("enc", rgb.shape)
+    flat_in, flat_out = rgb.reshape(-1), enc.reshape(-1)  # both contiguous (views)
+    for start in range(0, flat_in.size, ENCODE_CHUNK):  # chunks: the gather's index arrays stay in cache
+        _encode_chunk(flat_in[start:start + ENCODE_CHUNK], contrast, flat_out[start:start + ENCODE_CHUNK])
+    return enc
+
+
+ENCODE_CHUNK = 1 << 16  #: values encoded at a time by :func:`_encode` (index and gather buffers of 512 KiB)
+
+
+def _encode_chunk(rgb: np.ndarray, contrast: float, enc: np.ndarray) -> None:
+    """:func:`_encode` of a 1-D run of values in [0, 1] into ``enc``."""
+    pairs = _encoding_pairs(float(contrast))
+    n = len(pairs) - 2
     t = np.multiply(rgb, np.float32(n), out=_scratch("t", rgb.shape))
     cell = np.floor(t, out=_scratch("cell", rgb.shape))
     t -= cell
     index = _scratch("index", rgb.shape, np.intp)
     np.copyto(index, cell, casting="unsafe")
-    enc = value.take(index, out=_scratch("enc", rgb.shape))
-    t *= slope.take(index, out=cell)
-    enc += t
-    edge = (index < int(LUT_EXACT_LO * n)) | (index >= int(np.ceil(LUT_EXACT_HI * n)))
-    if edge.any():
-        enc[edge] = tone_curve(linear_to_srgb(rgb[edge]), contrast)
-    return enc
+    looked = pairs.take(index, out=_scratch("looked", rgb.shape, np.complex64), mode="clip")  # one gather
+    value_slope = looked.view(np.float32).reshape(rgb.shape + (2,))
+    np.multiply(value_slope[..., 1], t, out=enc)
+    enc += value_slope[..., 0]
+    if abs(contrast - 1.0) >= 1e-9:
+        edge = np.isnan(enc, out=_scratch("edge", rgb.shape, np.bool_))
+        if edge.any():
+            exact = rgb[edge]
+            inside = exact > 0.0  # 0 is a grid point: its table value is exact
+            exact[inside] = tone_curve(linear_to_srgb(exact[inside]), contrast)
+            enc[edge] = exact
 
 
 #: the last scenes' light after optics, keyed by scene identity + blur (see :func:`_scene_light`)
 _LIGHT_CACHE: OrderedDict[tuple[Any, ...], tuple[Scene, np.ndarray, np.ndarray | None]] = OrderedDict()
 _LIGHT_CACHE_SIZE = 8
 _LIGHT_LOCK = threading.Lock()  # renders from several threads share the cache
+#: the last scene layers as colour planes (see :func:`_planar`)
+_PLANAR_CACHE: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+
+
+def clear_scene_caches() -> None:
+    """Forget every per-scene constant the renderer keeps (light after optics, colour planes, box masks, enhancer
+    texture): the next render of any scene starts cold (benchmarks, tests)."""
+    with _LIGHT_LOCK:
+        _LIGHT_CACHE.clear()
+        _PLANAR_CACHE.clear()
+    _box_mask_cached.cache_clear()
+    _hallucinated_texture.cache_clear()
 
 
 def _scene_light(scene: Scene, blur_bg: dict[str, float], blur_person: dict[str, float],
@@ -420,18 +582,21 @@ def _scene_light(scene: Scene, blur_bg: dict[str, float], blur_person: dict[str,
     if scene.person is not None and scene.alpha is not None:
         person = _apply_blur(_planar(scene.person), blur_person, scale)
         alpha = np.clip(_apply_blur(scene.alpha, blur_person, scale), 0.0, 1.0)
-        radiance = person * alpha + radiance * (1.0 - alpha)
+        colour = np.multiply(person, alpha)  # person alpha + background (1 - alpha)
+        colour += np.multiply(radiance, 1.0 - alpha, out=radiance if radiance.flags.writeable else None)
+    else:
+        colour = radiance if radiance.flags.writeable else radiance.copy()  # no blur: the cached planes
     if scene.veil > 0:
-        radiance = radiance + scene.veil * 0.18
+        colour += np.float32(scene.veil * 0.18)
     light = illuminant_rgb(scene.cct)
-    colour = np.empty_like(radiance)
     if scene.ir_mix > 0:
-        lum = LUMA[0] * radiance[0] + LUMA[1] * radiance[1] + LUMA[2] * radiance[2]
+        lum = _luma(colour, np.empty(colour.shape[1:], dtype=np.float32))
         for c in range(3):
-            colour[c] = radiance[c] * light[c] * (1 - scene.ir_mix) + lum * IR_TINT[c] * scene.ir_mix
+            colour[c] *= np.float32(light[c] * (1 - scene.ir_mix))
+            colour[c] += lum * np.float32(IR_TINT[c] * scene.ir_mix)
     else:
         for c in range(3):
-            np.multiply(radiance[c], light[c], out=colour[c])
+            colour[c] *= np.float32(light[c])
     colour = np.asarray(colour, dtype=np.float32)
     for array in (colour, alpha):
         if array is not None:
@@ -455,10 +620,11 @@ class Capture:
 def capture(scene: Scene, params: CameraParams, rng: np.random.Generator) -> Capture:
     """Photograph ``scene`` with ``params``: optics, sensor noise, ISP, JPEG. See the module docstring.
 
-    The clean and the noisy render share one (2, H, W, 3) float32 buffer worked on in place; per-scene constants
-    (light after optics, face mask, enhancer texture) are cached; the sRGB + contrast encoding is a table look-up
-    (:func:`_encode`). ``tests/test_sim_render.py`` keeps the straightforward implementation this replaced and
-    checks that both give the same images and measurements.
+    The clean and the noisy raw share one (2, 3, H, W) float32 buffer; the ISP (:func:`_develop`) then works on
+    one render at a time, in place; per-scene constants (light after optics, colour planes, masks, enhancer
+    texture) are cached; the sRGB + contrast encoding is a table look-up (:func:`_encode`).
+    ``tests/test_sim_render.py`` keeps the straightforward implementation this replaced and checks that both give
+    the same images and measurements.
     """
     h, w = scene.size
     scale = w / REFERENCE_WIDTH
@@ -485,8 +651,11 @@ def capture(scene: Scene, params: CameraParams, rng: np.random.Generator) -> Cap
     np.minimum(electrons, full_well, out=clean_raw)
     clean_raw *= gain
     np.minimum(clean_raw, saturation_level, out=clean_raw)
-    saturated = clean_raw >= saturation_level
-    sensor_clipped = float((saturated[0] | saturated[1] | saturated[2]).mean())
+    saturated = np.greater_equal(clean_raw, np.float32(saturation_level), out=_scratch("saturated", clean_raw.shape,
+                                                                                   np.bool_))
+    np.logical_or(saturated[0], saturated[1], out=saturated[0])
+    np.logical_or(saturated[0], saturated[2], out=saturated[0])
+    sensor_clipped = float(np.count_nonzero(saturated[0]) / saturated[0].size)
     # the noise is drawn pixel-interleaved (H x W x 3), as the sensor model has always drawn it: same stream
     noise = _scratch("noise", colour.shape)
     drawn = rng.standard_normal(dtype=np.float32, out=_scratch("drawn", (h, w, 3)))
@@ -499,74 +668,108 @@ def capture(scene: Scene, params: CameraParams, rng: np.random.Generator) -> Cap
     np.clip(noisy_raw, 0.0, saturation_level, out=noisy_raw)
     del sd, noise, electrons
     _highlight_knee(raw, saturation_level)
-    # ISP: white balance, light noise reduction (chroma smoothed; luma blended towards a 0.7 px Gaussian in
-    # proportion to the expected mid-grey noise), saturation, sRGB encoding, tone curve
-    for c, g in enumerate(wb_gains(params.wb)):
-        raw[:, c] *= g
-    rgb = np.clip(raw, 0.0, 1.0, out=raw)
-    y_lin = _luma(rgb)
+    # ISP, one render at a time (clean, then noisy: half-size working sets stay in cache): white balance, light
+    # noise reduction (chroma smoothed; luma blended towards a 0.7 px Gaussian in proportion to the expected
+    # mid-grey noise), saturation, sRGB encoding, tone curve, sharpening, face enhancer, 8-bit quantisation
+    gains = wb_gains(params.wb)
     px = max(scale, 0.5)
-    chroma_rb = _smooth_chroma(rgb, y_lin, px)  # (2 [r, b], 2 [clean, noisy], H, W)
     sd_mid = float(np.sqrt(0.18 * exposure * gain**2 + (read_e * gain) ** 2))
     nr = min(1.0, NR_STRENGTH * sd_mid / 0.02)
-    if nr > 0.02:
-        smooth = _smooth(y_lin, 0.7 * px, 2.5, (1, 2))
-        smooth -= y_lin
-        smooth *= nr
-        y_lin += smooth
-    # rgb = max(Y + saturation x chroma, 0); green chroma from red and blue (chroma has no luminance)
-    chroma_rb *= params.saturation
-    np.add(y_lin, chroma_rb[0], out=rgb[:, 0])
-    np.add(y_lin, chroma_rb[1], out=rgb[:, 2])
-    np.multiply(chroma_rb[0], -LUMA[0] / LUMA[1], out=rgb[:, 1])
-    chroma_rb[1] *= LUMA[2] / LUMA[1]
-    rgb[:, 1] -= chroma_rb[1]
-    rgb[:, 1] += y_lin
-    del chroma_rb
-    rgb = np.maximum(rgb, 0.0, out=rgb)
-    enc = _encode(rgb, params.contrast)
-    luma = _luma(enc)
-    detail = _smooth(luma, 1.0, 3.0, (1, 2))
-    np.subtract(luma, detail, out=detail)
-    if params.sharpness > 0:
-        sharpen = detail * params.sharpness
-        enc += sharpen[:, None]
     face_mask = _box_mask((h, w), scene.face_box, soft=max(1.0, 0.01 * w))
+    enhancer = None
     hallucination = 0.0
     if params.enhance > 0 and face_mask is not None:
         # a generative face enhancer: smooths away noise and paints plausible but invented texture
         strength = float(params.enhance)
-        smooth = _smooth(enc, 1.5 * max(scale, 0.5), 3.0, (2, 3))
         texture = _hallucinated_texture((h, w), zlib.crc32(scene.name.encode()))
         m = face_mask * strength
         invented = 0.07 * strength * texture
-        enc = enc * (1 - m) + (smooth + invented) * m
+        enhancer = (m, invented)
         hallucination = float(255 * np.sqrt(np.mean((invented * face_mask) ** 2))
                               / max(float(face_mask.mean()), 1e-6) ** 0.5)
-    np.clip(enc, 0.0, 1.0, out=enc)
-    enc *= 255.0
-    np.rint(enc, out=enc)
+    quantised = _scratch("quantised", raw.shape)  # (clean, noisy) x 3 planes: the 8-bit values, as float32
+    detail = _scratch("detail", (h, w))
+    for k in range(2):
+        _develop(raw[k], gains, nr, px, params, enhancer, scale, quantised[k], detail if k == 0 else None)
     out = _scratch("out8", (2, h, w, 3), np.uint8)  # (clean, noisy) x H x W x 3, interleaved again
     for c in range(3):
-        np.copyto(out[..., c], enc[:, c], casting="unsafe")
+        np.copyto(out[..., c], quantised[:, c], casting="unsafe")
     clean8, noisy8 = out[0], out[1]
     buf = io.BytesIO()
     Image.fromarray(noisy8).save(buf, format="JPEG", quality=int(round(params.jpeg_quality)), subsampling=2)
     jpeg = buf.getvalue()
-    decoded = decode_image(io.BytesIO(jpeg))
-    info = _measure(scene, params, clean8, noisy8, decoded, alpha, face_mask, blur_bg, blur_person,
-                    sensor_clipped, detail[0])
+    decoded = _decode_own_jpeg(jpeg)
+    info = _measure(scene, params, quantised, noisy8, decoded, alpha, face_mask, blur_bg, blur_person,
+                    sensor_clipped, detail)
     info.update(_neutral_reference(scene, np.moveaxis(colour, 0, -1), face_mask, clean8))
     info["hallucination"] = hallucination
     info["noise_reduction"] = float(nr)
     return Capture(image=decoded, jpeg=jpeg, info=info)
 
 
-def _luma(planes: np.ndarray) -> np.ndarray:
-    """``LUMA``-weighted sum of the colour planes (axis 1 of a (stack, 3, H, W) array)."""
-    out = planes[:, 0] * LUMA[0]
-    out += planes[:, 1] * LUMA[1]
-    out += planes[:, 2] * LUMA[2]
+def _decode_own_jpeg(jpeg: bytes) -> np.ndarray:
+    """The pixels of a JPEG this module wrote (RGB, no EXIF): what :func:`iqalab.data.cache.decode_image` gives
+    for it, whose orientation, mode and transparency handling are identities here, without its copies."""
+    with Image.open(io.BytesIO(jpeg)) as img:
+        if img.mode != "RGB" or img.getexif():
+            return decode_image(io.BytesIO(jpeg))
+        return np.array(img, dtype=np.uint8)
+
+
+def _develop(rgb: np.ndarray, gains: np.ndarray, nr: float, px: float, params: CameraParams,
+             enhancer: tuple[np.ndarray, np.ndarray] | None, scale: float, out: np.ndarray,
+             detail_out: np.ndarray | None) -> None:
+    """The ISP of one render, in place on its raw ``rgb`` planes (3 x H x W float32): 8-bit values (as float32)
+    into ``out``; the unsharp mask's detail layer (luma minus its 1 px Gaussian) into ``detail_out`` if given.
+
+    The operations are those of the module docstring (white balance, chroma and luma noise reduction, saturation
+    in linear RGB, sRGB + contrast encoding, sharpening of luma, face enhancer), in float32.
+    """
+    for c in range(3):
+        rgb[c] *= gains[c]
+    np.clip(rgb, 0.0, 1.0, out=rgb)
+    y_lin = _luma(rgb, _scratch("y_lin", rgb.shape[1:]))
+    chroma_rb = _smooth_chroma(rgb, y_lin, px)  # (2 [r, b], H, W)
+    if nr > 0.02:
+        smooth = _smooth(y_lin, 0.7 * px, 2.5, (0, 1), _scratch("nr_smooth", y_lin.shape))
+        smooth -= y_lin
+        smooth *= nr
+        y_lin += smooth
+    # rgb = max(Y + saturation x chroma, 0); green chroma from red and blue (chroma has no luminance)
+    chroma_rb *= params.saturation
+    np.add(y_lin, chroma_rb[0], out=rgb[0])
+    np.add(y_lin, chroma_rb[1], out=rgb[2])
+    np.multiply(chroma_rb[0], -LUMA[0] / LUMA[1], out=rgb[1])
+    chroma_rb[1] *= LUMA[2] / LUMA[1]
+    rgb[1] -= chroma_rb[1]
+    rgb[1] += y_lin
+    enc = _encode(rgb, params.contrast, out)  # clips to [0, 1]: the old ``max(rgb, 0)`` is part of it
+    luma = _luma(enc, _scratch("luma", rgb.shape[1:]))
+    detail = _smooth(luma, 1.0, 3.0, (0, 1), _scratch("detail_smooth", luma.shape))
+    np.subtract(luma, detail, out=detail)
+    if detail_out is not None:
+        np.copyto(detail_out, detail)
+    if params.sharpness > 0:
+        sharpen = np.multiply(detail, np.float32(params.sharpness), out=luma)
+        enc += sharpen
+    if enhancer is not None:
+        m, invented = enhancer
+        smooth = _smooth(enc, 1.5 * max(scale, 0.5), 3.0, (1, 2), _scratch("enhancer_smooth", enc.shape))
+        smooth += invented
+        smooth *= m
+        enc *= 1 - m
+        enc += smooth
+    np.clip(enc, 0.0, 1.0, out=enc)
+    enc *= 255.0
+    np.rint(enc, out=enc)
+
+
+def _luma(planes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``LUMA``-weighted sum of the three colour planes (axis 0 of a 3 x H x W array)."""
+    out = np.multiply(planes[0], LUMA[0], out=out)
+    tmp = _scratch("luma_term", out.shape)
+    out += np.multiply(planes[1], LUMA[1], out=tmp)
+    out += np.multiply(planes[2], LUMA[2], out=tmp)
     return out
 
 
@@ -574,14 +777,13 @@ def _smooth_chroma(rgb: np.ndarray, y_lin: np.ndarray, px: float) -> np.ndarray:
     """The chroma noise reduction: ``rgb - Y`` smoothed by a Gaussian of ``px`` (truncated at 2.5 sigma).
 
     Chroma has no luminance (``LUMA . chroma = 0``), so only the red and blue planes are filtered and returned,
-    as (2 [r, b], stack, H, W); green follows from them, ``g = -(0.2126 r + 0.0722 b) / 0.7152`` (exact up to
-    float32 rounding, the filter being linear).
+    as (2 [r, b], H, W); green follows from them, ``g = -(0.2126 r + 0.0722 b) / 0.7152`` (exact up to float32
+    rounding, the filter being linear).
     """
-    chroma = np.empty((2,) + y_lin.shape, dtype=np.float32)
-    np.subtract(rgb[:, 0], y_lin, out=chroma[0])
-    np.subtract(rgb[:, 2], y_lin, out=chroma[1])
-    weights = _gaussian_weights(px, 2.5)
-    return _correlate(_correlate(chroma, weights, 2), weights, 3)
+    chroma = _scratch("chroma", (2,) + y_lin.shape)
+    np.subtract(rgb[0], y_lin, out=chroma[0])
+    np.subtract(rgb[2], y_lin, out=chroma[1])
+    return _smooth(chroma, px, 2.5, (1, 2), _scratch("chroma_smooth", chroma.shape))
 
 
 def _highlight_knee(raw: np.ndarray, saturation_level: float) -> np.ndarray:
@@ -640,37 +842,84 @@ def _region_mean(values: np.ndarray, mask: np.ndarray | None) -> float:
 def _colourfulness(img8: np.ndarray) -> float:
     """Hasler & Suesstrunk (2003) colourfulness M of an 8-bit RGB image."""
     r, g, b = (img8[..., c].astype(np.float32) for c in range(3))
+    return _colourfulness_planes(r, g, b)
+
+
+def _colourfulness_planes(r: np.ndarray, g: np.ndarray, b: np.ndarray) -> float:
+    """:func:`_colourfulness` of an image given as its float32 red, green and blue planes (8-bit values)."""
     rg, yb = r - g, 0.5 * (r + g) - b
     return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
 
 
-def _range3(img: np.ndarray, op: np.ufunc) -> np.ndarray:
+def _range3(img: np.ndarray, op: np.ufunc, out: np.ndarray | None = None) -> np.ndarray:
     """3 x 3 maximum (``op=np.maximum``) or minimum filter of a 2-D image with scipy's ``reflect`` borders (the
-    values of :func:`scipy.ndimage.maximum_filter` / ``minimum_filter`` with size 3, separably)."""
-    padded = np.pad(img, 1, mode="symmetric")
-    rows = op(op(padded[:-2], padded[1:-1]), padded[2:])
-    return op(op(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
+    values of :func:`scipy.ndimage.maximum_filter` / ``minimum_filter`` with size 3, separably); into ``out`` if
+    given (float32, not ``img``)."""
+    h, w = img.shape
+    padded = _scratch("range3_pad", (h + 2, w + 2), img.dtype)
+    padded[1:-1, 1:-1] = img
+    padded[0, 1:-1], padded[-1, 1:-1] = img[0], img[-1]
+    padded[:, 0], padded[:, -1] = padded[:, 1], padded[:, -2]
+    rows = op(padded[:-2], padded[1:-1], out=_scratch("range3_rows", (h, w + 2), img.dtype))
+    op(rows, padded[2:], out=rows)
+    out = op(rows[:, :-2], rows[:, 1:-1], out=out)
+    return op(out, rows[:, 2:], out=out)
 
 
-def _measure(scene: Scene, params: CameraParams, clean8: np.ndarray, noisy8: np.ndarray, decoded: np.ndarray,
+def _as_float(values: np.ndarray, name: str) -> np.ndarray:
+    """``values`` as float32 in the scratch buffer ``name`` (see :func:`_scratch`)."""
+    out = _scratch(name, values.shape)
+    np.copyto(out, values)
+    return out
+
+
+def _masked_mean(values: np.ndarray, mask: np.ndarray | None, weight: float | None = None) -> float:
+    """:func:`_region_mean` as one float32 dot product (no temporary); ``weight`` is ``mask.sum()`` if known."""
+    if mask is None:
+        return float("nan")
+    weight = float(mask.sum()) if weight is None else weight
+    return float(np.dot(values.reshape(-1), mask.reshape(-1)) / weight) if weight > 0 else float("nan")
+
+
+def _measure(scene: Scene, params: CameraParams, quantised: np.ndarray, noisy8: np.ndarray, decoded: np.ndarray,
              alpha: np.ndarray | None, face_mask: np.ndarray | None, blur_bg: dict[str, float],
              blur_person: dict[str, float], sensor_clipped: float, detail: np.ndarray) -> dict[str, float]:
-    """The known degradations of one capture (8-bit levels for noise/halo, reference px for blur);
-    ``sensor_clipped`` is the share of pixels with a channel at the sensor's saturation level."""
-    luma_clean = (clean8.astype(np.float32) @ LUMA) / 255.0
-    err = (noisy8.astype(np.int16) - clean8).astype(np.float32) @ LUMA  # luma noise, 8-bit levels
-    err2 = err**2
+    """The known degradations of one capture (8-bit levels for noise/halo, reference px for blur).
+
+    ``quantised`` holds the clean and the noisy render's 8-bit values as float32 planes ((clean, noisy) x 3 x H x
+    W, what ``clean8`` and ``noisy8`` hold), ``noisy8`` the noisy render as H x W x 3 uint8 (what was JPEG-coded);
+    ``sensor_clipped`` is the share of pixels with a channel at the sensor's saturation level.
+    """
+    clean = quantised[0]
+    luma_clean = _luma(clean, _scratch("m_luma", clean.shape[1:]))
+    luma_clean /= 255.0
+    err = _luma(np.subtract(quantised[1], clean, out=_scratch("m_err", clean.shape)),  # luma noise, 8-bit levels
+                _scratch("m_err_luma", clean.shape[1:]))
+    err2 = np.square(err, out=err)
     person_mask = (alpha > 0.5).astype(np.float32) if alpha is not None else None
     if person_mask is None and scene.person_box is not None:
         person_mask = _box_mask(scene.size, scene.person_box)
     hard_face = (face_mask > 0.5).astype(np.float32) if face_mask is not None else None
-    clipped_hi = (np.maximum(np.maximum(clean8[..., 0], clean8[..., 1]), clean8[..., 2]) >= 254).astype(np.float32)
-    clipped_lo = (luma_clean <= 4 / 255).astype(np.float32)
+    brightest = np.maximum(clean[0], clean[1], out=_scratch("m_hi", luma_clean.shape))
+    np.maximum(brightest, clean[2], out=brightest)
+    clipped_hi = _as_float(np.greater_equal(brightest, 254, out=_scratch("m_bool", luma_clean.shape, np.bool_)),
+                           "m_clipped_hi")
+    clipped_lo = _as_float(np.less_equal(luma_clean, np.float32(4 / 255), out=_scratch("m_bool", luma_clean.shape,
+                                                                                       np.bool_)), "m_clipped_lo")
     # halos: overshoot of the sharpened clean luma beyond the local 3x3 range of the unsharpened luma
-    unsharpened = luma_clean - params.sharpness * detail if params.sharpness > 0 else luma_clean
-    over = np.maximum(luma_clean - _range3(unsharpened, np.maximum), 0) + np.maximum(
-        _range3(unsharpened, np.minimum) - luma_clean, 0)
-    edges = np.abs(detail) > 2 / 255
+    unsharpened = luma_clean
+    if params.sharpness > 0:
+        unsharpened = np.multiply(detail, np.float32(params.sharpness), out=_scratch("m_unsharp", detail.shape))
+        np.subtract(luma_clean, unsharpened, out=unsharpened)
+    over = _range3(unsharpened, np.maximum, _scratch("m_over", luma_clean.shape))
+    np.subtract(luma_clean, over, out=over)
+    np.maximum(over, 0, out=over)
+    below = _range3(unsharpened, np.minimum, _scratch("m_below", luma_clean.shape))
+    below -= luma_clean
+    np.maximum(below, 0, out=below)
+    over += below
+    edges = np.greater(np.abs(detail, out=_scratch("m_abs", detail.shape)), np.float32(2 / 255),
+                       out=_scratch("m_edges", detail.shape, np.bool_))
     halo = float(255 * over[edges].mean()) if edges.any() else 0.0
     # halos where the viewer looks (the person; the whole frame without one): background bokeh moves no edges
     subject_edges = edges & (person_mask > 0.5) if person_mask is not None else edges
@@ -680,14 +929,20 @@ def _measure(scene: Scene, params: CameraParams, clean8: np.ndarray, noisy8: np.
         share = float(alpha.mean())
         blur_global = float(np.sqrt(share * blur_person["effective"] ** 2 + (1 - share) * blur_bg["effective"] ** 2))
     ratio = params.exposure_ratio(scene.luminance)
-    jpeg_err = (decoded.astype(np.int16) - noisy8).astype(np.float32)
+    jpeg_err = _scratch("m_jpeg", decoded.shape)
+    np.copyto(jpeg_err, decoded)
+    jpeg_err -= _as_float(noisy8, "m_noisy8")
+    jpeg_se = float(np.dot(jpeg_err.reshape(-1), jpeg_err.reshape(-1)))
+    w_person = float(person_mask.sum()) if person_mask is not None else None
+    w_face = float(hard_face.sum()) if hard_face is not None else None
+    face_luma = _masked_mean(luma_clean, hard_face, w_face)
     info: dict[str, float] = {
         "exposure_ev": float(np.log2(max(ratio, 1e-9))),
         "electrons_mid": float(0.18 * 100.0 * FULL_WELL * scene.luminance * params.shutter
                                / (METER_K * params.aperture**2)),
         "noise_std": float(np.sqrt(err2.mean())),
-        "noise_std_person": float(np.sqrt(_region_mean(err2, person_mask))),
-        "noise_std_face": float(np.sqrt(_region_mean(err2, hard_face))),
+        "noise_std_person": float(np.sqrt(_masked_mean(err2, person_mask, w_person))),
+        "noise_std_face": float(np.sqrt(_masked_mean(err2, hard_face, w_face))),
         "blur": float(blur_global),
         "blur_person": float(blur_person["effective"]) if scene.person_box is not None else float("nan"),
         "blur_face": float(blur_person["effective"]) if scene.face_box is not None else float("nan"),
@@ -695,21 +950,22 @@ def _measure(scene: Scene, params: CameraParams, clean8: np.ndarray, noisy8: np.
         "motion_px": float(np.hypot(blur_person["motion_x"], blur_person["motion_y"])),
         "optics_sigma": float(blur_person["sigma"]),
         "mean_luma": float(luma_clean.mean()),
-        "mean_luma_person": _region_mean(luma_clean, person_mask),
-        "mean_luma_face": _region_mean(luma_clean, hard_face),
+        "mean_luma_person": _masked_mean(luma_clean, person_mask, w_person),
+        "mean_luma_face": face_luma,
         "clipped_hi": float(clipped_hi.mean()),
         "clipped_lo": float(clipped_lo.mean()),
-        "clipped_face": _region_mean(np.maximum(clipped_hi, clipped_lo), hard_face),
+        "clipped_face": _masked_mean(np.maximum(clipped_hi, clipped_lo, out=_scratch("m_clipped", clipped_lo.shape)),
+                                     hard_face, w_face),
         "sensor_clipped": sensor_clipped,
         "contrast_rms": float(luma_clean.std()),
-        "contrast_rms_face": float(np.sqrt(_region_mean((luma_clean - _region_mean(luma_clean, hard_face)) ** 2,
-                                                        hard_face))) if hard_face is not None else float("nan"),
-        "colourfulness": _colourfulness(clean8),
+        "contrast_rms_face": float(np.sqrt(_masked_mean((luma_clean - face_luma) ** 2, hard_face, w_face)))
+        if hard_face is not None else float("nan"),
+        "colourfulness": _colourfulness_planes(clean[0], clean[1], clean[2]),
         "cast": colour_cast(scene.cct, params.wb, scene.ir_mix),
         "cast_mired": float(1e6 / params.wb - 1e6 / scene.cct),
         "halo": halo,
         "halo_subject": halo_subject,
-        "jpeg_rmse": float(np.sqrt(np.mean(jpeg_err**2))),
+        "jpeg_rmse": float(np.sqrt(jpeg_se / jpeg_err.size)),
         "veil": float(scene.veil),
         "ir_mix": float(scene.ir_mix),
         "base_blur": float(scene.base_blur),
