@@ -101,6 +101,13 @@ ITA_BOUNDS: dict[str, tuple[float, float]] = {
 }
 #: largest head roll (degrees) of a composited person, either way
 MAX_ROLL = 12.0
+#: a surveillance face crop's capture resolution, as a share of the saved crop's size (uniform in this range; an
+#: LFW tile is at most its 25 px): small faces are soft (fitted, :mod:`iqalab.sim.calibration`)
+FACE_CAPTURE = (0.12, 0.6)
+#: share of surveillance face crops showing an LFW face (the rest one of the three photographs). LFW tiles are 25 px,
+#: so their crops are soft; fitted so that face_sim's sharpness stays SFIQA-Bench's lowest dimension at a mean
+#: within tolerance (0.5 gave 2.53 < 2.66; 0.25 gives 2.71; README's calibration)
+LFW_SHARE = 0.25
 
 #: sources usable as composited head-and-shoulders sprites. (A former ``rider`` source, a box on the
 #: ``stereo_motorcycle`` photo, was dropped: it lay on the front wheel and MTCNN finds no face there, issue #23;
@@ -527,7 +534,7 @@ def _clip_box(box: tuple[float, ...]) -> tuple[float, float, float, float]:
 
 def face_crop_scene(rng: np.random.Generator, size: int = 128, scenario: str = "indoor", night: bool = False,
                     name: str = "face", who: str | None = None, skin_tone: str | None = "any",
-                    lfw_share: float = 0.5) -> Scene:
+                    lfw_share: float = LFW_SHARE) -> Scene:
     """A loosely cropped face (SFIQA-Bench style: the camera saves only the face region) under a surveillance
     ``scenario`` (indoor / outdoor / vehicle), by day or by night.
 
@@ -559,7 +566,7 @@ def face_crop_scene(rng: np.random.Generator, size: int = 128, scenario: str = "
     y0 = int(np.clip(round(cy - side / 2), 0, h - side))
     side_i = int(round(side))
     # surveillance cameras save small faces: capture at a random lower resolution, shown upsampled
-    native = int(np.clip(round(rng.uniform(0.12, 0.6) * size), 16, size))
+    native = int(np.clip(round(rng.uniform(*FACE_CAPTURE) * size), 16, size))
     crop = resize(resize(photo[y0:y0 + side_i, x0:x0 + side_i], native, native), size, size)
     flip = bool(rng.random() < 0.5)
     if flip:
