@@ -17,8 +17,9 @@ the canonical tables with :func:`iqalab.data.schema.write_dataset`:
 * ``face_sim``    - SFIQA-Bench schema: loosely cropped faces in three scenarios (indoor, outdoor, vehicle), day
   and night, a face enhancer that hallucinates texture in poor light; noise, sharpness, colorfulness, contrast,
   fidelity, overall on 1-5 (BT.500 screening); 5-fold 7:1:2 cross-validation plus a scene split.
-* ``ugc_sim``     - REQA's setting: one MOS on 0-100 (votes 1-5 rescaled, as KonIQ/CLIVE), severities drawn so that
-  the MOS peaks mid-scale as KonIQ-like authentic data do, with few Bad and Excellent images (REQA Sec. IV-C);
+* ``ugc_sim``     - REQA's setting: one MOS on 0-100 (votes 1-5 rescaled, as KonIQ/CLIVE), severities and
+  (daylight-heavy) lighting conditions drawn so that the MOS peaks mid-scale as KonIQ-like authentic data do, with
+  few Bad and Excellent images (REQA Sec. IV-C);
   ``random_XX`` 80/20 splits.
 
 Images are stored as the camera's JPEG files (``images/<id>.jpg``): the simulated JPEG step *is* the file, never
@@ -87,11 +88,13 @@ PAPER_SIZES: dict[str, dict[str, Any]] = {
 #: pools, unless ``hdr_share`` says otherwise. A quarter: backlit windows and lamps in view are common in all
 #: three kinds of content; the calibration (README) was re-measured with it.
 DEFAULT_HDR_SHARE = 0.25
-#: ugc_sim's severity per image: ``offset + span x Beta(k, k)``, fitted to the KonIQ-like tier shares
-#: (:mod:`iqalab.sim.calibration`: a peak mid-scale and 1-12 % in each extreme tier). (0.2, 0.45, 3) before the
-#: issue #23 content (sharper, never-upsampled backgrounds, HDR) gave Bad 12.8 % / Excellent 14.3 %; this narrower,
-#: higher draw 13.5 % / 10.7 % (README)
-UGC_SEVERITY = (0.30, 0.32, 4.0)
+#: ugc_sim's severity per image: ``offset + span x Beta(k, k)``, and its lighting conditions with their odds
+#: (daylight-heavy, as photo-sharing collections such as KonIQ-10k's are; None: the four equally often). Both fitted
+#: to the KonIQ-like tier shares (:mod:`iqalab.sim.calibration`: a peak mid-scale and 1-12 % in each extreme tier):
+#: with the issue #23 content (sharper, never-upsampled backgrounds, HDR) the former (0.2, 0.45, 3) with equal
+#: conditions gave Bad 12.8 % / Excellent 14.3 %; these give 10.2 % / 10.9 % (README, NOTES)
+UGC_SEVERITY = (0.33, 0.30, 4.0)
+UGC_CONDITIONS: dict[str, float] | None = {"outdoor": 0.35, "indoor": 0.35, "lowlight": 0.18, "night": 0.12}
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -516,8 +519,10 @@ def ugc_sim(root: Path, seed: int = 0, n_images: int = 320, image_size: int = 25
     shots = []
     for i in range(n_images):
         scene_id = f"ugc{i:05d}"
-        scene = _maybe_hdr(make_scene(rng, image_size, person="any" if rng.random() < 0.5 else None,
-                                      name=scene_id), hdr_rng, hdr_share)
+        condition = (None if UGC_CONDITIONS is None
+                     else str(rng.choice(list(UGC_CONDITIONS), p=list(UGC_CONDITIONS.values()))))
+        scene = _maybe_hdr(make_scene(rng, image_size, condition=condition,
+                                      person="any" if rng.random() < 0.5 else None, name=scene_id), hdr_rng, hdr_share)
         # calibrated (sim.calibration): KonIQ-like authentic data peak mid-scale with few Bad/Excellent images
         severity = float(UGC_SEVERITY[0] + UGC_SEVERITY[1] * rng.beta(UGC_SEVERITY[2], UGC_SEVERITY[2]))
         ref = auto_params(scene, aperture=float(rng.choice([1.8, 2.2, 2.8])), slowest=1 / 15, max_iso=6400)
@@ -624,8 +629,11 @@ def scene_pool(n_scenes: int, seed: int = 0, image_size: int = 256, kind: str = 
             scenes.append(_maybe_hdr(make_scene(rng, image_size, condition=conditions[s % 4], person="any",
                                                 name=name), hdr_rng, hdr_share))
         elif kind == "ugc":
-            scenes.append(_maybe_hdr(make_scene(rng, image_size, person="any" if rng.random() < 0.5 else None,
-                                                name=name), hdr_rng, hdr_share))
+            condition = (None if UGC_CONDITIONS is None
+                         else str(rng.choice(list(UGC_CONDITIONS), p=list(UGC_CONDITIONS.values()))))
+            scenes.append(_maybe_hdr(make_scene(rng, image_size, condition=condition,
+                                                person="any" if rng.random() < 0.5 else None, name=name),
+                                     hdr_rng, hdr_share))
         else:
             raise ValueError(f"unknown scene pool kind {kind!r}; choose livestream, portrait, face or ugc")
     return scenes
