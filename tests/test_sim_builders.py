@@ -212,10 +212,32 @@ def test_screening_removals_are_recorded_in_dataset_json(built):
 
 def test_hdr_share_is_a_checked_option_that_changes_only_what_it_should(tmp_path):
     opts = {**TINY["ugc_sim"], "n_images": 4}
-    plain = build("ugc_sim", tmp_path / "p", seed=0, **opts)
+    plain = build("ugc_sim", tmp_path / "p", seed=0, hdr_share=0.0, **opts)
     hdr = build("ugc_sim", tmp_path / "h", seed=0, hdr_share=1.0, **opts)
     assert hdr.meta["generator"]["hdr_share"] == 1.0
     assert hdr.images["sim_clipped_hi"].mean() > plain.images["sim_clipped_hi"].mean()
     assert plain.images["cam_aperture"].tolist() == hdr.images["cam_aperture"].tolist()  # own stream
     with pytest.raises(ValueError, match="hdr_share"):
         build("ugc_sim", tmp_path / "x", seed=0, hdr_share=2.0, **opts)
+
+
+def test_default_builds_vary_people_skin_tones_and_light(built):
+    """Issue #23 content in the default builders: HDR scenes on by default, skin tones drawn over the levels,
+    face_sim mixing the LFW identities with the photographs, and every image saying what it shows."""
+    from iqalab.sim.builders import DEFAULT_HDR_SHARE
+    from iqalab.sim.scenes import LFW_IDENTITIES, LFW_SHARE, PERSONS, SKIN_TONES
+
+    for name in ("fglive_sim", "portrait_sim", "ugc_sim"):
+        assert builder_options(name)["hdr_share"] == DEFAULT_HDR_SHARE > 0
+        assert built[name].meta["generator"]["hdr_share"] == DEFAULT_HDR_SHARE
+    images = built["fglive_sim"].images
+    assert set(images["sim_skin_tone"]) <= set(SKIN_TONES) and images["sim_skin_tone"].nunique() >= 2
+    assert set(images["sim_person"]) <= set(PERSONS) and images["sim_roll_deg"].abs().max() <= 12.0
+    assert images["sim_roll_deg"].nunique() == images["scene"].nunique()  # one roll per scene
+    faces = built["face_sim"].images.groupby("scene")["sim_person"].first()
+    assert faces.isin(LFW_IDENTITIES).any() and faces.isin(list(PERSONS)).any()
+    assert built["face_sim"].meta["generator"]["lfw_share"] == LFW_SHARE
+    ugc = built["ugc_sim"].images
+    assert (ugc["sim_person"] == "").any() and (ugc["sim_person"] != "").any()
+    with pytest.raises(ValueError, match="lfw_share"):
+        build("face_sim", built["face_sim"].root.parent / "bad", seed=0, lfw_share=1.5, **TINY["face_sim"])

@@ -17,8 +17,9 @@ the canonical tables with :func:`iqalab.data.schema.write_dataset`:
 * ``face_sim``    - SFIQA-Bench schema: loosely cropped faces in three scenarios (indoor, outdoor, vehicle), day
   and night, a face enhancer that hallucinates texture in poor light; noise, sharpness, colorfulness, contrast,
   fidelity, overall on 1-5 (BT.500 screening); 5-fold 7:1:2 cross-validation plus a scene split.
-* ``ugc_sim``     - REQA's setting: one MOS on 0-100 (votes 1-5 rescaled, as KonIQ/CLIVE), severities drawn so that
-  the MOS peaks mid-scale as KonIQ-like authentic data do, with few Bad and Excellent images (REQA Sec. IV-C);
+* ``ugc_sim``     - REQA's setting: one MOS on 0-100 (votes 1-5 rescaled, as KonIQ/CLIVE), severities and
+  (daylight-heavy) lighting conditions drawn so that the MOS peaks mid-scale as KonIQ-like authentic data do, with
+  few Bad and Excellent images (REQA Sec. IV-C);
   ``random_XX`` 80/20 splits.
 
 Images are stored as the camera's JPEG files (``images/<id>.jpg``): the simulated JPEG step *is* the file, never
@@ -51,6 +52,7 @@ from iqalab.sim.observers import (
 )
 from iqalab.sim.scenes import (
     CONDITIONS,
+    LFW_SHARE,
     Scene,
     face_crop_scene,
     high_dynamic_range,
@@ -61,8 +63,10 @@ from iqalab.sim.scenes import (
 
 log = logging.getLogger(__name__)
 
-LICENCE = ("images derived from scikit-image data (BSD-3 / public domain / CC0 sources), matplotlib's "
-           "grace_hopper sample (public domain) and scikit-learn's sample images (CC BY 2.0 / public domain)")
+LICENCE = ("images derived from scikit-image data (BSD-3 / public domain / CC0 sources; its lfw_subset: 25 px "
+           "crops of Labeled Faces in the Wild, Huang et al. 2007, news photographs distributed for research), "
+           "matplotlib's grace_hopper sample (public domain) and scikit-learn's sample images (CC BY 2.0 / public "
+           "domain)")
 CITATION = "iqalab built-in simulator (physically based camera + virtual rater panel); see README"
 PAPER_CITATIONS = {
     "fglive_sim": "TuningIQA: fine-grained BIQA for livestreaming camera tuning (FGLive-10K)",
@@ -77,6 +81,20 @@ PAPER_SIZES: dict[str, dict[str, Any]] = {
     "face_sim": {"n_scenes": 834, "images_per_scene": 6, "image_size": 256, "n_raters": 25},
     "ugc_sim": {"n_images": 10073, "image_size": 512, "n_raters": 20, "n_splits": 20},
 }
+
+
+#: share of high-dynamic-range scenes (bright background behind the subject, lamps in the frame;
+#: :func:`iqalab.sim.scenes.high_dynamic_range`) in the livestream, portrait and UGC builders and their held-out
+#: pools, unless ``hdr_share`` says otherwise. A quarter: backlit windows and lamps in view are common in all
+#: three kinds of content; the calibration (README) was re-measured with it.
+DEFAULT_HDR_SHARE = 0.25
+#: ugc_sim's severity per image: ``offset + span x Beta(k, k)``, and its lighting conditions with their odds
+#: (daylight-heavy, as photo-sharing collections such as KonIQ-10k's are; None: the four equally often). Both fitted
+#: to the KonIQ-like tier shares (:mod:`iqalab.sim.calibration`: a peak mid-scale and 1-12 % in each extreme tier):
+#: with the issue #23 content (sharper, never-upsampled backgrounds, HDR) the former (0.2, 0.45, 3) with equal
+#: conditions gave Bad 12.8 % / Excellent 14.3 %; these give 10.2 % / 10.9 % (README, NOTES)
+UGC_SEVERITY = (0.33, 0.30, 4.0)
+UGC_CONDITIONS: dict[str, float] | None = {"outdoor": 0.35, "indoor": 0.35, "lowlight": 0.18, "night": 0.12}
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -102,6 +120,15 @@ def _box_columns(scene: Scene, with_person: bool = True) -> dict[str, float]:
     return row
 
 
+def _content_columns(scene: Scene) -> dict[str, Any]:
+    """What is in the picture (issue #23), for analyses by content: the person's source (a photograph or an
+    ``lfw_NNN`` face; empty without a person), skin-tone level (empty: none or as photographed), head roll in
+    degrees, and whether the scene is high dynamic range."""
+    meta = scene.meta
+    return {"sim_person": str(meta.get("person_source") or ""), "sim_skin_tone": str(meta.get("skin_tone") or ""),
+            "sim_roll_deg": float(meta.get("roll_deg", 0.0)), "sim_hdr": "hdr" in meta}
+
+
 def _render_rows(shots: list[tuple[str, Scene, CameraParams]], root: Path, rng: np.random.Generator,
                  desc: str, with_person: bool = True) -> tuple[pd.DataFrame, list[dict[str, float]]]:
     """Render every (scene id, scene, params) shot to ``root/images/<id>.jpg``; one table row per image."""
@@ -120,6 +147,7 @@ def _render_rows(shots: list[tuple[str, Scene, CameraParams]], root: Path, rng: 
                                "condition": scene.condition, "width": w, "height": h}
         row.update(params.cam_columns())
         row.update(_box_columns(scene, with_person))
+        row.update(_content_columns(scene))
         rows.append(row)
         infos.append(shot.info)
     return pd.DataFrame(rows), infos
@@ -304,7 +332,8 @@ def fglive_sim(root: Path, seed: int = 0, n_scenes: int = 40, images_per_scene: 
                n_raters: int = 20, screening: str = "pearson", pair_threshold: float = 0.8, n_judges: int = 5,
                max_pairs_per_scene: int | None = None, test_fraction: float = 104 / 555,
                val_fraction: float = 0.1, deviations: str = "graded", level_step: float = 1.1,
-               preview_pool: int = 10, metadata_missing: float = 0.34, hdr_share: float = 0.0) -> Dataset:
+               preview_pool: int = 10, metadata_missing: float = 0.34,
+               hdr_share: float = DEFAULT_HDR_SHARE) -> Dataset:
     """FGLive-10K-like livestreaming dataset (see the module docstring); defaults: 320 images, 256 px."""
     _check_positive(n_scenes=n_scenes, images_per_scene=images_per_scene, image_size=image_size, n_raters=n_raters)
     if deviations not in ("graded", "random"):
@@ -360,20 +389,21 @@ def _device(rng: np.random.Generator) -> dict[str, float]:
 def portrait_sim(root: Path, seed: int = 0, n_scenes: int = 16, images_per_scene: int = 16, image_size: int = 256,
                  n_raters: int = 20, n_judges: int = 6, max_pairs_per_scene: int | None = None,
                  scene_gain_sd: float = 0.25, jod_limit: float = 10.0, test_fraction: float = 0.3,
-                 val_fraction: float = 0.1) -> Dataset:
+                 val_fraction: float = 0.1, hdr_share: float = DEFAULT_HDR_SHARE) -> Dataset:
     """PIQ23-like portrait dataset (see the module docstring); defaults: 256 images, 256 px, JOD in [-10, 10]."""
     _check_positive(n_scenes=n_scenes, images_per_scene=images_per_scene, image_size=image_size,
                     n_raters=n_raters, n_judges=n_judges)
     if images_per_scene < 2:
         raise ValueError("portrait_sim needs at least 2 images per scene (pairwise comparisons)")
     rng = _stream(seed, "portrait_sim")
+    hdr_rng = _stream(seed, "portrait_sim/hdr")
     attributes = ["overall", "exposure", "details"]
     conditions = list(CONDITIONS)
     shots = []
     for s in range(n_scenes):
         scene_id = f"pq{s:03d}"
-        scene = make_scene(rng, image_size, condition=conditions[s % len(conditions)], person="any",
-                           name=scene_id)
+        scene = _maybe_hdr(make_scene(rng, image_size, condition=conditions[s % len(conditions)], person="any",
+                                      name=scene_id), hdr_rng, hdr_share)
         for _ in range(images_per_scene):
             dev = _device(rng)
             ref = auto_params(scene, aperture=dev["aperture"], slowest=dev["slowest"], max_iso=dev["max_iso"])
@@ -415,6 +445,7 @@ def portrait_sim(root: Path, seed: int = 0, n_scenes: int = 16, images_per_scene
     generator = {"builder": "portrait_sim", "seed": seed, "n_scenes": n_scenes, "images_per_scene": images_per_scene,
                  "image_size": image_size, "n_judges": n_judges, "max_pairs_per_scene": max_pairs_per_scene,
                  "scene_gain_sd": scene_gain_sd, "jod_limit": jod_limit, "profile": "portrait",
+                 "hdr_share": hdr_share,
                  "scale": "JOD (Thurstone Case V, 1 JOD = 75% preference), anchored at each scene's mean",
                  "panel": panel_summary(panel)}
     ds = Dataset(root=Path(root), meta=_meta("portrait_sim", attributes, (-jod_limit, jod_limit), generator,
@@ -426,8 +457,9 @@ def portrait_sim(root: Path, seed: int = 0, n_scenes: int = 16, images_per_scene
 
 def face_sim(root: Path, seed: int = 0, n_scenes: int = 60, images_per_scene: int = 6, image_size: int = 128,
              n_raters: int = 25, screening: str = "bt500", n_folds: int = 5, test_fraction: float = 0.2,
-             val_fraction: float = 0.1) -> Dataset:
-    """SFIQA-Bench-like surveillance face dataset (see the module docstring); defaults: 360 images, 128 px."""
+             val_fraction: float = 0.1, lfw_share: float = LFW_SHARE) -> Dataset:
+    """SFIQA-Bench-like surveillance face dataset (see the module docstring); defaults: 360 images, 128 px.
+    ``lfw_share`` of the scenes show one of the 100 LFW faces, the rest one of the three photographs."""
     _check_positive(n_scenes=n_scenes, images_per_scene=images_per_scene, image_size=image_size, n_raters=n_raters)
     rng = _stream(seed, "face_sim")
     attributes = ["noise", "sharpness", "colorfulness", "contrast", "fidelity", "overall"]
@@ -437,7 +469,8 @@ def face_sim(root: Path, seed: int = 0, n_scenes: int = 60, images_per_scene: in
         scene_id = f"sf{s:04d}"
         scenario = scenarios[s % 3]
         night = bool(rng.random() < 0.45)
-        scene = face_crop_scene(rng, image_size, scenario=scenario, night=night, name=scene_id)
+        scene = face_crop_scene(rng, image_size, scenario=scenario, night=night, name=scene_id,
+                                lfw_share=lfw_share)
         for _ in range(images_per_scene):
             # calibrated (sim.calibration): SFIQA-Bench's sharpness is its lowest dimension and colour and
             # contrast its best, so colour/tone errors are milder than the blur and the sharpening moderate
@@ -465,6 +498,7 @@ def face_sim(root: Path, seed: int = 0, n_scenes: int = 60, images_per_scene: in
                        ignore_index=True)
     generator = {"builder": "face_sim", "seed": seed, "n_scenes": n_scenes, "images_per_scene": images_per_scene,
                  "image_size": image_size, "screening": screening, "n_folds": n_folds, "profile": "surveillance",
+                 "lfw_share": lfw_share,
                  "panel": panel_summary(panel), "screening_removed": screened}
     ds = Dataset(root=Path(root), meta=_meta("face_sim", attributes, (1.0, 5.0), generator,
                                              "surveillance face crops: 3 scenarios, day/night, hallucinating "
@@ -476,7 +510,7 @@ def face_sim(root: Path, seed: int = 0, n_scenes: int = 60, images_per_scene: in
 
 def ugc_sim(root: Path, seed: int = 0, n_images: int = 320, image_size: int = 256, n_raters: int = 20,
             screening: str = "bt500", n_splits: int = 5, test_fraction: float = 0.2,
-            hdr_share: float = 0.0) -> Dataset:
+            hdr_share: float = DEFAULT_HDR_SHARE) -> Dataset:
     """User-generated-content dataset, MOS 0-100 over all five REQA tiers (see the module docstring)."""
     _check_positive(n_images=n_images, image_size=image_size, n_raters=n_raters, n_splits=n_splits)
     rng = _stream(seed, "ugc_sim")
@@ -485,10 +519,12 @@ def ugc_sim(root: Path, seed: int = 0, n_images: int = 320, image_size: int = 25
     shots = []
     for i in range(n_images):
         scene_id = f"ugc{i:05d}"
-        scene = _maybe_hdr(make_scene(rng, image_size, person="any" if rng.random() < 0.5 else None,
-                                      name=scene_id), hdr_rng, hdr_share)
+        condition = (None if UGC_CONDITIONS is None
+                     else str(rng.choice(list(UGC_CONDITIONS), p=list(UGC_CONDITIONS.values()))))
+        scene = _maybe_hdr(make_scene(rng, image_size, condition=condition,
+                                      person="any" if rng.random() < 0.5 else None, name=scene_id), hdr_rng, hdr_share)
         # calibrated (sim.calibration): KonIQ-like authentic data peak mid-scale with few Bad/Excellent images
-        severity = float(0.2 + 0.45 * rng.beta(3.0, 3.0))
+        severity = float(UGC_SEVERITY[0] + UGC_SEVERITY[1] * rng.beta(UGC_SEVERITY[2], UGC_SEVERITY[2]))
         ref = auto_params(scene, aperture=float(rng.choice([1.8, 2.2, 2.8])), slowest=1 / 15, max_iso=6400)
 
         def hit(severity: float = severity) -> bool:
@@ -572,13 +608,16 @@ def build(name: str, root: str | Path, seed: int = 0, **size_kwargs: Any) -> Dat
 
 
 # --------------------------------------------------------------------------------------------- pools, figures
-def scene_pool(n_scenes: int, seed: int = 0, image_size: int = 256, kind: str = "livestream") -> list[Scene]:
+def scene_pool(n_scenes: int, seed: int = 0, image_size: int = 256, kind: str = "livestream",
+               hdr_share: float = DEFAULT_HDR_SHARE) -> list[Scene]:
     """Scenes for gMAD and the camera-tuning study, drawn from a stream no builder uses (held out).
 
     ``kind``: ``livestream`` (people composited, the FGLive conditions), ``portrait`` (people, all four
-    conditions), ``face`` (surveillance face crops) or ``ugc`` (half without people).
+    conditions), ``face`` (surveillance face crops) or ``ugc`` (half without people); all but ``face`` with a
+    ``hdr_share`` of high-dynamic-range scenes, as their builders have.
     """
     rng = _stream(seed, f"scene_pool/{kind}")
+    hdr_rng = _stream(seed, f"scene_pool/{kind}/hdr")
     scenes = []
     for s in range(n_scenes):
         name = f"pool_{kind}_{s:04d}"
@@ -587,9 +626,14 @@ def scene_pool(n_scenes: int, seed: int = 0, image_size: int = 256, kind: str = 
                                           night=bool(rng.random() < 0.45), name=name))
         elif kind in ("livestream", "portrait"):
             conditions = ["indoor", "outdoor", "lowlight", "night"]
-            scenes.append(make_scene(rng, image_size, condition=conditions[s % 4], person="any", name=name))
+            scenes.append(_maybe_hdr(make_scene(rng, image_size, condition=conditions[s % 4], person="any",
+                                                name=name), hdr_rng, hdr_share))
         elif kind == "ugc":
-            scenes.append(make_scene(rng, image_size, person="any" if rng.random() < 0.5 else None, name=name))
+            condition = (None if UGC_CONDITIONS is None
+                         else str(rng.choice(list(UGC_CONDITIONS), p=list(UGC_CONDITIONS.values()))))
+            scenes.append(_maybe_hdr(make_scene(rng, image_size, condition=condition,
+                                                person="any" if rng.random() < 0.5 else None, name=name),
+                                     hdr_rng, hdr_share))
         else:
             raise ValueError(f"unknown scene pool kind {kind!r}; choose livestream, portrait, face or ugc")
     return scenes

@@ -158,7 +158,9 @@ def layer_blur(scene: Scene, params: CameraParams, person: bool) -> dict[str, fl
     if person or scene.person is None:
         vx, vy = vx + scene.subject_speed[0], vy + scene.subject_speed[1]
     mx, my = abs(vx) * params.shutter, abs(vy) * params.shutter
-    effective = float(np.sqrt(sigma**2 + scene.base_blur**2 + (mx**2 + my**2) / 12.0))
+    # softness already in the pixels: the subject's, or the background's behind a person (issue #23)
+    base = scene.base_blur if focused or scene.background_base_blur is None else scene.background_base_blur
+    effective = float(np.sqrt(sigma**2 + base**2 + (mx**2 + my**2) / 12.0))
     # motion_dx: the sign of vx * vy (a line from top-left to bottom-right or from bottom-left to top-right)
     return {"sigma": sigma, "motion_x": float(mx), "motion_y": float(my), "effective": effective,
             "motion_dx": 1.0 if vx * vy >= 0 else -1.0}

@@ -40,7 +40,8 @@ BUILDER_POOLS: dict[str, tuple[str, str]] = {
     "fglive_sim": ("livestream", "livestream"), "portrait_sim": ("portrait", "portrait"),
     "face_sim": ("face", "surveillance"), "ugc_sim": ("ugc", "ugc"),
 }
-POOL_VERSION = 1  # bump when the rendering recipe changes, so cached pools are re-rendered
+POOL_VERSION = 2  # bump when the rendering or scene recipe changes, so cached pools are re-rendered
+#                  (2: issue #23 content: LFW faces, skin tones, head roll, scales, HDR share)
 
 
 @functools.lru_cache(maxsize=1)

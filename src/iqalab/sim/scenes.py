@@ -9,10 +9,18 @@ and the intrinsic softness of a low-resolution capture. Person and face boxes an
 known exactly because the composite is built from sprites whose face geometry is stored below.
 
 Sources (all offline): scikit-image ``astronaut``, ``camera``, ``coffee``, ``chelsea``, ``cat``, ``rocket``,
-``stereo_motorcycle``, ``brick``, ``grass``, ``gravel``, ``clock``, ``coins``; matplotlib's ``grace_hopper``;
-scikit-learn's ``china`` and ``flower``. Face boxes and landmarks of the person sources were found once with
-MTCNN (facenet-pytorch 2.6.0, probability > 0.999) and are stored as constants; person boxes were read off the
-images by hand.
+``stereo_motorcycle``, ``brick``, ``grass``, ``gravel``, ``clock``, ``coins`` and the 100 faces of ``lfw_subset``
+(Labeled Faces in the Wild, 25 px grey crops); matplotlib's ``grace_hopper``; scikit-learn's ``china`` and
+``flower``. Face boxes and landmarks of the person sources were found once with MTCNN (facenet-pytorch 2.6.0,
+probability > 0.999; the LFW tiles' in :mod:`iqalab.sim.lfw_geometry`) and are stored as constants; person boxes
+were read off the images by hand.
+
+Controlled variation (issue #23): every face is given one of six skin-tone levels, the categories of the
+individual typology angle ITA = atan((L* - 50) / b*) (Chardon et al. 1991; Del Bino et al. 2006), by moving the
+skin's CIELAB colour (a perceptually uniform space; shading and texture are kept as offsets in L*, a*, b*) to the
+level's centre (:func:`toned_photo`); composited people get a head roll of up to 12 degrees either way and a mirror
+image (pose), and fill 45-100 % of the frame height (scale). Nothing is upsampled silently: a source shown larger
+than it was captured records its softness as ``base_blur`` (the subject) or ``background_base_blur``.
 
 Units: lengths that describe optics and motion are in *reference pixels*, i.e. pixels of a 512-px-wide image,
 and are scaled to the rendered size, so a scene blurs the same at 256 px and at 512 px relative to its width.
@@ -29,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from iqalab.data.cache import decode_image
+from iqalab.sim.lfw_geometry import LFW_FACES
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +80,35 @@ PERSONS: dict[str, PersonSource] = {
                            ((234.4, 147.2), (252.3, 149.6), (250.7, 169.1), (231.2, 180.4), (243.5, 181.9)),
                            (0.0, 62.0, 340.0, 512.0)),
 }
+#: LFW faces (scikit-image ``lfw_subset``, tiles 0-99): one identity each, for the surveillance face crops
+LFW_IDENTITIES = tuple(f"lfw_{i:03d}" for i in sorted(LFW_FACES))
+#: every face source of :func:`face_crop_scene`: the three photographs and the LFW tiles
+FACE_SOURCES = (*PERSONS, *LFW_IDENTITIES)
+#: skin-tone levels: ITA categories (degrees: very light > 55, light 41-55, intermediate 28-41, tan 10-28, brown
+#: -30-10, dark < -30) and the CIELAB centre (L*, a*, b*) each face is moved to; L* = 50 + b* tan(ITA) at the
+#: category's centre angle (62, 48, 34, 19, -10, -45 degrees), a* and b* typical of measured skin
+SKIN_TONES: dict[str, tuple[float, float, float]] = {
+    "very_light": (50.0 + 14.0 * float(np.tan(np.radians(62.0))), 9.0, 14.0),
+    "light": (50.0 + 15.0 * float(np.tan(np.radians(48.0))), 10.0, 15.0),
+    "intermediate": (50.0 + 17.0 * float(np.tan(np.radians(34.0))), 11.0, 17.0),
+    "tan": (50.0 + 18.0 * float(np.tan(np.radians(19.0))), 12.0, 18.0),
+    "brown": (50.0 + 16.0 * float(np.tan(np.radians(-10.0))), 11.0, 16.0),
+    "dark": (50.0 + 12.0 * float(np.tan(np.radians(-45.0))), 9.0, 12.0),
+}
+ITA_BOUNDS: dict[str, tuple[float, float]] = {
+    "very_light": (55.0, 90.0), "light": (41.0, 55.0), "intermediate": (28.0, 41.0), "tan": (10.0, 28.0),
+    "brown": (-30.0, 10.0), "dark": (-90.0, -30.0),
+}
+#: largest head roll (degrees) of a composited person, either way
+MAX_ROLL = 12.0
+#: a surveillance face crop's capture resolution, as a share of the saved crop's size (uniform in this range; an
+#: LFW tile is at most its 25 px): small faces are soft (fitted, :mod:`iqalab.sim.calibration`)
+FACE_CAPTURE = (0.12, 0.6)
+#: share of surveillance face crops showing an LFW face (the rest one of the three photographs). LFW tiles are 25 px,
+#: so their crops are soft; fitted so that face_sim's sharpness stays SFIQA-Bench's lowest dimension at a mean
+#: within tolerance (0.5 gave 2.53 < 2.66; 0.25 gives 2.71; README's calibration)
+LFW_SHARE = 0.25
+
 #: sources usable as composited head-and-shoulders sprites. (A former ``rider`` source, a box on the
 #: ``stereo_motorcycle`` photo, was dropped: it lay on the front wheel and MTCNN finds no face there, issue #23;
 #: ``tests/test_sim_scenes.py`` runs MTCNN over every source and every scene builder.)
@@ -137,6 +175,8 @@ def load_photo(name: str) -> np.ndarray:
         img = load_sample_image(f"{name}.jpg")
     elif name == "motorcycle":
         img = skimage.data.stereo_motorcycle()[0]
+    elif name.startswith("lfw_"):
+        img = np.rint(skimage.data.lfw_subset()[int(name[4:])] * 255.0).astype(np.uint8)
     else:
         img = getattr(skimage.data, name)()
     lin = srgb_to_linear(_to_rgb(img).astype(np.float32) / 255.0)
@@ -154,9 +194,95 @@ def resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.stack([resize(img[..., c], width, height) for c in range(img.shape[-1])], axis=-1)
 
 
+def face_geometry(name: str) -> tuple[tuple[float, float, float, float], np.ndarray]:
+    """(face box, 5 landmarks) of face source ``name`` (a :data:`PERSONS` key or an ``lfw_NNN`` tile), in the
+    source photograph's pixels."""
+    if name.startswith("lfw_"):
+        box, landmarks, _ = LFW_FACES[int(name[4:])]
+        return box, np.asarray(landmarks, dtype=np.float64)
+    src = PERSONS[name]
+    return src.face_box, np.asarray(src.landmarks, dtype=np.float64)
+
+
+def ita(lab: np.ndarray) -> np.ndarray:
+    """Individual typology angle (degrees) of CIELAB colours ``[..., 3]``: atan((L* - 50) / b*)."""
+    return np.degrees(np.arctan2(lab[..., 0] - 50.0, lab[..., 2]))
+
+
+def skin_weight(lab: np.ndarray, face_box: tuple[float, float, float, float],
+                landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Soft skin mask of a face (0-1, HxW) and the skin's median CIELAB colour.
+
+    Spatial prior: an ellipse over the face box plus the neck below it; colour term: closeness in CIELAB to the
+    median of the cheeks-to-mouth region between the landmarks (L* within about 18 units, and a*, b* within about
+    10 when the photograph has colour at all). Hair, eyes' surroundings, clothes and background weigh little.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    h, w = lab.shape[:2]
+    fx0, fy0, fx1, fy1 = face_box
+    fw, fh = fx1 - fx0, fy1 - fy0
+    cx, cy = (fx0 + fx1) / 2, (fy0 + fy1) / 2
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    face = ((xx - cx) / (0.55 * fw)) ** 2 + ((yy - (cy + 0.05 * fh)) / (0.62 * fh)) ** 2 <= 1.0
+    neck = (np.abs(xx - cx) <= 0.3 * fw) & (yy >= cy + 0.3 * fh) & (yy <= cy + 1.0 * fh)
+    prior = gaussian_filter((face | neck).astype(np.float32), sigma=max(0.6, 0.04 * fw))
+    lm = np.asarray(landmarks, dtype=np.float64)
+    sx0, sx1 = int(np.floor(lm[:, 0].min())), int(np.ceil(lm[:, 0].max())) + 1
+    sy0, sy1 = int(np.floor(lm[:2, 1].min())), int(np.ceil(lm[3:, 1].max())) + 1
+    region = (slice(max(sy0, 0), min(sy1, h)), slice(max(sx0, 0), min(sx1, w)))
+    sample = lab[region].reshape(-1, 3)
+    median = np.median(sample, axis=0) if len(sample) else np.median(lab.reshape(-1, 3), axis=0)
+    close = np.exp(-0.5 * ((lab[..., 0] - median[0]) / 18.0) ** 2)
+    if float(np.hypot(median[1], median[2])) > 3.0:  # a colour photograph: the skin's hue counts too
+        close = close * np.exp(-0.5 * ((lab[..., 1] - median[1]) ** 2 + (lab[..., 2] - median[2]) ** 2) / 10.0**2)
+    weight = prior * close
+    # full weight on typical skin: scaled so that the sample region's median weight is 1
+    typical = float(np.median(weight[region])) if weight[region].size else 1.0
+    return np.clip(weight / max(typical, 1e-3), 0.0, 1.0).astype(np.float32), median
+
+
 @functools.cache
-def sprite(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Head-and-shoulders cut-out of a person source: (linear RGB crop of the person box, soft alpha matte).
+def toned_photo(name: str, tone: str | None) -> np.ndarray:
+    """Face source ``name`` (a :data:`PERSONS` key or ``lfw_NNN``) as linear RGB with its skin moved to skin-tone
+    level ``tone`` (:data:`SKIN_TONES`; ``None``: as photographed), read-only and cached.
+
+    In CIELAB (D65), each skin pixel moves by ``weight x (centre - skin median)``, so shading and texture stay as
+    they were (offsets in a perceptually uniform space) while the skin's mean colour becomes the level's; grey
+    photographs (the cameraman, the LFW tiles) get the level's hue on their skin only.
+    """
+    import warnings
+
+    from skimage.color import lab2rgb, rgb2lab
+
+    photo = load_photo(PERSONS[name].source if name in PERSONS else name)
+    if tone is None:
+        return photo
+    if tone not in SKIN_TONES:
+        raise ValueError(f"unknown skin tone {tone!r}; choose from {list(SKIN_TONES)}")
+    box, landmarks = face_geometry(name)
+    h, w = photo.shape[:2]
+    fw, fh = box[2] - box[0], box[3] - box[1]
+    x0, y0 = int(max(0, box[0] - 0.8 * fw)), int(max(0, box[1] - 0.8 * fh))
+    x1, y1 = int(min(w, box[2] + 0.8 * fw)), int(min(h, box[3] + 1.2 * fh))
+    region = photo[y0:y1, x0:x1]
+    lab = rgb2lab(linear_to_srgb(region))
+    shift_box = (box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0)
+    weight, median = skin_weight(lab, shift_box, landmarks - [x0, y0])
+    lab = lab + weight[..., None] * (np.asarray(SKIN_TONES[tone]) - median)[None, None, :]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # out-of-gamut colours are clipped by lab2rgb (it warns about them)
+        srgb = np.clip(lab2rgb(lab), 0.0, 1.0)
+    out = photo.copy()
+    out[y0:y1, x0:x1] = srgb_to_linear(srgb)
+    out.setflags(write=False)
+    return out
+
+
+@functools.cache
+def sprite(name: str, tone: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Head-and-shoulders cut-out of a person source: (linear RGB crop of the person box, soft alpha matte), with
+    the skin at level ``tone`` (:func:`toned_photo`).
 
     The matte is a head ellipse around the MTCNN face box (extended upwards for hair/caps), a neck, and
     shoulders widening downwards to the person box: crude, but its geometry is known exactly.
@@ -164,7 +290,7 @@ def sprite(name: str) -> tuple[np.ndarray, np.ndarray]:
     from scipy.ndimage import gaussian_filter
 
     src = PERSONS[name]
-    photo = load_photo(src.source)
+    photo = toned_photo(name, tone)
     x0, y0, x1, y1 = (int(round(v)) for v in src.person_box)
     crop = photo[y0:y1, x0:x1]
     h, w = crop.shape[:2]
@@ -210,6 +336,8 @@ class Scene:
     veil: float = 0.0        # veiling glare, fraction of the mean radiance added uniformly (windscreens)
     ir_mix: float = 0.0      # infrared illumination share (desaturates and tints; surveillance at night)
     base_blur: float = 0.0   # softness already in the pixels (Gaussian sigma, reference px), e.g. low resolution
+    #                          or an upsampled source: of the subject (the person layer, else the frame)
+    background_base_blur: float | None = None  # the same for the background layer behind a person (None: base_blur)
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -229,13 +357,25 @@ class Scene:
         return self.person * a + self.background * (1 - a)
 
 
+def upsampling_blur(magnification: float, size: int) -> float:
+    """Softness (Gaussian sigma, reference px) that showing a source ``magnification`` x its captured size leaves
+    in a ``size``-px-wide render: about 0.45 output px per unit of magnification above 1 (none when reduced)."""
+    return float(0.45 * max(float(magnification) - 1.0, 0.0) * REFERENCE_WIDTH / size)
+
+
 def _random_crop(photo: np.ndarray, size: int, rng: np.random.Generator, min_frac: float = 0.45,
-                 max_frac: float = 1.0) -> np.ndarray:
+                 max_frac: float = 1.0) -> tuple[np.ndarray, float]:
+    """A random square crop resized to ``size`` and its magnification (output px per source px).
+
+    The crop is never smaller than ``size`` source pixels where the photograph allows, so it is not upsampled;
+    a photograph whose short side is below ``size`` is (magnification > 1, for the caller to record).
+    """
     h, w = photo.shape[:2]
     side = int(min(h, w) * rng.uniform(min_frac, max_frac))
+    side = max(side, min(size, h, w))
     y = int(rng.integers(0, h - side + 1))
     x = int(rng.integers(0, w - side + 1))
-    return resize(photo[y:y + side, x:x + side], size, size)
+    return resize(photo[y:y + side, x:x + side], size, size), size / side
 
 
 def _relight(img: np.ndarray, rng: np.random.Generator, strength: float = 0.6) -> np.ndarray:
@@ -273,38 +413,74 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...] | list[str]) -> str
 
 
 def make_scene(rng: np.random.Generator, size: int = 256, condition: str | None = None, person: str | None = "any",
-               name: str = "scene", background: str | None = None) -> Scene:
+               name: str = "scene", background: str | None = None, skin_tone: str | None = "any") -> Scene:
     """Draw a random scene: a background crop, relit, with a composited person (``person``: a sprite name,
-    ``"any"`` or ``None`` for none), under ``condition`` lighting (random when ``None``)."""
+    ``"any"`` or ``None`` for none; ``skin_tone``: a :data:`SKIN_TONES` level, ``"any"`` or ``None`` for the
+    photograph's own), under ``condition`` lighting (random when ``None``)."""
     condition = condition or _pick(rng, tuple(CONDITIONS))
     if condition not in CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}; choose from {sorted(CONDITIONS)}")
     bg_name = background or _pick(rng, BACKGROUNDS)
-    bg = _tint_if_grey(_random_crop(load_photo(bg_name), size, rng), rng)
+    bg, bg_mag = _random_crop(load_photo(bg_name), size, rng)
+    bg = _tint_if_grey(bg, rng)
     if rng.random() < 0.5:
         bg = bg[:, ::-1]
     bg = _relight(bg, rng)
     light = CONDITIONS[condition]
     lum = float(np.exp(rng.uniform(*np.log(light["luminance"]))))
     cct = float(rng.uniform(*light["cct"]))
+    bg_blur = upsampling_blur(bg_mag, size)
     scene = Scene(name=name, background=np.ascontiguousarray(bg), luminance=lum, cct=cct, condition=condition,
                   background_defocus=float(rng.uniform(0.0, 30.0)),
                   person_defocus=float(rng.uniform(0.0, 3.0)),
                   shake_speed=(float(rng.normal(0, 15)), float(rng.normal(0, 10))),
-                  meta={"background_source": bg_name})
+                  base_blur=bg_blur, meta={"background_source": bg_name, "background_magnification": bg_mag})
     if person is not None:
         who = _pick(rng, SPRITES) if person == "any" else person
-        _composite(scene, who, rng)
+        tone = _pick(rng, tuple(SKIN_TONES)) if skin_tone == "any" else skin_tone
+        scene.base_blur, scene.background_base_blur = 0.0, bg_blur
+        _composite(scene, who, rng, tone)
     return scene
 
 
-def _composite(scene: Scene, who: str, rng: np.random.Generator) -> None:
-    """Paste a relit head-and-shoulders sprite, bottom-aligned, at a random scale and horizontal position."""
+def _posed(rgb: np.ndarray, alpha: np.ndarray, face_box: tuple[float, float, float, float], landmarks: np.ndarray,
+           angle: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Roll a sprite's head by ``angle`` degrees (positive: counter-clockwise as seen) about its face centre.
+
+    Returns (rgb, alpha, face box, landmarks) in the sprite's pixels. Edge pixels extend the body where the
+    rotation uncovers the bottom rows; the face box keeps its size around the rotated centre (a detector's box of
+    a slightly tilted face), the landmarks turn exactly.
+    """
+    from skimage.transform import SimilarityTransform, warp
+
+    cx, cy = (face_box[0] + face_box[2]) / 2, (face_box[1] + face_box[3]) / 2
+    theta = -np.radians(angle)  # image rows grow downwards: a visual counter-clockwise turn is negative here
+    tform = (SimilarityTransform(translation=(-cx, -cy)) + SimilarityTransform(rotation=theta)
+             + SimilarityTransform(translation=(cx, cy)))
+    rgb_r = warp(np.array(rgb, dtype=np.float64), tform.inverse, order=1, mode="edge", preserve_range=True).astype(np.float32)
+    alpha_r = warp(np.array(alpha, dtype=np.float64), tform.inverse, order=1, mode="edge", preserve_range=True).astype(np.float32)
+    lm = tform(np.asarray(landmarks, dtype=np.float64))
+    hw, hh = (face_box[2] - face_box[0]) / 2, (face_box[3] - face_box[1]) / 2
+    return rgb_r, alpha_r, np.array([cx - hw, cy - hh, cx + hw, cy + hh]), lm
+
+
+def _composite(scene: Scene, who: str, rng: np.random.Generator, tone: str | None = None,
+               roll: float | None = None, mirror: bool | None = None) -> None:
+    """Paste a relit head-and-shoulders sprite (skin tone ``tone``, head rolled by ``roll`` degrees, drawn within
+    +-:data:`MAX_ROLL` when None), bottom-aligned, filling 45-100 % of the frame height, at a random horizontal
+    position, mirrored with odds 1/2 (or as ``mirror`` says). A sprite shown larger than its photograph records
+    the softness as ``base_blur``."""
     src = PERSONS[who]
-    rgb, alpha = sprite(who)
+    rgb, alpha = sprite(who, tone)
+    px0, py0 = src.person_box[:2]
+    angle = float(rng.uniform(-MAX_ROLL, MAX_ROLL))
+    angle = angle if roll is None else float(roll)
+    rgb, alpha, face, lm = _posed(rgb, alpha, (src.face_box[0] - px0, src.face_box[1] - py0,
+                                               src.face_box[2] - px0, src.face_box[3] - py0),
+                                  np.asarray(src.landmarks, dtype=np.float64) - [px0, py0], angle)
     size_h, size_w = scene.size
     sh, sw = rgb.shape[:2]
-    scale = rng.uniform(0.65, 1.0) * size_h / sh
+    scale = rng.uniform(0.45, 1.0) * size_h / sh
     new_h, new_w = max(8, int(round(sh * scale))), max(8, int(round(sw * scale)))
     rgb_s = resize(rgb, new_w, new_h)
     alpha_s = np.clip(resize(alpha, new_w, new_h), 0, 1)
@@ -318,36 +494,37 @@ def _composite(scene: Scene, who: str, rng: np.random.Generator) -> None:
     ys0 = max(0, y_top)
     person[ys0:, xs0:xs1] = rgb_s[ys0 - y_top:, xs0 - x_left:xs1 - x_left]
     matte[ys0:, xs0:xs1] = alpha_s[ys0 - y_top:, xs0 - x_left:xs1 - x_left]
-    px0, py0 = src.person_box[:2]
 
-    def to_norm(x: np.ndarray | float, y: np.ndarray | float) -> tuple[Any, Any]:
-        return (np.asarray(x) - px0) * scale + x_left, (np.asarray(y) - py0) * scale + y_top
+    def to_frame(x: np.ndarray | float, y: np.ndarray | float) -> tuple[Any, Any]:
+        return np.asarray(x) * scale + x_left, np.asarray(y) * scale + y_top
 
-    fx, fy = to_norm(np.array(src.face_box[0::2]), np.array(src.face_box[1::2]))
-    lm = np.array(src.landmarks, dtype=np.float64)
-    lx, ly = to_norm(lm[:, 0], lm[:, 1])
+    fx, fy = to_frame(face[0::2], face[1::2])
+    lx, ly = to_frame(lm[:, 0], lm[:, 1])
     ys, xs = np.nonzero(matte > 0.5)
     if len(xs) == 0:
         return
     flip = bool(rng.random() < 0.5)
+    flip = flip if mirror is None else bool(mirror)
     if flip:
         person, matte = person[:, ::-1].copy(), matte[:, ::-1].copy()
         xs = size_w - 1 - xs
         fx = size_w - fx[::-1]
+        lx = size_w - lx
     scene.person, scene.alpha = np.ascontiguousarray(person), np.ascontiguousarray(matte)
     scene.person_box = _clip_box((xs.min() / size_w, ys.min() / size_h, (xs.max() + 1) / size_w,
                                   (ys.max() + 1) / size_h))
     scene.face_box = _clip_box((fx[0] / size_w, fy[0] / size_h, fx[1] / size_w, fy[1] / size_h))
     landmarks = np.stack([lx / size_w, ly / size_h], axis=1)
-    scene.landmarks = np.clip(_flip_landmarks(landmarks) if flip else landmarks, 0.0, 1.0)
+    scene.landmarks = np.clip(landmarks[[1, 0, 2, 4, 3]] if flip else landmarks, 0.0, 1.0)
     scene.subject_speed = (float(rng.normal(0, 60)), float(rng.normal(0, 20)))
+    scene.base_blur = upsampling_blur(scale, size_w)
     # whole composite normalised to a metered mid-grey
     total = luminance(scene.radiance()).mean()
     k = 0.18 / max(float(total), 1e-6)
     scene.background = (scene.background * k).astype(np.float32)
     scene.person = (scene.person * k).astype(np.float32)
-    scene.meta["person_source"] = who
-    scene.meta["flipped"] = flip
+    scene.meta.update({"person_source": who, "flipped": flip, "skin_tone": tone, "roll_deg": angle,
+                       "person_height": new_h / size_h})
 
 
 def _clip_box(box: tuple[float, ...]) -> tuple[float, float, float, float]:
@@ -356,9 +533,14 @@ def _clip_box(box: tuple[float, ...]) -> tuple[float, float, float, float]:
 
 
 def face_crop_scene(rng: np.random.Generator, size: int = 128, scenario: str = "indoor", night: bool = False,
-                    name: str = "face", who: str | None = None) -> Scene:
+                    name: str = "face", who: str | None = None, skin_tone: str | None = "any",
+                    lfw_share: float = LFW_SHARE) -> Scene:
     """A loosely cropped face (SFIQA-Bench style: the camera saves only the face region) under a surveillance
     ``scenario`` (indoor / outdoor / vehicle), by day or by night.
+
+    ``who``: a :data:`FACE_SOURCES` name, or ``None`` for an LFW tile with probability ``lfw_share`` (100
+    identities, tight 25 px crops: the crop is the whole tile) and else one of the three photographs;
+    ``skin_tone``: a :data:`SKIN_TONES` level, ``"any"`` (drawn) or ``None`` (as photographed).
 
     Vehicle scenes get veiling glare (windscreen) and faster subject motion; night scenes infrared mixing and
     low light. The source face is resampled from a random lower capture resolution, so small faces are soft
@@ -366,10 +548,15 @@ def face_crop_scene(rng: np.random.Generator, size: int = 128, scenario: str = "
     """
     if scenario not in ("indoor", "outdoor", "vehicle"):
         raise ValueError(f"unknown scenario {scenario!r}; choose indoor, outdoor or vehicle")
-    who = who or _pick(rng, tuple(PERSONS))
-    src = PERSONS[who]
-    photo = load_photo(src.source)
-    fx0, fy0, fx1, fy1 = src.face_box
+    if not 0.0 <= lfw_share <= 1.0:
+        raise ValueError(f"lfw_share must be a share in [0, 1], got {lfw_share!r}")
+    if who is None:
+        who = _pick(rng, LFW_IDENTITIES) if rng.random() < lfw_share else _pick(rng, tuple(PERSONS))
+    if who not in FACE_SOURCES:
+        raise ValueError(f"unknown face source {who!r}; choose a photograph {sorted(PERSONS)} or lfw_000-lfw_099")
+    tone = _pick(rng, tuple(SKIN_TONES)) if skin_tone == "any" else skin_tone
+    photo = toned_photo(who, tone)
+    (fx0, fy0, fx1, fy1), landmarks = face_geometry(who)
     side = max(fx1 - fx0, fy1 - fy0) * rng.uniform(1.5, 2.0)
     cx = (fx0 + fx1) / 2 + rng.uniform(-0.08, 0.08) * side
     cy = (fy0 + fy1) / 2 + rng.uniform(-0.08, 0.08) * side
@@ -379,7 +566,7 @@ def face_crop_scene(rng: np.random.Generator, size: int = 128, scenario: str = "
     y0 = int(np.clip(round(cy - side / 2), 0, h - side))
     side_i = int(round(side))
     # surveillance cameras save small faces: capture at a random lower resolution, shown upsampled
-    native = int(np.clip(round(rng.uniform(0.12, 0.6) * size), 16, size))
+    native = int(np.clip(round(rng.uniform(*FACE_CAPTURE) * size), 16, size))
     crop = resize(resize(photo[y0:y0 + side_i, x0:x0 + side_i], native, native), size, size)
     flip = bool(rng.random() < 0.5)
     if flip:
@@ -387,7 +574,7 @@ def face_crop_scene(rng: np.random.Generator, size: int = 128, scenario: str = "
     crop = _relight(crop, rng, strength=0.9 if scenario != "indoor" else 0.4)
     s = size / side_i
     face = np.array([(fx0 - x0) * s, (fy0 - y0) * s, (fx1 - x0) * s, (fy1 - y0) * s]) / size
-    lm = (np.array(src.landmarks) - [x0, y0]) * s / size
+    lm = (landmarks - [x0, y0]) * s / size
     if flip:
         face = np.array([1 - face[2], face[1], 1 - face[0], face[3]])
         lm = _flip_landmarks(lm)
@@ -409,8 +596,8 @@ def face_crop_scene(rng: np.random.Generator, size: int = 128, scenario: str = "
                                  float(rng.normal(0, 40))),
                   veil=float(rng.uniform(0.05, 0.5)) if scenario == "vehicle" else 0.0,
                   ir_mix=float(rng.uniform(0.4, 0.9)) if night and scenario != "indoor" else 0.0,
-                  base_blur=float(0.45 * max(magnification - 1.0, 0.0) * REFERENCE_WIDTH / size),
-                  meta={"person_source": who, "night": night, "flipped": flip})
+                  base_blur=upsampling_blur(magnification, size),
+                  meta={"person_source": who, "night": night, "flipped": flip, "skin_tone": tone})
     return scene
 
 
