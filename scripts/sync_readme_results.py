@@ -12,11 +12,11 @@ file, so the README never shows numbers other than the committed ones. Run from 
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
-import tempfile
 from pathlib import Path
+
+from iqalab.io import write_text
 
 #: a header line naming the results file whose content follows it
 HEADER = re.compile(r"^\*\*[^*]+\*\* \(`(results/[^`]+\.md)`\)\s*$")
@@ -67,10 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         return 1 if changed else 0
     if changed:
-        fd, tmp = tempfile.mkstemp(dir=root, prefix=".README.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, args.readme)
+        write_text(args.readme, text)  # atomic: a failed write leaves the old README
     return 0
 
 

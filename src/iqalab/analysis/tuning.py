@@ -60,6 +60,7 @@ from iqalab.analysis.stats import wilson_interval
 from iqalab.data.schema import CAM_PARAMS
 from iqalab.io import atomic_path
 from iqalab.sim.camera import CameraParams
+from iqalab.sim.pools import simulator_fingerprint  # the key of every cached render (gMAD pool too)
 from iqalab.sim.scenes import Scene
 
 log = logging.getLogger(__name__)
@@ -145,26 +146,19 @@ def axis_sweep(n_dims: int, k: int) -> list[Index]:
 # --------------------------------------------------------------------------------------------- renders
 def render_key(scene: Scene, params: CameraParams, seed: int, version: str = "") -> str:
     """Stable key of one capture: the scene (name and size), every camera parameter, the noise seed and the
-    simulator ``version`` (see :func:`simulator_fingerprint`)."""
+    simulator ``version`` (see :func:`iqalab.sim.pools.simulator_fingerprint`)."""
     payload = json.dumps({"scene": scene.name, "size": list(scene.size), "seed": int(seed), "version": version,
                           "params": {k: round(float(v), 9) for k, v in asdict(params).items()}}, sort_keys=True)
     return f"{scene.name}-{zlib.crc32(payload.encode()):08x}-{len(payload)}"
-
-
-def simulator_fingerprint() -> str:
-    """Short hash of the simulator's source (:func:`iqalab.sim.pools.simulator_fingerprint`): renders cached on
-    disk by an older simulator are never reused (the cache folder may persist between pipeline runs)."""
-    from iqalab.sim.pools import simulator_fingerprint as fingerprint
-
-    return fingerprint()
 
 
 class RenderCache:
     """Renders each (scene, setting) once; with ``folder`` also on disk (``<key>.npz``) so models share them.
 
     The sensor noise of a capture is seeded by its key, so a setting looks the same whoever asks first. ``render``
-    defaults to :func:`iqalab.sim.camera.render`; ``version`` (default: :func:`simulator_fingerprint`) enters the
-    key. ``n_rendered`` counts real renders (cache misses).
+    defaults to :func:`iqalab.sim.camera.render`; ``version`` (default:
+    :func:`iqalab.sim.pools.simulator_fingerprint`) enters the key. ``n_rendered`` counts real renders (cache
+    misses).
     """
 
     def __init__(self, folder: str | Path | None = None, seed: int = 0, render: Callable[..., Any] | None = None,
