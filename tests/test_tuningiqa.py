@@ -160,6 +160,16 @@ def test_gcpf_off_has_no_graph_parameters(model: TuningIQA) -> None:
     assert not hasattr(no_hfe, "human_backbone") and parameter_breakdown(no_hfe)["hfe"] == 0
 
 
+def test_inputs_name_only_the_batch_keys_the_switches_read(model: TuningIQA) -> None:
+    """The loader builds, and ``iqalab score`` asks for, only what the model reads: no ``cam`` without GCPF (the
+    Table 4 baseline and "+HFE" rows), no ``person_box`` without HFE."""
+    assert model.inputs == TuningIQA.inputs == {"image", "person_box", "cam", "pairs"}
+    assert make_model(use_gcpf=False).inputs == {"image", "person_box", "pairs"}
+    assert make_model(use_hfe=False).inputs == {"image", "cam", "pairs"}
+    assert make_model(use_hfe=False, use_gcpf=False).inputs == {"image", "pairs"}
+    assert TuningIQA.inputs == {"image", "person_box", "cam", "pairs"}  # the class default is untouched
+
+
 def test_unknown_camera_parameter_is_ignored_known_one_is_used(model: TuningIQA) -> None:
     batch = make_batch(2)
     base = model(batch)["overall"]

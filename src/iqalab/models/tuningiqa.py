@@ -295,8 +295,13 @@ class TuningIQA(IQAModel):
         self.missing_camera = missing_camera
         self.missing_camera_counts: dict[str, int] = {}
         self.use_hfe, self.use_gcpf = use_hfe, use_gcpf
+        unused = set()
         if not use_hfe:  # the Table 4 baseline never looks at the person box
-            self.inputs = TuningIQA.inputs - {"person_box"}
+            unused.add("person_box")
+        if not use_gcpf:  # nor, without GCPF, at the camera parameters (the loader then builds no ``cam``)
+            unused.add("cam")
+        if unused:
+            self.inputs = TuningIQA.inputs - unused
         self.allow_missing_regions = allow_missing_regions
         self.lambda_reg, self.lambda_rank = lambda_reg, lambda_rank
         self.variance_scale = variance_scale

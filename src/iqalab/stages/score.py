@@ -75,8 +75,8 @@ CAMERA_UNKNOWN = "unknown"
 
 def needs_camera(model: Any) -> bool:
     """Whether ``model`` reads the seven camera parameters (TuningIQA's GCPF, seed 000 Sec. 3.3): ``cam`` in its
-    ``inputs`` and, for a model with the switch, ``use_gcpf`` on."""
-    return "cam" in model.inputs and bool(getattr(model, "use_gcpf", True))
+    ``inputs`` (a model declares only the batch keys it reads: TuningIQA without GCPF leaves ``cam`` out)."""
+    return "cam" in model.inputs
 
 
 def check_score_camera(model: Any, name: str, allow_missing_camera: bool) -> bool:
