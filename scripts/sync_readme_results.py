@@ -3,7 +3,8 @@
 The README shows some tables of ``results/`` inline, each under a header line of the form
 ``**Title** (`results/<path>.md`)``. After ``dvc repro`` this script replaces the block that follows each such
 header (up to the next header of that form or the next ``## `` section) with the current content of the named
-file, so the README never shows numbers other than the committed ones. Run from the repository root::
+file (less a leading ``# `` title line, which the header replaces), so the README never shows numbers other than
+the committed ones. Run from the repository root::
 
     python scripts/sync_readme_results.py            # rewrite README.md in place (atomically)
     python scripts/sync_readme_results.py --check    # exit 1 listing the blocks that differ
@@ -46,7 +47,12 @@ def sync(readme: str, root: Path) -> tuple[str, list[str]]:
         while j < len(lines) and not HEADER.match(lines[j]) and not lines[j].startswith("## "):
             j += 1
         old = lines[i:j]
-        new = [""] + path.read_text(encoding="utf-8").strip("\n").split("\n") + [""]
+        content = path.read_text(encoding="utf-8").strip("\n").split("\n")
+        if content and content[0].startswith("# "):  # the file's own title: the README's header stands for it
+            content = content[1:]
+            while content and not content[0].strip():
+                content = content[1:]
+        new = [""] + content + [""]
         if old != new:
             changed.append(rel)
         out.extend(new)

@@ -26,6 +26,15 @@ def test_sync_replaces_only_the_named_blocks(tmp_path: Path) -> None:
     assert again == text and changed_again == []
 
 
+def test_sync_drops_the_files_own_title(tmp_path: Path) -> None:
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "c.md").write_text("# Calibration: c\n\n2 of 2 within.\n\n| s |\n| --- |\n| 1 |\n")
+    text, changed = sync_readme.sync("**C** (`results/c.md`)\n\nold\n", tmp_path)
+    assert changed == ["results/c.md"]
+    assert text == "**C** (`results/c.md`)\n\n2 of 2 within.\n\n| s |\n| --- |\n| 1 |\n"
+    assert sync_readme.sync(text, tmp_path) == (text, [])
+
+
 def test_sync_names_a_missing_results_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="results/gone.md"):
         sync_readme.sync("**G** (`results/gone.md`)\n\nx\n", tmp_path)

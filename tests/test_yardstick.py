@@ -121,8 +121,20 @@ def test_summary_ratio_and_ci_verdicts() -> None:
     assert out["probe_srcc"] == pytest.approx(0.8)  # over a's splits only
     assert out["ratio"] == pytest.approx(0.65 / 0.8) and out["ratio_met"] is True
     assert out["ci_half_width_max"] == pytest.approx(0.2) and out["ci_met"] is False
+    assert out["widest_model"] == "b"
+    assert out["best_ci_half_width"] == pytest.approx((0.05 + 0.07) / 2) and out["best_ci_met"] is True
     narrow = Y.summarise_dataset(models[models["model"] != "b"], refs, "overall")
     assert narrow["ci_half_width_max"] == pytest.approx(0.07) and narrow["ci_met"] is True
+    summary = Y.summary_table({"d1": out, "d2": Y.summarise_dataset(models.iloc[:0], refs, "overall")},
+                              {"d1": True, "d2": False})
+    frame = summary.to_frame().set_index("dataset")
+    assert frame.loc["d1", "best trained model"] == "a"
+    assert frame.loc["d1", "ratio (>= 0.8)"] == pytest.approx(0.65 / 0.8) and frame.loc["d1", "ratio verdict"] == "met"
+    assert frame.loc["d1", "its CI verdict"] == "met"
+    assert frame.loc["d1", "widest: whose"] == "b"
+    assert frame.loc["d1", "widest verdict"] == "NOT met"
+    assert frame.loc["d2", "best trained model"] == "–" and frame.loc["d2", "ratio verdict"] == "–"
+    assert "d1 (SIMULATED" in summary.caption and "d2 (real data)" in summary.caption
 
 
 # ----------------------------------------------------------------------------------------------- the stage
@@ -160,7 +172,9 @@ def _toy_project(project, toy_dataset, truth: bool):
 def test_stage_writes_the_yardstick_next_to_the_models(project, toy_dataset, truth) -> None:
     params, images, splits = _toy_project(project, toy_dataset, truth)
     tables = evaluate.run(params, project.root, figures=False)
-    assert "yardstick_toy" in tables
+    assert "yardstick_toy" in tables and "yardstick_summary" in tables
+    summary = read_table_csv(project.root / "results" / "tables" / "yardstick_summary.csv").set_index("dataset")
+    assert summary.loc["toy", "best trained model"] == "Good"
     folder = project.root / "results" / "tables"
     md = (folder / "yardstick_toy.md").read_text()
     assert "SIMULATED" in md.splitlines()[0] and "Issue 23 done-when" in md

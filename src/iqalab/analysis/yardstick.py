@@ -448,22 +448,24 @@ def summarise_dataset(models: pd.DataFrame, references: pd.DataFrame, attribute:
     ``probe_srcc``: the probe's mean SRCC over the splits of the best trained model; ``best_model`` /
     ``best_srcc``: the trained model with the highest mean SRCC; ``ratio = best_srcc / probe_srcc`` and
     ``ratio_met`` (>= :data:`RATIO_TARGET`); ``ci_half_width_max``: the widest half-width ``(high - low) / 2`` of
-    any model's test SRCC CI (every split, every model) and ``ci_met`` (< :data:`CI_TARGET`); ``ceiling_srcc``.
-    Values are NaN / None where an input is absent.
+    any model's test SRCC CI (every split, every model), ``widest_model`` (whose it is) and ``ci_met``
+    (< :data:`CI_TARGET`); ``best_ci_half_width``: the best trained model's own half-width (mean over its splits)
+    and ``best_ci_met``; ``ceiling_srcc``. Values are NaN / None where an input is absent.
     """
     out: dict[str, Any] = {"attribute": attribute, "best_model": None, "best_srcc": math.nan,
                            "probe_srcc": math.nan, "ratio": math.nan, "ratio_met": None,
-                           "ci_half_width_max": math.nan, "ci_met": None, "ceiling_srcc": math.nan}
+                           "ci_half_width_max": math.nan, "widest_model": None, "ci_met": None,
+                           "best_ci_half_width": math.nan, "best_ci_met": None, "ceiling_srcc": math.nan}
     mine = models[models["attribute"] == attribute]
     refs = references[references["attribute"] == attribute]
     ceiling = refs.loc[refs["reference"] == CEILING, "srcc"]
     if len(ceiling):
         out["ceiling_srcc"] = float(ceiling.mean())
-    if not mine.empty:
-        half = (mine["ci_high"] - mine["ci_low"]) / 2.0
-        if np.isfinite(half.to_numpy(float)).any():
-            out["ci_half_width_max"] = float(half.max())
-            out["ci_met"] = bool(out["ci_half_width_max"] < CI_TARGET)
+    half = (mine["ci_high"] - mine["ci_low"]) / 2.0
+    if np.isfinite(half.to_numpy(float)).any():
+        out["ci_half_width_max"] = float(half.max())
+        out["widest_model"] = str(mine.loc[half.idxmax(), "model"])
+        out["ci_met"] = bool(out["ci_half_width_max"] < CI_TARGET)
     trained = mine[mine["trained"].astype(bool)]
     if trained.empty:
         return out
@@ -472,6 +474,10 @@ def summarise_dataset(models: pd.DataFrame, references: pd.DataFrame, attribute:
         return out
     best = str(means.idxmax())
     out.update(best_model=best, best_srcc=float(means[best]))
+    best_half = half[trained.index[trained["model"] == best]].dropna()
+    if len(best_half):
+        out["best_ci_half_width"] = float(best_half.mean())
+        out["best_ci_met"] = bool(out["best_ci_half_width"] < CI_TARGET)
     best_splits = set(trained.loc[trained["model"] == best, "split"])
     probe = refs[(refs["reference"] == PROBE) & refs["split"].isin(best_splits)]["srcc"]
     if len(probe):
@@ -485,7 +491,7 @@ def summarise_dataset(models: pd.DataFrame, references: pd.DataFrame, attribute:
 __all__ = ["CEILING", "CI_TARGET", "PIXEL_FEATURES", "PROBE", "RATIO_TARGET", "REFERENCES", "RELIABILITY",
            "YardstickError", "dataset_features", "feature_names", "fit_probe", "ground_truth",
            "image_features", "model_scores", "panel_ceiling", "pixel_features", "probe_scores", "reference_scores",
-           "split_half_reliability", "summarise_dataset", "yardstick_table"]
+           "split_half_reliability", "summarise_dataset", "summary_table", "yardstick_table"]
 
 
 # --------------------------------------------------------------------------------------------------- table
@@ -555,6 +561,35 @@ def yardstick_table(dataset: str, simulated: bool, models: pd.DataFrame, referen
     table = Table(f"yardstick_{dataset}", data, caption, spread, group_levels=("dataset",),
                   directions={(primary, "SRCC 95% CI ±"): "min"}, reference_rows=references_keys)
     return table
+
+
+def summary_table(summaries: Mapping[str, Mapping[str, Any]], simulated: Mapping[str, bool]) -> Table:
+    """``yardstick_summary``: one row per dataset (``{dataset: summarise_dataset(...)}``) with the done-when of
+    issue 23: the best trained model on the overall attribute, its SRCC and the probe's, their ratio (>=
+    :data:`RATIO_TARGET`), the best model's own CI half-width and the widest of any model (< :data:`CI_TARGET`),
+    each with its verdict. The README shows this file as it is (``scripts/sync_readme_results.py``)."""
+    def verdict(flag: bool | None) -> str:
+        return "–" if flag is None else "met" if flag else "NOT met"
+
+    rows = {}
+    for dataset, s in summaries.items():
+        rows[dataset] = {
+            "best trained model": s["best_model"] or "–",
+            "SRCC": s["best_srcc"], "probe SRCC": s["probe_srcc"],
+            f"ratio (>= {RATIO_TARGET})": s["ratio"], "ratio verdict": verdict(s["ratio_met"]),
+            f"its CI ± (< {CI_TARGET})": s["best_ci_half_width"], "its CI verdict": verdict(s["best_ci_met"]),
+            f"widest CI ± of any model (< {CI_TARGET})": s["ci_half_width_max"],
+            "widest: whose": s["widest_model"] or "–", "widest verdict": verdict(s["ci_met"])}
+    data = pd.DataFrame.from_dict(rows, orient="index")
+    data.index.name = "dataset"
+    attributes = sorted({str(s["attribute"]) for s in summaries.values()})
+    caption = (f"{dataset_caption(dict(simulated))}. Learnability yardstick, summary of the yardstick_<dataset> "
+               f"tables (issue 23 done-when) on {', '.join(attributes) or 'no attribute'}: the best trained model "
+               f"(highest mean test SRCC over its splits) against the pixel-feature probe on the same splits "
+               f"(ratio target >= {RATIO_TARGET}); 95 % bootstrap CI half-widths of the test SRCC, the best "
+               f"model's (mean over its splits) and the widest of any model, trained or not, on any split "
+               f"(target < {CI_TARGET}).")
+    return Table("yardstick_summary", data, caption, digits=3, bold=False)
 
 
 #: metric names in paper-table headers, and the yardstick value each one reads

@@ -19,6 +19,8 @@ Reads only ``results/predictions/<experiment>.{parquet,json}`` of the experiment
   dataset's square cache (features kept per image in ``build/features/yardstick-*``); the paper tables that
   score whole test sets gain the ceiling and probe rows of their simulated datasets under the model rows
   (labelled "not a model", never ranked; :func:`iqalab.analysis.yardstick.append_reference_rows`);
+  ``results/tables/yardstick_summary.{md,csv,tex}``: one row per dataset with the done-when verdicts
+  (:func:`iqalab.analysis.yardstick.summary_table`; the README shows it as it is);
 - ``results/figures/evaluation/``: scatter of prediction against MOS with the fitted logistic per model, per-tier
   bars, FG-ACC against |dMOS| (:mod:`iqalab.eval_figures`).
 
@@ -55,6 +57,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -65,6 +68,7 @@ from iqalab.analysis.evaluation import (
     compute_scores,
     display_labels,
     load_inputs,
+    primary_attribute,
     summary_metrics,
 )
 from iqalab.config import Params
@@ -135,6 +139,8 @@ def yardstick_tables(params: Params, root: Path, inputs: EvalInputs
     n_boot, seed = params.evaluate.bootstrap, params.seed
     out = []
     simulated_refs: dict[str, tuple[pd.DataFrame, list[str]]] = {}
+    summaries: dict[str, dict[str, Any]] = {}
+    nature: dict[str, bool] = {}
     for dataset, part in test.groupby("dataset", sort=True):
         started = time.perf_counter()
         folder = Path(root) / "build" / "datasets" / str(dataset)
@@ -170,7 +176,11 @@ def yardstick_tables(params: Params, root: Path, inputs: EvalInputs
         attributes = [a for a in ds.attributes if a in set(part["attribute"])]
         out.append(yardstick.yardstick_table(str(dataset), simulated, models, references, attributes,
                                              [*notes, *ref_notes], where))
+        summaries[str(dataset)] = yardstick.summarise_dataset(models, references, primary_attribute(attributes))
+        nature[str(dataset)] = simulated
         if simulated:
             simulated_refs[str(dataset)] = (references, attributes)
         log.info("yardstick of %s (%d splits) in %.1f s", dataset, len(splits), time.perf_counter() - started)
+    if summaries:
+        out.append(yardstick.summary_table(summaries, nature))
     return out, simulated_refs
