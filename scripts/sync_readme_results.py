@@ -2,9 +2,9 @@
 
 The README shows some tables of ``results/`` inline, each under a header line of the form
 ``**Title** (`results/<path>.md`)``. After ``dvc repro`` this script replaces the block that follows each such
-header (up to the next header of that form or the next ``## `` section) with the current content of the named
-file (less a leading ``# `` title line, which the header replaces), so the README never shows numbers other than
-the committed ones. Run from the repository root::
+header (up to the next header of that form, the next ``## `` section or the line ``<!-- end of results block -->``)
+with the current content of the named file (less a leading ``# `` title line, which the header replaces), so the
+README never shows numbers other than the committed ones. Run from the repository root::
 
     python scripts/sync_readme_results.py            # rewrite README.md in place (atomically)
     python scripts/sync_readme_results.py --check    # exit 1 listing the blocks that differ
@@ -21,6 +21,8 @@ from iqalab.io import write_text
 
 #: a header line naming the results file whose content follows it
 HEADER = re.compile(r"^\*\*[^*]+\*\* \(`(results/[^`]+\.md)`\)\s*$")
+#: a line that ends a block early, so that README prose can follow it (invisible when rendered)
+END = "<!-- end of results block -->"
 
 
 def sync(readme: str, root: Path) -> tuple[str, list[str]]:
@@ -44,7 +46,8 @@ def sync(readme: str, root: Path) -> tuple[str, list[str]]:
         if not path.is_file():
             raise FileNotFoundError(f"README header names {rel}, which does not exist under {root}")
         j = i
-        while j < len(lines) and not HEADER.match(lines[j]) and not lines[j].startswith("## "):
+        while j < len(lines) and not HEADER.match(lines[j]) and not lines[j].startswith("## ") \
+                and lines[j].strip() != END:
             j += 1
         old = lines[i:j]
         content = path.read_text(encoding="utf-8").strip("\n").split("\n")

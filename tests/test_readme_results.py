@@ -35,6 +35,15 @@ def test_sync_drops_the_files_own_title(tmp_path: Path) -> None:
     assert sync_readme.sync(text, tmp_path) == (text, [])
 
 
+def test_sync_stops_at_the_end_marker(tmp_path: Path) -> None:
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "d.md").write_text("| n |\n| --- |\n| 3 |\n")
+    readme = f"**D** (`results/d.md`)\n\n| n |\n| --- |\n| 1 |\n\n{sync_readme.END}\n\nprose after the block\n"
+    text, changed = sync_readme.sync(readme, tmp_path)
+    assert changed == ["results/d.md"]
+    assert text == f"**D** (`results/d.md`)\n\n| n |\n| --- |\n| 3 |\n\n{sync_readme.END}\n\nprose after the block\n"
+
+
 def test_sync_names_a_missing_results_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="results/gone.md"):
         sync_readme.sync("**G** (`results/gone.md`)\n\nx\n", tmp_path)
