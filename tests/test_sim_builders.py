@@ -136,6 +136,15 @@ def test_calibration_report_lists_every_target_and_flags_a_miss(built, tmp_path)
         for row in result["targets"]:
             lo, hi = row["tolerance"]
             assert row["within"] == (row["simulated"] is not None and lo <= row["simulated"] <= hi)
+        images = read_dataset(ds.root).images
+        summary = result["content"]
+        unit = "scene" if "scene" in images.columns else "image_id"
+        assert summary["n"] == images[unit].nunique() and summary["hdr"] <= summary["n"]
+        persons = images.loc[images["sim_person"] != "", "sim_person"]
+        assert summary["identities"] == persons.nunique() and summary["with_person"] <= summary["n"]
+        assert f"{summary['identities']} identities" in (tmp_path / f"{name}.md").read_text()
+    face = calibrate(read_dataset(built["face_sim"].root))["content"]
+    assert face["lfw_identities"] >= 1 and face["with_lfw_face"] >= face["lfw_identities"]
     ugc = read_dataset(built["ugc_sim"].root)
     ugc.images["mos_overall"] = 90.0  # every image Excellent: not KonIQ-like
     rows = {r["key"]: r for r in calibrate(ugc)["targets"]}

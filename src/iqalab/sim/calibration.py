@@ -195,6 +195,43 @@ def builder_of(ds: Dataset) -> str | None:
     return str(name) if name in CALIBRATIONS else None
 
 
+def content(images: pd.DataFrame) -> dict[str, Any]:
+    """What the simulated pictures show (issue #23), from the ``sim_*`` content columns of the images table, per
+    scene (the content of a scene is the same in all its shots; per image where there is no ``scene`` column):
+    how many show a person, distinct identities (photographs and ``lfw_NNN`` faces), skin-tone levels, identity x
+    tone pairs, HDR scenes and the range of head roll. Empty for a table without the columns."""
+    columns = ("sim_person", "sim_skin_tone", "sim_roll_deg", "sim_hdr")
+    if not set(columns) <= set(images.columns):
+        return {}
+    unit = "scene" if "scene" in images.columns else "image_id"
+    per = images.groupby(unit, sort=True)[list(columns)].first()
+    person = per["sim_person"].fillna("").astype(str)
+    tone = per["sim_skin_tone"].fillna("").astype(str)
+    shown = person != ""
+    lfw = person.str.startswith("lfw_")
+    roll = per.loc[shown, "sim_roll_deg"].astype(float)
+    return {"unit": f"{unit}s" if unit == "scene" else "images", "n": int(len(per)),
+            "with_person": int(shown.sum()), "identities": int(person[shown].nunique()),
+            "lfw_identities": int(person[lfw].nunique()), "with_lfw_face": int(lfw.sum()),
+            "skin_tones": int(tone[shown & (tone != "")].nunique()),
+            "identity_tone_pairs": int(len(set(zip(person[shown], tone[shown], strict=True)))),
+            "hdr": int(per["sim_hdr"].astype(bool).sum()),
+            "roll_deg": [float(roll.min()), float(roll.max())] if len(roll) else None}
+
+
+def content_line(summary: dict[str, Any]) -> str:
+    """:func:`content` as one sentence (empty for an empty summary)."""
+    if not summary:
+        return ""
+    roll = summary["roll_deg"]
+    rolls = "" if roll is None else f", head roll {roll[0]:.1f} to {roll[1]:.1f} degrees"
+    lfw = (f"; {summary['lfw_identities']} of them LFW faces, shown in {summary['with_lfw_face']} {summary['unit']}"
+           if summary["lfw_identities"] else "")
+    return (f"Content: {summary['n']} {summary['unit']}, {summary['with_person']} with a person or face "
+            f"({summary['identities']} identities{lfw}), {summary['skin_tones']} skin-tone levels, "
+            f"{summary['identity_tone_pairs']} identity x tone pairs, {summary['hdr']} high dynamic range{rolls}.")
+
+
 def calibrate(ds: Dataset) -> dict[str, Any]:
     """Every published target of ``ds``'s builder: paper value, simulated value (None where undefined, e.g. a
     tier without images), tolerance, within or not."""
@@ -209,7 +246,8 @@ def calibrate(ds: Dataset) -> dict[str, Any]:
                      "how": target.how})
     within = sum(r["within"] for r in rows)
     return {"dataset": ds.name, "builder": builder, "simulated": True, "n_images": len(ds.images),
-            "targets": rows, "within": within, "n": len(rows), "share_within": within / max(len(rows), 1)}
+            "targets": rows, "within": within, "n": len(rows), "share_within": within / max(len(rows), 1),
+            "content": content(ds.images)}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -218,6 +256,7 @@ def markdown(result: dict[str, Any]) -> str:
         return f"# Simulator calibration: {result['dataset']}\n\nNot a simulated dataset: nothing to calibrate.\n"
     lines = [f"# Simulator calibration: {result['dataset']} ({result['builder']}, {result['n_images']} images)",
              "", f"{result['within']} of {result['n']} published statistics within tolerance.", "",
+             *([line, ""] if (line := content_line(result.get("content") or {})) else []),
              "| statistic | paper | simulated | accepted | within | source |", "|---|---|---|---|---|---|"]
     for r in result["targets"]:
         paper = "-" if r["paper"] is None else f"{r['paper']:.4g}"
