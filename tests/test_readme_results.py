@@ -52,3 +52,19 @@ def test_sync_names_a_missing_results_file(tmp_path: Path) -> None:
 def test_readme_tables_equal_the_committed_results() -> None:
     _, changed = sync_readme.sync((ROOT / "README.md").read_text(encoding="utf-8"), ROOT)
     assert changed == [], f"README blocks out of date (run python scripts/sync_readme_results.py): {changed}"
+
+
+def test_readme_calibration_count_is_the_committed_one() -> None:
+    """The README's calibration sentence counts the committed reports, and at least 80 % of the targets are within
+    tolerance (issue #23's done-when)."""
+    import json
+    import re
+
+    reports = [json.loads(p.read_text(encoding="utf-8")) for p in sorted((ROOT / "results" / "simulator").glob("*.json"))]
+    simulated = [r for r in reports if r.get("simulated")]
+    within, total = sum(r["within"] for r in simulated), sum(r["n"] for r in simulated)
+    match = re.search(r"In the committed run (\d+) of (\d+) targets are within tolerance",
+                      (ROOT / "README.md").read_text(encoding="utf-8"))
+    assert match, "README lost its calibration sentence"
+    assert (int(match.group(1)), int(match.group(2))) == (within, total)
+    assert total > 0 and within >= 0.8 * total
