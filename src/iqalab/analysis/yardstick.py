@@ -514,11 +514,13 @@ def _verdict(summary: Mapping[str, Any]) -> str:
 
 
 def yardstick_table(dataset: str, simulated: bool, models: pd.DataFrame, references: pd.DataFrame,
-                    attributes: Sequence[str], notes: Sequence[str] = (), pixels: str = "") -> Table:
+                    attributes: Sequence[str], notes: Sequence[str] = (), pixels: str = "",
+                    summary: Mapping[str, Any] | None = None) -> Table:
     """``yardstick_<dataset>``: the models' test SRCC per attribute (mean +- std over splits) with the reference
     rows (:data:`REFERENCES`, marked "reference, not a model" and never ranked), the CI half-width of the
     primary attribute's SRCC and each model's ratio to the probe on it; the caption gives the done-when
-    verdict (:func:`summarise_dataset`), what the references are, and the notes."""
+    verdict (``summary``: :func:`summarise_dataset` on the primary attribute, computed here when not given),
+    what the references are, and the notes."""
     primary = primary_attribute(list(attributes))
     long = pd.concat([models.assign(kind=np.where(models["trained"].astype(bool), "model", "model (untrained)")),
                       references.rename(columns={"reference": "model"}).assign(kind="reference, not a model")],
@@ -538,7 +540,8 @@ def yardstick_table(dataset: str, simulated: bool, models: pd.DataFrame, referen
         spread[column] = [std.get((*key, attr), math.nan) for key in order]
     half = grouped["half"].mean()
     data[(primary, "SRCC 95% CI ±")] = [half.get((*key, primary), math.nan) for key in order]
-    summary = summarise_dataset(models, references, primary)
+    if summary is None:
+        summary = summarise_dataset(models, references, primary)
     probe = summary["probe_srcc"]
     data[(primary, "ratio to probe")] = [
         mean.get((*key, primary), math.nan) / probe if key[1] != "reference, not a model" and probe > 0

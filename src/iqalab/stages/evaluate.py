@@ -174,9 +174,9 @@ def yardstick_tables(params: Params, root: Path, inputs: EvalInputs
             source=str(folder / "images.parquet"))
         models = yardstick.model_scores(part, inputs.meta, labels, n_boot, seed)
         attributes = [a for a in ds.attributes if a in set(part["attribute"])]
-        out.append(yardstick.yardstick_table(str(dataset), simulated, models, references, attributes,
-                                             [*notes, *ref_notes], where))
         summaries[str(dataset)] = yardstick.summarise_dataset(models, references, primary_attribute(attributes))
+        out.append(yardstick.yardstick_table(str(dataset), simulated, models, references, attributes,
+                                             [*notes, *ref_notes], where, summaries[str(dataset)]))
         nature[str(dataset)] = simulated
         if simulated:
             simulated_refs[str(dataset)] = (references, attributes)
