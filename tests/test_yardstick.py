@@ -137,19 +137,49 @@ def test_summary_ratio_and_ci_verdicts() -> None:
     assert "d1 (SIMULATED" in summary.caption and "d2 (real data)" in summary.caption
 
 
+def test_within_scenes_drops_scene_offsets_and_matches_scipy() -> None:
+    rng = np.random.default_rng(5)
+    scenes = np.repeat(["a", "b", "c", "d"], 12)
+    mos = rng.normal(size=48)
+    mos = mos - pd.Series(mos).groupby(scenes).transform("mean").to_numpy()  # anchored at each scene's mean
+    offsets = pd.Series({"a": -3.0, "b": 2.0, "c": 0.5, "d": 5.0})
+    pred = mos + offsets.loc[scenes].to_numpy() + rng.normal(0, 0.1, 48)  # right within scenes, offsets wrong
+    centred = Y.within_scenes(pred, scenes)
+    assert np.allclose(pd.Series(centred).groupby(scenes).mean(), 0.0, atol=1e-12)
+    test = pd.DataFrame({"image_id": [f"i{i}" for i in range(48)], "attribute": "overall", "pred": pred, "mos": mos,
+                         "split": "scene", "role": "test", "scene": scenes, "experiment": "m"})
+    meta = {"m": {"model": "backbone_mlp"}}
+    pooled = Y.model_scores(test, meta, {"m": "M"}, n_boot=0).iloc[0]
+    within = Y.model_scores(test, meta, {"m": "M"}, n_boot=0, by_scene=True).iloc[0]
+    assert pooled["srcc"] == pytest.approx(stats.spearmanr(pred, mos)[0], abs=1e-12)
+    assert within["srcc"] == pytest.approx(stats.spearmanr(centred, Y.within_scenes(mos, scenes))[0], abs=1e-12)
+    assert within["srcc"] > 0.95 > pooled["srcc"]  # the offsets no longer count
+    with pytest.raises(Y.YardstickError, match="scene"):
+        Y.model_scores(test.drop(columns="scene"), meta, {"m": "M"}, n_boot=0, by_scene=True)
+    with pytest.raises(Y.YardstickError, match="3 scene labels"):
+        Y.within_scenes(pred, scenes[:3])
+
+
 # ----------------------------------------------------------------------------------------------- the stage
-def _toy_project(project, toy_dataset, truth: bool):
+def _toy_project(project, toy_dataset, truth: bool, protocol: str = "standard"):
     """The toy dataset copied under the project's build/datasets, one perfect-ish and one noisy experiment on
     its scene split (predictions of its real image ids), optionally with ground-truth columns."""
     folder = project.root / "build" / "datasets" / "toy"
     shutil.copytree(toy_dataset.root, folder)
     images = pd.read_parquet(folder / "images.parquet")
     rng = np.random.default_rng(0)
-    if truth:
-        for attr in toy_dataset.attributes:
-            images[f"true_{attr}"] = images[f"mos_{attr}"] + rng.normal(0, 0.3, len(images))
-        images.to_parquet(folder / "images.parquet", index=False)
     splits = toy_dataset.splits[toy_dataset.splits["split"] == "scene"]
+    if protocol == "per_scene":  # two test scenes, so that a reading within scenes differs from a pooled one
+        scene_of = images.set_index("image_id")["scene"]
+        test_scenes = sorted(scene_of.unique())[:2]
+        splits = splits.assign(role=np.where(splits["image_id"].map(scene_of).isin(test_scenes), "test", "train"))
+        pd.concat([toy_dataset.splits[toy_dataset.splits["split"] != "scene"], splits]).to_parquet(
+            folder / "splits.parquet", index=False)
+    if truth:
+        offset = images["scene"].map({s: 2.0 * k for k, s in enumerate(sorted(images["scene"].unique()))})
+        for attr in toy_dataset.attributes:
+            images[f"true_{attr}"] = images[f"mos_{attr}"] + rng.normal(0, 0.3, len(images)) + offset
+        images.to_parquet(folder / "images.parquet", index=False)
     frames = []
     for attr in toy_dataset.attributes:
         part = splits.merge(images[["image_id", "scene", f"mos_{attr}"]], on="image_id")
@@ -161,9 +191,9 @@ def _toy_project(project, toy_dataset, truth: bool):
     good = base.assign(pred=base["mos"] + rng.normal(0, 0.05, len(base)))
     bad = base.assign(pred=rng.normal(size=len(base)))
     tags = ["tuningiqa_table2", "tuningiqa_table3"]
-    write_experiment(project.root, "good", good, label="Good", tables=tags)
-    write_experiment(project.root, "bad", bad, label="Bad", tables=tags)
-    spec = {"tables": tags}
+    write_experiment(project.root, "good", good, label="Good", tables=tags, protocol=protocol)
+    write_experiment(project.root, "bad", bad, label="Bad", tables=tags, protocol=protocol)
+    spec = {"tables": tags, "protocol": protocol}
     params = project.write_params(params_dict({"good": {**spec, "label": "Good"}, "bad": spec}, bootstrap=50))
     return params, images, splits
 
@@ -224,3 +254,25 @@ def test_stage_without_dataset_folder_or_with_yardstick_off(project, toy_dataset
     shutil.rmtree(project.root / "build" / "datasets" / "toy")
     tables = evaluate.run(params, project.root, figures=False)
     assert not any(name.startswith("yardstick_") for name in tables)
+
+
+def test_stage_scores_per_scene_scales_within_scenes(project, toy_dataset) -> None:
+    """A dataset whose experiments all use the per_scene protocol (PIQ23's JOD) is scored within scenes: the
+    ceiling is the SRCC of the scene-centred MOS and ground truth, the tables say so, and no within-scene
+    reference row is put beside a paper table's pooled rows."""
+    params, images, splits = _toy_project(project, toy_dataset, truth=True, protocol="per_scene")
+    evaluate.run(params, project.root, figures=False)
+    folder = project.root / "results" / "tables"
+    frame = read_table_csv(folder / "yardstick_toy.csv").set_index("model")
+    test_ids = splits.loc[splits["role"] == "test", "image_id"]
+    sel = images.set_index("image_id").loc[test_ids]
+    expected = stats.spearmanr(Y.within_scenes(sel["mos_overall"], sel["scene"]),
+                               Y.within_scenes(sel["true_overall"], sel["scene"]))[0]
+    pooled = stats.spearmanr(sel["mos_overall"], sel["true_overall"])[0]
+    assert frame.loc[Y.CEILING, "overall SRCC"] == pytest.approx(expected, abs=1e-6)  # the CSV keeps 6 digits
+    assert abs(expected - pooled) > 0.01  # the toy's scenes have offsets: the two readings differ
+    assert "within scenes" in (folder / "yardstick_toy.md").read_text()
+    summary = read_table_csv(folder / "yardstick_summary.csv").set_index("dataset")
+    assert summary.loc["toy", "SRCC scored"] == "within scenes"
+    table2 = read_table_csv(folder / "tuningiqa_table2.csv")
+    assert not table2["model"].astype(str).str.contains("not a model").any()

@@ -20,6 +20,13 @@ test split(s) the models are scored on, and put next to the model rows:
   (:func:`iqalab.analysis.significance.bootstrap_ci`). It says what a shallow learner extracts from the pixels
   alone; a trained network far below it has not learned what the data holds.
 
+**Per-scene scales** (``by_scene=True``; the evaluate stage sets it for a dataset whose experiments all use the
+``per_scene`` protocol, i.e. PIQ23-style data): a MOS that is a per-scene scale (JOD anchored at each scene's
+mean, FHIQA seed 001 Sec. III) carries no offset between scenes, so a pooled SRCC mixes the ranking within scenes
+with scene offsets that no model can be right about. Every SRCC, PLCC and CI of such a dataset is then *within
+scenes* (:func:`within_scenes`): each scene's mean is subtracted from the scores and from the MOS of the test
+images before the pooled correlation, for models, probe and panel ceiling alike.
+
 The model side (:func:`model_scores`) is each experiment's SRCC per split and attribute with the same bootstrap
 CI; :func:`summarise_dataset` reduces everything to the done-when of issue 23 (the best trained model's SRCC on
 the overall attribute over the probe's, target >= 0.8; the CI half-width of each model's test SRCC, target
@@ -338,10 +345,11 @@ def fit_probe(features: np.ndarray, target: np.ndarray, seed: int = 0) -> Any:
 
 
 def probe_scores(features: pd.DataFrame, mos: pd.DataFrame, train_ids: Sequence[str], test_ids: Sequence[str],
-                 n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
+                 n_boot: int = 200, seed: int = 0, scenes: pd.Series | None = None) -> pd.DataFrame:
     """The probe on one split: a forest per attribute (column of ``mos``, index ``image_id``) fitted on
     ``train_ids``, scored on ``test_ids``. Returns one row per attribute: ``attribute, srcc, plcc, ci_low,
-    ci_high, n`` (CI: percentile bootstrap over test images, ``n_boot`` resamples; NaN when 0)."""
+    ci_high, n`` (CI: percentile bootstrap over test images, ``n_boot`` resamples; NaN when 0). With ``scenes``
+    (``image_id`` -> scene) the scores are within scenes (:func:`within_scenes`)."""
     train_ids, test_ids = [str(i) for i in train_ids], [str(i) for i in test_ids]
     if len(train_ids) < 4 or len(test_ids) < 3:
         raise YardstickError(f"split too small for the probe ({len(train_ids)} train, {len(test_ids)} test images)")
@@ -354,8 +362,22 @@ def probe_scores(features: pd.DataFrame, mos: pd.DataFrame, train_ids: Sequence[
             keep = np.isfinite(y_train)
             pred = fit_probe(x_train[keep], y_train[keep], seed).predict(
                 np.nan_to_num(x_test, nan=0.0, posinf=0.0, neginf=0.0))
+            if scenes is not None:
+                labels = scenes.loc[test_ids].to_numpy()
+                pred, y_test = within_scenes(pred, labels), within_scenes(y_test, labels)
             rows.append({"attribute": str(attr), **_with_ci(pred, y_test, n_boot, seed)})
     return pd.DataFrame(rows)
+
+
+def within_scenes(values: metrics.ArrayLike, scenes: Sequence[Any]) -> np.ndarray:
+    """``values`` minus the mean of their scene (``scenes``, aligned): the part of a score that a per-scene
+    scale (JOD anchored at each scene's mean, PIQ23) defines. NaNs stay NaN and do not enter a scene's mean."""
+    v = np.asarray(values, float)
+    labels = np.asarray(scenes)
+    if v.shape != labels.shape:
+        raise YardstickError(f"within_scenes: {v.shape[0]} values but {labels.shape[0]} scene labels")
+    series = pd.Series(v)
+    return (series - series.groupby(labels).transform("mean")).to_numpy()
 
 
 def _with_ci(pred: np.ndarray, mos: np.ndarray, n_boot: int, seed: int) -> dict[str, float]:
@@ -373,13 +395,19 @@ def _with_ci(pred: np.ndarray, mos: np.ndarray, n_boot: int, seed: int) -> dict[
 def reference_scores(images: pd.DataFrame, splits: pd.DataFrame, attributes: Sequence[str], split_names:
                      Sequence[str], features: pd.DataFrame | None, ratings: pd.DataFrame | None = None,
                      simulated: bool = True, n_boot: int = 200, seed: int = 0,
-                     source: str = "images.parquet") -> tuple[pd.DataFrame, list[str]]:
+                     source: str = "images.parquet", by_scene: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """Panel ceiling (simulated data with ground truth), split-half reliability (when votes exist) and the
     probe (when ``features`` is given) on each split in ``split_names``: a long frame ``split, attribute,
     reference, srcc, plcc, ci_low, ci_high, n`` (``reference`` one of :data:`REFERENCES`) and the notes on what
-    is absent and why."""
+    is absent and why. ``by_scene``: ceiling and probe within scenes (per-scene scales, :func:`within_scenes`;
+    the split-half reliability compares two panels on the same images and stays pooled)."""
     notes: list[str] = []
     ids = images["image_id"].astype(str)
+    scenes: pd.Series | None = None
+    if by_scene:
+        if "scene" not in images.columns:
+            raise YardstickError("by_scene needs a 'scene' column in images.parquet")
+        scenes = pd.Series(images["scene"].astype(str).to_numpy(), index=ids.to_numpy())
     mos = images[[f"mos_{a}" for a in attributes]].astype(float)
     mos.index, mos.columns = ids.to_numpy(), list(attributes)
     truth = None
@@ -405,7 +433,11 @@ def reference_scores(images: pd.DataFrame, splits: pd.DataFrame, attributes: Seq
                 continue
             for attr in attributes:
                 if truth is not None:
-                    stats = _with_ci(truth.loc[test, attr].to_numpy(), mos.loc[test, attr].to_numpy(), n_boot, seed)
+                    t, m = truth.loc[test, attr].to_numpy(), mos.loc[test, attr].to_numpy()
+                    if scenes is not None:
+                        labels = scenes.loc[test].to_numpy()
+                        t, m = within_scenes(t, labels), within_scenes(m, labels)
+                    stats = _with_ci(t, m, n_boot, seed)
                     rows.append({"split": split, "attribute": attr, "reference": CEILING, **stats})
                 if ratings is not None and not ratings.empty:
                     rel = split_half_reliability(ratings, test, attr, seed=seed)
@@ -414,7 +446,7 @@ def reference_scores(images: pd.DataFrame, splits: pd.DataFrame, attributes: Seq
                                  "ci_high": math.nan, "n": rel["n"]})
             if features is not None:
                 try:
-                    probe = probe_scores(features, mos, train, test, n_boot, seed)
+                    probe = probe_scores(features, mos, train, test, n_boot, seed, scenes)
                 except YardstickError as err:
                     notes.append(f"split {split}: no probe ({err})")
                     continue
@@ -424,17 +456,24 @@ def reference_scores(images: pd.DataFrame, splits: pd.DataFrame, attributes: Seq
 
 
 def model_scores(test: pd.DataFrame, meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str],
-                 n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
+                 n_boot: int = 200, seed: int = 0, by_scene: bool = False) -> pd.DataFrame:
     """Each experiment's test SRCC per split and attribute with its bootstrap 95 % CI: ``experiment, model,
     trained, split, attribute, srcc, plcc, ci_low, ci_high, n``. ``test`` holds one dataset's within-dataset
     test predictions; a published untrained model (NIQE, BRISQUE, zero-shot) is scored on its raw score as in
-    the tables (:func:`iqalab.analysis.evaluation.scored_values`) and marked ``trained=False``."""
+    the tables (:func:`iqalab.analysis.evaluation.scored_values`) and marked ``trained=False``. ``by_scene``:
+    scores and MOS within scenes (:func:`within_scenes`, the ``scene`` column of ``test``)."""
+    if by_scene and "scene" not in test.columns:
+        raise YardstickError("by_scene needs a 'scene' column in the predictions")
     rows = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", metrics.MetricWarning)
         for (exp, split, attr), part in test.groupby(["experiment", "split", "attribute"], sort=False):
             info = meta[exp]
-            stats = _with_ci(scored_values(part, info), part["mos"].to_numpy(float), n_boot, seed)
+            pred, mos = scored_values(part, info), part["mos"].to_numpy(float)
+            if by_scene:
+                scene_of = part["scene"].astype(str).to_numpy()
+                pred, mos = within_scenes(pred, scene_of), within_scenes(mos, scene_of)
+            stats = _with_ci(pred, mos, n_boot, seed)
             trained = not published_untrained(info) and (info.get("notes") or {}).get("trained") is not False
             rows.append({"experiment": exp, "model": labels.get(exp, exp), "trained": trained, "split": split,
                          "attribute": attr, **stats})
@@ -442,7 +481,8 @@ def model_scores(test: pd.DataFrame, meta: Mapping[str, Mapping[str, Any]], labe
     return pd.DataFrame(rows, columns=columns)
 
 
-def summarise_dataset(models: pd.DataFrame, references: pd.DataFrame, attribute: str) -> dict[str, Any]:
+def summarise_dataset(models: pd.DataFrame, references: pd.DataFrame, attribute: str,
+                      by_scene: bool = False) -> dict[str, Any]:
     """The done-when of issue 23 on one dataset and ``attribute`` (the overall one).
 
     ``probe_srcc``: the probe's mean SRCC over the splits of the best trained model; ``best_model`` /
@@ -450,9 +490,10 @@ def summarise_dataset(models: pd.DataFrame, references: pd.DataFrame, attribute:
     ``ratio_met`` (>= :data:`RATIO_TARGET`); ``ci_half_width_max``: the widest half-width ``(high - low) / 2`` of
     any model's test SRCC CI (every split, every model), ``widest_model`` (whose it is) and ``ci_met``
     (< :data:`CI_TARGET`); ``best_ci_half_width``: the best trained model's own half-width (mean over its splits)
-    and ``best_ci_met``; ``ceiling_srcc``. Values are NaN / None where an input is absent.
+    and ``best_ci_met``; ``ceiling_srcc``; ``by_scene``: whether the scores are within scenes (as given: the
+    frames were computed with it). Values are NaN / None where an input is absent.
     """
-    out: dict[str, Any] = {"attribute": attribute, "best_model": None, "best_srcc": math.nan,
+    out: dict[str, Any] = {"attribute": attribute, "by_scene": bool(by_scene), "best_model": None, "best_srcc": math.nan,
                            "probe_srcc": math.nan, "ratio": math.nan, "ratio_met": None,
                            "ci_half_width_max": math.nan, "widest_model": None, "ci_met": None,
                            "best_ci_half_width": math.nan, "best_ci_met": None, "ceiling_srcc": math.nan}
@@ -491,10 +532,17 @@ def summarise_dataset(models: pd.DataFrame, references: pd.DataFrame, attribute:
 __all__ = ["CEILING", "CI_TARGET", "PIXEL_FEATURES", "PROBE", "RATIO_TARGET", "REFERENCES", "RELIABILITY",
            "YardstickError", "dataset_features", "feature_names", "fit_probe", "ground_truth",
            "image_features", "model_scores", "panel_ceiling", "pixel_features", "probe_scores", "reference_scores",
-           "split_half_reliability", "summarise_dataset", "summary_table", "yardstick_table"]
+           "split_half_reliability", "summarise_dataset", "summary_table", "within_scenes", "yardstick_table"]
 
 
 # --------------------------------------------------------------------------------------------------- table
+#: how the SRCCs of a dataset were computed, for captions (key: ``by_scene``)
+_SCORED = {False: "",
+           True: "MOS are per-scene scales (protocol per_scene), so every SRCC, PLCC and CI here is within scenes: "
+                 "each scene's mean is subtracted from the scores and from the MOS of its test images before the "
+                 "pooled correlation (a per-scene scale has no offset between scenes). "}
+
+
 def _verdict(summary: Mapping[str, Any]) -> str:
     """The done-when sentence of :func:`summarise_dataset`."""
     attr = summary["attribute"]
@@ -557,7 +605,8 @@ def yardstick_table(dataset: str, simulated: bool, models: pd.DataFrame, referen
                f"pixel-feature probe (random forest on {len(feature_names())} hand-made and BRISQUE features of "
                f"{pixels or 'the images the models see'}, trained on each split's training images). Mean ± std "
                f"over the test splits the models were scored on; CI: percentile bootstrap 95 % over test "
-               f"images, half-width averaged over splits. {_verdict(summary)}")
+               f"images, half-width averaged over splits. {_SCORED[bool(summary.get('by_scene'))]}"
+               f"{_verdict(summary)}")
     if notes:
         caption += " " + "; ".join(dict.fromkeys(notes)) + "."
     references_keys = tuple(key for key in order if key[1] == "reference, not a model")
@@ -577,6 +626,7 @@ def summary_table(summaries: Mapping[str, Mapping[str, Any]], simulated: Mapping
     rows = {}
     for dataset, s in summaries.items():
         rows[dataset] = {
+            "SRCC scored": "within scenes" if s.get("by_scene") else "pooled",
             "best trained model": s["best_model"] or "–",
             "SRCC": s["best_srcc"], "probe SRCC": s["probe_srcc"],
             f"ratio (>= {RATIO_TARGET})": s["ratio"], "ratio verdict": verdict(s["ratio_met"]),
@@ -591,7 +641,9 @@ def summary_table(summaries: Mapping[str, Mapping[str, Any]], simulated: Mapping
                f"(highest mean test SRCC over its splits) against the pixel-feature probe on the same splits "
                f"(ratio target >= {RATIO_TARGET}); 95 % bootstrap CI half-widths of the test SRCC, the best "
                f"model's (mean over its splits) and the widest of any model, trained or not, on any split "
-               f"(target < {CI_TARGET}).")
+               f"(target < {CI_TARGET}). SRCC scored 'within scenes': the dataset's MOS are per-scene scales, and "
+               f"each scene's mean is subtracted from scores and MOS before the pooled SRCC (yardstick_<dataset> "
+               f"says so too).")
     return Table("yardstick_summary", data, caption, digits=3, bold=False)
 
 

@@ -169,16 +169,20 @@ def yardstick_tables(params: Params, root: Path, inputs: EvalInputs
         features = None if pixels is None else yardstick.dataset_features(
             ds.images, pixels, Path(root) / "build" / "features")
         splits = sorted(part["split"].astype(str).unique())
+        # per-scene scales (PIQ23's JOD): every experiment on the dataset uses the per_scene protocol
+        protocols = {inputs.meta[str(exp)].get("protocol") for exp in part["experiment"].unique()}
+        by_scene = protocols == {"per_scene"}
         references, ref_notes = yardstick.reference_scores(
             ds.images, ds.splits, ds.attributes, splits, features, ds.ratings, simulated, n_boot, seed,
-            source=str(folder / "images.parquet"))
-        models = yardstick.model_scores(part, inputs.meta, labels, n_boot, seed)
+            source=str(folder / "images.parquet"), by_scene=by_scene)
+        models = yardstick.model_scores(part, inputs.meta, labels, n_boot, seed, by_scene=by_scene)
         attributes = [a for a in ds.attributes if a in set(part["attribute"])]
-        summaries[str(dataset)] = yardstick.summarise_dataset(models, references, primary_attribute(attributes))
+        summaries[str(dataset)] = yardstick.summarise_dataset(models, references, primary_attribute(attributes),
+                                                              by_scene=by_scene)
         out.append(yardstick.yardstick_table(str(dataset), simulated, models, references, attributes,
                                              [*notes, *ref_notes], where, summaries[str(dataset)]))
         nature[str(dataset)] = simulated
-        if simulated:
+        if simulated and not by_scene:  # within-scene references never sit beside a paper table's pooled rows
             simulated_refs[str(dataset)] = (references, attributes)
         log.info("yardstick of %s (%d splits) in %.1f s", dataset, len(splits), time.perf_counter() - started)
     if summaries:
