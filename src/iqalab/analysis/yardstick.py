@@ -362,10 +362,8 @@ def probe_scores(features: pd.DataFrame, mos: pd.DataFrame, train_ids: Sequence[
             keep = np.isfinite(y_train)
             pred = fit_probe(x_train[keep], y_train[keep], seed).predict(
                 np.nan_to_num(x_test, nan=0.0, posinf=0.0, neginf=0.0))
-            if scenes is not None:
-                labels = scenes.loc[test_ids].to_numpy()
-                pred, y_test = within_scenes(pred, labels), within_scenes(y_test, labels)
-            rows.append({"attribute": str(attr), **_with_ci(pred, y_test, n_boot, seed)})
+            labels = None if scenes is None else scenes.loc[test_ids].to_numpy()
+            rows.append({"attribute": str(attr), **_with_ci(pred, y_test, n_boot, seed, labels)})
     return pd.DataFrame(rows)
 
 
@@ -380,8 +378,12 @@ def within_scenes(values: metrics.ArrayLike, scenes: Sequence[Any]) -> np.ndarra
     return (series - series.groupby(labels).transform("mean")).to_numpy()
 
 
-def _with_ci(pred: np.ndarray, mos: np.ndarray, n_boot: int, seed: int) -> dict[str, float]:
-    """SRCC, raw PLCC, the bootstrap 95 % CI of the SRCC and ``n``."""
+def _with_ci(pred: np.ndarray, mos: np.ndarray, n_boot: int, seed: int,
+             scenes: Sequence[Any] | None = None) -> dict[str, float]:
+    """SRCC, raw PLCC, the bootstrap 95 % CI of the SRCC and ``n``; with ``scenes`` (aligned labels) all of them
+    within scenes (:func:`within_scenes` on both sides)."""
+    if scenes is not None:
+        pred, mos = within_scenes(pred, scenes), within_scenes(mos, scenes)
     x, y = metrics.paired_arrays(pred, mos)
     out = {"srcc": metrics.srcc(x, y), "plcc": metrics.plcc(x, y), "ci_low": math.nan, "ci_high": math.nan,
            "n": float(x.size)}
@@ -433,11 +435,8 @@ def reference_scores(images: pd.DataFrame, splits: pd.DataFrame, attributes: Seq
                 continue
             for attr in attributes:
                 if truth is not None:
-                    t, m = truth.loc[test, attr].to_numpy(), mos.loc[test, attr].to_numpy()
-                    if scenes is not None:
-                        labels = scenes.loc[test].to_numpy()
-                        t, m = within_scenes(t, labels), within_scenes(m, labels)
-                    stats = _with_ci(t, m, n_boot, seed)
+                    stats = _with_ci(truth.loc[test, attr].to_numpy(), mos.loc[test, attr].to_numpy(), n_boot, seed,
+                                     None if scenes is None else scenes.loc[test].to_numpy())
                     rows.append({"split": split, "attribute": attr, "reference": CEILING, **stats})
                 if ratings is not None and not ratings.empty:
                     rel = split_half_reliability(ratings, test, attr, seed=seed)
@@ -469,11 +468,8 @@ def model_scores(test: pd.DataFrame, meta: Mapping[str, Mapping[str, Any]], labe
         warnings.simplefilter("ignore", metrics.MetricWarning)
         for (exp, split, attr), part in test.groupby(["experiment", "split", "attribute"], sort=False):
             info = meta[exp]
-            pred, mos = scored_values(part, info), part["mos"].to_numpy(float)
-            if by_scene:
-                scene_of = part["scene"].astype(str).to_numpy()
-                pred, mos = within_scenes(pred, scene_of), within_scenes(mos, scene_of)
-            stats = _with_ci(pred, mos, n_boot, seed)
+            stats = _with_ci(scored_values(part, info), part["mos"].to_numpy(float), n_boot, seed,
+                             part["scene"].astype(str).to_numpy() if by_scene else None)
             trained = not published_untrained(info) and (info.get("notes") or {}).get("trained") is not False
             rows.append({"experiment": exp, "model": labels.get(exp, exp), "trained": trained, "split": split,
                          "attribute": attr, **stats})
