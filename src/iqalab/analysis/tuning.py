@@ -157,8 +157,9 @@ class RenderCache:
 
     The sensor noise of a capture is seeded by its key, so a setting looks the same whoever asks first. ``render``
     defaults to :func:`iqalab.sim.camera.render`; ``version`` (default:
-    :func:`iqalab.sim.pools.simulator_fingerprint`) enters the key. ``n_rendered`` counts real renders (cache
-    misses).
+    :func:`iqalab.sim.pools.simulator_fingerprint`) enters the key. ``n_captures`` counts the distinct captures
+    served, which the study alone decides; ``n_rendered`` counts the real renders among them (misses of the disk
+    cache), which depends on what earlier runs left in ``folder``.
     """
 
     def __init__(self, folder: str | Path | None = None, seed: int = 0, render: Callable[..., Any] | None = None,
@@ -191,6 +192,11 @@ class RenderCache:
                     np.savez_compressed(fh, image=shot[0], info=np.array(json.dumps(shot[1])))
         self._memory[key] = shot
         return shot
+
+    @property
+    def n_captures(self) -> int:
+        """Distinct (scene, setting) captures served so far, rendered or read from disk."""
+        return len(self._memory)
 
 
 def scene_info(scene: Scene) -> dict[str, Any]:

@@ -136,13 +136,16 @@ def run(params: Params, root: Path, progress: bool = True) -> dict[str, Any]:
         "image_size": size, "n_scenarios": settings.n_scenarios, "n_raters": settings.n_raters,
         "reference": reference, "models": list(models), "skipped": skipped, "unavailable": unavailable,
         "simulated": True,
-        "renders": cache.n_rendered, "figures": [str(p.relative_to(root)) for p in figures],
+        "captures": cache.n_captures, "figures": [str(p.relative_to(root)) for p in figures],
         "win_rate": {f"{r.tuner}/{r.opponent}": _finite(r.win_rate) for r in result.win_rates.itertuples()},
         "regret": {f"{r.tuner}/{r.model}": _finite(r.regret_mean) for r in result.regret.itertuples()},
     }
-    write_json(out / "summary.json", {**summary, "_provenance": provenance.collect(params)})
-    log.info("camera tuning: reference %s against %s; %d renders", reference,
-             [m for m in [*models, *BASELINES] if m != reference], cache.n_rendered)
+    # the renders this run made depend on the disk cache an earlier run left: how the output was produced,
+    # not a result (make verify compares results, not provenance)
+    record = {**provenance.collect(params), "renders_this_run": cache.n_rendered}
+    write_json(out / "summary.json", {**summary, "_provenance": record})
+    log.info("camera tuning: reference %s against %s; %d captures, %d rendered in this run", reference,
+             [m for m in [*models, *BASELINES] if m != reference], cache.n_captures, cache.n_rendered)
     return summary
 
 
