@@ -118,3 +118,28 @@ def test_input_size_names_what_the_loader_gives_each_model(toy_dataset):
     hyper = build_model("hyperiqa", ["overall"], **get_model_class("hyperiqa").smoke_params)
     side = hyper.patch_side(64, 64)
     assert input_size(hyper, whole, whole) == f"{hyper.n_patches} × {side}×{side} patches of 64×64"
+
+
+def test_defaults_come_from_one_registry_helper():
+    """Model cards write "required" where a constructor argument has no default; the ablation tables' settings
+    column reads only the real defaults (``registry.default_kwargs``, the one helper both use)."""
+    from iqalab.models.cards import constructor_defaults
+    from iqalab.models.registry import default_kwargs
+    from iqalab.paper_tables.common import model_defaults
+
+    class Needs(IQAModel):
+        """A constructor argument without a default."""
+
+        inputs = frozenset({"image"})
+        paper = "nobody"
+
+        def __init__(self, attributes: list[str], depth: int, width: int = 3, *args, **kwargs) -> None:
+            super().__init__(attributes)
+
+        def forward(self, batch):  # pragma: no cover
+            return {}
+
+    assert default_kwargs(Needs) == {"width": 3}
+    assert constructor_defaults(Needs) == {"depth": "required", "width": 3}
+    assert model_defaults("dbcnn") == default_kwargs(registry.get_model_class("dbcnn"))
+    assert "backbone" in model_defaults("dbcnn") and model_defaults("no_such_model") == {}

@@ -27,7 +27,7 @@ import pandas as pd
 
 from iqalab.io import write_text
 from iqalab.models import pyiqa_arch, zeroshot
-from iqalab.models.registry import allowed_kwargs, available, build_model, get_model_class
+from iqalab.models.registry import allowed_kwargs, available, build_model, default_kwargs, get_model_class
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,8 @@ def _summary(cls: type) -> str:
 
 def constructor_defaults(cls: type) -> dict[str, Any]:
     """Constructor keyword arguments of ``cls`` with their defaults (``"required"`` when there is none)."""
-    return {name: ("required" if p.default is inspect.Parameter.empty else p.default)
-            for name, p in allowed_kwargs(cls).items()}
+    defaults = default_kwargs(cls)
+    return {name: defaults.get(name, "required") for name in allowed_kwargs(cls)}
 
 
 def card_kwargs(cls: type, config: Literal["smoke", "default"] = "smoke") -> dict[str, Any]:

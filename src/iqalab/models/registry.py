@@ -67,6 +67,12 @@ def allowed_kwargs(cls: type) -> dict[str, inspect.Parameter]:
             and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
 
 
+def default_kwargs(cls: type) -> dict[str, Any]:
+    """The constructor keyword arguments of ``cls`` that have a default, with it: the value a setting left out of
+    ``params.yaml`` runs with (model cards, the ablation tables' settings column)."""
+    return {k: p.default for k, p in allowed_kwargs(cls).items() if p.default is not inspect.Parameter.empty}
+
+
 def build_model(name: str, attributes: list[str], key_path: str = "model", **kwargs: Any) -> IQAModel:
     """Instantiate a registered model; unknown keyword arguments raise ``ValueError`` naming the key path."""
     cls = get_model_class(name)

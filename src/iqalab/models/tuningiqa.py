@@ -295,7 +295,7 @@ class TuningIQA(IQAModel):
         self.missing_camera = missing_camera
         self.missing_camera_counts: dict[str, int] = {}
         self.use_hfe, self.use_gcpf = use_hfe, use_gcpf
-        unused = set()
+        unused: set[str] = set()
         if not use_hfe:  # the Table 4 baseline never looks at the person box
             unused.add("person_box")
         if not use_gcpf:  # nor, without GCPF, at the camera parameters (the loader then builds no ``cam``)

@@ -6,7 +6,6 @@ long ``all_metrics`` table every run writes. The conventions these follow are li
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import math
@@ -253,13 +252,13 @@ def wide_stats(stats: pd.DataFrame, exps: Sequence[str], columns: Sequence[Any],
 def model_defaults(name: Any) -> dict[str, Any]:
     """The keyword defaults of the registered model ``name`` (its ``__init__``): the value a setting left out of
     ``params.yaml`` ran with; ``{}`` for a name the registry does not know."""
-    from iqalab.models.registry import allowed_kwargs, get_model_class
+    from iqalab.models.registry import default_kwargs, get_model_class
 
     try:
         cls = get_model_class(str(name))
     except (KeyError, ValueError, ImportError):
         return {}
-    return {key: p.default for key, p in allowed_kwargs(cls).items() if p.default is not inspect.Parameter.empty}
+    return default_kwargs(cls)
 
 
 def differing_settings(meta: Mapping[str, Mapping[str, Any]], exps: Sequence[str]) -> list[str]:

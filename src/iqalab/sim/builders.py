@@ -508,6 +508,16 @@ def face_sim(root: Path, seed: int = 0, n_scenes: int = 60, images_per_scene: in
     return ds
 
 
+def _ugc_scene(rng: np.random.Generator, hdr_rng: np.random.Generator, image_size: int, name: str,
+               hdr_share: float) -> Scene:
+    """One user-generated-content scene: a condition drawn from :data:`UGC_CONDITIONS` (daylight-heavy), a person
+    on half of them, high dynamic range on ``hdr_share`` (shared by :func:`ugc_sim` and ``scene_pool("ugc")``)."""
+    condition = (None if UGC_CONDITIONS is None
+                 else str(rng.choice(list(UGC_CONDITIONS), p=list(UGC_CONDITIONS.values()))))
+    person = "any" if rng.random() < 0.5 else None
+    return _maybe_hdr(make_scene(rng, image_size, condition=condition, person=person, name=name), hdr_rng, hdr_share)
+
+
 def ugc_sim(root: Path, seed: int = 0, n_images: int = 320, image_size: int = 256, n_raters: int = 20,
             screening: str = "bt500", n_splits: int = 5, test_fraction: float = 0.2,
             hdr_share: float = DEFAULT_HDR_SHARE) -> Dataset:
@@ -519,10 +529,7 @@ def ugc_sim(root: Path, seed: int = 0, n_images: int = 320, image_size: int = 25
     shots = []
     for i in range(n_images):
         scene_id = f"ugc{i:05d}"
-        condition = (None if UGC_CONDITIONS is None
-                     else str(rng.choice(list(UGC_CONDITIONS), p=list(UGC_CONDITIONS.values()))))
-        scene = _maybe_hdr(make_scene(rng, image_size, condition=condition,
-                                      person="any" if rng.random() < 0.5 else None, name=scene_id), hdr_rng, hdr_share)
+        scene = _ugc_scene(rng, hdr_rng, image_size, scene_id, hdr_share)
         # calibrated (sim.calibration): KonIQ-like authentic data peak mid-scale with few Bad/Excellent images
         severity = float(UGC_SEVERITY[0] + UGC_SEVERITY[1] * rng.beta(UGC_SEVERITY[2], UGC_SEVERITY[2]))
         ref = auto_params(scene, aperture=float(rng.choice([1.8, 2.2, 2.8])), slowest=1 / 15, max_iso=6400)
@@ -629,11 +636,7 @@ def scene_pool(n_scenes: int, seed: int = 0, image_size: int = 256, kind: str = 
             scenes.append(_maybe_hdr(make_scene(rng, image_size, condition=conditions[s % 4], person="any",
                                                 name=name), hdr_rng, hdr_share))
         elif kind == "ugc":
-            condition = (None if UGC_CONDITIONS is None
-                         else str(rng.choice(list(UGC_CONDITIONS), p=list(UGC_CONDITIONS.values()))))
-            scenes.append(_maybe_hdr(make_scene(rng, image_size, condition=condition,
-                                                person="any" if rng.random() < 0.5 else None, name=name),
-                                     hdr_rng, hdr_share))
+            scenes.append(_ugc_scene(rng, hdr_rng, image_size, name, hdr_share))
         else:
             raise ValueError(f"unknown scene pool kind {kind!r}; choose livestream, portrait, face or ugc")
     return scenes
