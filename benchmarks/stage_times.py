@@ -6,9 +6,8 @@ notebooks' own papermill metadata (``build/executed/*.ipynb``: start, end and ev
 
 Printed: the stages grouped by kind (ingest, annotation_stats, train by model, evaluate, gmad, ...) with their sum,
 the slowest stages, and the fixed cost of a stage: the seconds papermill spends before and between cells (starting
-the kernel) plus the notebook's first cell after the parameters (imports,
-among them torch, and the params validation). With ``--wall`` (the run's wall seconds,
-e.g. from ``/usr/bin/time``), the remainder is what the three command-line stages (profile, cross_dataset, report)
+the kernel) plus the notebook's first cell after the parameters (imports, among them torch, and the params
+validation). With ``--wall`` (the run's wall seconds, e.g. from ``/usr/bin/time``), the remainder is what the three command-line stages (profile, cross_dataset, report)
 and DVC's own hashing took; each line also gives its share of the 20-minute target (issue #23) so a reader sees what
 a cut would buy. Only notebooks whose papermill start is at or after ``--since`` count (a partial rerun leaves older
 executed copies behind).
@@ -58,7 +57,7 @@ def read_times(folder: Path, since: str | None = None) -> list[dict]:
         setup = [d for c, d in zip(code, cells)
                  if not {"parameters", "injected-parameters"} & set(c.get("metadata", {}).get("tags", []))]
         rows.append({"name": path.stem, "wall": float(pm["duration"]), "cells": float(sum(cells)),
-                     "first": float(setup[0]) if setup else 0.0, "start": pm.get("start_time", ""),
+                     "setup": float(setup[0]) if setup else 0.0, "start": pm.get("start_time", ""),
                      "end": pm.get("end_time", "")})
     return rows
 
@@ -97,10 +96,10 @@ def main() -> None:
     for kind, walls in sorted(by_kind.items(), key=lambda kv: -sum(kv[1])):
         print(line(f"  {kind} ({len(walls)})", sum(walls)))
     overhead = sum(r["wall"] - r["cells"] for r in rows)
-    first_cells = sum(r["first"] for r in rows)
+    setup_cells = sum(r["setup"] for r in rows)
     print("\nfixed cost of a stage:")
     print(line("  papermill outside cells (kernel)", overhead, f"({overhead / len(rows):.1f} s per stage)"))
-    print(line("  setup cell (imports, params)", first_cells, f"({first_cells / len(rows):.1f} s per stage)"))
+    print(line("  setup cell (imports, params)", setup_cells, f"({setup_cells / len(rows):.1f} s per stage)"))
     print(f"\nslowest {args.top}:")
     for r in sorted(rows, key=lambda r: -r["wall"])[: args.top]:
         print(line(f"  {r['name']}", r["wall"]))
