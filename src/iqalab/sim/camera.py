@@ -31,14 +31,14 @@ measurements and the optical facts; :mod:`iqalab.sim.observers` turns them into 
 
 Implementation (issue #30, speed only: the model above is unchanged): colour planes (C x H x W float32) worked on
 in place in reusable buffers; the ISP runs on the clean and then the noisy render (half the working set of both at
-once, which stays in cache); separable filters add shifted slices tap by tap (:func:`_correlate`: along a row the
-padded lines are one flat array, so every slice is contiguous; interior lines of the other axes are read in place)
-and kernels of 15+ taps (wide defocus, slow-shutter motion) are banded matrix products through BLAS
-(:func:`_correlate_gemm`); chroma filtered as two planes; the sRGB + contrast encoding is one gather from an
-interleaved (value, slope) table (:func:`_encode`); box masks are filtered separably; per-scene constants cached
-(the light after optics for each aperture/shutter, the layers' colour planes, face mask, enhancer texture;
-:func:`clear_scene_caches` forgets them). The sensor noise is the same draw from the same stream as before, so a
-builder's generator advances exactly as it did. ``tests/test_sim_render.py`` keeps the straightforward renderer
+once, which stays in cache); the sensor, the ISP's elementwise chains, its short separable filters and the
+sRGB + contrast encoding (one gather from an interleaved (value, slope) table, :func:`_encode`) are compiled
+loops (:mod:`iqalab.sim.kernels`, numba) that do the numpy formulation's float32 operations in its order, so their
+images are bit for bit the same; kernels of 15+ taps (wide defocus, slow-shutter motion) are banded matrix
+products through BLAS (:func:`_correlate_gemm`); chroma filtered as two planes; box masks are filtered separably;
+per-scene constants cached (the light after optics for each aperture/shutter, the layers' colour planes, face
+mask, enhancer texture; :func:`clear_scene_caches` forgets them). The sensor noise is the same draw from the same
+stream as before, so a builder's generator advances exactly as it did. ``tests/test_sim_render.py`` keeps the straightforward renderer
 and checks that both give the same images and measurements; ``benchmarks/bench_sim.py`` times both.
 """
 
@@ -60,6 +60,7 @@ from scipy.ndimage import correlate1d, gaussian_filter, gaussian_filter1d
 
 from iqalab.data.cache import decode_image
 from iqalab.data.schema import CAM_PARAMS
+from iqalab.sim import kernels
 from iqalab.sim.scenes import LUMA, REFERENCE_WIDTH, Scene, illuminant_rgb, linear_to_srgb
 
 log = logging.getLogger(__name__)
@@ -259,11 +260,10 @@ def _correlate(img: np.ndarray, weights: np.ndarray, axis: int, out: np.ndarray 
     """Correlate float32 ``img`` along ``axis`` with a symmetric odd-length kernel, scipy's ``reflect`` borders;
     into ``out`` (same shape, float32, not ``img``) if given, else a new array.
 
-    Speed (issue #30): the kernel's taps are added as shifted slices of a padded copy, in float32 (the result of
-    :func:`scipy.ndimage.correlate1d` up to float32 rounding, two to three times faster). Along the last
-    (contiguous) axis the padded lines are worked on as one flat array, so that every slice is contiguous; the
-    sums that straddle two lines land in the padding columns and are dropped. Kernels of ``GEMM_TAPS`` or more
-    taps go to :func:`_correlate_gemm`.
+    Speed (issue #30): short kernels run as compiled tap sums (:func:`iqalab.sim.kernels.correlate_rows` along
+    the last axis, :func:`~iqalab.sim.kernels.correlate_columns` along another), in float32: the result of
+    :func:`scipy.ndimage.correlate1d` up to float32 rounding. Kernels of ``GEMM_TAPS`` or more taps go to
+    :func:`_correlate_gemm`.
     """
     axis = axis % img.ndim
     r = len(weights) // 2
@@ -277,47 +277,16 @@ def _correlate(img: np.ndarray, weights: np.ndarray, axis: int, out: np.ndarray 
     if len(weights) >= GEMM_TAPS:
         out[...] = _correlate_gemm(img, weights, axis)
         return out
-    lead = (slice(None),) * axis
-    if axis < img.ndim - 1 and n > 4 * r:  # interior lines read from ``img`` itself, no padded copy
-        for rows in (slice(0, r), slice(n - r, n)):  # the border lines, from a short padded stretch
-            part = slice(0, 3 * r) if rows.start == 0 else slice(n - 3 * r, n)
-            edge = _correlate(img[lead + (part,)], weights, axis)
-            out[lead + (rows,)] = edge[lead + ((slice(0, r) if rows.start == 0 else slice(2 * r, 3 * r)),)]
-        total = out[lead + (slice(r, n - r),)]
-
-        def shifted(i: int) -> np.ndarray:
-            return img[lead + (slice(i, i + n - 2 * r),)]
-
-        np.multiply(shifted(r), np.float32(weights[r]), out=total)
-        tmp = _scratch("taps", total.shape)
-        for i in range(r):
-            np.add(shifted(i), shifted(2 * r - i), out=tmp)
-            tmp *= np.float32(weights[i])
-            total += tmp
-        return out
-    padded = _reflect_pad(img, r, axis)
+    w32 = np.asarray(weights, dtype=np.float32)
+    src = np.ascontiguousarray(img, dtype=np.float32)
+    dst = out if out.flags.c_contiguous else _scratch("correlate_out", img.shape)
     if axis == img.ndim - 1:
-        flat = padded.reshape(-1)
-        size = flat.size - 2 * r  # flat output j sums inputs j .. j + 2r: line m, column c sits at m (n + 2r) + c
-        acc = _scratch("flat_out", padded.shape)
-        total = acc.reshape(-1)[:size]
-
-        def shifted(i: int) -> np.ndarray:
-            return flat[i:i + size]
+        kernels.correlate_rows(src.reshape(1, -1, n), w32, dst.reshape(1, -1, n))
     else:
-        total = out
-
-        def shifted(i: int) -> np.ndarray:
-            return padded[lead + (slice(i, i + n),)]
-
-    np.multiply(shifted(r), np.float32(weights[r]), out=total)
-    tmp = _scratch("taps", total.shape)
-    for i in range(r):
-        np.add(shifted(i), shifted(2 * r - i), out=tmp)
-        tmp *= np.float32(weights[i])
-        total += tmp
-    if axis == img.ndim - 1:
-        np.copyto(out, acc[..., :n])
+        lead, tail = int(np.prod(img.shape[:axis])), int(np.prod(img.shape[axis + 1:]))
+        kernels.correlate_columns(src.reshape(lead, n, tail), w32, dst.reshape(lead, n, tail))
+    if dst is not out:
+        np.copyto(out, dst)
     return out
 
 
@@ -492,10 +461,10 @@ def _encoding_table(contrast: float) -> tuple[np.ndarray, np.ndarray]:
 
 @lru_cache(maxsize=64)
 def _encoding_pairs(contrast: float) -> np.ndarray:
-    """:func:`_encoding_table` interleaved, (value, slope) per entry as one complex64 number: one gather per
-    value fetches both (bit for bit the same numbers)."""
+    """:func:`_encoding_table` interleaved, (entries, 2) float32 rows of (value, slope): one cache line per value
+    fetches both (bit for bit the same numbers)."""
     value, slope = _encoding_table(contrast)
-    pairs = np.stack([value, slope], axis=1).view(np.complex64).ravel()
+    pairs = np.ascontiguousarray(np.stack([value, slope], axis=1))
     pairs.setflags(write=False)
     return pairs
 
@@ -504,43 +473,30 @@ def _encode(rgb: np.ndarray, contrast: float, out: np.ndarray | None = None) -> 
     """``tone_curve(linear_to_srgb(rgb), contrast)``; ``rgb`` (float32) is clipped to [0, 1] in place.
 
     Speed (issue #30): the sRGB power and the contrast curve's three powers per value become one gather from
-    :func:`_encoding_pairs` (value and slope of :func:`_encoding_table`), in chunks of ``ENCODE_CHUNK`` values,
-    and an interpolation that agrees with the formula to about 1e-6 (2e-4 of an 8-bit level). With a contrast
+    :func:`_encoding_pairs` (value and slope of :func:`_encoding_table`; compiled,
+    :func:`iqalab.sim.kernels.encode_table`) and an interpolation that agrees with the formula to about 1e-6 (2e-4 of an 8-bit level). With a contrast
     curve, values in the cells near 0 and 1 where its slope is unbounded are computed exactly (the table marks
     those cells with a NaN slope); the sRGB curve alone needs no such cells (its interpolation error is below
     1e-7 everywhere).
     """
-    np.clip(rgb, 0.0, 1.0, out=rgb)
     enc = out if out is not None else _scratch("enc", rgb.shape)
     flat_in, flat_out = rgb.reshape(-1), enc.reshape(-1)  # both contiguous (views)
-    for start in range(0, flat_in.size, ENCODE_CHUNK):  # chunks: the gather's index arrays stay in cache
-        _encode_chunk(flat_in[start:start + ENCODE_CHUNK], contrast, flat_out[start:start + ENCODE_CHUNK])
+    pairs = _encoding_pairs(float(contrast))
+    kernels.encode_table(flat_in, pairs, flat_out)
+    if abs(contrast - 1.0) >= 1e-9:
+        _encode_exact_cells(flat_in, flat_out, contrast)
     return enc
 
 
-ENCODE_CHUNK = 1 << 16  #: values encoded at a time by :func:`_encode` (index and gather buffers of 512 KiB)
-
-
-def _encode_chunk(rgb: np.ndarray, contrast: float, enc: np.ndarray) -> None:
-    """:func:`_encode` of a 1-D run of values in [0, 1] into ``enc``."""
-    pairs = _encoding_pairs(float(contrast))
-    n = len(pairs) - 2
-    t = np.multiply(rgb, np.float32(n), out=_scratch("t", rgb.shape))
-    cell = np.floor(t, out=_scratch("cell", rgb.shape))
-    t -= cell
-    index = _scratch("index", rgb.shape, np.intp)
-    np.copyto(index, cell, casting="unsafe")
-    looked = pairs.take(index, out=_scratch("looked", rgb.shape, np.complex64), mode="clip")  # one gather
-    value_slope = looked.view(np.float32).reshape(rgb.shape + (2,))
-    np.multiply(value_slope[..., 1], t, out=enc)
-    enc += value_slope[..., 0]
-    if abs(contrast - 1.0) >= 1e-9:
-        edge = np.isnan(enc, out=_scratch("edge", rgb.shape, np.bool_))
-        if edge.any():
-            exact = rgb[edge]
-            inside = exact > 0.0  # 0 is a grid point: its table value is exact
-            exact[inside] = tone_curve(linear_to_srgb(exact[inside]), contrast)
-            enc[edge] = exact
+def _encode_exact_cells(flat_in: np.ndarray, flat_out: np.ndarray, contrast: float) -> None:
+    """The values the table left NaN (cells where the contrast curve's slope is unbounded), computed exactly from
+    the clipped linear values ``flat_in``."""
+    edge = np.isnan(flat_out, out=_scratch("edge", flat_out.shape, np.bool_))
+    if edge.any():
+        exact = flat_in[edge]
+        inside = exact > 0.0  # 0 is a grid point: its table value is exact
+        exact[inside] = tone_curve(linear_to_srgb(exact[inside]), contrast)
+        flat_out[edge] = exact
 
 
 #: the last scenes' light after optics, keyed by scene identity + blur (see :func:`_scene_light`)
@@ -640,35 +596,16 @@ def capture(scene: Scene, params: CameraParams, rng: np.random.Generator) -> Cap
     full_well = np.float32(FULL_WELL * pixel_area)
     read_e = READ_E * float(np.sqrt(pixel_area))
     exposure = 100.0 * float(full_well) * scene.luminance * params.shutter / (METER_K * params.aperture**2)
-    electrons = np.multiply(colour, np.float32(exposure), out=_scratch("electrons", colour.shape))
     gain = np.float32(params.iso / (100.0 * float(full_well)))
-    sd = np.maximum(electrons, 0.0, out=_scratch("sd", colour.shape))
-    sd *= gain**2
-    sd += (read_e * gain) ** 2
-    sd += ADC_NOISE**2
-    np.sqrt(sd, out=sd)
     saturation_level = min(1.0, float(full_well * gain))
-    raw = _scratch("raw", (2,) + electrons.shape)  # (clean, noisy) x 3 planes x H x W
-    clean_raw, noisy_raw = raw[0], raw[1]
-    np.minimum(electrons, full_well, out=clean_raw)
-    clean_raw *= gain
-    np.minimum(clean_raw, saturation_level, out=clean_raw)
-    saturated = np.greater_equal(clean_raw, np.float32(saturation_level), out=_scratch("saturated", clean_raw.shape,
-                                                                                   np.bool_))
-    np.logical_or(saturated[0], saturated[1], out=saturated[0])
-    np.logical_or(saturated[0], saturated[2], out=saturated[0])
-    sensor_clipped = float(np.count_nonzero(saturated[0]) / saturated[0].size)
+    raw = _scratch("raw", (2,) + colour.shape)  # (clean, noisy) x 3 planes x H x W
     # the noise is drawn pixel-interleaved (H x W x 3), as the sensor model has always drawn it: same stream
-    noise = _scratch("noise", colour.shape)
     drawn = rng.standard_normal(dtype=np.float32, out=_scratch("drawn", (h, w, 3)))
-    np.copyto(noise, np.moveaxis(drawn, -1, 0))
-    noise *= sd
-    noise /= gain
-    noise += electrons
-    np.minimum(noise, full_well, out=noisy_raw)
-    noisy_raw *= gain
-    np.clip(noisy_raw, 0.0, saturation_level, out=noisy_raw)
-    del sd, noise, electrons
+    # one pass (kernels.expose); the scalars are the float32 values of the formulas above
+    clipped = kernels.expose(np.ascontiguousarray(colour, dtype=np.float32), drawn, np.float32(exposure),
+                             full_well, gain, gain**2, (read_e * gain) ** 2, np.float32(ADC_NOISE**2),
+                             np.float32(saturation_level), raw)
+    sensor_clipped = float(clipped / (h * w))
     _highlight_knee(raw, saturation_level)
     # ISP, one render at a time (clean, then noisy: half-size working sets stay in cache): white balance, light
     # noise reduction (chroma smoothed; luma blended towards a 0.7 px Gaussian in proportion to the expected
@@ -727,65 +664,50 @@ def _develop(rgb: np.ndarray, gains: np.ndarray, nr: float, px: float, params: C
     The operations are those of the module docstring (white balance, chroma and luma noise reduction, saturation
     in linear RGB, sRGB + contrast encoding, sharpening of luma, face enhancer), in float32.
     """
-    for c in range(3):
-        rgb[c] *= gains[c]
-    np.clip(rgb, 0.0, 1.0, out=rgb)
-    y_lin = _luma(rgb, _scratch("y_lin", rgb.shape[1:]))
-    chroma_rb = _smooth_chroma(rgb, y_lin, px)  # (2 [r, b], H, W)
-    if nr > 0.02:
-        smooth = _smooth(y_lin, 0.7 * px, 2.5, (0, 1), _scratch("nr_smooth", y_lin.shape))
-        smooth -= y_lin
-        smooth *= nr
-        y_lin += smooth
-    # rgb = max(Y + saturation x chroma, 0); green chroma from red and blue (chroma has no luminance)
-    chroma_rb *= params.saturation
-    np.add(y_lin, chroma_rb[0], out=rgb[0])
-    np.add(y_lin, chroma_rb[1], out=rgb[2])
-    np.multiply(chroma_rb[0], -LUMA[0] / LUMA[1], out=rgb[1])
-    chroma_rb[1] *= LUMA[2] / LUMA[1]
-    rgb[1] -= chroma_rb[1]
-    rgb[1] += y_lin
-    enc = _encode(rgb, params.contrast, out)  # clips to [0, 1]: the old ``max(rgb, 0)`` is part of it
+    h, w = rgb.shape[1:]
+    y_lin = _scratch("y_lin", (h, w))
+    chroma = _scratch("chroma", (2, h, w))
+    kernels.balance(rgb, gains, LUMA, y_lin, chroma)  # white balance, clip, luma, chroma (red and blue planes)
+    # chroma NR: rgb - Y smoothed by a Gaussian of px (truncated at 2.5 sigma); chroma has no luminance
+    # (LUMA . chroma = 0), so only red and blue are filtered and green follows from them
+    chroma_rb = _smooth(chroma, px, 2.5, (1, 2), _scratch("chroma_smooth", chroma.shape))
+    blend = nr > 0.02  # luma NR: blended towards a Gaussian-smoothed luma
+    smooth = _smooth(y_lin, 0.7 * px, 2.5, (0, 1), _scratch("nr_smooth", y_lin.shape)) if blend else y_lin
+    # saturation (chroma gain), back to RGB (green chroma from red and blue: chroma has no luminance), encoding
+    saturation = params.saturation
+    wide = isinstance(saturation, np.floating) and np.dtype(type(saturation)).itemsize > 4  # numpy's float64 op
+    pairs = _encoding_pairs(float(params.contrast))
+    nan_cells = kernels.recombine(y_lin, smooth, float(nr), blend, chroma_rb, float(saturation), wide,
+                                  -LUMA[0] / LUMA[1], LUMA[2] / LUMA[1], pairs, rgb, out)
+    if nan_cells:
+        _encode_exact_cells(rgb.reshape(-1), out.reshape(-1), params.contrast)
+    enc = out
     luma = _luma(enc, _scratch("luma", rgb.shape[1:]))
     detail = _smooth(luma, 1.0, 3.0, (0, 1), _scratch("detail_smooth", luma.shape))
     np.subtract(luma, detail, out=detail)
     if detail_out is not None:
         np.copyto(detail_out, detail)
+    if enhancer is None:
+        kernels.quantise(enc, detail, np.float32(params.sharpness), params.sharpness > 0)
+        return
     if params.sharpness > 0:
         sharpen = np.multiply(detail, np.float32(params.sharpness), out=luma)
         enc += sharpen
-    if enhancer is not None:
-        m, invented = enhancer
-        smooth = _smooth(enc, 1.5 * max(scale, 0.5), 3.0, (1, 2), _scratch("enhancer_smooth", enc.shape))
-        smooth += invented
-        smooth *= m
-        enc *= 1 - m
-        enc += smooth
-    np.clip(enc, 0.0, 1.0, out=enc)
-    enc *= 255.0
-    np.rint(enc, out=enc)
+    m, invented = enhancer
+    smooth = _smooth(enc, 1.5 * max(scale, 0.5), 3.0, (1, 2), _scratch("enhancer_smooth", enc.shape))
+    smooth += invented
+    smooth *= m
+    enc *= 1 - m
+    enc += smooth
+    kernels.quantise(enc, detail, np.float32(0.0), False)
 
 
 def _luma(planes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """``LUMA``-weighted sum of the three colour planes (axis 0 of a 3 x H x W array)."""
-    out = np.multiply(planes[0], LUMA[0], out=out)
-    tmp = _scratch("luma_term", out.shape)
-    out += np.multiply(planes[1], LUMA[1], out=tmp)
-    out += np.multiply(planes[2], LUMA[2], out=tmp)
+    """``LUMA``-weighted sum of the three colour planes (axis 0 of a 3 x H x W float32 array), in one pass."""
+    if out is None:
+        out = np.empty(planes.shape[1:], dtype=np.float32)
+    kernels.luma_of(planes, LUMA, out)
     return out
-
-
-def _smooth_chroma(rgb: np.ndarray, y_lin: np.ndarray, px: float) -> np.ndarray:
-    """The chroma noise reduction: ``rgb - Y`` smoothed by a Gaussian of ``px`` (truncated at 2.5 sigma).
-
-    Chroma has no luminance (``LUMA . chroma = 0``), so only the red and blue planes are filtered and returned,
-    as (2 [r, b], H, W); green follows from them, ``g = -(0.2126 r + 0.0722 b) / 0.7152`` (exact up to float32
-    rounding, the filter being linear).
-    """
-    chroma = _scratch("chroma", (2,) + y_lin.shape)
-    np.subtract(rgb[0], y_lin, out=chroma[0])
-    np.subtract(rgb[2], y_lin, out=chroma[1])
-    return _smooth(chroma, px, 2.5, (1, 2), _scratch("chroma_smooth", chroma.shape))
 
 
 def _highlight_knee(raw: np.ndarray, saturation_level: float) -> np.ndarray:

@@ -1,0 +1,208 @@
+"""The simulator's compiled loops (iqalab.sim.kernels) give bit for bit what the numpy formulation they replaced
+gives (issue #30: the datasets built with them are byte-identical). Each test keeps that numpy formulation as its
+oracle and asserts exact equality, not a tolerance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.ndimage import correlate1d
+
+from iqalab.sim import camera, kernels
+from iqalab.sim.scenes import LUMA
+
+
+def _tap_sums(img: np.ndarray, weights: np.ndarray, axis: int) -> np.ndarray:
+    """The numpy tap sums the renderer used before the kernels: a reflect-padded copy, ``x w[r]``, then
+    ``+= (shifted(i) + shifted(2r - i)) w[i]`` for i = 0 .. r - 1, every operation on float32 arrays."""
+    r = len(weights) // 2
+    n = img.shape[axis]
+    pad = [(0, 0)] * img.ndim
+    pad[axis] = (r, r)
+    padded = np.pad(img, pad, mode="symmetric")
+
+    def shifted(i: int) -> np.ndarray:
+        return np.take(padded, np.arange(i, i + n), axis=axis)
+
+    total = shifted(r) * np.float32(weights[r])
+    for i in range(r):
+        tmp = shifted(i) + shifted(2 * r - i)
+        tmp *= np.float32(weights[i])
+        total += tmp
+    return total
+
+
+@pytest.mark.parametrize("shape", [(1, 64, 80), (2, 37, 41), (3, 9, 200), (1, 200, 7)])
+@pytest.mark.parametrize("sigma", [0.5, 0.7, 1.0, 1.5, 2.2])
+def test_correlate_kernels_equal_the_numpy_tap_sums(shape: tuple[int, ...], sigma: float) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    weights = camera._gaussian_weights(sigma, 3.0)
+    w32 = weights.astype(np.float32)
+    for axis, kernel in ((2, kernels.correlate_rows), (1, kernels.correlate_columns)):
+        if len(weights) // 2 >= shape[axis]:
+            continue
+        out = np.empty_like(x)
+        kernel(x, w32, out)
+        assert np.array_equal(out, _tap_sums(x, weights, axis)), (shape, sigma, axis)
+        # and the same as scipy's filter up to float32 rounding (the borders are scipy's 'reflect')
+        np.testing.assert_allclose(out, correlate1d(x.astype(np.float64), weights, axis=axis, mode="reflect"),
+                                   atol=2e-6)
+
+
+def test_correlate_routes_short_kernels_through_the_kernels_on_any_axis_and_layout() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.random((8, 40, 50), dtype=np.float32)
+    weights = camera._gaussian_weights(1.0, 3.0)  # 7 taps (r = 3 < 8)
+    for axis in (0, 1, 2, -1):
+        out = camera._correlate(x, weights, axis)
+        assert np.array_equal(out, _tap_sums(x, weights, axis % 3)), axis
+    view = x[:, ::2, :]  # not contiguous, and a non-contiguous ``out``
+    out = np.zeros((8, 20, 100), np.float32)[:, :, ::2]
+    assert camera._correlate(view, weights, 1, out) is out
+    assert np.array_equal(out, _tap_sums(np.ascontiguousarray(view), weights, 1))
+
+
+def _table_encode(rgb: np.ndarray, contrast: float) -> np.ndarray:
+    """The numpy gather the renderer used: clip, ``t = v n``, ``cell = floor(t)``, take (value, slope), interpolate."""
+    pairs = camera._encoding_pairs(contrast)
+    v = np.clip(rgb, 0.0, 1.0)
+    t = v * np.float32(len(pairs) - 2)
+    cell = np.floor(t)
+    t -= cell
+    looked = pairs.take(cell.astype(np.intp), axis=0, mode="clip")
+    enc = looked[:, 1] * t
+    enc += looked[:, 0]
+    return enc
+
+
+@pytest.mark.parametrize("contrast", [1.0, 0.8, 1.35])
+def test_encode_table_equals_the_numpy_gather(contrast: float) -> None:
+    rng = np.random.default_rng(2)
+    rgb = np.concatenate([rng.random(20000, dtype=np.float32) * 1.2 - 0.1,
+                          np.array([0.0, -0.0, 1.0, 1e-9, 0.004, 0.99, 0.999999], np.float32)])
+    expected = _table_encode(rgb, contrast)
+    out = np.empty_like(rgb)
+    work = rgb.copy()
+    kernels.encode_table(work, camera._encoding_pairs(contrast), out)
+    assert np.array_equal(out, expected, equal_nan=True)
+    assert np.array_equal(work, np.clip(rgb, 0.0, 1.0))  # clipped in place
+    assert np.isnan(out).any() == (contrast != 1.0)  # the cells left to the exact formula
+    # and _encode fills those cells with the formula itself
+    full = camera._encode(rgb.copy(), contrast)
+    formula = camera.tone_curve(camera.linear_to_srgb(np.clip(rgb, 0.0, 1.0)), contrast)
+    np.testing.assert_allclose(full, formula, atol=2e-6)
+
+
+def test_expose_equals_the_numpy_sensor_chain() -> None:
+    rng = np.random.default_rng(3)
+    colour = (rng.random((3, 30, 40), dtype=np.float32) * 1.3).astype(np.float32)
+    colour[0, 0, :5] = -1e-3  # negative light from a filter's undershoot
+    drawn = rng.standard_normal((30, 40, 3), dtype=np.float32)
+    full_well = np.float32(camera.FULL_WELL * 0.25)
+    read_e = camera.READ_E * 0.5
+    exposure = 812.5
+    for iso in (50.0, 100.0, 1600.0):
+        gain = np.float32(iso / (100.0 * float(full_well)))
+        saturation = min(1.0, float(full_well * gain))
+        # the numpy formulation (the order of capture's formulas)
+        electrons = colour * np.float32(exposure)
+        sd = np.maximum(electrons, 0.0)
+        sd *= gain**2
+        sd += (read_e * gain) ** 2
+        sd += camera.ADC_NOISE**2
+        np.sqrt(sd, out=sd)
+        clean = np.minimum(electrons, full_well)
+        clean *= gain
+        np.minimum(clean, saturation, out=clean)
+        noisy = np.moveaxis(drawn, -1, 0) * sd
+        noisy /= gain
+        noisy += electrons
+        noisy = np.minimum(noisy, full_well)
+        noisy *= gain
+        np.clip(noisy, 0.0, saturation, out=noisy)
+        hits = int(np.count_nonzero((clean >= np.float32(saturation)).any(axis=0)))
+        raw = np.empty((2, 3, 30, 40), np.float32)
+        got = kernels.expose(colour, drawn, np.float32(exposure), full_well, gain, gain**2, (read_e * gain) ** 2,
+                             np.float32(camera.ADC_NOISE**2), np.float32(saturation), raw)
+        assert np.array_equal(raw[0], clean) and np.array_equal(raw[1], noisy), iso
+        assert got == hits, iso
+    assert hits > 0  # ISO 1600 clips: the count was exercised
+
+
+def _luma(planes: np.ndarray) -> np.ndarray:
+    out = planes[0] * LUMA[0]
+    out += planes[1] * LUMA[1]
+    out += planes[2] * LUMA[2]
+    return out
+
+
+@pytest.mark.parametrize("saturation", [1.0, 0.35, np.float64(1.7), 2])
+@pytest.mark.parametrize("nr", [0.0, 0.6])
+def test_isp_kernels_equal_the_numpy_isp(saturation: float, nr: float) -> None:
+    rng = np.random.default_rng(4)
+    raw = rng.random((3, 24, 30), dtype=np.float32) * np.float32(1.1)
+    gains = camera.wb_gains(4300.0)
+    # numpy: white balance, clip, luma, chroma
+    rgb = raw.copy()
+    for c in range(3):
+        rgb[c] *= gains[c]
+    np.clip(rgb, 0.0, 1.0, out=rgb)
+    y_lin = _luma(rgb)
+    chroma = np.stack([rgb[0] - y_lin, rgb[2] - y_lin])
+    work, y_k, chroma_k = raw.copy(), np.empty_like(y_lin), np.empty_like(chroma)
+    kernels.balance(work, gains, LUMA, y_k, chroma_k)
+    assert np.array_equal(work, rgb) and np.array_equal(y_k, y_lin) and np.array_equal(chroma_k, chroma)
+    # numpy: NR blend, saturation, back to RGB, encoding
+    smooth = camera._smooth(y_lin, 0.7, 2.5, (0, 1))
+    blended = y_lin.copy()
+    if nr > 0.02:
+        step = smooth - blended
+        step *= nr
+        blended += step
+    c_rb = chroma.copy()
+    c_rb *= saturation
+    out = np.empty_like(rgb)
+    np.add(blended, c_rb[0], out=out[0])
+    np.add(blended, c_rb[1], out=out[2])
+    np.multiply(c_rb[0], -LUMA[0] / LUMA[1], out=out[1])
+    c_rb[1] *= LUMA[2] / LUMA[1]
+    out[1] -= c_rb[1]
+    out[1] += blended
+    contrast = 1.3
+    expected = _table_encode(out.reshape(-1), contrast).reshape(out.shape)
+    enc = np.empty_like(rgb)
+    wide = isinstance(saturation, np.floating)
+    nan_cells = kernels.recombine(y_k, smooth, float(nr), nr > 0.02, chroma_k, float(saturation), wide,
+                                  -LUMA[0] / LUMA[1], LUMA[2] / LUMA[1], camera._encoding_pairs(contrast), work, enc)
+    assert np.array_equal(y_k, blended)
+    assert np.array_equal(work, np.clip(out, 0.0, 1.0))
+    assert np.array_equal(enc, expected, equal_nan=True)
+    assert nan_cells == int(np.isnan(expected).sum())
+    # luma of the planes, then sharpening, clipping and 8-bit rounding
+    np.nan_to_num(enc, copy=False)
+    luma = np.empty_like(y_lin)
+    kernels.luma_of(enc, LUMA, luma)
+    assert np.array_equal(luma, _luma(enc))
+    detail = luma - camera._smooth(luma, 1.0, 3.0, (0, 1))
+    for sharpness in (0.0, 0.6):
+        expected = enc + detail * np.float32(sharpness) if sharpness > 0 else enc.copy()
+        np.clip(expected, 0.0, 1.0, out=expected)
+        expected *= 255.0
+        np.rint(expected, out=expected)
+        got = enc.copy()
+        kernels.quantise(got, detail, np.float32(sharpness), sharpness > 0)
+        assert np.array_equal(got, expected), sharpness
+
+
+def test_a_float64_saturation_is_applied_in_float64_as_numpy_does() -> None:
+    """numpy multiplies a float32 array by a float64 *numpy* scalar in float64 (NEP 50), by a Python float in
+    float32: the kernel follows whichever the parameters hold, and the two differ for some values."""
+    s = 1.0000001
+    values = np.random.default_rng(5).random(1000, dtype=np.float32)
+    weak, strong = values.copy(), values.copy()
+    weak *= s  # as capture's in-place ``chroma *= params.saturation``
+    strong *= np.float64(s)
+    assert not np.array_equal(weak, strong)  # the two roundings differ for some values
+    assert all(kernels._times(v, s, False) == a for v, a in zip(values, weak, strict=True))
+    assert all(kernels._times(v, s, True) == b for v, b in zip(values, strong, strict=True))
