@@ -38,8 +38,9 @@ images are bit for bit the same; kernels of 15+ taps (wide defocus, slow-shutter
 products through BLAS (:func:`_correlate_gemm`); chroma filtered as two planes; box masks are filtered separably;
 per-scene constants cached (the light after optics for each aperture/shutter, the layers' colour planes, face
 mask, enhancer texture; :func:`clear_scene_caches` forgets them). The sensor noise is the same draw from the same
-stream as before, so a builder's generator advances exactly as it did. ``tests/test_sim_render.py`` keeps the straightforward renderer
-and checks that both give the same images and measurements; ``benchmarks/bench_sim.py`` times both.
+stream as before, so a builder's generator advances exactly as it did. ``tests/test_sim_render.py`` keeps the
+straightforward renderer and checks that both give the same images and measurements; ``benchmarks/bench_sim.py``
+times both; ``tests/test_sim_kernels.py`` checks each compiled loop against its numpy formulation, bit for bit.
 """
 
 from __future__ import annotations
@@ -474,29 +475,20 @@ def _encode(rgb: np.ndarray, contrast: float, out: np.ndarray | None = None) -> 
 
     Speed (issue #30): the sRGB power and the contrast curve's three powers per value become one gather from
     :func:`_encoding_pairs` (value and slope of :func:`_encoding_table`; compiled,
-    :func:`iqalab.sim.kernels.encode_table`) and an interpolation that agrees with the formula to about 1e-6 (2e-4 of an 8-bit level). With a contrast
-    curve, values in the cells near 0 and 1 where its slope is unbounded are computed exactly (the table marks
-    those cells with a NaN slope); the sRGB curve alone needs no such cells (its interpolation error is below
-    1e-7 everywhere).
+    :func:`iqalab.sim.kernels.encode_table`) and an interpolation that agrees with the formula to about 1e-6
+    (2e-4 of an 8-bit level). With a contrast curve, values in the cells near 0 and 1 where its slope is
+    unbounded are computed exactly (the table marks those cells with a NaN slope); the sRGB curve alone needs no
+    such cells (its interpolation error is below 1e-7 everywhere).
     """
     enc = out if out is not None else _scratch("enc", rgb.shape)
     flat_in, flat_out = rgb.reshape(-1), enc.reshape(-1)  # both contiguous (views)
-    pairs = _encoding_pairs(float(contrast))
-    kernels.encode_table(flat_in, pairs, flat_out)
-    if abs(contrast - 1.0) >= 1e-9:
-        _encode_exact_cells(flat_in, flat_out, contrast)
-    return enc
-
-
-def _encode_exact_cells(flat_in: np.ndarray, flat_out: np.ndarray, contrast: float) -> None:
-    """The values the table left NaN (cells where the contrast curve's slope is unbounded), computed exactly from
-    the clipped linear values ``flat_in``."""
-    edge = np.isnan(flat_out, out=_scratch("edge", flat_out.shape, np.bool_))
-    if edge.any():
+    if kernels.encode_table(flat_in, _encoding_pairs(float(contrast)), flat_out):  # cells left NaN: exactly
+        edge = np.isnan(flat_out, out=_scratch("edge", flat_out.shape, np.bool_))
         exact = flat_in[edge]
         inside = exact > 0.0  # 0 is a grid point: its table value is exact
         exact[inside] = tone_curve(linear_to_srgb(exact[inside]), contrast)
         flat_out[edge] = exact
+    return enc
 
 
 #: the last scenes' light after optics, keyed by scene identity + blur (see :func:`_scene_light`)
@@ -676,12 +668,9 @@ def _develop(rgb: np.ndarray, gains: np.ndarray, nr: float, px: float, params: C
     # saturation (chroma gain), back to RGB (green chroma from red and blue: chroma has no luminance), encoding
     saturation = params.saturation
     wide = isinstance(saturation, np.floating) and np.dtype(type(saturation)).itemsize > 4  # numpy's float64 op
-    pairs = _encoding_pairs(float(params.contrast))
-    nan_cells = kernels.recombine(y_lin, smooth, float(nr), blend, chroma_rb, float(saturation), wide,
-                                  -LUMA[0] / LUMA[1], LUMA[2] / LUMA[1], pairs, rgb, out)
-    if nan_cells:
-        _encode_exact_cells(rgb.reshape(-1), out.reshape(-1), params.contrast)
-    enc = out
+    kernels.recombine(y_lin, smooth, float(nr), blend, chroma_rb, float(saturation), wide, -LUMA[0] / LUMA[1],
+                      LUMA[2] / LUMA[1], rgb)
+    enc = _encode(rgb, params.contrast, out)
     luma = _luma(enc, _scratch("luma", rgb.shape[1:]))
     detail = _smooth(luma, 1.0, 3.0, (0, 1), _scratch("detail_smooth", luma.shape))
     np.subtract(luma, detail, out=detail)

@@ -81,29 +81,28 @@ def correlate_columns(img: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
 
 
 @njit(cache=True, nogil=True)
-def encode_table(rgb: np.ndarray, pairs: np.ndarray, out: np.ndarray) -> None:
+def encode_table(rgb: np.ndarray, pairs: np.ndarray, out: np.ndarray) -> int:
     """:func:`iqalab.sim.camera._encode`'s clip and table interpolation over flat float32 ``rgb`` (clipped to
     [0, 1] in place) into ``out``, with ``pairs`` the (entries, 2) float32 (value, slope) table: per value
     ``t = v n``, ``cell = floor(t)``, ``slope[cell] (t - cell) + value[cell]`` (the cell index clipped to the
-    table, as ``take(mode="clip")``); a NaN slope leaves NaN for the caller to compute exactly."""
+    table, as ``take(mode="clip")``). A NaN slope leaves NaN for the caller to compute exactly; returns how many
+    values did."""
     n = np.float32(pairs.shape[0] - 2)
-    last = pairs.shape[0] - 1
     zero = np.float32(0.0)
     one = np.float32(1.0)
     for k in range(rgb.shape[0]):
         v = rgb[k]
         v = v if v >= zero else zero
-        v = v if v <= one else one
-        rgb[k] = v
-        t = v * n
-        cell = np.floor(t)
-        t = t - cell
-        i = int(cell)
-        if i > last:
-            i = last
-        elif i < 0:
-            i = 0
-        out[k] = pairs[i, 1] * t + pairs[i, 0]
+        rgb[k] = v if v <= one else one
+    nan_cells = 0
+    for k in range(rgb.shape[0]):  # the gather in its own loop: the clipping above vectorises
+        t = rgb[k] * n
+        i = int(t)  # t >= 0: truncation is the floor (and i <= n, inside the table)
+        t = t - np.float32(i)
+        e = pairs[i, 1] * t + pairs[i, 0]
+        nan_cells += e != e
+        out[k] = e
+    return nan_cells
 
 
 @njit(cache=True, nogil=True)
@@ -190,14 +189,11 @@ def balance(rgb: np.ndarray, gains: np.ndarray, weights: np.ndarray, luma: np.nd
 
 @njit(cache=True, nogil=True)
 def recombine(luma: np.ndarray, smooth: np.ndarray, nr: float, blend: bool, chroma: np.ndarray, saturation: float,
-              wide: bool, k_red: np.float32, k_blue: np.float32, pairs: np.ndarray, rgb: np.ndarray,
-              enc: np.ndarray) -> int:
+              wide: bool, k_red: np.float32, k_blue: np.float32, rgb: np.ndarray) -> None:
     """The middle of :func:`iqalab.sim.camera._develop` in one pass: the luma noise reduction
     ``Y + (S - Y) nr`` (if ``blend``; ``smooth`` = S), the saturation gain on the smoothed chroma (``wide``: a
-    float64 gain, see :func:`_times`), back to RGB (``r = Y + c_r``, ``b = Y + c_b``, ``g = ((c_r k_red) -
-    (c_b k_blue)) + Y``; ``rgb`` (3, H, W) receives them clipped to [0, 1]) and the table encoding of
-    :func:`encode_table` into ``enc`` (3, H, W). ``luma`` is updated in place; returns how many values hit a
-    cell of the table with a NaN slope (to be computed exactly by the caller)."""
+    float64 gain, see :func:`_times`) and back to RGB, clipped to [0, 1] into ``rgb`` (3, H, W): ``r = Y + c_r``,
+    ``b = Y + c_b``, ``g = ((c_r k_red) - (c_b k_blue)) + Y``. ``luma`` is updated in place."""
     _, h, w = rgb.shape
     nr32 = np.float32(nr)
     sat32 = np.float32(saturation)
@@ -226,17 +222,6 @@ def recombine(luma: np.ndarray, smooth: np.ndarray, nr: float, blend: bool, chro
             v = lum[x] + cb
             v = v if v >= zero else zero
             blue[x] = v if v <= one else one
-    flat, out = rgb.reshape(-1), enc.reshape(-1)
-    n = np.float32(pairs.shape[0] - 2)
-    nan_cells = 0
-    for k in range(flat.shape[0]):
-        t = flat[k] * n
-        i = int(t)  # t >= 0: truncation is the floor
-        t = t - np.float32(i)
-        e = pairs[i, 1] * t + pairs[i, 0]
-        nan_cells += e != e
-        out[k] = e
-    return nan_cells
 
 
 @njit(cache=True, nogil=True)
