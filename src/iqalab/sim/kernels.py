@@ -84,9 +84,9 @@ def correlate_columns(img: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
 def encode_table(rgb: np.ndarray, pairs: np.ndarray, out: np.ndarray) -> int:
     """:func:`iqalab.sim.camera._encode`'s clip and table interpolation over flat float32 ``rgb`` (clipped to
     [0, 1] in place) into ``out``, with ``pairs`` the (entries, 2) float32 (value, slope) table: per value
-    ``t = v n``, ``cell = floor(t)``, ``slope[cell] (t - cell) + value[cell]`` (the cell index clipped to the
-    table, as ``take(mode="clip")``). A NaN slope leaves NaN for the caller to compute exactly; returns how many
-    values did."""
+    ``t = v n``, ``cell = floor(t)``, ``slope[cell] (t - cell) + value[cell]`` (the values being clipped first,
+    every cell lies inside the table, which ``take(mode="clip")`` ensured before). A NaN slope leaves NaN for the
+    caller to compute exactly; returns how many values did."""
     n = np.float32(pairs.shape[0] - 2)
     zero = np.float32(0.0)
     one = np.float32(1.0)
