@@ -14,11 +14,16 @@ from pathlib import Path
 
 from iqalab.config import Params, load_params
 from iqalab.io import project_root, workdir
+from iqalab.memory import keep_freed_memory
 
 
 def setup(params_file: str = "params.yaml") -> tuple[Params, Path]:
-    """Return the validated params and the folder that holds ``build/`` and ``results/``."""
+    """Return the validated params and the folder that holds ``build/`` and ``results/``.
+
+    Also sets the process's allocator to keep freed batches (:func:`iqalab.memory.keep_freed_memory`).
+    """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
+    keep_freed_memory()
     project = project_root()
     params_path = Path(os.environ.get("IQALAB_PARAMS") or project / params_file)
     params_path = params_path if params_path.is_absolute() else project / params_path

@@ -196,7 +196,6 @@ def recombine(luma: np.ndarray, smooth: np.ndarray, nr: float, blend: bool, chro
     ``b = Y + c_b``, ``g = ((c_r k_red) - (c_b k_blue)) + Y``. ``luma`` is updated in place."""
     _, h, w = rgb.shape
     nr32 = np.float32(nr)
-    sat32 = np.float32(saturation)
     zero = np.float32(0.0)
     one = np.float32(1.0)
     for y in range(h):  # row by row, branch-free inner loops (vectorised)
@@ -207,12 +206,8 @@ def recombine(luma: np.ndarray, smooth: np.ndarray, nr: float, blend: bool, chro
             for x in range(w):
                 lum[x] = lum[x] + (s[x] - lum[x]) * nr32
         for x in range(w):
-            if wide:
-                cr = np.float32(np.float64(c_r[x]) * saturation)
-                cb = np.float32(np.float64(c_b[x]) * saturation)
-            else:
-                cr = c_r[x] * sat32
-                cb = c_b[x] * sat32
+            cr = _times(c_r[x], saturation, wide)
+            cb = _times(c_b[x], saturation, wide)
             v = lum[x] + cr
             v = v if v >= zero else zero
             red[x] = v if v <= one else one
