@@ -19,8 +19,9 @@ one thread, as on the 2-core CPU:
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_loading.py [--images 96] [--epochs 4] [--workers 0]
 
-The process keeps freed memory as a training process does (:func:`iqalab.memory.keep_freed_memory`); with
-``IQALAB_KEEP_FREED_MEMORY=0`` it runs on glibc's defaults, where each batch's buffer is mapped afresh.
+The process is set up as a training process (:func:`iqalab.memory.keep_freed_memory`): on glibc's defaults, or
+with ``IQALAB_KEEP_FREED_MEMORY=1`` keeping freed batch buffers instead of mapping them afresh (opt-in; the line
+above the rates says which).
 
 Target (issue #30): native >= 30x.
 """
@@ -170,7 +171,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=0)
     args = parser.parse_args()
-    kept = keep_freed_memory()  # as the iqalab command and the notebooks set up a training process
+    kept = keep_freed_memory()  # as the iqalab command and the notebooks set up a training process (opt-in)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         ds = _dataset(Path(tmp) / "koniq_like", args.images, 768, 1024)

@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    keep_freed_memory()  # batches reuse freed memory instead of page-faulting fresh mappings (iqalab.memory)
+    keep_freed_memory()  # opt-in (IQALAB_KEEP_FREED_MEMORY=1): batches reuse freed memory (iqalab.memory)
     progress = not args.quiet
     if args.quiet:  # every tqdm bar, also those without a progress switch
         _silence_progress_bars()

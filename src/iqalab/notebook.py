@@ -20,7 +20,7 @@ from iqalab.memory import keep_freed_memory
 def setup(params_file: str = "params.yaml") -> tuple[Params, Path]:
     """Return the validated params and the folder that holds ``build/`` and ``results/``.
 
-    Also sets the process's allocator to keep freed batches (:func:`iqalab.memory.keep_freed_memory`).
+    Also applies the opt-in allocator settings (:func:`iqalab.memory.keep_freed_memory`, ``IQALAB_KEEP_FREED_MEMORY=1``).
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
     keep_freed_memory()
