@@ -161,3 +161,19 @@ def test_every_writer_of_numbers_records_provenance(project, toy_dataset) -> Non
     checked = _assert_traced(results, provenance.params_hash(params), skip=frozenset({"predictions"}))
     assert {"metrics/summary.json", "tables/tuningiqa_table2.md", "tables/tuningiqa_table2.tex",
             "tables/all_metrics.csv", "report.md"} <= set(checked)
+
+
+def test_cpu_label_names_model_and_widest_vector_extension() -> None:
+    epyc = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse4_2 avx fma avx2\n\nprocessor\t: 1\n"
+    xeon = "model name\t: Intel(R) Xeon(R) Processor\nflags\t: sse4_2 avx avx2 avx512f avx512_vnni\n"
+    arm = "processor\t: 0\nFeatures\t: fp asimd evtstrm\n"
+    assert provenance.cpu_label(epyc) == "AMD EPYC 7B13, AVX2"
+    assert provenance.cpu_label(xeon) == "Intel(R) Xeon(R) Processor, AVX-512"
+    assert provenance.cpu_label(arm).endswith(", NEON")
+    odd = provenance.cpu_label("model name\t: Weird;CPU=1\nflags\t: sse2\n")
+    assert ";" not in odd and "=" not in odd
+    record = provenance.collect()
+    assert record["cpu"] == provenance.cpu_label()
+    fields = provenance.parse_footer(provenance.footer(record))
+    assert fields is not None and fields["cpu"] == record["cpu"]  # a label with ", " survives the footer
+    assert provenance.footer_row(fields)["cpu"] == provenance.summary_line(record)["cpu"]

@@ -16,7 +16,9 @@ section of ``results/report.md``. It holds:
 - ``lock_hash``: the first 12 hex digits of the sha256 of ``requirements.lock``;
 - ``versions``: torch, timm, numpy, scipy, scikit-learn and pandas (from the installed distributions' metadata,
   nothing is imported), and ``python``;
-- ``device`` (``cpu``, or the CUDA device a stage used, with its name) and ``seed``.
+- ``device`` (``cpu``, or the CUDA device a stage used, with its name) and ``seed``;
+- ``cpu``: the CPU model and its widest vector extension (:func:`cpu_label`). Results are bit for bit only on one
+  CPU model: BLAS and oneDNN pick kernels, hence rounding, by instruction set (README, "Results on another CPU").
 
 Cheap and robust: the two git calls run once per process (cached); without git, or outside a repository (an
 exported folder, a tarball), the git fields read ``unknown`` / ``None`` and nothing fails. The record holds no
@@ -47,7 +49,9 @@ PACKAGES = ("torch", "timm", "numpy", "scipy", "scikit-learn", "pandas")
 LOCK_FILE = "requirements.lock"
 #: order and short names of the fields in a table footer
 _FOOTER_KEYS = (("code", "code_commit"), ("params", "params_hash"), ("lock", "lock_hash"), ("device", "device"),
-                ("seed", "seed"))
+                ("seed", "seed"), ("cpu", "cpu"))
+#: vector extensions named by :func:`cpu_label`, widest first (``/proc/cpuinfo`` flag, label)
+_VECTOR_FLAGS = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4_2", "SSE4.2"), ("asimd", "NEON"))
 FOOTER_PREFIX = "Provenance:"
 
 _current: dict[str, Any] | None = None
@@ -123,6 +127,30 @@ def versions() -> dict[str, str]:
     return out
 
 
+@functools.cache
+def cpu_label(cpuinfo: str | None = None) -> str:
+    """``<CPU model>, <widest vector extension>`` from ``/proc/cpuinfo`` (or its text ``cpuinfo``), e.g.
+    ``AMD EPYC 7B13, AVX2``; elsewhere ``platform.processor()`` or the machine type. Free of ``;`` and ``=`` so
+    that it fits a footer field."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="ignore")
+        except OSError:
+            cpuinfo = ""
+    model, flags = "", set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("model name", "Model", "Hardware") and not model:
+            model = value.strip()
+        elif key in ("flags", "Features") and not flags:
+            flags = set(value.split())
+    model = model or platform.processor() or platform.machine() or UNKNOWN
+    vector = next((label for flag, label in _VECTOR_FLAGS if flag in flags), None)
+    text = f"{model}, {vector}" if vector else model
+    return " ".join(text.replace(";", ",").replace("=", "-").split())
+
+
 def device_label(device: Any = None) -> str:
     """``cpu`` or ``cuda:<i> (<name>)``: ``device`` as given (a ``torch.device`` or its string), else the CUDA
     device this process has used (CUDA initialised), else ``cpu``. torch is never imported for this."""
@@ -159,6 +187,7 @@ def collect(params: Any = None, device: Any = None, seed: int | None = None,
         "lock_hash": lock_hash(Path(root) if root is not None else None),
         "versions": versions(), "device": device_label(device),
         "seed": seed if seed is not None else getattr(params, "seed", None),
+        "cpu": cpu_label(),
     }
     _current = record
     return record
@@ -184,7 +213,7 @@ def current() -> dict[str, Any]:
 
 def footer(record: Mapping[str, Any] | None = None) -> str:
     """One line for a table's footer: ``Provenance: code=<12 hex>[+dirty]; params=...; lock=...; device=...;
-    seed=...; torch=...; ...`` (``;``-separated ``key=value``, read back by :func:`parse_footer`)."""
+    seed=...; cpu=...; torch=...; ...`` (``;``-separated ``key=value``, read back by :func:`parse_footer`)."""
     record = current() if record is None else record
     parts = []
     for short, key in _FOOTER_KEYS:
@@ -210,14 +239,15 @@ def parse_footer(text: str) -> dict[str, str] | None:
 
 
 def summary_line(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The record as one flat row (``code``, ``dirty``, ``params``, ``lock``, ``device``, ``seed``, versions)
+    """The record as one flat row (``code``, ``dirty``, ``params``, ``lock``, ``device``, ``seed``, ``cpu``, versions)
     for the report's environment table."""
     dirty = record.get("code_dirty")
     seed = record.get("seed")
     row: dict[str, Any] = {"code": str(record.get("code_commit", UNKNOWN))[:12],
                            "dirty": UNKNOWN if dirty is None else ("yes" if dirty else "no"),
                            "params": record.get("params_hash", UNKNOWN), "lock": record.get("lock_hash", UNKNOWN),
-                           "device": record.get("device", UNKNOWN), "seed": UNKNOWN if seed is None else seed}
+                           "device": record.get("device", UNKNOWN), "seed": UNKNOWN if seed is None else seed,
+                           "cpu": record.get("cpu", UNKNOWN)}
     versions_ = record.get("versions") or {}
     row.update({name: versions_.get(name, UNKNOWN) for name in (*PACKAGES, "python")})
     return row

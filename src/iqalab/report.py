@@ -345,8 +345,8 @@ def _environment(params: Params, root: Path) -> list[str]:
         env = "; ".join(f"{name} {row.get(name, provenance.UNKNOWN)}"
                         for name in (*provenance.PACKAGES, "python"))
         return {"outputs": outputs, "code commit": row["code"], "uncommitted changes": row["dirty"],
-                "params": row["params"], "lock": row["lock"], "device": row["device"], "seed": row["seed"],
-                "versions": env}
+                "params": row["params"], "lock": row["lock"], "device": row["device"],
+                "cpu": row.get("cpu", provenance.UNKNOWN), "seed": row["seed"], "versions": env}
 
     own = provenance.summary_line(provenance.collect(params))
     rows = [cells(row, _outputs_cell(paths)) for row, paths in provenance_groups(root)]
@@ -355,7 +355,8 @@ def _environment(params: Params, root: Path) -> list[str]:
             "Where each number comes from: the code commit (the last commit touching `src`, `notebooks`, "
             "`params.yaml`, `params/`, `dvc.yaml`), whether those paths had uncommitted changes (then "
             "`dvc.lock`, committed with the results, holds the md5 of every file each stage ran), the params hash "
-            "(as in the header), the hash of `requirements.lock`, the device, the seed and the package versions, "
+            "(as in the header), the hash of `requirements.lock`, the device, the CPU model and its widest vector "
+            "extension (results are bit for bit only on one CPU model), the seed and the package versions, "
             "per group of outputs that share them (`make verify` reruns the pipeline and compares the metrics).",
             "", frame_to_markdown(pd.DataFrame(rows))]
 
