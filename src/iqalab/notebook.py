@@ -12,6 +12,7 @@ import logging
 import os
 from pathlib import Path
 
+from iqalab import numerics
 from iqalab.config import Params, load_params
 from iqalab.io import project_root, workdir
 from iqalab.memory import keep_freed_memory
@@ -20,10 +21,12 @@ from iqalab.memory import keep_freed_memory
 def setup(params_file: str = "params.yaml") -> tuple[Params, Path]:
     """Return the validated params and the folder that holds ``build/`` and ``results/``.
 
-    Also applies the opt-in allocator settings (:func:`iqalab.memory.keep_freed_memory`, ``IQALAB_KEEP_FREED_MEMORY=1``).
+    Also applies the opt-in allocator settings (:func:`iqalab.memory.keep_freed_memory`, ``IQALAB_KEEP_FREED_MEMORY=1``)
+    and warns when the portable numerics did not take effect (:func:`iqalab.numerics.check`).
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True)
     keep_freed_memory()
+    numerics.check()
     project = project_root()
     params_path = Path(os.environ.get("IQALAB_PARAMS") or project / params_file)
     params_path = params_path if params_path.is_absolute() else project / params_path

@@ -17,8 +17,10 @@ section of ``results/report.md``. It holds:
 - ``versions``: torch, timm, numpy, scipy, scikit-learn and pandas (from the installed distributions' metadata,
   nothing is imported), and ``python``;
 - ``device`` (``cpu``, or the CUDA device a stage used, with its name) and ``seed``;
-- ``cpu``: the CPU model and its widest vector extension (:func:`cpu_label`). Results are bit for bit only on one
-  CPU model: BLAS and oneDNN pick kernels, hence rounding, by instruction set (README, "Results on another CPU").
+- ``cpu``: the CPU model and its widest vector extension (:func:`cpu_label`); ``numerics``: the kernels numpy and
+  OpenBLAS run (:func:`iqalab.numerics.label`). With portable numerics (the default) the data stages and classical
+  scores are the same on every x86-64 CPU with AVX2; trained models are bit for bit only on one CPU model, since
+  torch's kernels choose by instruction set, cache size and thread count (README, "Results on another CPU").
 
 Cheap and robust: the two git calls run once per process (cached); without git, or outside a repository (an
 exported folder, a tarball), the git fields read ``unknown`` / ``None`` and nothing fails. The record holds no
@@ -39,6 +41,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from iqalab import numerics
+
 log = logging.getLogger(__name__)
 
 UNKNOWN = "unknown"
@@ -49,7 +53,7 @@ PACKAGES = ("torch", "timm", "numpy", "scipy", "scikit-learn", "pandas")
 LOCK_FILE = "requirements.lock"
 #: order and short names of the fields in a table footer
 _FOOTER_KEYS = (("code", "code_commit"), ("params", "params_hash"), ("lock", "lock_hash"), ("device", "device"),
-                ("seed", "seed"), ("cpu", "cpu"))
+                ("seed", "seed"), ("cpu", "cpu"), ("numerics", "numerics"))
 #: vector extensions named by :func:`cpu_label`, widest first (``/proc/cpuinfo`` flag, label)
 _VECTOR_FLAGS = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4_2", "SSE4.2"), ("asimd", "NEON"))
 FOOTER_PREFIX = "Provenance:"
@@ -187,7 +191,7 @@ def collect(params: Any = None, device: Any = None, seed: int | None = None,
         "lock_hash": lock_hash(Path(root) if root is not None else None),
         "versions": versions(), "device": device_label(device),
         "seed": seed if seed is not None else getattr(params, "seed", None),
-        "cpu": cpu_label(),
+        "cpu": cpu_label(), "numerics": numerics.label(),
     }
     _current = record
     return record
@@ -239,7 +243,8 @@ def parse_footer(text: str) -> dict[str, str] | None:
 
 
 def summary_line(record: Mapping[str, Any]) -> dict[str, Any]:
-    """The record as one flat row (``code``, ``dirty``, ``params``, ``lock``, ``device``, ``seed``, ``cpu``, versions)
+    """The record as one flat row (``code``, ``dirty``, ``params``, ``lock``, ``device``, ``seed``, ``cpu``,
+    ``numerics``, versions)
     for the report's environment table."""
     dirty = record.get("code_dirty")
     seed = record.get("seed")
@@ -247,7 +252,7 @@ def summary_line(record: Mapping[str, Any]) -> dict[str, Any]:
                            "dirty": UNKNOWN if dirty is None else ("yes" if dirty else "no"),
                            "params": record.get("params_hash", UNKNOWN), "lock": record.get("lock_hash", UNKNOWN),
                            "device": record.get("device", UNKNOWN), "seed": UNKNOWN if seed is None else seed,
-                           "cpu": record.get("cpu", UNKNOWN)}
+                           "cpu": record.get("cpu", UNKNOWN), "numerics": record.get("numerics", UNKNOWN)}
     versions_ = record.get("versions") or {}
     row.update({name: versions_.get(name, UNKNOWN) for name in (*PACKAGES, "python")})
     return row

@@ -21,31 +21,25 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from iqalab.provenance import cpu_label
+
 log = logging.getLogger(__name__)
 
 
 def device_name(device: torch.device | str) -> str:
-    """Human-readable name of ``device``: the GPU name, or the CPU model with the torch thread count."""
+    """Human-readable name of ``device``: the GPU name, or the CPU model and its widest vector extension
+    (:func:`iqalab.provenance.cpu_label`) with the torch thread count."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="ignore").splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"CPU {model} ({torch.get_num_threads()} threads of {os.cpu_count()})"
+    return f"CPU {cpu_label()} ({torch.get_num_threads()} threads of {os.cpu_count()})"
 
 
 def dummy_batch(model: nn.Module, image_size: int, batch_size: int = 1,
