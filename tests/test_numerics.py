@@ -24,11 +24,15 @@ x86_only = pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd6
                               reason="portable numerics apply to x86-64 only")
 
 
+def _clean_env() -> dict[str, str]:
+    """This environment without the portable settings and the mode switch."""
+    return {k: v for k, v in os.environ.items() if k not in (*numerics.PORTABLE_ENV, numerics.MODE_VARIABLE)}
+
+
 def _probe(code: str, **env: str) -> dict:
     """Run ``code`` (which prints one JSON line last) in a fresh interpreter without the settings in its
     environment unless ``env`` gives them."""
-    clean = {k: v for k, v in os.environ.items() if k not in (*numerics.PORTABLE_ENV, numerics.MODE_VARIABLE)}
-    result = subprocess.run([sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", code], env={**_clean_env(), **env}, capture_output=True, text=True,
                             cwd=ROOT, timeout=120, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -102,9 +106,8 @@ def test_face_sim_build_reproduces_the_locked_dataset(tmp_path: Path) -> None:
         pytest.skip(f"dvc.lock is not up to date for ingest@face_sim ({', '.join(stale)} changed): run dvc repro")
     for name in ("params.yaml", "dvc.yaml"):
         (tmp_path / name).write_text((ROOT / name).read_text())
-    clean = {k: v for k, v in os.environ.items() if k not in (*numerics.PORTABLE_ENV, numerics.MODE_VARIABLE)}
     subprocess.run([sys.executable, "-m", "iqalab", "--params", str(tmp_path / "params.yaml"), "-q", "ingest",
-                    "face_sim"], env={**clean, "IQALAB_WORKDIR": str(tmp_path)}, cwd=ROOT, check=True,
+                    "face_sim"], env={**_clean_env(), "IQALAB_WORKDIR": str(tmp_path)}, cwd=ROOT, check=True,
                    capture_output=True, timeout=600)
     built = tmp_path / "build" / "datasets" / "face_sim"
     locked_out = next(out["md5"] for out in stage["outs"] if out["path"] == "build/datasets/face_sim")
