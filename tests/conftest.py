@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+import iqalab  # noqa: F401  # before numpy loads: this process runs the portable numerics its `iqalab` subprocesses run
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
