@@ -6,7 +6,9 @@ Both score the same files with the same freshly built model. The reference decod
 quick script would. ``iqalab score`` decodes in threads ahead of the model (Pillow releases the GIL while it
 decodes and resizes, so this overlaps even when torch uses one thread), prepares each file exactly as the training
 cache did (``prepare_image``) and scores batches; with ``--format jpeg`` it is also timed with ``--draft`` (JPEG
-decoded at reduced DCT scale, within a stated tolerance of the training pixels). For each torch thread count
+decoded at reduced DCT scale, within a stated tolerance of the training pixels), and on a CPU with AMX tiles (or
+CUDA) with ``--amp`` (bf16 autocast, channels_last; within a stated tolerance of the fp32 scores). For each torch
+thread count
 (``torch.set_num_threads``; ``--threads``) the sides alternate for ``--rounds`` rounds and the medians are
 compared, so a machine shared with other jobs loads both alike; each ratio is against the reference with the same
 thread count. Before the timings, one line per thread count splits one image's cost into decode, ``prepare_image``
@@ -38,7 +40,7 @@ from iqalab.data.loaders import IMAGENET_MEAN, IMAGENET_STD, normalise_batch, to
 from iqalab.data.toy import build_toy
 from iqalab.models import build_model, get_model_class
 from iqalab.stages.score import score_images
-from iqalab.train.engine import save_checkpoint
+from iqalab.train.engine import cpu_has_amx, save_checkpoint
 
 log = logging.getLogger("bench_inference")
 
@@ -102,14 +104,26 @@ def main() -> None:
                     out = model({"image": ((x - mean) / std)[None]})
                     [float(v) for v in out.values()]  # results to the host, as a script that prints them would
 
-        def score(draft: bool = False) -> None:
+        def score(draft: bool = False, amp: bool = False) -> None:
             score_images(ckpt, files, root / "scores.csv", batch_size=args.batch_size, device=args.device,
-                         progress=False, draft=draft)
+                         progress=False, draft=draft, amp=amp)
 
         sides: dict[str, Callable[[], None]] = {"reference eager loop (PIL, batch 1)": reference,
                                                 "iqalab score (batched Scorer)": score}
         if args.format == "jpeg":
             sides["iqalab score --draft"] = lambda: score(draft=True)
+        amp = device.type == "cuda" or cpu_has_amx()
+        if amp:
+            sides["iqalab score --amp"] = lambda: score(amp=True)
+            if args.format == "jpeg":
+                sides["iqalab score --draft --amp"] = lambda: score(draft=True, amp=True)
+        fast = build_model(args.model, attributes, **kwargs).eval().to(device).to(memory_format=torch.channels_last)
+        fast.load_state_dict(model.state_dict())
+
+        def bf16(images: torch.Tensor) -> object:
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                return fast({"image": normalise_batch(images.to(device)).contiguous(
+                    memory_format=torch.channels_last)})
         decoded = decode_image(files[0])
         prepared = prepare_image(decoded, args.cache)
         batch = torch.stack([to_chw_uint8(prepared)] * args.batch_size)
@@ -121,6 +135,8 @@ def main() -> None:
                          "model batch 1": best_ms(lambda: model({"image": normalise_batch(batch[:1].to(device))})),
                          f"model batch {args.batch_size}": best_ms(
                              lambda: model({"image": normalise_batch(batch.to(device))})) / args.batch_size}
+                if amp:
+                    parts[f"model batch {args.batch_size} bf16"] = best_ms(lambda: bf16(batch)) / args.batch_size
             lines.append(f"torch_threads={threads} one image: " + ", ".join(f"{k} {v:.1f} ms" for k, v in parts.items()))
             rates: dict[str, list[float]] = {name: [] for name in sides}
             for _ in range(args.rounds):

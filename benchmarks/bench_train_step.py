@@ -1,5 +1,6 @@
 """Training-step benchmark: images/s per registered model, on CPU here and on CUDA where a GPU is present, with and
-without AMP (bf16), channels_last and ``torch.compile``. Run:
+without AMP (bf16), channels_last and ``torch.compile`` (AMP and channels_last on a CPU too where it has AMX
+tiles, as the engine then trains: :func:`iqalab.train.engine.autocast_in_effect`). Run:
 
     .venv/bin/python benchmarks/bench_train_step.py [--models backbone_mlp reqa ...] [--size 128] [--batch 16]
     python benchmarks/bench_train_step.py --params params/paper.yaml --size 224 --batch 32 --compile backbone_mlp
@@ -7,8 +8,8 @@ without AMP (bf16), channels_last and ``torch.compile``. Run:
 Models are built from the settings of the first experiment that uses them in ``--params`` (default: params.yaml,
 the default profile; ``params/paper.yaml`` gives the papers' backbones, built without pretrained weights), else
 from the model's ``smoke_params``. The step is the engine's own (``TrainingStep``: the model's ``training_step``,
-backward, AdamW). Ratios are printed against ``backbone_mlp`` in fp32 measured in the same run, and, on CUDA,
-each mode against the same model's fp32 step.
+backward, AdamW). Ratios are printed against ``backbone_mlp`` in fp32 measured in the same run, and, on CUDA or
+an AMX CPU, each mode against the same model's fp32 step.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from iqalab.config import TrainConfig, load_params
 from iqalab.models import available, build_model, get_model_class
 from iqalab.models.base import StepContext
-from iqalab.train.engine import to_device, wrap_for_training
+from iqalab.train.engine import cpu_has_amx, to_device, wrap_for_training
 
 
 def _batch(model, n: int, size: int, device: torch.device, channels_last: bool) -> dict:
@@ -97,10 +98,12 @@ def main() -> None:
     device = torch.device("cuda" if cuda else "cpu")
     if cuda:
         torch.backends.cudnn.benchmark = True
-    label = torch.cuda.get_device_name() if cuda else f"CPU x{torch.get_num_threads()} threads"
+    amx = not cuda and cpu_has_amx()
+    label = torch.cuda.get_device_name() if cuda else \
+        f"CPU x{torch.get_num_threads()} threads{' (AMX)' if amx else ''}"
     print(f"device: {label}; torch {torch.__version__}; params {args.params or 'params.yaml'}; "
           f"input {args.size}px; batch {args.batch}; {args.steps} timed steps after {args.warmup} warm-up")
-    modes = [(False, False, False)] + ([(True, False, False), (True, True, False)] if cuda else [])
+    modes = [(False, False, False)] + ([(True, False, False), (True, True, False)] if cuda or amx else [])
     reference = None
     for name in ["backbone_mlp", *[n for n in names if n != "backbone_mlp"]]:
         kwargs = configs.get(name, dict(getattr(get_model_class(name), "smoke_params", {})))

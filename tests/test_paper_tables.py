@@ -140,3 +140,16 @@ def test_ablation_settings_show_the_default_a_row_ran_with():
     assert "missing_camera=unknown" in full and "use_gcpf=True" in full
     assert "missing_camera=refuse" in base and "use_gcpf=False" in base  # TuningIQA's default, not None
     assert "missing_camera=None" in odd  # an unknown model has no defaults to show
+
+
+def test_caption_names_the_rows_trained_under_bf16():
+    """A table whose rows trained under bf16 autocast (train.cpu_amp on an AMX CPU, or CUDA) says which and where;
+    fp32 rows and runs recorded before train_precision existed add nothing."""
+    from iqalab.paper_tables.common import precision_notes
+
+    meta = {"a": {"train_precision": "bf16 autocast, channels_last (CPU with AMX); fp32 predictions"},
+            "b": {"train_precision": "fp32"}, "c": {}, "d": {"train_precision": "bf16 autocast (CUDA); fp32 predictions"}}
+    labels = {"a": "DB-CNN", "b": "NIQE", "c": "Old", "d": "HyperIQA"}
+    assert precision_notes(meta, labels) == [
+        "trained under bf16 autocast (predictions in fp32): DB-CNN (CPU with AMX); HyperIQA (CUDA)"]
+    assert precision_notes({"b": meta["b"], "c": {}}, labels) == []

@@ -22,7 +22,7 @@ from iqalab.stages.score import (
     RegionsMissing,
     score_images,
 )
-from iqalab.train.engine import save_checkpoint
+from iqalab.train.engine import cpu_has_amx, save_checkpoint
 
 ATTRS = ["overall", "sharpness"]
 
@@ -266,3 +266,31 @@ def test_scores_equal_the_engines_predictions_on_the_same_images(tmp_path):
         assert frame["path"].tolist() == [str(f) for f in files]
         np.testing.assert_allclose(frame[ATTRS].to_numpy(), engine, rtol=0, atol=1e-5)
     assert np.ptp(engine, axis=0).min() > 1e-3, "the images get different scores: the comparison can fail"
+
+
+def test_amp_is_refused_in_one_line_on_a_cpu_without_amx(photos, tmp_path, monkeypatch, capsys):
+    """--amp (off by default) scores under bf16 autocast only where bf16 runs natively: on a CPU without AMX tiles
+    it would be no faster than fp32, so it is refused before any file is read; NIQE and friends have no bf16 path."""
+    import iqalab.inference
+
+    ckpt = checkpoint(tmp_path / "a.pt", "backbone_mlp", backbone="resnet18", hidden=8)
+    monkeypatch.setattr(iqalab.inference, "cpu_has_amx", lambda: False)
+    with pytest.raises(ValueError, match="no AMX tiles"):
+        score_images(ckpt, [tmp_path / "never-read.png"], progress=False, device="cpu", amp=True)
+    with pytest.raises(ValueError, match="amp applies to a checkpoint"):
+        score_images(None, photos, model="niqe", progress=False, device="cpu", amp=True)
+    assert main(["-q", "score", "--checkpoint", str(ckpt), "--amp", "--device", "cpu", "--out",
+                 str(tmp_path / "s.csv"), *map(str, photos)]) == 2
+    assert "no AMX tiles" in capsys.readouterr().err and not (tmp_path / "s.csv").exists()
+
+
+@pytest.mark.skipif(not cpu_has_amx(), reason="--amp on the CPU needs AMX tiles (Intel Xeon 4th generation+)")
+def test_amp_scores_say_so_and_stay_within_their_tolerance_of_fp32(photos, tmp_path):
+    """Where AMX is present, --amp scores the same files in bf16 with channels_last: a ``precision`` column says
+    so (the fp32 scores have none) and every score is within 0.05 of the fp32 one on the 1-5 scale."""
+    ckpt = checkpoint(tmp_path / "a.pt", "backbone_mlp", backbone="resnet18", hidden=8)
+    exact = score_images(ckpt, photos, progress=False, device="cpu")
+    fast = score_images(ckpt, photos, progress=False, device="cpu", amp=True)
+    assert "precision" not in exact and set(fast["precision"]) == {"bf16 autocast"}
+    diff = np.abs(fast[ATTRS].to_numpy() - exact[ATTRS].to_numpy())
+    assert diff.max() <= 0.05 and diff.max() > 0, diff

@@ -22,7 +22,7 @@ import torch
 from iqalab.data.cache import RESIZE_REDUCING_GAP, decode_image, planar_crc, prepare_image
 from iqalab.data.loaders import CamStats, cut_patch_sets, patch_rng, to_chw_uint8
 from iqalab.export import load_export
-from iqalab.train.engine import load_checkpoint, model_from_checkpoint, resolve_device, to_device
+from iqalab.train.engine import cpu_has_amx, load_checkpoint, model_from_checkpoint, resolve_device, to_device
 
 if TYPE_CHECKING:
     from iqalab.config import Params
@@ -81,6 +81,12 @@ class Scorer:
     4000 x 3000 photo scored at 224 px the decode is about 5x faster, but the pixels are no longer exactly the
     training pixels (about 18 % of the values differ, by 1 for 99 % of them; ``tests/test_score.py`` bounds the
     difference). Off by default; native-resolution models never draft.
+
+    ``amp`` scores under bf16 autocast with channels_last tensors, on CUDA or on a CPU with AMX tiles
+    (:func:`iqalab.train.engine.cpu_has_amx`; on a 2-core Xeon a ResNet-18 at 224 px took 12 ms per image against
+    47 ms in fp32, ``benchmarks/bench_inference.py --amp``). bf16 keeps 8 mantissa bits, so the scores differ
+    from the fp32 ones the engine predicts (``tests/test_score.py`` bounds the difference) and close scores can
+    tie; off by default, and refused on a CPU without AMX, where bf16 is no faster.
     """
 
     #: the native store's cap on the longer side the model was trained with (``None``: native resolution)
@@ -92,9 +98,13 @@ class Scorer:
         self.model = model_from_checkpoint(ckpt, str(checkpoint))
         self.config: dict[str, Any] = ckpt["config"]
         self.device = resolve_device(device)
-        # bf16 autocast on CUDA only when asked: its 8 mantissa bits tie close scores (see predict_items)
-        self.amp = amp and self.device.type == "cuda"
+        # bf16 autocast only when asked: its 8 mantissa bits tie close scores (see predict_items)
+        if amp and self.device.type == "cpu" and not cpu_has_amx():
+            raise ValueError("amp: this CPU has no AMX tiles, so bf16 would be no faster than fp32; score without it")
+        self.amp = bool(amp)
         self.model.to(self.device)
+        if self.amp:
+            self.model.to(memory_format=torch.channels_last)
         self.attributes = list(self.model.attributes)
         self.size = int(self.config["cache_size"])
         self.max_side = self.config.get("max_side")
@@ -189,7 +199,7 @@ class Scorer:
                 pixels = pts.reshape(m, -1, 2) * frame - offset
                 batch[key] = torch.from_numpy(pixels.reshape(m, *shape).astype(np.float32))
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                pred = self.model.predict(to_device(batch, self.device))
+                pred = self.model.predict(to_device(batch, self.device, channels_last=self.amp))
             for a in self.attributes:
                 out[a][idx] = pred[a].float().cpu().numpy() * (self.hi - self.lo) + self.lo
         return out

@@ -58,10 +58,15 @@ def _x86_64() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64")
 
 
+def _wanted() -> bool:
+    """The settings apply: ``IQALAB_NUMERICS`` is not ``native`` and the machine is x86-64."""
+    return os.environ.get(MODE_VARIABLE, "portable").strip().lower() != "native" and _x86_64()
+
+
 def use_portable_numerics() -> bool:
     """Set :data:`PORTABLE_ENV` (each only where unset) unless ``IQALAB_NUMERICS=native``, the machine is not
     x86-64, or numpy is already imported; return whether the settings were set (or already present)."""
-    if os.environ.get(MODE_VARIABLE, "portable").strip().lower() == "native" or not _x86_64():
+    if not _wanted():
         return False
     if "numpy" in sys.modules:
         return all(os.environ.get(key) for key in PORTABLE_ENV)
@@ -98,8 +103,7 @@ def label() -> str:
 def check() -> bool:
     """Warn (once per call) when the portable settings were wanted but did not take effect in this process;
     return whether they are in effect or not wanted."""
-    wanted = os.environ.get(MODE_VARIABLE, "portable").strip().lower() != "native" and _x86_64()
-    if not wanted:
+    if not _wanted():
         return True
     in_effect = numpy_kernels() in ("X86_V3", "AVX2", "FMA3", "baseline", "X86_V2") and \
         set(blas_kernels().split("/")) <= {"Haswell", "none"}

@@ -89,7 +89,7 @@ class TableContext:
             notes = [*notes, "no predictions (zero-shot model could not run), row kept: " + "; ".join(gone)]
         ran = {e: self.meta[e] for e in exps if e not in missing}
         notes = [*notes, *baseline_notes(ran, self.labels), *region_notes(ran, self.labels),
-                 *not_run_notes(paper_table)]
+                 *precision_notes(ran, self.labels), *not_run_notes(paper_table)]
         return ". ".join([layout, dataset_caption(datasets), split_note, *notes]) + "."
 
     def stats(self, exps: Sequence[str], metric_names: Mapping[str, str], by: Sequence[str], group: str = "all",
@@ -232,6 +232,15 @@ def region_notes(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str
     if fallback:
         out.append("test images without a detected region, scored by the model's fallback: " + "; ".join(fallback))
     return out
+
+
+def precision_notes(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]) -> list[str]:
+    """A caption sentence naming the rows trained under bf16 autocast (``train_precision`` of their predictions
+    JSON, :func:`iqalab.train.engine.training_precision`: ``train.amp`` on CUDA, ``train.cpu_amp`` on a CPU with
+    AMX), so a table that mixes them with fp32 rows says so; none when every row trained in fp32."""
+    bf16 = [f"{labels.get(exp, exp)} ({str(info['train_precision']).split('(')[-1].split(')')[0]})"
+            for exp, info in meta.items() if str(info.get("train_precision", "")).startswith("bf16")]
+    return ["trained under bf16 autocast (predictions in fp32): " + "; ".join(bf16)] if bf16 else []
 
 
 def wide_stats(stats: pd.DataFrame, exps: Sequence[str], columns: Sequence[Any], level: str | list[str]

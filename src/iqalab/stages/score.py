@@ -71,6 +71,8 @@ class CameraMissing(ValueError):
 
 #: the ``camera`` column of a model that reads camera parameters: image files carry none, so all seven are unknown
 CAMERA_UNKNOWN = "unknown"
+#: the ``precision`` column of scores made under ``amp`` (without it the scores are the engine's fp32 ones)
+PRECISION_BF16 = "bf16 autocast"
 
 
 def needs_camera(model: Any) -> bool:
@@ -145,7 +147,7 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
                  workers: int | None = None, model: str | None = None,
                  options: dict[str, Any] | None = None, detect_regions: bool = False,
                  allow_missing_regions: bool = False, detection: DetectionConfig | None = None,
-                 draft: bool = False, allow_missing_camera: bool = False) -> pd.DataFrame:
+                 draft: bool = False, allow_missing_camera: bool = False, amp: bool = False) -> pd.DataFrame:
     """Score image files; columns ``path`` and the scores.
 
     With ``checkpoint``: one column per attribute in the training MOS units; images are decoded and prepared
@@ -159,6 +161,8 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
     that needs no checkpoint (:class:`iqalab.inference.ModelScorer`), each image at native resolution, one
     column with its published score. ``draft`` decodes large JPEGs at reduced scale for a checkpoint's square input
     (:class:`iqalab.inference.Scorer`; faster, within a stated tolerance of the training pixels, off by default).
+    ``amp`` scores a checkpoint under bf16 autocast (CUDA, or a CPU with AMX tiles; faster, not the fp32 scores
+    the engine predicts, off by default); a ``precision`` column then says so.
     ``workers`` threads (default: up to 4, one per core) decode (and resize)
     the next batches while the model scores the current one; Pillow releases the GIL while it decodes and
     resizes.
@@ -171,7 +175,9 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
     """
     if (checkpoint is None) == (model is None):
         raise ValueError("score needs exactly one of a checkpoint or a model name")
-    scorer: Scorer | ModelScorer = Scorer(checkpoint, device, draft=draft) if checkpoint is not None \
+    if amp and checkpoint is None:
+        raise ValueError("amp applies to a checkpoint's model; NIQE, BRISQUE and pyiqa metrics score in fp32")
+    scorer: Scorer | ModelScorer = Scorer(checkpoint, device, amp=amp, draft=draft) if checkpoint is not None \
         else ModelScorer(str(model), options, device)
     needed = check_score_regions(scorer.model, scorer.name, detect_regions, allow_missing_regions)
     camera = isinstance(scorer, Scorer) and check_score_camera(scorer.model, scorer.name, allow_missing_camera)
@@ -233,6 +239,8 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
                     extra: dict[str, Any] = {} if label is None else {"regions": label}
                     if camera:
                         extra["camera"] = CAMERA_UNKNOWN
+                    if amp:
+                        extra["precision"] = PRECISION_BF16
                     frames.append(pd.DataFrame({"path": [str(files[i]) for i in chunk], **scores, **extra},
                                                index=chunk))
             bar.update(min(batch_size, len(files) - start))

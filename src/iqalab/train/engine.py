@@ -6,9 +6,10 @@ atomically every epoch (``last.pt``, with optimiser state, removed once training
 validation score (``best.pt``, weights and config only), stop early after ``patience`` epochs without
 improvement, then predict the val and test images with the best weights. Random draws are seeded by ``(seed,
 epoch)``, so a run killed at any point and resumed from ``last.pt`` ends with the same metrics as an
-uninterrupted one (on CPU). On CUDA the loop uses AMP (bf16 where supported) and channels_last; ``train.compile``
-compiles the model's forward with ``torch.compile``. Launched by ``torchrun``, the same loop trains with DDP
-(:mod:`iqalab.train.distributed`): ``train.batch_size`` stays the global batch, rank 0 writes every file.
+uninterrupted one (on CPU). On CUDA, and with ``train.cpu_amp`` on a CPU with AMX tiles, the loop uses bf16
+autocast and channels_last (:func:`autocast_in_effect`); ``train.compile`` compiles the model's forward with
+``torch.compile``. Launched by ``torchrun``, the same loop trains with DDP (:mod:`iqalab.train.distributed`):
+``train.batch_size`` stays the global batch, rank 0 writes every file.
 
 Nothing finished is lost (issue 26): a completed split stores its predictions and a ``done.json`` with the run's
 fingerprint, so re-running an unchanged experiment, or one killed in a later split, trains only what is not
@@ -78,6 +79,41 @@ def resolve_device(name: str) -> torch.device:
     if name == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", distributed.env_info().local_rank)
+
+
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles (Intel Xeon 4th generation and later), on which oneDNN runs bf16
+    convolutions and matrix products natively (``benchmarks/bench_train_step.py`` times both on such a CPU).
+    Without AMX, bf16 is emulated or converted and is no faster, so such CPUs train in fp32."""
+    probe = getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", None)
+    try:
+        return bool(probe()) if probe is not None else False
+    except RuntimeError:  # pragma: no cover - a torch build without the CPU feature query
+        return False
+
+
+def autocast_in_effect(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether the training steps run under bf16 autocast (and, with ``train.channels_last``, in channels_last):
+    ``train.amp`` on CUDA, and on a CPU with AMX tiles when ``train.cpu_amp`` also allows it
+    (:func:`cpu_has_amx`). Predictions are made in fp32 either way (:func:`predict_items`)."""
+    if not cfg.amp:
+        return False
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and cfg.cpu_amp and cpu_has_amx()
+
+
+def training_precision(cfg: TrainConfig, device: torch.device, trainable: bool = True) -> str:
+    """What the predictions JSON records of a run's arithmetic (``train_precision``): e.g. ``"bf16 autocast,
+    channels_last (CPU with AMX); fp32 predictions"`` or ``"fp32"``; ``"fp32 (not trained)"`` for a model used
+    as published or fitted without gradient steps."""
+    if not trainable:
+        return "fp32 (not trained)"
+    if not autocast_in_effect(cfg, device):
+        return "fp32"
+    where = "CUDA" if device.type == "cuda" else "CPU with AMX"
+    layout = ", channels_last" if cfg.channels_last else ""
+    return f"bf16 autocast{layout} ({where}); fp32 predictions"
 
 
 def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
@@ -533,10 +569,10 @@ def wrap_for_training(model: IQAModel, ctx: StepContext, cfg: TrainConfig, devic
 def _iterate_train(step_module: nn.Module, model: IQAModel, loader: DataLoader, opt: torch.optim.Optimizer,
                    device: torch.device, cfg: TrainConfig, ctx: StepContext, progress: bool, desc: str) -> float:
     model.train()
-    use_amp = cfg.amp and device.type == "cuda"
+    use_amp = autocast_in_effect(cfg, device)
     total, count = 0.0, 0
     for batch in tqdm(loader, disable=not progress, desc=desc, leave=False):
-        batch = to_device(batch, device, cfg.channels_last and device.type == "cuda")
+        batch = to_device(batch, device, cfg.channels_last and use_amp)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             loss = step_module(batch)
         if not torch.isfinite(loss):
@@ -598,8 +634,9 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
                                           eval_items.get("test", eval_items.get("val")))
     spec.extra["n_images"] = {role: len(role_ids) for role, role_ids in ids.items()}
     model.to(device)
-    if cfg.channels_last and device.type == "cuda":
+    if cfg.channels_last and autocast_in_effect(cfg, device):
         model.to(memory_format=torch.channels_last)
+    spec.extra["train_precision"] = training_precision(cfg, device, trainable)
     config = spec.config() | {"cam_stats": {"mean": cam_stats.mean, "std": cam_stats.std}}
     config["eval_crop"] = cfg.eval_crop
     if spec.cache.max_side is not None:  # the native store's cap: scoring prepares files the same way
@@ -615,7 +652,8 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
         log.info("%s/%s: finished run with this configuration found in %s; skipped", spec.experiment, spec.split,
                  final)
         spec.extra.update(n_params=info.get("n_params", spec.extra["n_params"]), notes=info.get("notes", {}),
-                          train_seconds=info.get("train_seconds", 0.0), skipped=True)
+                          train_seconds=info.get("train_seconds", 0.0), skipped=True,
+                          train_precision=info.get("train_precision", "unknown (run predates the record)"))
         if (final / SPLIT_PAIR_PREDICTIONS).is_file():
             spec.extra["pair_predictions"] = pd.read_parquet(final / SPLIT_PAIR_PREDICTIONS)
         return preds
@@ -752,7 +790,8 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
             spec.extra["pair_predictions"] = pair_preds
         write_json(ckpt_dir / DONE_FILE, {"fingerprint": fp, "n_params": int(spec.extra["n_params"]),
                                           "notes": spec.extra["notes"],
-                                          "train_seconds": spec.extra["train_seconds"]})
+                                          "train_seconds": spec.extra["train_seconds"],
+                                          "train_precision": spec.extra["train_precision"]})
         if ckpt_dir != final:
             swap_in(ckpt_dir, final)
     distributed.barrier()
@@ -853,6 +892,7 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
     notes: dict[str, Any] = {}
     regions: list[dict[str, Any]] = []
     inputs: dict[str, list[str]] = {}  # input size -> the splits that had it (one entry unless sizes differ)
+    precisions: dict[str, list[str]] = {}  # training arithmetic -> its splits (training_precision)
     n_images: dict[str, dict[str, int]] = {}  # split -> role -> images (after subset / val_images)
     status, detail = STATUS_OK, ""
     try:
@@ -870,6 +910,7 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
                 notes = spec.extra.get("notes", notes)
                 regions.append(spec.extra.get("regions", {}))
                 inputs.setdefault(spec.extra.get("input_size", "-"), []).append(split)
+                precisions.setdefault(spec.extra.get("train_precision", "-"), []).append(split)
                 n_images[split] = spec.extra.get("n_images", {})
                 train_seconds += spec.extra.get("train_seconds", 0.0)
     except ModelUnavailable as exc:
@@ -894,9 +935,10 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
         "notes": notes,
         # what the model was given (models.cards.input_size; per split only where splits differ), the image
         # subset (train.subset: FineLive-p) and the images per split and role
-        "input_size": (next(iter(inputs)) if len(inputs) == 1 else
-                       "; ".join(f"{size} ({', '.join(splits)})" for size, splits in inputs.items()) or None),
+        "input_size": _per_split(inputs),
         "subset": params.train_config(experiment).subset, "n_images": n_images,
+        # bf16 autocast or fp32 (training_precision; per split only where splits differ)
+        "train_precision": _per_split(precisions),
         **summarise_regions(regions),  # regions, regions_detector, regions_missing (test images), allow_missing
         # the device training ran on; never raises (without CUDA a model that could not run records cpu)
         "provenance": provenance.collect(params, device="cuda" if params.train_config(experiment).device != "cpu"
@@ -914,6 +956,13 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
                   else pd.DataFrame({c: pd.Series(dtype="float64" if c == "prob_a" else "object")
                                      for c in PAIR_PREDICTION_COLUMNS}))
     return preds
+
+
+def _per_split(values: dict[str, list[str]]) -> str | None:
+    """One value when every split had it, else ``"<value> (<splits>); ..."``; None when there were no splits."""
+    if len(values) == 1:
+        return next(iter(values))
+    return "; ".join(f"{value} ({', '.join(splits)})" for value, splits in values.items()) or None
 
 
 def _splits(ds: Dataset, wanted: list[str], path: str) -> Iterator[str]:
