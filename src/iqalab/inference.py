@@ -83,8 +83,9 @@ class Scorer:
     difference). Off by default; native-resolution models never draft.
 
     ``amp`` scores under bf16 autocast with channels_last tensors, on CUDA or on a CPU with AMX tiles
-    (:func:`iqalab.train.engine.cpu_has_amx`; on a 2-core Xeon a ResNet-18 at 224 px took 12 ms per image against
-    47 ms in fp32, ``benchmarks/bench_inference.py --amp``). bf16 keeps 8 mantissa bits, so the scores differ
+    (:func:`iqalab.train.engine.cpu_has_amx`; on a 2-core Xeon with AMX a ResNet-18 at 224 px and batch 16 took
+    12.7 ms per image against 36.0 ms in fp32, two torch threads, ``benchmarks/bench_inference.py``, which times
+    ``--amp`` where it applies). bf16 keeps 8 mantissa bits, so the scores differ
     from the fp32 ones the engine predicts (``tests/test_score.py`` bounds the difference) and close scores can
     tie; off by default, and refused on a CPU without AMX, where bf16 is no faster.
     """
