@@ -117,13 +117,14 @@ def main() -> None:
             sides["iqalab score --amp"] = lambda: score(amp=True)
             if args.format == "jpeg":
                 sides["iqalab score --draft --amp"] = lambda: score(draft=True, amp=True)
-        fast = build_model(args.model, attributes, **kwargs).eval().to(device).to(memory_format=torch.channels_last)
-        fast.load_state_dict(model.state_dict())
+            fast = build_model(args.model, attributes, **kwargs).eval().to(device)
+            fast.load_state_dict(model.state_dict())
+            fast.to(memory_format=torch.channels_last)
 
-        def bf16(images: torch.Tensor) -> object:
-            with torch.autocast(device.type, dtype=torch.bfloat16):
-                return fast({"image": normalise_batch(images.to(device)).contiguous(
-                    memory_format=torch.channels_last)})
+            def bf16(images: torch.Tensor) -> object:
+                with torch.autocast(device.type, dtype=torch.bfloat16):
+                    return fast({"image": normalise_batch(images.to(device)).contiguous(
+                        memory_format=torch.channels_last)})
         decoded = decode_image(files[0])
         prepared = prepare_image(decoded, args.cache)
         batch = torch.stack([to_chw_uint8(prepared)] * args.batch_size)

@@ -1,8 +1,9 @@
 """How far two runs' test SRCC lie apart, cell by cell: the spread quoted under "Results on another CPU".
 
 For every experiment in both ``<a>/predictions`` and ``<b>/predictions`` and every (attribute, split) of its test
-predictions, the pooled Spearman correlation of predictions and MOS is computed in each run (scipy) and the absolute
-difference taken. Printed: the median, 90th percentile and largest difference over the cells of the trained models
+predictions, the pooled Spearman correlation with MOS of the values the tables score (the predictions, or a published
+model's raw score: :func:`iqalab.analysis.evaluation.scored_values`) is computed in each run
+(:func:`iqalab.analysis.metrics.srcc`) and the absolute difference taken. Printed: the median, 90th percentile and largest difference over the cells of the trained models
 and, separately, of the classical ones (NIQE, BRISQUE, pyiqa metrics), and each experiment's overall SRCC averaged
 over its test splits in both runs. Both runs must predict the same test images. Typical use, against the results
 of an earlier commit::
@@ -15,19 +16,23 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
-from scipy.stats import spearmanr
+
+from iqalab.analysis.evaluation import scored_values
+from iqalab.analysis.metrics import srcc
 
 CLASSICAL = ("niqe", "brisque")
 
 
-def cell_srcc(frame: pd.DataFrame) -> pd.Series:
-    """Test SRCC per (attribute, split) of one predictions parquet."""
+def cell_srcc(frame: pd.DataFrame, info: Mapping[str, Any]) -> pd.Series:
+    """Test SRCC per (attribute, split) of one predictions parquet whose predictions JSON is ``info``."""
     test = frame[frame["role"] == "test"]
     return test.groupby(["attribute", "split"]).apply(
-        lambda g: spearmanr(g["pred"], g["mos"]).statistic, include_groups=False)
+        lambda g: srcc(scored_values(g, info), g["mos"]), include_groups=False)
 
 
 def compare(a: Path, b: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -45,9 +50,11 @@ def compare(a: Path, b: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         ids_y = y[y["role"] == "test"].groupby(["attribute", "split"])["image_id"].apply(frozenset)
         if not ids_x.equals(ids_y):
             raise ValueError(f"{path.name}: the two runs predict different test images")
-        model = json.loads(path.with_suffix(".json").read_text())["model"]
+        info_a = json.loads(path.with_suffix(".json").read_text())
+        info_b = json.loads(other.with_suffix(".json").read_text())
+        model = info_a["model"]
         trained = model not in CLASSICAL and not model.startswith("pyiqa:")
-        both = pd.DataFrame({"a": cell_srcc(x), "b": cell_srcc(y)}).reset_index()
+        both = pd.DataFrame({"a": cell_srcc(x, info_a), "b": cell_srcc(y, info_b)}).reset_index()
         both.insert(0, "experiment", path.stem)
         both["trained"] = trained
         cells.append(both)
