@@ -9,6 +9,7 @@ import pytest
 from scipy.ndimage import correlate1d
 
 from iqalab.sim import camera, kernels
+from iqalab.sim.builders import scene_pool
 from iqalab.sim.scenes import LUMA
 
 
@@ -171,6 +172,7 @@ def test_isp_kernels_equal_the_numpy_isp(saturation: float, nr: float) -> None:
     out[1] -= c_rb[1]
     out[1] += blended
     wide = isinstance(saturation, np.floating)
+    y_start = y_k.copy()
     kernels.recombine(y_k, smooth, float(nr), nr > 0.02, chroma_k, float(saturation), wide, -LUMA[0] / LUMA[1],
                       LUMA[2] / LUMA[1], work)
     assert np.array_equal(y_k, blended)
@@ -181,15 +183,37 @@ def test_isp_kernels_equal_the_numpy_isp(saturation: float, nr: float) -> None:
     luma = np.empty_like(y_lin)
     kernels.luma_of(enc, LUMA, luma)
     assert np.array_equal(luma, _luma(enc))
+    # the fused pass (recombine, table encoding and luma), with the exact values filled in where it says; some
+    # grey pixels in the cells where the contrast curve is computed exactly
+    y_in, s_in, c_in = y_start.copy(), smooth.copy(), chroma_k.copy()
+    y_in[0, :6] = s_in[0, :6] = [0.001, 0.002, 0.0035, 0.995, 0.999, 0.9999]
+    c_in[:, 0, :6] = 0.0
+    y_r, rgb_r = y_in.copy(), np.empty_like(work)
+    kernels.recombine(y_r, s_in, float(nr), nr > 0.02, c_in, float(saturation), wide, -LUMA[0] / LUMA[1],
+                      LUMA[2] / LUMA[1], rgb_r)
+    enc_r = camera._encode(rgb_r.copy(), 1.3)
+    y_f, rgb_f, enc_f = y_in.copy(), np.empty_like(work), np.empty_like(work)
+    luma_f, nan_at = np.empty_like(y_lin), np.empty(work.size, dtype=np.int64)
+    n = kernels.recombine_encode(y_f, s_in, float(nr), nr > 0.02, c_in, float(saturation), wide,
+                                 -LUMA[0] / LUMA[1], LUMA[2] / LUMA[1], rgb_f, camera._encoding_pairs(1.3), LUMA,
+                                 enc_f, luma_f, nan_at)
+    table_only = np.empty_like(work)
+    assert n == kernels.encode_table(rgb_r.reshape(-1).copy(), camera._encoding_pairs(1.3), table_only.reshape(-1))
+    assert n >= 18 and sorted(nan_at[:n]) == np.flatnonzero(np.isnan(table_only)).tolist()
+    assert np.array_equal(y_f, y_r) and np.array_equal(rgb_f, rgb_r)
+    camera._encode_exactly(rgb_f.reshape(-1), enc_f.reshape(-1), 1.3, nan_at[:n])
+    kernels.luma_of(enc_f, LUMA, luma_f)
+    assert np.array_equal(enc_f, enc_r) and np.array_equal(luma_f, _luma(enc_r))
     detail = luma - camera._smooth(luma, 1.0, 3.0, (0, 1))
     for sharpness in (0.0, 0.6):
         expected = enc + detail * np.float32(sharpness) if sharpness > 0 else enc.copy()
         np.clip(expected, 0.0, 1.0, out=expected)
         expected *= 255.0
         np.rint(expected, out=expected)
-        got = enc.copy()
-        kernels.quantise(got, detail, np.float32(sharpness), sharpness > 0)
+        got, got8 = enc.copy(), np.empty(enc.shape[1:] + (3,), dtype=np.uint8)
+        kernels.quantise(got, detail, np.float32(sharpness), sharpness > 0, got8)
         assert np.array_equal(got, expected), sharpness
+        assert np.array_equal(got8, np.moveaxis(expected, 0, -1).astype(np.uint8)), sharpness
 
 
 def test_a_float64_saturation_is_applied_in_float64_as_numpy_does() -> None:
@@ -203,3 +227,50 @@ def test_a_float64_saturation_is_applied_in_float64_as_numpy_does() -> None:
     assert not np.array_equal(weak, strong)  # the two roundings differ for some values
     assert all(kernels._times(v, s, False) == a for v, a in zip(values, weak, strict=True))
     assert all(kernels._times(v, s, True) == b for v, b in zip(values, strong, strict=True))
+
+
+@pytest.mark.parametrize("seed", [0, 7, [12345, 678]])
+def test_standard_normal_kernel_draws_numpys_values_and_leaves_numpys_state(seed: int | list[int]) -> None:
+    """The sensor noise drawn in the kernel is numpy's float32 ziggurat on the same PCG64 stream: equal values
+    (2 M draws: thousands through the wedge test and dozens through the tail) and the generator's state after them
+    equal, whether numpy had a 32-bit half buffered or not, so every later draw of the builders is unchanged."""
+    ours, theirs = np.random.default_rng(seed), np.random.default_rng(seed)
+    for n in (2_000_000, 1, 3, 1000):
+        ours.integers(10, dtype=np.uint32)  # leaves a buffered half every other time round
+        theirs.integers(10, dtype=np.uint32)
+        expected = theirs.standard_normal(size=n, dtype=np.float32)
+        state = kernels.pcg64_state(ours)
+        got = np.empty(n, dtype=np.float32)
+        kernels.standard_normal_f32(state, got)
+        kernels.set_pcg64_state(ours, state)
+        np.testing.assert_array_equal(got, expected)
+        assert np.signbit(got).tolist() == np.signbit(expected).tolist()  # -0.0 stays -0.0
+        assert ours.bit_generator.state == theirs.bit_generator.state
+    assert ours.random() == theirs.random()
+
+
+def test_standard_normal_kernel_goes_through_the_slow_paths() -> None:
+    """The test above means something only if its draws reach numpy's rare branches: count them."""
+    values = np.random.default_rng(0).standard_normal(size=2_000_000, dtype=np.float32)
+    assert (np.abs(values) > float(kernels._R)).sum() > 20  # the tail beyond the base layer
+    assert kernels._KI.dtype == np.uint32 and kernels._WI.dtype == np.float32 and kernels._FI.dtype == np.float32
+
+
+def test_capture_draws_the_same_noise_inside_the_sensor_loop_as_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A capture whose noise is drawn row by row inside the sensor loop (PCG64, ``kernels.expose_drawing``) is
+    byte for byte the capture from numpy's draws (the path of any other bit generator), with the same
+    measurements, and leaves the generator where numpy's draws leave it."""
+    scene = scene_pool(1, seed=2, image_size=96)[0]
+    params = camera.auto_params(scene, sharpness=0.6).replace(iso=1600.0, contrast=1.4)
+    inside, numpys = np.random.default_rng(5), np.random.default_rng(5)
+    fast = camera.capture(scene, params, inside)
+    with monkeypatch.context() as patch:
+        patch.setattr(kernels, "pcg64_state", lambda rng: None)  # as for a bit generator other than PCG64
+        slow = camera.capture(scene, params, numpys)
+    assert fast.jpeg == slow.jpeg and np.array_equal(fast.image, slow.image)
+    assert fast.info.keys() == slow.info.keys()
+    assert all(fast.info[k] == slow.info[k] or (np.isnan(fast.info[k]) and np.isnan(slow.info[k])) for k in fast.info)
+    assert inside.bit_generator.state == numpys.bit_generator.state
+    other = np.random.Generator(np.random.MT19937(5))
+    assert kernels.pcg64_state(other) is None
+    assert camera.capture(scene, params, other).image.shape == (96, 96, 3)

@@ -301,6 +301,16 @@ def _smooth(img: np.ndarray, sigma: float, truncate: float, axes: tuple[int, int
         np.copyto(out, img)
         return out
     weights = _gaussian_weights(sigma, truncate)
+    r, shape = len(weights) // 2, img.shape
+    if ([a % img.ndim for a in axes] == [img.ndim - 2, img.ndim - 1] and len(weights) < GEMM_TAPS
+            and r < min(shape[-2:]) and img.dtype == np.float32 and img.flags.c_contiguous
+            and (out is None or out.flags.c_contiguous)):
+        # both passes of short kernels in one (kernels.smooth_planes): the same sums, no intermediate image
+        if out is None:
+            out = np.empty(shape, dtype=np.float32)
+        kernels.smooth_planes(img.reshape((-1,) + shape[-2:]), np.asarray(weights, dtype=np.float32),
+                              out.reshape((-1,) + shape[-2:]))
+        return out
     first = _correlate(img, weights, axes[0], _scratch("smooth_pass", img.shape))
     return _correlate(first, weights, axes[1], out)
 
@@ -483,12 +493,21 @@ def _encode(rgb: np.ndarray, contrast: float, out: np.ndarray | None = None) -> 
     enc = out if out is not None else _scratch("enc", rgb.shape)
     flat_in, flat_out = rgb.reshape(-1), enc.reshape(-1)  # both contiguous (views)
     if kernels.encode_table(flat_in, _encoding_pairs(float(contrast)), flat_out):  # cells left NaN: exactly
-        edge = np.isnan(flat_out, out=_scratch("edge", flat_out.shape, np.bool_))
-        exact = flat_in[edge]
-        inside = exact > 0.0  # 0 is a grid point: its table value is exact
-        exact[inside] = tone_curve(linear_to_srgb(exact[inside]), contrast)
-        flat_out[edge] = exact
+        _encode_exactly(flat_in, flat_out, contrast)
     return enc
+
+
+def _encode_exactly(flat_in: np.ndarray, flat_out: np.ndarray, contrast: float,
+                    edge: np.ndarray | None = None) -> None:
+    """Where the table encoding left NaN in ``flat_out`` (the cells where the contrast curve's slope is
+    unbounded; their positions ``edge`` if known), the formula's value for the (clipped) linear value in
+    ``flat_in``."""
+    if edge is None:
+        edge = np.isnan(flat_out, out=_scratch("edge", flat_out.shape, np.bool_))
+    exact = flat_in[edge]
+    inside = exact > 0.0  # 0 is a grid point: its table value is exact
+    exact[inside] = tone_curve(linear_to_srgb(exact[inside]), contrast)
+    flat_out[edge] = exact
 
 
 #: the last scenes' light after optics, keyed by scene identity + blur (see :func:`_scene_light`)
@@ -529,22 +548,38 @@ def _scene_light(scene: Scene, blur_bg: dict[str, float], blur_person: dict[str,
             return hit[1], hit[2]
     radiance = _apply_blur(_planar(scene.background), blur_bg, scale)
     alpha = None
+    light = illuminant_rgb(scene.cct)
     if scene.person is not None and scene.alpha is not None:
         person = _apply_blur(_planar(scene.person), blur_person, scale)
         alpha = np.clip(_apply_blur(scene.alpha, blur_person, scale), 0.0, 1.0)
+        if person.dtype == alpha.dtype == radiance.dtype == np.float32 and alpha.ndim == 2:
+            # person alpha + background (1 - alpha), veiling glare, illuminant: one pass (kernels.composite_light)
+            colour = np.empty(person.shape, dtype=np.float32)
+            gains = (np.ones(3, dtype=np.float32) if scene.ir_mix > 0  # the infrared mix is applied below
+                     else np.array([np.float32(light[c]) for c in range(3)], dtype=np.float32))
+            kernels.composite_light(np.ascontiguousarray(person), np.ascontiguousarray(alpha),
+                                    np.ascontiguousarray(radiance), np.float32(scene.veil * 0.18), scene.veil > 0,
+                                    gains, colour)
+            return _keep_light(key, scene, colour, alpha, light)
         colour = np.multiply(person, alpha)  # person alpha + background (1 - alpha)
         colour += np.multiply(radiance, 1.0 - alpha, out=radiance if radiance.flags.writeable else None)
     else:
         colour = radiance if radiance.flags.writeable else radiance.copy()  # no blur: the cached planes
     if scene.veil > 0:
         colour += np.float32(scene.veil * 0.18)
-    light = illuminant_rgb(scene.cct)
+    return _keep_light(key, scene, colour, alpha, light, lit=False)
+
+
+def _keep_light(key: tuple[Any, ...], scene: Scene, colour: np.ndarray, alpha: np.ndarray | None,
+                light: np.ndarray, lit: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """The end of :func:`_scene_light`: the infrared mix (and, unless ``lit``, the illuminant's colour) applied
+    to ``colour``, then the light kept in the cache, read-only."""
     if scene.ir_mix > 0:
         lum = _luma(colour, np.empty(colour.shape[1:], dtype=np.float32))
         for c in range(3):
             colour[c] *= np.float32(light[c] * (1 - scene.ir_mix))
             colour[c] += lum * np.float32(IR_TINT[c] * scene.ir_mix)
-    else:
+    elif not lit:
         for c in range(3):
             colour[c] *= np.float32(light[c])
     colour = np.asarray(colour, dtype=np.float32)
@@ -591,12 +626,18 @@ def capture(scene: Scene, params: CameraParams, rng: np.random.Generator) -> Cap
     gain = np.float32(params.iso / (100.0 * float(full_well)))
     saturation_level = min(1.0, float(full_well * gain))
     raw = _scratch("raw", (2,) + colour.shape)  # (clean, noisy) x 3 planes x H x W
-    # the noise is drawn pixel-interleaved (H x W x 3), as the sensor model has always drawn it: same stream
-    drawn = rng.standard_normal(dtype=np.float32, out=_scratch("drawn", (h, w, 3)))
+    # the noise is drawn pixel-interleaved (H x W x 3), as the sensor model has always drawn it: same stream;
     # one pass (kernels.expose); the scalars are the float32 values of the formulas above
-    clipped = kernels.expose(np.ascontiguousarray(colour, dtype=np.float32), drawn, np.float32(exposure),
-                             full_well, gain, gain**2, (read_e * gain) ** 2, np.float32(ADC_NOISE**2),
-                             np.float32(saturation_level), raw)
+    scalars = (np.float32(exposure), full_well, gain, gain**2, (read_e * gain) ** 2, np.float32(ADC_NOISE**2),
+               np.float32(saturation_level))
+    light = np.ascontiguousarray(colour, dtype=np.float32)
+    state = kernels.pcg64_state(rng)
+    if state is not None:  # numpy's default generator: drawn row by row inside the sensor loop, the same values
+        clipped = kernels.expose_drawing(light, state, *scalars, raw)
+        kernels.set_pcg64_state(rng, state)
+    else:
+        drawn = rng.standard_normal(dtype=np.float32, out=_scratch("drawn", (h, w, 3)))
+        clipped = kernels.expose(light, drawn, *scalars, raw)
     sensor_clipped = float(clipped / (h * w))
     _highlight_knee(raw, saturation_level)
     # ISP, one render at a time (clean, then noisy: half-size working sets stay in cache): white balance, light
@@ -620,11 +661,9 @@ def capture(scene: Scene, params: CameraParams, rng: np.random.Generator) -> Cap
                               / max(float(face_mask.mean()), 1e-6) ** 0.5)
     quantised = _scratch("quantised", raw.shape)  # (clean, noisy) x 3 planes: the 8-bit values, as float32
     detail = _scratch("detail", (h, w))
-    for k in range(2):
-        _develop(raw[k], gains, nr, px, params, enhancer, scale, quantised[k], detail if k == 0 else None)
     out = _scratch("out8", (2, h, w, 3), np.uint8)  # (clean, noisy) x H x W x 3, interleaved again
-    for c in range(3):
-        np.copyto(out[..., c], quantised[:, c], casting="unsafe")
+    for k in range(2):
+        _develop(raw[k], gains, nr, px, params, enhancer, scale, quantised[k], out[k], detail if k == 0 else None)
     clean8, noisy8 = out[0], out[1]
     buf = io.BytesIO()
     Image.fromarray(noisy8).save(buf, format="JPEG", quality=int(round(params.jpeg_quality)), subsampling=2)
@@ -648,10 +687,11 @@ def _decode_own_jpeg(jpeg: bytes) -> np.ndarray:
 
 
 def _develop(rgb: np.ndarray, gains: np.ndarray, nr: float, px: float, params: CameraParams,
-             enhancer: tuple[np.ndarray, np.ndarray] | None, scale: float, out: np.ndarray,
+             enhancer: tuple[np.ndarray, np.ndarray] | None, scale: float, out: np.ndarray, out8: np.ndarray,
              detail_out: np.ndarray | None) -> None:
     """The ISP of one render, in place on its raw ``rgb`` planes (3 x H x W float32): 8-bit values (as float32)
-    into ``out``; the unsharp mask's detail layer (luma minus its 1 px Gaussian) into ``detail_out`` if given.
+    into ``out`` and as uint8 into the interleaved ``out8`` (H x W x 3); the unsharp mask's detail layer (luma
+    minus its 1 px Gaussian) into ``detail_out`` if given.
 
     The operations are those of the module docstring (white balance, chroma and luma noise reduction, saturation
     in linear RGB, sRGB + contrast encoding, sharpening of luma, face enhancer), in float32.
@@ -668,16 +708,20 @@ def _develop(rgb: np.ndarray, gains: np.ndarray, nr: float, px: float, params: C
     # saturation (chroma gain), back to RGB (green chroma from red and blue: chroma has no luminance), encoding
     saturation = params.saturation
     wide = isinstance(saturation, np.floating) and np.dtype(type(saturation)).itemsize > 4  # numpy's float64 op
-    kernels.recombine(y_lin, smooth, float(nr), blend, chroma_rb, float(saturation), wide, -LUMA[0] / LUMA[1],
-                      LUMA[2] / LUMA[1], rgb)
-    enc = _encode(rgb, params.contrast, out)
-    luma = _luma(enc, _scratch("luma", rgb.shape[1:]))
+    # then the encoding (:func:`_encode`) and its luma, in the same pass (kernels.recombine_encode)
+    enc, luma, nan_at = out, _scratch("luma", rgb.shape[1:]), _scratch("nan_at", (rgb.size,), np.int64)
+    nan_cells = kernels.recombine_encode(y_lin, smooth, float(nr), blend, chroma_rb, float(saturation), wide,
+                                         -LUMA[0] / LUMA[1], LUMA[2] / LUMA[1], rgb,
+                                         _encoding_pairs(float(params.contrast)), LUMA, enc, luma, nan_at)
+    if nan_cells:  # exactly where the table cannot serve, then the luma of the exact values
+        _encode_exactly(rgb.reshape(-1), enc.reshape(-1), params.contrast, nan_at[:nan_cells])
+        _luma(enc, luma)
     detail = _smooth(luma, 1.0, 3.0, (0, 1), _scratch("detail_smooth", luma.shape))
     np.subtract(luma, detail, out=detail)
     if detail_out is not None:
         np.copyto(detail_out, detail)
     if enhancer is None:
-        kernels.quantise(enc, detail, np.float32(params.sharpness), params.sharpness > 0)
+        kernels.quantise(enc, detail, np.float32(params.sharpness), params.sharpness > 0, out8)
         return
     if params.sharpness > 0:
         sharpen = np.multiply(detail, np.float32(params.sharpness), out=luma)
@@ -688,7 +732,7 @@ def _develop(rgb: np.ndarray, gains: np.ndarray, nr: float, px: float, params: C
     smooth *= m
     enc *= 1 - m
     enc += smooth
-    kernels.quantise(enc, detail, np.float32(0.0), False)
+    kernels.quantise(enc, detail, np.float32(0.0), False, out8)
 
 
 def _luma(planes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -764,21 +808,6 @@ def _colourfulness_planes(r: np.ndarray, g: np.ndarray, b: np.ndarray) -> float:
     return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
 
 
-def _range3(img: np.ndarray, op: np.ufunc, out: np.ndarray | None = None) -> np.ndarray:
-    """3 x 3 maximum (``op=np.maximum``) or minimum filter of a 2-D image with scipy's ``reflect`` borders (the
-    values of :func:`scipy.ndimage.maximum_filter` / ``minimum_filter`` with size 3, separably); into ``out`` if
-    given (float32, not ``img``)."""
-    h, w = img.shape
-    padded = _scratch("range3_pad", (h + 2, w + 2), img.dtype)
-    padded[1:-1, 1:-1] = img
-    padded[0, 1:-1], padded[-1, 1:-1] = img[0], img[-1]
-    padded[:, 0], padded[:, -1] = padded[:, 1], padded[:, -2]
-    rows = op(padded[:-2], padded[1:-1], out=_scratch("range3_rows", (h, w + 2), img.dtype))
-    op(rows, padded[2:], out=rows)
-    out = op(rows[:, :-2], rows[:, 1:-1], out=out)
-    return op(out, rows[:, 2:], out=out)
-
-
 def _as_float(values: np.ndarray, name: str) -> np.ndarray:
     """``values`` as float32 in the scratch buffer ``name`` (see :func:`_scratch`)."""
     out = _scratch(name, values.shape)
@@ -806,9 +835,8 @@ def _measure(scene: Scene, params: CameraParams, quantised: np.ndarray, noisy8: 
     clean = quantised[0]
     luma_clean = _luma(clean, _scratch("m_luma", clean.shape[1:]))
     luma_clean /= 255.0
-    err = _luma(np.subtract(quantised[1], clean, out=_scratch("m_err", clean.shape)),  # luma noise, 8-bit levels
-                _scratch("m_err_luma", clean.shape[1:]))
-    err2 = np.square(err, out=err)
+    err2 = _scratch("m_err_luma", clean.shape[1:])  # squared luma noise, 8-bit levels
+    kernels.squared_luma_difference(quantised[1], clean, LUMA, err2)
     person_mask = (alpha > 0.5).astype(np.float32) if alpha is not None else None
     if person_mask is None and scene.person_box is not None:
         person_mask = _box_mask(scene.size, scene.person_box)
@@ -824,13 +852,8 @@ def _measure(scene: Scene, params: CameraParams, quantised: np.ndarray, noisy8: 
     if params.sharpness > 0:
         unsharpened = np.multiply(detail, np.float32(params.sharpness), out=_scratch("m_unsharp", detail.shape))
         np.subtract(luma_clean, unsharpened, out=unsharpened)
-    over = _range3(unsharpened, np.maximum, _scratch("m_over", luma_clean.shape))
-    np.subtract(luma_clean, over, out=over)
-    np.maximum(over, 0, out=over)
-    below = _range3(unsharpened, np.minimum, _scratch("m_below", luma_clean.shape))
-    below -= luma_clean
-    np.maximum(below, 0, out=below)
-    over += below
+    over = _scratch("m_over", luma_clean.shape)
+    kernels.halo_overshoot(luma_clean, unsharpened, over)
     edges = np.greater(np.abs(detail, out=_scratch("m_abs", detail.shape)), np.float32(2 / 255),
                        out=_scratch("m_edges", detail.shape, np.bool_))
     halo = float(255 * over[edges].mean()) if edges.any() else 0.0
@@ -843,8 +866,7 @@ def _measure(scene: Scene, params: CameraParams, quantised: np.ndarray, noisy8: 
         blur_global = float(np.sqrt(share * blur_person["effective"] ** 2 + (1 - share) * blur_bg["effective"] ** 2))
     ratio = params.exposure_ratio(scene.luminance)
     jpeg_err = _scratch("m_jpeg", decoded.shape)
-    np.copyto(jpeg_err, decoded)
-    jpeg_err -= _as_float(noisy8, "m_noisy8")
+    kernels.byte_difference(decoded.reshape(-1), noisy8.reshape(-1), jpeg_err.reshape(-1))
     jpeg_se = float(np.dot(jpeg_err.reshape(-1), jpeg_err.reshape(-1)))
     w_person = float(person_mask.sum()) if person_mask is not None else None
     w_face = float(hard_face.sum()) if hard_face is not None else None

@@ -15,8 +15,11 @@ Compiled once per machine: ``cache=True`` keeps the machine code next to this fi
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
+from numba.np.random import _constants as ziggurat  # numba's copy of numpy's ziggurat tables
 
 
 @njit(cache=True, nogil=True)
@@ -81,12 +84,58 @@ def correlate_columns(img: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
 
 
 @njit(cache=True, nogil=True)
+def smooth_planes(img: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
+    """:func:`correlate_columns` then :func:`correlate_rows` of ``(L, N, M)`` ``img`` with the symmetric float32
+    kernel ``w`` (``r < N``, ``r < M``) into ``out``, output row by output row: each row's column sums go to a
+    one-row buffer (in cache) and are correlated along the row from there. The same float32 operations in the
+    same order as the two passes, without writing and reading the intermediate image."""
+    L, N, M = img.shape
+    r = w.shape[0] // 2
+    wr = w[r]
+    p = np.empty(M + 2 * r, dtype=np.float32)  # the row of column sums with its reflected borders
+    for a in range(L):
+        for b in range(N):
+            x = img[a, b]
+            col = p[r:r + M]
+            for j in range(M):
+                col[j] = x[j] * wr
+            for i in range(r):
+                top = img[a, _reflect(b - r + i, N)]
+                bottom = img[a, _reflect(b + r - i, N)]
+                wi = w[i]
+                for j in range(M):
+                    col[j] += (top[j] + bottom[j]) * wi
+            for j in range(r):
+                p[j] = col[r - 1 - j]
+                p[r + M + j] = col[M - 1 - j]
+            o = out[a, b]
+            for j in range(M):
+                o[j] = col[j] * wr
+            for i in range(r):
+                wi = w[i]
+                left = p[i:i + M]
+                right = p[2 * r - i:2 * r - i + M]
+                for j in range(M):
+                    o[j] += (left[j] + right[j]) * wi
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _encode_value(v: np.float32, pairs: np.ndarray, n: np.float32) -> np.float32:
+    """One value of the table encoding (``v`` in [0, 1]): ``t = v n``, ``cell = floor(t)``,
+    ``slope[cell] (t - cell) + value[cell]``; NaN where the table's slope is NaN."""
+    t = v * n
+    i = int(t)  # t >= 0: truncation is the floor (and i <= n, inside the table)
+    t = t - np.float32(i)
+    return pairs[i, 1] * t + pairs[i, 0]
+
+
+@njit(cache=True, nogil=True)
 def encode_table(rgb: np.ndarray, pairs: np.ndarray, out: np.ndarray) -> int:
     """:func:`iqalab.sim.camera._encode`'s clip and table interpolation over flat float32 ``rgb`` (clipped to
-    [0, 1] in place) into ``out``, with ``pairs`` the (entries, 2) float32 (value, slope) table: per value
-    ``t = v n``, ``cell = floor(t)``, ``slope[cell] (t - cell) + value[cell]`` (the values being clipped first,
-    every cell lies inside the table, which ``take(mode="clip")`` ensured before). A NaN slope leaves NaN for the
-    caller to compute exactly; returns how many values did."""
+    [0, 1] in place) into ``out``, with ``pairs`` the (entries, 2) float32 (value, slope) table (see
+    :func:`_encode_value`; the values being clipped first, every cell lies inside the table, which
+    ``take(mode="clip")`` ensured before). A NaN slope leaves NaN for the caller to compute exactly; returns how
+    many values did."""
     n = np.float32(pairs.shape[0] - 2)
     zero = np.float32(0.0)
     one = np.float32(1.0)
@@ -96,13 +145,47 @@ def encode_table(rgb: np.ndarray, pairs: np.ndarray, out: np.ndarray) -> int:
         rgb[k] = v if v <= one else one
     nan_cells = 0
     for k in range(rgb.shape[0]):  # the gather in its own loop: the clipping above vectorises
-        t = rgb[k] * n
-        i = int(t)  # t >= 0: truncation is the floor (and i <= n, inside the table)
-        t = t - np.float32(i)
-        e = pairs[i, 1] * t + pairs[i, 0]
+        e = _encode_value(rgb[k], pairs, n)
         nan_cells += e != e
         out[k] = e
     return nan_cells
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _expose_row(colour: np.ndarray, z: np.ndarray, y: int, exposure: np.float32, full_well: np.float32,
+                gain: np.float32, gain2: np.float32, read2: np.float32, adc2: np.float32, saturation: np.float32,
+                raw: np.ndarray, hit: np.ndarray) -> int:
+    """Row ``y`` of :func:`expose` with the row's draws ``z`` (W, 3); ``hit`` is a (W,) uint8 work row. Plane by
+    plane along the row (contiguous: vectorised); returns the row's pixels with a clipped channel."""
+    zero = np.float32(0.0)
+    w = colour.shape[2]
+    for x in range(w):
+        hit[x] = 0
+    for c in range(3):
+        light, clean_row, noisy_row = colour[c, y], raw[0, c, y], raw[1, c, y]
+        for x in range(w):
+            e = light[x] * exposure
+            sd = e if e >= zero else zero
+            sd = sd * gain2
+            sd = sd + read2
+            sd = sd + adc2
+            sd = np.sqrt(sd)
+            clean = e if e <= full_well else full_well
+            clean = clean * gain
+            clean = clean if clean <= saturation else saturation
+            clean_row[x] = clean
+            hit[x] |= clean >= saturation
+            noisy = z[x, c] * sd
+            noisy = noisy / gain
+            noisy = noisy + e
+            noisy = noisy if noisy <= full_well else full_well
+            noisy = noisy * gain
+            noisy = noisy if noisy >= zero else zero
+            noisy_row[x] = noisy if noisy <= saturation else saturation
+    clipped = 0
+    for x in range(w):
+        clipped += hit[x]
+    return clipped
 
 
 @njit(cache=True, nogil=True)
@@ -117,35 +200,11 @@ def expose(colour: np.ndarray, drawn: np.ndarray, exposure: np.float32, full_wel
     ``min(min(e, full_well) gain, saturation)``; noisy ``clip(min((z sd / gain) + e, full_well) gain, 0,
     saturation)``; the scalars are those numpy used (float32).
     """
-    _, h, w = colour.shape
-    zero = np.float32(0.0)
+    hit = np.empty(colour.shape[2], dtype=np.uint8)
     clipped = 0
-    for y in range(h):
-        for x in range(w):
-            hit = False
-            for c in range(3):
-                e = colour[c, y, x] * exposure
-                sd = e if e >= zero else zero
-                sd = sd * gain2
-                sd = sd + read2
-                sd = sd + adc2
-                sd = np.sqrt(sd)
-                clean = e if e <= full_well else full_well
-                clean = clean * gain
-                clean = clean if clean <= saturation else saturation
-                raw[0, c, y, x] = clean
-                if clean >= saturation:
-                    hit = True
-                noisy = drawn[y, x, c] * sd
-                noisy = noisy / gain
-                noisy = noisy + e
-                noisy = noisy if noisy <= full_well else full_well
-                noisy = noisy * gain
-                noisy = noisy if noisy >= zero else zero
-                noisy = noisy if noisy <= saturation else saturation
-                raw[1, c, y, x] = noisy
-            if hit:
-                clipped += 1
+    for y in range(colour.shape[1]):
+        clipped += _expose_row(colour, drawn[y], y, exposure, full_well, gain, gain2, read2, adc2, saturation,
+                               raw, hit)
     return clipped
 
 
@@ -187,6 +246,30 @@ def balance(rgb: np.ndarray, gains: np.ndarray, weights: np.ndarray, luma: np.nd
             chroma[1, y, x] = b - lum
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _recombine_row(lum: np.ndarray, s: np.ndarray, nr32: np.float32, blend: bool, c_r: np.ndarray,
+                   c_b: np.ndarray, saturation: float, wide: bool, k_red: np.float32, k_blue: np.float32,
+                   red: np.ndarray, green: np.ndarray, blue: np.ndarray) -> None:
+    """One row of :func:`recombine` (branch-free inner loops: vectorised)."""
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    if blend:
+        for x in range(lum.shape[0]):
+            lum[x] = lum[x] + (s[x] - lum[x]) * nr32
+    for x in range(lum.shape[0]):
+        cr = _times(c_r[x], saturation, wide)
+        cb = _times(c_b[x], saturation, wide)
+        v = lum[x] + cr
+        v = v if v >= zero else zero
+        red[x] = v if v <= one else one
+        v = (cr * k_red - cb * k_blue) + lum[x]
+        v = v if v >= zero else zero
+        green[x] = v if v <= one else one
+        v = lum[x] + cb
+        v = v if v >= zero else zero
+        blue[x] = v if v <= one else one
+
+
 @njit(cache=True, nogil=True)
 def recombine(luma: np.ndarray, smooth: np.ndarray, nr: float, blend: bool, chroma: np.ndarray, saturation: float,
               wide: bool, k_red: np.float32, k_blue: np.float32, rgb: np.ndarray) -> None:
@@ -194,29 +277,49 @@ def recombine(luma: np.ndarray, smooth: np.ndarray, nr: float, blend: bool, chro
     ``Y + (S - Y) nr`` (if ``blend``; ``smooth`` = S), the saturation gain on the smoothed chroma (``wide``: a
     float64 gain, see :func:`_times`) and back to RGB, clipped to [0, 1] into ``rgb`` (3, H, W): ``r = Y + c_r``,
     ``b = Y + c_b``, ``g = ((c_r k_red) - (c_b k_blue)) + Y``. ``luma`` is updated in place."""
-    _, h, w = rgb.shape
     nr32 = np.float32(nr)
-    zero = np.float32(0.0)
-    one = np.float32(1.0)
-    for y in range(h):  # row by row, branch-free inner loops (vectorised)
-        lum, red, green, blue = luma[y], rgb[0, y], rgb[1, y], rgb[2, y]
-        c_r, c_b = chroma[0, y], chroma[1, y]
-        if blend:
-            s = smooth[y]
-            for x in range(w):
-                lum[x] = lum[x] + (s[x] - lum[x]) * nr32
-        for x in range(w):
-            cr = _times(c_r[x], saturation, wide)
-            cb = _times(c_b[x], saturation, wide)
-            v = lum[x] + cr
-            v = v if v >= zero else zero
-            red[x] = v if v <= one else one
-            v = (cr * k_red - cb * k_blue) + lum[x]
-            v = v if v >= zero else zero
-            green[x] = v if v <= one else one
-            v = lum[x] + cb
-            v = v if v >= zero else zero
-            blue[x] = v if v <= one else one
+    for y in range(rgb.shape[1]):
+        _recombine_row(luma[y], smooth[y], nr32, blend, chroma[0, y], chroma[1, y], saturation, wide, k_red,
+                       k_blue, rgb[0, y], rgb[1, y], rgb[2, y])
+
+
+@njit(cache=True, nogil=True)
+def recombine_encode(luma: np.ndarray, smooth: np.ndarray, nr: float, blend: bool, chroma: np.ndarray,
+                     saturation: float, wide: bool, k_red: np.float32, k_blue: np.float32, rgb: np.ndarray,
+                     pairs: np.ndarray, weights: np.ndarray, enc: np.ndarray, enc_luma: np.ndarray,
+                     nan_at: np.ndarray) -> int:
+    """:func:`recombine`, :func:`encode_table` and :func:`luma_of` in one pass, row by row while the row is in
+    cache: ``rgb`` (3, H, W) as :func:`recombine` leaves it (already in [0, 1], so the encoding's clipping is the
+    identity), its table encoding into ``enc`` (3, H, W) and the ``weights`` luma of ``enc`` into ``enc_luma``
+    (H, W). Returns the number of NaN cells, as :func:`encode_table`, and writes their flat positions in ``enc``
+    to the start of ``nan_at`` (int64, 3 H W): the caller then computes those values exactly and the luma again
+    (the luma of a pixel with a NaN cell is NaN here)."""
+    nr32 = np.float32(nr)
+    n = np.float32(pairs.shape[0] - 2)
+    plane = rgb.shape[1] * rgb.shape[2]
+    w0, w1, w2 = weights[0], weights[1], weights[2]
+    nan_cells = 0
+    for y in range(rgb.shape[1]):
+        red, green, blue = rgb[0, y], rgb[1, y], rgb[2, y]
+        _recombine_row(luma[y], smooth[y], nr32, blend, chroma[0, y], chroma[1, y], saturation, wide, k_red,
+                       k_blue, red, green, blue)
+        e_r, e_g, e_b, out = enc[0, y], enc[1, y], enc[2, y], enc_luma[y]
+        row_nans = 0
+        for x in range(red.shape[0]):
+            a = _encode_value(red[x], pairs, n)
+            b = _encode_value(green[x], pairs, n)
+            c = _encode_value(blue[x], pairs, n)
+            row_nans += (a != a) + (b != b) + (c != c)
+            e_r[x], e_g[x], e_b[x] = a, b, c
+            out[x] = (a * w0 + b * w1) + c * w2
+        if row_nans:  # the cells where the table's slope is unbounded: their positions, plane by plane
+            for k in range(3):
+                row = enc[k, y]
+                for x in range(row.shape[0]):
+                    if row[x] != row[x]:
+                        nan_at[nan_cells] = k * plane + y * row.shape[0] + x
+                        nan_cells += 1
+    return nan_cells
 
 
 @njit(cache=True, nogil=True)
@@ -229,19 +332,250 @@ def luma_of(planes: np.ndarray, weights: np.ndarray, out: np.ndarray) -> None:
 
 
 @njit(cache=True, nogil=True)
-def quantise(enc: np.ndarray, detail: np.ndarray, sharpness: np.float32, sharpen: bool) -> None:
+def quantise(enc: np.ndarray, detail: np.ndarray, sharpness: np.float32, sharpen: bool, out8: np.ndarray) -> None:
     """The end of :func:`iqalab.sim.camera._develop` in place on ``enc`` (3, H, W): ``+ detail sharpness`` (if
-    ``sharpen``), clipping to [0, 1], ``x 255`` and rounding half to even (8-bit values as float32)."""
+    ``sharpen``), clipping to [0, 1], ``x 255`` and rounding half to even (8-bit values as float32); the same
+    values as uint8 into the interleaved ``out8`` (H, W, 3)."""
     _, h, w = enc.shape
     zero = np.float32(0.0)
     one = np.float32(1.0)
     scale = np.float32(255.0)
-    for c in range(3):
-        for y in range(h):
+    for y in range(h):  # row by row: the planes' rows (vectorised), then interleaved while they are in cache
+        d = detail[y]
+        for c in range(3):
+            row = enc[c, y]
             for x in range(w):
-                v = enc[c, y, x]
+                v = row[x]
                 if sharpen:
-                    v = v + detail[y, x] * sharpness
+                    v = v + d[x] * sharpness
                 v = v if v >= zero else zero
                 v = v if v <= one else one
-                enc[c, y, x] = np.rint(v * scale)
+                row[x] = np.rint(v * scale)
+        r, g, b, o = enc[0, y], enc[1, y], enc[2, y], out8[y]
+        for x in range(w):
+            o[x, 0] = np.uint8(r[x])
+            o[x, 1] = np.uint8(g[x])
+            o[x, 2] = np.uint8(b[x])
+
+# ------------------------------------------------------------------------------------- sensor noise, drawn inline
+# numpy's ``Generator.standard_normal(dtype=np.float32)`` on its default bit generator (PCG64) costs about 14 ns a
+# value here (an opaque call per 32 bits and a branch on the sign), a sixth of a 512 px render. The kernels below
+# draw the same values from the same stream inside the sensor loop: PCG64 (XSL-RR 128/64, numpy's ``pcg64.h``)
+# with 128-bit arithmetic spelt in 64-bit halves, the 32-bit halves of each 64-bit output buffered as numpy
+# buffers them, and numpy's float32 ziggurat (``random_standard_normal_f`` of its ``distributions.c``; its tables
+# as numba ships them). ``tests/test_sim_kernels.py`` checks values and the generator's state after them against
+# numpy's own draws.
+
+_KI, _WI, _FI = ziggurat.ki_float, ziggurat.wi_float, ziggurat.fi_float  # float32 normals, 256 layers
+_R, _INV_R = ziggurat.ziggurat_nor_r_f, ziggurat.ziggurat_nor_inv_r_f  # the base layer's edge and its inverse
+_M32 = np.uint64(0xFFFFFFFF)
+_MULT_HI = np.uint64(2549297995355413924)  # PCG's default 128-bit multiplier, high and low halves
+_MULT_LO = np.uint64(4865540595714422341)
+_U32, _U58, _U64, _U63, _U1 = np.uint64(32), np.uint64(58), np.uint64(64), np.uint64(63), np.uint64(1)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _mulhi(a: np.uint64, b: np.uint64) -> np.uint64:
+    """The high 64 bits of the 128-bit product of two uint64."""
+    a_lo, a_hi, b_lo, b_hi = a & _M32, a >> _U32, b & _M32, b >> _U32
+    p0, p1, p2, p3 = a_lo * b_lo, a_lo * b_hi, a_hi * b_lo, a_hi * b_hi
+    carry = ((p0 >> _U32) + (p1 & _M32) + (p2 & _M32)) >> _U32
+    return p3 + (p1 >> _U32) + (p2 >> _U32) + carry
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _next32(s: np.ndarray) -> np.uint32:
+    """numpy's ``pcg64_next32`` on the state ``s`` = (state high, state low, increment high, increment low,
+    has_uint32, uinteger), uint64: a buffered upper half, or a PCG64 step whose lower half is returned."""
+    if s[4] != 0:
+        s[4] = 0
+        return np.uint32(s[5])
+    hi, lo = s[0], s[1]
+    new_lo = lo * _MULT_LO
+    new_hi = _mulhi(lo, _MULT_LO) + lo * _MULT_HI + hi * _MULT_LO
+    lo2 = new_lo + s[3]
+    new_hi = new_hi + s[2] + (_U1 if lo2 < new_lo else np.uint64(0))
+    s[0], s[1] = new_hi, lo2
+    rot = new_hi >> _U58
+    x = new_hi ^ lo2
+    out = (x >> rot) | (x << ((_U64 - rot) & _U63))
+    s[4] = 1
+    s[5] = out >> _U32
+    return np.uint32(out & _M32)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _next_float(s: np.ndarray) -> np.float32:
+    """numpy's ``next_float``: the top 24 bits of a 32-bit draw over 2^24."""
+    return np.float32(_next32(s) >> np.uint32(8)) * np.float32(1.0 / 16777216.0)
+
+
+@njit(cache=True, nogil=True)
+def _normal_rest(s: np.ndarray, r: np.uint32) -> np.float32:
+    """The rest of numpy's ``random_standard_normal_f`` (ziggurat, 256 layers) after its first 32-bit draw ``r``
+    missed the fast acceptance: the tail beyond the base layer or the wedge test, and on rejection numpy's loop
+    again from a fresh draw."""
+    while True:
+        idx = r & np.uint32(0xFF)
+        rabs = (r >> np.uint32(9)) & np.uint32(0x7FFFFF)
+        x = np.float32(rabs) * _WI[idx]
+        if (r >> np.uint32(8)) & np.uint32(1):
+            x = -x
+        if rabs < _KI[idx]:
+            return x
+        if idx == 0:  # the tail beyond the base layer
+            while True:
+                xx = -_INV_R * np.float32(math.log1p(-_next_float(s)))
+                yy = -np.float32(math.log1p(-_next_float(s)))
+                if yy + yy > xx * xx:
+                    return -(_R + xx) if (rabs >> np.uint32(8)) & np.uint32(1) else _R + xx
+        else:  # the wedge: a float32 left side against a float64 exponential, as numpy's C compares them
+            left = (_FI[idx - 1] - _FI[idx]) * _next_float(s) + _FI[idx]
+            if np.float64(left) < math.exp(-0.5 * np.float64(x) * np.float64(x)):
+                return x
+        r = _next32(s)
+
+
+@njit(cache=True, nogil=True)
+def standard_normal_f32(s: np.ndarray, out: np.ndarray) -> None:
+    """Fill the flat float32 ``out`` with standard normals from the PCG64 state ``s`` (see :func:`_next32`), as
+    ``Generator.standard_normal(out=out, dtype=np.float32)`` does: numpy's float32 ziggurat; ``s`` advances as
+    numpy's state would. The state lives in registers on the fast path (99 % of the values)."""
+    hi, lo, inc_hi, inc_lo, has, buffered = s[0], s[1], s[2], s[3], s[4], s[5]
+    for k in range(out.shape[0]):
+        if has != 0:
+            has = np.uint64(0)
+            r = np.uint32(buffered)
+        else:
+            new_lo = lo * _MULT_LO
+            hi = _mulhi(lo, _MULT_LO) + lo * _MULT_HI + hi * _MULT_LO
+            lo = new_lo + inc_lo
+            hi = hi + inc_hi + (_U1 if lo < new_lo else np.uint64(0))
+            rot = hi >> _U58
+            x64 = hi ^ lo
+            x64 = (x64 >> rot) | (x64 << ((_U64 - rot) & _U63))
+            has = _U1
+            buffered = x64 >> _U32
+            r = np.uint32(x64 & _M32)
+        idx = r & np.uint32(0xFF)
+        rabs = (r >> np.uint32(9)) & np.uint32(0x7FFFFF)
+        if rabs < _KI[idx]:
+            x = np.float32(rabs) * _WI[idx]
+            out[k] = -x if (r >> np.uint32(8)) & np.uint32(1) else x
+        else:
+            s[0], s[1], s[4], s[5] = hi, lo, has, buffered
+            out[k] = _normal_rest(s, r)
+            hi, lo, has, buffered = s[0], s[1], s[4], s[5]
+    s[0], s[1], s[4], s[5] = hi, lo, has, buffered
+
+_MASK64 = (1 << 64) - 1
+
+
+def pcg64_state(rng: np.random.Generator) -> np.ndarray | None:
+    """The state of ``rng``'s bit generator as the uint64 array the kernels draw from (see :func:`_next32`), or
+    None when it is not numpy's PCG64 (the caller then draws with numpy). Hand it back with
+    :func:`set_pcg64_state`; in between, ``rng`` must not be used (the two would draw the same values)."""
+    generator = rng.bit_generator
+    if type(generator) is not np.random.PCG64:
+        return None
+    state = generator.state
+    value, inc = int(state["state"]["state"]), int(state["state"]["inc"])
+    return np.array([value >> 64, value & _MASK64, inc >> 64, inc & _MASK64, int(state["has_uint32"]),
+                     int(state["uinteger"])], dtype=np.uint64)
+
+
+def set_pcg64_state(rng: np.random.Generator, state: np.ndarray) -> None:
+    """Advance ``rng`` to ``state`` (an array of :func:`pcg64_state` after the kernels drew from it)."""
+    rng.bit_generator.state = {
+        "bit_generator": "PCG64",
+        "state": {"state": (int(state[0]) << 64) | int(state[1]), "inc": (int(state[2]) << 64) | int(state[3])},
+        "has_uint32": int(state[4]), "uinteger": int(state[5]),
+    }
+
+
+# ------------------------------------------------------------------------------------------- measurements
+@njit(cache=True, nogil=True)
+def squared_luma_difference(a: np.ndarray, b: np.ndarray, weights: np.ndarray, out: np.ndarray) -> None:
+    """``(luma of (a - b))^2`` of two (3, H, W) float32 stacks into ``out`` (H, W): per pixel the plane
+    differences, ``((d0 w0) + (d1 w1)) + (d2 w2)`` (as :func:`luma_of`), squared; the noise measurement of
+    :func:`iqalab.sim.camera._measure` without its two temporaries."""
+    _, h, w = a.shape
+    w0, w1, w2 = weights[0], weights[1], weights[2]
+    for y in range(h):
+        a0, a1, a2, b0, b1, b2, o = a[0, y], a[1, y], a[2, y], b[0, y], b[1, y], b[2, y], out[y]
+        for x in range(w):
+            e = ((a0[x] - b0[x]) * w0 + (a1[x] - b1[x]) * w1) + (a2[x] - b2[x]) * w2
+            o[x] = e * e
+
+
+@njit(cache=True, nogil=True)
+def halo_overshoot(luma: np.ndarray, base: np.ndarray, out: np.ndarray) -> None:
+    """How far ``luma`` (H, W float32) leaves the 3 x 3 range of ``base`` (scipy's ``reflect`` borders):
+    ``max(luma - max3(base), 0) + max(min3(base) - luma, 0)`` into ``out``, the halo measure of
+    :func:`iqalab.sim.camera._measure` (maximum and minimum are exact, so their order does not matter)."""
+    h, w = luma.shape
+    hi = np.empty(w + 2, dtype=np.float32)  # the column maxima / minima of rows y - 1 .. y + 1, reflect-padded
+    lo = np.empty(w + 2, dtype=np.float32)
+    zero = np.float32(0.0)
+    for y in range(h):
+        top, mid, bottom = base[max(y - 1, 0)], base[y], base[min(y + 1, h - 1)]
+        for x in range(w):
+            m = top[x] if top[x] >= mid[x] else mid[x]
+            hi[x + 1] = m if m >= bottom[x] else bottom[x]
+            m = top[x] if top[x] <= mid[x] else mid[x]
+            lo[x + 1] = m if m <= bottom[x] else bottom[x]
+        hi[0], hi[w + 1], lo[0], lo[w + 1] = hi[1], hi[w], lo[1], lo[w]
+        row, o = luma[y], out[y]
+        for x in range(w):
+            m = hi[x] if hi[x] >= hi[x + 1] else hi[x + 1]
+            m = m if m >= hi[x + 2] else hi[x + 2]
+            over = row[x] - m
+            over = over if over >= zero else zero
+            m = lo[x] if lo[x] <= lo[x + 1] else lo[x + 1]
+            m = m if m <= lo[x + 2] else lo[x + 2]
+            below = m - row[x]
+            below = below if below >= zero else zero
+            o[x] = over + below
+
+
+@njit(cache=True, nogil=True)
+def byte_difference(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``float32(a) - float32(b)`` of two uint8 arrays of one shape (flat views) into float32 ``out``."""
+    for k in range(a.shape[0]):
+        out[k] = np.float32(a[k]) - np.float32(b[k])
+
+
+# ------------------------------------------------------------------------------------------------ scene light
+@njit(cache=True, nogil=True)
+def composite_light(person: np.ndarray, alpha: np.ndarray, background: np.ndarray, veil: np.float32,
+                    add_veil: bool, light: np.ndarray, out: np.ndarray) -> None:
+    """The light of :func:`iqalab.sim.camera._scene_light` in one pass over float32 planes (3, H, W): the
+    person over the background, ``(person alpha) + (background (1 - alpha))`` (``alpha`` (H, W)), plus the
+    veiling glare ``veil`` (if ``add_veil``), times the illuminant's float32 ``light[c]``, into ``out``."""
+    one = np.float32(1.0)
+    for c in range(3):
+        gain = light[c]
+        for y in range(out.shape[1]):
+            p, a, b, o = person[c, y], alpha[y], background[c, y], out[c, y]
+            for x in range(out.shape[2]):
+                v = p[x] * a[x] + b[x] * (one - a[x])
+                if add_veil:
+                    v = v + veil
+                o[x] = v * gain
+
+
+@njit(cache=True, nogil=True)
+def expose_drawing(colour: np.ndarray, state: np.ndarray, exposure: np.float32, full_well: np.float32,
+                   gain: np.float32, gain2: np.float32, read2: np.float32, adc2: np.float32, saturation: np.float32,
+                   raw: np.ndarray) -> int:
+    """:func:`expose` with its draws made row by row from the PCG64 ``state`` (:func:`standard_normal_f32`, in
+    the order of ``drawn`` (H, W, 3)): the same raw planes as ``expose`` after
+    ``Generator.standard_normal(out=drawn, dtype=np.float32)``, without writing the draws out."""
+    w = colour.shape[2]
+    z = np.empty((w, 3), dtype=np.float32)
+    hit = np.empty(w, dtype=np.uint8)
+    clipped = 0
+    for y in range(colour.shape[1]):
+        standard_normal_f32(state, z.reshape(-1))
+        clipped += _expose_row(colour, z, y, exposure, full_well, gain, gain2, read2, adc2, saturation, raw, hit)
+    return clipped
