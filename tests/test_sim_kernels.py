@@ -274,3 +274,52 @@ def test_capture_draws_the_same_noise_inside_the_sensor_loop_as_numpy(monkeypatc
     other = np.random.Generator(np.random.MT19937(5))
     assert kernels.pcg64_state(other) is None
     assert camera.capture(scene, params, other).image.shape == (96, 96, 3)
+
+
+def test_measurement_kernels_equal_their_numpy_formulas() -> None:
+    """The compiled measurements of ``camera._measure``: the squared luma noise, the JPEG error and the opponent
+    planes of the colourfulness, each against the numpy expression it replaced (exactly)."""
+    rng = np.random.default_rng(8)
+    a, b = (np.rint(rng.random((3, 33, 47), dtype=np.float32) * 255).astype(np.float32) for _ in range(2))
+    got = np.empty(a.shape[1:], dtype=np.float32)
+    kernels.squared_luma_difference(a, b, LUMA, got)
+    assert np.array_equal(got, np.square(_luma(a - b)))
+    u, v = (rng.integers(0, 256, (33, 47, 3), dtype=np.uint8) for _ in range(2))
+    diff = np.empty(u.shape, dtype=np.float32)
+    kernels.byte_difference(u.reshape(-1), v.reshape(-1), diff.reshape(-1))
+    assert np.array_equal(diff, u.astype(np.float32) - v.astype(np.float32))
+    rg, yb = np.empty_like(got), np.empty_like(got)
+    kernels.opponents(a[0], a[1], a[2], rg, yb)
+    assert np.array_equal(rg, a[0] - a[1]) and np.array_equal(yb, 0.5 * (a[0] + a[1]) - a[2])
+
+
+@pytest.mark.parametrize("shape", [(1, 40, 52), (3, 17, 9), (2, 64, 64)])
+@pytest.mark.parametrize("sigma", [0.35, 0.7, 1.0, 2.0])
+def test_smooth_planes_equals_the_two_passes(shape: tuple[int, ...], sigma: float) -> None:
+    """Both Gaussian passes in one (``kernels.smooth_planes``, what ``camera._smooth`` runs for short kernels) give
+    the two separate passes' values bit for bit."""
+    x = np.random.default_rng(3).standard_normal(shape).astype(np.float32)
+    weights = camera._gaussian_weights(sigma, 3.0)
+    two = np.empty_like(x)
+    kernels.correlate_columns(x, weights.astype(np.float32), two)
+    expected = np.empty_like(x)
+    kernels.correlate_rows(two, weights.astype(np.float32), expected)
+    assert np.array_equal(camera._smooth(x, sigma, 3.0, (1, 2)), expected)
+    assert np.array_equal(camera._smooth(x[0], sigma, 3.0, (0, 1)), expected[0])
+
+
+def test_composite_light_equals_the_numpy_compositing() -> None:
+    rng = np.random.default_rng(9)
+    person, background = (rng.random((3, 21, 30), dtype=np.float32) for _ in range(2))
+    alpha = np.clip(rng.random((21, 30), dtype=np.float32) * 1.4 - 0.2, 0.0, 1.0)
+    light = np.array([0.9, 1.0, 1.13], dtype=np.float32)
+    for veil in (0.0, 0.07):
+        expected = np.multiply(person, alpha)
+        expected += np.multiply(background, 1.0 - alpha)
+        if veil > 0:
+            expected += np.float32(veil * 0.18)
+        for c in range(3):
+            expected[c] *= light[c]
+        got = np.empty_like(person)
+        kernels.composite_light(person, alpha, background, np.float32(veil * 0.18), veil > 0, light, got)
+        assert np.array_equal(got, expected), veil

@@ -804,7 +804,8 @@ def _colourfulness(img8: np.ndarray) -> float:
 
 def _colourfulness_planes(r: np.ndarray, g: np.ndarray, b: np.ndarray) -> float:
     """:func:`_colourfulness` of an image given as its float32 red, green and blue planes (8-bit values)."""
-    rg, yb = r - g, 0.5 * (r + g) - b
+    rg, yb = _scratch("opp_rg", r.shape), _scratch("opp_yb", r.shape)
+    kernels.opponents(r, g, b, rg, yb)  # r - g, 0.5 (r + g) - b in one pass
     return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
 
 

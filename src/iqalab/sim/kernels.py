@@ -579,3 +579,14 @@ def expose_drawing(colour: np.ndarray, state: np.ndarray, exposure: np.float32, 
         standard_normal_f32(state, z.reshape(-1))
         clipped += _expose_row(colour, z, y, exposure, full_well, gain, gain2, read2, adc2, saturation, raw, hit)
     return clipped
+
+
+@njit(cache=True, nogil=True)
+def opponents(r: np.ndarray, g: np.ndarray, b: np.ndarray, rg: np.ndarray, yb: np.ndarray) -> None:
+    """The opponent planes of Hasler & Suesstrunk's colourfulness from float32 (H, W) planes: ``rg = r - g``,
+    ``yb = 0.5 (r + g) - b`` (float32, in numpy's order), into ``rg`` and ``yb``."""
+    half = np.float32(0.5)
+    for y in range(r.shape[0]):
+        for x in range(r.shape[1]):
+            rg[y, x] = r[y, x] - g[y, x]
+            yb[y, x] = half * (r[y, x] + g[y, x]) - b[y, x]
