@@ -153,3 +153,7 @@ def test_caption_names_the_rows_trained_under_bf16():
     assert precision_notes(meta, labels) == [
         "trained under bf16 autocast (predictions in fp32): DB-CNN (CPU with AMX); HyperIQA (CUDA)"]
     assert precision_notes({"b": meta["b"], "c": {}}, labels) == []
+    mixed = {"a": {"train_precision": "fp32 (split_0); bf16 autocast, channels_last (CPU with AMX); fp32 predictions "
+                                      "(split_1, split_2)"}}
+    assert precision_notes(mixed, labels) == [
+        "trained under bf16 autocast (predictions in fp32): DB-CNN (CPU with AMX; splits split_1, split_2)"]

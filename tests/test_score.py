@@ -282,6 +282,10 @@ def test_amp_is_refused_in_one_line_on_a_cpu_without_amx(photos, tmp_path, monke
     assert main(["-q", "score", "--checkpoint", str(ckpt), "--amp", "--device", "cpu", "--out",
                  str(tmp_path / "s.csv"), *map(str, photos)]) == 2
     assert "no AMX tiles" in capsys.readouterr().err and not (tmp_path / "s.csv").exists()
+    monkeypatch.setattr(iqalab.inference, "cpu_has_amx", lambda: True)  # a classical model: refused whatever the CPU
+    with pytest.raises(ValueError, match="brisque reads each image at its native resolution"):
+        score_images(checkpoint(tmp_path / "b.pt", "brisque"), [tmp_path / "never-read.png"], progress=False,
+                     device="cpu", amp=True)
 
 
 @pytest.mark.skipif(not cpu_has_amx(), reason="--amp on the CPU needs AMX tiles (Intel Xeon 4th generation+)")

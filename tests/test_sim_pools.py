@@ -33,18 +33,30 @@ def test_pool_is_rerendered_when_the_simulator_source_changes(tmp_path, monkeypa
     assert json.loads((tmp_path / "pool.json").read_text())["spec"]["simulator"] == "another-renderer"
 
 
-def test_fingerprint_follows_the_renderer_source(tmp_path, monkeypatch):
+@pytest.mark.parametrize("source", ["camera.py", "kernels.py", "scenes.py"])
+def test_fingerprint_follows_the_renderer_source(tmp_path, monkeypatch, source):
     from iqalab.analysis.tuning import simulator_fingerprint as tuning_fingerprint
 
     assert tuning_fingerprint() == pools.simulator_fingerprint()  # the tuning renders use the same key
     real = pools.Path
 
-    class Shifted(type(real())):  # the same package, with camera.py read as one byte longer
+    class Shifted(type(real())):  # the same package, with one source read as one byte longer
         def read_bytes(self):  # noqa: D102
             data = super().read_bytes()
-            return data + b" " if self.name == "camera.py" else data
+            return data + b" " if self.name == source else data
 
     before = pools.simulator_fingerprint()
     pools.simulator_fingerprint.cache_clear()
     monkeypatch.setattr(pools, "Path", Shifted)
+    assert pools.simulator_fingerprint() != before
+
+
+def test_fingerprint_follows_the_numeric_kernels(monkeypatch):
+    """Renders cached under other numpy / OpenBLAS kernels (another CPU, or IQALAB_NUMERICS=native) are not
+    reused: their float32 roundings differ."""
+    from iqalab import numerics
+
+    before = pools.simulator_fingerprint()
+    pools.simulator_fingerprint.cache_clear()
+    monkeypatch.setattr(numerics, "label", lambda: "numpy X86_V4, OpenBLAS SkylakeX")
     assert pools.simulator_fingerprint() != before

@@ -99,7 +99,11 @@ class Scorer:
         self.model = model_from_checkpoint(ckpt, str(checkpoint))
         self.config: dict[str, Any] = ckpt["config"]
         self.device = resolve_device(device)
-        # bf16 autocast only when asked: its 8 mantissa bits tie close scores (see predict_items)
+        # bf16 autocast only when asked: its 8 mantissa bits tie close scores (see predict_items); never for the
+        # classical models (NIQE, BRISQUE, fitted or retrained), whose features are float64 statistics
+        if amp and self.model.input_resolution == "native":
+            raise ValueError(f"amp: {ckpt['config'].get('model_name', 'this model')} reads each image at its native "
+                             "resolution with fp64 features (a classical model); score it without --amp")
         if amp and self.device.type == "cpu" and not cpu_has_amx():
             raise ValueError("amp: this CPU has no AMX tiles, so bf16 would be no faster than fp32; score without it")
         self.amp = bool(amp)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,9 +239,17 @@ def precision_notes(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, 
     """A caption sentence naming the rows trained under bf16 autocast (``train_precision`` of their predictions
     JSON, :func:`iqalab.train.engine.training_precision`: ``train.amp`` on CUDA, ``train.cpu_amp`` on a CPU with
     AMX), so a table that mixes them with fp32 rows says so; none when every row trained in fp32."""
-    bf16 = [f"{labels.get(exp, exp)} ({str(info['train_precision']).split('(')[-1].split(')')[0]})"
-            for exp, info in meta.items() if str(info.get("train_precision", "")).startswith("bf16")]
+    bf16 = []
+    for exp, info in meta.items():
+        # one value, or per split (engine._per_split): "<value> (<splits>); <value> (<splits>)"
+        for where, splits in _BF16.findall(str(info.get("train_precision", ""))):
+            bf16.append(f"{labels.get(exp, exp)} ({where}{'; splits ' + splits if splits else ''})")
     return ["trained under bf16 autocast (predictions in fp32): " + "; ".join(bf16)] if bf16 else []
+
+
+#: a bf16 entry of ``train_precision``: the device (``CUDA`` / ``CPU with AMX``) and, where the splits of an
+#: experiment trained differently, its splits
+_BF16 = re.compile(r"bf16 autocast[^(;]*\(([^)]*)\); fp32 predictions(?: \(([^)]*)\))?")
 
 
 def wide_stats(stats: pd.DataFrame, exps: Sequence[str], columns: Sequence[Any], level: str | list[str]

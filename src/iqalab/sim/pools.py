@@ -51,11 +51,19 @@ def simulator_fingerprint() -> str:
     Part of the key of every render cached on disk in a folder that persists between pipeline runs (the gMAD
     pool, the camera-tuning renders): a cache made by an older simulator is never reused, so a fresh clone's run
     and a rerun in place render the same images (issue 28: ``make verify`` found committed gMAD results made from
-    a pool rendered before the renderer changed)."""
+    a pool rendered before the renderer changed).
+
+    The files are those a render runs (scenes and their face geometry, camera, its compiled loops, builders), and
+    the numeric kernels of this process (:func:`iqalab.numerics.label`): numpy's and OpenBLAS's kernels round
+    differently on different instruction sets, so a cache rendered under others is not reused (renders kept from
+    before portable numerics made the committed gMAD and tuning results differ from a rerun's, 2026-12-03)."""
+    from iqalab import numerics
+
     package = Path(__file__).resolve().parent
     digest = hashlib.sha256()
-    for name in ("scenes.py", "camera.py", "builders.py"):
+    for name in ("scenes.py", "lfw_geometry.py", "camera.py", "kernels.py", "builders.py"):
         digest.update(name.encode() + b"\0" + (package / name).read_bytes() + b"\0")
+    digest.update(numerics.label().encode())
     return digest.hexdigest()[:12]
 
 
