@@ -288,6 +288,15 @@ def test_measurement_kernels_equal_their_numpy_formulas() -> None:
     diff = np.empty(u.shape, dtype=np.float32)
     kernels.byte_difference(u.reshape(-1), v.reshape(-1), diff.reshape(-1))
     assert np.array_equal(diff, u.astype(np.float32) - v.astype(np.float32))
+    a[:, 0, :3] = [[255, 254, 0], [3, 0, 0], [0, 1, 2]]  # clipped high (255, 254), and dark enough to count
+    luma, hi, lo = np.empty_like(got), np.empty_like(got), np.empty_like(got)
+    kernels.luma_and_clipping(a, LUMA, np.float32(255.0), np.float32(254), np.float32(4 / 255), luma, hi, lo)
+    expected = _luma(a)
+    expected /= 255.0
+    assert np.array_equal(luma, expected)
+    assert np.array_equal(hi, (np.maximum(np.maximum(a[0], a[1]), a[2]) >= 254).astype(np.float32))
+    assert np.array_equal(lo, (expected <= np.float32(4 / 255)).astype(np.float32))
+    assert hi[0, :2].tolist() == [1.0, 1.0] and lo[0, 2] == 1.0
     rg, yb = np.empty_like(got), np.empty_like(got)
     kernels.opponents(a[0], a[1], a[2], rg, yb)
     assert np.array_equal(rg, a[0] - a[1]) and np.array_equal(yb, 0.5 * (a[0] + a[1]) - a[2])

@@ -516,6 +516,8 @@ _LIGHT_CACHE_SIZE = 8
 _LIGHT_LOCK = threading.Lock()  # renders from several threads share the cache
 #: the last scene layers as colour planes (see :func:`_planar`)
 _PLANAR_CACHE: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+#: thresholded masks (see :func:`_hard_mask`), keyed by the mask object, which is held
+_HARD_CACHE: OrderedDict[int, tuple[np.ndarray, np.ndarray, float]] = OrderedDict()
 
 
 def clear_scene_caches() -> None:
@@ -524,6 +526,7 @@ def clear_scene_caches() -> None:
     with _LIGHT_LOCK:
         _LIGHT_CACHE.clear()
         _PLANAR_CACHE.clear()
+        _HARD_CACHE.clear()
     _box_mask_cached.cache_clear()
     _hallucinated_texture.cache_clear()
 
@@ -809,11 +812,25 @@ def _colourfulness_planes(r: np.ndarray, g: np.ndarray, b: np.ndarray) -> float:
     return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
 
 
-def _as_float(values: np.ndarray, name: str) -> np.ndarray:
-    """``values`` as float32 in the scratch buffer ``name`` (see :func:`_scratch`)."""
-    out = _scratch(name, values.shape)
-    np.copyto(out, values)
-    return out
+def _hard_mask(mask: np.ndarray) -> tuple[np.ndarray, float]:
+    """``(mask > 0.5)`` as float32 and its sum: kept for the last few read-only masks (the person alpha after
+    optics and the face mask are per-scene constants, so the shots of a scene threshold them once)."""
+    if mask.flags.writeable:  # not a cached constant: computed each time
+        hard = (mask > 0.5).astype(np.float32)
+        return hard, float(hard.sum())
+    with _LIGHT_LOCK:
+        hit = _HARD_CACHE.get(id(mask))
+        if hit is not None and hit[0] is mask:
+            _HARD_CACHE.move_to_end(id(mask))
+            return hit[1], hit[2]
+    hard = (mask > 0.5).astype(np.float32)
+    hard.setflags(write=False)
+    weight = float(hard.sum())
+    with _LIGHT_LOCK:
+        _HARD_CACHE[id(mask)] = (mask, hard, weight)
+        while len(_HARD_CACHE) > 2 * _LIGHT_CACHE_SIZE:
+            _HARD_CACHE.popitem(last=False)
+    return hard, weight
 
 
 def _masked_mean(values: np.ndarray, mask: np.ndarray | None, weight: float | None = None) -> float:
@@ -834,20 +851,17 @@ def _measure(scene: Scene, params: CameraParams, quantised: np.ndarray, noisy8: 
     ``sensor_clipped`` is the share of pixels with a channel at the sensor's saturation level.
     """
     clean = quantised[0]
-    luma_clean = _luma(clean, _scratch("m_luma", clean.shape[1:]))
-    luma_clean /= 255.0
+    # the clean luma in [0, 1] and the clipped-pixel flags, in one pass (kernels.luma_and_clipping)
+    luma_clean = _scratch("m_luma", clean.shape[1:])
+    clipped_hi, clipped_lo = _scratch("m_clipped_hi", luma_clean.shape), _scratch("m_clipped_lo", luma_clean.shape)
+    kernels.luma_and_clipping(clean, LUMA, np.float32(255.0), np.float32(254), np.float32(4 / 255), luma_clean,
+                              clipped_hi, clipped_lo)
     err2 = _scratch("m_err_luma", clean.shape[1:])  # squared luma noise, 8-bit levels
     kernels.squared_luma_difference(quantised[1], clean, LUMA, err2)
-    person_mask = (alpha > 0.5).astype(np.float32) if alpha is not None else None
+    person_mask, w_person = _hard_mask(alpha) if alpha is not None else (None, None)
     if person_mask is None and scene.person_box is not None:
         person_mask = _box_mask(scene.size, scene.person_box)
-    hard_face = (face_mask > 0.5).astype(np.float32) if face_mask is not None else None
-    brightest = np.maximum(clean[0], clean[1], out=_scratch("m_hi", luma_clean.shape))
-    np.maximum(brightest, clean[2], out=brightest)
-    clipped_hi = _as_float(np.greater_equal(brightest, 254, out=_scratch("m_bool", luma_clean.shape, np.bool_)),
-                           "m_clipped_hi")
-    clipped_lo = _as_float(np.less_equal(luma_clean, np.float32(4 / 255), out=_scratch("m_bool", luma_clean.shape,
-                                                                                       np.bool_)), "m_clipped_lo")
+    hard_face, w_face = _hard_mask(face_mask) if face_mask is not None else (None, None)
     # halos: overshoot of the sharpened clean luma beyond the local 3x3 range of the unsharpened luma
     unsharpened = luma_clean
     if params.sharpness > 0:
@@ -869,8 +883,8 @@ def _measure(scene: Scene, params: CameraParams, quantised: np.ndarray, noisy8: 
     jpeg_err = _scratch("m_jpeg", decoded.shape)
     kernels.byte_difference(decoded.reshape(-1), noisy8.reshape(-1), jpeg_err.reshape(-1))
     jpeg_se = float(np.dot(jpeg_err.reshape(-1), jpeg_err.reshape(-1)))
-    w_person = float(person_mask.sum()) if person_mask is not None else None
-    w_face = float(hard_face.sum()) if hard_face is not None else None
+    if person_mask is not None and w_person is None:
+        w_person = float(person_mask.sum())
     face_luma = _masked_mean(luma_clean, hard_face, w_face)
     info: dict[str, float] = {
         "exposure_ev": float(np.log2(max(ratio, 1e-9))),

@@ -590,3 +590,23 @@ def opponents(r: np.ndarray, g: np.ndarray, b: np.ndarray, rg: np.ndarray, yb: n
         for x in range(r.shape[1]):
             rg[y, x] = r[y, x] - g[y, x]
             yb[y, x] = half * (r[y, x] + g[y, x]) - b[y, x]
+
+
+@njit(cache=True, nogil=True)
+def luma_and_clipping(clean: np.ndarray, weights: np.ndarray, scale: np.float32, hi_level: np.float32,
+                      lo_level: np.float32, luma: np.ndarray, clipped_hi: np.ndarray, clipped_lo: np.ndarray) -> None:
+    """From the clean render's 8-bit values (3, H, W float32), in one pass: its luma (as :func:`luma_of`) divided
+    by ``scale`` into ``luma``, and as float32 0 / 1 whether the brightest channel is at least ``hi_level``
+    (``clipped_hi``) and whether that luma is at most ``lo_level`` (``clipped_lo``)."""
+    w0, w1, w2 = weights[0], weights[1], weights[2]
+    one, zero = np.float32(1.0), np.float32(0.0)
+    for y in range(clean.shape[1]):
+        r, g, b = clean[0, y], clean[1, y], clean[2, y]
+        out, hi, lo = luma[y], clipped_hi[y], clipped_lo[y]
+        for x in range(r.shape[0]):
+            v = ((r[x] * w0 + g[x] * w1) + b[x] * w2) / scale
+            out[x] = v
+            top = r[x] if r[x] >= g[x] else g[x]
+            top = top if top >= b[x] else b[x]
+            hi[x] = one if top >= hi_level else zero
+            lo[x] = one if v <= lo_level else zero
