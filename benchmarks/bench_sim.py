@@ -15,6 +15,9 @@ Two workloads:
   of the 7 camera parameters, :func:`iqalab.sim.builders._deviate`), where the shots that keep aperture and
   shutter reuse the scene's light: the per-shot cost of a dataset build (without the builder's own previews).
 
+It then times one render's sensor noise drawn by numpy and by the compiled draw the renderer uses (the same values
+from the same stream; the generators' states are compared after the rounds).
+
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_sim.py --size 512 --scenes 4 --per-scene 8
 """
 
@@ -64,6 +67,38 @@ def _time(renderers: dict[str, Callable[..., object]], shots: list[tuple[Scene, 
     return {name: (len(shots) / wall[name], len(shots) / cpu[name]) for name in renderers}
 
 
+def _time_draws(size: int, rounds: int = 5) -> None:
+    """The sensor noise of one render (``size x size x 3`` float32 standard normals): numpy's
+    ``Generator.standard_normal`` against :func:`iqalab.sim.kernels.standard_normal_f32` (the same values from the
+    same PCG64 stream, tested), alternating; medians of CPU time."""
+    from iqalab.sim import kernels
+
+    out = np.empty(size * size * 3, dtype=np.float32)
+    ours, numpys = np.random.default_rng(2), np.random.default_rng(2)
+    times: dict[str, list[float]] = {"numpy": [], "kernel": []}
+
+    def kernel_draw() -> None:
+        state = kernels.pcg64_state(ours)
+        kernels.standard_normal_f32(state, out)
+        kernels.set_pcg64_state(ours, state)
+
+    kernel_draw()  # load the compiled loop
+    numpys.standard_normal(dtype=np.float32, out=out)
+    for k in range(rounds):
+        for name in (("numpy", "kernel") if k % 2 == 0 else ("kernel", "numpy")):
+            t = time.process_time()
+            if name == "kernel":
+                kernel_draw()
+            else:
+                numpys.standard_normal(dtype=np.float32, out=out)
+            times[name].append(time.process_time() - t)
+    assert ours.bit_generator.state == numpys.bit_generator.state  # the same stream, advanced alike
+    numpy_ms, kernel_ms = (1000 * float(np.median(times[name])) for name in ("numpy", "kernel"))
+    log.info("noise draw (%d float32 normals): numpy %.2f ms, kernel %.2f ms (%.1f / %.1f ns a value) | "
+             "speed-up %.2fx", out.size, numpy_ms, kernel_ms, 1e6 * numpy_ms / out.size, 1e6 * kernel_ms / out.size,
+             numpy_ms / kernel_ms)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=512)
@@ -92,6 +127,7 @@ def main() -> None:
                  "speed-up %.2fx (CPU) | fast vs target %g/s: %.2f (wall), %.2f (CPU); %.1f ms CPU per shot",
                  name, len(shots), old_wall, old_cpu, new_wall, new_cpu, new_cpu / old_cpu, TARGET,
                  new_wall / TARGET, new_cpu / TARGET, 1000 / new_cpu)
+    _time_draws(args.size)
 
 
 if __name__ == "__main__":
