@@ -50,6 +50,7 @@ import logging
 import threading
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
 from typing import Any
@@ -344,18 +345,29 @@ def _planar(img: np.ndarray) -> np.ndarray:
     Read-only; the last few are kept (keyed by the array object, which is held so its id cannot be reused): a
     scene's layers are converted once, not at every change of aperture or shutter.
     """
+    def convert(img: np.ndarray) -> np.ndarray:
+        planes = np.ascontiguousarray(np.moveaxis(img, -1, 0), dtype=np.float32)
+        planes.setflags(write=False)
+        return planes
+
+    return _kept(_PLANAR_CACHE, img, convert)
+
+
+def _kept(cache: OrderedDict[int, tuple[Any, Any]], source: np.ndarray, make: Callable[[np.ndarray], Any]) -> Any:
+    """``make(source)``, kept in ``cache`` for the last few source arrays (keyed by the object, which the cache
+    holds so its id cannot be reused; least recently used dropped first). Shared by the renderer's per-scene
+    conversions (:func:`_planar`, :func:`_hard_mask`); renders from several threads share the caches."""
     with _LIGHT_LOCK:
-        hit = _PLANAR_CACHE.get(id(img))
-        if hit is not None and hit[0] is img:
-            _PLANAR_CACHE.move_to_end(id(img))
+        hit = cache.get(id(source))
+        if hit is not None and hit[0] is source:
+            cache.move_to_end(id(source))
             return hit[1]
-    planes = np.ascontiguousarray(np.moveaxis(img, -1, 0), dtype=np.float32)
-    planes.setflags(write=False)
+    value = make(source)
     with _LIGHT_LOCK:
-        _PLANAR_CACHE[id(img)] = (img, planes)
-        while len(_PLANAR_CACHE) > 2 * _LIGHT_CACHE_SIZE:
-            _PLANAR_CACHE.popitem(last=False)
-    return planes
+        cache[id(source)] = (source, value)
+        while len(cache) > 2 * _LIGHT_CACHE_SIZE:
+            cache.popitem(last=False)
+    return value
 
 
 # --------------------------------------------------------------------------------------------- ISP
@@ -517,7 +529,7 @@ _LIGHT_LOCK = threading.Lock()  # renders from several threads share the cache
 #: the last scene layers as colour planes (see :func:`_planar`)
 _PLANAR_CACHE: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
 #: thresholded masks (see :func:`_hard_mask`), keyed by the mask object, which is held
-_HARD_CACHE: OrderedDict[int, tuple[np.ndarray, np.ndarray, float]] = OrderedDict()
+_HARD_CACHE: OrderedDict[int, tuple[np.ndarray, tuple[np.ndarray, float]]] = OrderedDict()
 
 
 def clear_scene_caches() -> None:
@@ -815,22 +827,14 @@ def _colourfulness_planes(r: np.ndarray, g: np.ndarray, b: np.ndarray) -> float:
 def _hard_mask(mask: np.ndarray) -> tuple[np.ndarray, float]:
     """``(mask > 0.5)`` as float32 and its sum: kept for the last few read-only masks (the person alpha after
     optics and the face mask are per-scene constants, so the shots of a scene threshold them once)."""
-    if mask.flags.writeable:  # not a cached constant: computed each time
+    def threshold(mask: np.ndarray) -> tuple[np.ndarray, float]:
         hard = (mask > 0.5).astype(np.float32)
+        hard.setflags(write=False)
         return hard, float(hard.sum())
-    with _LIGHT_LOCK:
-        hit = _HARD_CACHE.get(id(mask))
-        if hit is not None and hit[0] is mask:
-            _HARD_CACHE.move_to_end(id(mask))
-            return hit[1], hit[2]
-    hard = (mask > 0.5).astype(np.float32)
-    hard.setflags(write=False)
-    weight = float(hard.sum())
-    with _LIGHT_LOCK:
-        _HARD_CACHE[id(mask)] = (mask, hard, weight)
-        while len(_HARD_CACHE) > 2 * _LIGHT_CACHE_SIZE:
-            _HARD_CACHE.popitem(last=False)
-    return hard, weight
+
+    if mask.flags.writeable:  # not a cached constant: computed each time
+        return threshold(mask)
+    return _kept(_HARD_CACHE, mask, threshold)
 
 
 def _masked_mean(values: np.ndarray, mask: np.ndarray | None, weight: float | None = None) -> float:

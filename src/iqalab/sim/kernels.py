@@ -32,6 +32,51 @@ def _reflect(j: int, n: int) -> int:
     return j
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _pad_reflect(p: np.ndarray, r: int, m: int) -> None:
+    """Fill the ``r`` border values on each side of the row ``p[r:r + m]`` (length ``m + 2r``) with its reflection
+    (scipy's ``reflect``: ``d c b a | a b c d``)."""
+    for j in range(r):
+        p[j] = p[2 * r - 1 - j]
+        p[r + m + j] = p[r + m - 1 - j]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _row_sums(p: np.ndarray, w: np.ndarray, o: np.ndarray) -> None:
+    """The tap sums of one reflect-padded row ``p`` (see :func:`_pad_reflect`) into ``o``: ``x[j] w[r]``, then for
+    ``i = 0 .. r - 1`` ``+ (x[j - r + i] + x[j + r - i]) w[i]``; taps outermost, so the inner loop runs along
+    contiguous slices (vectorised)."""
+    r = w.shape[0] // 2
+    m = o.shape[0]
+    wr = w[r]
+    for j in range(m):
+        o[j] = p[r + j] * wr
+    for i in range(r):
+        wi = w[i]
+        left = p[i:i + m]
+        right = p[2 * r - i:2 * r - i + m]
+        for j in range(m):
+            o[j] += (left[j] + right[j]) * wi
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _column_sums(plane: np.ndarray, b: int, w: np.ndarray, o: np.ndarray) -> None:
+    """The tap sums of row ``b`` of the (N, M) ``plane`` along its columns into ``o``, the same sums as
+    :func:`_row_sums` with the rows combined whole (contiguous inner loop) and reflected at the plane's edges."""
+    n = plane.shape[0]
+    r = w.shape[0] // 2
+    wr = w[r]
+    x = plane[b]
+    for j in range(o.shape[0]):
+        o[j] = x[j] * wr
+    for i in range(r):
+        top = plane[_reflect(b - r + i, n)]
+        bottom = plane[_reflect(b + r - i, n)]
+        wi = w[i]
+        for j in range(o.shape[0]):
+            o[j] += (top[j] + bottom[j]) * wi
+
+
 @njit(cache=True, nogil=True)
 def correlate_rows(img: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
     """Correlate each row (last axis) of the float32 ``(L, N, M)`` ``img`` with the symmetric float32 kernel
@@ -42,45 +87,22 @@ def correlate_rows(img: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
     """
     L, N, M = img.shape
     r = w.shape[0] // 2
-    wr = w[r]
     p = np.empty(M + 2 * r, dtype=np.float32)  # one row with its reflected borders
     for a in range(L):
         for b in range(N):
-            x = img[a, b]
-            o = out[a, b]
-            p[r:r + M] = x
-            for j in range(r):
-                p[j] = x[r - 1 - j]
-                p[r + M + j] = x[M - 1 - j]
-            for j in range(M):
-                o[j] = x[j] * wr
-            for i in range(r):  # taps outermost; the inner loop runs along contiguous slices (vectorised)
-                wi = w[i]
-                left = p[i:i + M]
-                right = p[2 * r - i:2 * r - i + M]
-                for j in range(M):
-                    o[j] += (left[j] + right[j]) * wi
+            p[r:r + M] = img[a, b]
+            _pad_reflect(p, r, M)
+            _row_sums(p, w, out[a, b])
 
 
 @njit(cache=True, nogil=True)
 def correlate_columns(img: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
     """:func:`correlate_rows` along the middle axis of ``(L, N, M)`` (``r < N``); rows are combined whole, so
     the inner loop runs along contiguous memory."""
-    L, N, M = img.shape
-    r = w.shape[0] // 2
-    wr = w[r]
+    L, N, _ = img.shape
     for a in range(L):
         for b in range(N):
-            o = out[a, b]
-            x = img[a, b]
-            for j in range(M):
-                o[j] = x[j] * wr
-            for i in range(r):
-                top = img[a, _reflect(b - r + i, N)]
-                bottom = img[a, _reflect(b + r - i, N)]
-                wi = w[i]
-                for j in range(M):
-                    o[j] += (top[j] + bottom[j]) * wi
+            _column_sums(img[a], b, w, out[a, b])
 
 
 @njit(cache=True, nogil=True)
@@ -91,32 +113,12 @@ def smooth_planes(img: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
     same order as the two passes, without writing and reading the intermediate image."""
     L, N, M = img.shape
     r = w.shape[0] // 2
-    wr = w[r]
     p = np.empty(M + 2 * r, dtype=np.float32)  # the row of column sums with its reflected borders
     for a in range(L):
         for b in range(N):
-            x = img[a, b]
-            col = p[r:r + M]
-            for j in range(M):
-                col[j] = x[j] * wr
-            for i in range(r):
-                top = img[a, _reflect(b - r + i, N)]
-                bottom = img[a, _reflect(b + r - i, N)]
-                wi = w[i]
-                for j in range(M):
-                    col[j] += (top[j] + bottom[j]) * wi
-            for j in range(r):
-                p[j] = col[r - 1 - j]
-                p[r + M + j] = col[M - 1 - j]
-            o = out[a, b]
-            for j in range(M):
-                o[j] = col[j] * wr
-            for i in range(r):
-                wi = w[i]
-                left = p[i:i + M]
-                right = p[2 * r - i:2 * r - i + M]
-                for j in range(M):
-                    o[j] += (left[j] + right[j]) * wi
+            _column_sums(img[a], b, w, p[r:r + M])
+            _pad_reflect(p, r, M)
+            _row_sums(p, w, out[a, b])
 
 
 @njit(cache=True, nogil=True, inline="always")
