@@ -30,11 +30,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
 from numpy.typing import ArrayLike
 from scipy import stats as sps
-from statsmodels.stats.outliers_influence import variance_inflation_factor
-from statsmodels.stats.proportion import proportion_confint
 
 from iqalab.analysis.metrics import MetricWarning, assign_tiers, plcc, srcc
 
@@ -147,6 +144,9 @@ def ols_overall(images: pd.DataFrame, target: str = "mos_overall", predictors: S
         pred_cols = [c for c in _mos_columns(images, None) if c != target_col]
     else:
         pred_cols = _mos_columns(images, predictors)
+    import statsmodels.api as sm  # here, not at the top: statsmodels takes 2 s to import and few callers fit OLS
+    from statsmodels.stats.outliers_influence import variance_inflation_factor
+
     if not pred_cols:
         raise ValueError("OLS needs at least one predictor")
     used = images[[target_col, *pred_cols]].astype(float)
@@ -403,6 +403,8 @@ def wilson_interval(successes: ArrayLike, n: ArrayLike, confidence: float = 0.95
     ``method="wilson"``); ``successes`` may be fractional (ties counted 1/2). Vectorised: scalars in, floats
     out. NaN where ``n <= 0`` or an input is unknown; the bounds are exactly 0 at ``successes <= 0`` and
     exactly 1 at ``successes >= n`` (no floating-point dust such as 3e-17), and clipped to [0, 1]."""
+    from statsmodels.stats.proportion import proportion_confint  # 1.5 s to import: only where it is used
+
     k = np.asarray(successes, dtype=np.float64)
     total = np.asarray(n, dtype=np.float64)
     bad = ~(np.isfinite(k) & np.isfinite(total) & (total > 0))
