@@ -146,7 +146,8 @@ def stage_entries(stage: dict) -> tuple[set[str], str | None]:
         return notebook_imports(ROOT / notebook.group(1)), notebook.group(1)
     command = re.search(r"\biqalab\b(?: -q)? (\S+)", cmd)
     assert command and command.group(1) in CLI_COMMANDS, f"unknown stage command {cmd!r}"
-    return {"iqalab.__main__", "iqalab.config", CLI_COMMANDS[command.group(1)]}, None
+    # stage commands load params through iqalab.notebook.load_checked (__main__._stage_params)
+    return {"iqalab.__main__", "iqalab.config", "iqalab.notebook", CLI_COMMANDS[command.group(1)]}, None
 
 
 def dvc_stages() -> dict[str, dict]:

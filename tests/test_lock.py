@@ -76,3 +76,14 @@ def test_installed_check_names_a_version_that_differs_from_the_lock(project):
     assert "not-a-real-package==1.0 is locked but not installed" in problems
     assert "scipy==" + metadata.version("scipy") + " is installed but not locked" in problems
     assert not any(p.startswith("numpy==") for p in problems)
+
+
+def test_dvc_reads_its_files_with_ruamels_c_parser():
+    """``ruamel.yaml.clib`` (a locked runtime dependency) is what DVC's safe loads of dvc.lock use: 2.06 -> 0.53 s
+    for this project's lock, ``dvc status`` 11 -> 6.5 s (README, Benchmarks). Since ruamel.yaml 0.19.1 it is
+    optional, so a lock without it would silently fall back to the pure-Python parser."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.main import CParser
+
+    assert CParser is not None, "ruamel.yaml.clib is not installed"
+    assert YAML(typ="safe").Parser is CParser

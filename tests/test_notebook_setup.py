@@ -74,3 +74,19 @@ def test_the_key_covers_every_overlay_layer(project):
 def test_package_digest_reads_the_package_source():
     digest = notebook.package_digest()
     assert len(digest) == 64 and digest == notebook.package_digest.__wrapped__()
+
+
+def test_stage_commands_share_the_checked_stamp(project, counted):
+    """``iqalab <stage>`` loads params like the notebooks (the same stamp); ``iqalab check`` checks every time."""
+    import argparse
+
+    from iqalab.__main__ import _stage_params, main
+
+    _params(project, toy_params(e={"dataset": "toy", "model": {"name": "backbone_mlp"}}))
+    args = argparse.Namespace(params=None)
+    assert list(_stage_params(args).experiments) == ["e"] and counted == [1]
+    _stage_params(args)
+    notebook.setup()
+    assert counted == [1]
+    assert main(["check"]) == 0
+    assert counted == [1, 1]

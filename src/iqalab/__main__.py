@@ -61,6 +61,15 @@ def _params_file(args: argparse.Namespace) -> str | None:
     return args.params or os.environ.get("IQALAB_PARAMS")
 
 
+def _stage_params(args: argparse.Namespace):  # noqa: ANN202
+    """The params of a stage command: as :func:`_params`, with the name checks run once per params and code
+    (:func:`iqalab.notebook.load_checked`, as the notebooks do); ``iqalab check`` always runs them."""
+    from iqalab.io import project_root
+    from iqalab.notebook import load_checked
+
+    return load_checked(Path(_params_file(args) or project_root() / "params.yaml"), _root(args))
+
+
 def _root(args: argparse.Namespace) -> Path:
     """The work folder: ``$IQALAB_WORKDIR``, else the project root, or for a params file other than the project's
     its own ``build/work/<name>/`` (:func:`iqalab.io.workdir`; the committed ``results/`` are never overwritten
@@ -185,43 +194,43 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "ingest":
             from iqalab.stages import ingest
 
-            ingest.run(_params(args), args.dataset, _root(args), progress=progress)
+            ingest.run(_stage_params(args), args.dataset, _root(args), progress=progress)
         elif args.command == "train":
             from iqalab.stages import train
             from iqalab.train import distributed
 
             try:  # under torchrun: one process per GPU (or CPU process, gloo), see iqalab.train.distributed
-                train.run(_params(args), args.experiment, _root(args), progress=progress)
+                train.run(_stage_params(args), args.experiment, _root(args), progress=progress)
             finally:
                 distributed.shutdown()
         elif args.command == "profile":
             from iqalab.stages import profile
 
-            profile.run(_params(args), _root(args), args.experiments or None)
+            profile.run(_stage_params(args), _root(args), args.experiments or None)
         elif args.command == "evaluate":
             from iqalab.stages import evaluate
 
-            evaluate.run(_params(args), _root(args))
+            evaluate.run(_stage_params(args), _root(args))
         elif args.command == "cross_dataset":
             from iqalab.stages import cross_dataset
 
-            cross_dataset.run(_params(args), _root(args))
+            cross_dataset.run(_stage_params(args), _root(args))
         elif args.command == "gmad":
             from iqalab.stages import gmad
 
-            gmad.run(_params(args), _root(args), progress=progress)
+            gmad.run(_stage_params(args), _root(args), progress=progress)
         elif args.command == "camera_tuning":
             from iqalab.stages import camera_tuning
 
-            camera_tuning.run(_params(args), _root(args), progress=progress)
+            camera_tuning.run(_stage_params(args), _root(args), progress=progress)
         elif args.command == "significance":
             from iqalab.stages import significance
 
-            significance.run(_params(args), _root(args))
+            significance.run(_stage_params(args), _root(args))
         elif args.command == "annotation_stats":
             from iqalab.stages import annotation_stats
 
-            annotation_stats.run(_params(args), args.dataset, _root(args))
+            annotation_stats.run(_stage_params(args), args.dataset, _root(args))
         elif args.command == "score":
             from iqalab.stages.score import failed_files, score_images
 
@@ -250,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "report":
             from iqalab.report import build_report
 
-            print(build_report(_params(args), _root(args)))
+            print(build_report(_stage_params(args), _root(args)))
         elif args.command == "data":
             from iqalab.data import fetch as fetching
             from iqalab.io import project_root
