@@ -31,17 +31,16 @@ measurements and the optical facts; :mod:`iqalab.sim.observers` turns them into 
 
 Implementation (issue #30, speed only: the model above is unchanged): colour planes (C x H x W float32) worked on
 in place in reusable buffers; the ISP runs on the clean and then the noisy render (half the working set of both at
-once, which stays in cache); the sensor, the ISP's elementwise chains, its short separable filters and the
-sRGB + contrast encoding (one gather from an interleaved (value, slope) table, :func:`_encode`) are compiled
-loops (:mod:`iqalab.sim.kernels`, numba) that do the numpy formulation's float32 operations in its order, so their
-images are bit for bit the same; kernels of 15+ taps (wide defocus, slow-shutter motion) are banded matrix
+once, which stays in cache); the sensor, the ISP's elementwise chains, its short separable filters and the sRGB +
+contrast encoding (one gather from an interleaved (value, slope) table, fused into the development pass) are
+compiled loops (:mod:`iqalab.sim.kernels`, numba) that do the numpy formulation's float32 operations in its order,
+so their images are bit for bit the same; kernels of 15+ taps (wide defocus, slow-shutter motion) are banded matrix
 products through BLAS (:func:`_correlate_gemm`); chroma filtered as two planes; box masks are filtered separably;
-per-scene constants cached (the light after optics for each aperture/shutter, the layers' colour planes, face
-mask, enhancer texture; :func:`clear_scene_caches` forgets them). The sensor noise is the same draw from the same
-stream as before, so a builder's generator advances exactly as it did. ``tests/test_sim_render.py`` keeps the
+per-scene constants cached (the light after optics for each aperture/shutter, the layers' colour planes, face mask,
+enhancer texture; :func:`clear_scene_caches` forgets them). The sensor noise is the same draw from the same stream
+as before, so a builder's generator advances exactly as it did. ``tests/test_sim_render.py`` keeps the
 straightforward renderer and checks that both give the same images and measurements; ``benchmarks/bench_sim.py``
-times both; ``tests/test_sim_kernels.py`` checks each compiled loop against its numpy formulation, bit for bit.
-"""
+times both; ``tests/test_sim_kernels.py`` checks each compiled loop against its numpy formulation, bit for bit. """
 
 from __future__ import annotations
 
@@ -501,6 +500,9 @@ def _encode(rgb: np.ndarray, contrast: float, out: np.ndarray | None = None) -> 
     (2e-4 of an 8-bit level). With a contrast curve, values in the cells near 0 and 1 where its slope is
     unbounded are computed exactly (the table marks those cells with a NaN slope); the sRGB curve alone needs no
     such cells (its interpolation error is below 1e-7 everywhere).
+
+    Not on the renderer's path since :func:`iqalab.sim.kernels.recombine_encode` fuses this encoding into the
+    development pass: kept as the plain two-step reference the tests hold the fused pass to (bit for bit).
     """
     enc = out if out is not None else _scratch("enc", rgb.shape)
     flat_in, flat_out = rgb.reshape(-1), enc.reshape(-1)  # both contiguous (views)

@@ -137,7 +137,8 @@ def encode_table(rgb: np.ndarray, pairs: np.ndarray, out: np.ndarray) -> int:
     [0, 1] in place) into ``out``, with ``pairs`` the (entries, 2) float32 (value, slope) table (see
     :func:`_encode_value`; the values being clipped first, every cell lies inside the table, which
     ``take(mode="clip")`` ensured before). A NaN slope leaves NaN for the caller to compute exactly; returns how
-    many values did."""
+    many values did. The renderer uses :func:`recombine_encode`; this and :func:`recombine` are its unfused
+    reference in the tests."""
     n = np.float32(pairs.shape[0] - 2)
     zero = np.float32(0.0)
     one = np.float32(1.0)
@@ -219,6 +220,13 @@ def _times(x: np.float32, factor: float, wide: bool) -> np.float32:
     return x * np.float32(factor)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _luma(a: float, b: float, c: float, w0: float, w1: float, w2: float) -> float:
+    """The luminance ``((a w0) + (b w1)) + (c w2)`` in that order (as ``camera._luma``): every kernel that
+    computes a luma calls this, so their rounding cannot drift apart."""
+    return (a * w0 + b * w1) + c * w2
+
+
 @njit(cache=True, nogil=True)
 def balance(rgb: np.ndarray, gains: np.ndarray, weights: np.ndarray, luma: np.ndarray, chroma: np.ndarray) -> None:
     """The start of :func:`iqalab.sim.camera._develop` in one pass over the raw planes ``rgb`` (3, H, W): white
@@ -241,8 +249,7 @@ def balance(rgb: np.ndarray, gains: np.ndarray, weights: np.ndarray, luma: np.nd
             rgb[0, y, x] = r
             rgb[1, y, x] = g
             rgb[2, y, x] = b
-            lum = r * weights[0] + g * weights[1]
-            lum = lum + b * weights[2]
+            lum = _luma(r, g, b, weights[0], weights[1], weights[2])
             luma[y, x] = lum
             chroma[0, y, x] = r - lum
             chroma[1, y, x] = b - lum
@@ -313,7 +320,7 @@ def recombine_encode(luma: np.ndarray, smooth: np.ndarray, nr: float, blend: boo
             c = _encode_value(blue[x], pairs, n)
             row_nans += (a != a) + (b != b) + (c != c)
             e_r[x], e_g[x], e_b[x] = a, b, c
-            out[x] = (a * w0 + b * w1) + c * w2
+            out[x] = _luma(a, b, c, w0, w1, w2)
         if row_nans:  # the cells where the table's slope is unbounded: their positions, plane by plane
             for k in range(3):
                 row = enc[k, y]
@@ -330,7 +337,7 @@ def luma_of(planes: np.ndarray, weights: np.ndarray, out: np.ndarray) -> None:
     _, h, w = planes.shape
     for y in range(h):
         for x in range(w):
-            out[y, x] = (planes[0, y, x] * weights[0] + planes[1, y, x] * weights[1]) + planes[2, y, x] * weights[2]
+            out[y, x] = _luma(planes[0, y, x], planes[1, y, x], planes[2, y, x], weights[0], weights[1], weights[2])
 
 
 @njit(cache=True, nogil=True)
@@ -506,7 +513,7 @@ def squared_luma_difference(a: np.ndarray, b: np.ndarray, weights: np.ndarray, o
     for y in range(h):
         a0, a1, a2, b0, b1, b2, o = a[0, y], a[1, y], a[2, y], b[0, y], b[1, y], b[2, y], out[y]
         for x in range(w):
-            e = ((a0[x] - b0[x]) * w0 + (a1[x] - b1[x]) * w1) + (a2[x] - b2[x]) * w2
+            e = _luma(a0[x] - b0[x], a1[x] - b1[x], a2[x] - b2[x], w0, w1, w2)
             o[x] = e * e
 
 
@@ -606,7 +613,7 @@ def luma_and_clipping(clean: np.ndarray, weights: np.ndarray, scale: np.float32,
         r, g, b = clean[0, y], clean[1, y], clean[2, y]
         out, hi, lo = luma[y], clipped_hi[y], clipped_lo[y]
         for x in range(r.shape[0]):
-            v = ((r[x] * w0 + g[x] * w1) + b[x] * w2) / scale
+            v = _luma(r[x], g[x], b[x], w0, w1, w2) / scale
             out[x] = v
             top = r[x] if r[x] >= g[x] else g[x]
             top = top if top >= b[x] else b[x]
