@@ -239,6 +239,25 @@ def test_paper_profile_is_an_overlay_of_the_default_profile():
         assert paper.train_config(name).epochs >= 1
 
 
+def test_paper_profile_tests_on_the_papers_splits():
+    """The default profile widens the simulated test sets (>= 200 images); the paper profile must not inherit that
+    (options merge key by key): each simulated dataset tests as many scenes as its builder's default split, which is
+    the paper's (TuningIQA 104 of 555 scenes, PIQ23 15 of 50, SFIQA and REQA 20 %)."""
+    import inspect
+
+    from iqalab.sim.builders import BUILDERS
+
+    paper = load_params(REPO / "params" / "paper.yaml")
+    for name, cfg in paper.datasets.items():
+        if cfg.source != "sim":
+            continue
+        default = inspect.signature(BUILDERS[cfg.builder]).parameters["test_fraction"].default
+        n = cfg.options.get("n_scenes", cfg.options.get("n_images"))
+        tested = round(cfg.options.get("test_fraction", default) * n)
+        assert tested == round(default * n), f"{name}: {tested} of {n} tested, the paper's split has {round(default * n)}"
+    assert round(paper.datasets["fglive_sim"].options["test_fraction"] * 555) == 104
+
+
 def test_compose_writes_the_profile_as_a_plain_params_file(tmp_path, capsys):
     """Applying a profile for DVC: ``iqalab --params params/paper.yaml compose --out params.yaml``."""
     from iqalab.__main__ import main
