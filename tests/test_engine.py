@@ -265,6 +265,13 @@ def test_cpu_autocast_needs_amx_and_the_opt_in(monkeypatch):
         assert engine.training_precision(opted, cpu) == (
             "bf16 autocast, channels_last (CPU with AMX); fp32 predictions" if amx else "fp32")
         assert engine.training_precision(opted, cpu, trainable=False) == "fp32 (not trained)"
+        # channels_last: on CUDA with or without autocast, on a CPU only under autocast
+        assert engine.channels_last_in_effect(off, cuda) and engine.channels_last_in_effect(default, cuda)
+        assert not engine.channels_last_in_effect(TrainConfig(amp=False, channels_last=False), cuda)
+        assert engine.channels_last_in_effect(opted, cpu) is amx and not engine.channels_last_in_effect(off, cpu)
+        assert engine.training_precision(off, cuda) == "fp32, channels_last (CUDA)"
+        assert engine.training_precision(default, cuda) == "bf16 autocast, channels_last (CUDA); fp32 predictions"
+        assert engine.training_precision(default, cpu) == "fp32"
 
 
 @pytest.mark.skipif(not cpu_has_amx(), reason="CPU autocast needs AMX tiles (Intel Xeon 4th generation and later)")

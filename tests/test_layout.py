@@ -205,6 +205,24 @@ def test_dvc_deps_are_the_stage_import_closure(stage: str) -> None:
     assert not extra, f"{stage}: dvc.yaml deps list code the stage never imports: {extra}"
 
 
+def test_the_run_fingerprint_covers_the_train_stage_code() -> None:
+    """A finished split is reused only by the code that made it (``engine.RUN_CODE`` in its fingerprint): every code
+    dep of the train stage is in ``RUN_CODE`` or exempted with a reason, and every ``RUN_CODE`` entry is a dep."""
+    from iqalab.train.engine import RUN_CODE, RUN_CODE_EXEMPT
+
+    deps = [d.removeprefix("src/iqalab/") for d in dvc_stages()["train"]["deps"]
+            if isinstance(d, str) and d.startswith("src/iqalab/")]
+    def covered(dep: str) -> bool:
+        return any(dep == entry or dep.startswith(entry + "/") for entry in RUN_CODE)
+
+    uncovered = [d for d in deps if not covered(d) and d not in RUN_CODE_EXEMPT]
+    assert not uncovered, f"train stage code outside engine.RUN_CODE and RUN_CODE_EXEMPT: {uncovered}"
+    assert not [d for d in deps if covered(d) and d in RUN_CODE_EXEMPT], "both hashed and exempt"
+    stale = [e for e in [*RUN_CODE, *RUN_CODE_EXEMPT] if not any(d == e or d.startswith(e + "/") or
+                                                                  e.startswith(d + "/") for d in deps)]
+    assert not stale, f"RUN_CODE / RUN_CODE_EXEMPT entries the train stage does not run: {stale}"
+
+
 def minimal_deps(files: set[Path]) -> list[str]:
     """``files`` as dvc.yaml deps: the shallowest folders whose every module is in ``files``, then the rest."""
     folders: list[Path] = []

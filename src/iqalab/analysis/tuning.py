@@ -57,7 +57,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from iqalab.analysis.stats import wilson_interval
-from iqalab.data.schema import CAM_PARAMS
+from iqalab.data.schema import CAM_PARAMS, DEFAULT_TUNING_STEPS
 from iqalab.io import atomic_path
 from iqalab.sim.camera import CameraParams
 from iqalab.sim.pools import simulator_fingerprint  # the key of every cached render (gMAD pool too)
@@ -66,8 +66,7 @@ from iqalab.sim.scenes import Scene
 log = logging.getLogger(__name__)
 
 #: step of one lattice move per parameter (see the module docstring for the units)
-DEFAULT_STEPS: dict[str, float] = {"aperture": 0.25, "shutter": 0.5, "iso": 0.5, "wb": 400.0, "contrast": 0.15,
-                                   "saturation": 0.2, "sharpness": 0.5}
+DEFAULT_STEPS: dict[str, float] = DEFAULT_TUNING_STEPS
 #: how each parameter moves: multiplicative in stops (``2^x``), additive, or multiplicative in log units
 STEP_KIND: dict[str, str] = {"aperture": "stops", "shutter": "stops", "iso": "stops", "wb": "add",
                              "contrast": "log", "saturation": "log", "sharpness": "add"}

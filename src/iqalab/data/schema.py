@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 #: The seven camera parameters of TuningIQA (Sec. "FGLive-10K"), in GCPF node order.
 CAM_PARAMS: tuple[str, ...] = ("aperture", "shutter", "iso", "wb", "contrast", "saturation", "sharpness")
 CAM_COLUMNS: tuple[str, ...] = tuple(f"cam_{p}" for p in CAM_PARAMS)
+#: Camera tuning's step of one lattice move per parameter (:mod:`iqalab.analysis.tuning`, which names it
+#: ``DEFAULT_STEPS`` and explains the units); here so that the params' defaults need not import the tuning code
+DEFAULT_TUNING_STEPS: dict[str, float] = {"aperture": 0.25, "shutter": 0.5, "iso": 0.5, "wb": 400.0, "contrast": 0.15,
+                                          "saturation": 0.2, "sharpness": 0.5}
 PERSON_BOX = ("person_x0", "person_y0", "person_x1", "person_y1")
 FACE_BOX = ("face_x0", "face_y0", "face_x1", "face_y1")
 LANDMARKS = tuple(f"lm{k}_{c}" for k in range(5) for c in ("x", "y"))

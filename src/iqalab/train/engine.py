@@ -103,16 +103,23 @@ def autocast_in_effect(cfg: TrainConfig, device: torch.device) -> bool:
     return device.type == "cpu" and cfg.cpu_amp and cpu_has_amx()
 
 
+def channels_last_in_effect(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether ``train.channels_last`` applies: on CUDA always (its convolutions prefer that layout in fp32 too),
+    on a CPU only together with bf16 autocast (:func:`autocast_in_effect`; oneDNN's fp32 kernels gain nothing
+    from it there, docs/notes/make-repro-time-2026-12.md)."""
+    return cfg.channels_last and (device.type == "cuda" or autocast_in_effect(cfg, device))
+
+
 def training_precision(cfg: TrainConfig, device: torch.device, trainable: bool = True) -> str:
     """What the predictions JSON records of a run's arithmetic (``train_precision``): e.g. ``"bf16 autocast,
     channels_last (CPU with AMX); fp32 predictions"`` or ``"fp32"``; ``"fp32 (not trained)"`` for a model used
     as published or fitted without gradient steps."""
     if not trainable:
         return "fp32 (not trained)"
+    layout = ", channels_last" if channels_last_in_effect(cfg, device) else ""
     if not autocast_in_effect(cfg, device):
-        return "fp32"
+        return f"fp32{layout} (CUDA)" if layout else "fp32"
     where = "CUDA" if device.type == "cuda" else "CPU with AMX"
-    layout = ", channels_last" if cfg.channels_last else ""
     return f"bf16 autocast{layout} ({where}); fp32 predictions"
 
 
@@ -147,8 +154,17 @@ def fingerprint(obj: Any) -> str:
 
 #: the code that decides what a run computes, relative to the ``iqalab`` package: part of a run's fingerprint
 #: (:func:`source_hash`), so a finished split is reused only by the code that made it (DVC's ``persist: true``
-#: on ``build/models/<exp>`` relies on it: docs/reliability.md)
-RUN_CODE = ("train", "models", "data", "config.py", "io.py", "analysis/metrics.py")
+#: on ``build/models/<exp>`` relies on it: docs/reliability.md). With :data:`RUN_CODE_EXEMPT` it covers every code
+#: dep of the train stage in dvc.yaml (``tests/test_layout.py`` checks it)
+RUN_CODE = ("__init__.py", "train", "models", "data", "config.py", "io.py", "analysis/metrics.py", "numerics.py",
+            "repro.py", "stages/train.py", "status.py")
+#: the train stage's code deps left out of :data:`RUN_CODE`, each with why it cannot change what a run computes
+RUN_CODE_EXEMPT = {
+    "memory.py": "allocator settings: where memory comes from, no computed value (iqalab.memory)",
+    "notebook.py": "loads the params, whose values the run's fingerprint holds itself",
+    "plots.py": "figures, drawn from the run's files after training",
+    "provenance.py": "the provenance footers of the written files, not the run's numbers",
+}
 
 
 @functools.lru_cache(maxsize=1)
@@ -570,9 +586,10 @@ def _iterate_train(step_module: nn.Module, model: IQAModel, loader: DataLoader, 
                    device: torch.device, cfg: TrainConfig, ctx: StepContext, progress: bool, desc: str) -> float:
     model.train()
     use_amp = autocast_in_effect(cfg, device)
+    layout = channels_last_in_effect(cfg, device)
     total, count = 0.0, 0
     for batch in tqdm(loader, disable=not progress, desc=desc, leave=False):
-        batch = to_device(batch, device, cfg.channels_last and use_amp)
+        batch = to_device(batch, device, layout)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             loss = step_module(batch)
         if not torch.isfinite(loss):
@@ -634,7 +651,7 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
                                           eval_items.get("test", eval_items.get("val")))
     spec.extra["n_images"] = {role: len(role_ids) for role, role_ids in ids.items()}
     model.to(device)
-    if cfg.channels_last and autocast_in_effect(cfg, device):
+    if channels_last_in_effect(cfg, device):
         model.to(memory_format=torch.channels_last)
     spec.extra["train_precision"] = training_precision(cfg, device, trainable)
     config = spec.config() | {"cam_stats": {"mean": cam_stats.mean, "std": cam_stats.std}}
