@@ -496,6 +496,16 @@ NON_TRAINABLE = [{"name": "niqe", "pristine": "train", "patch_size": 32, "top_qu
                  {"name": "brisque", "regressor": "train", "max_support_vectors": 64}]
 
 
+def test_the_batch_contract_test_covers_every_model_that_fits():
+    """NON_TRAINABLE names every registered model that overrides ``IQAModel.fit`` (fitted without gradient steps),
+    so a new one cannot skip the contract test below."""
+    from iqalab.models import available, get_model_class
+    from iqalab.models.base import IQAModel
+
+    fitting = {name for name in available() if get_model_class(name).fit is not IQAModel.fit}
+    assert fitting == {spec["name"] for spec in NON_TRAINABLE}
+
+
 @pytest.mark.parametrize("spec", NON_TRAINABLE)
 def test_fit_receives_exactly_what_predict_receives(project, toy_dataset, spec, monkeypatch):
     """Every non-trainable model: the batches `fit` gets in training equal, image for image, the batches the

@@ -82,7 +82,19 @@ def test_resume_after_interruption_matches_uninterrupted(project, toy_dataset):
         engine.save_checkpoint = original
     state_after_one = load_checkpoint(run_dir / "last.pt")
     assert state_after_one["epoch"] == 0
-    resumed = train_experiment(short, "e", project.root, progress=False)
+    trained_epochs = []  # README "a fault costs at most the current epoch": the resumed run trains epochs 1 and 2 only
+    iterate = engine._iterate_train
+
+    def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        trained_epochs.append(kwargs.get("desc", args[-1] if args else None))
+        return iterate(*args, **kwargs)
+
+    engine._iterate_train = counting
+    try:
+        resumed = train_experiment(short, "e", project.root, progress=False)
+    finally:
+        engine._iterate_train = iterate
+    assert len(trained_epochs) == 2, trained_epochs
     resumed_history = json.loads((run_dir / "history.json").read_text())["history"]
     assert [h["epoch"] for h in resumed_history] == [0, 1, 2]
     for a, b in zip(full_history, resumed_history):

@@ -298,3 +298,15 @@ def test_amp_scores_say_so_and_stay_within_their_tolerance_of_fp32(photos, tmp_p
     assert "precision" not in exact and set(fast["precision"]) == {"bf16 autocast"}
     diff = np.abs(fast[ATTRS].to_numpy() - exact[ATTRS].to_numpy())
     assert diff.max() <= 0.05 and diff.max() > 0, diff
+
+
+@pytest.mark.parametrize(("model", "option"), [("niqe", "pristine=train"), ("brisque", "regressor=train")])
+def test_a_model_that_must_be_trained_is_refused_with_the_checkpoint_command(model, option, photos, tmp_path, capsys):
+    """``--model`` scores models usable as published; with an option that asks for training first it is refused in
+    one line that names ``--checkpoint`` instead, and nothing is written."""
+    out = tmp_path / "s.csv"
+    assert main(["-q", "score", "--model", model, "--option", option, "--device", "cpu", "--out", str(out),
+                 *map(str, photos)]) == 2
+    err = capsys.readouterr().err
+    assert f"--model {model}" in err and "must be trained first" in err and "--checkpoint" in err
+    assert err.count("\n") == 1 and not out.exists()
