@@ -22,8 +22,8 @@ from the same stream; the generators' states are compared after the rounds).
 
 ``--compile`` times instead what the compiled loops cost a fresh process: one capture in a new interpreter with an
 empty numba cache (every loop compiled), then the same with the cache it left (loops loaded), and the same capture
-in that process once they are in memory; the README's "numba compiles the simulator's loops in about 12 s and
-loads them in about 0.5 s" comes from here.
+in that process once they are in memory; the README's compile and load times of the simulator's loops come from
+here.
 """
 
 from __future__ import annotations
