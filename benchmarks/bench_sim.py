@@ -161,6 +161,9 @@ def main() -> None:
                                  for _ in range(args.per_scene - 1)]
     capture(*cold[0], np.random.default_rng(0))  # warm the photo / sprite caches and the imports
     reference_capture(*cold[0], np.random.default_rng(0))
+    # both renderers import scipy.signal on their first diagonal motion blur (about 0.3 s, once per process):
+    # imported here, so that it is not charged to whichever renderer meets such a shot first
+    import scipy.signal  # noqa: F401
     log.info("%d x %d renders, OMP_NUM_THREADS=%s, load average %.1f (%d CPUs)", args.size, args.size,
              os.environ.get("OMP_NUM_THREADS", "unset"), os.getloadavg()[0], os.cpu_count() or 0)
     for name, shots, is_cold in (("cold", cold, True), ("builder", builder, False)):

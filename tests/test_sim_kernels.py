@@ -302,6 +302,79 @@ def test_measurement_kernels_equal_their_numpy_formulas() -> None:
     assert np.array_equal(rg, a[0] - a[1]) and np.array_equal(yb, 0.5 * (a[0] + a[1]) - a[2])
 
 
+@pytest.mark.parametrize("size", [1, 7, 8, 9, 15, 16, 127, 128, 129, 136, 257, 1000, 8191, 8193, 65536, 100003,
+                                  262144])
+def test_pairwise_sums_are_numpys_float32_sums_means_and_stds(size: int) -> None:
+    """``kernels.sum_f32`` / ``mean_std`` against numpy's float32 ``sum``, ``mean`` and ``std`` (exactly): the run
+    lengths cover every branch of numpy's pairwise summation (under 8, the 8-way block with and without a
+    remainder, the split at 128, uneven splits), values spread over six decades so that the order of the
+    additions shows in the last bits."""
+    rng = np.random.default_rng(size)
+    for _ in range(4):
+        a = (rng.standard_normal(size) * 10.0 ** rng.uniform(-3, 3, size)).astype(np.float32)
+        assert kernels.sum_f32(a) == np.sum(a)
+        mean, std = kernels.mean_std(a)
+        assert (mean, std) == (a.mean(), a.std())
+    shifted = a + np.float32(1e4)  # a large mean: the two-pass variance rounds as numpy's
+    assert kernels.mean_std(shifted) == (shifted.mean(), shifted.std())
+
+
+def test_pairwise_sums_of_a_plane_are_numpys_sums_of_the_plane() -> None:
+    """numpy reduces a contiguous (H, W) plane as one run: the kernels' sums of the flat view equal numpy's
+    ``mean`` / ``std`` of the plane itself (what ``camera._measure`` replaced)."""
+    rng = np.random.default_rng(3)
+    for shape in [(512, 512), (256, 384), (128, 128), (37, 41)]:
+        plane = (rng.random(shape, dtype=np.float32) * 255).astype(np.float32)
+        assert kernels.mean_std(plane.reshape(-1)) == (plane.mean(), plane.std())
+
+
+def test_edge_means_equal_the_masked_numpy_means() -> None:
+    """``kernels.edge_means`` against ``over[edges].mean()`` and ``over[edges & (subject > 0.5)].mean()`` of
+    ``camera._measure`` before it (exactly), with and without a subject, and with no edge at all."""
+    rng = np.random.default_rng(5)
+    over = rng.random((64, 90), dtype=np.float32)
+    detail = (rng.standard_normal((64, 90)) * 0.01).astype(np.float32)
+    subject = (rng.random((64, 90)) > 0.6).astype(np.float32)
+    threshold = np.float32(2 / 255)
+    edges = np.abs(detail) > threshold
+    buf = np.empty(over.size, dtype=np.float32)
+    n, mean, n_subject, mean_subject = kernels.edge_means(over.reshape(-1), detail.reshape(-1), threshold,
+                                                          subject.reshape(-1), True, buf)
+    on_subject = edges & (subject > 0.5)
+    assert (n, n_subject) == (edges.sum(), on_subject.sum()) and 0 < n_subject < n
+    assert np.float32(mean) == over[edges].mean() and np.float32(mean_subject) == over[on_subject].mean()
+    assert kernels.edge_means(over.reshape(-1), detail.reshape(-1), threshold, over.reshape(-1), False,
+                              buf)[2:] == (n, mean)
+    flat = np.zeros_like(detail)  # no edge: counts 0 (the caller then uses 0 / the frame's halo)
+    assert kernels.edge_means(over.reshape(-1), flat.reshape(-1), threshold, subject.reshape(-1), True, buf)[::2] \
+        == (0, 0)
+
+
+def _highlight_knee_numpy(raw: np.ndarray, saturation_level: float) -> np.ndarray:
+    """The numpy formulation ``camera._highlight_knee`` had before its kernel."""
+    knee = camera.KNEE * saturation_level
+    stretched = raw - knee
+    stretched *= 1.0 - knee
+    stretched /= saturation_level - knee
+    stretched += knee
+    np.copyto(raw, stretched, where=raw > knee)
+    return raw
+
+
+@pytest.mark.parametrize("saturation_level", [0.5, 0.62, 0.999])
+def test_highlight_knee_kernel_equals_the_numpy_roll_off(saturation_level: float) -> None:
+    """``camera._highlight_knee`` (now ``kernels.highlight_knee``) against its numpy formulation, exactly,
+    including values at and next to the knee (the comparison is made in float32, as numpy makes it)."""
+    rng = np.random.default_rng(11)
+    raw = rng.random((2, 3, 24, 31), dtype=np.float32) * np.float32(saturation_level)
+    knee32 = np.float32(camera.KNEE * saturation_level)
+    raw.reshape(-1)[:3] = [knee32, np.nextafter(knee32, np.float32(0)), np.nextafter(knee32, np.float32(1))]
+    expected = _highlight_knee_numpy(raw.copy(), saturation_level)
+    got = camera._highlight_knee(raw, saturation_level)
+    assert got is raw and np.array_equal(got, expected)
+    assert got.reshape(-1)[0] == knee32 and got.max() <= 1.0
+
+
 @pytest.mark.parametrize("shape", [(1, 40, 52), (3, 17, 9), (2, 64, 64)])
 @pytest.mark.parametrize("sigma", [0.35, 0.7, 1.0, 2.0])
 def test_smooth_planes_equals_the_two_passes(shape: tuple[int, ...], sigma: float) -> None:

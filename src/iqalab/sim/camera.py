@@ -40,7 +40,9 @@ per-scene constants cached (the light after optics for each aperture/shutter, th
 enhancer texture; :func:`clear_scene_caches` forgets them). The sensor noise is the same draw from the same stream
 as before, so a builder's generator advances exactly as it did. ``tests/test_sim_render.py`` keeps the
 straightforward renderer and checks that both give the same images and measurements; ``benchmarks/bench_sim.py``
-times both; ``tests/test_sim_kernels.py`` checks each compiled loop against its numpy formulation, bit for bit. """
+times both; ``tests/test_sim_kernels.py`` checks each compiled loop against its numpy formulation, bit for bit; the
+measurements' means and standard deviations are numpy's pairwise float32 sums (:func:`iqalab.sim.kernels.mean_std`).
+"""
 
 from __future__ import annotations
 
@@ -767,11 +769,10 @@ def _highlight_knee(raw: np.ndarray, saturation_level: float) -> np.ndarray:
     if saturation_level >= 1.0 - 1e-6:
         return raw
     knee = KNEE * saturation_level
-    stretched = raw - knee
-    stretched *= 1.0 - knee
-    stretched /= saturation_level - knee
-    stretched += knee
-    np.copyto(raw, stretched, where=raw > knee)
+    # ``where raw > knee: ((raw - knee) (1 - knee)) / (saturation - knee) + knee`` in one pass, with the Python
+    # floats rounded to float32 as numpy rounds them against a float32 array (kernels.highlight_knee)
+    kernels.highlight_knee(raw.reshape(-1), np.float32(knee), np.float32(1.0 - knee),
+                           np.float32(saturation_level - knee))
     return raw
 
 
@@ -791,9 +792,10 @@ def _neutral_reference(scene: Scene, colour: np.ndarray, face_mask: np.ndarray |
     render8 = clean8[::step, ::step]
     luma_n = (neutral8.astype(np.float32) @ LUMA) / 255.0
     mask = face_mask[::step, ::step] > 0.5 if face_mask is not None else None
+    colourfulness_neutral = _colourfulness(neutral8)
     return {
-        "colourfulness_neutral": _colourfulness(neutral8),
-        "chroma_log_ratio": float(np.log((_colourfulness(render8) + 5.0) / (_colourfulness(neutral8) + 5.0))),
+        "colourfulness_neutral": colourfulness_neutral,
+        "chroma_log_ratio": float(np.log((_colourfulness(render8) + 5.0) / (colourfulness_neutral + 5.0))),
         "mean_luma_neutral": float(luma_n.mean()),
         "mean_luma_face_neutral": float(luma_n[mask].mean()) if mask is not None and mask.any() else float("nan"),
     }
@@ -823,7 +825,10 @@ def _colourfulness_planes(r: np.ndarray, g: np.ndarray, b: np.ndarray) -> float:
     """:func:`_colourfulness` of an image given as its float32 red, green and blue planes (8-bit values)."""
     rg, yb = _scratch("opp_rg", r.shape), _scratch("opp_yb", r.shape)
     kernels.opponents(r, g, b, rg, yb)  # r - g, 0.5 (r + g) - b in one pass
-    return float(np.hypot(rg.std(), yb.std()) + 0.3 * np.hypot(rg.mean(), yb.mean()))
+    # numpy's float32 mean and std of each plane (kernels.mean_std), combined with numpy's float32 scalar ops
+    mean_rg, std_rg = (np.float32(v) for v in kernels.mean_std(rg.reshape(-1)))
+    mean_yb, std_yb = (np.float32(v) for v in kernels.mean_std(yb.reshape(-1)))
+    return float(np.hypot(std_rg, std_yb) + 0.3 * np.hypot(mean_rg, mean_yb))
 
 
 def _hard_mask(mask: np.ndarray) -> tuple[np.ndarray, float]:
@@ -875,12 +880,15 @@ def _measure(scene: Scene, params: CameraParams, quantised: np.ndarray, noisy8: 
         np.subtract(luma_clean, unsharpened, out=unsharpened)
     over = _scratch("m_over", luma_clean.shape)
     kernels.halo_overshoot(luma_clean, unsharpened, over)
-    edges = np.greater(np.abs(detail, out=_scratch("m_abs", detail.shape)), np.float32(2 / 255),
-                       out=_scratch("m_edges", detail.shape, np.bool_))
-    halo = float(255 * over[edges].mean()) if edges.any() else 0.0
-    # halos where the viewer looks (the person; the whole frame without one): background bokeh moves no edges
-    subject_edges = edges & (person_mask > 0.5) if person_mask is not None else edges
-    halo_subject = float(255 * over[subject_edges].mean()) if subject_edges.any() else halo
+    # the overshoot's mean on the edges (|detail| > 2/255), and on the edges of the subject, where the viewer
+    # looks (the person; the whole frame without one): background bokeh moves no edges (kernels.edge_means:
+    # numpy's ``over[edges].mean()`` without the masks and the gathered copies)
+    subject = np.ascontiguousarray(person_mask, dtype=np.float32) if person_mask is not None else over
+    n_edges, mean_edges, n_subject, mean_subject = kernels.edge_means(
+        over.reshape(-1), detail.reshape(-1), np.float32(2 / 255), subject.reshape(-1), person_mask is not None,
+        _scratch("m_edge_values", (over.size,)))
+    halo = float(255 * np.float32(mean_edges)) if n_edges else 0.0
+    halo_subject = float(255 * np.float32(mean_subject)) if n_subject else halo
     blur_global = blur_bg["effective"]
     if alpha is not None:
         share = float(alpha.mean())
@@ -892,6 +900,7 @@ def _measure(scene: Scene, params: CameraParams, quantised: np.ndarray, noisy8: 
     if person_mask is not None and w_person is None:
         w_person = float(person_mask.sum())
     face_luma = _masked_mean(luma_clean, hard_face, w_face)
+    mean_luma, contrast_rms = kernels.mean_std(luma_clean.reshape(-1))  # numpy's float32 mean and std
     info: dict[str, float] = {
         "exposure_ev": float(np.log2(max(ratio, 1e-9))),
         "electrons_mid": float(0.18 * 100.0 * FULL_WELL * scene.luminance * params.shutter
@@ -905,7 +914,7 @@ def _measure(scene: Scene, params: CameraParams, quantised: np.ndarray, noisy8: 
         "blur_background": float(blur_bg["effective"]),
         "motion_px": float(np.hypot(blur_person["motion_x"], blur_person["motion_y"])),
         "optics_sigma": float(blur_person["sigma"]),
-        "mean_luma": float(luma_clean.mean()),
+        "mean_luma": float(mean_luma),
         "mean_luma_person": _masked_mean(luma_clean, person_mask, w_person),
         "mean_luma_face": face_luma,
         "clipped_hi": float(clipped_hi.mean()),
@@ -913,7 +922,7 @@ def _measure(scene: Scene, params: CameraParams, quantised: np.ndarray, noisy8: 
         "clipped_face": _masked_mean(np.maximum(clipped_hi, clipped_lo, out=_scratch("m_clipped", clipped_lo.shape)),
                                      hard_face, w_face),
         "sensor_clipped": sensor_clipped,
-        "contrast_rms": float(luma_clean.std()),
+        "contrast_rms": float(contrast_rms),
         "contrast_rms_face": float(np.sqrt(_masked_mean((luma_clean - face_luma) ** 2, hard_face, w_face)))
         if hard_face is not None else float("nan"),
         "colourfulness": _colourfulness_planes(clean[0], clean[1], clean[2]),

@@ -126,7 +126,9 @@ def _encode_value(v: np.float32, pairs: np.ndarray, n: np.float32) -> np.float32
     """One value of the table encoding (``v`` in [0, 1]): ``t = v n``, ``cell = floor(t)``,
     ``slope[cell] (t - cell) + value[cell]``; NaN where the table's slope is NaN."""
     t = v * n
-    i = int(t)  # t >= 0: truncation is the floor (and i <= n, inside the table)
+    # t >= 0: truncation is the floor (and i <= n, inside the table); an unsigned index spares numba's
+    # negative-index wrap-around on each of the two loads (about 40 % of the gather's time)
+    i = np.uint32(t)
     t = t - np.float32(i)
     return pairs[i, 1] * t + pairs[i, 0]
 
@@ -503,6 +505,153 @@ def set_pcg64_state(rng: np.random.Generator, state: np.ndarray) -> None:
 
 
 # ------------------------------------------------------------------------------------------- measurements
+@njit(cache=True, nogil=True)
+def _pairwise_leaf(a: np.ndarray, lo: int, n: int, centre: np.float32, square: bool) -> np.float32:
+    """A run of at most 128 values of :func:`_pairwise`: fewer than 8 summed in order from 0; else eight
+    interleaved partial sums combined as ``((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))``, the remainder
+    added in order."""
+    if n < 8:
+        res = np.float32(0.0)
+        for i in range(lo, lo + n):
+            res += _term(a[i], centre, square)
+        return res
+    r0, r1 = _term(a[lo], centre, square), _term(a[lo + 1], centre, square)
+    r2, r3 = _term(a[lo + 2], centre, square), _term(a[lo + 3], centre, square)
+    r4, r5 = _term(a[lo + 4], centre, square), _term(a[lo + 5], centre, square)
+    r6, r7 = _term(a[lo + 6], centre, square), _term(a[lo + 7], centre, square)
+    i = lo + 8
+    stop = lo + n - n % 8
+    while i < stop:
+        r0 += _term(a[i], centre, square)
+        r1 += _term(a[i + 1], centre, square)
+        r2 += _term(a[i + 2], centre, square)
+        r3 += _term(a[i + 3], centre, square)
+        r4 += _term(a[i + 4], centre, square)
+        r5 += _term(a[i + 5], centre, square)
+        r6 += _term(a[i + 6], centre, square)
+        r7 += _term(a[i + 7], centre, square)
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < lo + n:
+        res += _term(a[i], centre, square)
+        i += 1
+    return res
+
+
+@njit(cache=True, nogil=True)
+def _pairwise(a: np.ndarray, lo: int, n: int, centre: np.float32, square: bool) -> np.float32:
+    """numpy's pairwise summation (``pairwise_sum`` of its float32 ``add`` reduction) of ``a[lo:lo + n]`` (1-D
+    float32), or of ``(a[i] - centre)^2`` if ``square``: runs of up to 128 values as :func:`_pairwise_leaf`;
+    longer runs split at half (rounded down to a multiple of 8) and the halves' sums added. A contiguous array of
+    any shape is one such run in ``np.sum`` / ``mean`` / ``std``, so the sums are bit for bit numpy's
+    (``tests/test_sim_kernels.py``). The recursion is walked with an explicit stack (numba compiles no
+    recursive function with ``cache=True`` reliably)."""
+    if n <= 128:
+        return _pairwise_leaf(a, lo, n, centre, square)
+    depth = 64  # the tree of n values is about log2(n / 128) + 1 deep
+    starts = np.empty(depth, dtype=np.int64)
+    sizes = np.empty(depth, dtype=np.int64)
+    stage = np.zeros(depth, dtype=np.int64)  # 0: left half next, 1: right half next, 2: add the two
+    sums = np.empty(depth + 1, dtype=np.float32)
+    top, held = 0, 0
+    starts[0], sizes[0] = lo, n
+    while top >= 0:
+        size = sizes[top]
+        if size <= 128:
+            sums[held] = _pairwise_leaf(a, starts[top], size, centre, square)
+            held += 1
+            top -= 1
+            continue
+        half = size // 2
+        half -= half % 8
+        if stage[top] == 0:
+            stage[top] = 1
+            starts[top + 1], sizes[top + 1], stage[top + 1] = starts[top], half, 0
+            top += 1
+        elif stage[top] == 1:
+            stage[top] = 2
+            starts[top + 1], sizes[top + 1], stage[top + 1] = starts[top] + half, size - half, 0
+            top += 1
+        else:
+            held -= 1
+            sums[held - 1] = sums[held - 1] + sums[held]
+            top -= 1
+    return sums[0]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _term(v: np.float32, centre: np.float32, square: bool) -> np.float32:
+    """A summand of :func:`_pairwise`: ``v``, or ``(v - centre)^2`` (two float32 operations, as numpy's
+    ``x = arr - mean; x * x`` in ``std``)."""
+    if square:
+        d = v - centre
+        return d * d
+    return v
+
+
+@njit(cache=True, nogil=True)
+def _mean_of_sum(total: np.float32, n: int) -> np.float32:
+    """numpy's float32 mean from its sum: the sum divided by the count in float64 (the count is an ``intp``),
+    rounded to float32."""
+    return np.float32(np.float64(total) / np.float64(n))
+
+
+@njit(cache=True, nogil=True)
+def sum_f32(a: np.ndarray) -> np.float32:
+    """``np.sum`` of a flat float32 array, bit for bit (:func:`_pairwise`)."""
+    return _pairwise(a, 0, a.shape[0], np.float32(0.0), False)
+
+
+@njit(cache=True, nogil=True)
+def mean_std(a: np.ndarray) -> tuple[np.float32, np.float32]:
+    """``(a.mean(), a.std())`` of a flat float32 array, bit for bit numpy's (float32 results): the mean from
+    :func:`_pairwise`; the variance as the pairwise sum of ``(a - mean)^2`` over the count, its square root in
+    float32; without numpy's two full-size temporaries."""
+    n = a.shape[0]
+    mean = _mean_of_sum(_pairwise(a, 0, n, np.float32(0.0), False), n)
+    var = _mean_of_sum(_pairwise(a, 0, n, mean, True), n)
+    return mean, np.sqrt(var)
+
+
+@njit(cache=True, nogil=True)
+def edge_means(over: np.ndarray, detail: np.ndarray, threshold: np.float32, subject: np.ndarray,
+               has_subject: bool, buf: np.ndarray) -> tuple[int, np.float32, int, np.float32]:
+    """The halo statistics of :func:`iqalab.sim.camera._measure` from flat float32 arrays in one pass each:
+    ``edges = |detail| > threshold``; ``(edges.sum(), over[edges].mean(), subject_edges.sum(),
+    over[subject_edges].mean())`` with ``subject_edges = edges & (subject > 0.5)`` if ``has_subject`` (else the
+    edges again). The selected values are gathered in order into ``buf`` and summed as numpy sums them
+    (:func:`_pairwise`); a mean over no value is NaN (the caller does not use it)."""
+    half = np.float32(0.5)
+    n_edges = 0
+    for i in range(over.shape[0]):
+        if abs(detail[i]) > threshold:
+            buf[n_edges] = over[i]
+            n_edges += 1
+    nan = np.float32(np.nan)
+    mean_edges = _mean_of_sum(_pairwise(buf, 0, n_edges, np.float32(0.0), False), n_edges) if n_edges else nan
+    if not has_subject:
+        return n_edges, mean_edges, n_edges, mean_edges
+    n_subject = 0
+    for i in range(over.shape[0]):
+        if abs(detail[i]) > threshold and subject[i] > half:
+            buf[n_subject] = over[i]
+            n_subject += 1
+    mean_subject = (_mean_of_sum(_pairwise(buf, 0, n_subject, np.float32(0.0), False), n_subject) if n_subject
+                    else nan)
+    return n_edges, mean_edges, n_subject, mean_subject
+
+
+@njit(cache=True, nogil=True)
+def highlight_knee(raw: np.ndarray, knee: np.float32, stretch: np.float32, span: np.float32) -> None:
+    """:func:`iqalab.sim.camera._highlight_knee` in place on flat float32 ``raw``: where a value exceeds
+    ``knee``, ``((v - knee) stretch) / span + knee`` (float32, in numpy's order; ``stretch = 1 - knee`` and
+    ``span = saturation - knee`` rounded to float32 as numpy rounds Python floats)."""
+    for i in range(raw.shape[0]):
+        v = raw[i]
+        if v > knee:
+            raw[i] = ((v - knee) * stretch) / span + knee
+
+
 @njit(cache=True, nogil=True)
 def squared_luma_difference(a: np.ndarray, b: np.ndarray, weights: np.ndarray, out: np.ndarray) -> None:
     """``(luma of (a - b))^2`` of two (3, H, W) float32 stacks into ``out`` (H, W): per pixel the plane
