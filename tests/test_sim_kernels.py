@@ -337,7 +337,7 @@ def test_edge_means_equal_the_masked_numpy_means() -> None:
     subject = (rng.random((64, 90)) > 0.6).astype(np.float32)
     threshold = np.float32(2 / 255)
     edges = np.abs(detail) > threshold
-    buf = np.empty(over.size, dtype=np.float32)
+    buf = np.empty((2, over.size + 1), dtype=np.float32)
     n, mean, n_subject, mean_subject = kernels.edge_means(over.reshape(-1), detail.reshape(-1), threshold,
                                                           subject.reshape(-1), True, buf)
     on_subject = edges & (subject > 0.5)

@@ -886,7 +886,7 @@ def _measure(scene: Scene, params: CameraParams, quantised: np.ndarray, noisy8: 
     subject = np.ascontiguousarray(person_mask, dtype=np.float32) if person_mask is not None else over
     n_edges, mean_edges, n_subject, mean_subject = kernels.edge_means(
         over.reshape(-1), detail.reshape(-1), np.float32(2 / 255), subject.reshape(-1), person_mask is not None,
-        _scratch("m_edge_values", (over.size,)))
+        _scratch("m_edge_values", (2, over.size + 1)))
     halo = float(255 * np.float32(mean_edges)) if n_edges else 0.0
     halo_subject = float(255 * np.float32(mean_subject)) if n_subject else halo
     blur_global = blur_bg["effective"]
