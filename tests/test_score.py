@@ -310,3 +310,36 @@ def test_a_model_that_must_be_trained_is_refused_with_the_checkpoint_command(mod
     err = capsys.readouterr().err
     assert f"--model {model}" in err and "must be trained first" in err and "--checkpoint" in err
     assert err.count("\n") == 1 and not out.exists()
+
+
+def test_an_experiment_folder_is_refused_with_the_checkpoints_it_holds(tuning_ckpt, photos, tmp_path):
+    """``--checkpoint build/models/<experiment>`` (a folder of training runs, not an export) is refused, and the
+    message names the ``best.pt`` files below it, which can be scored; a folder without any keeps the plain
+    message."""
+    from iqalab.export import ExportError
+
+    experiment = tmp_path / "tuningiqa_r18"
+    (experiment / "scene").mkdir(parents=True)
+    (experiment / "scene" / "best.pt").write_bytes(tuning_ckpt.read_bytes())
+    with pytest.raises(ExportError, match=r"not an iqalab export.*checkpoints.*tuningiqa_r18/scene/best\.pt"):
+        score_images(experiment, photos, tmp_path / "s.csv", progress=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ExportError, match=r"not an iqalab export \(needs config\.json.*writes one\)$"):
+        score_images(empty, photos, tmp_path / "s.csv", progress=False)
+
+
+def test_scoring_a_gcpf_model_prints_no_torch_jit_deprecation(tmp_path, photos):
+    """torch_geometric (TuningIQA's GCPF) calls ``torch.jit.script`` when imported, which torch deprecates with a
+    FutureWarning: scoring keeps it out of the user's output. Run in a fresh interpreter (the import happens once
+    per process) with FutureWarnings turned into errors."""
+    import subprocess
+    import sys
+
+    ckpt = checkpoint(tmp_path / "gcpf.pt", "tuningiqa", use_hfe=False, missing_camera="unknown")
+    code = ("import sys; from iqalab.stages.score import score_images; "
+            "score_images(sys.argv[1], [sys.argv[2]], sys.argv[3], progress=False)")
+    run = subprocess.run([sys.executable, "-W", "error::FutureWarning", "-c", code, str(ckpt), str(photos[0]),
+                          str(tmp_path / "s.csv")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "torch.jit.script" not in run.stderr

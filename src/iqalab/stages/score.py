@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,6 +33,7 @@ from tqdm.auto import tqdm
 from iqalab.data.cache import decode_image
 from iqalab.data.regions import DetectionConfig, needed_regions
 from iqalab.data.schema import FACE_BOX, LANDMARKS, PERSON_BOX, DataError
+from iqalab.export import ExportError
 from iqalab.inference import ModelScorer, Scorer
 from iqalab.io import atomic_path, expand_images
 
@@ -142,6 +144,27 @@ def detect_file_regions(path: Path, cfg: DetectionConfig, weights: Path | None) 
                              arch=cfg.fasterrcnn_arch, weights=weights, max_side=cfg.max_side)
 
 
+def _scorer(checkpoint: str | Path | None, model: str | None, options: dict[str, Any] | None, device: str,
+            amp: bool, draft: bool) -> Scorer | ModelScorer:
+    """The scorer of :func:`score_images`. A folder that is not an export but holds training checkpoints (an
+    experiment's ``build/models/<experiment>``) is refused with the checkpoints it holds named. torch 2.14
+    deprecates ``torch.jit.script``, which torch_geometric (TuningIQA's GCPF) calls when it is imported: that
+    FutureWarning is not the user's to act on and is kept out of the scoring output."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
+        if checkpoint is None:
+            return ModelScorer(str(model), options, device)
+        try:
+            return Scorer(checkpoint, device, amp=amp, draft=draft)
+        except ExportError as exc:
+            inside = sorted(Path(checkpoint).glob("**/best.pt")) if Path(checkpoint).is_dir() else []
+            if not inside:
+                raise
+            named = ", ".join(str(p) for p in inside[:3]) + (f" and {len(inside) - 3} more" if len(inside) > 3 else "")
+            raise ExportError(f"{exc}; it holds training checkpoints, each scorable as --checkpoint: {named}") \
+                from None
+
+
 def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], out_csv: str | Path | None = None,
                  batch_size: int = 16, device: str = "auto", progress: bool = True,
                  workers: int | None = None, model: str | None = None,
@@ -177,8 +200,7 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
         raise ValueError("score needs exactly one of a checkpoint or a model name")
     if amp and checkpoint is None:
         raise ValueError("amp applies to a checkpoint's model; NIQE, BRISQUE and pyiqa metrics score in fp32")
-    scorer: Scorer | ModelScorer = Scorer(checkpoint, device, amp=amp, draft=draft) if checkpoint is not None \
-        else ModelScorer(str(model), options, device)
+    scorer = _scorer(checkpoint, model, options, device, amp, draft)
     needed = check_score_regions(scorer.model, scorer.name, detect_regions, allow_missing_regions)
     camera = isinstance(scorer, Scorer) and check_score_camera(scorer.model, scorer.name, allow_missing_camera)
     cfg = detection or DetectionConfig()
