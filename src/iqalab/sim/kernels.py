@@ -550,8 +550,9 @@ def _pairwise(a: np.ndarray, lo: int, n: int, centre: np.float32, square: bool) 
     float32), or of ``(a[i] - centre)^2`` if ``square``: runs of up to 128 values as :func:`_pairwise_leaf`;
     longer runs split at half (rounded down to a multiple of 8) and the halves' sums added. A contiguous array of
     any shape is one such run in ``np.sum`` / ``mean`` / ``std``, so the sums are bit for bit numpy's
-    (``tests/test_sim_kernels.py``). The recursion is walked with an explicit stack (numba compiles no
-    recursive function with ``cache=True`` reliably)."""
+    (``tests/test_sim_kernels.py``). The recursion is walked with an explicit stack: a recursive version, called
+    with a constant boolean, failed to link (numba left the symbol of its literal-boolean specialisation
+    unresolved)."""
     if n <= 128:
         return _pairwise_leaf(a, lo, n, centre, square)
     depth = 64  # the tree of n values is about log2(n / 128) + 1 deep
