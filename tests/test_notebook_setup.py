@@ -71,9 +71,28 @@ def test_the_key_covers_every_overlay_layer(project):
     assert notebook.params_key(overlay) != before, "a change to the base changes the overlay's key"
 
 
-def test_package_digest_reads_the_package_source():
+def test_package_digest_reads_the_package_source(tmp_path, monkeypatch):
+    """The digest is of every ``.py`` file below the package (bytes and relative paths) and of nothing else: an
+    edited, added or renamed module changes it, a data file does not. Computed on a stand-in package folder."""
     digest = notebook.package_digest()
     assert len(digest) == 64 and digest == notebook.package_digest.__wrapped__()
+    package = tmp_path / "iqalab"
+    (package / "sim").mkdir(parents=True)
+    (package / "notebook.py").write_text("x = 1\n")
+    (package / "sim" / "camera.py").write_text("y = 2\n")
+    monkeypatch.setattr(notebook, "__file__", str(package / "notebook.py"))
+    first = notebook.package_digest.__wrapped__()
+    assert first != digest
+    (package / "data.json").write_text("{}")
+    assert notebook.package_digest.__wrapped__() == first
+    (package / "sim" / "camera.py").write_text("y = 3\n")
+    edited = notebook.package_digest.__wrapped__()
+    assert edited != first
+    (package / "sim" / "kernels.py").write_text("")
+    added = notebook.package_digest.__wrapped__()
+    assert added != edited
+    (package / "sim" / "kernels.py").rename(package / "sim" / "kernels2.py")
+    assert notebook.package_digest.__wrapped__() not in {added, edited, first}
 
 
 def test_stage_commands_share_the_checked_stamp(project, counted):
