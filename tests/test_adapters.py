@@ -449,6 +449,9 @@ def test_cross_dataset_and_mapped_splits() -> None:
     scene = piq23_scene_split(images, {"s0": "Train", "s1": "Train", "s2": "Test", "s3": "TEST"}, val_scenes=1)
     per_scene = scene.assign(scene=images["scene"]).groupby("scene")["role"].nunique()
     assert (per_scene == 1).all() and set(scene["role"]) == {"train", "val", "test"}
+    role = scene.assign(scene=images["scene"]).groupby("scene")["role"].first()
+    assert role["s2"] == role["s3"] == "test", "the validation scene comes from the training scenes"
+    assert sorted(role[["s0", "s1"]]) == ["train", "val"]
     with pytest.raises(KeyError, match="'s3'"):
         mapped_split(images, {"s0": "train", "s1": "train", "s2": "test"}, by="scene")
 

@@ -114,14 +114,37 @@ def test_all_metrics_and_mean_std_match_scipy(three_models) -> None:
     assert table3.loc[("Perfect", "PLCC"), "overall"] == pytest.approx(1.0)
 
 
+def test_table4_averages_the_attributes_of_each_split_then_the_splits(project) -> None:
+    """TuningIQA Table 4 (and SFIQA's averaged tables, the same builder): each split's SRCC averaged over the
+    overall score and the attributes, then mean and std (ddof 1) of those averages over the splits, against
+    scipy."""
+    truth = ground_truth(n_images=40, splits=("random_00", "random_01", "random_02"))
+    noisy = with_predictions(truth, "noisy", noise=0.8)
+    write_experiment(project.root, "noisy", noisy, tables=["tuningiqa_table4"])
+    params = project.write_params(params_dict({"noisy": {"tables": ["tuningiqa_table4"]}}))
+    tables = evaluate.run(params, project.root, figures=False)
+    per_split = []
+    for split in ("random_00", "random_01", "random_02"):
+        test = noisy[(noisy.split == split) & (noisy.role == "test")]
+        per_split.append(np.mean([stats.spearmanr(part.pred, part.mos).statistic
+                                  for _, part in test.groupby("attribute")]))
+    assert len(set(noisy.attribute)) == 2 and len(set(np.round(per_split, 6))) == 3
+    row = tables["tuningiqa_table4"].set_index("model").loc["noisy"]
+    assert row["SRCC"] == pytest.approx(np.mean(per_split), abs=1e-12)
+    assert row["SRCC std"] == pytest.approx(np.std(per_split, ddof=1), abs=1e-12)
+
+
 def test_fg_acc_from_fine_pairs(project) -> None:
     truth = ground_truth(n_images=30)
     test_ids = truth[(truth.role == "test") & (truth.attribute == "overall")].set_index("image_id").mos
     ids = test_ids.index.to_numpy()
     a, b = ids[:-1], ids[1:]
-    pairs = pd.DataFrame({"image_a": a, "image_b": b, "attribute": "overall",
-                          "p": (test_ids[a].to_numpy() > test_ids[b].to_numpy()).astype(float),
-                          "source": "mos", "fine": [True, False] * (len(a) // 2) + [True] * (len(a) % 2)})
+    fine = np.array([True, False] * (len(a) // 2) + [True] * (len(a) % 2))
+    p = (test_ids[a].to_numpy() > test_ids[b].to_numpy()).astype(float)
+    # the coarse pairs' preferences contradict the MOS: FG-ACC counts the fine pairs only (evaluate's default),
+    # so the perfect model still scores 1 (about 0.5 if the coarse pairs were counted)
+    pairs = pd.DataFrame({"image_a": a, "image_b": b, "attribute": "overall", "p": np.where(fine, p, 1.0 - p),
+                          "source": "mos", "fine": fine})
     (project.root / "build" / "datasets" / "toy").mkdir(parents=True)
     pairs.to_parquet(project.root / "build" / "datasets" / "toy" / "pairs.parquet")
     write_experiment(project.root, "perfect", with_predictions(truth, "perfect"), tables=TABLE2)

@@ -77,7 +77,7 @@ def test_boxes_follow_crop_and_flip(toy_dataset):
 def test_missing_boxes_are_nan(toy_dataset):
     item = _items(toy_dataset, inputs=("face_box", "landmarks"))[0]
     assert item["face_box"].shape == (4,) and torch.isnan(item["face_box"]).all()
-    assert item["landmarks"].shape == (5, 2)
+    assert item["landmarks"].shape == (5, 2) and torch.isnan(item["landmarks"]).all()
 
 
 def test_only_declared_inputs_are_built(toy_dataset):

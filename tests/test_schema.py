@@ -134,6 +134,18 @@ def test_kfold_tests_every_image_once():
     assert share["train"] == pytest.approx(0.7) and share["val"] == pytest.approx(0.1)
 
 
+def test_kfold_by_scene_keeps_each_scene_in_one_role_per_fold():
+    """SFIQA's folds over scenes (the generic adapter's ``by_scene=True``): within every fold a scene's images
+    share one role, and every image is still tested exactly once."""
+    images = _frame(n_scenes=20, per_scene=3)
+    folds = kfold_splits(images, n_folds=5, by_scene=True, seed=1)
+    merged = folds.assign(scene=folds.image_id.map(images.set_index("image_id").scene))
+    assert (merged.groupby(["split", "scene"]).role.nunique() == 1).all()
+    assert sorted(merged[merged.role == "test"].image_id) == sorted(images.image_id)
+    per_fold = merged[merged.role == "test"].groupby("split").scene.nunique()
+    assert per_fold.tolist() == [4] * 5  # 20 scenes in 10 chunks of 2, two test chunks a fold
+
+
 def test_toolkit_names_file_row_and_the_line_of_text_tables():
     frame = pd.DataFrame({"mos": ["3.5", "x", None], "name": ["a", "b", "a"]})
     with pytest.raises(DataError, match=r"^scores\.csv row 1 \(line 3\) column 'mos': expected a number, got 'x'$"):

@@ -67,6 +67,13 @@ def test_alignment_on_common_images_matches_library(project) -> None:
     expected = sig.residual_f_test_matrix({k: v.pred for k, v in pick.items()}, pick["good"].mos)
     got = results["f_test_toy_overall"]
     pd.testing.assert_frame_equal(got, expected.loc[got.index, got.columns], check_names=False)
+    # the p-values too: they move with any misalignment (another image set, rows paired by position)
+    residuals = {k: sig.logistic_residuals(v.pred, v.mos) for k, v in pick.items()}
+    compare = results["compare_tests_toy_overall"].set_index(["model_a", "model_b"])
+    f = sig.residual_f_test(residuals["bad"], residuals["good"])
+    assert compare.loc[("bad", "good"), "p_f"] == pytest.approx(min(f.p_a_better, f.p_b_better), rel=1e-9)
+    assert compare.loc[("bad", "good"), "p_pitman_morgan"] == pytest.approx(
+        sig.pitman_morgan_test(residuals["bad"], residuals["good"])["p"], rel=1e-9)
 
 
 def test_wilcoxon_across_splits_and_bootstrap_ci(project) -> None:
@@ -82,6 +89,16 @@ def test_wilcoxon_across_splits_and_bootstrap_ci(project) -> None:
     assert (ci["PLCC low"] <= ci["PLCC high"]).all()
     widths = ci.assign(width=ci["SRCC high"] - ci["SRCC low"]).groupby("model")["width"].mean()
     assert widths["good"] < widths["bad"]  # a better model has a tighter interval
+    # each row's estimates are the test images' SRCC and raw PLCC of that model, attribute and split (scipy)
+    from scipy import stats
+
+    for name, frame in (("good", good), ("bad", bad)):
+        for split in ("random_00", "random_03"):
+            part = frame[(frame.role == "test") & (frame.attribute == "overall") & (frame.split == split)]
+            row = ci[(ci.model == name) & (ci.attribute == "overall") & (ci.split == split)].iloc[0]
+            assert row["n"] == len(part)
+            assert row["SRCC"] == pytest.approx(stats.spearmanr(part.pred, part.mos).statistic, abs=1e-12)
+            assert row["PLCC"] == pytest.approx(stats.pearsonr(part.pred, part.mos).statistic, abs=1e-12)
 
 
 def test_no_bootstrap_and_split_choice(project) -> None:
