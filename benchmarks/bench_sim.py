@@ -52,6 +52,20 @@ log = logging.getLogger("bench_sim")
 TARGET = 20.0  # renders/s at 512 px on one core (issue #30)
 
 
+def builder_shots(scenes: list[Scene], auto: Callable[..., CameraParams], deviate: Callable[..., CameraParams],
+                  per_scene: int) -> list[tuple[Scene, CameraParams]]:
+    """The ``builder`` workload: per scene an auto-exposure reference and ``per_scene - 1`` deviations of 1-3
+    camera parameters, as fglive_sim draws them (``auto`` and ``deviate``: :func:`iqalab.sim.camera.auto_params`
+    and :func:`iqalab.sim.builders._deviate`, or an earlier version's, for ``bench_sim_against.py``)."""
+    rng = np.random.default_rng(1)
+    shots: list[tuple[Scene, CameraParams]] = []
+    for s in scenes:
+        ref = auto(s, aperture=float(rng.choice([2.0, 2.8, 4.0])), sharpness=0.6, jpeg_quality=92)
+        shots += [(s, ref)] + [(s, deviate(ref, rng, int(rng.choice([1, 2, 3, 3])), bool(rng.random() < 0.2)))
+                               for _ in range(per_scene - 1)]
+    return shots
+
+
 def _time(renderers: dict[str, Callable[..., object]], shots: list[tuple[Scene, CameraParams]],
           cold: bool) -> dict[str, tuple[float, float]]:
     """(renders/s wall, renders/s CPU) of each renderer over ``shots``; one generator per renderer, as the
@@ -151,14 +165,9 @@ def main() -> None:
         _time_compile(args.size)
         return
     scenes = scene_pool(args.scenes, seed=0, image_size=args.size)
-    rng = np.random.default_rng(1)
     cold = [(s, auto_params(s, sharpness=0.6)) for s in scenes]
     cold = [cold[k % len(cold)] for k in range(args.renders)]
-    builder: list[tuple[Scene, CameraParams]] = []
-    for s in scenes:
-        ref = auto_params(s, aperture=float(rng.choice([2.0, 2.8, 4.0])), sharpness=0.6, jpeg_quality=92)
-        builder += [(s, ref)] + [(s, _deviate(ref, rng, int(rng.choice([1, 2, 3, 3])), bool(rng.random() < 0.2)))
-                                 for _ in range(args.per_scene - 1)]
+    builder = builder_shots(scenes, auto_params, _deviate, args.per_scene)
     capture(*cold[0], np.random.default_rng(0))  # warm the photo / sprite caches and the imports
     reference_capture(*cold[0], np.random.default_rng(0))
     # both renderers import scipy.signal on their first diagonal motion blur (about 0.3 s, once per process):

@@ -33,6 +33,9 @@ from types import ModuleType
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_sim import builder_shots  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("bench_sim_against")
 
@@ -55,18 +58,12 @@ def extract_package(rev: str, folder: Path) -> str:
 
 
 def shots(package: str, size: int, scenes: int, per_scene: int) -> list[tuple[object, object]]:
-    """``bench_sim.py``'s builder workload made with ``package``'s own builders (per scene an auto-exposure
-    reference and deviations of 1-3 camera parameters)."""
+    """``bench_sim.py``'s builder workload (:func:`bench_sim.builder_shots`) made with ``package``'s own scene pool,
+    auto exposure and deviations."""
     builders = importlib.import_module(f"{package}.sim.builders")
     camera = importlib.import_module(f"{package}.sim.camera")
-    rng = np.random.default_rng(1)
-    out: list[tuple[object, object]] = []
-    for scene in builders.scene_pool(scenes, seed=0, image_size=size):
-        ref = camera.auto_params(scene, aperture=float(rng.choice([2.0, 2.8, 4.0])), sharpness=0.6, jpeg_quality=92)
-        out += [(scene, ref)] + [(scene, builders._deviate(ref, rng, int(rng.choice([1, 2, 3, 3])),
-                                                           bool(rng.random() < 0.2)))
-                                 for _ in range(per_scene - 1)]
-    return out
+    return builder_shots(builders.scene_pool(scenes, seed=0, image_size=size), camera.auto_params,
+                         builders._deviate, per_scene)
 
 
 def same_info(a: dict[str, float], b: dict[str, float]) -> bool:
