@@ -260,6 +260,8 @@ def _photo_dataset(raw: Path) -> None:
     table = pd.DataFrame(rows)
     x0, y0, x1, y1 = _normalised(PHOTO_REGIONS["astronaut"]["face"], package_photo("astronaut"))
     table.loc[6, ["face_x0", "face_y0", "face_x1", "face_y1"]] = [1 - x1, y0, 1 - x0, y1]  # mirrored
+    for k, (u, v) in enumerate(((0.35, 0.4), (0.65, 0.4), (0.5, 0.55), (0.4, 0.7), (0.6, 0.7))):  # with landmarks
+        table.loc[6, [f"lm{k}_x", f"lm{k}_y"]] = [1 - x1 + u * (x1 - x0), y0 + v * (y1 - y0)]
     table.to_csv(raw / "images.csv", index=False)
 
 
@@ -319,7 +321,8 @@ def test_ingest_fills_regions_once_and_region_models_train_on_them(project, capl
     out = project.root / "results" / "predictions"
     tune, sf = (json.loads((out / f"{e}.json").read_text()) for e in ("tune", "sf"))
     assert tune["regions"] == ["person_box"] and tune["regions_detector"] == {"person_box": ["face_rule"]}
-    assert sf["regions"] == ["face_box"] and sf["regions_detector"] == {"face_box": ["dataset", "mtcnn"]}
+    assert sf["regions"] == ["face_box", "landmarks"]
+    assert sf["regions_detector"] == {"face_box": ["dataset", "mtcnn"], "landmarks": ["dataset", "mtcnn"]}
     for meta in (tune, sf):  # test images: grace_hopper (found) and chelsea (looked, nobody there)
         assert meta["regions_missing"] == 1 and meta["allow_missing_regions"] is False
 
@@ -360,7 +363,43 @@ def test_region_models_refuse_datasets_never_searched(project, toy_dataset) -> N
     smoke = {k: v for k, v in _smoke("tuningiqa", use_hfe=False).items() if k != "name"}
     assert needed_regions(build_model("tuningiqa", ["a"], **smoke)) == []
     assert needed_regions(build_model("sfiqa_xxs", ["a"], views=["original"])) == []
-    assert needed_regions(build_model("sfiqa_xxs", ["a"], views=["original", "eyes_mouth"])) == ["face_box"]
+    assert needed_regions(build_model("sfiqa_xxs", ["a"], views=["original", "eyes_mouth"])) == ["face_box", "landmarks"]
+
+
+def test_face_boxes_a_dataset_gives_without_landmarks_are_not_a_search_for_landmarks(toy_dataset) -> None:
+    """SFIQA's eyes-and-mouth view reads the five landmarks. A face box the dataset gives (``face_detector``
+    ``dataset``) comes without them: unless the dataset has them too, the model refuses in one line instead of
+    silently placing its template landmarks, and with ``allow_missing_regions`` the test images are counted."""
+    from iqalab.data.regions import check_regions, needed_regions, region_status
+    from iqalab.data.schema import DataError, read_dataset
+    from iqalab.models import build_model
+
+    ds = read_dataset(toy_dataset.root)
+    images = ds.images.copy()
+    images[list(FACE_BOX)] = [0.3, 0.2, 0.7, 0.6]
+    images["face_detector"] = "dataset"
+    for col in LANDMARKS:
+        images[col] = np.nan
+    ids = images["image_id"].astype(str).tolist()
+    images.loc[images.index[:5], list(LANDMARKS)] = 0.45  # five images come with their landmarks
+    images.loc[images.index[5], "face_detector"] = "mtcnn"  # a detector looked and found no landmarks: "none"
+    ds.images = images
+    status = region_status(ds, "landmarks")
+    assert (status.iloc[:5] == "present").all() and status.iloc[5] == "none" and (status.iloc[6:] == "unknown").all()
+    assert (region_status(ds, "face_box") == "present").all()
+    model = build_model("sfiqa_xxs", ["overall"])
+    assert needed_regions(model) == ["face_box", "landmarks"]
+    with pytest.raises(DataError) as err:
+        check_regions(model, ds, {"train": ids[:10], "test": ids[10:]}, "experiments.e")
+    message = str(err.value)
+    assert "\n" not in message and f"needs landmarks but {len(ids) - 6} of {len(ids)} images" in message
+    assert "face box from the dataset" in message and "experiments.e.model.allow_missing_regions" in message
+    allowed = build_model("sfiqa_xxs", ["overall"], allow_missing_regions=True)
+    out = check_regions(allowed, ds, {"train": ids[:10], "test": ids[10:]}, "experiments.e")
+    assert out["missing_test_ids"] == set(ids[10:])
+    ds.images.loc[ds.images.index[5:], list(LANDMARKS)] = 0.45  # the dataset gives every landmark: no refusal
+    assert check_regions(model, ds, {"train": ids[:10], "test": ids[10:]}, "experiments.e")["missing_test_ids"] \
+        == set()
 
 
 def test_detection_settings_are_validated() -> None:

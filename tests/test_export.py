@@ -23,8 +23,9 @@ from iqalab.train.engine import save_checkpoint
 KWARGS = {"backbone": "mobilenetv3_small_050", "pretrained": False}
 
 
-def _trained(root: Path) -> Path:
-    """A checkpoint and predictions record laid out as training writes them (random weights, real BN stats)."""
+def _trained(root: Path, splits: tuple[str, ...] = ("r0",)) -> Path:
+    """A checkpoint per split and the predictions record laid out as training writes them (random weights,
+    real BN stats); returns the first split's checkpoint."""
     torch.manual_seed(0)
     model = build_model("backbone_mlp", ["overall", "sharpness"], **KWARGS)
     for m in model.modules():  # non-trivial running statistics: a lost buffer would change the scores
@@ -37,18 +38,19 @@ def _trained(root: Path) -> Path:
               "mos_range": [1.0, 5.0], "cache_size": 72, "eval_crop": 64, "train": {"lr": 1e-3}, "split": "r0",
               "seed": 0, "data": {"images.csv": "ab" * 32},
               "cam_stats": {"mean": [2.0, 0.01, 100.0, 5000.0, 0.0, 0.0, 0.0], "std": [1.0] * 7}}
-    ckpt = root / "build" / "models" / "exp" / "r0" / "best.pt"
-    ckpt.parent.mkdir(parents=True)
-    save_checkpoint(ckpt, {"model": model.state_dict(), "config": config, "epoch": 3})
+    for split in splits:
+        ckpt = root / "build" / "models" / "exp" / split / "best.pt"
+        ckpt.parent.mkdir(parents=True)
+        save_checkpoint(ckpt, {"model": model.state_dict(), "config": {**config, "split": split}, "epoch": 3})
     out = root / "results" / "predictions"
     out.mkdir(parents=True)
     (out / "exp.json").write_text(json.dumps({"experiment": "exp", "label": "Test model", "dataset": "toy",
-                                              "splits": ["r0"], "n_params": 123, "status": "ok"}))
+                                              "splits": list(splits), "n_params": 123, "status": "ok"}))
     rng = np.random.default_rng(0)
     mos = rng.uniform(1, 5, 20)
     pd.DataFrame({"image_id": [f"i{k}" for k in range(20)], "attribute": "overall", "pred": mos + rng.normal(0, .3, 20),
                   "mos": mos, "split": "r0", "role": "test"}).to_parquet(out / "exp.parquet")
-    return ckpt
+    return root / "build" / "models" / "exp" / splits[0] / "best.pt"
 
 
 def test_export_scores_like_its_checkpoint_in_a_fresh_process(tmp_path: Path) -> None:
@@ -94,7 +96,75 @@ def test_export_scores_like_its_checkpoint_in_a_fresh_process(tmp_path: Path) ->
 def test_export_refusals(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="not trained"):
         export_experiment(tmp_path, "missing")
+    with pytest.raises(ExportError, match=r"unknown experiment 'missing' \(known: a, b\)"):
+        export_experiment(tmp_path, "missing", known=["a", "b"])
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "config.json").write_text("{}")
     with pytest.raises(ExportError, match="not an iqalab export"):
         load_export(tmp_path / "half")
+
+
+def test_export_replaces_only_an_earlier_export(tmp_path: Path) -> None:
+    """``--out`` is replaced only when it holds an earlier export (its ``config.json`` of this format and
+    nothing export did not write) or nothing; a file, a folder of other files, or an export beside other files
+    is refused in one line naming the path, and nothing is touched (no hidden ``.old`` copy either)."""
+    root = tmp_path / "project"
+    _trained(root)
+    folder = export_experiment(root, "exp", tmp_path / "out" / "exp")
+    (folder / "README.md").write_text("stale card")
+    assert export_experiment(root, "exp", folder) == folder  # an earlier export: replaced whole
+    assert (folder / "README.md").read_text() != "stale card"
+    empty = tmp_path / "out" / "empty"
+    empty.mkdir()
+    assert (export_experiment(root, "exp", empty) / "model.safetensors").is_file()
+
+    mine = tmp_path / "out" / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    a_file = tmp_path / "out" / "notes.txt"
+    a_file.write_text("keep me")
+    with_git = tmp_path / "out" / "hub_clone"
+    with_git.mkdir()
+    for name in os.listdir(folder):
+        (with_git / name).write_bytes((folder / name).read_bytes())
+    (with_git / ".git").mkdir()
+    before = sorted(p.name for p in (tmp_path / "out").iterdir())
+    for target, reason in ((mine, "not an iqalab export"), (a_file, "not a folder"), (with_git, r"\.git")):
+        with pytest.raises(ExportError, match=rf"{target}.*{reason}"):
+            export_experiment(root, "exp", target)
+    assert (mine / "thesis.tex").read_text() == "years of work" and a_file.read_text() == "keep me"
+    assert (with_git / ".git").is_dir()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == before  # no .old or .partial left
+
+
+def test_export_split_and_unknown_experiment_from_the_command_line(project, capsys) -> None:
+    """``--split`` chooses the trained split (default: ``full_train`` when trained, else the first), and the
+    command says which one it used; an unknown experiment is named with the known ones; an untrained split is
+    refused with the trained ones; the weights get the mode of the other files (umask, not 0600)."""
+    from iqalab.__main__ import main
+
+    from .conftest import toy_params
+
+    project.write_params(toy_params(known_one={"dataset": "toy", "model": {"name": "backbone_mlp"}}))
+    _trained(project.root, ("r0", "full_train", "r1"))
+    old = os.umask(0o022)
+    try:
+        assert main(["-q", "export", "exp", "--out", str(project.root / "default")]) == 0
+        assert "split full_train" in capsys.readouterr().out
+        assert main(["-q", "export", "exp", "--split", "r1", "--out", str(project.root / "r1")]) == 0
+    finally:
+        os.umask(old)
+    assert "split r1" in capsys.readouterr().out
+    metrics = json.loads((project.root / "r1" / "metrics.json").read_text())
+    assert metrics["checkpoint"] == "build/models/exp/r1/best.pt"
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (project.root / "r1").iterdir()}
+    assert set(modes.values()) == {0o644}, modes
+    assert main(["-q", "export", "exp", "--split", "r9", "--out", str(project.root / "r9")]) == 2
+    err = capsys.readouterr().err
+    assert "split 'r9'" in err and "r0, full_train, r1" in err and err.count("\n") == 1
+    assert main(["-q", "export", "nosuch", "--out", str(project.root / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown experiment 'nosuch' (known: known_one, exp)" in err and err.count("\n") == 1
+    assert main(["-q", "export", "known_one", "--out", str(project.root / "x")]) == 2
+    assert "not trained" in capsys.readouterr().err
+    assert not (project.root / "r9").exists() and not (project.root / "x").exists()

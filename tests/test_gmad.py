@@ -366,3 +366,70 @@ def test_stage_with_one_model_explains_the_skip(project):
     report = json.loads((project.root / "results" / "gmad" / "summary.json").read_text())
     assert "at least two trained models" in report["skipped"] and result["pairs"] is None
     assert not (project.root / "build" / "gmad").exists(), "nothing is rendered when nothing can compete"
+
+
+# ------------------------------------------------------------------ image_folder pool: no silent fallback (issue 21)
+GCPF = {"name": "tuningiqa", "backbone": "mobilenetv3_small_050", "human_backbone": "mobilenetv3_small_050",
+        "hfe_dim": 16, "embed_dim": 32, "gcpf_dim": 16, "head_hidden": 16, "use_hfe": False, "use_gcpf": True}
+HFE = {**GCPF, "use_hfe": True, "use_gcpf": False}
+
+
+def test_folder_pool_refuses_models_that_need_camera_or_regions_and_captions_the_fallbacks(project, toy_dataset,
+                                                                                            one_thread, tmp_path):
+    """Image files carry no camera parameters or regions: GCPF under ``missing_camera: refuse`` and HFE without
+    ``allow_missing_regions`` are refused in one line each (``iqalab score``'s rules); the models trained to
+    accept them missing compete, and the captions say they ran on unknown parameters / fallback regions."""
+    import shutil
+
+    from iqalab.stages import gmad as stage
+
+    folder = tmp_path / "folder"
+    shutil.copytree(toy_dataset.root / "images", folder)
+    models = {"small": TINY, "gcpf_refuse": {**GCPF, "missing_camera": "refuse"},
+              "hfe_refuse": HFE, "gcpf_unknown": {**GCPF, "missing_camera": "unknown"},
+              "hfe_allowed": {**HFE, "allow_missing_regions": True}}
+    for seed, (name, kwargs) in enumerate(models.items()):
+        _checkpoint(project.root, name, kwargs, seed, toy_dataset)
+    raw = toy_params(**{name: {"dataset": "toy", "model": kwargs} for name, kwargs in models.items()})
+    raw["gmad"] = {**STAGE, "image_folder": str(folder)}
+    stage.run(project.write_params(raw), project.root, progress=False)
+    out = project.root / "results" / "gmad"
+    report = json.loads((out / "summary.json").read_text())
+    assert sorted(report["competitors"]) == ["gcpf_unknown", "hfe_allowed", "small"]
+    assert set(report["refused"]) == {"gcpf_refuse", "hfe_refuse"}
+    for name, why in report["refused"].items():
+        assert "\n" not in why and why.startswith(f"gmad.image_folder: experiment {name!r}")
+    assert "missing_camera: refuse" in report["refused"]["gcpf_refuse"]
+    assert "person_box" in report["refused"]["hfe_refuse"] and "allow_missing_regions" in report["refused"]["hfe_refuse"]
+    n = len(list(folder.iterdir()))
+    assert f"camera parameters unknown on {n} of {n} images" in report["fallback_inputs"]["gcpf_unknown"]
+    assert "person_box by the model's whole-image" in report["fallback_inputs"]["hfe_allowed"]
+    assert set(report["fallback_inputs"]) == {"gcpf_unknown", "hfe_allowed"}
+    scores = pd.read_parquet(project.root / "build" / "gmad" / "scores.parquet")
+    assert set(scores.columns) == {"image_id", "small", "gcpf_unknown", "hfe_allowed"}
+
+    sheet = pd.read_csv(out / "votes_template.csv")
+    sheet["votes_a"], sheet["votes_b"], sheet["votes_equal"] = 6, 4, 0
+    sheet.to_csv(tmp_path / "votes.csv", index=False)
+    raw["gmad"] = {**raw["gmad"], "votes_csv": str(tmp_path / "votes.csv")}
+    stage.run(project.write_params(raw), project.root, progress=False)
+    for table in ("ranking.md", "aggressiveness.md", "resistance.md"):
+        caption = (out / table).read_text()
+        assert "Scored without inputs the pool lacks: gcpf_unknown: camera parameters unknown" in caption, table
+        assert "hfe_allowed: person_box by the model's whole-image / centre-crop fallback" in caption, table
+        assert "Refused (the pool lacks inputs they read, no fallback allowed in training): gcpf_refuse, " \
+               "hfe_refuse" in caption, table
+
+
+def test_screen_inputs_leaves_a_simulator_pool_alone(tmp_path):
+    """A simulator pool carries every camera parameter and box column (NaN box = nobody there): nothing is refused
+    and no checkpoint is even opened."""
+    from iqalab.data.schema import CAM_COLUMNS, FACE_BOX, LANDMARKS, PERSON_BOX
+    from iqalab.sim.pools import Pool
+    from iqalab.stages.gmad import screen_inputs
+
+    table = pd.DataFrame({"image_id": ["a", "b"], "path": ["a.jpg", "b.jpg"],
+                          **{c: [1.0, 2.0] for c in CAM_COLUMNS},
+                          **{c: [0.1, np.nan] for c in (*PERSON_BOX, *FACE_BOX, *LANDMARKS)}})
+    pool = Pool(table=table, folder=tmp_path, simulated=True)
+    assert screen_inputs(pool, {"gcpf": tmp_path / "does_not_exist.pt"}) == ({}, {})

@@ -177,3 +177,72 @@ def test_cpu_label_names_model_and_widest_vector_extension() -> None:
     fields = provenance.parse_footer(provenance.footer(record))
     assert fields is not None and fields["cpu"] == record["cpu"]  # a label with ", " survives the footer
     assert provenance.footer_row(fields)["cpu"] == provenance.summary_line(record)["cpu"]
+
+
+_RECORD_IN_A_FRESH_PROCESS = """
+import json, sys
+from iqalab import provenance
+from iqalab.config import parse_params
+sys.path.insert(0, sys.argv[1])
+from tests.conftest import toy_params
+print(json.dumps(provenance.collect(parse_params(toy_params(), check_models=False), device="cpu")))
+"""
+
+
+def test_record_holds_no_time_or_host_and_is_the_same_in_another_process() -> None:
+    """README: "The record holds no time or host name", so `dvc repro` twice writes the same record: no field named
+    after a time, date, host, user or process, no value holding this host's name, user name or today's date, and
+    a second process (another pid, another start time) collects the same record."""
+    import datetime
+    import getpass
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    params = parse_params(toy_params(), check_models=False)
+    provenance.git_state.cache_clear()  # this process's git state read now, as the other process reads it
+    record = provenance.collect(params, device="cpu")
+    assert provenance.collect(params, device="cpu") == record
+
+    def keys(value, prefix=""):  # noqa: ANN001, ANN202
+        if isinstance(value, dict):
+            for k, v in value.items():
+                yield f"{prefix}{k}"
+                yield from keys(v, f"{prefix}{k}.")
+
+    forbidden = re.compile(r"time|date|host|node|user|pid|when|clock", re.IGNORECASE)
+    assert [k for k in keys(record) if forbidden.search(k)] == []
+    text = json.dumps(record)
+    today = datetime.date.today()
+    for stamp in (today.isoformat(), today.strftime("%Y%m%d"), socket.gethostname(), getpass.getuser()):
+        if len(stamp) >= 4:  # a very short host or user name could match by chance
+            assert stamp not in text, stamp
+    root = provenance.code_root()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", _RECORD_IN_A_FRESH_PROCESS, str(root)], capture_output=True,
+                         text=True, check=True, env=env, cwd=root).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == record
+
+
+@pytest.mark.parametrize("path", ["notebooks/evaluate.ipynb", "params/paper.yaml", "dvc.yaml", "params.yaml",
+                                  "src/b.py"])
+def test_every_code_path_moves_the_code_commit_and_makes_it_dirty(repo: Path, path: str) -> None:
+    """The "last code commit" rule covers every path of CODE_PATHS (src, notebooks, params.yaml, params/, dvc.yaml):
+    an uncommitted change there makes the record dirty, its commit becomes the recorded commit."""
+    assert provenance.CODE_PATHS == ("src", "notebooks", "params.yaml", "params", "dvc.yaml")
+    before = _git(repo, "rev-parse", "HEAD")
+    target = repo / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(target.read_text() + "# edit\n" if target.exists() else "{}\n")
+    assert provenance.git_state.__wrapped__(repo) == (before, True)
+    _git(repo, "add", path)
+    _git(repo, "commit", "-qm", f"edit {path}")
+    after = _git(repo, "rev-parse", "HEAD")
+    assert after != before and provenance.git_state.__wrapped__(repo) == (after, False)
+    # a later commit outside the code paths leaves the recorded commit where it was
+    (repo / "docs").mkdir(exist_ok=True)
+    (repo / "docs" / "notes.md").write_text("notes\n")
+    _git(repo, "add", "docs")
+    _git(repo, "commit", "-qm", "docs only")
+    assert provenance.git_state.__wrapped__(repo) == (after, False)

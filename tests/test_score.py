@@ -3,23 +3,24 @@ scored on are the pixels training saw; draft decoding only where it stays within
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
 
 from iqalab.__main__ import main
 from iqalab.data.regions import DetectionConfig
+from iqalab.inference import CameraMissing, RegionsMissing
 from iqalab.models import build_model, get_model_class
 from iqalab.stages.score import (
     CAMERA_UNKNOWN,
     REGIONS_DETECTED,
     REGIONS_FALLBACK,
     REGIONS_NONE,
-    CameraMissing,
-    RegionsMissing,
     score_images,
 )
 from iqalab.train.engine import cpu_has_amx, save_checkpoint
@@ -343,3 +344,115 @@ def test_scoring_a_gcpf_model_prints_no_torch_jit_deprecation(tmp_path, photos):
                           str(tmp_path / "s.csv")], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "torch.jit.script" not in run.stderr
+
+
+# -- the command line's promises (user test of `iqalab score`) -----------------------------------------------
+def broken(folder: Path, name: str = "broken.jpg") -> Path:
+    """A file with an image suffix that no decoder reads."""
+    path = folder / name
+    path.write_bytes(b"\xff\xd8\xff not a jpeg")
+    return path
+
+
+def test_a_classical_checkpoint_also_gives_its_published_raw_score(photos, tmp_path):
+    """A trained NIQE checkpoint's attribute columns are its fixed monotone map into the MOS range (not fitted
+    to MOS); the published raw NIQE (lower is better) comes beside them in ``raw_niqe``, the value
+    ``--model niqe`` gives with the same options and the value the engine records as ``raw``. A model without
+    a published score (the demo SVR of BRISQUE) adds no such column."""
+    niqe = checkpoint(tmp_path / "niqe.pt", "niqe")
+    frame = score_images(niqe, photos, progress=False, device="cpu")
+    published = score_images(None, photos, model="niqe", options=get_model_class("niqe").smoke_params,
+                             progress=False, device="cpu")
+    np.testing.assert_allclose(frame["raw_niqe"], published["niqe"])
+    mapped = 1.0 + 4.0 / (1.0 + np.exp(-(3.0 - 0.5 * frame["raw_niqe"].to_numpy())))
+    np.testing.assert_allclose(frame["overall"], mapped, rtol=1e-6)
+    demo_svr = checkpoint(tmp_path / "brisque.pt", "brisque")
+    svr = score_images(demo_svr, photos[:1], progress=False, device="cpu")
+    assert list(svr.columns) == ["path", *ATTRS]
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--checkpoint", "{ckpt}", "--option", "patch_size=64"], "--option applies to --model only"),
+    (["--model", "niqe", "--draft"], "--draft applies to --checkpoint only"),
+])
+def test_options_that_would_be_ignored_are_refused_in_one_line(flags, message, photos, tmp_path, capsys):
+    """``--option`` with a checkpoint (its keywords were fixed in training or export) and ``--draft`` with
+    ``--model`` (each image is decoded in full at its native resolution) would change nothing: refused."""
+    ckpt = checkpoint(tmp_path / "a.pt", "backbone_mlp", backbone="resnet18", hidden=8)
+    out = tmp_path / "s.csv"
+    argv = [f.format(ckpt=ckpt) for f in flags]
+    assert main(["-q", "score", *argv, "--device", "cpu", "--out", str(out), *map(str, photos)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not out.exists()
+
+
+def test_an_existing_output_is_kept_when_nothing_could_be_scored(photos, tmp_path, capsys):
+    """Every file fails: exit status 2, the reasons on stderr, and the previous ``--out`` is kept as is."""
+    out = tmp_path / "scores.csv"
+    out.write_text("path,niqe\nold.png,3.2\n")
+    bad = [broken(tmp_path, "a.jpg"), broken(tmp_path, "b.jpg")]
+    assert main(["-q", "score", "--model", "niqe", "--device", "cpu", "--out", str(out), *map(str, bad)]) == 2
+    err = capsys.readouterr().err
+    assert "a.jpg" in err and "b.jpg" in err and "no image could be scored" in err and err.count("\n") == 1
+    assert out.read_text() == "path,niqe\nold.png,3.2\n"
+
+
+@pytest.mark.parametrize("where", ["folder", "parent_is_file", "unwritable"])
+def test_a_bad_out_path_is_refused_before_anything_is_scored(where, photos, tmp_path, monkeypatch, capsys):
+    """A ``--out`` that cannot be written is found before the model is built or any file read, in one line
+    naming it."""
+    import iqalab.stages.score as score_stage
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was built before --out was checked")
+
+    monkeypatch.setattr(score_stage, "_scorer", never)
+    (tmp_path / "a_file").write_text("x")
+    out = {"folder": tmp_path, "parent_is_file": tmp_path / "a_file" / "s.csv",
+           "unwritable": tmp_path / "ro" / "s.csv"}[where]
+    if where == "unwritable":  # root may write anywhere: ask os.access as an unprivileged user would
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != tmp_path and real(p, mode, **kw))
+    assert main(["-q", "score", "--model", "niqe", "--out", str(out), *map(str, photos)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--out {out}" in err
+    assert {"folder": "is a folder", "parent_is_file": f"{tmp_path / 'a_file'} is a file",
+            "unwritable": "not writable"}[where] in err
+
+
+def test_a_file_that_is_no_checkpoint_is_named_in_one_line(photos, tmp_path, capsys):
+    """A PNG (any non-torch file) given as --checkpoint: said plainly, not as torch's unpickling complaint."""
+    assert main(["-q", "score", "--checkpoint", str(photos[0]), "--out", str(tmp_path / "s.csv"),
+                 str(photos[1])]) == 2
+    err = capsys.readouterr().err
+    assert f"{photos[0]}: not a torch checkpoint or iqalab export" in err and err.count("\n") == 1
+    assert "Unsupported operand" not in err
+
+
+def test_help_says_what_score_and_export_accept_and_write(capsys):
+    with pytest.raises(SystemExit):
+        main(["score", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "iqalab export" in text and "printed to stdout" in text and "scores.csv" in text
+    assert "replaced if present" in text and "lower is better" in text
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "experiment of params.yaml" in text and "--split" in text
+
+
+def test_a_failed_file_is_reported_once_on_stderr_and_in_the_csv(photos, tmp_path, capsys, caplog):
+    """One ``not scored:`` line on stderr and the CSV's error column; neither a log line per file nor the
+    reason again in the table printed to stdout."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="iqalab")
+    bad = broken(tmp_path)
+    out = tmp_path / "s.csv"
+    argv = ["score", "--model", "niqe", "--device", "cpu", "--out", str(out), str(photos[0]), str(bad)]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("not scored:") == 1 and "broken.jpg: cannot decode" in captured.err
+    assert "cannot decode" not in captured.out and "broken.jpg" in captured.out
+    assert not [r for r in caplog.records if "broken.jpg" in r.getMessage()]
+    assert "cannot decode" in pd.read_csv(out)["error"].iloc[1]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from iqalab.data.schema import FACE_BOX, LANDMARKS, read_dataset
@@ -250,3 +251,41 @@ def test_default_builds_vary_people_skin_tones_and_light(built):
     assert (ugc["sim_person"] == "").any() and (ugc["sim_person"] != "").any()
     with pytest.raises(ValueError, match="lfw_share"):
         build("face_sim", built["face_sim"].root.parent / "bad", seed=0, lfw_share=1.5, **TINY["face_sim"])
+
+
+#: columns measured on the rendered image (exposure of the pixels, noise, clipping, contrast, colour, halo, JPEG
+#: error): an HDR scene's brighter background and lamps change them by design
+_RENDER_MEASURED = ("sim_noise_std", "sim_mean_luma", "sim_clipped", "sim_sensor_clipped", "sim_contrast_rms",
+                    "sim_colourfulness", "sim_halo", "sim_jpeg_rmse", "sim_chroma_log_ratio")
+#: what a scene draws before any shot: who and what it shows, its light (the same whatever the HDR draw)
+_SCENE_DRAWS = ("scene", "sim_person", "sim_skin_tone", "sim_roll_deg", "sim_has_person", "sim_has_face",
+                "sim_scene_cct")
+
+
+@pytest.mark.parametrize(("name", "extra"), [("ugc_sim", {}), ("portrait_sim", {}), ("fglive_sim", {}),
+                                             ("fglive_sim", {"deviations": "random"})])
+def test_hdr_share_zero_changes_no_other_draw(tmp_path, name, extra):
+    """README: ``hdr_share: 0`` "turns it off without changing any other draw". Between hdr_share 0 and 0.25 (same
+    seed): every scene, cam_* and sim_* column of the non-HDR scenes is identical, and so is every drawn column
+    of the HDR scenes (all but sim_hdr and the render measurements). fglive_sim's default graded sweep is the
+    exception for HDR scenes: it previews each scene's random deviations and keeps those filling its quality
+    levels, so an HDR scene keeps other camera settings (the draws are the same: with ``deviations: random``
+    every camera column of the HDR scenes is equal too)."""
+    opts = {**TINY[name], **extra}
+    off = build(name, tmp_path / "off", seed=0, hdr_share=0.0, **opts).images
+    on = build(name, tmp_path / "on", seed=0, hdr_share=0.25, **opts).images
+    hdr = on["sim_hdr"].astype(bool).to_numpy()
+    assert not off["sim_hdr"].any() and 0 < hdr.sum() < len(hdr), "both kinds of scene, or the test proves nothing"
+    assert off["image_id"].tolist() == on["image_id"].tolist()
+    compared = [c for c in off.columns if (c == "scene" or c.startswith(("cam_", "sim_"))) and c != "sim_hdr"]
+    assert len([c for c in compared if c.startswith("cam_")]) == 7 and len(compared) > 40
+    same = off[compared].iloc[~hdr].reset_index(drop=True)
+    pd.testing.assert_frame_equal(same, on[compared].iloc[~hdr].reset_index(drop=True))
+    drawn = [c for c in compared if not c.startswith(_RENDER_MEASURED)]
+    if name == "fglive_sim" and opts.get("deviations", "graded") == "graded":
+        drawn = [c for c in drawn if c in _SCENE_DRAWS]
+    pd.testing.assert_frame_equal(off[drawn].iloc[hdr].reset_index(drop=True),
+                                  on[drawn].iloc[hdr].reset_index(drop=True))
+    # the HDR scenes did change: every one of their renders measures differently
+    measured = [c for c in compared if c.startswith(_RENDER_MEASURED)]
+    assert (off[measured].iloc[hdr].to_numpy() != on[measured].iloc[hdr].to_numpy()).any(axis=1).all()

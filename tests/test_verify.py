@@ -118,3 +118,57 @@ def test_untraced_lists_files_with_numbers_but_no_provenance(committed: Path,
     (committed / "report.md").write_text("# report\n\n| 1 |\n")
     assert verify.untraced(committed) == ["loose/data.csv", "metrics/extra.json", "report.md", "tables/hand.md"]
     assert verify.main(["traced", str(committed)]) == 1 and "loose/data.csv" in caplog.text
+
+
+@pytest.mark.parametrize("committed_value", [0.81234567, 123.456, -2.5])
+def test_tolerance_boundary_is_atol_plus_rtol_times_committed(committed_value: float) -> None:
+    """|rerun - committed| <= 1e-8 + 1e-5 * |committed| (README, make verify): 0.9x that difference passes, 1.1x
+    fails, in JSON and in a table cell alike."""
+    bound = verify.ATOL + verify.RTOL * abs(committed_value)
+    assert (verify.RTOL, verify.ATOL) == (1e-5, 1e-8)
+    for factor, reproduced in ((0.9, True), (-0.9, True), (1.1, False), (-1.1, False)):
+        rerun = committed_value + factor * bound
+        json_ok = verify.compare_json({"srcc": committed_value}, {"srcc": rerun}) == []
+        frame_ok = verify.compare_frames(pd.DataFrame({"m": ["a"], "srcc": [committed_value]}),
+                                         pd.DataFrame({"m": ["a"], "srcc": [rerun]})) == []
+        assert json_ok is frame_ok is reproduced, (committed_value, factor)
+    # the absolute term alone decides near zero
+    assert verify.compare_json({"x": 0.0}, {"x": 0.9e-8}) == []
+    assert verify.compare_json({"x": 0.0}, {"x": 1.1e-8}) != []
+
+
+def test_relative_differences_just_inside_and_outside_the_tolerance(committed: Path, tmp_path: Path) -> None:
+    """A rerun 0.9e-5 (relative) off every committed number is reproduced; 1.1e-5 off is listed in summary.json
+    and the predictions parquet (cell by cell, full precision)."""
+    inside = _results(tmp_path / "inside", srcc=0.81234567 * (1 + 0.9e-5))
+    assert verify.compare_results(committed, inside) == []
+    outside = _results(tmp_path / "outside", srcc=0.81234567 * (1 + 1.1e-5))
+    found = {(d.file, d.where) for d in verify.compare_results(committed, outside)}
+    assert {("metrics/summary.json", "modelA.srcc"), ("predictions/A.parquet", "row 0 (x) column 'pred'")} <= found
+    assert verify.main(["compare", str(committed), str(inside)]) == 0
+    assert verify.main(["compare", str(committed), str(outside)]) == 1
+
+
+def test_differing_timings_are_not_compared(committed: Path, tmp_path: Path) -> None:
+    """Train seconds and latency differ between any two runs: a rerun where only they differ (JSON key
+    ``train_seconds``, table column ``Latency (ms)`` in CSV, Markdown and LaTeX) is reproduced, while the same change
+    to a compared column is caught."""
+    rerun = tmp_path / "rerun"
+    shutil.copytree(committed, rerun)
+    meta = json.loads((rerun / "predictions" / "A.json").read_text())
+    meta["train_seconds"] = 99.25
+    (rerun / "predictions" / "A.json").write_text(json.dumps(meta))
+    record = json.loads((committed / "predictions" / "A.json").read_text())["provenance"]
+    slow = pd.DataFrame({"SRCC": [0.81234567, 0.5], "Latency (ms)": [17.9, 0.4]},
+                        index=pd.Index(["A", "B"], name="model"))
+    Table("t", slow, "caption with 2 splits", provenance=record).write(rerun / "tables")
+    assert (rerun / "tables" / "t.csv").read_text() != (committed / "tables" / "t.csv").read_text()
+    assert verify.compare_results(committed, rerun) == []
+    # the same edit to a compared number is a difference in every table file: the check can fail
+    changed = pd.DataFrame({"SRCC": [0.81234567, 0.7], "Latency (ms)": [3.2, 4.1]},
+                           index=pd.Index(["A", "B"], name="model"))
+    Table("t", changed, "caption with 2 splits", provenance=record).write(rerun / "tables")
+    assert {d.file for d in verify.compare_results(committed, rerun)} == {"tables/t.csv", "tables/t.md", "tables/t.tex"}
+    meta["n_params"] = 11  # and a non-timing JSON key
+    (rerun / "predictions" / "A.json").write_text(json.dumps(meta))
+    assert ("predictions/A.json", "n_params") in {(d.file, d.where) for d in verify.compare_results(committed, rerun)}

@@ -81,6 +81,16 @@ def _root(args: argparse.Namespace) -> Path:
     return folder
 
 
+def _known_experiments(args: argparse.Namespace) -> list[str] | None:
+    """The experiments of the params file, to name beside an unknown one (``None`` when it cannot be read: the
+    command then says only that the experiment is not trained)."""
+    try:
+        return list(_params(args).experiments)
+    except (ValueError, OSError) as exc:
+        logging.getLogger("iqalab").debug("no experiment names from the params file: %s", exc)
+        return None
+
+
 def _positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:
@@ -134,14 +144,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("camera_tuning", help="let each model tune the simulated camera; panel win rates and regret")
     p = sub.add_parser("annotation_stats", help="annotation statistics of a dataset")
     p.add_argument("dataset")
-    p = sub.add_parser("score", help="score your own images with a trained checkpoint or a model needing none")
+    p = sub.add_parser("score",
+                       help="score your own images with a trained checkpoint or a model needing none",
+                       description="Score image files: the table is printed to stdout and written to --out "
+                                   "(default scores.csv, replaced if present).")
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--checkpoint", help="e.g. build/models/<experiment>/<split>/best.pt")
+    which.add_argument("--checkpoint",
+                       help="a training checkpoint (build/models/<experiment>/<split>/best.pt) or a folder "
+                            "written by `iqalab export`; one score per attribute in the training MOS units, "
+                            "plus the raw score of NIQE/BRISQUE (raw_niqe, raw_brisque: lower is better)")
     which.add_argument("--model", help="a model that needs no checkpoint: niqe, brisque (the original LIVE "
-                                       "models) or pyiqa:<metric>; writes its published score")
+                                       "models; raw scores, lower is better) or pyiqa:<metric>; writes its "
+                                       "published score")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="a model keyword for --model (YAML value), e.g. --option patch_size=64")
-    p.add_argument("--out", default="scores.csv", help="CSV to write (default scores.csv)")
+                   help="a model keyword for --model only (YAML value), e.g. --option patch_size=64")
+    p.add_argument("--out", default="scores.csv",
+                   help="CSV to write (default scores.csv, replaced if present; checked before scoring); the "
+                        "scores are also printed to stdout")
     p.add_argument("--batch-size", type=_positive_int, default=16)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--workers", type=_positive_int, default=None, help="decoding threads (default: up to 4)")
@@ -155,8 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="score a model that reads camera parameters (TuningIQA's GCPF) with all seven unknown "
                         "(column camera)")
     p.add_argument("--draft", action="store_true",
-                   help="decode large JPEGs at reduced scale (faster; within a stated tolerance of the training "
-                        "pixels instead of exactly them)")
+                   help="with --checkpoint: decode large JPEGs at reduced scale (faster; within a stated "
+                        "tolerance of the training pixels instead of exactly them)")
     p.add_argument("--amp", action="store_true",
                    help="score under bf16 autocast (CUDA, or a CPU with AMX tiles): faster, scores within a stated "
                         "tolerance of the fp32 ones (column precision)")
@@ -179,8 +198,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         q.add_argument("profile", nargs="?", default=None, help="params profile (paper) or file (default: --params)")
     p = sub.add_parser("export", help="a trained experiment as a self-contained folder (safetensors, config, "
                                       "model card) that `score --checkpoint <folder>` reads")
-    p.add_argument("experiment")
-    p.add_argument("--out", default=None, help="folder to write (default build/export/<experiment>)")
+    p.add_argument("experiment", help="an experiment of params.yaml that has been trained (`iqalab train "
+                                      "<experiment>`)")
+    p.add_argument("--split", default=None,
+                   help="the trained split whose best.pt is exported (default: full_train when trained, else "
+                        "the first split)")
+    p.add_argument("--out", default=None,
+                   help="folder to write (default build/export/<experiment>); an earlier export there is "
+                        "replaced, any other file or non-empty folder is refused")
     p = sub.add_parser("compose", help="the params file (--params) with its base merged in, validated, as YAML")
     p.add_argument("--out", default=None, help="file to write (default: print); e.g. params.yaml to apply a profile")
     args = parser.parse_args(argv)
@@ -240,7 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  detect_regions=args.detect_regions,
                                  allow_missing_regions=args.allow_missing_regions, draft=args.draft,
                                  allow_missing_camera=args.allow_missing_camera, amp=args.amp)
-            print(frame.to_string(index=False))
+            # a failed file's reason goes to stderr once (below) and to the CSV's error column, not this table
+            print(frame.drop(columns="error", errors="ignore").to_string(index=False))
             failed = failed_files(frame)
             for path, reason in failed.itertuples(index=False):
                 print(f"iqalab score: not scored: {path}: {reason.removeprefix(path + ': ')}", file=sys.stderr)
@@ -288,9 +314,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"cached {file}")
             print(weights.status_text(weights.weights_status(needed)))
         elif args.command == "export":
-            from iqalab.export import export_experiment
+            from iqalab.export import export_experiment, exported_split
 
-            print(export_experiment(_root(args), args.experiment, args.out))
+            folder = export_experiment(_root(args), args.experiment, args.out, split=args.split,
+                                       known=_known_experiments(args))
+            print(f"exported {args.experiment} (split {exported_split(folder)}) to {folder}")
         elif args.command == "check":
             from iqalab.config import check_models_build
 

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from iqalab.io import write_json, write_text
+from iqalab.io import write_bytes, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,11 @@ log = logging.getLogger(__name__)
 FORMAT = "iqalab-export/1"
 WEIGHTS = "model.safetensors"
 PREPROCESSING_KEYS = ("cache_size", "eval_crop", "cam_stats", "mos_range")
+#: every file an export holds: an existing ``--out`` holding only these (and a ``config.json`` of
+#: :data:`FORMAT`) is an earlier export, replaced whole; anything else there is refused
+FILES = ("README.md", "config.json", "metrics.json", WEIGHTS, "preprocessor_config.json")
+#: the split exported by default when the experiment trained it (every image of the dataset), as cross_dataset
+FULL_TRAIN = "full_train"
 
 
 class ExportError(ValueError):
@@ -72,7 +77,9 @@ def _metrics(predictions: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
-def _card(experiment: str, config: dict[str, Any], record: dict[str, Any], metrics: list[dict[str, Any]]) -> str:
+def _card(experiment: str, config: dict[str, Any], record: dict[str, Any], metrics: list[dict[str, Any]],
+          classical: bool = False) -> str:
+    """The model card ``README.md``; ``classical``: the model scores as published (not fitted to MOS)."""
     dataset = record.get("dataset", config.get("split", "?"))
     lines = [
         "---",
@@ -87,7 +94,10 @@ def _card(experiment: str, config: dict[str, Any], record: dict[str, Any], metri
         f"trained on dataset `{dataset}` (split `{config.get('split')}`, seed {config.get('seed')}"
         + (", simulated data" if record.get("simulated") else "") + ").",
         f"Scores are per attribute ({', '.join(config['attributes'])}) on the training MOS scale "
-        f"{config['mos_range']}.",
+        f"{config['mos_range']}" + (
+            f"; this model scores as published (`{config['model_name']}`), so they are a fixed monotone "
+            "map of its raw score into that range (for ranking, not fitted to MOS), and its raw score has a "
+            "column of its own (NIQE, BRISQUE: lower is better)." if classical else "."),
         "",
         "## Use",
         "",
@@ -118,39 +128,102 @@ def _card(experiment: str, config: dict[str, Any], record: dict[str, Any], metri
     return "\n".join(lines)
 
 
-def export_experiment(root: str | Path, experiment: str, out: str | Path | None = None) -> Path:
-    """Write the export folder of ``experiment`` (its first split's ``best.pt``) to ``out`` (default
-    ``build/export/<experiment>``), replacing an earlier export whole; returns the folder."""
-    from safetensors.torch import save_file
+def _check_out(out: Path, experiment: str) -> None:
+    """Refuse, before anything is read or written, an ``out`` that is not a new or empty folder or an earlier
+    export (:data:`FILES` only, ``config.json`` of :data:`FORMAT`): one line naming it; nothing is touched."""
+    where = f"cannot export {experiment} to {out}"
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ExportError(f"{where}: it exists and is not a folder (nothing was changed)")
+    if out.is_dir():
+        entries = sorted(p.name for p in out.iterdir())
+        if entries and not _is_export(out):
+            raise ExportError(f"{where}: a non-empty folder that is not an iqalab export (no config.json of "
+                              f"format {FORMAT}); nothing was changed: choose a new or empty folder")
+        foreign = [name for name in entries if name not in FILES]
+        if foreign:
+            named = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise ExportError(f"{where}: the earlier export there also holds {named}, which export did not "
+                              "write and would delete; nothing was changed")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ExportError(f"{where}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ExportError(f"{where}: folder {parent} is not writable")
 
+
+def _is_export(folder: Path) -> bool:
+    """Whether ``folder`` holds an ``iqalab export`` (its ``config.json`` names :data:`FORMAT`)."""
+    try:
+        return json.loads((folder / "config.json").read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _experiment_checkpoint(root: Path, experiment: str, split: str | None,
+                           known: list[str] | None) -> tuple[Path, str, dict[str, Any]]:
+    """``(checkpoint, split, training record)`` of ``experiment``: ``split``'s ``best.pt``, by default
+    :data:`FULL_TRAIN`'s when it trained, else the first split's; :class:`ExportError` naming what is
+    missing."""
     from iqalab.inference import experiment_checkpoint
-    from iqalab.train.engine import load_checkpoint
 
-    root = Path(root)
-    checkpoint, why = experiment_checkpoint(root, experiment)
+    meta = root / "results" / "predictions" / f"{experiment}.json"
+    if not meta.is_file():
+        if known is not None and experiment not in known:
+            raise ExportError(f"unknown experiment {experiment!r} (known: {', '.join(known)})")
+        raise ExportError(f"cannot export {experiment}: not trained ({meta.relative_to(root)} missing; "
+                          f"`iqalab train {experiment}` trains it)")
+    record = json.loads(meta.read_text())
+    splits = [str(s) for s in record.get("splits") or []]
+    if split is None and splits:
+        split = FULL_TRAIN if FULL_TRAIN in splits else splits[0]
+    checkpoint, why = experiment_checkpoint(root, experiment, split)
     if checkpoint is None:
         raise ExportError(f"cannot export {experiment}: {why}")
+    return checkpoint, str(split), record
+
+
+def export_experiment(root: str | Path, experiment: str, out: str | Path | None = None,
+                      split: str | None = None, known: list[str] | None = None) -> Path:
+    """Write the export folder of ``experiment`` (the ``best.pt`` of ``split``; default ``full_train`` when it
+    trained, else its first split) to ``out`` (default ``build/export/<experiment>``); returns the folder.
+
+    An earlier export at ``out`` is replaced whole; a file, a folder holding anything else, or an earlier
+    export beside other files is refused before anything is read (:class:`ExportError`, nothing is touched).
+    ``known`` (the experiments of the params file) lets an experiment that is neither trained nor among them
+    be called unknown. Every file gets the mode of a new file of the user (0666 less the umask)."""
+    from safetensors.torch import save
+
+    from iqalab.train.engine import load_checkpoint, model_from_checkpoint
+
+    root = Path(root)
+    out = Path(out) if out is not None else root / "build" / "export" / experiment
+    trained = sorted(p.stem for p in (root / "results" / "predictions").glob("*.json"))
+    known = None if known is None else list(known) + [name for name in trained if name not in known]
+    checkpoint, split, record = _experiment_checkpoint(root, experiment, split, known)
+    _check_out(out, experiment)
     ckpt = load_checkpoint(checkpoint)
     config = _jsonable(ckpt["config"])
-    record = json.loads((root / "results" / "predictions" / f"{experiment}.json").read_text())
+    classical = model_from_checkpoint(ckpt, str(checkpoint)).ready_without_training
     preds_path = root / "results" / "predictions" / f"{experiment}.parquet"
     metrics = _metrics(pd.read_parquet(preds_path)) if preds_path.is_file() else []
-    out = Path(out) if out is not None else root / "build" / "export" / experiment
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
     partial.mkdir()
     try:
-        # clone: safetensors refuses tensors sharing storage, and non-contiguous views
-        save_file({k: v.detach().cpu().contiguous().clone() for k, v in ckpt["model"].items()},
-                  str(partial / WEIGHTS), metadata={"format": "pt", "iqalab": FORMAT})
+        # clone: safetensors refuses tensors sharing storage, and non-contiguous views; written through
+        # write_bytes so that the weights get the mode of the other files (safetensors' own writer: 0600)
+        tensors = {k: v.detach().cpu().contiguous().clone() for k, v in ckpt["model"].items()}
+        write_bytes(partial / WEIGHTS, save(tensors, metadata={"format": "pt", "iqalab": FORMAT}))
         write_json(partial / "config.json", {"format": FORMAT, "experiment": experiment, **config})
         write_json(partial / "preprocessor_config.json",
                    {**{k: config.get(k) for k in PREPROCESSING_KEYS}, "resize": "square, bicubic",
                     "normalize": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}})
-        write_json(partial / "metrics.json", {"training": _jsonable(record), "test": metrics,
+        write_json(partial / "metrics.json", {"training": _jsonable(record), "test": metrics, "split": split,
                                               "checkpoint": str(checkpoint.relative_to(root))})
-        write_text(partial / "README.md", _card(experiment, config, record, metrics))
-        if out.exists():
+        write_text(partial / "README.md", _card(experiment, config, record, metrics, classical))
+        if out.is_dir():  # an earlier export (_check_out): swapped for the new one, then deleted
             stale = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             os.rename(out, stale)
             os.rename(partial, out)
@@ -160,8 +233,16 @@ def export_experiment(root: str | Path, experiment: str, out: str | Path | None 
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    log.info("exported %s (%s) to %s", experiment, checkpoint, out)
+    log.info("exported %s (split %s, %s) to %s", experiment, split, checkpoint, out)
     return out
+
+
+def exported_split(folder: str | Path) -> str:
+    """The split whose checkpoint an export folder holds (``metrics.json``; ``config.json`` for older
+    exports)."""
+    folder = Path(folder)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return str(metrics.get("split") or json.loads((folder / "config.json").read_text()).get("split"))
 
 
 def load_export(folder: str | Path) -> dict[str, Any]:

@@ -11,6 +11,7 @@ the very array the cache holds for it (``tests/test_score.py``).
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,20 +22,101 @@ import torch
 
 from iqalab.data.cache import RESIZE_REDUCING_GAP, decode_image, planar_crc, prepare_image
 from iqalab.data.loaders import CamStats, cut_patch_sets, patch_rng, to_chw_uint8
+from iqalab.data.regions import needed_regions
 from iqalab.export import load_export
-from iqalab.train.engine import cpu_has_amx, load_checkpoint, model_from_checkpoint, resolve_device, to_device
+from iqalab.train.engine import (
+    CheckpointError,
+    cpu_has_amx,
+    load_checkpoint,
+    model_from_checkpoint,
+    resolve_device,
+    to_device,
+)
 
 if TYPE_CHECKING:
     from iqalab.config import Params
 
+log = logging.getLogger(__name__)
 
-def experiment_checkpoint(root: str | Path, experiment: str) -> tuple[Path | None, str]:
+
+# --------------------------------------------------------------- inputs image files do not carry (score, gMAD)
+class RegionsMissing(ValueError):
+    """A model that reads human regions was asked to score without detection and without the fallback flag."""
+
+
+def check_score_regions(model: Any, name: str, detect_regions: bool, allow_missing_regions: bool) -> list[str]:
+    """The region batch keys ``model`` reads; :class:`RegionsMissing` (one line naming the model and both ways
+    out) when it reads some and neither detection nor the fallback was asked for (here, or by the model's own
+    ``allow_missing_regions`` option in training)."""
+    needed = needed_regions(model)
+    allow_missing_regions = allow_missing_regions or bool(getattr(model, "allow_missing_regions", False))
+    if needed and not detect_regions and not allow_missing_regions:
+        raise RegionsMissing(
+            f"model {name!r} reads {' and '.join(needed)} regions, which image files do not carry: pass "
+            "--detect-regions to detect them as ingest does (MTCNN faces and landmarks, person box by "
+            "datasets.<name>.detect.person), or --allow-missing-regions to score with the model's whole-image / "
+            "centre-crop fallback")
+    if needed and not detect_regions:
+        log.warning("model %s reads %s but no region was detected (--allow-missing-regions): every image is "
+                    "scored with the model's fallback (column regions)", name, ", ".join(needed))
+    return needed
+
+
+class CameraMissing(ValueError):
+    """A model that reads camera parameters was asked to score image files (which carry none) without the
+    fallback flag."""
+
+
+def needs_camera(model: Any) -> bool:
+    """Whether ``model`` reads the seven camera parameters (TuningIQA's GCPF, seed 000 Sec. 3.3): ``cam`` in its
+    ``inputs`` (a model declares only the batch keys it reads: TuningIQA without GCPF leaves ``cam`` out)."""
+    return "cam" in model.inputs
+
+
+def check_score_camera(model: Any, name: str, allow_missing_camera: bool) -> bool:
+    """True when ``model`` reads camera parameters, which image files do not carry; :class:`CameraMissing` (one line
+    naming the model and the way out) unless the fallback was asked for, here or by the model's own training option
+    ``missing_camera: unknown`` (GCPF's learned "unknown" embedding for every parameter; no silent fallback)."""
+    if not needs_camera(model):
+        return False
+    trained_with_unknown = getattr(model, "missing_camera", None) == "unknown"
+    if not allow_missing_camera and not trained_with_unknown:
+        raise CameraMissing(
+            f"model {name!r} reads the seven camera parameters (GCPF), which image files do not carry, and was "
+            f"trained with missing_camera: {getattr(model, 'missing_camera', 'refuse')}: pass "
+            "--allow-missing-camera to score with every parameter unknown (GCPF's learned embedding; column camera)")
+    log.warning("model %s reads camera parameters; image files carry none: every image is scored with all seven "
+                "unknown (column camera)", name)
+    return True
+
+
+#: how a file written by ``torch.save`` begins: a zip archive (torch >= 1.6) or a legacy pickle (protocol 2+)
+TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
+def check_checkpoint_file(path: str | Path) -> None:
+    """:class:`CheckpointError` (one line naming ``path``) when an existing file does not begin as a file
+    written by ``torch.save`` does (an image, a ``.safetensors`` file): torch's own complaint about such a
+    file is an unpickling error that names neither what was expected nor what to pass instead."""
+    path = Path(path)
+    if not path.is_file():
+        return  # a missing file: load_checkpoint names it
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if not head.startswith(TORCH_MAGIC):
+        raise CheckpointError(f"{path}: not a torch checkpoint or iqalab export (expected a best.pt written "
+                              "by training, or the folder `iqalab export` writes)")
+
+
+def experiment_checkpoint(root: str | Path, experiment: str,
+                          split: str | None = None) -> tuple[Path | None, str]:
     """The checkpoint the analysis stages use for a trained experiment and, when there is none, why.
 
-    It is ``build/models/<experiment>/<first split>/best.pt``, the split taken from
-    ``results/predictions/<experiment>.json``, which training writes only once every split has finished. An
-    experiment whose model could not run (a zero-shot ``pyiqa:<metric>`` without its weights) has none: the
-    reason is its status (``"pyiqa not installed"``, ``"weights unavailable: ..."``, see :mod:`iqalab.status`).
+    It is ``build/models/<experiment>/<first split>/best.pt`` (or ``split``'s, when it trained), the splits
+    taken from ``results/predictions/<experiment>.json``, which training writes only once every split has
+    finished. An experiment whose model could not run (a zero-shot ``pyiqa:<metric>`` without its weights) has
+    none: the reason is its status (``"pyiqa not installed"``, ``"weights unavailable: ..."``, see
+    :mod:`iqalab.status`).
     """
     from iqalab.status import unavailable_reason
 
@@ -46,10 +128,12 @@ def experiment_checkpoint(root: str | Path, experiment: str) -> tuple[Path | Non
     status = unavailable_reason(info)
     if status is not None:
         return None, status
-    splits = info.get("splits") or []
+    splits = [str(s) for s in info.get("splits") or []]
     if not splits:
         return None, f"{meta.relative_to(root)} lists no split"
-    ckpt = root / "build" / "models" / experiment / str(splits[0]) / "best.pt"
+    if split is not None and split not in splits:
+        return None, f"split {split!r} not trained (trained: {', '.join(splits)})"
+    ckpt = root / "build" / "models" / experiment / (split or splits[0]) / "best.pt"
     if not ckpt.is_file():
         return None, f"checkpoint {ckpt.relative_to(root)} missing"
     return ckpt, ""
@@ -95,7 +179,11 @@ class Scorer:
 
     def __init__(self, checkpoint: str | Path, device: str = "auto", amp: bool = False, draft: bool = False) -> None:
         # a folder is an `iqalab export` (model.safetensors + config.json), a file a training checkpoint
-        ckpt = load_export(checkpoint) if Path(checkpoint).is_dir() else load_checkpoint(checkpoint)
+        if Path(checkpoint).is_dir():
+            ckpt = load_export(checkpoint)
+        else:
+            check_checkpoint_file(checkpoint)
+            ckpt = load_checkpoint(checkpoint)
         self.model = model_from_checkpoint(ckpt, str(checkpoint))
         self.config: dict[str, Any] = ckpt["config"]
         self.device = resolve_device(device)
@@ -124,6 +212,21 @@ class Scorer:
         self.cam_stats = CamStats(**stats) if stats else None
         self.lo, self.hi = (float(v) for v in self.config["mos_range"])
         self.name = self.config.get("model_name", self.model.registry_name)
+
+    @property
+    def raw_column(self) -> str | None:
+        """The column of the model's published raw score beside the attribute scores (``raw_niqe``,
+        ``raw_brisque``, ``raw_<pyiqa metric>``; the value the engine records as ``raw``), ``None`` for a
+        model without one (every learned model, a retrained BRISQUE SVR)."""
+        name = self.model.raw_score_name
+        return f"raw_{name.lower()}" if name else None
+
+    @property
+    def fitted_to_mos(self) -> bool:
+        """Whether the attribute scores were fitted to the training MOS. A model that scores as published
+        (NIQE with its official pristine model, BRISQUE with the LIVE SVR, a zero-shot metric) maps its raw
+        score into the MOS range by a fixed monotone function: good for ranking, not a MOS prediction."""
+        return not self.model.ready_without_training
 
     @property
     def native(self) -> bool:
@@ -168,16 +271,20 @@ class Scorer:
     @torch.no_grad()
     def score(self, images: Sequence[np.ndarray], cam: np.ndarray | None = None,
               person_boxes: np.ndarray | None = None, face_boxes: np.ndarray | None = None,
-              landmarks: np.ndarray | None = None, batch_size: int = 32) -> dict[str, np.ndarray]:
-        """Scores per attribute for ``images`` (uint8 ``[H, W, 3]`` each).
+              landmarks: np.ndarray | None = None, batch_size: int = 32,
+              with_raw: bool = False) -> dict[str, np.ndarray]:
+        """Scores per attribute for ``images`` (uint8 ``[H, W, 3]`` each); with ``with_raw`` also the model's
+        published raw score under :attr:`raw_column` (when it has one), from the same forward pass as the
+        engine's (:meth:`IQAModel.predict_with_raw`).
 
         ``cam`` is ``[N, 7]`` raw camera parameters in ``CAM_PARAMS`` order (NaN = unknown); boxes are normalised
         ``[N, 4]`` x0, y0, x1, y1 and landmarks ``[N, 5, 2]`` in [0, 1] (NaN = unknown, the model's fallback).
         """
         n = len(images)
         out = {a: np.empty(n, dtype=np.float64) for a in self.attributes}
+        raw_out = np.full(n, np.nan) if with_raw and self.raw_column else None
         side = self.crop or self.size
-        offset = (self.size - side) / 2
+        offset = float((self.size - side) // 2)  # where prepare (and the engine's loader) cut the centre crop
         if self.full_resolution:  # each image at its own size: one per batch, boxes in its pixel frame
             batch_size, offset = 1, 0.0
         for start in range(0, n, batch_size):
@@ -204,9 +311,13 @@ class Scorer:
                 pixels = pts.reshape(m, -1, 2) * frame - offset
                 batch[key] = torch.from_numpy(pixels.reshape(m, *shape).astype(np.float32))
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                pred = self.model.predict(to_device(batch, self.device, channels_last=self.amp))
+                pred, raw = self.model.predict_with_raw(to_device(batch, self.device, channels_last=self.amp))
             for a in self.attributes:
                 out[a][idx] = pred[a].float().cpu().numpy() * (self.hi - self.lo) + self.lo
+            if raw_out is not None and raw is not None:
+                raw_out[idx] = raw.detach().double().cpu().numpy().reshape(-1)
+        if raw_out is not None and self.raw_column is not None:
+            out[self.raw_column] = raw_out
         return out
 
 

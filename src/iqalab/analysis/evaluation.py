@@ -66,8 +66,10 @@ def load_predictions(params: Params, root: Path) -> tuple[pd.DataFrame, dict[str
     Files of experiments no longer in ``params.yaml`` are ignored (logged); experiments without predictions are
     skipped with a warning (they have not been trained yet). ``tables``, ``protocol`` and ``label`` are taken
     from the current ``params.yaml`` (so retagging an experiment needs no retraining); the metadata gains
-    ``train_dataset`` (the JSON's, else its ``dataset``) and ``status`` (``"ok"``, or why the model could not
-    run: such an experiment is in the metadata but has no prediction rows).
+    ``train_dataset`` (the JSON's, else its ``dataset``), ``max_side`` (the JSON's, else the dataset's
+    ``datasets.<name>.max_side``: the cap of the native store its images were read from, which the captions name)
+    and ``status`` (``"ok"``, or why the model could not run: such an experiment is in the metadata but has no
+    prediction rows).
     """
     folder = Path(root) / "results" / "predictions"
     frames, meta = [], {}
@@ -81,6 +83,9 @@ def load_predictions(params: Params, root: Path) -> tuple[pd.DataFrame, dict[str
         info.update(tables=list(exp.tables), protocol=exp.protocol, label=exp.label or info.get("label") or name)
         info.setdefault("dataset", exp.dataset)
         info.setdefault("train_dataset", info["dataset"])
+        spec = params.datasets.get(str(info["dataset"]))
+        if "max_side" not in info and spec is not None:  # the store's cap, from the params that built it
+            info["max_side"] = spec.max_side
         info["status"] = run_status(info)
         if unavailable_reason(info) is not None:
             log.warning("experiment %s did not run (%s): listed as unavailable", name, info["status"])
@@ -89,6 +94,8 @@ def load_predictions(params: Params, root: Path) -> tuple[pd.DataFrame, dict[str
         frame = pd.read_parquet(parquet)
         if "raw" not in frame.columns:  # predictions written before raw scores were recorded
             frame = frame.assign(raw=np.nan)
+        # whether any raw score was recorded: what a published model's rows correlate (scored_values)
+        info["raw_recorded"] = bool(frame["raw"].notna().any())
         missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
         if missing:
             raise ValueError(f"{parquet}: missing columns {missing}")
@@ -182,14 +189,34 @@ def published_untrained(info: Mapping[str, Any]) -> bool:
     return bool(notes.get("raw_score")) and notes.get("trained") is False
 
 
+def raw_recorded(part: pd.DataFrame, info: Mapping[str, Any]) -> bool:
+    """Whether the experiment's predictions carry its published raw score: ``raw_recorded`` of its metadata
+    (:func:`load_predictions`, over all its rows), else whether ``part`` has any raw value."""
+    recorded = info.get("raw_recorded")
+    return bool(part["raw"].notna().any()) if recorded is None else bool(recorded)
+
+
 def scored_values(part: pd.DataFrame, info: Mapping[str, Any]) -> np.ndarray:
     """The values whose agreement with MOS the tables report: the predictions, or for a published untrained
     model its raw score, negated when lower is better (NIQE, BRISQUE), so that correlations with MOS are
-    positive for a good metric as the papers print them."""
-    if published_untrained(info) and part["raw"].notna().all():
+    positive for a good metric as the papers print them.
+
+    An image whose raw score is undefined (NaN: BRISQUE with ``undefined: nan`` on a flat image) stays NaN, so
+    the metrics leave it out and :func:`compute_scores` counts it (``n_undefined``); the other images are still
+    scored on the raw score. Only predictions that carry no raw score at all (written before raw scores were
+    recorded: ``raw_recorded`` false) are scored on the [0, 1] predictions, and the captions say so
+    (:func:`iqalab.paper_tables.common.baseline_notes`).
+    """
+    if published_untrained(info) and raw_recorded(part, info):
         raw = part["raw"].to_numpy(float)
         return -raw if (info.get("notes") or {}).get("raw_lower_is_better") else raw
     return part["pred"].to_numpy(float)
+
+
+def undefined_count(values: np.ndarray, mos: np.ndarray) -> int:
+    """Test images with a MOS whose scored value is not finite (an undefined prediction): the pairs the metrics
+    drop (:func:`iqalab.analysis.metrics.paired_arrays`) that the captions report."""
+    return int((np.isfinite(mos) & ~np.isfinite(values)).sum())
 
 
 def _fine_pairs(pairs: pd.DataFrame, fine_only: bool) -> dict[str, pd.DataFrame]:
@@ -217,6 +244,13 @@ def compute_scores(inputs: EvalInputs, fine_pairs_only: bool = True, tier_tags: 
     every test image, else from the MOS mapped to 0-100). The tag sets come from the paper tables that read those groups
     (:func:`iqalab.paper_tables.tags_needing`). ``logistic_bounds`` picks the bounded logistic fit of
     ``plcc_logistic`` (default) or the unconstrained one (:func:`metrics.logistic_options`); ``plcc`` is raw.
+
+    Group ``all`` also records what the captions must report (:mod:`iqalab.paper_tables.common`):
+    ``n_undefined``, the test images with a MOS whose scored value is not finite (left out of every metric, so
+    ``n`` is smaller by that many; :func:`undefined_count`), ``logistic_fallback`` (from :func:`metrics.summarise`),
+    and, for per-tier rows only where it happened, ``tier_from_mos`` (the number of test images without a tier
+    value, so the whole split's tiers came from the mapped MOS instead) or ``tiers_failed`` (1: no per-tier
+    metrics, e.g. a value outside 0-100).
     """
     fit_options = metrics.logistic_options(logistic_bounds)
     test = inputs.predictions[inputs.predictions["role"] == "test"]
@@ -234,6 +268,7 @@ def compute_scores(inputs: EvalInputs, fine_pairs_only: bool = True, tier_tags: 
                 if untrained and name in ("rmse", "mae"):
                     value = math.nan  # a published score is not in MOS units: no raw error
                 rows.append((*key, "all", name, value))
+            rows.append((*key, "all", "n_undefined", float(undefined_count(pred, mos))))
             ds_pairs = pairs.get(dataset)
             if ds_pairs is not None:
                 attr_pairs = ds_pairs.get(attr, ds_pairs.get("*"))
@@ -262,13 +297,16 @@ def compute_scores(inputs: EvalInputs, fine_pairs_only: bool = True, tier_tags: 
                 if table is not None and attr in table.columns:
                     basis = part["image_id"].map(table[attr]).to_numpy(float)
                     if not np.isfinite(basis).all():
+                        n_missing = int((~np.isfinite(basis)).sum())
                         log.warning("%s/%s/%s: %d test images without a tier value; tiers from the MOS", exp,
-                                    split, attr, int((~np.isfinite(basis)).sum()))
+                                    split, attr, n_missing)
+                        rows.append((*key, "all", "tier_from_mos", float(n_missing)))  # the caption says so
                         basis = None
                 try:
                     tiers = metrics.per_tier_metrics(pred, mos, tuple(info["mos_range"]), tier_values=basis)
                 except ValueError as err:
                     log.warning("%s/%s/%s: no per-tier metrics (%s)", exp, split, attr, err)
+                    rows.append((*key, "all", "tiers_failed", 1.0))
                     continue
                 for tier, tier_row in tiers.iterrows():
                     rows.extend((*key, f"tier:{tier}", name, float(tier_row[name]))

@@ -12,9 +12,12 @@ the face-region attributes of PIQ23 (FHIQA, seed 001, Sec. IV-D). This module
 - caches every detection under ``build/detections/<dataset>/<settings>.parquet``, keyed by the SHA-256 of the
   image file and by a hash of the detector settings and versions: re-running ingest (another cache size, a
   re-download) does not detect again, and training never detects;
-- tells which images a model has no region for (:func:`check_regions`): a model that reads ``person_box`` or
-  ``face_box`` (its ``inputs``) refuses a dataset where regions were never looked for, unless the model option
-  ``allow_missing_regions`` is set; the counts go into the predictions JSON (:func:`summarise_regions`).
+- tells which images a model has no region for (:func:`check_regions`): a model that reads ``person_box``,
+  ``face_box`` or ``landmarks`` (its ``inputs``; SFIQA-Assessor's eyes-and-mouth view reads the landmarks)
+  refuses a dataset where regions were never looked for, unless the model option ``allow_missing_regions`` is
+  set; the counts go into the predictions JSON (:func:`summarise_regions`). Face boxes a dataset gives come
+  without a search for landmarks, so where their landmark columns are empty the landmarks are unknown (not
+  "none"): the model's template landmarks stand in only when ``allow_missing_regions`` says so.
 
 An image has a region when its box is known; it has *none* when a detector looked and found nothing (or the
 dataset is simulated and writes the box columns: the simulator knows where its people are); it is *unknown*
@@ -46,8 +49,10 @@ log = logging.getLogger(__name__)
 #: provenance columns written beside the boxes (``*_detector`` is null where nobody looked)
 PROVENANCE = ("face_detector", "face_detector_version", "face_score", "person_detector", "person_detector_version",
               "person_score")
-#: batch keys that are regions, the box columns behind them and the provenance prefix
-REGIONS: dict[str, tuple[str, tuple[str, ...]]] = {"person_box": ("person", PERSON_BOX), "face_box": ("face", FACE_BOX)}
+#: batch keys that are regions, the columns behind them and the provenance prefix of what fills them (the five
+#: landmarks come with a detected face: MTCNN's points; a face box a dataset gives comes without them)
+REGIONS: dict[str, tuple[str, tuple[str, ...]]] = {"person_box": ("person", PERSON_BOX), "face_box": ("face", FACE_BOX),
+                                                   "landmarks": ("face", LANDMARKS)}
 FLUSH_EVERY = 256
 
 
@@ -286,6 +291,9 @@ def region_status(ds: Dataset, key: str) -> pd.Series:
     images = ds.images
     present = _known(images, cols)
     looked = _looked(images, kind)
+    if key == "landmarks" and "face_detector" in images.columns:
+        # a face box the dataset gave was not a search for landmarks: where they are absent, nobody looked
+        looked &= (images["face_detector"] != "dataset").to_numpy()
     if ds.meta.get("simulated") and set(cols) <= set(images.columns) and not looked.any():
         looked = np.ones(len(images), dtype=bool)  # the simulator writes its ground truth, NaN = nobody there
     status = np.where(present, "present", np.where(looked, "none", "unknown"))
@@ -313,6 +321,12 @@ def check_regions(model: Any, ds: Dataset, ids: Mapping[str, list[str]], where: 
         kind, _ = REGIONS[key]
         status = region_status(ds, key).loc[used]
         unknown = int((status == "unknown").sum())
+        if unknown and not allow and key == "landmarks":
+            raise DataError(
+                f"{where}: model {getattr(model, 'registry_name', type(model).__name__)!r} needs landmarks but "
+                f"{unknown} of {len(used)} images of dataset {ds.name!r} have a face box from the dataset and no "
+                f"landmarks ({LANDMARKS[0]}..{LANDMARKS[-1]} columns): add them to the dataset, or set {where}.model."
+                f"allow_missing_regions: true to place the model's template landmarks in each face box")
         if unknown and not allow:
             raise DataError(
                 f"{where}: model {getattr(model, 'registry_name', type(model).__name__)!r} needs {key} regions but "

@@ -75,6 +75,7 @@ Parameter count: see :func:`parameter_breakdown`.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -233,7 +234,10 @@ class CameraGraphFusion(nn.Module):
 
     def __init__(self, visual_dim: int, node_dim: int = 64, gat_heads: int = 4) -> None:
         super().__init__()
-        from torch_geometric.nn import GATConv
+        # torch 2.14 deprecates torch.jit.script, which torch_geometric calls at import: not the user's to act on
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
+            from torch_geometric.nn import GATConv
 
         n = len(CAM_PARAMS)
         self.visual = nn.Linear(visual_dim, node_dim)  # W_v

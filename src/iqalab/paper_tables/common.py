@@ -54,6 +54,33 @@ class TableContext:
                if self.logistic_bounds else "unconstrained fit")
         return f"PLCC after the 4-parameter logistic map ({fit}); PLCC (raw) without the map"
 
+    def plcc_notes(self, exps: Sequence[str], primary_only: bool = False, cross: bool | None = False) -> list[str]:
+        """:attr:`plcc_note` and, when the tables show the fitted PLCC, which rows' fit fell back to a linear map
+        (:func:`logistic_fallback_notes` over the rows the table reads: ``primary_only``, ``cross``)."""
+        notes = [self.plcc_note]
+        if self.logistic:
+            notes += logistic_fallback_notes(self.scoped(exps, primary_only, cross), self.note_labels(exps))
+        return notes
+
+    def note_labels(self, exps: Sequence[str]) -> dict[str, str]:
+        """Row names for caption notes: each experiment's label, with `` on <dataset>`` where two of ``exps``
+        share a label (the same model on several datasets, as in ``all_metrics``)."""
+        labels = {e: self.labels.get(e, e) for e in exps}
+        counts = pd.Series(list(labels.values()), dtype=object).value_counts()
+        return {e: f"{label} on {self.dataset_of(e)}" if counts.get(label, 0) > 1 else label
+                for e, label in labels.items()}
+
+    def scoped(self, exps: Sequence[str], primary_only: bool = False, cross: bool | None = False) -> pd.DataFrame:
+        """The ``all``-group scores of ``exps`` that a table reads: within-dataset rows (``cross`` false), the
+        cross-dataset ones (true) or both (``None``); only the primary attribute with ``primary_only``."""
+        s = self.scores
+        sel = s[s["experiment"].isin(list(exps)) & (s["group"] == "all")]
+        if cross is not None:
+            sel = sel[(sel["dataset"] != sel["train_dataset"]) if cross else (sel["dataset"] == sel["train_dataset"])]
+        if primary_only:
+            sel = sel[sel["attribute"] == sel["experiment"].map({e: self.primary(e) for e in exps})]
+        return sel
+
     @property
     def unavailable(self) -> dict[str, str]:
         """Experiment -> status, for the experiments whose model could not run (no predictions)."""
@@ -69,10 +96,12 @@ class TableContext:
         return primary_attribute(self.meta[exp].get("attributes") or
                                  sorted(set(self.scores.loc[self.scores.experiment == exp, "attribute"])))
 
-    def caption(self, layout: str, exps: Sequence[str], notes: Sequence[str] = (), cross: bool = False,
-                paper_table: str | None = None) -> str:
-        """The table's caption: layout, datasets (simulated or not), splits, ``notes``, which baseline variant each
-        row is, where human regions came from and, for ``paper_table``, the paper's rows that do not run here."""
+    def caption(self, layout: str, exps: Sequence[str], notes: Sequence[str] = (), cross: bool | None = False,
+                paper_table: str | None = None, primary_only: bool = False) -> str:
+        """The table's caption: layout, datasets (simulated or not), splits, ``notes``, how many test predictions
+        of each row were undefined and left out (over the rows the table reads: ``cross`` false within-dataset,
+        true cross-dataset, ``None`` both; ``primary_only``), which baseline variant each row is, where human
+        regions came from and, for ``paper_table``, the paper's rows that do not run here."""
         datasets: dict[str, bool] = {}
         for exp in exps:
             names = {self.dataset_of(exp)}
@@ -89,7 +118,8 @@ class TableContext:
         if gone:
             notes = [*notes, "no predictions (zero-shot model could not run), row kept: " + "; ".join(gone)]
         ran = {e: self.meta[e] for e in exps if e not in missing}
-        notes = [*notes, *baseline_notes(ran, self.labels), *region_notes(ran, self.labels),
+        notes = [*notes, *undefined_notes(self.scoped(list(ran), primary_only, cross), self.note_labels(list(ran))),
+                 *baseline_notes(ran, self.labels), *region_notes(ran, self.labels),
                  *precision_notes(ran, self.labels), *not_run_notes(paper_table)]
         return ". ".join([layout, dataset_caption(datasets), split_note, *notes]) + "."
 
@@ -161,35 +191,108 @@ def training_description(info: Mapping[str, Any]) -> str:
     return f"trained on {data}, {init}"
 
 
+def _count_list(counts: Mapping[str, tuple[int, int]]) -> str:
+    return "; ".join(f"{label}: {k} of {n}" for label, (k, n) in counts.items())
+
+
+def undefined_notes(scores: pd.DataFrame, labels: Mapping[str, str]) -> list[str]:
+    """A caption sentence giving, per row, how many of its test predictions were undefined (not finite, e.g.
+    BRISQUE with ``undefined: nan`` on a flat image) and left out of every metric, out of the test predictions
+    with a MOS; summed over the splits and attributes of ``scores`` (the ``all``-group rows a table reads, with
+    the ``n`` and ``n_undefined`` of :func:`iqalab.analysis.evaluation.compute_scores`). None when there are
+    none."""
+    wide = scores[scores["metric"].isin(["n", "n_undefined"])].pivot_table(
+        index=["experiment", "dataset", "split", "attribute"], columns="metric", values="value", aggfunc="first",
+        sort=False)
+    if "n_undefined" not in wide.columns or not (wide["n_undefined"].fillna(0) > 0).any():
+        return []
+    wide = wide.fillna(0)
+    counts: dict[str, tuple[int, int]] = {}
+    for exp, part in wide.groupby(level="experiment", sort=False):
+        dropped = int(part["n_undefined"].sum())
+        if dropped:
+            total = dropped + int(part["n"].sum() if "n" in part.columns else 0)
+            counts[labels.get(str(exp), str(exp))] = (dropped, total)
+    return ["undefined test predictions (not finite), left out of every metric and of n, of the test predictions "
+            "over the splits and attributes shown: " + _count_list(counts)]
+
+
+def logistic_fallback_notes(scores: pd.DataFrame, labels: Mapping[str, str]) -> list[str]:
+    """A caption sentence naming the rows (attribute, splits) whose 4-parameter logistic fit fell back to a
+    straight line (``logistic_fallback`` of :func:`iqalab.analysis.metrics.summarise`: too few points, a failed
+    fit, or one worse than a line), so their fitted PLCC is that of a linear map; none when no fit fell back."""
+    flags = scores[scores["metric"] == "logistic_fallback"].dropna(subset=["value"])
+    items = []
+    for (exp, attr), part in flags.groupby(["experiment", "attribute"], sort=False):
+        fell = int((part["value"] > 0).sum())
+        if fell:
+            items.append(f"{labels.get(str(exp), str(exp))} ({attr}: {fell} of {len(part)} "
+                         f"split{'s' if len(part) > 1 else ''})")
+    if not items:
+        return []
+    return ["PLCC after a linear map instead of the logistic, where the logistic fit fell back (too few points, "
+            "a failed fit or one worse than a straight line): " + "; ".join(items)]
+
+
+#: ``max_side`` missing from a predictions JSON (not recorded), as opposed to null (recorded: no cap)
+_NOT_RECORDED = object()
+
+
+def resolution_phrase(rows: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+    """How whole images reached the rows ``(label, info)`` from the native store: ``at full resolution``, or
+    ``capped at N px on the long side (max_side)``, from the ``max_side`` their predictions JSON records (null:
+    no cap); where it is not recorded, only that images came at their stored resolution, since a dataset's
+    ``max_side`` may have capped the store (README, "What it costs")."""
+    def phrase(value: Any) -> str:
+        if value is _NOT_RECORDED:
+            return "at its stored resolution (a max_side cap, if any, is not recorded with these predictions)"
+        return "at full resolution" if value is None else f"capped at {int(value)} px on the long side (max_side)"
+
+    values = {label: info.get("max_side", _NOT_RECORDED) for label, info in rows}
+    distinct = {repr(v) for v in values.values()}
+    if len(distinct) <= 1:
+        return phrase(next(iter(values.values()), _NOT_RECORDED))
+    return "; ".join(f"{label}: {phrase(v)}" for label, v in values.items())
+
+
+
 def baseline_notes(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]) -> list[str]:
-    """Caption sentences that say which NIQE / BRISQUE (and zero-shot metric) each row is, the sign convention
-    of its correlations and how many images a fallback scored (from the ``notes`` training recorded)."""
+    """Caption sentences that say which NIQE / BRISQUE (and zero-shot metric) each row is, the resolution its
+    images came at (:func:`resolution_phrase`), the sign convention of its correlations (the negated raw score,
+    or the [0, 1] prediction when no raw score was recorded: ``raw_recorded`` false) and how many images a
+    fallback scored (from the ``notes`` training recorded)."""
     published, retrained, refitted, fallback = [], [], [], []
     for exp, info in meta.items():
         notes = info.get("notes") or {}
         label = labels.get(exp, exp)
         variant = str(notes.get("variant") or "")
         if notes.get("raw_score") and notes.get("trained") is False:
-            published.append((label, str(notes["raw_score"]), bool(notes.get("raw_lower_is_better"))))
+            published.append((label, str(notes["raw_score"]), bool(notes.get("raw_lower_is_better")), info))
         elif variant.startswith("BRISQUE, SVR retrained"):
-            retrained.append(label)
+            retrained.append((label, info))
         elif variant.startswith("NIQE, pristine model refitted"):
             refitted.append(label)
         if notes.get("n_fallback"):
             fallback.append(f"{label}: {int(notes['n_fallback'])}")
     out = []
     if published:
-        rows = "; ".join(f"{label} = {score}" for label, score, _ in published)
-        lower = [label for label, _, low in published if low]
-        text = (f"published scores without training, each image at full resolution ({rows}; NIQE: the LIVE "
+        rows = "; ".join(f"{label} = {score}" for label, score, _, _ in published)
+        where = resolution_phrase([(label, info) for label, _, _, info in published])
+        text = (f"published scores without training, each image {where} ({rows}; NIQE: the LIVE "
                 "pristine model, BRISQUE: the LIVE-trained SVR)")
+        no_raw = [label for label, _, _, info in published if info.get("raw_recorded") is False]
+        lower = [label for label, _, low, info in published if low and label not in no_raw]
         if lower:
             text += (f"; correlations of the negated score for {', '.join(lower)} (lower is better in the "
                      "original), no raw RMSE/MAE")
+        if no_raw:
+            text += (f"; correlations of the [0, 1] prediction for {', '.join(no_raw)} (no raw score recorded "
+                     "with these predictions), no raw RMSE/MAE")
         out.append(text)
     if retrained:
-        out.append(f"{', '.join(retrained)}: BRISQUE features at full resolution, SVR retrained on each training "
-                   "split (REQA/SFIQA protocol)")
+        labels_r = ", ".join(label for label, _ in retrained)
+        out.append(f"{labels_r}: BRISQUE features of each image {resolution_phrase(retrained)}, SVR retrained on "
+                   "each training split (REQA/SFIQA protocol)")
     if refitted:
         out.append(f"{', '.join(refitted)}: NIQE with its pristine model refitted on the best-rated training "
                    "images and a logistic fitted on training MOS (not the published NIQE)")
@@ -321,8 +424,10 @@ def all_metrics_table(ctx: TableContext) -> Table | None:
         return None
     wide = s.pivot_table(index=["dataset", "experiment", "split", "attribute"], columns="metric", values="value",
                          aggfunc="first", sort=False, dropna=False)
-    order = ["n", "srcc", "plcc", "plcc_logistic", "krcc", "rmse", "mae", "rmse_logistic", "mae_logistic",
-             "fg_acc", "fg_acc_pairwise", "logistic_fallback"]
+    order = ["n", "n_undefined", "srcc", "plcc", "plcc_logistic", "krcc", "rmse", "mae", "rmse_logistic",
+             "mae_logistic", "fg_acc", "fg_acc_pairwise", "logistic_fallback"]
+    if "n_undefined" in wide.columns and not (wide["n_undefined"].fillna(0) > 0).any():
+        wide = wide.drop(columns="n_undefined")  # shown only when some prediction was undefined
     wide = wide[[c for c in order if c in wide.columns]]
     wide.columns.name = None
     missing = ctx.unavailable
@@ -334,7 +439,8 @@ def all_metrics_table(ctx: TableContext) -> Table | None:
     exps = list(dict.fromkeys([*s["experiment"], *missing]))
     caption = ctx.caption("Every metric of every test split and attribute (role test)", exps,
                           ["PLCC/RMSE/MAE raw and after the 4-parameter logistic (_logistic)",
-                           "best per dataset x split x attribute in bold"])
+                           *logistic_fallback_notes(ctx.scoped(exps, cross=None), ctx.note_labels(exps)),
+                           "best per dataset x split x attribute in bold"], cross=None)
     return Table("all_metrics", wide, caption, group_levels=("dataset", "split", "attribute"), row_status=status)
 
 
@@ -359,7 +465,7 @@ def averaged_table(ctx: TableContext, exps: list[str], name: str, layout: str, m
         data["Params (M)"] = ctx.params_m(exps)
     if gmacs and ctx.has_profile(exps, "gmacs"):
         data["GMACs"] = ctx.profile_value(exps, "gmacs")
-    return Table(name, data, ctx.caption(layout, exps, [ctx.plcc_note]), std, ("dataset",))
+    return Table(name, data, ctx.caption(layout, exps, ctx.plcc_notes(exps)), std, ("dataset",))
 
 
 def per_dataset_columns(ctx: TableContext, exps: list[str], stats: pd.DataFrame, metric_labels: list[str],
@@ -383,7 +489,8 @@ def per_dataset_columns(ctx: TableContext, exps: list[str], stats: pd.DataFrame,
                 if s == "mean":
                     std.loc[ctx.labels[e], col] = row["std"]
     attrs = sorted({ctx.primary(e) for e in exps})
-    caption = ctx.caption(layout, exps, [f"attribute: {', '.join(attrs)}", ctx.plcc_note], paper_table=name)
+    caption = ctx.caption(layout, exps, [f"attribute: {', '.join(attrs)}", *ctx.plcc_notes(exps, primary_only=True)],
+                          paper_table=name, primary_only=True)
     directions: dict[Any, str | None] = {}
     if params:  # one row per label: the first of its experiments with a known count
         column = ("Params (M)", "", "") if with_median else ("Params (M)", "")
@@ -412,7 +519,8 @@ def cross_table(ctx: TableContext, exps: list[str], name: str, layout: str, metr
         data.loc[ctx.labels[e], (f"{tr} → {te}", m)] = row["mean"]
         std.loc[ctx.labels[e], (f"{tr} → {te}", m)] = row["std"]
     caption = ctx.caption(layout, exps, ["trained on the first dataset, tested on the whole second one",
-                                         ctx.plcc_note], cross=True)
+                                         *ctx.plcc_notes(exps, primary_only=True, cross=True)], cross=True,
+                          primary_only=True)
     return Table(name, data, caption, std)
 
 

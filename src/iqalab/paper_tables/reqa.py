@@ -49,7 +49,8 @@ def tier_table(ctx: TableContext, exps: list[str], name: str, layout: str) -> Ta
     data["Params (M)"] = [params_of[exp_of(ctx, exps, (r[0], r[3]))] for r in rows]
     caption = ctx.caption(layout, exps, [
         "tiers on 0-100 (Excellent >= 80, Good 60-80, Fair 40-60, Poor 20-40, Bad < 20) from " + tier_scales(ctx, exps),
-        "PLCC raw (REQA Eq. 16); tiers with < 3 test images shown as -"])
+        *tier_fallback_notes(ctx, exps),
+        "PLCC raw (REQA Eq. 16); tiers with < 3 test images shown as -"], primary_only=True)
     return Table(name, data, caption, std_frame, ("dataset", "attribute", "metric"), {"Params (M)": None})
 
 
@@ -63,6 +64,33 @@ def tier_scales(ctx: TableContext, exps: list[str]) -> str:
         lo, hi = (info.get("mos_range") or [0.0, 100.0])[:2]
         by_dataset.setdefault(ctx.dataset_of(e), scale or f"the MOS mapped linearly from {lo:g}-{hi:g}")
     return "; ".join(f"{d}: {s}" for d, s in by_dataset.items())
+
+
+def tier_fallback_notes(ctx: TableContext, exps: list[str]) -> list[str]:
+    """Caption sentences naming the rows (and splits) whose tiers did not come from the scale
+    :func:`tier_scales` names: where some test images had no published tier value, the whole split's tiers came
+    from the MOS mapped linearly from its range (``tier_from_mos``, the number of images without a value); where
+    no tier could be assigned (``tiers_failed``), the row has no per-tier metrics. From the scores of
+    :func:`iqalab.analysis.evaluation.compute_scores`, primary attribute."""
+    scores = ctx.scoped(exps, primary_only=True)
+    names = ctx.note_labels(exps)
+    mapped, failed = [], []
+    for (exp, split), part in scores.groupby(["experiment", "split"], sort=False):
+        values = part.set_index("metric")["value"]
+        lo, hi = (ctx.meta[str(exp)].get("mos_range") or [0.0, 100.0])[:2]
+        n_missing = int(values.get("tier_from_mos", 0))
+        if n_missing > 0:
+            mapped.append(f"{names[str(exp)]} (split {split}: {n_missing} test image{'s' if n_missing > 1 else ''}"
+                          f" without a tier value; MOS mapped from {lo:g}-{hi:g})")
+        if values.get("tiers_failed", 0) > 0:
+            failed.append(f"{names[str(exp)]} (split {split})")
+    out = []
+    if mapped:
+        out.append("tiers from the MOS mapped linearly to 0-100 instead of the published tier scale, where test "
+                   "images lacked a tier value: " + "; ".join(mapped))
+    if failed:
+        out.append("no per-tier metrics (a tier value outside 0-100; see the evaluate log): " + "; ".join(failed))
+    return out
 
 
 @register_table("reqa_table1", needs=("tier",))

@@ -29,7 +29,7 @@ def sfiqa_table2(ctx: TableContext, exps: list[str]) -> Table:
         if ctx.has_profile(exps, key):
             data[(label, "")] = ctx.profile_value(exps, key)
     devices = sorted({str(ctx.profiles[e]["device"]) for e in exps if ctx.profiles.get(e, {}).get("device")})
-    notes = [ctx.plcc_note] + ([f"latency measured on {', '.join(devices)}"] if devices else [])
+    notes = ctx.plcc_notes(exps) + ([f"latency measured on {', '.join(devices)}"] if devices else [])
     caption = ctx.caption("SFIQA Table II layout: per-dimension performance and cost", exps, notes, paper_table="sfiqa_table2")
     return Table("sfiqa_table2", data, caption, std, ("dataset",))
 

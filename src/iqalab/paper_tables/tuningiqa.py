@@ -37,7 +37,7 @@ def tuningiqa_table2(ctx: TableContext, exps: list[str]) -> Table:
         "Input Size": [str(ctx.meta[e].get("input_size") or "-") for e in exps]})
     data = pd.concat([info, mean.set_axis(info.index)], axis=1)
     std = pd.concat([info.map(lambda _: np.nan), std.set_axis(info.index)], axis=1)
-    notes = [ctx.plcc_note, "FG-ACC in single-image mode (order of the regression scores)",
+    notes = [*ctx.plcc_notes(exps, primary_only=True), "FG-ACC in single-image mode (order of the regression scores)",
              "Input Size: what each model was given in training (test: at evaluation, where it differs); Full "
              "res. = each whole image at its stored resolution"]
     if "fg_acc_pairwise" in names:
@@ -45,7 +45,8 @@ def tuningiqa_table2(ctx: TableContext, exps: list[str]) -> Table:
                      "pairs, for models that have one")
     notes += camera_notes(ctx, exps)
     caption = ctx.caption("TuningIQA Table 2 layout: score regression (SRCC, PLCC) and fine-grained ranking "
-                          "(FG-ACC) of the overall score", exps, notes, paper_table="tuningiqa_table2")
+                          "(FG-ACC) of the overall score", exps, notes, paper_table="tuningiqa_table2",
+                          primary_only=True)
     return Table("tuningiqa_table2", data, caption, std, ("dataset",), {"Params (M)": None})
 
 
@@ -65,7 +66,7 @@ def tuningiqa_table3(ctx: TableContext, exps: list[str]) -> Table:
     index = pd.MultiIndex.from_tuples(rows, names=["dataset", "model", "metric"])
     data = pd.DataFrame(data_rows, index=index, columns=attrs)
     std_frame = pd.DataFrame(std_rows, index=index, columns=attrs)
-    caption = ctx.caption("TuningIQA Table 3 layout: multi-attribute performance", exps, [ctx.plcc_note])
+    caption = ctx.caption("TuningIQA Table 3 layout: multi-attribute performance", exps, ctx.plcc_notes(exps))
     return Table("tuningiqa_table3", data, caption, std_frame, ("dataset", "metric"))
 
 

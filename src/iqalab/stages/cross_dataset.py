@@ -11,6 +11,14 @@ native store, ``train.resolution``) through the engine's evaluation items
 (:func:`iqalab.train.engine.eval_items_for`), every image of B (its ``full_test`` split when it has one).
 Predictions stay in A's MOS units; SRCC and the PLCC after the logistic map do not depend on the scale.
 
+No silent fallback (issue 21): A's model meets B's images under the rules it trained under. Its
+:meth:`~iqalab.models.base.IQAModel.select_images` runs on B (TuningIQA's ``missing_camera``: ``refuse`` leaves the
+pair out with the reason, ``drop`` / ``unknown`` follow the model's setting and the caption says how many of B's
+images), :func:`~iqalab.data.regions.check_regions` runs on B (a pair whose B was never searched for the model's
+regions is left out; otherwise the caption counts B's test images scored by the region fallback, not A's), and a
+model tested on a centre crop (``train.eval_crop``) larger than B's cached images is left out with the
+``cache_size`` to set, instead of being scored on a whole image at another scale than its own test.
+
 Writes ``results/cross_dataset/``: ``predictions.parquet`` (the columns of ``results/predictions``, ``dataset`` =
 B, ``split`` = the checkpoint's training split), ``summary.json`` (the runs, the pairs left out and why) and the
 tables (``reqa_table4`` / ``sfiqa_table4``, :mod:`iqalab.paper_tables`, labelled simulated where the data are).
@@ -32,7 +40,7 @@ from iqalab.analysis.evaluation import EvalInputs, compute_scores, display_label
 from iqalab.config import Params
 from iqalab.data.cache import ImageCache
 from iqalab.data.loaders import CamStats
-from iqalab.data.regions import check_regions
+from iqalab.data.regions import check_regions, summarise_regions
 from iqalab.data.schema import PREDICTION_COLUMNS, DataError, Dataset, read_dataset
 from iqalab.io import write_json, write_parquet
 from iqalab.status import unavailable_reason
@@ -113,20 +121,35 @@ def test_ids(ds: Dataset) -> list[str]:
 
 
 def predict_pair(run: CrossRun, ds: Dataset, cache: ImageCache, attribute: str, params: Params,
-                 device: str) -> pd.DataFrame:
-    """The prediction rows of ``run``: A's model on every image of B, ``attribute`` only, in A's MOS units.
+                 device: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The prediction rows of ``run`` (A's model on every image of B it accepts, ``attribute`` only, in A's MOS
+    units) and what the caption must say of B's inputs (:func:`pair_inputs`).
 
-    Raises :class:`DataError` when the model needs human regions B's images were never searched for."""
+    REQA / SFIQA Table IV test A's model on the whole of B with A's test protocol, so B's images go through the
+    rules A's training applied (``select_images``, ``check_regions``) and A's evaluation crop.
+
+    Raises :class:`DataError` (one line naming the experiment, B and the setting) when the model refuses B's images
+    (camera parameters under ``missing_camera: refuse``, human regions never searched for) or when its evaluation
+    crop is larger than B's cached images."""
     ckpt = load_checkpoint(run.checkpoint)
     model = model_from_checkpoint(ckpt, str(run.checkpoint))
     config: dict[str, Any] = ckpt["config"]
-    ids = test_ids(ds)
-    check_regions(model, ds, {"test": ids}, f"cross_dataset ({run.experiment} -> {ds.name})")
+    where = f"experiments.{run.experiment}"
+    every = test_ids(ds)
+    # B's images play the test role; they are passed as the training role too because a rule may guard that role
+    # (TuningIQA's ``drop`` refuses when no training image is left): here that reads "no image of B is left"
+    ids = model.select_images(ds, {"train": every, "test": every}, where)["test"]
+    camera = model.run_notes()  # what select_images applied to B (TuningIQA: missing_camera and its counts)
+    regions = check_regions(model, ds, {"test": ids}, where)
     stats = config.get("cam_stats")
     eval_crop = config.get("eval_crop")
     resolution = str((config.get("train") or {}).get("resolution", "cache"))  # the store A's model was fed from
     if eval_crop is not None and resolution == "cache" and eval_crop > cache.size:
-        eval_crop = None  # B's cached images are smaller than A's crop: the whole image
+        raise DataError(
+            f"{where}: tested on the centre {eval_crop} px crop (train.eval_crop) but the cached images of dataset "
+            f"{ds.name!r} are {cache.size} px: set datasets.{ds.name}.cache_size to {eval_crop} or more and re-run "
+            f"`iqalab ingest {ds.name}` to test it on {ds.name} as on {run.train_dataset} (a whole {cache.size} px "
+            "image would be another input scale)")
     items = eval_items_for(model, ids, eval_crop, resolution, ds=ds, cache=cache, inputs=model.inputs,
                            cam_stats=CamStats(**stats) if stats else None, seed=params.seed)
     target = resolve_device(device)
@@ -135,21 +158,69 @@ def predict_pair(run: CrossRun, ds: Dataset, cache: ImageCache, attribute: str, 
     lo, hi = (float(v) for v in config["mos_range"])
     k_pred, k_mos = model.attributes.index(attribute), ds.attributes.index(attribute)
     scene = ds.images.set_index("image_id").loc[ids, "scene"].astype(str).to_numpy()
-    return pd.DataFrame({
+    frame = pd.DataFrame({
         "image_id": ids, "attribute": attribute, "pred": norm[:, k_pred].astype(float) * (hi - lo) + lo,
         "mos": items.mos[:, k_mos].astype(float), "split": run.train_split, "role": "test", "scene": scene,
         "model": str(config["model_name"]), "dataset": ds.name, "experiment": run.experiment,
         "raw": raw.astype(float) if raw is not None else float("nan"),
     })[PREDICTION_COLUMNS]
+    return frame, pair_inputs(len(every), len(ids), camera, regions)
+
+
+def pair_inputs(n_images: int, n_scored: int, camera: dict[str, Any], regions: dict[str, Any]) -> dict[str, Any]:
+    """What a pair's model met in B (``summary.json`` and the caption): B's images and those scored, the
+    ``missing_camera`` rule that applied to B's images lacking a camera parameter and their number, and the
+    :func:`~iqalab.data.regions.summarise_regions` keys of B (``regions_missing``: B's test images scored by the
+    region fallback)."""
+    out: dict[str, Any] = {"n_images": n_images, "n_scored": n_scored}
+    counts = camera.get("missing_camera_images") or {}
+    if counts.get("test"):
+        out.update(missing_camera=str(camera.get("missing_camera")), missing_camera_images=int(counts["test"]))
+    return out | summarise_regions([regions])
+
+
+def inputs_notes(inputs: dict[str, dict[str, Any]], runs: list[CrossRun], labels: dict[str, str],
+                 exps: list[str]) -> list[str]:
+    """Caption sentences on B's inputs per pair of ``exps`` (issue 21): where B's human regions came from, how many
+    of B's test images the region fallback scored, and B's images lacking a camera parameter that the model's
+    ``missing_camera`` left out or scored with GCPF's learned "unknown" embedding."""
+    sources, fallback, camera = [], [], []
+    for run in runs:
+        facts = inputs.get(f"{run.experiment} -> {run.test}")
+        if facts is None or run.experiment not in exps:
+            continue
+        pair = f"{labels[run.experiment]} ({run.train_dataset} → {run.test})"
+        if facts.get("regions"):
+            detectors = sorted({d for names in facts["regions_detector"].values() for d in names})
+            sources.append(f"{pair}: {', '.join(detectors) or 'none'}")
+            if facts.get("regions_missing"):
+                flag = " (allow_missing_regions)" if facts.get("allow_missing_regions") else ""
+                fallback.append(f"{pair}: {facts['regions_missing']} of {facts['n_scored']}{flag}")
+        if facts.get("missing_camera_images"):
+            how = ("left out" if facts["missing_camera"] == "drop"
+                   else "scored with GCPF's learned 'unknown' embedding")
+            camera.append(f"{pair}: {facts['missing_camera_images']} of {facts['n_images']} {how} "
+                          f"(missing_camera: {facts['missing_camera']})")
+    out = []
+    if sources:
+        out.append("human regions of the test datasets from " + "; ".join(sources))
+    if fallback:
+        out.append("test images without a detected region, scored by the model's fallback: " + "; ".join(fallback))
+    if camera:
+        out.append("test images lacking a camera parameter: " + "; ".join(camera))
+    return out
 
 
 def experiment_meta(params: Params, root: Path, experiment: str, train_split: str) -> dict[str, Any]:
     """The experiment's predictions JSON as the tables read it: ``train_dataset`` A, the current tags and label,
-    the standard protocol (tiers and scene medians are A's scales, not B's)."""
+    the standard protocol (tiers and scene medians are A's scales, not B's), without A's region counts (the
+    caption states B's, :func:`inputs_notes`)."""
     exp = params.experiment(experiment)
     info = json.loads((root / "results" / "predictions" / f"{experiment}.json").read_text())
     info.update(train_dataset=exp.dataset, tables=list(exp.tables), protocol="standard",
                 label=exp.label or info.get("label") or experiment, status="ok", cross_train_split=train_split)
+    for key in ("regions", "regions_detector", "regions_missing", "allow_missing_regions"):
+        info.pop(key, None)  # A's test images: the caption states B's (inputs_notes)
     return info
 
 
@@ -172,6 +243,7 @@ def run(params: Params, root: Path) -> dict[str, Table]:
     runs, skipped = plan(params, root)
     frames = []
     datasets: dict[str, tuple[Dataset, ImageCache]] = {}
+    inputs: dict[str, dict[str, Any]] = {}  # "<experiment> -> <dataset>": what the model met in B (pair_inputs)
     for cross in runs:
         key = f"{cross.experiment} -> {cross.test}"
         if cross.test not in datasets:
@@ -182,8 +254,8 @@ def run(params: Params, root: Path) -> dict[str, Table]:
             skipped[key] = f"{cross.test} has no attribute {settings.attribute!r}"
             continue
         try:
-            frame = predict_pair(cross, ds, cache, settings.attribute, params, settings.device)
-        except (DataError, ValueError) as exc:  # regions never searched, attribute the model lacks
+            frame, inputs[key] = predict_pair(cross, ds, cache, settings.attribute, params, settings.device)
+        except (DataError, ValueError) as exc:  # images refused, eval crop > B's cache, attribute the model lacks
             skipped[key] = str(exc)
             log.warning("cross_dataset %s left out: %s", key, exc)
             continue
@@ -206,7 +278,8 @@ def run(params: Params, root: Path) -> dict[str, Table]:
             exps = [e for e in ctx.tagged(*entry.tags)]
             table = entry.build(ctx, exps) if exps else None
             if table is not None:
-                table.caption = table.caption.rstrip(".") + ". " + checkpoint_note(meta, labels, exps) + "."
+                notes = [*inputs_notes(inputs, runs, labels, exps), checkpoint_note(meta, labels, exps)]
+                table.caption = table.caption.rstrip(".") + ". " + ". ".join(notes) + "."
                 tables[entry.name] = table
     for path in out.glob("*"):
         if path.suffix in {".md", ".csv", ".tex"} and path.stem not in tables:
@@ -216,7 +289,8 @@ def run(params: Params, root: Path) -> dict[str, Table]:
     write_json(out / "summary.json", {
         "attribute": settings.attribute,
         "runs": [{"experiment": c.experiment, "train_dataset": c.train_dataset, "train_split": c.train_split,
-                  "test_dataset": c.test} for c in runs if f"{c.experiment} -> {c.test}" not in skipped],
+                  "test_dataset": c.test, "inputs": inputs[f"{c.experiment} -> {c.test}"]}
+                 for c in runs if f"{c.experiment} -> {c.test}" not in skipped],
         "skipped": skipped, "tables": sorted(tables), "seconds": round(time.perf_counter() - started, 1),
         "_provenance": provenance.collect(params)})
     log.info("cross_dataset: %d pairs, %d tables, %d left out, %.1f s", len(runs) - len(skipped), len(tables),

@@ -15,7 +15,12 @@ algorithm and the score definitions are in :mod:`iqalab.analysis.gmad`. This mod
    ``fglive_sim`` draws (a per-scene auto-exposure reference plus deviations of 1-3 of the 7 parameters, half
    of them fine steps), cached in ``build/gmad/pool/`` (the camera's JPEG files + ``pool.parquet`` with camera
    parameters, boxes and the render ``info`` as ``sim_*`` columns) and re-rendered only when the pool settings
-   change; or a user's ``image_folder`` (no ground truth: verdicts must come from ``votes_csv``).
+   change; or a user's ``image_folder`` (no ground truth: verdicts must come from ``votes_csv``). Image files carry
+   no camera parameters and no human regions: on such a pool a competitor that reads them is screened with the
+   rules of ``iqalab score`` (:func:`screen_inputs`; issue 21, no silent fallback). It competes only when it was
+   trained to accept them missing (``missing_camera: unknown``: GCPF's learned "unknown" embedding;
+   ``allow_missing_regions``: its whole-image / centre-crop fallback), and the captions say so; otherwise it is
+   refused in one line (``refused`` in the summary, named in the captions).
 4. **Scores** of every competitor on the pool (:func:`iqalab.sim.pools.score_pool`: camera parameters, person and
    face boxes and landmarks of the scene are passed on), **pairs** (:func:`iqalab.analysis.gmad.select_pairs`:
    ``levels`` bands of the defender's scores, each ``band_width`` of its range wide), **verdicts** from the
@@ -45,13 +50,22 @@ import pandas as pd
 from iqalab import provenance
 from iqalab.analysis import gmad
 from iqalab.config import GmadSettings, Params
-from iqalab.inference import competing_checkpoints
+from iqalab.data.regions import REGIONS, needed_regions
+from iqalab.data.schema import CAM_COLUMNS
+from iqalab.inference import (
+    CameraMissing,
+    RegionsMissing,
+    check_score_camera,
+    check_score_regions,
+    competing_checkpoints,
+)
 from iqalab.io import write_json, write_parquet, write_text
 from iqalab.plots import label_simulated, save
 from iqalab.sim.observers import true_quality
-from iqalab.sim.pools import folder_pool, pool_setup, render_pool, score_pool
+from iqalab.sim.pools import Pool, folder_pool, pool_setup, render_pool, score_pool
 from iqalab.status import experiment_unavailable
 from iqalab.tables import Table, matrix_table
+from iqalab.train.engine import load_checkpoint, model_from_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +109,73 @@ def _level_report(pairs: pd.DataFrame, models: list[str], levels: int, band_widt
     return out
 
 
+def screen_inputs(pool: Pool, checkpoints: dict[str, Path]) -> tuple[dict[str, str], dict[str, str]]:
+    """Which competitors may score ``pool`` without the camera parameters or human regions it lacks (an
+    ``image_folder`` has neither; a simulator pool has both), by the rules of ``iqalab score``
+    (:func:`iqalab.inference.check_score_camera`, :func:`~iqalab.inference.check_score_regions`) with no
+    opt-in beyond the model's own training options (issue 21).
+
+    Returns ``(refused, fallbacks)``: ``{experiment: one-line reason}`` for the models refused, and
+    ``{experiment: what ran on a fallback}`` for those trained to accept the inputs missing (``missing_camera:
+    unknown``, ``allow_missing_regions``). Checkpoints are opened only when the pool lacks something."""
+    cam = pool.columns(CAM_COLUMNS)
+    no_camera = len(pool) if cam is None else int((~np.isfinite(cam)).any(axis=1).sum())
+    no_regions = [key for key, (_, cols) in REGIONS.items() if pool.columns(cols) is None]
+    refused: dict[str, str] = {}
+    fallbacks: dict[str, str] = {}
+    if not no_camera and not no_regions:
+        return refused, fallbacks
+    source = "gmad.image_folder" if not pool.simulated else "gmad pool"
+    for name, path in checkpoints.items():
+        model = model_from_checkpoint(load_checkpoint(path), str(path))
+        ran = []
+        try:
+            if no_camera and check_score_camera(model, name, allow_missing_camera=False):
+                ran.append(f"camera parameters unknown on {no_camera} of {len(pool)} images (GCPF's learned "
+                           "'unknown' embedding, missing_camera: unknown)")
+            lacking = [key for key in needed_regions(model) if key in no_regions]
+            if lacking:
+                check_score_regions(model, name, detect_regions=False, allow_missing_regions=False)
+                ran.append(f"{' and '.join(lacking)} by the model's whole-image / centre-crop fallback on every "
+                           "image (allow_missing_regions)")
+        except CameraMissing:
+            refused[name] = (f"{source}: experiment {name!r} (model {model.registry_name!r}) reads the seven camera "
+                             "parameters (GCPF), which the pool's image files do not carry, and was trained with "
+                             f"missing_camera: {getattr(model, 'missing_camera', 'refuse')}: not competing (a model "
+                             "trained with missing_camera: unknown accepts them unknown)")
+            continue
+        except RegionsMissing:
+            refused[name] = (f"{source}: experiment {name!r} (model {model.registry_name!r}) reads "
+                             f"{' and '.join(needed_regions(model))} regions, which the pool's image files do not "
+                             "carry (no detection here), and was trained without allow_missing_regions: not "
+                             "competing (a model trained with allow_missing_regions: true accepts its fallback)")
+            continue
+        if ran:
+            fallbacks[name] = "; ".join(ran)
+    return refused, fallbacks
+
+
+def inputs_note(refused: dict[str, str], fallbacks: dict[str, str], labels: dict[str, str]) -> str:
+    """Caption sentences: the competitors that scored the pool with unknown camera parameters or fallback regions,
+    and those refused for lacking them (:func:`screen_inputs`); empty when none."""
+    parts = []
+    if fallbacks:
+        parts.append("Scored without inputs the pool lacks: " + "; ".join(
+            f"{labels.get(n, n)}: {what}" for n, what in fallbacks.items()))
+    if refused:
+        parts.append("Refused (the pool lacks inputs they read, no fallback allowed in training): " + ", ".join(
+            labels.get(n, n) for n in refused))
+    return ". ".join(parts)
+
+
+def _stop(report: dict[str, Any], why: str, out_dir: Path, params: Params) -> None:
+    """Write the summary of a stage that cannot compete (``why``) and an empty ``pairs.csv``."""
+    report["skipped"] = why
+    log.warning("gMAD skipped: %s", why)
+    _write_csv(out_dir / "pairs.csv", pd.DataFrame(columns=[*gmad.PAIR_COLUMNS, *gmad.VERDICT_COLUMNS]))
+    write_json(out_dir / "summary.json", {**report, "_provenance": provenance.collect(params)})
+
+
 def _ranking_table(ranking: pd.DataFrame, labels: dict[str, str], cfg: GmadSettings, note: str) -> Table:
     """The Bradley-Terry ranking as a table (rows in rank order, strongest first)."""
     data = ranking.rename(columns={"strength": "BT strength", "se": "SE", "ci_low": "CI low",
@@ -132,11 +213,8 @@ def run(params: Params, root: Path, progress: bool = True) -> dict[str, Any]:
     result: dict[str, Any] = {"pairs": None, "aggressiveness": None, "resistance": None, "summary": None,
                               "ranking": None, "report": report, "figures": []}
     if len(checkpoints) < 2:
-        report["skipped"] = (f"gMAD needs at least two trained models; found {len(checkpoints)} "
-                             f"({list(checkpoints)}) on dataset {cfg.dataset!r}")
-        log.warning("gMAD skipped: %s", report["skipped"])
-        _write_csv(out_dir / "pairs.csv", pd.DataFrame(columns=[*gmad.PAIR_COLUMNS, *gmad.VERDICT_COLUMNS]))
-        write_json(out_dir / "summary.json", {**report, "_provenance": provenance.collect(params)})
+        _stop(report, f"gMAD needs at least two trained models; found {len(checkpoints)} ({list(checkpoints)}) on "
+              f"dataset {cfg.dataset!r}", out_dir, params)
         return result
 
     kind, profile, size = pool_setup(params.datasets.get(cfg.dataset), cfg.pool_kind, cfg.profile, cfg.image_size)
@@ -148,6 +226,15 @@ def run(params: Params, root: Path, progress: bool = True) -> dict[str, Any]:
                            seed, progress)
     report["pool"] = {"n_images": len(pool), "simulated": pool.simulated, **pool.spec,
                       **({"profile": profile} if pool.simulated else {})}
+    refused, fallbacks = screen_inputs(pool, checkpoints)
+    for why in refused.values():
+        log.warning("gMAD: %s", why)
+    checkpoints = {name: ckpt for name, ckpt in checkpoints.items() if name not in refused}
+    report.update(competitors=list(checkpoints), refused=refused, fallback_inputs=fallbacks)
+    if len(checkpoints) < 2:
+        _stop(report, f"gMAD needs at least two models that can score the pool; {len(checkpoints)} left "
+              f"({list(checkpoints)}) after refusing {list(refused)}", out_dir, params)
+        return result
     scores = score_pool(pool, checkpoints, cfg.attribute, cfg.batch_size, cfg.device, progress,
                         what="gmad.attribute")
     write_parquet(root / "build" / "gmad" / "scores.parquet", pd.DataFrame({"image_id": pool.ids, **scores}))
@@ -183,6 +270,9 @@ def run(params: Params, root: Path, progress: bool = True) -> dict[str, Any]:
     if unavailable:
         note += ". Not competing (model could not run): " + "; ".join(
             f"{params.experiments[n].label or n}: {status}" for n, status in unavailable.items())
+    if refused or fallbacks:
+        note += ". " + inputs_note(refused, fallbacks,
+                                   {n: params.experiments[n].label or n for n in [*refused, *fallbacks]})
     if pairs["p"].notna().any():
         agg = gmad.aggressiveness_matrix(pairs, models)
         res = gmad.resistance_matrix(pairs, models)

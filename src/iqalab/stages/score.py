@@ -1,6 +1,6 @@
 """``iqalab score``: scores of a user's own images as a CSV, from a trained checkpoint (per attribute, in the
-training MOS units) or from a model that needs none (``--model niqe|brisque|pyiqa:<metric>``: its published
-score).
+training MOS units, and the model's published raw score where it has one: ``raw_niqe``, ``raw_brisque``) or
+from a model that needs none (``--model niqe|brisque|pyiqa:<metric>``: its published score).
 
 A model that reads human regions (``person_box`` / ``face_box`` in its ``inputs``: TuningIQA's human-aware
 feature extractor, SFIQA-Assessor's face views) is refused unless the regions are detected
@@ -31,10 +31,15 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from iqalab.data.cache import decode_image
-from iqalab.data.regions import DetectionConfig, needed_regions
+from iqalab.data.regions import DetectionConfig
 from iqalab.data.schema import FACE_BOX, LANDMARKS, PERSON_BOX, DataError
 from iqalab.export import ExportError
-from iqalab.inference import ModelScorer, Scorer
+from iqalab.inference import (  # the input checks are shared with the gMAD stage
+    ModelScorer,
+    Scorer,
+    check_score_camera,
+    check_score_regions,
+)
 from iqalab.io import atomic_path, expand_images
 
 log = logging.getLogger(__name__)
@@ -44,60 +49,30 @@ log = logging.getLogger(__name__)
 REGIONS_DETECTED, REGIONS_NONE, REGIONS_FALLBACK = "detected", "none found: fallback", "not detected: fallback"
 
 
-class RegionsMissing(ValueError):
-    """A model that reads human regions was asked to score without detection and without the fallback flag."""
-
-
-def check_score_regions(model: Any, name: str, detect_regions: bool, allow_missing_regions: bool) -> list[str]:
-    """The region batch keys ``model`` reads; :class:`RegionsMissing` (one line naming the model and both ways
-    out) when it reads some and neither detection nor the fallback was asked for (here, or by the model's own
-    ``allow_missing_regions`` option in training)."""
-    needed = needed_regions(model)
-    allow_missing_regions = allow_missing_regions or bool(getattr(model, "allow_missing_regions", False))
-    if needed and not detect_regions and not allow_missing_regions:
-        raise RegionsMissing(
-            f"model {name!r} reads {' and '.join(needed)} regions, which image files do not carry: pass "
-            "--detect-regions to detect them as ingest does (MTCNN faces and landmarks, person box by "
-            "datasets.<name>.detect.person), or --allow-missing-regions to score with the model's whole-image / "
-            "centre-crop fallback")
-    if needed and not detect_regions:
-        log.warning("model %s reads %s but no region was detected (--allow-missing-regions): every image is "
-                    "scored with the model's fallback (column regions)", name, ", ".join(needed))
-    return needed
-
-
-class CameraMissing(ValueError):
-    """A model that reads camera parameters was asked to score image files (which carry none) without the
-    fallback flag."""
-
-
 #: the ``camera`` column of a model that reads camera parameters: image files carry none, so all seven are unknown
 CAMERA_UNKNOWN = "unknown"
 #: the ``precision`` column of scores made under ``amp`` (without it the scores are the engine's fp32 ones)
 PRECISION_BF16 = "bf16 autocast"
 
 
-def needs_camera(model: Any) -> bool:
-    """Whether ``model`` reads the seven camera parameters (TuningIQA's GCPF, seed 000 Sec. 3.3): ``cam`` in its
-    ``inputs`` (a model declares only the batch keys it reads: TuningIQA without GCPF leaves ``cam`` out)."""
-    return "cam" in model.inputs
+class OutputError(ValueError):
+    """``--out`` cannot be written: a folder, below a file, or in a folder this user may not write to."""
 
 
-def check_score_camera(model: Any, name: str, allow_missing_camera: bool) -> bool:
-    """True when ``model`` reads camera parameters, which image files do not carry; :class:`CameraMissing` (one line
-    naming the model and the way out) unless the fallback was asked for, here or by the model's own training option
-    ``missing_camera: unknown`` (GCPF's learned "unknown" embedding for every parameter; no silent fallback)."""
-    if not needs_camera(model):
-        return False
-    trained_with_unknown = getattr(model, "missing_camera", None) == "unknown"
-    if not allow_missing_camera and not trained_with_unknown:
-        raise CameraMissing(
-            f"model {name!r} reads the seven camera parameters (GCPF), which image files do not carry, and was "
-            f"trained with missing_camera: {getattr(model, 'missing_camera', 'refuse')}: pass "
-            "--allow-missing-camera to score with every parameter unknown (GCPF's learned embedding; column camera)")
-    log.warning("model %s reads camera parameters; image files carry none: every image is scored with all seven "
-                "unknown (column camera)", name)
-    return True
+def check_output_file(path: str | Path) -> Path:
+    """``path`` when a CSV can be written there (:func:`iqalab.io.atomic_path` creates missing folders and
+    replaces an existing file); else :class:`OutputError`, one line naming it, before any image is scored."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"--out {path} is a folder; name a file (e.g. {path / 'scores.csv'})")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:  # the nearest folder that exists
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"--out {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"--out {path}: folder {parent} is not writable")
+    return path
 
 
 def score_chunk(scorer: Scorer | ModelScorer, images: list[np.ndarray], regions: dict[str, np.ndarray],
@@ -112,7 +87,8 @@ def score_chunk(scorer: Scorer | ModelScorer, images: list[np.ndarray], regions:
     def run(sel: list[int]) -> dict[str, np.ndarray]:
         sub = [images[k] for k in sel]
         if isinstance(scorer, Scorer):
-            return scorer.score(sub, batch_size=batch_size, **{k: np.asarray(v)[sel] for k, v in regions.items()})
+            return scorer.score(sub, batch_size=batch_size, with_raw=True,
+                                **{k: np.asarray(v)[sel] for k, v in regions.items()})
         return scorer.score(sub)
 
     everything = list(range(len(images)))
@@ -173,7 +149,10 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
                  draft: bool = False, allow_missing_camera: bool = False, amp: bool = False) -> pd.DataFrame:
     """Score image files; columns ``path`` and the scores.
 
-    With ``checkpoint``: one column per attribute in the training MOS units; images are decoded and prepared
+    With ``checkpoint``: one column per attribute in the training MOS units (for a model that scores as
+    published, NIQE, BRISQUE with the LIVE SVR or a zero-shot metric, a fixed monotone map of its raw score
+    into that range, not fitted to MOS) and, for a model with a published raw score, that score (column
+    :attr:`iqalab.inference.Scorer.raw_column`, the engine's ``raw``); images are decoded and prepared
     exactly as in training (:class:`iqalab.inference.Scorer`). Image files carry no camera parameters: a model
     that reads them (TuningIQA's GCPF) is refused with :class:`CameraMissing` unless ``allow_missing_camera`` (or
     its training option ``missing_camera: unknown``) accepts every parameter unknown; the ``camera`` column then
@@ -193,14 +172,28 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
     A file that cannot be decoded, or that the model refuses (NIQE: smaller than its 96 px patch;
     :func:`score_chunk`), does not stop the others (issues 26, 30): every readable image is scored, the
     failed ones keep their row (empty scores) with the reason in an ``error`` column (present only when a file
-    failed; :func:`failed_files`) and their number is logged as a warning. :class:`ScoreError` is raised, after the CSV is written, when no image
-    could be scored.
+    failed; :func:`failed_files`) and their number is logged as a warning. When no image could be scored
+    :class:`ScoreError` is raised and nothing is written (an earlier ``out_csv`` is kept). ``out_csv`` is
+    checked before the model is built (:func:`check_output_file`); ``options`` with a checkpoint and ``draft``
+    with a model, which would change nothing, are refused.
     """
     if (checkpoint is None) == (model is None):
         raise ValueError("score needs exactly one of a checkpoint or a model name")
     if amp and checkpoint is None:
         raise ValueError("amp applies to a checkpoint's model; NIQE, BRISQUE and pyiqa metrics score in fp32")
+    if options and checkpoint is not None:
+        raise ValueError(f"--option applies to --model only: the keywords of {checkpoint}'s model were fixed "
+                         "when it was trained (or exported)")
+    if draft and checkpoint is None:
+        raise ValueError(f"--draft applies to --checkpoint only: --model {model} decodes each image in full "
+                         "and scores it at its native resolution")
+    if out_csv is not None:
+        check_output_file(out_csv)
     scorer = _scorer(checkpoint, model, options, device, amp, draft)
+    if isinstance(scorer, Scorer) and not scorer.fitted_to_mos:
+        raw = f"; column {scorer.raw_column} holds the raw score" if scorer.raw_column else ""
+        log.info("%s scores as published: its attribute scores are a fixed monotone map of its raw score "
+                 "into the MOS range %s (for ranking, not fitted to MOS)%s", scorer.name, [scorer.lo, scorer.hi], raw)
     needed = check_score_regions(scorer.model, scorer.name, detect_regions, allow_missing_regions)
     camera = isinstance(scorer, Scorer) and check_score_camera(scorer.model, scorer.name, allow_missing_camera)
     cfg = detection or DetectionConfig()
@@ -235,7 +228,7 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
                     chunk.append(position)
                 except DataError as exc:  # names the file; the others are still scored
                     failed[position] = str(exc)
-                    log.info("not scored: %s", exc)
+                    log.debug("not scored: %s", exc)  # reported once, by the caller (failed_files)
             fill()
             if decoded:
                 regions: dict[str, Any] = {}
@@ -254,7 +247,7 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
                 scores, kept, refused = score_chunk(scorer, decoded, regions, batch_size)
                 for k, reason in refused.items():  # e.g. smaller than NIQE's patch: the file's row says why
                     failed[chunk[k]] = f"{files[chunk[k]]}: cannot score ({reason})"
-                    log.info("not scored: %s", failed[chunk[k]])
+                    log.debug("not scored: %s", failed[chunk[k]])
                 chunk = [chunk[k] for k in kept]
                 label = None if label is None else [label[k] for k in kept]
                 if chunk:
@@ -272,6 +265,11 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
                             index=list(failed))
         frame = pd.concat([frame.assign(error=""), rows]).sort_index()  # the order of the input
     frame = frame.reset_index(drop=True)
+    if len(failed) == len(files):  # nothing to write: an earlier CSV at out_csv is kept
+        reasons = list(failed.values())
+        more = f"; and {len(reasons) - MAX_REASONS} more" if len(reasons) > MAX_REASONS else ""
+        kept = f" ({out_csv} not written)" if out_csv is not None else ""
+        raise ScoreError(f"no image could be scored: {'; '.join(reasons[:MAX_REASONS])}{more}{kept}")
     if out_csv is not None:
         with atomic_path(out_csv) as tmp:
             frame.to_csv(tmp, index=False, float_format="%.4f")
@@ -279,9 +277,11 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
     if failed:
         log.warning("%d of %d images could not be scored (listed in the error column%s)", len(failed), len(files),
                     f" of {out_csv}" if out_csv is not None else "")
-    if len(failed) == len(files):
-        raise ScoreError(f"no image could be scored: {'; '.join(failed.values())}")
     return frame
+
+
+#: the reasons :class:`ScoreError` names when no image could be scored (the rest are counted)
+MAX_REASONS = 5
 
 
 class ScoreError(ValueError):

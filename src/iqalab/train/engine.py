@@ -702,8 +702,10 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
             needed = max(0, len(train_items) * 2 - len(pairs))
             if needed:
                 scene = table.loc[ids["train"], "scene"].reset_index(drop=True)
-                pairs = pd.concat([pairs, mos_pairs(train_items, needed, spec.seed, by_scene=scene)],
-                                  ignore_index=True)
+                extra = mos_pairs(train_items, needed, spec.seed, by_scene=scene)
+                # an empty frame (a dataset without published pairs) is left out of the concat: pandas will let
+                # an empty frame's dtypes count in a later version (FutureWarning)
+                pairs = pd.concat([pairs, extra], ignore_index=True) if len(pairs) else extra
             if cfg.max_pairs and len(pairs) > cfg.max_pairs:
                 pairs = _subsample_pairs(pairs, set(ids["train"]), cfg.max_pairs, spec.seed)
             train_set = PairItems(train_items, pairs)
@@ -956,6 +958,8 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
         "subset": params.train_config(experiment).subset, "n_images": n_images,
         # bf16 autocast or fp32 (training_precision; per split only where splits differ)
         "train_precision": _per_split(precisions),
+        # the cap of the native store the images were read from (datasets.<name>.max_side; null: full resolution)
+        "max_side": cache.max_side,
         **summarise_regions(regions),  # regions, regions_detector, regions_missing (test images), allow_missing
         # the device training ran on; never raises (without CUDA a model that could not run records cpu)
         "provenance": provenance.collect(params, device="cuda" if params.train_config(experiment).device != "cpu"
