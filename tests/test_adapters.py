@@ -284,6 +284,27 @@ def test_piq23_scores_and_official_splits(tmp_path: Path) -> None:
     assert set(ds.images["condition"]) == {"Indoor", "Night", "Outdoor"}
 
 
+def test_piq23_reading_a_region_file_for_a_missing_frame_is_said(tmp_path: Path, caplog) -> None:
+    """An image listed in Scores_Overall.csv whose Overall/ file is not on disk is read from its Details/ file (a
+    region of interest, not the full frame): not silently, a warning names it and dataset.json records it; the
+    images whose Overall/ file is there keep it."""
+    raw = tmp_path / "raw"
+    tables = make_piq23(raw)
+    name = str(tables["Overall"]["IMAGE"].iloc[0])
+    (raw / "Details").mkdir()
+    (raw / "Overall" / name).rename(raw / "Details" / name)
+    with caplog.at_level("WARNING", logger="iqalab.data.adapters.piq23"):
+        ds = adapt("piq23", raw, tmp_path / "out", device_split=False, cross=False, **FAST)
+    assert "1 image(s) listed first at a file that is not on disk" in caplog.text and name in caplog.text
+    assert ds.meta["path_substituted"] == {f"Overall/{name}": f"Details/{name}"}
+    paths = ds.images.set_index("image_id")["path"]
+    assert paths[name].startswith("images/Details/")
+    assert paths.drop(index=name).str.startswith("images/Overall/").all()
+    clean = adapt("piq23", tmp_path / "raw2" if make_piq23(tmp_path / "raw2") else None, tmp_path / "out2",
+                  device_split=False, cross=False, **FAST)
+    assert "path_substituted" not in clean.meta
+
+
 def test_piq23_val_scenes(tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     make_piq23(raw)

@@ -40,6 +40,34 @@ def test_batches_smaller_than_the_world_are_dropped_on_every_rank():
         assert len(sampler) == 1 and list(sampler) == [[0, 1, 2, 3][rank::3]]
     with pytest.raises(ValueError, match="rank 3 outside world size 3"):
         distributed.ShardedBatchSampler(batches, 3, 3)
+    assert distributed.ShardedBatchSampler(batches, 0, 3).dropped == 2
+
+
+def test_reqa_micro_batches_are_sharded_whole():
+    """REQA's batches are 5-image micro-batches, one image per quality scale (Sec. III-C): each rank gets whole
+    micro-batches, so every group of 5 a rank's coarse loss reads was drawn together, one per scale."""
+    from iqalab.data.samplers import ScaleMicroBatchSampler
+
+    mos = np.random.default_rng(0).uniform(0, 1, 200)
+    sampler = ScaleMicroBatchSampler(mos, 20, seed=1)
+    assert sampler.group_size == 5
+    global_batches = list(sampler)
+    scale_of = sampler.scale_of
+    for world in (2, 3):
+        shards = [distributed.ShardedBatchSampler(global_batches, r, world, sampler.group_size) for r in range(world)]
+        for k, batch in enumerate(shards[0].batches):
+            micro = [batch[i:i + 5] for i in range(0, len(batch), 5)]
+            taken = [list(s)[k] for s in shards]
+            assert sorted(sum(taken, [])) == sorted(batch)  # every micro-batch dealt to one rank
+            for part in taken:
+                assert len(part) % 5 == 0 and part
+                for i in range(0, len(part), 5):
+                    group = part[i:i + 5]
+                    assert group in micro  # a micro-batch as drawn
+                    assert sorted(scale_of[group].tolist()) == [0, 1, 2, 3, 4]
+    rows = distributed.ShardedBatchSampler(global_batches, 0, 2)  # one row at a time: groups would be mixed
+    assert any(list(rows)[0][i:i + 5] not in [b[j:j + 5] for b in global_batches for j in range(0, 20, 5)]
+               for i in range(0, 10, 5))
 
 
 def test_single_process_helpers_are_identities():

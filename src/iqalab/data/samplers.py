@@ -85,6 +85,12 @@ class ScaleMicroBatchSampler(Sampler[list[int]]):
         self.n_micro = int((self.scale_of >= 0).sum()) // self.n_scales
 
     @property
+    def group_size(self) -> int:
+        """Rows that belong together in every batch (one micro-batch): a data-parallel shard takes whole groups
+        (:class:`iqalab.train.distributed.ShardedBatchSampler`)."""
+        return self.n_scales
+
+    @property
     def batch_size(self) -> int:
         """Images per full batch (a multiple of ``n_scales``)."""
         return self.micro_per_batch * self.n_scales

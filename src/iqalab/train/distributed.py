@@ -109,23 +109,31 @@ def barrier() -> None:
 
 
 class ShardedBatchSampler(Sampler[list[int]]):
-    """Rank ``r``'s share of each global batch: rows ``r, r + N, ...`` (``N`` = world size).
+    """Rank ``r``'s share of each global batch: rows ``r, r + N, ...`` (``N`` = world size), or with ``group`` > 1
+    whole groups of ``group`` consecutive rows, groups ``r, r + N, ...`` (REQA's 5-image micro-batches, one image
+    per quality scale, Sec. III-C: a shard of single rows would mix images of different micro-batches, and the
+    coarse loss would compare images that were never drawn together).
 
     ``batches`` is drawn once, at construction, so that every rank (same seed) holds the same global batches.
-    Batches with fewer rows than ranks are dropped on every rank: each rank must take the same number of steps,
-    or DDP's gradient all-reduce waits forever.
+    Batches with fewer rows (groups) than ranks are dropped on every rank, and counted in :attr:`dropped`: each
+    rank must take the same number of steps, or DDP's gradient all-reduce waits forever.
     """
 
-    def __init__(self, batches: Iterable[Iterable[int]], rank: int, world_size: int) -> None:
+    def __init__(self, batches: Iterable[Iterable[int]], rank: int, world_size: int, group: int = 1) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside world size {world_size}")
-        self.rank, self.world_size = rank, world_size
-        self.batches = [list(b) for b in batches]
-        self.batches = [b for b in self.batches if len(b) >= world_size]
+        if group < 1:
+            raise ValueError(f"group must be at least 1, got {group}")
+        self.rank, self.world_size, self.group = rank, world_size, int(group)
+        drawn = [list(b) for b in batches]
+        self.batches = [b for b in drawn if len(b) // self.group >= world_size]
+        self.dropped = len(drawn) - len(self.batches)
 
     def __iter__(self) -> Iterator[list[int]]:
+        g = self.group
         for batch in self.batches:
-            yield batch[self.rank::self.world_size]
+            groups = [batch[i:i + g] for i in range(0, len(batch) - len(batch) % g, g)]
+            yield [row for part in groups[self.rank::self.world_size] for row in part]
 
     def __len__(self) -> int:
         return len(self.batches)

@@ -746,8 +746,12 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
                     generator = torch.Generator().manual_seed(spec.seed * 1000 + epoch)
                     batch_sampler = BatchSampler(RandomSampler(train_set, generator=generator), cfg.batch_size,
                                                  drop_last=len(train_set) > cfg.batch_size)
-                batch_sampler = distributed.ShardedBatchSampler(batch_sampler, dist_info.rank,
-                                                                dist_info.world_size)
+                # a sampler of fixed groups (REQA's micro-batches: group_size) is sharded group by group
+                batch_sampler = distributed.ShardedBatchSampler(batch_sampler, dist_info.rank, dist_info.world_size,
+                                                                getattr(batch_sampler, "group_size", 1))
+                if batch_sampler.dropped and epoch == start_epoch:
+                    log.warning("%d batch(es) per epoch hold fewer rows than the %d ranks and are skipped",
+                                batch_sampler.dropped, dist_info.world_size)
             loader = _loader(train_set, cfg.batch_size, True, spec.seed * 1000 + epoch, cfg.num_workers,
                              batch_sampler)
             train_loss = _iterate_train(step_module, model, loader, opt, device, cfg, ctx, progress,

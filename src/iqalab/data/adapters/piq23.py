@@ -149,12 +149,20 @@ def adapt(raw_root: Path, out_root: Path, *, val_scenes: int = 0, device_split: 
             check_range(merged[f"mos_{attr}"].to_numpy()[present], score_files[attr], "JOD", scale,
                         rows=merged[f"row_{attr}"].to_numpy()[present].astype(int), hint=RANGE_HINT)
     raw_paths, sources, rows = [], [], []
+    moved: list[tuple[str, str]] = []  # (listed first, read instead): the file listed first is not on disk
     for i in range(len(merged)):
         candidates = [merged[f"path_{a}"].iloc[i] for a in ATTRIBUTES if isinstance(merged[f"path_{a}"].iloc[i], str)]
         first_attr = next(a for a in ATTRIBUTES if isinstance(merged[f"path_{a}"].iloc[i], str))
-        raw_paths.append(first_existing(raw_root, candidates) or candidates[0])
+        chosen = first_existing(raw_root, candidates) or candidates[0]
+        if chosen != candidates[0] and (raw_root / chosen).is_file():
+            moved.append((candidates[0], chosen))
+        raw_paths.append(chosen)
         sources.append(score_files[first_attr])
         rows.append(int(merged[f"row_{first_attr}"].iloc[i]))
+    if moved:  # not silent: every model reads that image's region file as the whole image
+        log.warning("PIQ23: %d image(s) listed first at a file that is not on disk are read from another "
+                    "attribute's file (a region of interest, not the full frame), e.g. %s -> %s; the dataset "
+                    "card records them (path_substituted)", len(moved), *moved[0])
     missing = [k for k, p in enumerate(raw_paths) if not (raw_root / p).is_file()]
     if missing:
         k = missing[0]
@@ -193,7 +201,8 @@ def adapt(raw_root: Path, out_root: Path, *, val_scenes: int = 0, device_split: 
         splits.append(cross_dataset_splits(images, seed=seed))
     meta = CARD.meta(scale, dataset_name, scale_per_scene=True, mos_range_source=(
         "given" if mos_range is not None else "floor/ceil of the JOD scores"),
-        scene_level_splits=["scene"], raw_files=file_checksums(raw_root, read), **found.meta(top))
+        scene_level_splits=["scene"], raw_files=file_checksums(raw_root, read), **found.meta(top),
+        **({"path_substituted": {listed: used for listed, used in moved}} if moved else {}))
     return publish(raw_root, out_root, images, pd.concat(splits, ignore_index=True), meta, link=link)
 
 
