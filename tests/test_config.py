@@ -239,6 +239,23 @@ def test_paper_profile_is_an_overlay_of_the_default_profile():
         assert paper.train_config(name).epochs >= 1
 
 
+def test_paper_profile_keys_that_must_not_be_inherited_from_the_cpu_defaults():
+    """Overlays merge key by key, so a CPU setting of the default profile survives unless the paper profile resets
+    it: every TuningIQA row trains on all image pairs ("trained for 5 epochs on all image pairs", no max_pairs),
+    and every REQA row (no validation images in the random 80/20 splits) keeps its last epoch's weights, not the
+    epoch of lowest training loss (the curriculum's stage changes move that loss)."""
+    paper = load_params(REPO / "params" / "paper.yaml")
+    tuning = [name for name in paper.experiments if paper.experiment(name).model.name == "tuningiqa"]
+    assert len(tuning) >= 7
+    assert {name: paper.train_config(name).max_pairs for name in tuning} == dict.fromkeys(tuning)
+    ugc = [name for name in paper.experiments if paper.experiment(name).dataset == "ugc_sim"
+           and paper.experiment(name).model.name in ("reqa", "backbone_mlp")]
+    assert len(ugc) >= 10
+    assert {name: paper.train_config(name).monitor for name in ugc} == dict.fromkeys(ugc, "last")
+    default = load_params(REPO / "params.yaml")
+    assert {default.train_config(n).monitor for n in ("reqa_ugc", "reqa_wo_fn_te_ugc", "baseline_ugc")} == {"last"}
+
+
 def test_paper_profile_tests_on_the_papers_splits():
     """The default profile widens the simulated test sets (>= 200 images); the paper profile must not inherit that
     (options merge key by key): each simulated dataset tests as many scenes as its builder's default split, which is

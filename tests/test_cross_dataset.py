@@ -190,3 +190,26 @@ def test_cross_dataset_refuses_an_eval_crop_larger_than_the_cache_of_b(fake_pair
     why = summary["skipped"]["e -> toy_b"]
     assert "\n" not in why and "experiments.e" in why and f"datasets.toy_b.cache_size to {TOY_CACHE + 32}" in why
     assert summary["runs"] == [] and tables == {}
+
+
+def test_cross_dataset_caption_counts_brisques_flat_fallback_on_b_not_a(fake_pairs):
+    """BRISQUE's flat-region fallback (undefined in the original) is counted on B's images: one flat image of B
+    gives "1 of 12"; the count A's training recorded (7) is not what the caption states."""
+    import numpy as np
+    from PIL import Image
+
+    from iqalab.data.cache import build_cache
+    from iqalab.data.schema import read_dataset
+
+    root, a, b, make = fake_pairs
+    flat = b.image_path(str(b.images["path"].iloc[0]))
+    Image.fromarray(np.full((72, 72, 3), 128, np.uint8)).save(flat)
+    b = read_dataset(b.root, verify_checksums=False)
+    build_cache(b, TOY_CACHE, progress=False)
+    _fake_run(root, "brisque", {"name": "brisque"}, a, notes={"variant": "BRISQUE", "raw_score": "BRISQUE",
+                                                                "raw_lower_is_better": True, "trained": False,
+                                                                "n_fallback": 7})
+    tables = cross_dataset.run(make(brisque={"name": "brisque"}), root)
+    caption = tables["reqa_table4"].caption
+    assert "BRISQUE's flat-region fallback (undefined in the original): brisque (toy → toy_b): 1 of 12" in caption
+    assert "brisque: 7" not in caption

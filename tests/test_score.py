@@ -374,13 +374,16 @@ def test_a_classical_checkpoint_also_gives_its_published_raw_score(photos, tmp_p
 @pytest.mark.parametrize(("flags", "message"), [
     (["--checkpoint", "{ckpt}", "--option", "patch_size=64"], "--option applies to --model only"),
     (["--model", "niqe", "--draft"], "--draft applies to --checkpoint only"),
+    (["--checkpoint", "{niqe}", "--draft"], "--draft applies to models fed a resized image: niqe reads each image"),
 ])
 def test_options_that_would_be_ignored_are_refused_in_one_line(flags, message, photos, tmp_path, capsys):
     """``--option`` with a checkpoint (its keywords were fixed in training or export) and ``--draft`` with
-    ``--model`` (each image is decoded in full at its native resolution) would change nothing: refused."""
+    ``--model`` (each image is decoded in full at its native resolution) would change nothing, and so would ``--draft``
+    with a native-resolution checkpoint (NIQE): refused."""
     ckpt = checkpoint(tmp_path / "a.pt", "backbone_mlp", backbone="resnet18", hidden=8)
+    niqe = checkpoint(tmp_path / "niqe.pt", "niqe")  # a native-resolution model: nothing to draft
     out = tmp_path / "s.csv"
-    argv = [f.format(ckpt=ckpt) for f in flags]
+    argv = [f.format(ckpt=ckpt, niqe=niqe) for f in flags]
     assert main(["-q", "score", *argv, "--device", "cpu", "--out", str(out), *map(str, photos)]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and not out.exists()

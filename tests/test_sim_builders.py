@@ -52,6 +52,12 @@ def test_split_protocols(built):
     fg = built["fglive_sim"].splits
     assert set(fg["split"]) == {"scene"} and set(fg["role"]) == {"train", "val", "test"}
     assert {f"fold_{k}" for k in range(5)} <= set(built["face_sim"].splits["split"])
+    face = built["face_sim"]
+    folds = face.splits[face.splits["split"].str.startswith("fold_")].merge(face.images[["image_id", "scene"]])
+    # whole scenes per role (a scene's images share face and background): no sibling straddles train and test
+    assert folds.groupby(["split", "scene"])["role"].nunique().max() == 1
+    tested = folds[folds["role"] == "test"]
+    assert tested["image_id"].is_unique and set(tested["image_id"]) == set(face.images["image_id"])
     assert {"random_00", "random_01", "random_02"} == set(built["ugc_sim"].splits["split"])
     assert "scene" in set(built["portrait_sim"].splits["split"])
 

@@ -266,7 +266,8 @@ def test_training_step_combines_eq10_and_eq11_one_to_two(model: TuningIQA) -> No
         for i in range(3):
             for k, attr in enumerate(ATTRS):
                 v = (side["std_norm"][i, k].item() * 4.0) ** 2  # variance on a 1-5 scale
-                reg += math.exp(-v) * abs(pred[attr][i].item() - side["mos_norm"][i, k].item())
+                # the error on the 1-5 scale too (Eq. 10 on the MOS of Eq. 1): 4 x the [0, 1] error
+                reg += math.exp(-v) * 4.0 * abs(pred[attr][i].item() - side["mos_norm"][i, k].item())
     reg /= 6
     # Eq. 11: for each pair, the BCE summed over the attributes it was compared on; then the mean over pairs
     rank = 0.0

@@ -160,6 +160,21 @@ def test_within_scenes_drops_scene_offsets_and_matches_scipy() -> None:
         Y.within_scenes(pred, scenes[:3])
 
 
+def test_within_scenes_centres_both_sides_on_the_images_scored_on_both() -> None:
+    """An undefined prediction (NaN) leaves its image out of its scene's mean on both sides, so the prediction and
+    the MOS are centred on the same images; centring the MOS on all of them would shift that scene."""
+    rng = np.random.default_rng(7)
+    scenes = np.repeat(["a", "b", "c"], 8)
+    mos = rng.normal(size=24) + np.repeat([0.0, 3.0, -2.0], 8)
+    pred = mos + rng.normal(0, 0.3, 24)
+    pred[[0, 9]] = np.nan
+    mos[0] = 25.0  # an unscored outlier: in scene a's MOS mean, it would shift the whole scene by 25 / 8
+    keep = np.isfinite(pred)
+    expected = stats.spearmanr(Y.within_scenes(pred[keep], scenes[keep]), Y.within_scenes(mos[keep], scenes[keep]))[0]
+    got = Y._with_ci(pred, mos, 0, 0, scenes)
+    assert got["n"] == 22 and got["srcc"] == pytest.approx(expected, abs=1e-12)
+
+
 # ----------------------------------------------------------------------------------------------- the stage
 def _toy_project(project, toy_dataset, truth: bool, protocol: str = "standard"):
     """The toy dataset copied under the project's build/datasets, one perfect-ish and one noisy experiment on

@@ -382,7 +382,10 @@ def _with_ci(pred: np.ndarray, mos: np.ndarray, n_boot: int, seed: int,
              scenes: Sequence[Any] | None = None) -> dict[str, float]:
     """SRCC, raw PLCC, the bootstrap 95 % CI of the SRCC and ``n``; with ``scenes`` (aligned labels) all of them
     within scenes (:func:`within_scenes` on both sides)."""
-    if scenes is not None:
+    if scenes is not None:  # centred on the images scored on both sides, so each scene's two means share them
+        pred, mos = np.asarray(pred, float), np.asarray(mos, float)
+        both = np.isfinite(pred) & np.isfinite(mos)
+        pred, mos = np.where(both, pred, np.nan), np.where(both, mos, np.nan)
         pred, mos = within_scenes(pred, scenes), within_scenes(mos, scenes)
     x, y = metrics.paired_arrays(pred, mos)
     out = {"srcc": metrics.srcc(x, y), "plcc": metrics.plcc(x, y), "ci_low": math.nan, "ci_high": math.nan,

@@ -63,7 +63,9 @@ Choices where the text is ambiguous (each is a constructor argument where it mat
 - Regression heads output a sigmoid, i.e. the normalised [0, 1] MOS of the batch contract.
 - Eq. 10's ``v_i`` is the annotation variance on the paper's 1-5 scale: ``v = (std_norm * variance_scale)^2``
   with ``variance_scale = 4`` (the width of a 1-5 range), so the weight means the same on any dataset's range.
-  Unknown std -> weight 1. Applied per attribute (see :mod:`iqalab.train.losses`).
+  Unknown std -> weight 1. Applied per attribute (see :mod:`iqalab.train.losses`). The error ``|s_hat - s|`` is
+  measured on the same 1-5 scale (the [0, 1] error times ``variance_scale``): Eq. 10 takes it on the MOS of
+  Eq. 1, and on the [0, 1] scale the paper's ``1 : 2`` weighting against the BCE of Eq. 11 would be ``1 : 8``.
 - Training on pair batches: ``lambda_reg * L_reg(a and b) + lambda_rank * L_rank(pair heads, p)``, ``1 : 2`` by
   default; a and b go through the network as one batch. An item is one image pair with the preferences of all
   its annotated attributes (:class:`iqalab.data.loaders.PairItems`), and L_rank sums the BCE over them (Eq. 11 as
@@ -397,7 +399,8 @@ class TuningIQA(IQAModel):
         pred = self.scores(feats)
         stacked = torch.stack([pred[a] for a in self.attributes], dim=1)
         variance = None if std_norm is None else (std_norm * self.variance_scale) ** 2
-        return confidence_weighted_l1(stacked, target, variance)
+        # the error on the paper's 1-5 scale, as the variance (Eq. 10 on the MOS of Eq. 1; module docstring)
+        return self.variance_scale * confidence_weighted_l1(stacked, target, variance)
 
     def training_step(self, batch: dict[str, Any], ctx: StepContext) -> torch.Tensor:
         """Pair batches: ``lambda_reg * L_reg(a, b) + lambda_rank * L_rank`` (Eqs. 10-11); single batches: L_reg.

@@ -493,7 +493,9 @@ def face_sim(root: Path, seed: int = 0, n_scenes: int = 60, images_per_scene: in
                                                            screening)
     images = _attach(images, infos, truth, attributes)
     images["sim_night"] = [bool(s.meta.get("night", False)) for _, s, _ in shots]
-    splits = pd.concat([kfold_splits(images, n_folds=n_folds, seed=seed),
+    # folds of whole scenes: a scene's images share their face and background, and SFIQA-Bench excluded
+    # "excessively similar images depicting the same individual" (Sec. III-A), so siblings never straddle a fold
+    splits = pd.concat([kfold_splits(images, n_folds=n_folds, seed=seed, by_scene=True),
                         _scene_split(images, test_fraction, val_fraction, seed)],
                        ignore_index=True)
     generator = {"builder": "face_sim", "seed": seed, "n_scenes": n_scenes, "images_per_scene": images_per_scene,

@@ -155,6 +155,7 @@ def predict_pair(run: CrossRun, ds: Dataset, cache: ImageCache, attribute: str, 
     target = resolve_device(device)
     model.to(target)
     norm, raw = predict_items(model, items, params.train_config(run.experiment).batch_size, target, with_raw=True)
+    scored = model.run_notes()  # what B's images made the model do (BRISQUE: its flat-region fallback on B)
     lo, hi = (float(v) for v in config["mos_range"])
     k_pred, k_mos = model.attributes.index(attribute), ds.attributes.index(attribute)
     scene = ds.images.set_index("image_id").loc[ids, "scene"].astype(str).to_numpy()
@@ -164,7 +165,10 @@ def predict_pair(run: CrossRun, ds: Dataset, cache: ImageCache, attribute: str, 
         "model": str(config["model_name"]), "dataset": ds.name, "experiment": run.experiment,
         "raw": raw.astype(float) if raw is not None else float("nan"),
     })[PREDICTION_COLUMNS]
-    return frame, pair_inputs(len(every), len(ids), camera, regions)
+    facts = pair_inputs(len(every), len(ids), camera, regions)
+    if scored.get("n_fallback"):
+        facts["n_fallback"] = int(scored["n_fallback"])
+    return frame, facts
 
 
 def pair_inputs(n_images: int, n_scored: int, camera: dict[str, Any], regions: dict[str, Any]) -> dict[str, Any]:
@@ -184,7 +188,7 @@ def inputs_notes(inputs: dict[str, dict[str, Any]], runs: list[CrossRun], labels
     """Caption sentences on B's inputs per pair of ``exps`` (issue 21): where B's human regions came from, how many
     of B's test images the region fallback scored, and B's images lacking a camera parameter that the model's
     ``missing_camera`` left out or scored with GCPF's learned "unknown" embedding."""
-    sources, fallback, camera = [], [], []
+    sources, fallback, camera, flat = [], [], [], []
     for run in runs:
         facts = inputs.get(f"{run.experiment} -> {run.test}")
         if facts is None or run.experiment not in exps:
@@ -196,6 +200,8 @@ def inputs_notes(inputs: dict[str, dict[str, Any]], runs: list[CrossRun], labels
             if facts.get("regions_missing"):
                 flag = " (allow_missing_regions)" if facts.get("allow_missing_regions") else ""
                 fallback.append(f"{pair}: {facts['regions_missing']} of {facts['n_scored']}{flag}")
+        if facts.get("n_fallback"):
+            flat.append(f"{pair}: {facts['n_fallback']} of {facts['n_scored']}")
         if facts.get("missing_camera_images"):
             how = ("left out" if facts["missing_camera"] == "drop"
                    else "scored with GCPF's learned 'unknown' embedding")
@@ -208,6 +214,9 @@ def inputs_notes(inputs: dict[str, dict[str, Any]], runs: list[CrossRun], labels
         out.append("test images without a detected region, scored by the model's fallback: " + "; ".join(fallback))
     if camera:
         out.append("test images lacking a camera parameter: " + "; ".join(camera))
+    if flat:
+        out.append("test images scored by BRISQUE's flat-region fallback (undefined in the original): "
+                   + "; ".join(flat))
     return out
 
 
@@ -221,6 +230,9 @@ def experiment_meta(params: Params, root: Path, experiment: str, train_split: st
                 label=exp.label or info.get("label") or experiment, status="ok", cross_train_split=train_split)
     for key in ("regions", "regions_detector", "regions_missing", "allow_missing_regions"):
         info.pop(key, None)  # A's test images: the caption states B's (inputs_notes)
+    notes = dict(info.get("notes") or {})
+    if notes.pop("n_fallback", None) is not None:  # A's count: the caption states B's (inputs_notes)
+        info["notes"] = notes
     return info
 
 

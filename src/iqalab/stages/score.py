@@ -190,6 +190,9 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
     if out_csv is not None:
         check_output_file(out_csv)
     scorer = _scorer(checkpoint, model, options, device, amp, draft)
+    if draft and isinstance(scorer, Scorer) and scorer.full_resolution:
+        raise ValueError(f"--draft applies to models fed a resized image: {scorer.name} reads each image at its "
+                         "native resolution (as in training), which a reduced-scale decode would not give")
     if isinstance(scorer, Scorer) and not scorer.fitted_to_mos:
         raw = f"; column {scorer.raw_column} holds the raw score" if scorer.raw_column else ""
         log.info("%s scores as published: its attribute scores are a fixed monotone map of its raw score "
