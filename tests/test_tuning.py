@@ -269,9 +269,13 @@ class _PairModel:
     def predict(self, batch):  # noqa: ANN001, ANN201
         return self.predict_with_embedding(batch)[0]
 
+    def predict_with_raw(self, batch):  # noqa: ANN001, ANN201
+        return self.predict(batch), None
+
 
 class _FakeScorer:
-    """Calls ``self.model.predict`` on prepared batches, in chunks, as :class:`iqalab.inference.Scorer` does."""
+    """Calls ``self.model.predict_with_raw`` on prepared batches, in chunks, as :class:`iqalab.inference.Scorer`
+    does."""
 
     attributes = ["overall"]
 
@@ -284,7 +288,8 @@ class _FakeScorer:
         out = []
         for start in range(0, len(images), batch_size):
             chunk = torch.tensor(np.stack(images[start:start + batch_size]), dtype=torch.float32)
-            out.append(self.model.predict({"image": chunk.permute(0, 3, 1, 2)})["overall"].numpy())
+            scores, _ = self.model.predict_with_raw({"image": chunk.permute(0, 3, 1, 2)})
+            out.append(scores["overall"].numpy())
         return {"overall": np.concatenate(out)}
 
 

@@ -597,6 +597,11 @@ class _FeatureTap:
         self.features.append(emb)
         return scores
 
+    def predict_with_raw(self, batch: dict[str, Any]) -> tuple[dict[str, Any], None]:
+        """What :meth:`iqalab.inference.Scorer.score` calls: :meth:`predict`, and no published raw score (a model
+        with a pair head has none)."""
+        return self.predict(batch), None
+
 
 # --------------------------------------------------------------------------------------------- figures
 def picks_figure(result: StudyResult, scenes: Sequence[Any], labels: Mapping[str, str], n_scenes: int = 3,
