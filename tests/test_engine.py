@@ -22,7 +22,7 @@ from iqalab.train.engine import (
     train_experiment,
 )
 
-from .conftest import toy_params
+from .conftest import TOY_CACHE, toy_params
 
 TINY = {"name": "backbone_mlp", "backbone": "mobilenetv3_small_050", "hidden": 16}
 
@@ -31,6 +31,25 @@ def _setup(project, toy_dataset, **train):
     dest = project.root / "build" / "datasets" / "toy"
     shutil.copytree(toy_dataset.root, dest)
     return parse_params(toy_params(e={"dataset": "toy", "model": TINY, "train": train}))
+
+
+@pytest.mark.parametrize("max_side", [None, 48])
+def test_the_native_store_cap_is_recorded_with_the_predictions(project, toy_dataset, max_side):
+    """The predictions JSON records the cap of the native store the run read (``max_side``; null: full
+    resolution), which the captions name, and the checkpoint carries it for scoring."""
+    from iqalab.data.cache import build_cache
+    from iqalab.data.schema import read_dataset
+    from iqalab.train.engine import load_checkpoint
+
+    params = _setup(project, toy_dataset, epochs=1)
+    if max_side is not None:
+        build_cache(read_dataset(project.root / "build" / "datasets" / "toy"), TOY_CACHE, progress=False,
+                    max_side=max_side)
+    train_experiment(params, "e", project.root, progress=False)
+    meta = json.loads((project.root / "results" / "predictions" / "e.json").read_text())
+    assert "max_side" in meta and meta["max_side"] == max_side
+    config = load_checkpoint(project.root / "build" / "models" / "e" / "scene" / "best.pt")["config"]
+    assert config.get("max_side") == max_side
 
 
 def test_train_writes_predictions_and_checkpoints(project, toy_dataset):
