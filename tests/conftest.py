@@ -70,3 +70,15 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     monkeypatch.delenv("IQALAB_PARAMS", raising=False)
     monkeypatch.chdir(tmp_path)
     return Project(tmp_path)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions on a shared 2-core machine run many times faster on one thread (no spin-waiting);
+    the thread count is restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

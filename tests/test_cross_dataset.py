@@ -133,17 +133,6 @@ def fake_pairs(project, toy_dataset, tmp_path_factory, one_thread):
     return project.root, toy_dataset, other, params
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny convolutions on a shared 2-core machine run faster on one thread."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_cross_dataset_applies_the_models_missing_camera_rule_to_b(fake_pairs):
     """TuningIQA's GCPF on B: ``refuse`` leaves the pair out in one line, ``drop`` scores only B's images with every
     parameter, ``unknown`` scores all of them; the caption says how many of B's images each rule applied to."""

@@ -281,17 +281,6 @@ def _checkpoint(root, name, kwargs, seed, ds):
 
 
 @pytest.fixture
-def one_thread():
-    """Tiny convolutions on a shared 2-core machine run many times faster on one thread (no spin-waiting)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
 def trained(project, toy_dataset, one_thread):
     """Two tiny models with checkpoints where the stage looks for them, and a third one never trained."""
     models = {"small": TINY, "other": {**TINY, "hidden": 4}}
