@@ -94,12 +94,21 @@ def _mtime_ns(path: Path) -> int:
         return 0
 
 
+def _files_while_written(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """Files under ``folder`` with these suffixes, while the running process may create and remove folders.
+
+    ``os.walk`` skips a folder that disappears between listing and entering it (``Path.rglob`` raises).
+    """
+    return [Path(parent, name) for parent, _, names in os.walk(folder) for name in names
+            if Path(name).suffix in suffixes]
+
+
 def _wait_for_a_write(root: Path, proc: subprocess.Popen, since_ns: int, timeout: float = 120) -> bool:
     """Wait until this run writes a checkpoint (an epoch ended; the save may be in progress); False if it exited."""
     models = root / "build" / "models"
     deadline = time.monotonic() + timeout
     while proc.poll() is None:
-        written = [p for p in models.rglob("*") if p.suffix in (".pt", ".tmp")] if models.exists() else []
+        written = _files_while_written(models, (".pt", ".tmp"))
         if any(_mtime_ns(p) > since_ns for p in written):
             return True
         assert time.monotonic() < deadline, "training never wrote anything"
