@@ -19,13 +19,16 @@ from iqalab.models.brisque import BRISQUE, brisque_features
 from iqalab.models.niqe import (
     NIQE,
     OFFICIAL_PRISTINE,
+    ImageTooSmallError,
     NiqeModel,
     _blocks,
     _fit_decreasing_logistic,
     _niqe_block_features,
     fit_niqe,
     niqe,
+    niqe_distance,
     niqe_patch_features,
+    undefined_in_original,
 )
 from iqalab.models.nss import (
     AGGD_RATIO,
@@ -333,6 +336,88 @@ def test_niqe_wrapper_loads_the_official_file(camera):
     assert raw == pytest.approx(niqe(camera.astype(np.uint8), NiqeModel.load(OFFICIAL_NIQE)), rel=1e-9)
 
 
+def test_niqe_counts_flat_images_scored_by_its_fallback(camera):
+    """A flat image has no patch with all 36 features defined: the original (Mittal et al. 2013, computequality.m:
+    nanmean and nancov NaN) has no score. Its raw NIQE stays NaN, its [0, 1] outputs are the worst (0, whatever the
+    calibration: a fitted slope of 5e-4 used to put the old 1e3 stand-in mid-range) and run_notes counts it in
+    n_undefined (not n_fallback: no score was made up), as BRISQUE with undefined='nan'; a photo adds nothing."""
+    model = NIQE(["q"])
+    flat = np.full((2, 96, 96), 255.0)
+    out, raw = model.predict_with_raw({"image": normalise(flat)})
+    assert torch.isnan(raw).all() and (out["q"] == 0).all()
+    out, raw = model.predict_with_raw({"image": normalise(camera[None, :192, :192])})
+    assert torch.isfinite(raw).all() and (out["q"] > 0).all()
+    assert model.run_notes() == {"variant": "NIQE", "raw_score": "NIQE", "raw_lower_is_better": True,
+                                 "trained": False, "n_fallback": 0, "n_undefined": 2}
+    model.calib.copy_(torch.tensor([[2.0, 5e-4]], dtype=torch.float64))
+    out, _ = model.predict_with_raw({"image": normalise(flat[:1])})
+    assert out["q"].tolist() == [0.0] and model.run_notes()["n_undefined"] == 3
+
+
+def test_niqe_counts_images_scored_with_a_zero_patch_covariance(camera, monkeypatch):
+    """No complete patch, yet every feature defined in some patch: MATLAB's nancov is NaN (no complete row), so the
+    original has no score; iqalab's zero covariance gives a finite one, counted in n_fallback (not n_undefined)."""
+    model = NIQE(["q"])
+    photo = camera[None, :192, :192]
+    feats, sharp = niqe_patch_features(photo, 96)  # [1, 4, 36], all defined
+    assert not undefined_in_original(feats[0])
+    holes = feats.copy()
+    holes[0, 0, 1] = holes[0, 1, 2] = holes[0, 2, 3] = holes[0, 3, 4] = np.nan  # each patch misses one feature
+    assert undefined_in_original(holes[0]) and np.isfinite(niqe_distance(holes[0], model.pristine_model()))
+    monkeypatch.setattr(model, "image_features", lambda image: {"features": holes, "sharpness": sharp})
+    out, raw = model.predict_with_raw({"image": normalise(photo)})
+    assert torch.isfinite(raw).all() and (out["q"] > 0).all()
+    assert model.run_notes()["n_fallback"] == 1 and model.run_notes()["n_undefined"] == 0
+
+
+def test_niqe_too_small_message_says_what_to_do_where():
+    """An image under one patch is refused in one line giving its size (width x height), the size needed, and the
+    way out in each context: a checkpoint keeps its patch_size (only a larger image), a params-driven run or
+    `iqalab score --model niqe` can lower it (for the official model: then not the published NIQE)."""
+    with pytest.raises(ImageTooSmallError) as info:
+        NIQE(["q"]).predict_with_raw({"image": normalise(np.full((1, 80, 120), 128.0))})
+    text = str(info.value)
+    assert "\n" not in text and isinstance(info.value, ValueError)
+    assert "at least 96px" in text and "this one is 120x80 px (width x height)" in text
+    assert "checkpoint" in text and "only a larger image" in text
+    assert "experiments.<name>.model.patch_size" in text and "--option patch_size=N" in text
+    assert "no longer the published NIQE" in text
+    assert (info.value.width, info.value.height, info.value.patch_size) == (120, 80, 96)
+    with pytest.raises(ImageTooSmallError) as info:
+        NIQE(["q"], pristine="skimage", patch_size=32).predict_with_raw({"image": normalise(np.full((1, 20, 40), 9.0))})
+    assert "at least 32px" in str(info.value) and "published" not in str(info.value)
+
+
+def test_engine_records_niqe_fallback_count_including_test_images(project, toy_dataset, monkeypatch):
+    """The predictions JSON's notes count every image whose NIQE is undefined, test images included (the engine
+    records run_notes after predicting) and summed over the splits: here the images whose top-left pixel is even
+    are made flat."""
+    import shutil
+
+    from iqalab.config import parse_params
+    from iqalab.train.engine import train_experiment
+
+    from .conftest import toy_params
+
+    compute = NIQE.compute_features
+
+    def flatten_some(self, gray):
+        gray = np.array(gray, dtype=np.float64)
+        gray[gray[:, 0, 0] % 2 == 0] = 128.0
+        return compute(self, gray)
+
+    monkeypatch.setattr(NIQE, "compute_features", flatten_some)
+    shutil.copytree(toy_dataset.root, project.root / "build" / "datasets" / "toy")
+    params = parse_params(toy_params(e={"dataset": "toy", "model": {"name": "niqe", "patch_size": 32},
+                                        "splits": ["scene", "random_*"]}))
+    preds = train_experiment(params, "e", project.root, progress=False)
+    meta = json.loads((project.root / "results" / "predictions" / "e.json").read_text())
+    scored = preds.drop_duplicates(["split", "role", "image_id"])
+    flat = scored[scored["raw"].isna()]
+    assert (flat["role"] == "test").any() and len(flat) < len(scored) and flat["split"].nunique() == 3
+    assert meta["notes"]["n_undefined"] == len(flat) and meta["notes"]["n_fallback"] == 0
+
+
 def test_brisque_svr_buffers_predict_like_sklearn():
     from sklearn.svm import SVR
 
@@ -610,7 +695,8 @@ def test_predictions_record_the_raw_score_and_the_variant(project, toy_dataset):
     params = parse_params(toy_params(e={"dataset": "toy", "model": {"name": "niqe", "patch_size": 32}}))
     preds = train_experiment(params, "e", project.root, progress=False)
     meta = json.loads((project.root / "results" / "predictions" / "e.json").read_text())
-    assert meta["notes"] == {"variant": "NIQE", "raw_score": "NIQE", "raw_lower_is_better": True, "trained": False}
+    assert meta["notes"] == {"variant": "NIQE", "raw_score": "NIQE", "raw_lower_is_better": True, "trained": False,
+                             "n_fallback": 0, "n_undefined": 0}
     saved = pd.read_parquet(project.root / "results" / "predictions" / "e.parquet")
     assert np.isfinite(saved["raw"]).all() and (saved["raw"] > 0).all()
     # the [0, 1] output is the fixed decreasing map of the raw score: same order, opposite sign
@@ -648,6 +734,13 @@ def test_tables_correlate_the_negated_published_score_and_say_so():
     text = " ".join(baseline_notes(meta | meta2, {"niqe_d": "NIQE", "b_d": "BRISQUE, SVR retrained"}))
     assert "NIQE = NIQE" in text and "negated score for NIQE" in text and "LIVE pristine model" in text
     assert "SVR retrained on each training split" in text and "BRISQUE, SVR retrained: 3" in text
+    # a NIQE row on its [0, 1] predictions (refitted) kept its undefined images at the worst score: stated; the
+    # published row correlates the raw score, where they are NaN and left out (undefined_notes counts them)
+    refit = {"variant": "NIQE, pristine model refitted", "raw_score": "NIQE", "trained": True, "n_undefined": 2}
+    both = {"niqe_d": {"notes": notes | {"n_undefined": 5}}, "r_d": {"notes": refit}}
+    text = " ".join(baseline_notes(both, {"niqe_d": "NIQE", "r_d": "NIQE (refitted)"}))
+    assert "predicted as the worst (0) and kept in the metrics, summed over the images every split scored: " \
+           "NIQE (refitted): 2" in text and "NIQE: 5" not in text
 
 
 def test_scorer_gives_a_classical_checkpoint_images_at_native_resolution(project, toy_dataset, tmp_path):

@@ -167,6 +167,7 @@ def test_builders_declare_the_splits_they_write(tmp_path):
     ugc = build("ugc_sim", tmp_path / "ugc", n_images=10, image_size=32, n_raters=3, n_splits=3)
     assert set(ugc.splits["split"]) == set(split_names("ugc_sim", n_splits=3)) == {"random_00", "random_01",
                                                                                    "random_02"}
+    assert "val" not in set(ugc.splits["role"]), "REQA's 80/20 splits: no val images"
     assert split_names("face_sim", n_folds=2) == ["fold_0", "fold_1", "scene"]
     assert split_names("fglive_sim") == split_names("portrait_sim") == ["scene"]
 
@@ -254,6 +255,21 @@ def test_paper_profile_keys_that_must_not_be_inherited_from_the_cpu_defaults():
     assert {name: paper.train_config(name).monitor for name in ugc} == dict.fromkeys(ugc, "last")
     default = load_params(REPO / "params.yaml")
     assert {default.train_config(n).monitor for n in ("reqa_ugc", "reqa_wo_fn_te_ugc", "baseline_ugc")} == {"last"}
+
+
+@pytest.mark.parametrize("profile", ["params.yaml", "params/paper.yaml"])
+def test_no_trained_row_monitors_val_images_that_its_splits_lack(profile):
+    """ugc_sim's random 80/20 splits hold no val images (REQA's protocol; ``test_builders_declare_the_splits_they_write``
+    builds one) and training refuses a ``val_*`` monitor there, so every row trained by gradient descent on ugc_sim
+    names a monitor without val images; otherwise the profile's ``dvc repro`` would stop at that stage."""
+    params = load_params(REPO / profile)
+    untrained = ("niqe", "brisque")
+    rows = {name: params.train_config(name).monitor for name in params.experiments
+            if params.experiment(name).dataset == "ugc_sim"
+            and params.experiment(name).model.name not in untrained
+            and not params.experiment(name).model.name.startswith("pyiqa:")}
+    assert rows
+    assert {name: m for name, m in rows.items() if m.startswith("val_")} == {}
 
 
 def test_paper_profile_tests_on_the_papers_splits():

@@ -200,5 +200,6 @@ def test_cross_dataset_caption_counts_brisques_flat_fallback_on_b_not_a(fake_pai
                                                                 "n_fallback": 7})
     tables = cross_dataset.run(make(brisque={"name": "brisque"}), root)
     caption = tables["reqa_table4"].caption
-    assert "BRISQUE's flat-region fallback (undefined in the original): brisque (toy → toy_b): 1 of 12" in caption
+    assert ("a fallback where the original has none (BRISQUE: a flat region's AGGD side given zero variance; "
+            "NIQE: the patch covariance taken as zero): brisque (toy → toy_b): 1 of 12") in caption
     assert "brisque: 7" not in caption

@@ -248,7 +248,31 @@ def test_monitor_last_keeps_every_epoch_and_val_scene_srcc_is_maximised():
                                                                                  "last")
     good, bad = {"epoch": 0, "val_scene_srcc": 0.8}, {"epoch": 1, "val_scene_srcc": 0.2}
     assert monitor_score(good, "val_scene_srcc") > monitor_score(bad, "val_scene_srcc")
-    assert monitor_score({"epoch": 0, "train_loss": 0.5}, "val_scene_srcc") == -0.5  # no val images
+    assert monitor_score({"epoch": 0, "train_loss": 0.5, "val_scene_srcc": 0.1}, "train_loss") == -0.5
+    assert monitor_score({"epoch": 0, "val_srcc": float("nan")}, "val_srcc") == -float("inf")
+
+
+def test_a_val_monitor_without_val_images_is_refused_and_the_selection_is_recorded(project, toy_dataset):
+    """No silent fallback to the training loss: a ``val_*`` monitor on a split without val images (here
+    ``val_images: train``) refuses in one line before training; ``train_loss`` chosen explicitly trains, and
+    the predictions JSON records how the kept weights were chosen, which the captions state."""
+    from iqalab.paper_tables.common import selection_notes
+
+    refused = _setup(project, toy_dataset, epochs=1, val_images="train")
+    with pytest.raises(ValueError, match=r"^experiments\.e\.train\.monitor: 'val_srcc' needs val images, and "
+                                         r"split 'scene' of dataset 'toy' has none \(val_images: train"):
+        train_experiment(refused, "e", project.root, progress=False)
+    assert not (project.root / "results" / "predictions" / "e.json").exists()
+    assert not (project.root / "build" / "models" / "e" / "scene" / "best.pt").exists()
+
+    chosen = parse_params(toy_params(e={"dataset": "toy", "model": TINY,
+                                        "train": {"epochs": 1, "val_images": "train", "monitor": "train_loss"}}))
+    train_experiment(chosen, "e", project.root, progress=False)
+    meta = json.loads((project.root / "results" / "predictions" / "e.json").read_text())
+    assert meta["model_selection"] == "lowest training loss"
+    assert selection_notes({"e": meta}, {"e": "Tiny"}) == [
+        "weights of the epoch with the lowest training loss (train.monitor: train_loss, no validation images): Tiny"]
+    assert selection_notes({"e": meta | {"model_selection": "best val SRCC"}}, {"e": "Tiny"}) == []
 
 
 def test_select_ids_camera_complete_subset_and_val_images_trained_on(toy_dataset):

@@ -137,6 +137,33 @@ def test_export_replaces_only_an_earlier_export(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == before  # no .old or .partial left
 
 
+@pytest.mark.parametrize("where", ["parent_is_file", "unwritable"])
+def test_export_refuses_an_out_it_cannot_create_before_reading_the_checkpoint(
+        where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ``out`` below a file, or in a folder that is not writable, is refused in one line naming it and the
+    nearest existing folder, before the checkpoint is read; nothing is created."""
+    import iqalab.train.engine as engine
+
+    root = tmp_path / "project"
+    _trained(root)
+    (tmp_path / "a_file").write_text("x")
+    out = {"parent_is_file": tmp_path / "a_file" / "exp", "unwritable": tmp_path / "ro" / "sub" / "exp"}[where]
+    if where == "unwritable":  # root may write anywhere: ask os.access as an unprivileged user would
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: Path(p) != tmp_path and real(p, mode, **kw))
+
+    def never(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the checkpoint was read before out was checked")
+
+    monkeypatch.setattr(engine, "load_checkpoint", never)  # export imports it when it runs
+    reason = {"parent_is_file": f"{tmp_path / 'a_file'} is a file, not a folder",
+              "unwritable": f"folder {tmp_path} is not writable"}[where]
+    with pytest.raises(ExportError) as info:
+        export_experiment(root, "exp", out)
+    assert str(info.value) == f"cannot export exp to {out}: {reason}"
+    assert not (tmp_path / "ro").exists() and (tmp_path / "a_file").read_text() == "x"
+
+
 def test_export_split_and_unknown_experiment_from_the_command_line(project, capsys) -> None:
     """``--split`` chooses the trained split (default: ``full_train`` when trained, else the first), and the
     command says which one it used; an unknown experiment is named with the known ones; an untrained split is

@@ -406,8 +406,19 @@ def test_folder_pool_refuses_models_that_need_camera_or_regions_and_captions_the
         caption = (out / table).read_text()
         assert "Scored without inputs the pool lacks: gcpf_unknown: camera parameters unknown" in caption, table
         assert "hfe_allowed: person_box by the model's whole-image / centre-crop fallback" in caption, table
-        assert "Refused (the pool lacks inputs they read, no fallback allowed in training): gcpf_refuse, " \
-               "hfe_refuse" in caption, table
+        assert "Refused (the pool lacks inputs they read, no fallback allowed in training or by " \
+               "gmad.allow_missing_camera / allow_missing_regions): gcpf_refuse, hfe_refuse" in caption, table
+
+    # the user's opt-ins let the refused models compete on their fallbacks, and the captions name the opt-in
+    raw["gmad"] = {**raw["gmad"], "allow_missing_camera": True, "allow_missing_regions": True}
+    stage.run(project.write_params(raw), project.root, progress=False)
+    report = json.loads((out / "summary.json").read_text())
+    assert report["refused"] == {} and len(report["competitors"]) == 5
+    assert "(GCPF's learned 'unknown' embedding, gmad.allow_missing_camera)" in report["fallback_inputs"]["gcpf_refuse"]
+    assert "(GCPF's learned 'unknown' embedding, missing_camera: unknown)" in report["fallback_inputs"]["gcpf_unknown"]
+    assert "fallback on every image (gmad.allow_missing_regions)" in report["fallback_inputs"]["hfe_refuse"]
+    assert "fallback on every image (allow_missing_regions)" in report["fallback_inputs"]["hfe_allowed"]
+    assert "gcpf_refuse: camera parameters unknown" in (out / "ranking.md").read_text()
 
 
 def test_screen_inputs_leaves_a_simulator_pool_alone(tmp_path):

@@ -371,6 +371,46 @@ def test_a_classical_checkpoint_also_gives_its_published_raw_score(photos, tmp_p
     assert list(svr.columns) == ["path", *ATTRS]
 
 
+@pytest.mark.parametrize("name", ["niqe", "backbone_mlp"])
+def test_scores_with_and_without_the_raw_score_are_equal(name, photos, tmp_path, monkeypatch):
+    """``Scorer.score`` runs the model's ``predict_with_raw`` only when the raw score is asked for (``with_raw``)
+    and the model publishes one, its plain ``predict`` otherwise: the attribute scores are the same either way,
+    and the raw column comes only with ``with_raw``."""
+    from iqalab.inference import Scorer
+
+    kwargs = {"backbone": "resnet18", "hidden": 8} if name == "backbone_mlp" else {}
+    scorer = Scorer(checkpoint(tmp_path / "best.pt", name, **kwargs), device="cpu")
+    calls: list[str] = []  # what the Scorer called (not what those methods call in turn: NIQE's predict)
+    depth = [0]
+
+    def spy(method: str):
+        real = getattr(scorer.model, method)
+
+        def called(batch):
+            if not depth[0]:
+                calls.append(method)
+            depth[0] += 1
+            try:
+                return real(batch)
+            finally:
+                depth[0] -= 1
+        monkeypatch.setattr(scorer.model, method, called)
+
+    spy("predict")
+    spy("predict_with_raw")
+    images = [np.asarray(Image.open(p).convert("RGB")) for p in photos]
+    plain = scorer.score(images, batch_size=2)
+    assert set(calls) == {"predict"}
+    calls.clear()
+    raw = scorer.score(images, batch_size=2, with_raw=True)
+    assert set(calls) == ({"predict_with_raw"} if scorer.raw_column else {"predict"})
+    assert set(plain) == set(ATTRS) and set(raw) == set(ATTRS) | ({scorer.raw_column} - {None})
+    for a in ATTRS:
+        np.testing.assert_array_equal(plain[a], raw[a])
+    if name == "niqe":
+        assert scorer.raw_column == "raw_niqe" and np.isfinite(raw["raw_niqe"]).all()
+
+
 @pytest.mark.parametrize(("flags", "message"), [
     (["--checkpoint", "{ckpt}", "--option", "patch_size=64"], "--option applies to --model only"),
     (["--model", "niqe", "--draft"], "--draft applies to --checkpoint only"),

@@ -269,26 +269,28 @@ class _PairModel:
     def predict(self, batch):  # noqa: ANN001, ANN201
         return self.predict_with_embedding(batch)[0]
 
-    def predict_with_raw(self, batch):  # noqa: ANN001, ANN201
-        return self.predict(batch), None
+    # no predict_with_raw: the pairwise path asks for no raw score, so nothing there may call it (on the feature
+    # tap it would reach the model past the tap, which would then find no features)
 
 
 class _FakeScorer:
-    """Calls ``self.model.predict_with_raw`` on prepared batches, in chunks, as :class:`iqalab.inference.Scorer`
-    does."""
+    """Calls ``self.model.predict`` on prepared batches, in chunks, as :class:`iqalab.inference.Scorer` does when
+    no raw score is asked for (``predict_with_raw`` only with ``with_raw``)."""
 
     attributes = ["overall"]
 
     def __init__(self) -> None:
         self.model = _PairModel()
 
-    def score(self, images, cam=None, person_boxes=None, face_boxes=None, landmarks=None, batch_size=2):  # noqa: ANN001, ANN201
+    def score(self, images, cam=None, person_boxes=None, face_boxes=None, landmarks=None, batch_size=2,  # noqa: ANN001, ANN201
+              with_raw=False):
         import torch
 
         out = []
         for start in range(0, len(images), batch_size):
-            chunk = torch.tensor(np.stack(images[start:start + batch_size]), dtype=torch.float32)
-            scores, _ = self.model.predict_with_raw({"image": chunk.permute(0, 3, 1, 2)})
+            batch = {"image": torch.tensor(np.stack(images[start:start + batch_size]),
+                                           dtype=torch.float32).permute(0, 3, 1, 2)}
+            scores = self.model.predict_with_raw(batch)[0] if with_raw else self.model.predict(batch)
             out.append(scores["overall"].numpy())
         return {"overall": np.concatenate(out)}
 

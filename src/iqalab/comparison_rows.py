@@ -47,7 +47,7 @@ COMPARISON_TABLES: dict[str, ComparisonTable] = {
         'TuningIQA, Table 2 (FGLive-10K; `tuningiqa_table2`)',
         (
             Row('NIQE', 'runs',
-                'own `niqe` (published LIVE pristine model, full resolution)'),
+                'own `niqe` (published LIVE pristine model, whole image at its stored resolution)'),
             Row('ILNIQE', 'zero-shot only',
                 '`pyiqa:ilniqe` when pyiqa and its template file are cached; not implemented here'),
             Row('BRISQUE', 'runs',

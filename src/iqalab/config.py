@@ -17,6 +17,7 @@ import inspect
 import logging
 import math
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -86,7 +87,7 @@ class TrainConfig(_Strict):
     monitor: Literal["val_srcc", "val_scene_srcc", "val_loss", "train_loss", "last"] = Field(
         "val_srcc", description="model selection and early stopping: mean SRCC over attributes on the val images, "
         "the median over val scenes of the per-scene SRCC (FHIQA, PIQ23), val L1, training loss, or 'last' (the "
-        "last epoch's weights, no selection)")
+        "last epoch's weights, no selection); a val monitor on a split without val images is refused")
     val_images: Literal["monitor", "train"] = Field(
         "monitor", description="the split's val images: held out for the monitor, or trained on (no validation "
         "split carved out of the training scenes; select with monitor 'last')")
@@ -175,6 +176,12 @@ class GmadSettings(_Strict):
     n_raters: int = Field(20, ge=1, description="panel judges per pair")
     seed: int | None = Field(None, description="pool, tie-break and panel seed (default: params.seed)")
     image_folder: str | None = Field(None, description="a folder of images as the pool instead of the simulator")
+    allow_missing_camera: bool = Field(False, description="let a model that reads camera parameters (GCPF) compete "
+                                       "on an image_folder with all seven unknown (its learned 'unknown' embedding; "
+                                       "stated in the captions), as iqalab score --allow-missing-camera")
+    allow_missing_regions: bool = Field(False, description="let a model that reads human regions compete on an "
+                                        "image_folder with its whole-image / centre-crop fallback (stated in the "
+                                        "captions), as iqalab score --allow-missing-regions")
     votes_csv: str | None = Field(None, description="human votes on the pairs (gmad.import_votes format)")
     thumb_size: int = Field(96, ge=16, description="side of the pair thumbnails in the grids")
     batch_size: int = Field(16, ge=1)
@@ -618,8 +625,13 @@ def _display(path: Path) -> str:
 
 def compose_params(path: str | Path) -> dict[str, Any]:
     """The raw mapping of a params file with its ``base`` chain merged in (:func:`merge_overlay`), unvalidated."""
+    return _merged(_layers(Path(path)))
+
+
+def _merged(layers: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """The layers of a profile, base first, merged into one raw mapping (:func:`merge_overlay`)."""
     raw: dict[str, Any] = {}
-    for _, layer in _layers(Path(path)):
+    for _, layer in layers:
         raw = merge_overlay(raw, layer)
     return raw
 
@@ -684,9 +696,6 @@ def load_params(path: str | Path | None = None, check_models: bool = True) -> Pa
     """
     path = Path(path) if path is not None else project_root() / "params.yaml"
     layers = _Layers(tuple(_layers(path)))
-    raw: dict[str, Any] = {}
-    for _, layer in layers.files:
-        raw = merge_overlay(raw, layer)
-    params = parse_params(raw, check_models=check_models, source=layers)
+    params = parse_params(_merged(layers.files), check_models=check_models, source=layers)
     provenance.remember(params)
     return params

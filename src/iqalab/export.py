@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from iqalab.io import write_bytes, write_json, write_text
+from iqalab.io import unwritable_reason, write_bytes, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -144,13 +144,9 @@ def _check_out(out: Path, experiment: str) -> None:
             named = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
             raise ExportError(f"{where}: the earlier export there also holds {named}, which export did not "
                               "write and would delete; nothing was changed")
-    parent = out.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ExportError(f"{where}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ExportError(f"{where}: folder {parent} is not writable")
+    reason = unwritable_reason(out)
+    if reason is not None:
+        raise ExportError(f"{where}: {reason}")
 
 
 def _is_export(folder: Path) -> bool:

@@ -275,7 +275,8 @@ class Scorer:
               with_raw: bool = False) -> dict[str, np.ndarray]:
         """Scores per attribute for ``images`` (uint8 ``[H, W, 3]`` each); with ``with_raw`` also the model's
         published raw score under :attr:`raw_column` (when it has one), from the same forward pass as the
-        engine's (:meth:`IQAModel.predict_with_raw`).
+        engine's (:meth:`IQAModel.predict_with_raw`). Without it (or for a model without a raw score) each batch
+        goes through the model's plain ``predict``, which gives the same attribute scores.
 
         ``cam`` is ``[N, 7]`` raw camera parameters in ``CAM_PARAMS`` order (NaN = unknown); boxes are normalised
         ``[N, 4]`` x0, y0, x1, y1 and landmarks ``[N, 5, 2]`` in [0, 1] (NaN = unknown, the model's fallback).
@@ -310,8 +311,13 @@ class Scorer:
                 frame = np.array(chunk[0].shape[1::-1], dtype=np.float32) if self.full_resolution else self.size
                 pixels = pts.reshape(m, -1, 2) * frame - offset
                 batch[key] = torch.from_numpy(pixels.reshape(m, *shape).astype(np.float32))
+            inputs = to_device(batch, self.device, channels_last=self.amp)
+            raw: torch.Tensor | None = None
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                pred, raw = self.model.predict_with_raw(to_device(batch, self.device, channels_last=self.amp))
+                if raw_out is not None:  # the raw score was asked for and the model publishes one
+                    pred, raw = self.model.predict_with_raw(inputs)
+                else:
+                    pred = self.model.predict(inputs)
             for a in self.attributes:
                 out[a][idx] = pred[a].float().cpu().numpy() * (self.hi - self.lo) + self.lo
             if raw_out is not None and raw is not None:

@@ -51,6 +51,21 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink()
 
 
+def unwritable_reason(path: str | os.PathLike[str]) -> str | None:
+    """Why nothing can be created at ``path`` as :func:`atomic_path` would (creating its missing folders), in a
+    phrase naming the nearest existing folder above it (``"<folder> is a file, not a folder"``, ``"folder
+    <folder> is not writable"``); ``None`` when it can. ``path`` itself is not looked at: callers check what
+    may already be there. Lets a command refuse a bad output path before it does any work."""
+    parent = Path(path).parent
+    while not parent.exists() and parent != parent.parent:  # the nearest folder that exists
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is a file, not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"folder {parent} is not writable"
+    return None
+
+
 def write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write text atomically."""
     with atomic_path(path) as tmp:

@@ -3,8 +3,9 @@
 Owns:
 
 - SRCC, PLCC (raw), KRCC, RMSE, MAE - REQA Sec. IV-A-2, Eqs. (15)-(16); FHIQA Sec. IV-A (KRCC, MAE);
-- the 4-parameter logistic map applied before PLCC/RMSE/MAE in VQEG-style tables (:func:`logistic4_fit`, with
-  the slope and mid-point bounds that keep it from turning into a step on small test sets);
+- the 4-parameter logistic map of VQEG-style tables (:func:`logistic4_fit`, with the slope and mid-point bounds
+  that keep it from turning into a step on small test sets), applied before PLCC/RMSE/MAE only with
+  ``evaluate.logistic: true``: none of the four papers describes a nonlinear map (REQA Eq. 16 defines PLCC raw);
 - FG-ACC, the accuracy of the predicted order on fine-grained pairs (TuningIQA, "Experiments", Tables 2-4), in
   single-image mode (:func:`fg_acc`, order of the scores) and pairwise mode (:func:`fg_acc_pairwise`, Eq. 9);
 - the PIQ23 protocol: a metric per scene, then the median across scenes (FHIQA Sec. IV-A, Table I);
@@ -211,7 +212,8 @@ def logistic4_fit(x: ArrayLike, y: ArrayLike, maxfev: int = 20000, *,
     of the six is kept.
 
     Constraints (a slope bound, the choice made for issue #27; the alternative, the monotone 3rd-order
-    polynomial of ITU-T P.1401 / VQEG MM, was not taken because the papers report the VQEG logistic):
+    polynomial of ITU-T P.1401 / VQEG MM, was not taken because the VQEG logistic is the map most IQA papers
+    that fit one use; the four papers reproduced here fit none, so the tables show raw PLCC by default):
 
     - ``b4 >= min_width * std(x)``: the steepest slope, ``(b1 - b2) / (4 b4)``, is bounded relative to the
       spread of the predictions (default 0.1 SD: a 10-90 % rise over no less than 0.44 SD);

@@ -583,7 +583,8 @@ class _FeatureTap:
     """Stands in for a pair-head model inside :meth:`iqalab.inference.Scorer.score` so that the batches the
     Scorer prepares (resize, normalisation, standardised camera parameters, boxes) also yield the embeddings the
     pair head compares (:meth:`iqalab.models.base.IQAModel.predict_with_embedding`); returns the same scores as
-    the model's ``predict`` and answers every other attribute as the model does."""
+    the model's ``predict`` (which the Scorer calls when no raw score is asked for, and :meth:`ScorerModel.pairwise`
+    asks for none) and answers every other attribute as the model does."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
@@ -596,11 +597,6 @@ class _FeatureTap:
         scores, emb = self.model.predict_with_embedding(batch)
         self.features.append(emb)
         return scores
-
-    def predict_with_raw(self, batch: dict[str, Any]) -> tuple[dict[str, Any], None]:
-        """What :meth:`iqalab.inference.Scorer.score` calls: :meth:`predict`, and no published raw score (a model
-        with a pair head has none)."""
-        return self.predict(batch), None
 
 
 # --------------------------------------------------------------------------------------------- figures

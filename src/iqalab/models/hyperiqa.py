@@ -56,8 +56,9 @@ Readings and deviations (each a constructor argument where it matters)
   0.48 M + hyper network 3.39 M), the same layer sizes as the original code; asserted by the unit tests.
 - Several attributes: the backbone, LDA and hyper network (target layers 1-4) are shared; each attribute has its
   own generator for the last target layer (14 -> 1 weights and bias), i.e. one target-net head per attribute. With
-  one attribute this is exactly the original. PIQ23 trains one model per attribute: the paper profile does the same
-  by running one experiment per attribute (the other attributes' targets are then simply NaN-masked or ignored).
+  one attribute this is exactly the original. PIQ23 trains one model per attribute; iqalab trains one network for
+  the three (one best epoch for all), in both profiles, since an experiment has no attribute selection yet
+  (docs/deviations.md, "One model per attribute": open).
 - Output scale: models predict MOS scaled to [0, 1]; the target network's last layer is linear as in the original,
   plus a constant 0.5 so an untrained model starts mid-scale (the original learns this offset in its bias).
 - Huber loss: PyTorch's default ``delta = 1`` is meant for JOD units (PIQ23 MAE ~ 1); on the [0, 1] scale we use

@@ -12,6 +12,16 @@ Computed as the released MATLAB code, vectorised with NumPy over images and patc
 - Quality is the distance of Eq. (10) between the two multivariate Gaussians (pseudo-inverse of the mean
   covariance; patches with a NaN feature left out of the covariance as MATLAB's ``nancov``).
 
+Images the original cannot score. A feature of a patch is undefined (NaN) where ``estimateaggdparam.m`` meets an
+empty side (a flat patch: no negative or positive MSCN product). ``computequality.m`` takes ``nanmean`` and
+``nancov`` over the image's patches; when no patch has all 36 features defined (a flat image, for one),
+``nancov`` is NaN (no complete row) and the original has no score (``pinv`` of NaN fails). Here such an image is
+handled in one of two ways, each counted (recorded with the predictions, :meth:`NIQE.run_notes`, so that tables can
+say how many): when every feature is defined in some patch, its patch covariance is taken as zero (as ``nancov`` of
+a single complete patch) and the raw NIQE is finite (:attr:`NIQE.n_fallback`); when a feature is undefined in
+every patch, the raw NIQE stays NaN, as in the original (:attr:`NIQE.n_undefined`): metrics on the raw score leave
+the image out, and the [0, 1] outputs are the worst, 0. An image smaller than one patch has no patch at all and is refused (:class:`ImageTooSmallError`).
+
 The registry model ``niqe`` is the published NIQE by default: the pristine model of the LIVE release
 (``models/data/niqe_live_pristine.npz``, 36-d mean and 36x36 covariance of 125 pristine photographs; see that
 folder's README for provenance), grey input as ``rgb2gray``, 96 px patches, each image at full resolution and
@@ -59,6 +69,27 @@ NIQE_FEATURES = 36
 NIQE_SHIFTS = ((0, 1), (1, 0), (1, 1), (1, -1))
 #: the pristine model of the original NIQE release (LIVE, 96 px patches)
 OFFICIAL_PRISTINE = Path(__file__).with_name("data") / "niqe_live_pristine.npz"
+#: the patch size of the official pristine model (``blocksizerow = blocksizecol = 96`` in the NIQE release)
+OFFICIAL_PATCH_SIZE = 96
+
+
+class ImageTooSmallError(ValueError):
+    """An image smaller than one NIQE patch. ``computequality.m`` (Mittal et al., IEEE SPL 2013) scores the whole
+    ``patch_size`` blocks of the image and has no score without one; the message (one line) says what can be done
+    where: a checkpoint or export keeps its ``patch_size``, a params-driven run or ``iqalab score --model niqe``
+    can lower it (below the official 96 px, not the published NIQE)."""
+
+    def __init__(self, width: int, height: int, patch_size: int, published_patch: int | None = None) -> None:
+        self.width, self.height, self.patch_size = int(width), int(height), int(patch_size)
+        caveat = ("" if published_patch is None else
+                  f", which is then no longer the published NIQE (its LIVE pristine model was fitted on "
+                  f"{published_patch} px patches)")
+        super().__init__(
+            f"NIQE needs images of at least {patch_size}px on each side (one {patch_size}x{patch_size} patch) and "
+            f"this one is {width}x{height} px (width x height): a checkpoint or export (iqalab score --checkpoint) "
+            f"keeps the patch_size it was built with, so only a larger image can be scored; otherwise lower "
+            f"patch_size (params.yaml: "
+            f"experiments.<name>.model.patch_size; iqalab score --model niqe: --option patch_size=N){caveat}")
 
 
 def _blocks(x: np.ndarray, size: int) -> np.ndarray:
@@ -97,7 +128,8 @@ def niqe_patch_features(gray: np.ndarray, patch_size: int = 96) -> tuple[np.ndar
     h, w = img.shape[-2:]
     nh, nw = h // patch_size, w // patch_size
     if nh == 0 or nw == 0:
-        raise ValueError(f"image {h}x{w} is smaller than one {patch_size}x{patch_size} NIQE patch")
+        raise ValueError(f"image {w}x{h} px (width x height) is smaller than one {patch_size}x{patch_size} NIQE "
+                         "patch")
     img = img[..., : nh * patch_size, : nw * patch_size]
     feats = []
     sharpness = np.empty(0)
@@ -111,15 +143,27 @@ def niqe_patch_features(gray: np.ndarray, patch_size: int = 96) -> tuple[np.ndar
     return np.concatenate(feats, axis=-1), sharpness
 
 
+def undefined_in_original(features: np.ndarray) -> bool:
+    """True when no patch (row of ``[N, 36]`` features) has every feature defined: MATLAB's ``nancov`` then has no
+    complete row and returns NaN, so ``computequality.m`` (Mittal et al., IEEE SPL 2013) has no score for the
+    image (a flat image, for one). :func:`niqe_distance` still gives one through :func:`_mvg`'s zero covariance
+    when every feature is defined in some patch, and NaN otherwise; :class:`NIQE` counts both."""
+    feats = np.asarray(features, dtype=np.float64)
+    return not bool(np.isfinite(feats).all(axis=-1).any())
+
+
 def _mvg(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (NaN-ignoring) and covariance over complete rows of ``[N, D]`` features (MATLAB nanmean/nancov)."""
+    """Mean (NaN-ignoring) and covariance over complete rows of ``[N, D]`` features (MATLAB nanmean/nancov).
+
+    With one complete row the covariance is zero, as ``nancov``; with none, where ``nancov`` is NaN, it is also
+    taken as zero (iqalab's fallback: :func:`undefined_in_original`)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns give NaN, as MATLAB's nanmean
         mu = np.nanmean(features, axis=0)
     complete = features[np.isfinite(features).all(axis=1)]
     if complete.shape[0] >= 2:
         cov = np.cov(complete, rowvar=False)
-    else:  # a single patch has no spread: treat its covariance as zero
+    else:  # one complete patch has no spread (nancov: zero); none (nancov: NaN) is taken as zero too (fallback)
         cov = np.zeros((features.shape[1], features.shape[1]))
     return mu, cov
 
@@ -188,7 +232,11 @@ def fit_niqe(images: Iterable[np.ndarray | str | Path], patch_size: int = 96, sh
 
 
 def niqe_distance(features: np.ndarray, model: NiqeModel) -> float:
-    """NIQE Eq. (10): ``sqrt((mu_p - mu_d)^T ((S_p + S_d) / 2)^+ (mu_p - mu_d))`` for patch features ``[N, 36]``."""
+    """NIQE Eq. (10): ``sqrt((mu_p - mu_d)^T ((S_p + S_d) / 2)^+ (mu_p - mu_d))`` for patch features ``[N, 36]``.
+
+    NaN when a feature is undefined in every patch (``nanmean`` is NaN); finite, with the image's covariance
+    taken as zero, when no patch is complete but every feature is defined somewhere (the original has no score
+    for either: :func:`undefined_in_original`)."""
     mu, cov = _mvg(np.asarray(features, dtype=np.float64))
     diff = model.mu - mu
     inv = np.linalg.pinv((model.cov + cov) / 2.0)
@@ -244,6 +292,10 @@ class NIQE(ClassicalModel):
         self.sharpness_threshold = float(sharpness_threshold)
         self.top_quantile = float(top_quantile)
         self.calibrate = self.pristine == "train" if calibrate is None else bool(calibrate)
+        #: images given a finite raw NIQE by the zero-covariance fallback (module docstring), since construction
+        self.n_fallback = 0
+        #: images whose raw NIQE is NaN (a feature undefined in every patch; outputs 0), since construction
+        self.n_undefined = 0
         self.register_buffer("mu", torch.zeros(NIQE_FEATURES, dtype=torch.float64))
         self.register_buffer("cov", torch.eye(NIQE_FEATURES, dtype=torch.float64))
         calib = torch.tensor([[3.0, 0.5]], dtype=torch.float64).repeat(len(self.attributes), 1)
@@ -271,6 +323,19 @@ class NIQE(ClassicalModel):
             return "NIQE, pristine model refitted"
         return f"NIQE (pristine model: {Path(self.pristine).name})"
 
+    def run_notes(self) -> dict[str, Any]:
+        """As :meth:`ClassicalModel.run_notes`, plus two counts over fitting and prediction (the engine records
+        the notes after predicting, so the test images are in them), as BRISQUE's ``n_fallback``:
+
+        - ``n_fallback``: images given a finite raw NIQE although the original (Mittal et al. 2013,
+          ``computequality.m``) has no score for them, no patch having all 36 features defined while every
+          feature is defined in some patch: the image's patch covariance taken as zero (module docstring);
+        - ``n_undefined``: images whose raw NIQE is NaN (a feature undefined in every patch, e.g. a flat image),
+          as the original's: left out of metrics on the raw score and of the calibration fit in :meth:`fit`,
+          their [0, 1] outputs the worst (0).
+        """
+        return super().run_notes() | {"n_fallback": self.n_fallback, "n_undefined": self.n_undefined}
+
     def set_pristine(self, model: NiqeModel) -> None:
         """Use ``model`` as the pristine MVG (marks the model fitted)."""
         self.mu.copy_(torch.from_numpy(model.mu))
@@ -293,15 +358,33 @@ class NIQE(ClassicalModel):
         return {"features": feats, "sharpness": sharp}
 
     def _features(self, image: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        if min(image.shape[-2:]) < self.patch_size:
-            raise ValueError(f"NIQE needs images of at least {self.patch_size}px (got {tuple(image.shape[-2:])}); "
-                             "lower patch_size")
+        height, width = (int(n) for n in image.shape[-2:])
+        if min(height, width) < self.patch_size:
+            published = OFFICIAL_PATCH_SIZE if self.pristine == "official" else None
+            raise ImageTooSmallError(width, height, self.patch_size, published)
         out = self.image_features(image)  # once per image while a feature cache is active (nss.feature_cache)
         return out["features"], out["sharpness"]
 
-    def _distances(self, feats: np.ndarray) -> np.ndarray:
+    def _distances(self, feats: Iterable[np.ndarray]) -> np.ndarray:
+        """NIQE Eq. (10) per image; counts the images the original cannot score (:func:`undefined_in_original`):
+        a finite distance from the zero-covariance fallback in :attr:`n_fallback`, a NaN one in
+        :attr:`n_undefined`."""
         model = self.pristine_model()
-        return np.array([niqe_distance(f, model) for f in feats])
+        values, fallback = [], 0
+        for f in feats:
+            values.append(niqe_distance(f, model))
+            fallback += bool(np.isfinite(values[-1]) and undefined_in_original(f))
+        out = np.array(values, dtype=np.float64)
+        undefined = int((~np.isfinite(out)).sum())
+        if fallback:
+            log.info("NIQE: %d image(s) without a patch whose features are all defined (undefined in the original): "
+                     "scored with a zero patch covariance", fallback)
+        if undefined:
+            log.info("NIQE: %d image(s) with a feature undefined in every patch (e.g. flat): raw NIQE left NaN",
+                     undefined)
+        self.n_fallback += fallback
+        self.n_undefined += undefined
+        return out
 
     @torch.no_grad()
     def niqe_scores(self, image: torch.Tensor) -> torch.Tensor:
@@ -314,15 +397,14 @@ class NIQE(ClassicalModel):
         return torch.from_numpy(self._distances(feats))
 
     def outputs_from_raw(self, raw: torch.Tensor, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        values = raw
-        bad = ~torch.isfinite(values)
-        if bad.any():
-            log.warning("NIQE undefined for %d flat image(s): scored as the worst", int(bad.sum()))
-            values = torch.where(bad, torch.full_like(values, 1e3), values)
+        bad = ~torch.isfinite(raw)
+        if bad.any():  # the original has no score (undefined_in_original; counted in n_undefined): the worst output
+            log.warning("NIQE undefined for %d image(s) (a feature undefined in every patch, e.g. a flat image): "
+                        "raw NIQE left NaN, outputs scored as the worst (0)", int(bad.sum()))
+        values = torch.where(bad, torch.zeros_like(raw), raw)
         calib = self.calib.to(values.dtype).cpu()
-        return {attr: torch.sigmoid(calib[k, 0] - calib[k, 1] * values).to(device=image.device,
-                                                                            dtype=torch.float32)
-                for k, attr in enumerate(self.attributes)}
+        return {attr: torch.where(bad, torch.zeros_like(values), torch.sigmoid(calib[k, 0] - calib[k, 1] * values))
+                .to(device=image.device, dtype=torch.float32) for k, attr in enumerate(self.attributes)}
 
     def fit(self, batches: Iterable[dict[str, Any]]) -> None:
         """Fit the pristine MVG (when ``pristine="train"``) and the per-attribute calibration (when
@@ -357,9 +439,8 @@ class NIQE(ClassicalModel):
                      best.size)
             mu, cov = _mvg(pristine)
             self.set_pristine(NiqeModel(mu, cov, self.patch_size))
-        if self.calibrate:
-            model = self.pristine_model()
-            values = np.array([niqe_distance(f, model) for f in feats])
+        if self.calibrate:  # images with a NaN NIQE (n_undefined) are left out of the logistic fit
+            values = self._distances(feats)
             for k in range(len(self.attributes)):
                 self.calib[k] = torch.from_numpy(_fit_decreasing_logistic(values, mos[:, k], self.calib[k].numpy()))
 

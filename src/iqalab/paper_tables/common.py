@@ -120,7 +120,8 @@ class TableContext:
         ran = {e: self.meta[e] for e in exps if e not in missing}
         notes = [*notes, *undefined_notes(self.scoped(list(ran), primary_only, cross), self.note_labels(list(ran))),
                  *baseline_notes(ran, self.labels), *region_notes(ran, self.labels),
-                 *precision_notes(ran, self.labels), *not_run_notes(paper_table)]
+                 *selection_notes(ran, self.labels), *precision_notes(ran, self.labels),
+                 *not_run_notes(paper_table)]
         return ". ".join([layout, dataset_caption(datasets), split_note, *notes]) + "."
 
     def stats(self, exps: Sequence[str], metric_names: Mapping[str, str], by: Sequence[str], group: str = "all",
@@ -158,7 +159,6 @@ class TableContext:
 
     def has_profile(self, exps: Sequence[str], key: str) -> bool:
         return any(np.isfinite(self.profile_value(exps, key)))
-
 
 
 def training_description(info: Mapping[str, Any]) -> str:
@@ -255,18 +255,18 @@ def resolution_phrase(rows: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
     return "; ".join(f"{label}: {phrase(v)}" for label, v in values.items())
 
 
-
 def baseline_notes(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]) -> list[str]:
     """Caption sentences that say which NIQE / BRISQUE (and zero-shot metric) each row is, the resolution its
     images came at (:func:`resolution_phrase`), the sign convention of its correlations (the negated raw score,
     or the [0, 1] prediction when no raw score was recorded: ``raw_recorded`` false) and how many images a
     fallback scored (from the ``notes`` training recorded)."""
-    published, retrained, refitted, fallback = [], [], [], []
+    published, retrained, refitted, fallback, worst = [], [], [], [], []
     for exp, info in meta.items():
         notes = info.get("notes") or {}
         label = labels.get(exp, exp)
         variant = str(notes.get("variant") or "")
-        if notes.get("raw_score") and notes.get("trained") is False:
+        is_published = bool(notes.get("raw_score")) and notes.get("trained") is False
+        if is_published:
             published.append((label, str(notes["raw_score"]), bool(notes.get("raw_lower_is_better")), info))
         elif variant.startswith("BRISQUE, SVR retrained"):
             retrained.append((label, info))
@@ -274,6 +274,8 @@ def baseline_notes(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, s
             refitted.append(label)
         if notes.get("n_fallback"):
             fallback.append(f"{label}: {int(notes['n_fallback'])}")
+        if variant.startswith("NIQE") and notes.get("n_undefined") and not is_published:
+            worst.append(f"{label}: {int(notes['n_undefined'])}")  # rows on the [0, 1] prediction: scored 0
     out = []
     if published:
         rows = "; ".join(f"{label} = {score}" for label, score, _, _ in published)
@@ -297,8 +299,12 @@ def baseline_notes(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, s
         out.append(f"{', '.join(refitted)}: NIQE with its pristine model refitted on the best-rated training "
                    "images and a logistic fitted on training MOS (not the published NIQE)")
     if fallback:
-        out.append("images scored by BRISQUE's flat-region fallback (undefined in the original): "
-                   + "; ".join(fallback))
+        out.append("images given a score by a fallback where the original has none (BRISQUE: a flat region's AGGD "
+                   "side given zero variance; NIQE: the patch covariance taken as zero where no patch has all 36 "
+                   "features), summed over the images every split scored: " + "; ".join(fallback))
+    if worst:
+        out.append("images whose NIQE is undefined (a feature undefined in every patch, e.g. flat), predicted as the "
+                   "worst (0) and kept in the metrics, summed over the images every split scored: " + "; ".join(worst))
     return out
 
 
@@ -336,6 +342,19 @@ def region_notes(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str
     if fallback:
         out.append("test images without a detected region, scored by the model's fallback: " + "; ".join(fallback))
     return out
+
+
+def selection_notes(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]) -> list[str]:
+    """A caption sentence naming the rows whose kept weights are those of the lowest training loss
+    (``model_selection`` of their predictions JSON, :data:`iqalab.train.engine.MODEL_SELECTION`: ``train.monitor:
+    train_loss``, chosen by the user for splits without val images; the engine refuses a ``val_*`` monitor
+    there), since none of the papers selects a model that way; none otherwise."""
+    rows = [labels.get(exp, exp) for exp, info in meta.items()
+            if "lowest training loss" in str(info.get("model_selection") or "")]
+    if not rows:
+        return []
+    return ["weights of the epoch with the lowest training loss (train.monitor: train_loss, no validation "
+            "images): " + ", ".join(rows)]
 
 
 def precision_notes(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]) -> list[str]:

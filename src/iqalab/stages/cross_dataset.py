@@ -166,8 +166,9 @@ def predict_pair(run: CrossRun, ds: Dataset, cache: ImageCache, attribute: str, 
         "raw": raw.astype(float) if raw is not None else float("nan"),
     })[PREDICTION_COLUMNS]
     facts = pair_inputs(len(every), len(ids), camera, regions)
-    if scored.get("n_fallback"):
-        facts["n_fallback"] = int(scored["n_fallback"])
+    for key in ("n_fallback", "n_undefined"):  # B's images the original has no score for (BRISQUE, NIQE)
+        if scored.get(key) and str(scored.get("variant") or "").startswith(("BRISQUE", "NIQE")):
+            facts[key] = int(scored[key])
     return frame, facts
 
 
@@ -188,7 +189,7 @@ def inputs_notes(inputs: dict[str, dict[str, Any]], runs: list[CrossRun], labels
     """Caption sentences on B's inputs per pair of ``exps`` (issue 21): where B's human regions came from, how many
     of B's test images the region fallback scored, and B's images lacking a camera parameter that the model's
     ``missing_camera`` left out or scored with GCPF's learned "unknown" embedding."""
-    sources, fallback, camera, flat = [], [], [], []
+    sources, fallback, camera, flat, undefined = [], [], [], [], []
     for run in runs:
         facts = inputs.get(f"{run.experiment} -> {run.test}")
         if facts is None or run.experiment not in exps:
@@ -202,6 +203,8 @@ def inputs_notes(inputs: dict[str, dict[str, Any]], runs: list[CrossRun], labels
                 fallback.append(f"{pair}: {facts['regions_missing']} of {facts['n_scored']}{flag}")
         if facts.get("n_fallback"):
             flat.append(f"{pair}: {facts['n_fallback']} of {facts['n_scored']}")
+        if facts.get("n_undefined"):
+            undefined.append(f"{pair}: {facts['n_undefined']} of {facts['n_scored']}")
         if facts.get("missing_camera_images"):
             how = ("left out" if facts["missing_camera"] == "drop"
                    else "scored with GCPF's learned 'unknown' embedding")
@@ -215,8 +218,11 @@ def inputs_notes(inputs: dict[str, dict[str, Any]], runs: list[CrossRun], labels
     if camera:
         out.append("test images lacking a camera parameter: " + "; ".join(camera))
     if flat:
-        out.append("test images scored by BRISQUE's flat-region fallback (undefined in the original): "
-                   + "; ".join(flat))
+        out.append("test images given a score by a fallback where the original has none (BRISQUE: a flat region's "
+                   "AGGD side given zero variance; NIQE: the patch covariance taken as zero): " + "; ".join(flat))
+    if undefined:
+        out.append("test images whose original score is undefined (flat: raw score NaN, left out of correlations "
+                   "of the raw score; NIQE's [0, 1] prediction 0): " + "; ".join(undefined))
     return out
 
 
@@ -231,8 +237,8 @@ def experiment_meta(params: Params, root: Path, experiment: str, train_split: st
     for key in ("regions", "regions_detector", "regions_missing", "allow_missing_regions"):
         info.pop(key, None)  # A's test images: the caption states B's (inputs_notes)
     notes = dict(info.get("notes") or {})
-    if notes.pop("n_fallback", None) is not None:  # A's count: the caption states B's (inputs_notes)
-        info["notes"] = notes
+    if {notes.pop(key, None) for key in ("n_fallback", "n_undefined")} != {None}:  # A's counts: the caption
+        info["notes"] = notes                                                       # states B's (inputs_notes)
     return info
 
 

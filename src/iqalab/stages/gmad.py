@@ -19,8 +19,9 @@ algorithm and the score definitions are in :mod:`iqalab.analysis.gmad`. This mod
    no camera parameters and no human regions: on such a pool a competitor that reads them is screened with the
    rules of ``iqalab score`` (:func:`screen_inputs`; issue 21, no silent fallback). It competes only when it was
    trained to accept them missing (``missing_camera: unknown``: GCPF's learned "unknown" embedding;
-   ``allow_missing_regions``: its whole-image / centre-crop fallback), and the captions say so; otherwise it is
-   refused in one line (``refused`` in the summary, named in the captions).
+   ``allow_missing_regions``: its whole-image / centre-crop fallback) or the user allows it here
+   (``gmad.allow_missing_camera``, ``gmad.allow_missing_regions``, as ``iqalab score``'s flags), and the captions
+   say so; otherwise it is refused in one line (``refused`` in the summary, named in the captions).
 4. **Scores** of every competitor on the pool (:func:`iqalab.sim.pools.score_pool`: camera parameters, person and
    face boxes and landmarks of the scene are passed on), **pairs** (:func:`iqalab.analysis.gmad.select_pairs`:
    ``levels`` bands of the defender's scores, each ``band_width`` of its range wide), **verdicts** from the
@@ -109,11 +110,12 @@ def _level_report(pairs: pd.DataFrame, models: list[str], levels: int, band_widt
     return out
 
 
-def screen_inputs(pool: Pool, checkpoints: dict[str, Path]) -> tuple[dict[str, str], dict[str, str]]:
+def screen_inputs(pool: Pool, checkpoints: dict[str, Path], allow_missing_camera: bool = False,
+                  allow_missing_regions: bool = False) -> tuple[dict[str, str], dict[str, str]]:
     """Which competitors may score ``pool`` without the camera parameters or human regions it lacks (an
     ``image_folder`` has neither; a simulator pool has both), by the rules of ``iqalab score``
-    (:func:`iqalab.inference.check_score_camera`, :func:`~iqalab.inference.check_score_regions`) with no
-    opt-in beyond the model's own training options (issue 21).
+    (:func:`iqalab.inference.check_score_camera`, :func:`~iqalab.inference.check_score_regions`): the model's own
+    training options, or the opt-ins ``gmad.allow_missing_camera`` / ``gmad.allow_missing_regions`` (issue 21).
 
     Returns ``(refused, fallbacks)``: ``{experiment: one-line reason}`` for the models refused, and
     ``{experiment: what ran on a fallback}`` for those trained to accept the inputs missing (``missing_camera:
@@ -130,25 +132,29 @@ def screen_inputs(pool: Pool, checkpoints: dict[str, Path]) -> tuple[dict[str, s
         model = model_from_checkpoint(load_checkpoint(path), str(path))
         ran = []
         try:
-            if no_camera and check_score_camera(model, name, allow_missing_camera=False):
+            if no_camera and check_score_camera(model, name, allow_missing_camera):
+                why = ("missing_camera: unknown" if getattr(model, "missing_camera", None) == "unknown"
+                       else "gmad.allow_missing_camera")
                 ran.append(f"camera parameters unknown on {no_camera} of {len(pool)} images (GCPF's learned "
-                           "'unknown' embedding, missing_camera: unknown)")
+                           f"'unknown' embedding, {why})")
             lacking = [key for key in needed_regions(model) if key in no_regions]
             if lacking:
-                check_score_regions(model, name, detect_regions=False, allow_missing_regions=False)
+                check_score_regions(model, name, False, allow_missing_regions)
+                why = ("allow_missing_regions" if getattr(model, "allow_missing_regions", False)
+                       else "gmad.allow_missing_regions")
                 ran.append(f"{' and '.join(lacking)} by the model's whole-image / centre-crop fallback on every "
-                           "image (allow_missing_regions)")
+                           f"image ({why})")
         except CameraMissing:
             refused[name] = (f"{source}: experiment {name!r} (model {model.registry_name!r}) reads the seven camera "
                              "parameters (GCPF), which the pool's image files do not carry, and was trained with "
-                             f"missing_camera: {getattr(model, 'missing_camera', 'refuse')}: not competing (a model "
-                             "trained with missing_camera: unknown accepts them unknown)")
+                             f"missing_camera: {getattr(model, 'missing_camera', 'refuse')}: not competing (set "
+                             "gmad.allow_missing_camera: true to score it with every parameter unknown)")
             continue
         except RegionsMissing:
             refused[name] = (f"{source}: experiment {name!r} (model {model.registry_name!r}) reads "
                              f"{' and '.join(needed_regions(model))} regions, which the pool's image files do not "
                              "carry (no detection here), and was trained without allow_missing_regions: not "
-                             "competing (a model trained with allow_missing_regions: true accepts its fallback)")
+                             "competing (set gmad.allow_missing_regions: true to score it with its fallback)")
             continue
         if ran:
             fallbacks[name] = "; ".join(ran)
@@ -163,7 +169,8 @@ def inputs_note(refused: dict[str, str], fallbacks: dict[str, str], labels: dict
         parts.append("Scored without inputs the pool lacks: " + "; ".join(
             f"{labels.get(n, n)}: {what}" for n, what in fallbacks.items()))
     if refused:
-        parts.append("Refused (the pool lacks inputs they read, no fallback allowed in training): " + ", ".join(
+        parts.append("Refused (the pool lacks inputs they read, no fallback allowed in training or by "
+                     "gmad.allow_missing_camera / allow_missing_regions): " + ", ".join(
             labels.get(n, n) for n in refused))
     return ". ".join(parts)
 
@@ -226,7 +233,7 @@ def run(params: Params, root: Path, progress: bool = True) -> dict[str, Any]:
                            seed, progress)
     report["pool"] = {"n_images": len(pool), "simulated": pool.simulated, **pool.spec,
                       **({"profile": profile} if pool.simulated else {})}
-    refused, fallbacks = screen_inputs(pool, checkpoints)
+    refused, fallbacks = screen_inputs(pool, checkpoints, cfg.allow_missing_camera, cfg.allow_missing_regions)
     for why in refused.values():
         log.warning("gMAD: %s", why)
     checkpoints = {name: ckpt for name, ckpt in checkpoints.items() if name not in refused}

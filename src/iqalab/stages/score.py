@@ -40,7 +40,7 @@ from iqalab.inference import (  # the input checks are shared with the gMAD stag
     check_score_camera,
     check_score_regions,
 )
-from iqalab.io import atomic_path, expand_images
+from iqalab.io import atomic_path, expand_images, unwritable_reason
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +65,9 @@ def check_output_file(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"--out {path} is a folder; name a file (e.g. {path / 'scores.csv'})")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:  # the nearest folder that exists
-        parent = parent.parent
-    if not parent.is_dir():
-        raise OutputError(f"--out {path}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"--out {path}: folder {parent} is not writable")
+    reason = unwritable_reason(path)
+    if reason is not None:
+        raise OutputError(f"--out {path}: {reason}")
     return path
 
 

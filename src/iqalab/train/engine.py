@@ -515,15 +515,37 @@ def scene_median_srcc(pred: np.ndarray, target: np.ndarray, scenes: np.ndarray) 
     return float(np.mean(per_attribute)) if per_attribute else float("nan")
 
 
+#: what each ``train.monitor`` keeps, in the words the predictions JSON records (``model_selection``)
+MODEL_SELECTION = {
+    "val_srcc": "best val SRCC",
+    "val_scene_srcc": "best median per-scene val SRCC",
+    "val_loss": "lowest val L1",
+    "train_loss": "lowest training loss",
+    "last": "last epoch",
+}
+
+
 def monitor_score(record: dict[str, float], monitor: str) -> float:
     """The number model selection maximises for ``train.monitor``: a validation SRCC, minus a loss, or the epoch
-    itself for ``last`` (every epoch improves: the last weights are kept). Without the monitored key (no val
-    images) the training loss stands in; NaN counts as the worst score."""
+    itself for ``last`` (every epoch improves: the last weights are kept). NaN counts as the worst score. A split
+    without val images never reaches here with a ``val_*`` monitor: :func:`check_monitor` refuses it."""
     if monitor == "last":
         return float(record["epoch"])
-    key = monitor if monitor in record else "train_loss"
-    score = record[key] if key in ("val_srcc", "val_scene_srcc") else -record[key]
+    score = record[monitor] if monitor in ("val_srcc", "val_scene_srcc") else -record[monitor]
     return -math.inf if math.isnan(score) else score
+
+
+def check_monitor(cfg: TrainConfig, n_val: int, experiment: str, split: str, dataset: str) -> None:
+    """Refuse, in one line, a ``val_*`` monitor on a split without val images (no silent fallback to the
+    training loss): the user chooses ``last`` (the papers' fixed schedules: REQA, TuningIQA), ``train_loss``
+    (stated in the table captions), or a dataset with val images (an adapter's ``val_fraction`` /
+    ``val_scenes``)."""
+    if cfg.monitor.startswith("val_") and n_val == 0:
+        raise ValueError(
+            f"experiments.{experiment}.train.monitor: {cfg.monitor!r} needs val images, and split {split!r} of "
+            f"dataset {dataset!r} has none{' (val_images: train trains on them)' if cfg.val_images == 'train' else ''}"
+            "; set train.monitor to 'last' (keep the last epoch) or 'train_loss' (lowest training loss), or give "
+            "the dataset val images (adapter option val_fraction / val_scenes)")
 
 
 def select_ids(ds: Dataset, split: str, cfg: TrainConfig) -> dict[str, list[str]]:
@@ -641,11 +663,12 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
     eval_items = {role: eval_items_for(model, ids[role], cfg.eval_crop, cfg.resolution, **common)
                   for role in ("val", "test") if ids[role]}
     monitor_items = eval_items.get("val")
-    if cfg.monitor.startswith("val_") and monitor_items is None:
-        log.warning("split %s has no val images: monitoring the training loss instead", spec.split)
-
     spec.extra["n_params"] = model.num_parameters()
     trainable = model.trainable and any(p.requires_grad for p in model.parameters())
+    if trainable:
+        check_monitor(cfg, len(ids["val"]), spec.experiment, spec.split, ds.name)
+    # how the kept weights were chosen (null: fitted or used as published, no epochs to choose from)
+    spec.extra["model_selection"] = MODEL_SELECTION[cfg.monitor] if trainable else None
     # what the predictions JSON records of this run's inputs (TuningIQA Table 2 "Input Size", FineLive-p sizes)
     spec.extra["input_size"] = input_size(model, train_items if trainable else None,
                                           eval_items.get("test", eval_items.get("val")))
@@ -670,7 +693,8 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
                  final)
         spec.extra.update(n_params=info.get("n_params", spec.extra["n_params"]), notes=info.get("notes", {}),
                           train_seconds=info.get("train_seconds", 0.0), skipped=True,
-                          train_precision=info.get("train_precision", "unknown (run predates the record)"))
+                          train_precision=info.get("train_precision", "unknown (run predates the record)"),
+                          model_selection=info.get("model_selection", spec.extra["model_selection"]))
         if (final / SPLIT_PAIR_PREDICTIONS).is_file():
             spec.extra["pair_predictions"] = pd.read_parquet(final / SPLIT_PAIR_PREDICTIONS)
         return preds
@@ -814,7 +838,8 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
         write_json(ckpt_dir / DONE_FILE, {"fingerprint": fp, "n_params": int(spec.extra["n_params"]),
                                           "notes": spec.extra["notes"],
                                           "train_seconds": spec.extra["train_seconds"],
-                                          "train_precision": spec.extra["train_precision"]})
+                                          "train_precision": spec.extra["train_precision"],
+                                          "model_selection": spec.extra["model_selection"]})
         if ckpt_dir != final:
             swap_in(ckpt_dir, final)
     distributed.barrier()
@@ -916,6 +941,7 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
     regions: list[dict[str, Any]] = []
     inputs: dict[str, list[str]] = {}  # input size -> the splits that had it (one entry unless sizes differ)
     precisions: dict[str, list[str]] = {}  # training arithmetic -> its splits (training_precision)
+    selections: dict[str, list[str]] = {}  # how the kept weights were chosen -> its splits (MODEL_SELECTION)
     n_images: dict[str, dict[str, int]] = {}  # split -> role -> images (after subset / val_images)
     status, detail = STATUS_OK, ""
     try:
@@ -930,10 +956,12 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
                 if spec.extra.get("pair_predictions") is not None:
                     pair_frames.append(spec.extra["pair_predictions"])
                 n_params = spec.extra.get("n_params", n_params)
-                notes = spec.extra.get("notes", notes)
+                notes = merge_notes(notes, spec.extra.get("notes", {}))
                 regions.append(spec.extra.get("regions", {}))
                 inputs.setdefault(spec.extra.get("input_size", "-"), []).append(split)
                 precisions.setdefault(spec.extra.get("train_precision", "-"), []).append(split)
+                if spec.extra.get("model_selection"):
+                    selections.setdefault(spec.extra["model_selection"], []).append(split)
                 n_images[split] = spec.extra.get("n_images", {})
                 train_seconds += spec.extra.get("train_seconds", 0.0)
     except ModelUnavailable as exc:
@@ -962,6 +990,8 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
         "subset": params.train_config(experiment).subset, "n_images": n_images,
         # bf16 autocast or fp32 (training_precision; per split only where splits differ)
         "train_precision": _per_split(precisions),
+        # the epoch whose weights were kept (train.monitor; null for models fitted or used as published)
+        "model_selection": _per_split(selections),
         # the cap of the native store the images were read from (datasets.<name>.max_side; null: full resolution)
         "max_side": cache.max_side,
         **summarise_regions(regions),  # regions, regions_detector, regions_missing (test images), allow_missing
@@ -981,6 +1011,17 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
                   else pd.DataFrame({c: pd.Series(dtype="float64" if c == "prob_a" else "object")
                                      for c in PAIR_PREDICTION_COLUMNS}))
     return preds
+
+
+def merge_notes(before: dict[str, Any], split_notes: dict[str, Any]) -> dict[str, Any]:
+    """The notes of an experiment after one more split (:meth:`IQAModel.run_notes`, one model per split): counts
+    (``n_*`` integers, e.g. the images scored by a fallback) are summed over the splits, so a caption's count
+    covers every split the table averages; any other fact is the latest split's (the same in every split)."""
+    merged = {**before, **split_notes}
+    for key, value in split_notes.items():
+        if key.startswith("n_") and isinstance(value, int) and not isinstance(value, bool):
+            merged[key] = value + int(before.get(key) or 0)
+    return merged
 
 
 def _per_split(values: dict[str, list[str]]) -> str | None:
