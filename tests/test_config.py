@@ -270,6 +270,10 @@ def test_no_trained_row_monitors_val_images_that_its_splits_lack(profile):
             and not params.experiment(name).model.name.startswith("pyiqa:")}
     assert rows
     assert {name: m for name, m in rows.items() if m.startswith("val_")} == {}
+    # val_images: train leaves no val images in any split: such a row names a monitor that needs none
+    merged = {name: params.train_config(name).monitor for name in params.experiments
+              if params.train_config(name).val_images == "train"}
+    assert {name: m for name, m in merged.items() if m.startswith("val_")} == {}
 
 
 def test_paper_profile_tests_on_the_papers_splits():
