@@ -499,3 +499,18 @@ def test_a_failed_file_is_reported_once_on_stderr_and_in_the_csv(photos, tmp_pat
     assert "cannot decode" not in captured.out and "broken.jpg" in captured.out
     assert not [r for r in caplog.records if "broken.jpg" in r.getMessage()]
     assert "cannot decode" in pd.read_csv(out)["error"].iloc[1]
+
+
+def test_a_file_named_twice_is_scored_once_in_the_order_first_given(photos, tmp_path, caplog):
+    """A folder and a file inside it, or one file under two spellings, give one CSV row per image (the first
+    occurrence, in the order given), and the log says how many repeats were left out."""
+    import logging
+
+    folder = photos[0].parent
+    again = folder / ".." / folder.name / photos[1].name  # the same file, another spelling
+    with caplog.at_level(logging.INFO, logger="iqalab.stages.score"):
+        frame = score_images(None, [photos[1], folder, again], model="niqe", progress=False, device="cpu")
+    assert frame["path"].tolist() == [str(photos[1]), str(photos[0])]
+    assert "2 repeated file(s) scored once" in caplog.text
+    alone = score_images(None, photos, model="niqe", progress=False, device="cpu")
+    assert sorted(frame["niqe"]) == pytest.approx(sorted(alone["niqe"]))

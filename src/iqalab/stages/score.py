@@ -202,7 +202,7 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
 
         weights = require_fasterrcnn_weights(cfg.fasterrcnn_arch, cfg.fasterrcnn_weights)
     load = scorer.decode if isinstance(scorer, Scorer) else decode_image  # the training pixels / native pixels
-    files = expand_images(images)
+    files = unique_files(expand_images(images))
     workers = workers if workers is not None else max(1, min(4, os.cpu_count() or 1))
     frames = []
     failed: dict[int, str] = {}  # position in ``files`` -> reason
@@ -277,6 +277,21 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
         log.warning("%d of %d images could not be scored (listed in the error column%s)", len(failed), len(files),
                     f" of {out_csv}" if out_csv is not None else "")
     return frame
+
+
+def unique_files(files: list[Path]) -> list[Path]:
+    """``files`` without repeats of the same file (a folder and a file inside it, a path given twice or through a
+    link), first occurrence kept in order: one row per image in the CSV. The repeats left out are logged."""
+    seen: set[Path] = set()
+    kept = []
+    for path in files:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            kept.append(path)
+    if len(kept) < len(files):
+        log.info("%d repeated file(s) scored once (first occurrence kept)", len(files) - len(kept))
+    return kept
 
 
 #: the reasons :class:`ScoreError` names when no image could be scored (the rest are counted)
