@@ -271,7 +271,8 @@ def test_a_val_monitor_without_val_images_is_refused_and_the_selection_is_record
     meta = json.loads((project.root / "results" / "predictions" / "e.json").read_text())
     assert meta["model_selection"] == "lowest training loss"
     assert selection_notes({"e": meta}, {"e": "Tiny"}) == [
-        "weights of the epoch with the lowest training loss (train.monitor: train_loss, no validation images): Tiny"]
+        "weights of the epoch with the lowest training loss (train.monitor: train_loss), not selected on validation "
+        "images: Tiny"]
     assert selection_notes({"e": meta | {"model_selection": "best val SRCC"}}, {"e": "Tiny"}) == []
 
 

@@ -347,14 +347,14 @@ def region_notes(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str
 def selection_notes(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]) -> list[str]:
     """A caption sentence naming the rows whose kept weights are those of the lowest training loss
     (``model_selection`` of their predictions JSON, :data:`iqalab.train.engine.MODEL_SELECTION`: ``train.monitor:
-    train_loss``, chosen by the user for splits without val images; the engine refuses a ``val_*`` monitor
-    there), since none of the papers selects a model that way; none otherwise."""
+    train_loss``, the user's choice, e.g. for splits without val images, where the engine refuses a ``val_*``
+    monitor), since none of the papers selects a model that way; none otherwise."""
     rows = [labels.get(exp, exp) for exp, info in meta.items()
             if "lowest training loss" in str(info.get("model_selection") or "")]
     if not rows:
         return []
-    return ["weights of the epoch with the lowest training loss (train.monitor: train_loss, no validation "
-            "images): " + ", ".join(rows)]
+    return ["weights of the epoch with the lowest training loss (train.monitor: train_loss), not selected on "
+            "validation images: " + ", ".join(rows)]
 
 
 def precision_notes(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]) -> list[str]:
