@@ -514,3 +514,126 @@ def test_a_file_named_twice_is_scored_once_in_the_order_first_given(photos, tmp_
     assert "2 repeated file(s) scored once" in caplog.text
     alone = score_images(None, photos, model="niqe", progress=False, device="cpu")
     assert sorted(frame["niqe"]) == pytest.approx(sorted(alone["niqe"]))
+
+
+def test_decoding_ahead_holds_at_most_the_budget_of_live_pixels_and_keeps_the_order():
+    """`decode_ahead` (issue 30): the images alive at any time, decoded ahead or out with the consumer, never take
+    more than the budget; no image of a batch the consumer has finished with is alive when the next files are
+    submitted; an image larger than the budget is decoded when nothing else is alive and comes alone; every file
+    comes once, in order, with a decode error in its image's place. Without the bound (the queue of two batches
+    that score kept before) the same files hold far more, so the check can fail."""
+    import threading
+    import time
+    import weakref
+    from concurrent.futures import ThreadPoolExecutor
+
+    from iqalab.data.schema import DataError
+    from iqalab.stages.score import decode_ahead
+
+    sizes = [300, 200, 300, 900, 100, 1500, 300, 300, 200, 400, 300, 100, 250, 350]
+    files = [Path(f"f{k:02d}.png") for k in range(len(sizes))]
+    nbytes = {f: n for f, n in zip(files, sizes, strict=True)}
+    bad = files[4]
+
+    def peak_alive(budget: int, batch_size: int) -> tuple[int, list[list[int]]]:
+        lock = threading.Lock()
+        alive, peak = [0], [0]
+        alive_at: set[int] = set()  # positions whose image is alive
+        released: set[int] = set()  # positions of the batches the consumer has finished with
+
+        def gone(n: int, position: int) -> None:
+            with lock:
+                alive[0] -= n
+                alive_at.discard(position)
+
+        def size_of(path: Path) -> int:  # called as each file is submitted
+            with lock:
+                assert not alive_at & released, f"{sorted(alive_at & released)} alive after their batch"
+            return nbytes[path]
+
+        def load(path: Path) -> np.ndarray:
+            time.sleep(0.002)
+            if path == bad:
+                raise DataError(f"{path}: cannot decode image")
+            image = np.zeros(nbytes[path], dtype=np.uint8)
+            with lock:
+                alive[0] += image.nbytes
+                alive_at.add(files.index(path))
+                if image.nbytes > budget:  # only ever alone
+                    assert alive[0] == image.nbytes
+                else:
+                    peak[0] = max(peak[0], alive[0])
+            weakref.finalize(image, gone, image.nbytes, files.index(path))
+            return image
+
+        batches = []
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            for batch in decode_ahead(files, load, size_of, pool, batch_size, budget):
+                assert 1 <= len(batch) <= batch_size
+                batches.append([position for position, _ in batch])
+                for position, image in batch:
+                    if files[position] == bad:
+                        assert isinstance(image, DataError) and str(bad) in str(image)
+                    else:
+                        assert image.nbytes == sizes[position]
+                del image  # the consumer keeps no pixels once it asks for the next batch
+                time.sleep(0.01)  # "scoring": the files submitted meanwhile finish decoding
+                released.update(batches[-1])
+        return peak[0], batches
+
+    for budget in (1000, 600):
+        peak, batches = peak_alive(budget, batch_size=3)
+        assert [p for b in batches for p in b] == list(range(len(files)))
+        assert 0 < peak <= budget
+        assert [3] in batches and [5] in batches if budget == 600 else [5] in batches  # oversized: alone
+    unbounded, batches = peak_alive(10**9, batch_size=3)
+    assert unbounded > 2000 and all(len(b) == 3 for b in batches[:-1])
+
+
+def test_a_memory_bound_changes_no_score_and_is_set_by_argument_or_environment(photos, tmp_path, monkeypatch):
+    """`score_images(prefetch_mb=...)` and `IQALAB_PREFETCH_MB`: a bound that admits one image at a time gives the
+    scores of the default (NIQE at native resolution, a checkpoint at its cache size); anything but a positive
+    number is refused in one line naming its source, before anything is written."""
+    from iqalab.stages.score import PREFETCH_MB, prefetch_budget
+
+    files = photos * 3
+    default = score_images(None, files, model="niqe", progress=False, device="cpu", batch_size=4)
+    tight = score_images(None, files, model="niqe", progress=False, device="cpu", batch_size=4, prefetch_mb=0.1)
+    pd.testing.assert_frame_equal(tight, default)
+    ckpt = checkpoint(tmp_path / "best.pt", "backbone_mlp")
+    monkeypatch.setenv("IQALAB_PREFETCH_MB", "0.01")
+    assert prefetch_budget() == int(0.01 * 2**20)
+    tight = score_images(ckpt, photos, progress=False, device="cpu")
+    monkeypatch.delenv("IQALAB_PREFETCH_MB")
+    assert prefetch_budget() == int(PREFETCH_MB * 2**20)
+    pd.testing.assert_frame_equal(tight, score_images(ckpt, photos, progress=False, device="cpu"))
+    out = tmp_path / "scores.csv"
+    for value, message in (("lots", "IQALAB_PREFETCH_MB='lots' is not a number"),
+                           ("-5", "IQALAB_PREFETCH_MB=-5.0: the decode-ahead bound must be a positive number"),
+                           ("inf", "IQALAB_PREFETCH_MB=inf: the decode-ahead bound")):
+        monkeypatch.setenv("IQALAB_PREFETCH_MB", value)
+        with pytest.raises(ValueError, match=message):
+            score_images(None, photos, out, model="niqe", progress=False, device="cpu")
+    assert not out.exists()
+    monkeypatch.delenv("IQALAB_PREFETCH_MB")
+    with pytest.raises(ValueError, match="prefetch_mb=0.0: the decode-ahead bound"):
+        score_images(None, photos, model="niqe", progress=False, device="cpu", prefetch_mb=0)
+
+
+def test_the_bound_counts_each_file_at_the_size_the_scorer_decodes_it(photos, tmp_path):
+    """`decoded_nbytes`: a native-resolution model counts the file's own pixels from its header (capped to a
+    checkpoint's `max_side`), a checkpoint fed resized images its square cache size, an unreadable file 0."""
+    from iqalab.inference import ModelScorer, Scorer
+    from iqalab.stages.score import decoded_nbytes
+
+    width, height = Image.open(photos[0]).size
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    native = decoded_nbytes(ModelScorer("niqe", device="cpu"))
+    assert native(photos[0]) == 3 * width * height and native(broken) == 0
+    resized = decoded_nbytes(Scorer(checkpoint(tmp_path / "best.pt", "backbone_mlp", cache_size=48), "cpu"))
+    assert resized(photos[0]) == 3 * 48 * 48
+    capped = Scorer(checkpoint(tmp_path / "niqe.pt", "niqe"), "cpu")
+    capped.max_side = 256
+    scale = 256 / max(width, height)
+    assert decoded_nbytes(capped)(photos[0]) == 3 * round(width * scale) * round(height * scale)

@@ -13,16 +13,24 @@ trades that exactness for speed on large JPEGs: the decoder works at 1/2, 1/4 or
 image stays at least 3x the model's input; its stated tolerance against the training pixels (``tests/test_score.py``,
 a 2400 x 1800 JPEG at 224 px) is a mean absolute difference <= 0.5 grey level, 99th percentile <= 1, maximum <= 8.
 PNG files and JPEGs less than 6x larger than the input are decoded in full either way.
+
+Decoding runs ahead of the model in threads (:func:`decode_ahead`), held to a memory bound: the decoded images
+waiting to be scored and the batch being scored take at most ``prefetch_mb`` (:data:`PREFETCH_MB` by default),
+each file counted at its decoded size read from its header (:func:`decoded_nbytes`). It matters for the
+native-resolution models (NIQE, BRISQUE, pyiqa metrics, checkpoints trained on native patches), which hold each
+photo at its stored size: two batches of 16 decoded ahead of a third would hold 3.3 GiB of 24 MP photos
+(``benchmarks/bench_score_memory.py``). ``IQALAB_PREFETCH_MB`` changes the bound.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import warnings
 from collections import deque
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +38,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from iqalab.data.cache import decode_image
+from iqalab.data.cache import decode_image, probe_image
 from iqalab.data.regions import DetectionConfig
 from iqalab.data.schema import FACE_BOX, LANDMARKS, PERSON_BOX, DataError
 from iqalab.export import ExportError
@@ -53,6 +61,10 @@ REGIONS_DETECTED, REGIONS_NONE, REGIONS_FALLBACK = "detected", "none found: fall
 CAMERA_UNKNOWN = "unknown"
 #: the ``precision`` column of scores made under ``amp`` (without it the scores are the engine's fp32 ones)
 PRECISION_BF16 = "bf16 autocast"
+#: default bound, in MiB, on the decoded images :func:`score_images` holds at once; the environment variable
+#: :data:`PREFETCH_ENV` sets another (the command line has no flag for it yet)
+PREFETCH_MB = 512.0
+PREFETCH_ENV = "IQALAB_PREFETCH_MB"
 
 
 class OutputError(ValueError):
@@ -142,7 +154,8 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
                  workers: int | None = None, model: str | None = None,
                  options: dict[str, Any] | None = None, detect_regions: bool = False,
                  allow_missing_regions: bool = False, detection: DetectionConfig | None = None,
-                 draft: bool = False, allow_missing_camera: bool = False, amp: bool = False) -> pd.DataFrame:
+                 draft: bool = False, allow_missing_camera: bool = False, amp: bool = False,
+                 prefetch_mb: float | None = None) -> pd.DataFrame:
     """Score image files; columns ``path`` and the scores.
 
     With ``checkpoint``: one column per attribute in the training MOS units (for a model that scores as
@@ -163,7 +176,10 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
     the engine predicts, off by default); a ``precision`` column then says so.
     ``workers`` threads (default: up to 4, one per core) decode (and resize)
     the next batches while the model scores the current one; Pillow releases the GIL while it decodes and
-    resizes.
+    resizes. The decoded images held at once, waiting or being scored, take at most ``prefetch_mb`` MiB
+    (default ``$IQALAB_PREFETCH_MB``, else :data:`PREFETCH_MB`; :func:`prefetch_budget`, :func:`decode_ahead`; an
+    image larger than that is still scored, alone); a batch may then hold fewer than ``batch_size`` images, which
+    changes no score.
 
     A file that cannot be decoded, or that the model refuses (NIQE: smaller than its 96 px patch;
     :func:`score_chunk`), does not stop the others (issues 26, 30): every readable image is scored, the
@@ -175,6 +191,7 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
     """
     if (checkpoint is None) == (model is None):
         raise ValueError("score needs exactly one of a checkpoint or a model name")
+    budget = prefetch_budget(prefetch_mb)
     if amp and checkpoint is None:
         raise ValueError("amp applies to a checkpoint's model; NIQE, BRISQUE and pyiqa metrics score in fp32")
     if options and checkpoint is not None:
@@ -208,27 +225,14 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
     failed: dict[int, str] = {}  # position in ``files`` -> reason
     with ThreadPoolExecutor(max_workers=workers) as pool, \
             tqdm(total=len(files), disable=not progress, desc="score", unit="img") as bar:
-        pending: deque[Future[np.ndarray]] = deque()
-        upcoming = iter(files)
-
-        def fill() -> None:  # keep two batches decoding ahead of the model
-            while len(pending) < 2 * batch_size:
-                path = next(upcoming, None)
-                if path is None:
-                    return
-                pending.append(pool.submit(load, path))
-
-        for start in range(0, len(files), batch_size):
-            fill()
-            chunk, decoded = [], []
-            for position in range(start, min(start + batch_size, len(files))):
-                try:
-                    decoded.append(pending.popleft().result())
-                    chunk.append(position)
-                except DataError as exc:  # names the file; the others are still scored
-                    failed[position] = str(exc)
-                    log.debug("not scored: %s", exc)  # reported once, by the caller (failed_files)
-            fill()
+        for batch in decode_ahead(files, load, decoded_nbytes(scorer), pool, batch_size, budget):
+            for position, error in [(p, r) for p, r in batch if isinstance(r, DataError)]:
+                failed[position] = str(error)  # names the file; the others are still scored
+                log.debug("not scored: %s", error)  # reported once, by the caller (failed_files)
+            chunk = [p for p, r in batch if not isinstance(r, DataError)]
+            decoded = [r for _, r in batch if not isinstance(r, DataError)]
+            n_batch = len(batch)
+            del batch  # no reference to the pixels outlives `decoded`: the next batch may take their memory
             if decoded:
                 regions: dict[str, Any] = {}
                 label: list[str] | None = None
@@ -257,7 +261,8 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
                         extra["precision"] = PRECISION_BF16
                     frames.append(pd.DataFrame({"path": [str(files[i]) for i in chunk], **scores, **extra},
                                                index=chunk))
-            bar.update(min(batch_size, len(files) - start))
+            decoded.clear()
+            bar.update(n_batch)
     frame = pd.concat(frames) if frames else pd.DataFrame({"path": pd.Series(dtype=str)})
     if failed:
         rows = pd.DataFrame({"path": [str(files[i]) for i in failed], "error": list(failed.values())},
@@ -277,6 +282,96 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
         log.warning("%d of %d images could not be scored (listed in the error column%s)", len(failed), len(files),
                     f" of {out_csv}" if out_csv is not None else "")
     return frame
+
+
+def prefetch_budget(prefetch_mb: float | None = None) -> int:
+    """The bound of :func:`decode_ahead` in bytes: ``prefetch_mb`` MiB, or when it is None the environment
+    variable :data:`PREFETCH_ENV` (``IQALAB_PREFETCH_MB``), or :data:`PREFETCH_MB`. Anything but a finite positive
+    number is refused in one line naming where it came from."""
+    where = "prefetch_mb"
+    if prefetch_mb is None and os.environ.get(PREFETCH_ENV, "").strip():
+        where, text = PREFETCH_ENV, os.environ[PREFETCH_ENV].strip()
+        try:
+            prefetch_mb = float(text)
+        except ValueError:
+            raise ValueError(f"{PREFETCH_ENV}={text!r} is not a number of MiB") from None
+    value = PREFETCH_MB if prefetch_mb is None else float(prefetch_mb)
+    if not 0 < value < math.inf:
+        raise ValueError(f"{where}={value}: the decode-ahead bound must be a positive number of MiB")
+    return int(value * 2**20)
+
+
+def decode_ahead(files: Sequence[Path], load: Callable[[Path], np.ndarray], nbytes: Callable[[Path], int],
+                 pool: Executor, batch_size: int, budget: int) -> Iterator[list[tuple[int, np.ndarray | DataError]]]:
+    """Batches of ``files`` decoded by ``load`` in ``pool``'s threads ahead of the consumer, in order: lists of
+    ``(position in files, decoded image)``, or the file's :class:`DataError` in place of the image (issue 30).
+
+    At most two batches are decoding or decoded ahead of the one being scored, and their estimated sizes
+    (``nbytes``, counted from the moment a file's decode is submitted) add up to at most ``budget`` bytes
+    together with the batch out with the consumer, whose bytes are released when the consumer asks for the next
+    batch: the consumer must hold no reference to a batch's images by then (the list yielded is cleared). A file
+    larger than ``budget`` is decoded when nothing else is held, and makes a batch alone. A batch holds up to
+    ``batch_size`` files, fewer where the budget allows no more.
+    """
+    pending: deque[tuple[int, Future[np.ndarray], int]] = deque()
+    held = 0  # estimated bytes submitted or decoded and not yet released
+    upcoming = 0
+
+    def fill() -> None:
+        nonlocal held, upcoming
+        while upcoming < len(files) and len(pending) < 2 * batch_size:
+            size = nbytes(files[upcoming])
+            if held and held + size > budget:
+                return
+            pending.append((upcoming, pool.submit(load, files[upcoming]), size))
+            held += size
+            upcoming += 1
+
+    fill()
+    while pending:
+        batch: list[tuple[int, np.ndarray | DataError]] = []
+        size = 0
+        while pending and len(batch) < batch_size:
+            position, future, n = pending.popleft()
+            size += n
+            batch.append((position, _outcome(future)))
+        del future  # a Future keeps its image: none may outlive the batch
+        fill()  # the next files decode while the consumer scores this batch
+        yield batch
+        batch.clear()
+        held -= size
+        fill()
+
+
+def _outcome(future: Future[np.ndarray]) -> np.ndarray | DataError:
+    """A decode's image, or the :class:`DataError` naming its file (any other error propagates)."""
+    try:
+        return future.result()
+    except DataError as exc:
+        return exc
+
+
+def decoded_nbytes(scorer: Scorer | ModelScorer) -> Callable[[Path], int]:
+    """The size in bytes of a file as ``scorer`` decodes it (RGB uint8), for :func:`decode_ahead`'s bound: the
+    square cache size of a checkpoint fed resized images; else the file's own size read from its header
+    (:func:`iqalab.data.cache.probe_image`, no decoding), capped to the checkpoint's ``max_side``. A file whose
+    header cannot be read counts 0: its decode fails and names it."""
+    if isinstance(scorer, Scorer) and not scorer.full_resolution:
+        square = 3 * scorer.size * scorer.size
+        return lambda path: square
+    cap = scorer.max_side if isinstance(scorer, Scorer) else None
+
+    def native(path: Path) -> int:
+        try:
+            width, height = probe_image(path, verify=False)
+        except Exception:  # noqa: BLE001 - PIL raises several kinds for a bad file; decoding reports it
+            return 0
+        if cap and max(width, height) > cap:
+            scale = cap / max(width, height)
+            width, height = round(width * scale), round(height * scale)
+        return 3 * width * height
+
+    return native
 
 
 def unique_files(files: list[Path]) -> list[Path]:
