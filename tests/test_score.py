@@ -637,3 +637,22 @@ def test_the_bound_counts_each_file_at_the_size_the_scorer_decodes_it(photos, tm
     capped.max_side = 256
     scale = 256 / max(width, height)
     assert decoded_nbytes(capped)(photos[0]) == 3 * round(width * scale) * round(height * scale)
+
+
+def test_an_option_reaches_the_model_and_a_previous_csv_is_replaced(photos, tmp_path, capsys):
+    """`--option KEY=VALUE` passes a YAML-typed keyword to the model (NIQE's `patch_size=64` scores as
+    `score_images(options={"patch_size": 64})` does, not as the default 96 px patches); an option without `=` is
+    refused in one line; a successful run replaces an existing `--out` file."""
+    out = tmp_path / "scores.csv"
+    out.write_text("stale,content\n1,2\n")
+    assert main(["-q", "score", "--model", "niqe", "--option", "patch_size=64", "--device", "cpu", "--out", str(out),
+                 *map(str, photos)]) in (0, None)
+    written = pd.read_csv(out)
+    assert list(written.columns) == ["path", "niqe"] and written["path"].tolist() == [str(p) for p in photos]
+    small = score_images(None, photos, model="niqe", options={"patch_size": 64}, progress=False, device="cpu")
+    default = score_images(None, photos, model="niqe", progress=False, device="cpu")
+    np.testing.assert_allclose(written["niqe"], small["niqe"], atol=1e-4)  # the CSV keeps 4 decimals
+    assert np.abs(written["niqe"] - default["niqe"]).max() > 0.01
+    with pytest.raises(SystemExit, match="--option 'patch_size' is not KEY=VALUE"):
+        main(["-q", "score", "--model", "niqe", "--option", "patch_size", "--out", str(out), str(photos[0])])
+    assert pd.read_csv(out)["path"].tolist() == [str(p) for p in photos]  # the refused run wrote nothing

@@ -291,3 +291,20 @@ def test_stage_scores_per_scene_scales_within_scenes(project, toy_dataset) -> No
     assert summary.loc["toy", "SRCC scored"] == "within scenes"
     table2 = read_table_csv(folder / "tuningiqa_table2.csv")
     assert not table2["model"].astype(str).str.contains("not a model").any()
+
+
+def test_the_readme_counts_the_probe_features_the_code_computes() -> None:
+    """README's "random forest on N hand-made and M BRISQUE features" names the probe's real feature counts
+    (:func:`feature_names`: the hand-made ones, then BRISQUE's), so neither can drift from the other."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    said = re.search(r"random forest on (\d+) hand-made and (\d+) BRISQUE features", readme)
+    assert said is not None, "README no longer describes the probe's features"
+    names = Y.feature_names()
+    hand = [n for n in names if not n.startswith("brisque_")]
+    assert hand == list(Y.PIXEL_FEATURES) and names[len(hand):] == [n for n in names if n.startswith("brisque_")]
+    assert (int(said[1]), int(said[2])) == (len(hand), len(names) - len(hand))
+    feats = Y.dataset_features(pd.DataFrame({"image_id": ["a"]}), {"a": _photo(0)}, None)
+    assert feats.shape == (1, len(names))
