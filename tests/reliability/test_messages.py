@@ -110,13 +110,18 @@ main(sys.argv[2:])
 from iqalab.data.adapters.base import inspect_images
 raw = Path(sys.argv[1])
 inspect_images(raw, sorted(p.name for p in raw.glob("*.png")), "images.csv", workers=1)
+import logging, subprocess
+logging.getLogger("iqalab.probe").info("an info line")
+logging.getLogger("iqalab.probe").warning("a warning line")
+child = "import time; from tqdm import tqdm; [time.sleep(0.01) for _ in tqdm(range(30), mininterval=0)]"
+subprocess.run([sys.executable, "-c", child], check=True)  # a child process's bar (e.g. a papermill kernel's)
 """
 
 
 @pytest.mark.parametrize("quiet", [False, True], ids=["loud", "quiet"])
 def test_quiet_silences_every_progress_bar(quiet: bool, tmp_path: Path) -> None:
-    """``-q`` silences bars also in code that has no progress switch (through ``TQDM_DISABLE``); without it the
-    same bar is drawn."""
+    """``-q`` silences bars also in code that has no progress switch and in child processes (through
+    ``TQDM_DISABLE``), and leaves warnings only; without it the same bars and the info line are shown."""
     for i in range(30):
         Image.new("RGB", (16, 16), (i, i, i)).save(tmp_path / f"{i}.png")
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
@@ -128,3 +133,5 @@ def test_quiet_silences_every_progress_bar(quiet: bool, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     drawn = "it/s]" in proc.stderr or "%|" in proc.stderr
     assert drawn is not quiet, proc.stderr
+    assert proc.stderr.count("30/30") == (0 if quiet else 2), proc.stderr  # this process's bar and the child's
+    assert "a warning line" in proc.stderr and ("an info line" in proc.stderr) is not quiet
