@@ -242,6 +242,156 @@ def test_minimal_deps_prefers_whole_folders() -> None:
     assert minimal_deps({PACKAGE / "sim" / "camera.py"}) == ["src/iqalab/sim/camera.py"]
 
 
+# ------------------------------------------------------------------------------------------------ one name
+#: README: "A stage has one name: the dvc.yaml stage, the iqalab command, the module iqalab.stages.<name>
+#: (iqalab.report for report) and the notebook notebooks/NN_<name>.ipynb (the number only orders the notebooks)"
+STAGE_MODULE_EXCEPTIONS = {"report": "iqalab.report"}
+#: notebooks that are no stage (README: "notebooks/00_explore.ipynb browses a dataset, ...")
+NON_STAGE_NOTEBOOKS = ("00_explore.ipynb",)
+NOTEBOOK_NAME = re.compile(r"(\d\d)_(\w+)\.ipynb")
+
+
+def stage_module(name: str) -> str:
+    return STAGE_MODULE_EXCEPTIONS.get(name, f"iqalab.stages.{name}")
+
+
+def stage_cmd(spec: dict) -> str:
+    return " ".join(spec["cmd"]) if isinstance(spec["cmd"], list) else spec["cmd"]
+
+
+def cli_commands() -> dict[str, set[str]]:
+    """The commands of ``iqalab`` (``sub.add_parser`` in ``__main__``) -> the modules of ours that the command's
+    ``args.command == ...`` branch imports."""
+    tree = ast.parse((PACKAGE / "__main__.py").read_text())
+    commands: dict[str, set[str]] = {}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "add_parser"
+                and isinstance(node.func.value, ast.Name) and node.func.value.id == "sub" and node.args
+                and isinstance(node.args[0], ast.Constant)):
+            commands[node.args[0].value] = set()
+    for node in ast.walk(tree):
+        test = node.test if isinstance(node, ast.If) else None
+        if (isinstance(test, ast.Compare) and ast.unparse(test.left) == "args.command"
+                and isinstance(test.ops[0], ast.Eq) and isinstance(test.comparators[0], ast.Constant)
+                and test.comparators[0].value in commands):
+            branch = ast.Module(body=node.body, type_ignores=[])
+            commands[test.comparators[0].value] |= imported_names(branch, "iqalab")
+    return commands
+
+
+def notebook_files() -> dict[str, set[str]]:
+    """``notebooks/*.ipynb`` file names -> the modules of ours each imports."""
+    return {p.name: notebook_imports(p) for p in sorted((ROOT / "notebooks").glob("*.ipynb"))}
+
+
+def stage_name_problems(stages: dict[str, dict], notebooks: dict[str, set[str]],
+                        commands: dict[str, set[str]]) -> list[str]:
+    """Where a stage's name is not that of its ``iqalab`` command, its module and its notebook (and where a
+    ``NN_<name>`` notebook is not its stage's): ``stages`` as :func:`dvc_stages`, ``notebooks`` as
+    :func:`notebook_files`, ``commands`` as :func:`cli_commands`."""
+    problems: list[str] = []
+    for name, spec in stages.items():
+        module = stage_module(name)
+        if module_file(module) is None:
+            problems.append(f"{name}: no module {module}")
+        if name not in commands:
+            problems.append(f"{name}: no command `iqalab {name}`")
+        elif module not in commands[name]:
+            problems.append(f"{name}: `iqalab {name}` does not run {module} (it imports {sorted(commands[name])})")
+        cmd = stage_cmd(spec)
+        papermill = re.search(r"\bpapermill (\S+) (\S+)", cmd)
+        if papermill:
+            notebook, executed = papermill.groups()
+            match = NOTEBOOK_NAME.fullmatch(notebook.removeprefix("notebooks/"))
+            if not notebook.startswith("notebooks/") or not match or match.group(2) != name:
+                problems.append(f"{name}: runs {notebook}, not notebooks/NN_{name}.ipynb")
+            elif match.group(0) not in notebooks:
+                problems.append(f"{name}: runs {notebook}, which does not exist")
+            elif module not in notebooks[match.group(0)]:
+                problems.append(f"{name}: {notebook} does not import {module}")
+            if not executed.startswith("build/executed/"):
+                problems.append(f"{name}: executed copy {executed} outside build/executed/")
+            continue
+        command = re.search(r"(?:^|&&|;)\s*iqalab(?: -q| --quiet)? (\S+)", cmd)
+        if not command or command.group(1) != name:
+            problems.append(f"{name}: runs {cmd!r}, neither notebooks/NN_{name}.ipynb nor `iqalab {name}`")
+    numbers: dict[str, str] = {}
+    for file in notebooks:
+        if file in NON_STAGE_NOTEBOOKS:
+            continue
+        match = NOTEBOOK_NAME.fullmatch(file)
+        if not match:
+            problems.append(f"notebooks/{file}: not named NN_<stage>.ipynb")
+            continue
+        number, name = match.groups()
+        if number in numbers:
+            problems.append(f"notebooks/{file}: number {number} also orders notebooks/{numbers[number]}")
+        numbers[number] = file
+        if name not in stages:
+            problems.append(f"notebooks/{file}: no dvc.yaml stage {name}")
+        elif f"notebooks/{file}" not in stage_cmd(stages[name]).split():
+            problems.append(f"notebooks/{file}: stage {name} does not run it")
+    return problems
+
+
+def test_each_stage_has_one_name() -> None:
+    stages = dvc_stages()
+    assert {"ingest", "train", "camera_tuning", "profile", "report"} <= set(stages)
+    problems = stage_name_problems(stages, notebook_files(), cli_commands())
+    assert not problems, "a stage has one name (README):\n" + "\n".join(problems)
+
+
+def test_the_readme_lists_each_stage_command() -> None:
+    """README: each stage "is also a command: `iqalab ingest <dataset>`, ..., `iqalab report` (the small `profile`,
+    `cross_dataset` and `report` stages run the command directly)": those are the dvc.yaml stages, and the ones
+    named there are the stages without a notebook."""
+    text = " ".join((ROOT / "README.md").read_text().split())
+    passage = re.search(r"each is also a command: (.*?) \(the small (.*?) stages run the command directly\)", text)
+    assert passage, "README: the list of stage commands moved; update this test"
+    listed = re.findall(r"`iqalab (\w+)", passage.group(1))
+    stages = dvc_stages()
+    assert sorted(listed) == sorted(stages) and len(set(listed)) == len(listed)
+    direct = set(re.findall(r"`(\w+)`", passage.group(2)))
+    assert direct == {name for name, spec in stages.items() if "papermill" not in stage_cmd(spec)}
+
+
+@pytest.mark.parametrize(("change", "seen"), [
+    ("notebook renamed with its stage command", "gmad: runs notebooks/05_mad.ipynb, not notebooks/NN_gmad.ipynb"),
+    ("notebook file renamed", "camera_tuning: runs notebooks/07_camera_tuning.ipynb, which does not exist"),
+    ("notebook file renamed", "notebooks/07_tuning.ipynb: no dvc.yaml stage tuning"),
+    ("notebook renumbered onto another", "number 05 also orders"),
+    ("stage command renamed", "profile: runs 'iqalab -q profiles', neither"),
+    ("command runs another module", "evaluate: `iqalab evaluate` does not run iqalab.stages.evaluate"),
+    ("notebook imports another stage", "evaluate: notebooks/04_evaluate.ipynb does not import iqalab.stages.evaluate"),
+    ("CLI command renamed", "report: no command `iqalab report`"),
+    ("dvc.yaml stage renamed", "tuning: no module iqalab.stages.tuning"),
+])
+def test_the_one_name_check_sees_a_renamed_part(change: str, seen: str) -> None:
+    """The check of :func:`test_each_stage_has_one_name` on in-memory copies of dvc.yaml, the notebooks and the
+    CLI with one part of one stage renamed (nothing on disk changes)."""
+    stages = {name: dict(spec) for name, spec in dvc_stages().items()}
+    notebooks, commands = notebook_files(), cli_commands()
+    if change == "notebook renamed with its stage command":  # file and command agree, no longer with the stage
+        stages["gmad"]["cmd"] = stage_cmd(stages["gmad"]).replace("05_gmad.ipynb", "05_mad.ipynb")
+        notebooks["05_mad.ipynb"] = notebooks.pop("05_gmad.ipynb")
+    elif change == "notebook file renamed":
+        notebooks["07_tuning.ipynb"] = notebooks.pop("07_camera_tuning.ipynb")
+    elif change == "notebook renumbered onto another":
+        stages["significance"]["cmd"] = stage_cmd(stages["significance"]).replace("06_sig", "05_sig")
+        notebooks["05_significance.ipynb"] = notebooks.pop("06_significance.ipynb")
+    elif change == "stage command renamed":
+        stages["profile"]["cmd"] = "iqalab -q profiles"
+    elif change == "command runs another module":
+        commands["evaluate"] = {"iqalab.stages", "iqalab.stages.significance"}
+    elif change == "notebook imports another stage":
+        notebooks["04_evaluate.ipynb"] = {"iqalab.notebook", "iqalab.stages", "iqalab.stages.gmad"}
+    elif change == "CLI command renamed":  # `iqalab reporting` runs iqalab.report
+        commands["reporting"] = commands.pop("report")
+    else:
+        stages["tuning"] = stages.pop("camera_tuning")
+    problems = stage_name_problems(stages, notebooks, commands)
+    assert any(seen in p for p in problems), f"{change}: not seen in {problems}"
+
 if __name__ == "__main__":
     for name, spec in dvc_stages().items():
         entries, notebook = stage_entries(spec)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -327,10 +328,11 @@ def test_settings_errors_name_the_key():
     assert settings.n_raters == 12 and settings.attribute == "overall"
 
 
-def test_stage_end_to_end_on_a_trained_toy_model(project):
+def test_stage_end_to_end_on_a_trained_toy_model(project, tmp_path_factory):
     from iqalab.__main__ import main
     from iqalab.stages import camera_tuning
     from iqalab.tables import read_table_csv
+    from iqalab.verify import compare_results, format_differences
 
     tiny = {"name": "backbone_mlp", "backbone": "mobilenetv3_small_050", "hidden": 16}
     raw = toy_params(e={"dataset": "toy", "model": tiny, "train": {"epochs": 1, "max_train_images": 4}})
@@ -359,12 +361,33 @@ def test_stage_end_to_end_on_a_trained_toy_model(project):
     assert written["_provenance"]["renders_this_run"] == summary["captures"], "a cold cache renders every capture"
     assert len(list((project.root / "build" / "tuning").glob("*.npz"))) == summary["captures"]
     # a rerun over the warm render cache (as after `dvc repro`) writes the same results: only provenance differs,
-    # which is what `make verify` relies on (a fresh clone renders everything, a committed run may render nothing)
+    # which is what `make verify` relies on (a fresh clone renders everything, a committed run may render nothing).
+    # The first run's outputs go aside as `dvc repro` removes a stage's outs before rerunning it (build/tuning, the
+    # render cache, is a persisted out and stays), so the rerun has to write every file again.
+    first = tmp_path_factory.mktemp("first_run")
+    shutil.move(out, first / "tuning")
+    shutil.move(figures, first / "figures")
     assert camera_tuning.run(params, project.root, progress=False) == summary
     again = json.loads((out / "summary.json").read_text())
-    assert again["_provenance"]["renders_this_run"] == 0
+    assert again["_provenance"]["renders_this_run"] == 0 < written["_provenance"]["renders_this_run"]
+    assert again["captures"] == written["captures"] == summary["captures"], "the captures the study used"
+    assert len(list((project.root / "build" / "tuning").glob("*.npz"))) == summary["captures"], "nothing new"
     assert {k: v for k, v in again.items() if k != "_provenance"} == {
         k: v for k, v in written.items() if k != "_provenance"}
+    # every output `make verify` compares (win rates, regret, regret curve, picks: CSV and Markdown; summary.json)
+    # is reproduced; the figures (not compared) are written again under the same names
+    compared = sorted(p.name for p in (first / "tuning").iterdir())
+    assert compared == sorted(p.name for p in out.iterdir())
+    assert {"summary.json", "win_rates.csv", "win_rates.md", "regret.csv", "regret.md", "regret_curve.csv",
+            "picks.csv"} <= set(compared)
+    differences = compare_results(first / "tuning", out)
+    assert not differences, "the warm-cache rerun changed results:\n" + format_differences(differences)
+    assert sorted(p.name for p in (first / "figures").iterdir()) == sorted(p.name for p in figures.iterdir())
+    # `captures` is a result that `make verify` compares, `renders_this_run` provenance that it leaves out
+    edited = tmp_path_factory.mktemp("edited")
+    shutil.copytree(out, edited, dirs_exist_ok=True)
+    (edited / "summary.json").write_text(json.dumps({**again, "captures": again["captures"] + 1}))
+    assert [(d.file, d.where) for d in compare_results(first / "tuning", edited)] == [("summary.json", "captures")]
 
 
 def test_stage_without_checkpoints_compares_default_with_oracle(project):
