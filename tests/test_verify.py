@@ -1,11 +1,17 @@
 """``make verify``'s comparison (issue 28) on a tiny fake results folder: a hand-changed metric is caught in every
-kind of file, reruns within the stated tolerance pass, provenance and timings are not compared. The rerun itself
-(``dvc repro`` in a clone, as long as ``make repro``) is not run here."""
+kind of file, reruns within the stated tolerance pass, provenance and timings are not compared. The real rerun
+(``dvc repro`` in a clone, as long as ``make repro``) is not run here: the ``run`` path (``verify`` /
+``main(["run"])``) is exercised on a tiny git repository with ``dvc repro --force`` replaced by a fake that writes the
+clone's ``results/`` (the clone, the probe of the clone's ``iqalab`` and the comparison are real)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -172,3 +178,192 @@ def test_differing_timings_are_not_compared(committed: Path, tmp_path: Path) -> 
     meta["n_params"] = 11  # and a non-timing JSON key
     (rerun / "predictions" / "A.json").write_text(json.dumps(meta))
     assert ("predictions/A.json", "n_params") in {(d.file, d.where) for d in verify.compare_results(committed, rerun)}
+
+
+# --- the run path (``make verify``): a tiny git repository, ``dvc repro --force`` faked --------------------------
+
+_SRCC = 0.81234567  # the committed metric of the tiny repository
+_GIT = ("git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "commit.gpgsign=false")
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run([*_GIT, *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def _write_run_results(results: Path, srcc: float, commit: str) -> None:
+    """What the (fake) pipeline writes: a summary JSON with a provenance record and a table CSV."""
+    (results / "metrics").mkdir(parents=True, exist_ok=True)
+    (results / "tables").mkdir(parents=True, exist_ok=True)
+    summary = {"modelA": {"srcc": srcc, "rmse": 0.5}, "_provenance": {"code_commit": commit}}
+    (results / "metrics" / "summary.json").write_text(json.dumps(summary))
+    (results / "tables" / "t.csv").write_text(f"# caption\nmodel,SRCC\nA,{srcc:.6g}\nB,0.5\n")
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A committed project: dvc.yaml (the root marker), its own ``iqalab`` under src/, results/ with a JSON and a
+    CSV; data/raw present but ignored by git. Temporary folders (``verify``'s) go to ``tmp_path/tmp``."""
+    repo = tmp_path / "repo"
+    (repo / "src" / "iqalab").mkdir(parents=True)
+    (repo / "dvc.yaml").write_text("stages: {}\n")
+    (repo / ".gitignore").write_text("/data\n")
+    (repo / "src" / "iqalab" / "__init__.py").write_text("MARK = 'committed'\n")
+    _write_run_results(repo / "results", _SRCC, "a" * 40)
+    (repo / "data" / "raw").mkdir(parents=True)
+    (repo / "data" / "raw" / "bench.txt").write_text("downloaded\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "committed results")
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    return repo
+
+
+def _link(path: Path) -> tuple[str, Path | None]:
+    """What ``path`` is (at the time of the rerun): a link and its target, a folder or absent."""
+    if path.is_symlink():
+        return "link", path.resolve()
+    return ("folder" if path.exists() else "absent"), None
+
+
+class FakeRepro:
+    """Replaces ``dvc repro --force`` (only that: git clone and the probe of the clone's ``iqalab`` run for real):
+    records what the rerun would see (command, cwd, environment, the clone's HEAD, committed summary, data/raw,
+    the ``iqalab`` its environment imports) and writes ``results/`` into the clone with ``srcc``."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, srcc: float = _SRCC, fail: bool = False) -> None:
+        self.srcc, self.fail, self.calls = srcc, fail, []
+        self._run = subprocess.run
+        monkeypatch.setattr(verify.subprocess, "run", self)
+
+    def __call__(self, cmd: list[str], *args, **kwargs):  # noqa: ANN002, ANN003, ANN204
+        if Path(cmd[0]).name != "dvc":
+            return self._run(cmd, *args, **kwargs)
+        clone, env = Path(kwargs["cwd"]), kwargs["env"]
+        imported = self._run([sys.executable, "-c", "import iqalab; print(iqalab.__file__); print(iqalab.MARK)"],
+                             env=env, cwd=clone, capture_output=True, text=True, check=True).stdout.split("\n")
+        self.calls.append({
+            "cmd": list(cmd), "clone": clone, "env": dict(env), "head": _git(clone, "rev-parse", "HEAD"),
+            "summary": (clone / "results" / "metrics" / "summary.json").read_text(),
+            "extra": (clone / "results" / "metrics" / "extra.json").exists(),
+            "raw": _link(clone / "data" / "raw"), "imported": (Path(imported[0]), imported[1])})
+        if self.fail:
+            raise subprocess.CalledProcessError(1, cmd)
+        _write_run_results(clone / "results", self.srcc, "b" * 40)  # another commit: provenance is not compared
+        return subprocess.CompletedProcess(cmd, 0)
+
+
+@pytest.mark.parametrize("head", ["branch", "detached"])
+def test_run_clones_head_not_the_work_tree(repo: Path, monkeypatch: pytest.MonkeyPatch,
+                                           caplog: pytest.LogCaptureFixture, head: str) -> None:
+    """The rerun happens in a clone of HEAD (also a detached one): uncommitted edits to results/ and src/ and
+    untracked files of the work tree do not reach it, and the committed results it is compared with are HEAD's."""
+    caplog.set_level(logging.INFO)
+    committed_summary = (repo / "results" / "metrics" / "summary.json").read_text()
+    if head == "detached":  # a later commit elsewhere; HEAD is checked out detached at the first one
+        first = _git(repo, "rev-parse", "HEAD")
+        _write_run_results(repo / "results", 0.6, "c" * 40)
+        _git(repo, "commit", "-qam", "later")
+        _git(repo, "checkout", "-q", "--detach", first)
+    expected_head = _git(repo, "rev-parse", "HEAD")
+    _write_run_results(repo / "results", 0.1, "d" * 40)  # uncommitted edits
+    (repo / "results" / "metrics" / "extra.json").write_text('{"srcc": 0.3}')  # untracked
+    (repo / "src" / "iqalab" / "__init__.py").write_text("MARK = 'dirty'\n")
+    fake = FakeRepro(monkeypatch)
+    monkeypatch.chdir(repo / "src")  # run from a subfolder: the root is found by dvc.yaml
+    assert verify.main(["run"]) == 0
+    (call,) = fake.calls
+    assert call["cmd"][1:] == ["repro", "--force"]
+    assert call["head"] == expected_head
+    assert call["summary"] == committed_summary and not call["extra"]
+    assert not call["clone"].resolve().is_relative_to(repo.resolve())
+    assert call["imported"][1] == "committed"  # the committed code runs, not the work tree's edit
+    assert "reproduced" in caplog.text and "NOT REPRODUCED" not in caplog.text
+
+
+def test_run_environment_puts_the_clone_src_first(repo: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Path) -> None:
+    """``dvc repro`` runs in the clone with the clone's src first on PYTHONPATH (a PYTHONPATH already set is kept
+    after it), this interpreter's bin first on PATH, no IQALAB_WORKDIR / IQALAB_PARAMS, HF_HUB_OFFLINE=1 by default;
+    the ``iqalab`` its environment imports is the clone's; data/raw is linked to the checkout's."""
+    elsewhere = tmp_path / "elsewhere"
+    monkeypatch.setenv("PYTHONPATH", str(elsewhere))
+    monkeypatch.setenv("IQALAB_WORKDIR", str(tmp_path / "work"))
+    monkeypatch.setenv("IQALAB_PARAMS", str(tmp_path / "params.yaml"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    fake = FakeRepro(monkeypatch)
+    assert verify.verify(repo) == []
+    (call,) = fake.calls
+    clone, env = call["clone"], call["env"]
+    assert clone.name == "clone" and clone.parent.name.startswith("iqalab-verify-")
+    assert env["PYTHONPATH"].split(verify.os.pathsep) == [str(clone / "src"), str(elsewhere)]
+    assert env["PATH"].split(verify.os.pathsep)[0] == str(Path(sys.executable).parent)
+    assert "IQALAB_WORKDIR" not in env and "IQALAB_PARAMS" not in env
+    assert env["HF_HUB_OFFLINE"] == "1"
+    assert call["imported"][0].resolve().is_relative_to(clone.resolve())
+    assert call["raw"] == ("link", (repo / "data" / "raw").resolve())
+
+
+def test_run_without_data_raw_links_nothing(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.rmtree(repo / "data")
+    fake = FakeRepro(monkeypatch)
+    assert verify.verify(repo) == []
+    (call,) = fake.calls
+    assert call["raw"] == ("absent", None)
+
+
+def test_run_lists_each_difference_and_exits_1(repo: Path, monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """A rerun that gives another number (as against a hand-edited committed metric): exit 1, each differing file,
+    place, committed and rerun value listed; the committed side is the clone's results/ before the rerun."""
+    caplog.set_level(logging.INFO)
+    FakeRepro(monkeypatch, srcc=0.7)
+    differences = verify.verify(repo)
+    assert sorted(map(str, differences)) == [
+        "metrics/summary.json modelA.srcc: committed 0.81234567, rerun 0.7",
+        "tables/t.csv row 0 (A) column 'SRCC': committed 0.812346, rerun 0.7"]
+    monkeypatch.chdir(repo)
+    caplog.clear()
+    assert verify.main(["run"]) == 1
+    assert "NOT REPRODUCED: 2 difference(s)" in caplog.text
+    assert "metrics/summary.json modelA.srcc: committed 0.81234567, rerun 0.7" in caplog.text
+    assert "tables/t.csv row 0 (A) column 'SRCC': committed 0.812346, rerun 0.7" in caplog.text
+    assert "reproduced:" not in caplog.text
+    # the tolerance stated on the command line reaches the run's comparison
+    assert verify.main(["run", "--atol", "0.2"]) == 0
+
+
+def test_run_removes_its_temporary_folder_unless_keep(repo: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
+    """Without --keep the temporary folder is gone after the run (also after a failed rerun); with --keep it stays,
+    named in the log, holding the committed copy and the clone with the rerun's results."""
+    caplog.set_level(logging.INFO)
+    monkeypatch.chdir(repo)
+    fake = FakeRepro(monkeypatch, srcc=0.7)
+    assert verify.main(["run"]) == 1
+    assert not fake.calls[-1]["clone"].parent.exists() and list((tmp_path / "tmp").iterdir()) == []
+    fake.fail = True
+    with pytest.raises(subprocess.CalledProcessError):
+        verify.main(["run"])
+    assert list((tmp_path / "tmp").iterdir()) == []
+    fake.fail = False
+    caplog.clear()
+    assert verify.main(["run", "--keep"]) == 1
+    folder = fake.calls[-1]["clone"].parent
+    assert list((tmp_path / "tmp").iterdir()) == [folder]
+    assert f"verify: kept {folder}" in caplog.text
+    kept = json.loads((folder / "committed" / "metrics" / "summary.json").read_text())
+    rerun = json.loads((folder / "clone" / "results" / "metrics" / "summary.json").read_text())
+    assert (kept["modelA"]["srcc"], rerun["modelA"]["srcc"]) == (_SRCC, 0.7)
+
+
+def test_rerun_refuses_to_run_code_from_outside_the_clone(repo: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path: Path) -> None:
+    """A clone without its own ``iqalab`` under src/ would run the installed one: refused before ``dvc repro``
+    runs, and the temporary folder is still removed."""
+    _git(repo, "rm", "-rq", "src")
+    _git(repo, "commit", "-qm", "no src")
+    fake = FakeRepro(monkeypatch)
+    with pytest.raises(RuntimeError, match="would import iqalab from"):
+        verify.verify(repo)
+    assert fake.calls == [] and list((tmp_path / "tmp").iterdir()) == []
