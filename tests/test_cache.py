@@ -241,3 +241,57 @@ def test_1344_patch_is_the_files_own_crop(tmp_path):
     if geo.hflip:
         expected = expected[:, ::-1]
     np.testing.assert_array_equal(patches[2][0].permute(1, 2, 0).numpy(), expected)
+
+
+def test_build_cache_decodes_each_file_once(project, monkeypatch, one_thread):
+    """README ("Where images live"): a dataset's files are "read once, at ingest, and never decoded again by
+    training", and "both stores are built in one decoding pass". The ingest stage (the toy set) decodes each file
+    exactly once while building the native store and the square cache; training then, from either store
+    (``train.resolution`` cache and native, predictions included), decodes nothing and opens no image file."""
+    from collections import Counter
+    from pathlib import Path
+
+    import iqalab.data.cache as cache_module
+    from iqalab.config import parse_params
+    from iqalab.data.cache import NativeStore
+    from iqalab.stages import ingest
+    from iqalab.train.engine import train_experiment
+
+    from .conftest import toy_params
+
+    decoded: list[str] = []  # image files decoded (decode_image), by name: the staging folder is renamed after
+    opened: list[str] = []  # image files opened by PIL for any reason (a decode needs one)
+    real_decode, real_open = cache_module.decode_image, Image.open
+
+    def counting_decode(source, *args, **kwargs):
+        decoded.append(Path(source).name)
+        return real_decode(source, *args, **kwargs)
+
+    def counting_open(fp, *args, **kwargs):
+        if isinstance(fp, str | Path) and Path(fp).parent.name == "images":
+            opened.append(Path(fp).name)
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(cache_module, "decode_image", counting_decode)
+    monkeypatch.setattr(Image, "open", counting_open)
+    model = {"name": "backbone_mlp", "backbone": "mobilenetv3_small_050", "hidden": 8}
+    params = parse_params(toy_params(
+        square={"dataset": "toy", "model": model, "train": {"epochs": 1}},
+        native={"dataset": "toy", "model": model, "train": {"epochs": 1, "resolution": "native"}}))
+    ds = ingest.run(params, "toy", project.root, progress=False)
+    files = sorted(Path(p).name for p in ds.images["path"])
+    assert len(files) == 20 and len(set(files)) == 20
+    assert (ds.root / "cache" / "native.bin").is_file() and (ds.root / "cache" / f"{TOY_CACHE}.npy").is_file()
+    assert Counter(decoded) == Counter(files), "each file decoded exactly once for both stores"
+    assert set(opened) == set(files), "the spy on PIL sees the files ingest opens (checked, then decoded)"
+
+    decoded.clear()
+    opened.clear()
+    native_reads = []
+    real_planar = NativeStore.planar
+    monkeypatch.setattr(NativeStore, "planar", lambda self, row: native_reads.append(row) or real_planar(self, row))
+    square = train_experiment(params, "square", project.root, progress=False)
+    assert not native_reads, "the square-cache run reads the square cache only"
+    native = train_experiment(params, "native", project.root, progress=False)
+    assert len(square) and len(native) and native_reads, "both runs trained and predicted from the stores"
+    assert decoded == [] and opened == [], "training decoded image files again"

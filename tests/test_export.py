@@ -195,3 +195,22 @@ def test_export_split_and_unknown_experiment_from_the_command_line(project, caps
     assert main(["-q", "export", "known_one", "--out", str(project.root / "x")]) == 2
     assert "not trained" in capsys.readouterr().err
     assert not (project.root / "r9").exists() and not (project.root / "x").exists()
+
+
+def test_export_defaults_to_the_first_split_without_full_train(project, capsys) -> None:
+    """README: ``--split`` defaults to ``full_train`` when trained, *else the first split*, and the command says
+    which. Two trained splits and no ``full_train``: the first of the training record's splits (the engine writes
+    them sorted, ``results/predictions/<experiment>.json``) is exported, not the other, and the line names it."""
+    from iqalab.__main__ import main
+
+    from .conftest import toy_params
+
+    project.write_params(toy_params())
+    _trained(project.root, ("r0", "r1"))
+    assert json.loads((project.root / "results" / "predictions" / "exp.json").read_text())["splits"] == ["r0", "r1"]
+    assert main(["-q", "export", "exp", "--out", str(project.root / "default")]) == 0
+    said = capsys.readouterr().out
+    assert said.strip() == f"exported exp (split r0) to {project.root / 'default'}", said
+    metrics = json.loads((project.root / "default" / "metrics.json").read_text())
+    assert metrics["split"] == "r0" and metrics["checkpoint"] == "build/models/exp/r0/best.pt"
+    assert json.loads((project.root / "default" / "config.json").read_text())["split"] == "r0"

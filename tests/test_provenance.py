@@ -246,3 +246,36 @@ def test_every_code_path_moves_the_code_commit_and_makes_it_dirty(repo: Path, pa
     _git(repo, "add", "docs")
     _git(repo, "commit", "-qm", "docs only")
     assert provenance.git_state.__wrapped__(repo) == (after, False)
+
+
+def test_the_two_git_calls_run_once_per_process(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """README: "The two git calls run once per process": records, footers and the git state asked for again and
+    again (a stage writes many tables) run git twice in all (last code commit, status), not twice per record."""
+    calls: list[list[str]] = []
+    real_run = subprocess.run
+
+    def counting_run(cmd, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if list(cmd)[:1] == ["git"]:
+            calls.append(list(cmd))
+        return real_run(cmd, *args, **kwargs)
+
+    def clear() -> None:  # without the cache there is nothing to clear: the count below says so
+        getattr(provenance.git_state, "cache_clear", lambda: None)()
+
+    code_commit = _git(repo, "rev-parse", "HEAD")
+    clear()
+    monkeypatch.setattr(provenance, "_current", provenance._current)  # the last record is restored afterwards
+    monkeypatch.setattr(provenance.subprocess, "run", counting_run)
+    try:
+        params = parse_params(toy_params(), check_models=False)
+        records = [provenance.collect(params, root=repo) for _ in range(3)]
+        records.append(provenance.collect(root=repo))
+        footers = [provenance.footer() for _ in range(3)]  # the last record, as every table writer asks for it
+        states = [provenance.git_state(repo) for _ in range(3)]
+    finally:
+        clear()  # no state of this temporary repository outlives the test
+    assert all(r["code_commit"] == code_commit and r["code_dirty"] is False for r in records)
+    assert all(f.startswith(f"Provenance: code={code_commit[:12]};") for f in footers)
+    assert states == [(code_commit, False)] * 3
+    assert len(calls) == 2, calls
+    assert [c[3:5] for c in calls] == [["log", "-1"], ["status", "--porcelain"]]
