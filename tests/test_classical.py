@@ -896,3 +896,90 @@ def test_brisque_can_return_the_original_nan_for_flat_images(camera):
     assert int(retrained.n_support[0]) <= 3
     with pytest.raises(ValueError, match="undefined"):
         BRISQUE(["q"], undefined="drop")
+
+
+# -- classical checkpoints through `iqalab score` (README, "Scoring your own images") ------------------------------
+def _classical_checkpoint(path: Path, model: torch.nn.Module, name: str, kwargs: dict) -> Path:
+    """``model`` saved as a training checkpoint (the config the engine writes, the toy's MOS range [1, 5])."""
+    from iqalab.train.engine import save_checkpoint
+
+    save_checkpoint(path, {"model": model.state_dict(), "config": {
+        "model_name": name, "model_kwargs": kwargs, "attributes": list(model.attributes), "mos_range": [1.0, 5.0],
+        "cache_size": 64, "eval_crop": None}})
+    return path
+
+
+def _rgb_batch(rgb: np.ndarray) -> dict:
+    """One uint8 ``[H, W, 3]`` image as the ImageNet-normalised batch a model's predict receives."""
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0
+    return {"image": (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)}
+
+
+def test_a_live_brisque_checkpoint_gives_raw_brisque_beside_its_fixed_map_into_the_mos_range(tmp_path):
+    """README: a classical checkpoint that scores as published (BRISQUE with the LIVE SVR) gives attribute scores
+    that are a fixed monotone map of the raw score into the dataset's range (BRISQUE: ``sigmoid((50 - brisque) /
+    20)``, ``models/brisque.py``), with the raw published score beside them in ``raw_brisque`` (lower = better).
+    ``score_images`` on two photos: the column exists, equals the model's own ``predict_with_raw`` raw score on the
+    same pixels (each image at full resolution), and every attribute is ``1 + 4 * sigmoid((50 - raw) / 20)``."""
+    from PIL import Image
+
+    from iqalab.stages.score import score_images
+
+    attrs = ["overall", "sharpness"]
+    model = BRISQUE(attrs, regressor="live")
+    ckpt = _classical_checkpoint(tmp_path / "brisque.pt", model, "brisque", {"regressor": "live"})
+    photos = [skimage_data.astronaut(), skimage_data.coffee()[:300, 100:500]]
+    files = []
+    for k, photo in enumerate(photos):
+        files.append(tmp_path / f"photo{k}.png")
+        Image.fromarray(photo).save(files[-1])
+    frame = score_images(ckpt, files, progress=False, device="cpu", batch_size=2)
+    assert "raw_brisque" in frame.columns and frame["path"].tolist() == [str(f) for f in files]
+    own = np.array([float(model.predict_with_raw(_rgb_batch(p))[1][0]) for p in photos])
+    np.testing.assert_allclose(frame["raw_brisque"].to_numpy(), own, rtol=1e-9)
+    assert np.ptp(own) > 1.0, "two different published scores: a swapped or constant column would show"
+    mapped = 1.0 + 4.0 / (1.0 + np.exp(-(50.0 - own) / 20.0))
+    for a in attrs:
+        np.testing.assert_allclose(frame[a].to_numpy(), mapped, rtol=1e-6)
+
+
+def test_a_retrained_brisque_keeps_svr_outputs_outside_the_mos_range_in_prediction_and_scoring(tmp_path, camera):
+    """README: a retrained BRISQUE (``regressor: train``) is an SVR fitted to MOS whose output is not clipped to
+    the range, in training predictions and in ``iqalab score`` alike.
+
+    Fitted (through ``fit``, on prepared batches) on four blurs of one crop rated 0, 1, 1, 0 (normalised MOS),
+    the RBF SVR (C = 1024) overshoots between and beyond its training images: a blur of 1.0 is predicted above 1
+    and one of 1.8 below 0 (about 1.24 and -0.26; scikit-learn's SVR on the same scaled features says the same).
+    ``predict_with_raw`` (the engine's prediction path) keeps both outside [0, 1], and ``score_images`` on a
+    checkpoint of the model scores the two files outside the MOS range [1, 5], at ``1 + 4 * output``."""
+    from PIL import Image
+    from sklearn.svm import SVR
+
+    from iqalab.stages.score import score_images
+
+    crop = camera[:128, :128]
+    train = np.stack([blur(crop, s) for s in (0.4, 0.8, 1.2, 1.6)])
+    target = np.array([0.0, 1.0, 1.0, 0.0])
+    kwargs = {"regressor": "train", "max_support_vectors": 16}
+    model = BRISQUE(["q"], **kwargs)
+    model.fit([{"image": normalise(train), "mos_norm": torch.from_numpy(target[:, None]).float()}])
+    probes = np.stack([blur(crop, s) for s in (1.0, 1.8)])
+    out = model.predict_with_raw({"image": normalise(probes)})[0]["q"].double().numpy()
+    assert out[0] > 1.05 and out[1] < -0.05, out
+
+    # the SVR's own output, unclipped: scikit-learn on the same scaled features
+    svr = SVR(kernel="rbf", C=1024.0, gamma=0.05, epsilon=0.1)
+    svr.fit(model.scale_features(model.features(normalise(train))), 100.0 * target)
+    reference = svr.predict(model.scale_features(model.features(normalise(probes)))) / 100.0
+    np.testing.assert_allclose(out, reference, atol=1e-6)
+
+    ckpt = _classical_checkpoint(tmp_path / "brisque.pt", model, "brisque", kwargs)
+    files = []
+    for k, gray in enumerate(probes):
+        files.append(tmp_path / f"probe{k}.png")
+        Image.fromarray(gray.astype(np.uint8)).save(files[-1])
+    frame = score_images(ckpt, files, progress=False, device="cpu")
+    assert "raw_brisque" not in frame.columns, "a retrained SVR has no published score"
+    scored = frame["q"].to_numpy()
+    assert scored[0] > 5.0 and scored[1] < 1.0, scored
+    np.testing.assert_allclose(scored, 1.0 + 4.0 * out, rtol=1e-6)
