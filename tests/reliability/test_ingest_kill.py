@@ -82,6 +82,13 @@ def test_first_ingest_killed_in_cache_then_rebuilt(tmp_path, clean_ingest):
     staged = read_dataset(partial)
     with pytest.raises(DataError, match="image cache missing"):
         ImageCache(staged, TOY_CACHE)
+    # `iqalab train` refuses at once with one line naming the missing dataset folder and the ingest command
+    refused = run_iqalab(root, params, "train", "e")
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        f"iqalab train: error: dataset folder not found: {final} (run the ingest stage first: iqalab ingest <name>)"]
+    assert not (root / "build" / "models").exists() and not (root / "results").exists(), "nothing trained"
+    assert partial.is_dir() and not final.exists(), "the refusal leaves the staging folder to the next ingest"
 
     done = run_iqalab(root, params, "ingest", "toy", quiet=False)
     assert done.returncode == 0, done.stderr

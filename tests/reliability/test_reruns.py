@@ -7,6 +7,7 @@ The kills are real (``SIGKILL`` of an ``iqalab train`` subprocess inside its N-t
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from iqalab.config import load_params
@@ -153,3 +155,95 @@ def test_second_concurrent_train_is_refused(toy_dataset, tmp_path):
     lock = FileLock(root / "build" / "locks" / "train-e.lock")
     lock.acquire(timeout=0)
     lock.release()
+
+
+class _Killed(BaseException):
+    """Stands for a SIGKILL between the two renames of :func:`iqalab.train.engine.swap_in` (nothing after it runs)."""
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_kill_between_the_two_renames_of_a_rerun_is_completed_or_undone(toy_dataset, tmp_path, monkeypatch, caplog):
+    """A re-run is swapped in with two renames (``<split>`` -> ``.old/<split>``, ``.next/<split>`` -> ``<split>``).
+    A kill between them leaves no ``<split>``; the next start (:func:`engine.finish_swap`) completes the swap when the
+    staged run is complete (``done.json``), else undoes it (the retired run is put back), and a retired run left after
+    both renames is deleted (``docs/reliability.md``, "Re-run with another configuration killed before it
+    completes")."""
+    import os
+    import shutil
+
+    from iqalab.train import engine
+
+    root = tmp_path / "proj"
+    params = _project(root, toy_dataset.root, ["scene"], epochs=1)
+    _train_in_process(root, params, monkeypatch)  # the finished run A
+    before = _snapshot(root)
+    exp = root / "build" / "models" / "e"
+    final, staged, retired = exp / "scene", exp / ".next" / "scene", exp / ".old" / "scene"
+    run_a = _tree(final)
+    fp_a = load_checkpoint(final / "best.pt")["fingerprint"]
+
+    # the re-run B with another configuration trains in .next/scene; the process dies between the two renames
+    params_a = params.read_text()
+    _set_train(params, lr=5e-4)
+    real_swap_in, real_replace = engine.swap_in, os.replace
+
+    def swap_in_killed_between_renames(staged_dir: Path, final_dir: Path) -> None:
+        renames: list[tuple[str, str]] = []
+
+        def replace(src, dst):  # noqa: ANN001, ANN202
+            renames.append((str(src), str(dst)))
+            if len(renames) == 2:
+                raise _Killed
+            real_replace(src, dst)
+
+        with monkeypatch.context() as m:
+            m.setattr(os, "replace", replace)
+            real_swap_in(staged_dir, final_dir)
+
+    with monkeypatch.context() as m:
+        m.setattr(engine, "swap_in", swap_in_killed_between_renames)
+        with pytest.raises(_Killed):
+            _train_in_process(root, params, monkeypatch)
+    # the state the kill leaves: the old run whole in .old, the complete re-run whole in .next, no split folder
+    assert not final.exists()
+    assert _tree(retired) == run_a
+    assert (staged / DONE_FILE).is_file() and (staged / SPLIT_PREDICTIONS).is_file()
+    fp_b = json.loads((staged / DONE_FILE).read_text())["fingerprint"]
+    assert fp_b != fp_a
+    run_b = _tree(staged)
+    killed_state = tmp_path / "killed-state"
+    shutil.copytree(exp, killed_state)
+
+    # completed: the next start moves the complete re-run in and reuses it (nothing trained), the old run is deleted
+    mtime_b = (staged / "best.pt").stat().st_mtime_ns
+    with caplog.at_level(logging.INFO, logger="iqalab.train.engine"):
+        preds = _train_in_process(root, params, monkeypatch)
+    assert f"{final}: completed a swap an interrupted run left (from {staged})" in caplog.text
+    assert "scene: finished run with this configuration found" in caplog.text, "the swapped-in run is not retrained"
+    assert _tree(final) == run_b and (final / "best.pt").stat().st_mtime_ns == mtime_b
+    assert load_checkpoint(final / "best.pt")["fingerprint"] == fp_b
+    assert not retired.exists() and not staged.exists()
+    pd.testing.assert_frame_equal(pd.read_parquet(final / SPLIT_PREDICTIONS), preds)
+    pd.testing.assert_frame_equal(pd.read_parquet(root / "results" / "predictions" / "e.parquet"), preds)
+
+    # undone: the same kill, but the staged run is not complete (no done.json): the retired run A is put back
+    shutil.rmtree(exp)
+    shutil.copytree(killed_state, exp)
+    (staged / DONE_FILE).unlink()
+    params.write_text(params_a)  # configuration A again: its finished run is found whole and skipped
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="iqalab.train.engine"):
+        _train_in_process(root, params, monkeypatch)
+    assert f"{final}: completed a swap an interrupted run left (from {retired})" in caplog.text
+    assert "scene: finished run with this configuration found" in caplog.text
+    assert _tree(final) == run_a and not retired.exists()
+    assert _snapshot(root) == before, "run A and the experiment's predictions are as before the re-run"
+    assert staged.is_dir() and not (staged / DONE_FILE).exists(), "the unfinished re-run is left for a resume"
+
+    # a kill after both renames, before the old run is deleted: the leftover .old/<split> is removed, <split> kept
+    shutil.copytree(final, retired)
+    engine.finish_swap(final)
+    assert not retired.exists() and _tree(final) == run_a

@@ -80,3 +80,35 @@ def test_raw_paths_resolve_against_the_project_root_under_iqalab_workdir(bare_pr
     assert main(["-q", "ingest", "mine"]) == 0
     assert (out / "build" / "datasets" / "mine" / "dataset.json").is_file()
     assert not (out / "data").exists()
+
+
+def test_notebook_setup_uses_the_params_files_work_folder(bare_project: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``iqalab.notebook.setup`` follows the rule of the CLI: a params file other than the project's (the notebook's
+    ``params_file`` or ``IQALAB_PARAMS``) gets ``build/work/<name>/`` under the project root, the project's
+    ``params.yaml`` the root, and ``IQALAB_WORKDIR`` overrides both; found from a notebook's own folder too."""
+    from iqalab import notebook
+
+    root = bare_project
+    for path in (root / "params.yaml", root / "params" / "paper.yaml", root / "tests" / "nbval" / "params.yaml"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(toy_params()))
+    (root / "notebooks").mkdir()
+    monkeypatch.chdir(root / "notebooks")  # nbval runs a notebook in its own folder
+
+    params, out = notebook.setup("params/paper.yaml")
+    assert out == root / "build" / "work" / "params-paper" and out.is_dir()
+    assert list(params.datasets) == ["toy"]
+    assert (out / notebook.CHECKED_STAMP).is_file(), "its outputs (here the name-check stamp) go to its work folder"
+    assert not (root / notebook.CHECKED_STAMP).exists(), "nothing written to the project's build/"
+
+    monkeypatch.setenv("IQALAB_PARAMS", "tests/nbval/params.yaml")  # how the notebook tests choose their params
+    assert notebook.setup()[1] == root / "build" / "work" / "tests-nbval-params"
+    monkeypatch.delenv("IQALAB_PARAMS")
+
+    assert notebook.setup()[1] == root, "the project's params.yaml writes into the project"
+
+    chosen = root.parent / f"{root.name}-chosen"
+    monkeypatch.setenv("IQALAB_WORKDIR", str(chosen))
+    assert notebook.setup("params/paper.yaml")[1] == chosen, "IQALAB_WORKDIR still chooses the folder"
+    assert (chosen / notebook.CHECKED_STAMP).is_file()
