@@ -7,8 +7,12 @@ CGFIQA's per-part label.json, and the generic tables. Images are real 32x24 PNG/
 
 from __future__ import annotations
 
+import errno
+import inspect
 import json
+import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -494,3 +498,236 @@ def test_failure_while_writing_removes_partial_folder(tmp_path: Path, monkeypatc
         adapt("bid", raw, out, n_splits=2, **FAST)
     _no_leftovers(out)
     assert set(read_dataset(out, check_files=True).splits["split"]) == {"random_00", "full_train", "full_test"}
+
+
+# --------------------------------------------------------------------------------------------- documented claims
+DOC = Path(__file__).resolve().parents[1] / "docs" / "datasets.md"
+
+
+def _doc_section(title: str) -> str:
+    text = DOC.read_text(encoding="utf-8")
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:] if end == -1 else text[start:end]
+
+
+def _doc_tables(section: str) -> list[list[list[str]]]:
+    """The markdown tables of ``section``, each a list of rows of stripped cells (header first, rule dropped)."""
+    tables: list[list[list[str]]] = []
+    rows: list[list[str]] = []
+    for line in [*section.splitlines(), ""]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if not all(set(c) <= set("-: ") for c in cells):
+                rows.append(cells)
+        elif rows:
+            tables.append(rows)
+            rows = []
+    return tables
+
+
+def _doc_value(text: str) -> object:
+    """The literal a doc cell starts with (``20``, ``0.2``, ``true``, `` `hardlink` ``); None for words such as
+    "the adapter's name" (a default computed at run time, i.e. ``None`` in the signature)."""
+    token = text.strip().split(" ")[0].rstrip(",:")
+    if len(token) > 2 and token[0] == token[-1] == "`":
+        return token.strip("`")
+    if token in ("true", "false"):
+        return token == "true"
+    for kind in (int, float):
+        try:
+            return kind(token)
+        except ValueError:
+            pass
+    return None
+
+
+def _same_default(doc: object, code: object) -> bool:
+    if isinstance(doc, bool) or isinstance(code, bool):
+        return type(doc) is type(code) and doc == code
+    return doc == code
+
+
+def test_the_options_table_matches_the_adapter_signatures() -> None:
+    """docs/datasets.md "Options" lists, per adapter, exactly the keyword arguments of the registered adapter
+    function and their defaults: the options every adapter takes, the split options (``-`` where an adapter has
+    none: PIQ23 and CGFIQA) and the dataset-specific ones; and ``iqalab check`` allows exactly those."""
+    from iqalab.config import DatasetConfig, dataset_options
+
+    section = _doc_section("Options")
+    common_table, split_table = _doc_tables(section)
+    assert common_table[0] == ["option", "default", "meaning"]
+    common = {}
+    for row in common_table[1:]:
+        for name in re.findall(r"`(\w+)`", row[0]):
+            common[name] = _doc_value(row[1])
+    assert {"seed", "cross", "mos_range", "link", "verify", "workers", "dataset_name"} <= set(common)
+    assert not {"n_splits", "test_fraction", "val_fraction"} & set(common), "split options are per adapter"
+
+    header = split_table[0]
+    assert header[0] == "adapter"
+    split_options = [h.strip("`") for h in header[1:]]
+    assert split_options == ["n_splits", "test_fraction", "val_fraction"]
+    split_of: dict[str, dict[str, object]] = {}
+    for row in split_table[1:]:
+        for adapter in (a.strip() for a in row[0].split(",")):
+            assert adapter not in split_of, f"{adapter} listed twice in the split-options table"
+            split_of[adapter] = {opt: cell for opt, cell in zip(split_options, row[1:], strict=True)}
+    assert set(split_of) == set(ADAPTERS)
+
+    paragraph = " ".join(section[section.index("Dataset-specific:"):].split("\n\n")[0].split())
+    specific: dict[str, dict[str, object]] = {name: {} for name in ADAPTERS}
+    for adapter, option, default in re.findall(r"`(\w+)\.(\w+)`(?: \(([^)]*)\))?", paragraph):
+        assert adapter in ADAPTERS, f"Dataset-specific names an unknown adapter {adapter!r}"
+        specific[adapter][option] = _doc_value(default) if default else ...
+
+    for name, fn in ADAPTERS.items():
+        params = {k: p for k, p in inspect.signature(fn).parameters.items() if k not in ("raw_root", "out_root")}
+        assert all(p.kind is p.KEYWORD_ONLY for p in params.values()), name
+        documented = set(common) | {o for o, cell in split_of[name].items() if cell != "-"} | set(specific[name])
+        assert set(params) == documented, (
+            f"{name}: in the signature, not the doc: {sorted(set(params) - documented)}; "
+            f"in the doc, not the signature: {sorted(documented - set(params))}")
+        for option, doc in common.items():
+            assert _same_default(doc, params[option].default), (name, option, doc, params[option].default)
+        for option, cell in split_of[name].items():
+            if cell != "-":
+                doc = _doc_value(cell)
+                assert doc is not None and _same_default(doc, params[option].default), (name, option, cell)
+        for option, doc in specific[name].items():
+            if doc is not ...:
+                assert _same_default(doc, params[option].default), (name, option, doc, params[option].default)
+        # what `iqalab check` accepts under datasets.<ds>.options is the same set
+        _, allowed, _ = dataset_options(DatasetConfig(source="adapter", builder=name), f"datasets.{name}")
+        assert sorted(allowed) == sorted(documented), name
+
+
+def test_hardlink_falls_back_to_a_copy_across_file_systems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """``link: hardlink`` copies an image whose hard link fails (EXDEV: another file system) and says so:
+    ``image_links`` is ``copy`` when every link failed, ``mixed`` when some did, with a warning naming the raw
+    folder; the copies hold the raw bytes and the raw files are left alone."""
+    import iqalab.data.adapters.base as base
+
+    raw = tmp_path / "raw"
+    rels = ["a/1.png", "a/2.png", "b/3.png"]
+    for k, rel in enumerate(rels):
+        write_image(raw / rel, k)
+    real_link = os.link
+    failing: set[str] = set()
+    attempts: list[str] = []
+
+    def link(src, dst, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        attempts.append(Path(src).name)
+        if Path(src).name in failing:
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(src), None, str(dst))
+        return real_link(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(base.os, "link", link)
+    warning = f"hard links were not possible for some images under {raw}; they were copied"
+
+    def placed(dest: Path) -> dict[str, bool]:
+        """rel -> whether the placed file is a hard link of the raw file; bytes must match either way."""
+        out = {}
+        for rel in rels:
+            assert (dest / "images" / rel).read_bytes() == (raw / rel).read_bytes()
+            out[rel] = os.path.samefile(dest / "images" / rel, raw / rel)
+        return out
+
+    caplog.set_level(logging.WARNING, logger=base.log.name)
+    assert base.link_images(raw, rels, tmp_path / "linked") == "hardlink"
+    assert placed(tmp_path / "linked") == dict.fromkeys(rels, True)
+    assert warning not in caplog.text
+
+    failing.update({"1.png", "2.png", "3.png"})
+    assert base.link_images(raw, rels, tmp_path / "copied") == "copy"
+    assert placed(tmp_path / "copied") == dict.fromkeys(rels, False)
+    assert warning in caplog.text
+    caplog.clear()
+
+    failing.clear()
+    failing.add("2.png")
+    assert base.link_images(raw, rels, tmp_path / "mixed") == "mixed"
+    assert placed(tmp_path / "mixed") == {"a/1.png": True, "a/2.png": False, "b/3.png": True}
+    assert caplog.text.count(warning) == 1
+    assert os.stat(raw / "a/2.png").st_nlink == 2, "only the all-hardlink run linked it; the raw file is untouched"
+
+    # copy mode never tries a link and never warns
+    attempts.clear()
+    caplog.clear()
+    assert base.link_images(raw, rels, tmp_path / "plain", mode="copy") == "copy"
+    assert attempts == [] and warning not in caplog.text
+
+    # through an adapter: dataset.json records the mix, the dataset reads back with every file present
+    graw = tmp_path / "graw"
+    make_gfiqa(graw, n=4)
+    failing.clear()
+    failing.add("00002.png")
+    caplog.clear()
+    ds = adapt("gfiqa", graw, tmp_path / "out", n_splits=1, **FAST)
+    back = read_dataset(tmp_path / "out", check_files=True)
+    assert ds.meta["image_links"] == back.meta["image_links"] == "mixed"
+    assert f"hard links were not possible for some images under {graw}" in caplog.text
+    for _, row in back.images.iterrows():
+        copy = tmp_path / "out" / row["path"]
+        source = graw / row["raw_path"] if "raw_path" in row else graw / "image" / row["image_id"]
+        assert copy.read_bytes() == source.read_bytes()
+        assert os.path.samefile(copy, source) == (row["image_id"] != "00002.png")
+
+
+def _clive_with(root: Path, entry: int, *, name: str | None = None, mos: float | None = None) -> None:
+    """CLIVE fixture with MATLAB entry ``entry`` (1-based) given an empty ``name`` or the MOS ``mos``."""
+    names, scores = make_clive(root)
+    cell = np.empty((len(names), 1), dtype=object)
+    for i, n in enumerate(names):
+        cell[i, 0] = n
+    if name is not None:
+        cell[entry - 1, 0] = name
+        scipy.io.savemat(root / "Data/AllImages_release.mat", {"AllImages_release": cell})
+    if mos is not None:
+        scores = scores.copy()
+        scores[entry - 1] = mos
+        scipy.io.savemat(root / "Data/AllMOS_release.mat", {"AllMOS_release": scores[None, :]})
+
+
+def test_clive_errors_name_matlab_entries(tmp_path: Path) -> None:
+    """CLIVE's .mat errors name the file and MATLAB's 1-based entry (the calibration images count: entry 10 is
+    the 3rd image kept), as docs/datasets.md "Checks and errors" says."""
+    _clive_with(tmp_path / "empty", 10, name="")
+    with pytest.raises(DataError) as err:
+        adapt("clive", tmp_path / "empty", tmp_path / "out", **FAST)
+    assert str(err.value) == "Data/AllImages_release.mat entry 10: empty file name"
+
+    _clive_with(tmp_path / "nan", 11, mos=float("nan"))
+    with pytest.raises(DataError) as err:
+        adapt("clive", tmp_path / "nan", tmp_path / "out", **FAST)
+    assert str(err.value) == "Data/AllMOS_release.mat entry 11: MOS missing (NaN)"
+
+    # with the calibration images kept, their entries are checked and numbered the same way
+    _clive_with(tmp_path / "calib", 3, name="")
+    adapt("clive", tmp_path / "calib", tmp_path / "out", n_splits=1, **FAST)  # entry 3 is dropped: no error
+    with pytest.raises(DataError, match=r"^Data/AllImages_release\.mat entry 3: empty file name$"):
+        adapt("clive", tmp_path / "calib", tmp_path / "out2", drop_calibration=False, **FAST)
+
+    # out-of-range and duplicate errors carry the same 1-based number (worded "row", see the xfail below)
+    _clive_with(tmp_path / "range", 9, mos=120.0)
+    with pytest.raises(DataError, match=r"^Data/AllMOS_release\.mat (row|entry) 9 column 'AllMOS_release': 120 "
+                                        r"outside the MOS range \[0, 100\]"):
+        adapt("clive", tmp_path / "range", tmp_path / "out3", **FAST)
+    _clive_with(tmp_path / "dup", 12, name="10.bmp")
+    with pytest.raises(DataError, match=r"^Data/AllImages_release\.mat (row|entry) 12 column 'AllImages_release': "
+                                        r"duplicate name '10\.bmp' \(first listed at (row|entry) 8\)"):
+        adapt("clive", tmp_path / "dup", tmp_path / "out4", **FAST)
+    assert not (tmp_path / "out3").exists() and not (tmp_path / "out4").exists()
+
+
+@pytest.mark.xfail(strict=True, reason="clive.py passes MATLAB's 1-based entry numbers to check_range/check_unique, "
+                   "which word them 'row' (and 'first listed at row'); docs/datasets.md says 'row i' counts from 0 "
+                   "and .mat positions are given as entries, so 'row 9' reads as the 10th entry")
+def test_clive_range_and_duplicate_errors_say_entry(tmp_path: Path) -> None:
+    _clive_with(tmp_path / "range", 9, mos=120.0)
+    with pytest.raises(DataError, match=r"^Data/AllMOS_release\.mat entry 9\b"):
+        adapt("clive", tmp_path / "range", tmp_path / "out", **FAST)
+    _clive_with(tmp_path / "dup", 12, name="10.bmp")
+    with pytest.raises(DataError, match=r"^Data/AllImages_release\.mat entry 12\b.*first listed at entry 8\b"):
+        adapt("clive", tmp_path / "dup", tmp_path / "out2", **FAST)
