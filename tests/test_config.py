@@ -320,3 +320,52 @@ def test_training_refuses_a_split_the_ingested_dataset_lacks(project, toy_datase
                                           r"available: \['random_00', 'random_01', 'scene'\]"):
         train_experiment(params, "e", project.root, progress=False)
     assert not (project.root / "build" / "models" / "e").exists()
+
+
+def test_default_profile_test_set_sizes_are_as_documented():
+    """docs/deviations.md, "Default run on simulated data": the default profile's simulated test sets (fglive_sim 26
+    of 60 scenes / 208 images, portrait_sim 18 scenes / 288 images, ugc_sim 202 of 460 images, face_sim 120 images
+    per fold). Computed without rendering: the builders' own split functions on a frame of the scenes and images
+    that ``params.yaml``'s options ask for (every builder renders ``images_per_scene`` images of each scene and drops
+    none; ugc_sim: one image per scene)."""
+    import pandas as pd
+
+    from iqalab.data.splits import kfold_splits, random_splits
+    from iqalab.sim.builders import _scene_split, builder_options, split_names
+
+    params = load_params(REPO / "params.yaml")
+
+    def frame(name: str) -> tuple[pd.DataFrame, dict]:
+        opts = {**builder_options(name), **params.datasets[name].options}
+        if name == "ugc_sim":
+            scenes = [f"u{i:05d}" for i in range(opts["n_images"])]
+        else:
+            scenes = [f"s{s:04d}" for s in range(opts["n_scenes"]) for _ in range(opts["images_per_scene"])]
+        return pd.DataFrame({"image_id": [f"i{k:05d}" for k in range(len(scenes))], "scene": scenes}), opts
+
+    def tested(splits: pd.DataFrame, images: pd.DataFrame) -> tuple[int, int]:
+        test = splits.loc[splits["role"] == "test", "image_id"]
+        return len(test), images.loc[images["image_id"].isin(test), "scene"].nunique()
+
+    for name, (n_images, n_scenes) in {"fglive_sim": (208, 26), "portrait_sim": (288, 18)}.items():
+        assert params.datasets[name].builder == name and split_names(name) == ["scene"]
+        images, opts = frame(name)
+        splits = _scene_split(images, opts["test_fraction"], opts["val_fraction"], params.seed)
+        assert tested(splits, images) == (n_images, n_scenes), name
+    assert params.datasets["fglive_sim"].options["n_scenes"] == 60 == params.datasets["portrait_sim"].options["n_scenes"]
+
+    images, opts = frame("ugc_sim")
+    assert len(images) == 460
+    splits = random_splits(images, n_splits=opts["n_splits"], test_fraction=opts["test_fraction"], seed=params.seed)
+    assert {s: tested(part, images)[0] for s, part in splits.groupby("split")} == \
+        {s: 202 for s in split_names("ugc_sim", **opts)}
+
+    images, opts = frame("face_sim")
+    splits = kfold_splits(images, n_folds=opts["n_folds"], seed=params.seed, by_scene=True)
+    folds = split_names("face_sim", **opts)[:-1]
+    assert folds == [f"fold_{k}" for k in range(5)]  # SFIQA's 5 folds of 7:1:2
+    assert {s: tested(part, images)[0] for s, part in splits.groupby("split")} == {f: 120 for f in folds}
+    doc = (REPO / "docs" / "deviations.md").read_text()
+    for text in ("(26 of 60 scenes, 208 images)", "(18 test scenes, 288 images;", "(202 of 460 images)",
+                 "(120 test images per fold)"):
+        assert text in doc, f"docs/deviations.md no longer says {text!r}: update this test with it"

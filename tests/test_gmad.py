@@ -433,3 +433,30 @@ def test_screen_inputs_leaves_a_simulator_pool_alone(tmp_path):
                           **{c: [0.1, np.nan] for c in (*PERSON_BOX, *FACE_BOX, *LANDMARKS)}})
     pool = Pool(table=table, folder=tmp_path, simulated=True)
     assert screen_inputs(pool, {"gcpf": tmp_path / "does_not_exist.pt"}) == ({}, {})
+
+
+def test_stage_ranking_uses_the_configured_prior(trained, monkeypatch):
+    """docs/deviations.md: ``gmad.ranking_prior: 0`` gives the plain Bradley-Terry MLE in the stage's ranking: the
+    prior reaches :func:`gmad.bradley_terry`, ``summary.json`` records it, and with two models the log-strengths
+    differ by log(a / b) of their votes won (0.5 pseudo-wins each way would give log((a + 0.5) / (b + 0.5)))."""
+    from iqalab.stages import gmad as stage
+
+    project, raw = trained
+    priors: list[float] = []
+    fit = gmad.bradley_terry
+
+    def spy(wins, prior=0.5, *args, **kwargs):
+        priors.append(prior)
+        return fit(wins, prior, *args, **kwargs)
+
+    monkeypatch.setattr(gmad, "bradley_terry", spy)
+    result = stage.run(project.write_params({**raw, "gmad": {**STAGE, "ranking_prior": 0}}), project.root,
+                       progress=False)
+    assert priors == [0]
+    report = json.loads((project.root / "results" / "gmad" / "summary.json").read_text())
+    assert report["ranking"]["prior"] == 0
+    ranking = result["ranking"]
+    a, b = ranking.loc["small", "wins"], ranking.loc["other", "wins"]
+    assert a > 0 and b > 0 and abs(np.log(a / b) - np.log((a + 0.5) / (b + 0.5))) > 1e-3
+    assert ranking.loc["small", "strength"] - ranking.loc["other", "strength"] == pytest.approx(np.log(a / b),
+                                                                                             rel=1e-5, abs=1e-6)

@@ -281,3 +281,26 @@ def test_summarise_constant_prediction_does_not_crash() -> None:
         out = m.summarise(np.full(20, 0.5), np.linspace(1, 5, 20))
     assert math.isnan(out["srcc"]) and math.isnan(out["plcc_logistic"])
     assert out["mae"] == pytest.approx(np.mean(np.abs(0.5 - np.linspace(1, 5, 20))))
+
+
+def test_per_tier_metrics_takes_custom_metric_fns(rng: np.random.Generator) -> None:
+    """docs/deviations.md: ``per_tier_metrics(metric_fns=...)`` replaces the default SRCC / raw PLCC, e.g. by a
+    logistic-mapped PLCC; each tier's value is the function on that tier's images, tiers below ``min_size`` NaN."""
+    mos = np.concatenate([rng.uniform(1.0, 4.2, size=200), [4.5, 4.9]])  # 1-5 scale, 2 Excellent images only
+    pred = mos + rng.normal(0, 0.4, size=mos.size)
+
+    def plcc_logistic(x: np.ndarray, y: np.ndarray) -> float:
+        return m.plcc(m.logistic4_fit(x, y)(x), y)
+
+    fns = {"krcc": lambda x, y: stats.kendalltau(x, y).statistic, "plcc_logistic": plcc_logistic,
+           "mae": lambda x, y: float(np.mean(np.abs(x - y)))}
+    table = m.per_tier_metrics(pred, mos, mos_range=(1.0, 5.0), metric_fns=fns)
+    assert list(table.columns) == ["n", "krcc", "plcc_logistic", "mae"]  # no default srcc / plcc
+    tiers = np.asarray(m.quality_tiers(mos, (1.0, 5.0)))
+    for tier in ("Good", "Fair", "Poor", "Bad"):
+        sel = tiers == tier
+        assert table.loc[tier, "n"] == sel.sum() >= 3, tier
+        assert table.loc[tier, "krcc"] == pytest.approx(stats.kendalltau(pred[sel], mos[sel]).statistic), tier
+        assert table.loc[tier, "mae"] == pytest.approx(np.mean(np.abs(pred[sel] - mos[sel]))), tier
+        assert table.loc[tier, "plcc_logistic"] == pytest.approx(plcc_logistic(pred[sel], mos[sel])), tier
+    assert table.loc["Excellent", "n"] == 2 and table.loc["Excellent", ["krcc", "plcc_logistic", "mae"]].isna().all()

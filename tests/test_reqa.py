@@ -294,3 +294,26 @@ def test_prediction_scores_the_training_crop_size_not_the_whole_image():
     assert model.test_windows(40, 40) == [(0, 0, 40, 40)]
     centre = REQA(["overall"], **(REQA.smoke_params | {"test_crop": 48, "test_crops": 1}))
     assert centre.test_windows(80, 80) == [(16, 16, 48, 48)]
+
+
+def test_test_crop_null_scores_the_whole_image():
+    """docs/deviations.md: ``test_crop: null`` switches back to scoring the whole image: the backbone sees the full
+    input once, even one larger than the default 224 (``test_crops`` is then moot), the score is F_T of the whole
+    image, and pixels outside the centre 48 px crop move it, which they cannot do with ``test_crop: 48`` and one
+    (centre) crop."""
+    whole = tiny(test_crop=None, test_crops=3).eval()
+    centre = tiny(test_crop=48, test_crops=1).eval()
+    centre.load_state_dict(whole.state_dict())
+    seen: list[tuple[int, int]] = []
+    handle = whole.backbone.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape[-2:])))
+    image = torch.randn(1, 3, 232, 240, generator=torch.Generator().manual_seed(1))
+    pred = whole.predict({"image": image})["overall"]
+    handle.remove()
+    assert seen == [(232, 240)] and whole.test_windows(232, 240) == [(0, 0, 232, 240)]
+    with torch.no_grad():
+        assert torch.allclose(pred, whole({"image": image})["overall"], atol=1e-6)
+    (y, x, h, w), = centre.test_windows(232, 240)
+    outside = 3 * torch.randn(image.shape, generator=torch.Generator().manual_seed(2))
+    outside[..., y:y + h, x:x + w] = image[..., y:y + h, x:x + w]  # the same centre crop, the rest redrawn
+    assert not torch.allclose(whole.predict({"image": outside})["overall"], pred, atol=1e-4)
+    torch.testing.assert_close(centre.predict({"image": outside})["overall"], centre.predict({"image": image})["overall"])

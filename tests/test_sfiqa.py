@@ -311,3 +311,36 @@ def test_table6_marks_each_rows_views_and_modules() -> None:
     rows = {e: "".join(marks[c][k] for c in marks) for k, e in enumerate(meta)}
     # the paper's Table VI rows: full model, original + eyes-mouth, original only, w/o TSA, w/o CFF
     assert rows == {"full": "✓✓✓✓✓", "oem": "✓✗✓✓✓", "o": "✓✗✗✓✓", "no_tsa": "✓✓✓✓✗", "no_cff": "✓✓✓✗✓"}
+
+
+def test_mask_mode_view_is_the_landmark_box_with_the_rest_at_the_imagenet_mean() -> None:
+    """``eyes_mouth_mode="mask"`` (docs/deviations.md, an earlier reading): the eyes-and-mouth view is the landmark
+    box of ``"box"`` with the :func:`eyes_mouth_mask` ellipses kept and the rest at 0 (the ImageNet mean), not the
+    face view of ``"parsing"``; a face without landmarks keeps the plain box."""
+    torch.manual_seed(0)
+    model = build_model("sfiqa_xxs", ["overall"], eyes_mouth_mode="mask", **SMOKE).eval()
+    boxed = build_model("sfiqa_xxs", ["overall"], eyes_mouth_mode="box", **SMOKE).eval()
+    boxed.load_state_dict(model.state_dict())
+    batch = smoke_batch(n=3)
+    batch["landmarks"][2] = float("nan")
+    s = SMOKE["view_size"]
+    with torch.no_grad():
+        crops, boxes = model.cut_views(batch)
+        box_crops, box_boxes = boxed.cut_views(batch)
+        out, box_out = model(batch)["overall"], boxed(batch)["overall"]
+    assert crops["eyes_mouth"].shape == (3, 3, s, s) and out.shape == (3,) and torch.isfinite(out).all()
+    h, w = batch["image"].shape[-2:]
+    em = eyes_mouth_boxes(batch["landmarks"], face_boxes(batch["face_box"], batch["landmarks"], h, w), h, w)
+    torch.testing.assert_close(boxes["eyes_mouth"], em)
+    torch.testing.assert_close(box_boxes["eyes_mouth"], em)
+    assert not torch.allclose(boxes["eyes_mouth"], boxes["face"])  # a zoom on the landmarks, not the face view
+    mask = eyes_mouth_mask(batch["landmarks"], em, s)
+    torch.testing.assert_close(crops["eyes_mouth"], box_crops["eyes_mouth"] * mask)
+    for view in ("original", "face"):
+        torch.testing.assert_close(crops[view], box_crops[view])
+    # outside the ellipses the view is 0 (not the black of "parsing") whatever the image holds there
+    for y, x in ((0, 0), (0, s - 1), (s - 1, 0), (s - 1, s - 1)):
+        assert crops["eyes_mouth"][:2, :, y, x].abs().max() < 0.05 * box_crops["eyes_mouth"][:2, :, y, x].abs().max()
+    torch.testing.assert_close(crops["eyes_mouth"][2], box_crops["eyes_mouth"][2])  # no landmarks: the plain box
+    assert not torch.allclose(out[:2], box_out[:2])  # same weights, different eyes-and-mouth input
+    torch.testing.assert_close(out[2], box_out[2])
