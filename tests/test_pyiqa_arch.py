@@ -232,13 +232,58 @@ def test_losses_skip_missing_targets():
         assert float(model.regression_loss(pred, target)) == pytest.approx(value), loss
 
 
+#: the "Sizes of the pyiqa architectures" table of docs/baselines.md: one row per arch, counts with thousands commas
+_SIZE_ROW = re.compile(r"^\| `pyiqa_arch:(?P<key>[a-z]+)` \| (?P<arch>[\d,]+) \| (?P<millions>\d+\.\d+) M "
+                       r"\((?P<total>[\d,]+)\) \| (?P<papers>[^|]*) \|$")
+
+
+def _documented_sizes() -> dict[str, dict]:
+    """``{arch: {"arch": n, "total": n, "millions": "27.13", "papers": "..."}}`` from docs/baselines.md, so the test of
+    the real counts below and the page cannot drift apart."""
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "baselines.md").read_text()
+    section = page.split("\n## Sizes of the pyiqa architectures", 1)[1].split("\n## ", 1)[0]
+    sizes = {}
+    for line in section.splitlines():
+        if line.startswith("| `pyiqa_arch:"):
+            row = _SIZE_ROW.match(line)
+            assert row, f"docs/baselines.md: size row not in the expected form: {line}"
+            sizes[row["key"]] = {"arch": int(row["arch"].replace(",", "")),
+                                 "total": int(row["total"].replace(",", "")),
+                                 "millions": row["millions"], "papers": row["papers"]}
+    return sizes
+
+
+def test_documented_sizes_parse_and_agree_with_themselves():
+    """Runs without pyiqa: the size table parses into every arch, its rounded column is its exact count, and the
+    page's claim that MANIQA, TReS and TOPIQ "match SFIQA's counts to the stated digits" holds for its numbers."""
+    sizes = _documented_sizes()
+    assert list(sizes) == list(ARCHS)
+    assert sizes["musiq"]["arch"] == 27_125_440 and sizes["wadiqam"]["total"] == 5_238_562
+    for key, row in sizes.items():
+        assert row["total"] > row["arch"], f"{key}: the one-attribute head adds parameters"
+        assert f"{row['total'] / 1e6:.2f}" == row["millions"], f"{key}: {row['millions']} M vs {row['total']:,}"
+
+    def matches_sfiqa(key: str) -> bool:
+        stated = re.search(r"SFIQA (\d+\.(\d+)) M", sizes[key]["papers"])
+        assert stated, f"{key}: no SFIQA count in the papers' column"
+        return round(sizes[key]["total"] / 1e6, len(stated[2])) == float(stated[1])
+
+    assert [key for key in ("musiq", "maniqa", "tres", "topiq") if matches_sfiqa(key)] == ["maniqa", "tres", "topiq"]
+
+
 @needs_pyiqa
 def test_real_archs_are_built_offline_at_the_papers_size():
-    """Parameter counts at pyiqa's defaults (the papers' configurations), random init, one attribute."""
+    """Parameter counts at pyiqa's defaults (the papers' configurations), random init, one attribute: exactly the
+    counts of docs/baselines.md's size table (both columns), and near the papers' sizes."""
     counts = {}
     for key in ARCHS:
         model = build_model(f"pyiqa_arch:{key}", ["overall"])
         counts[key] = (model.arch_parameters(), model.num_parameters(), model.backbones_built)
+    documented = _documented_sizes()
+    assert {key: (arch, total) for key, (arch, total, _) in counts.items()} == {
+        key: (row["arch"], row["total"]) for key, row in documented.items()}
     assert counts["musiq"][0] == pytest.approx(27.1e6, rel=0.02) and counts["musiq"][2] == []
     assert counts["maniqa"][0] == pytest.approx(135.4e6, rel=0.02)
     assert counts["maniqa"][2] == ["timm:vit_base_patch8_224"]

@@ -4,6 +4,8 @@ or when nothing could be scored."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 from PIL import Image
@@ -27,7 +29,11 @@ def test_one_bad_file_does_not_stop_the_others(tmp_path, capsys):
     out = tmp_path / "scores.csv"
     assert main(["-q", "score", "--model", "niqe", "--out", str(out), str(folder)]) == 0
     err = capsys.readouterr().err
-    assert "b.jpg: cannot decode image" in err
+    # docs/reliability.md: "stderr lists `not scored: <file>: cannot decode image (...)`": once, the file named once
+    listed = [line for line in err.splitlines() if "not scored" in line]
+    assert len(listed) == 1, err
+    assert re.fullmatch(rf"iqalab score: not scored: {re.escape(str(folder / 'b.jpg'))}: cannot decode image \(.+\)",
+                        listed[0]), listed[0]
     scores = pd.read_csv(out, keep_default_na=False)
     assert [name.rsplit("/", 1)[-1] for name in scores["path"]] == ["a.png", "b.jpg", "c.png", "d.png"]
     ok = scores[scores["error"] == ""]
@@ -48,4 +54,6 @@ def test_nothing_scorable_is_an_error(tmp_path, capsys):
     bad = tmp_path / "b.jpg"
     bad.write_bytes(b"garbage")
     assert main(["-q", "score", "--model", "niqe", "--out", str(tmp_path / "s.csv"), str(bad)]) == 2
-    assert "no image could be scored: " in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"iqalab score: error: no image could be scored: {bad}: cannot decode image ("), err
+    assert "not scored" not in err and not (tmp_path / "s.csv").exists()
