@@ -143,3 +143,20 @@ def test_defaults_come_from_one_registry_helper():
     assert constructor_defaults(Needs) == {"depth": "required", "width": 3}
     assert model_defaults("dbcnn") == default_kwargs(registry.get_model_class("dbcnn"))
     assert "backbone" in model_defaults("dbcnn") and model_defaults("no_such_model") == {}
+
+
+def test_the_committed_model_cards_are_what_the_registry_generates(tmp_path):
+    """``docs/models.md`` is generated (``iqalab models --write docs/models.md``), not edited: regenerating it
+    from the registry gives the committed file byte for byte, so a changed model, default or count cannot leave
+    the page stale (regenerate it with that command when this fails)."""
+    from pathlib import Path
+
+    committed = Path(__file__).resolve().parents[1] / "docs" / "models.md"
+    fresh = write_model_cards(tmp_path / "models.md")
+    if fresh.read_text() != committed.read_text():
+        import difflib
+
+        diff = difflib.unified_diff(committed.read_text().splitlines(), fresh.read_text().splitlines(),
+                                    "docs/models.md", "regenerated", lineterm="", n=0)
+        pytest.fail("docs/models.md is stale; run `iqalab models --write docs/models.md`:\n" +
+                    "\n".join(list(diff)[:40]))
