@@ -909,12 +909,6 @@ def _classical_checkpoint(path: Path, model: torch.nn.Module, name: str, kwargs:
     return path
 
 
-def _rgb_batch(rgb: np.ndarray) -> dict:
-    """One uint8 ``[H, W, 3]`` image as the ImageNet-normalised batch a model's predict receives."""
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0
-    return {"image": (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)}
-
-
 def test_a_live_brisque_checkpoint_gives_raw_brisque_beside_its_fixed_map_into_the_mos_range(tmp_path):
     """README: a classical checkpoint that scores as published (BRISQUE with the LIVE SVR) gives attribute scores
     that are a fixed monotone map of the raw score into the dataset's range (BRISQUE: ``sigmoid((50 - brisque) /
@@ -935,7 +929,10 @@ def test_a_live_brisque_checkpoint_gives_raw_brisque_beside_its_fixed_map_into_t
         Image.fromarray(photo).save(files[-1])
     frame = score_images(ckpt, files, progress=False, device="cpu", batch_size=2)
     assert "raw_brisque" in frame.columns and frame["path"].tolist() == [str(f) for f in files]
-    own = np.array([float(model.predict_with_raw(_rgb_batch(p))[1][0]) for p in photos])
+    from iqalab.data.loaders import normalise_batch, to_chw_uint8
+
+    own = np.array([float(model.predict_with_raw({"image": normalise_batch(to_chw_uint8(p)[None])})[1][0])
+                    for p in photos])
     np.testing.assert_allclose(frame["raw_brisque"].to_numpy(), own, rtol=1e-9)
     assert np.ptp(own) > 1.0, "two different published scores: a swapped or constant column would show"
     mapped = 1.0 + 4.0 / (1.0 + np.exp(-(50.0 - own) / 20.0))
