@@ -138,9 +138,14 @@ def notebook_imports(path: Path) -> set[str]:
     return {n for n in names if module_file(n) is not None}
 
 
+def stage_cmd(spec: dict) -> str:
+    """A dvc.yaml stage's command as one string (``cmd`` may be a list)."""
+    return " ".join(spec["cmd"]) if isinstance(spec["cmd"], list) else spec["cmd"]
+
+
 def stage_entries(stage: dict) -> tuple[set[str], str | None]:
     """(modules the stage's command runs first, the notebook it executes or None)."""
-    cmd = " ".join(stage["cmd"]) if isinstance(stage["cmd"], list) else stage["cmd"]
+    cmd = stage_cmd(stage)
     notebook = re.search(r"papermill (notebooks/\S+\.ipynb)", cmd)
     if notebook:
         return notebook_imports(ROOT / notebook.group(1)), notebook.group(1)
@@ -253,10 +258,6 @@ NOTEBOOK_NAME = re.compile(r"(\d\d)_(\w+)\.ipynb")
 
 def stage_module(name: str) -> str:
     return STAGE_MODULE_EXCEPTIONS.get(name, f"iqalab.stages.{name}")
-
-
-def stage_cmd(spec: dict) -> str:
-    return " ".join(spec["cmd"]) if isinstance(spec["cmd"], list) else spec["cmd"]
 
 
 def cli_commands() -> dict[str, set[str]]:
