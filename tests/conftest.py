@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,13 @@ def toy_dataset(tmp_path_factory: pytest.TempPathFactory):
     ds = read_dataset(root, check_files=True)
     build_cache(ds, TOY_CACHE, progress=False)
     return ds
+
+
+def git(root: Path, *args: str) -> str:
+    """``git <args>`` in repository ``root`` with a fixed test identity and no signing; its stdout, stripped."""
+    cmd = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "commit.gpgsign=false",
+           *args]
+    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
 
 
 def toy_params(**experiments: dict) -> dict:

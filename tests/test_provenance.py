@@ -19,15 +19,10 @@ from iqalab import provenance
 from iqalab.config import parse_params
 from iqalab.tables import Table, read_table_csv
 
-from .conftest import toy_params
+from .conftest import git, toy_params
 from .evaluate_fakes import ground_truth, params_dict, with_predictions, write_experiment
 
 HEX40 = re.compile(r"^[0-9a-f]{40}$")
-
-
-def _git(root: Path, *args: str) -> str:
-    cmd = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@example.org", *args]
-    return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
 
 
 @pytest.fixture
@@ -38,9 +33,9 @@ def repo(tmp_path: Path) -> Path:
     (root / "src" / "a.py").write_text("x = 1\n")
     (root / "params.yaml").write_text("seed: 0\n")
     (root / "requirements.lock").write_text("numpy==2.0 --hash=sha256:00\n")
-    _git(root, "init", "-q")
-    _git(root, "add", ".")
-    _git(root, "commit", "-qm", "code")
+    git(root, "init", "-q")
+    git(root, "add", ".")
+    git(root, "commit", "-qm", "code")
     return root
 
 
@@ -61,15 +56,15 @@ def test_record_in_this_checkout_names_code_params_lock_versions() -> None:
 
 
 def test_commit_is_the_last_one_touching_code_and_outputs_never_make_it_dirty(repo: Path) -> None:
-    code_commit = _git(repo, "rev-parse", "HEAD")
+    code_commit = git(repo, "rev-parse", "HEAD")
     for folder in ("results", "build"):
         (repo / folder).mkdir()
         (repo / folder / "x.json").write_text("{}")
     (repo / "dvc.lock").write_text("schema: '2.0'\n")
     (repo / "README.md").write_text("docs\n")
-    _git(repo, "add", "results", "dvc.lock", "README.md")
-    _git(repo, "commit", "-qm", "results and docs")
-    assert _git(repo, "rev-parse", "HEAD") != code_commit
+    git(repo, "add", "results", "dvc.lock", "README.md")
+    git(repo, "commit", "-qm", "results and docs")
+    assert git(repo, "rev-parse", "HEAD") != code_commit
     # build/ untracked, results/ changed again after the commit: neither makes the code dirty
     (repo / "results" / "x.json").write_text('{"a": 1}')
     assert provenance.git_state.__wrapped__(repo) == (code_commit, False)
@@ -231,20 +226,20 @@ def test_every_code_path_moves_the_code_commit_and_makes_it_dirty(repo: Path, pa
     """The "last code commit" rule covers every path of CODE_PATHS (src, notebooks, params.yaml, params/, dvc.yaml):
     an uncommitted change there makes the record dirty, its commit becomes the recorded commit."""
     assert provenance.CODE_PATHS == ("src", "notebooks", "params.yaml", "params", "dvc.yaml")
-    before = _git(repo, "rev-parse", "HEAD")
+    before = git(repo, "rev-parse", "HEAD")
     target = repo / path
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(target.read_text() + "# edit\n" if target.exists() else "{}\n")
     assert provenance.git_state.__wrapped__(repo) == (before, True)
-    _git(repo, "add", path)
-    _git(repo, "commit", "-qm", f"edit {path}")
-    after = _git(repo, "rev-parse", "HEAD")
+    git(repo, "add", path)
+    git(repo, "commit", "-qm", f"edit {path}")
+    after = git(repo, "rev-parse", "HEAD")
     assert after != before and provenance.git_state.__wrapped__(repo) == (after, False)
     # a later commit outside the code paths leaves the recorded commit where it was
     (repo / "docs").mkdir(exist_ok=True)
     (repo / "docs" / "notes.md").write_text("notes\n")
-    _git(repo, "add", "docs")
-    _git(repo, "commit", "-qm", "docs only")
+    git(repo, "add", "docs")
+    git(repo, "commit", "-qm", "docs only")
     assert provenance.git_state.__wrapped__(repo) == (after, False)
 
 
@@ -262,7 +257,7 @@ def test_the_two_git_calls_run_once_per_process(repo: Path, monkeypatch: pytest.
     def clear() -> None:  # without the cache there is nothing to clear: the count below says so
         getattr(provenance.git_state, "cache_clear", lambda: None)()
 
-    code_commit = _git(repo, "rev-parse", "HEAD")
+    code_commit = git(repo, "rev-parse", "HEAD")
     clear()
     monkeypatch.setattr(provenance, "_current", provenance._current)  # the last record is restored afterwards
     monkeypatch.setattr(provenance.subprocess, "run", counting_run)

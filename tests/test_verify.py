@@ -20,6 +20,8 @@ import pytest
 from iqalab import provenance, verify
 from iqalab.tables import Table
 
+from .conftest import git
+
 
 def _results(root: Path, srcc: float = 0.81234567, record: dict | None = None) -> Path:
     """A results folder as the pipeline writes it: summary.json, a table in three formats, predictions."""
@@ -183,13 +185,6 @@ def test_differing_timings_are_not_compared(committed: Path, tmp_path: Path) -> 
 # --- the run path (``make verify``): a tiny git repository, ``dvc repro --force`` faked --------------------------
 
 _SRCC = 0.81234567  # the committed metric of the tiny repository
-_GIT = ("git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "commit.gpgsign=false")
-
-
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run([*_GIT, *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
-
-
 def _write_run_results(results: Path, srcc: float, commit: str) -> None:
     """What the (fake) pipeline writes: a summary JSON with a provenance record and a table CSV."""
     (results / "metrics").mkdir(parents=True, exist_ok=True)
@@ -211,9 +206,9 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     _write_run_results(repo / "results", _SRCC, "a" * 40)
     (repo / "data" / "raw").mkdir(parents=True)
     (repo / "data" / "raw" / "bench.txt").write_text("downloaded\n")
-    _git(repo, "init", "-q")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-qm", "committed results")
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "committed results")
     (tmp_path / "tmp").mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     return repo
@@ -243,7 +238,7 @@ class FakeRepro:
         imported = self._run([sys.executable, "-c", "import iqalab; print(iqalab.__file__); print(iqalab.MARK)"],
                              env=env, cwd=clone, capture_output=True, text=True, check=True).stdout.split("\n")
         self.calls.append({
-            "cmd": list(cmd), "clone": clone, "env": dict(env), "head": _git(clone, "rev-parse", "HEAD"),
+            "cmd": list(cmd), "clone": clone, "env": dict(env), "head": git(clone, "rev-parse", "HEAD"),
             "summary": (clone / "results" / "metrics" / "summary.json").read_text(),
             "extra": (clone / "results" / "metrics" / "extra.json").exists(),
             "raw": _link(clone / "data" / "raw"), "imported": (Path(imported[0]), imported[1])})
@@ -261,11 +256,11 @@ def test_run_clones_head_not_the_work_tree(repo: Path, monkeypatch: pytest.Monke
     caplog.set_level(logging.INFO)
     committed_summary = (repo / "results" / "metrics" / "summary.json").read_text()
     if head == "detached":  # a later commit elsewhere; HEAD is checked out detached at the first one
-        first = _git(repo, "rev-parse", "HEAD")
+        first = git(repo, "rev-parse", "HEAD")
         _write_run_results(repo / "results", 0.6, "c" * 40)
-        _git(repo, "commit", "-qam", "later")
-        _git(repo, "checkout", "-q", "--detach", first)
-    expected_head = _git(repo, "rev-parse", "HEAD")
+        git(repo, "commit", "-qam", "later")
+        git(repo, "checkout", "-q", "--detach", first)
+    expected_head = git(repo, "rev-parse", "HEAD")
     _write_run_results(repo / "results", 0.1, "d" * 40)  # uncommitted edits
     (repo / "results" / "metrics" / "extra.json").write_text('{"srcc": 0.3}')  # untracked
     (repo / "src" / "iqalab" / "__init__.py").write_text("MARK = 'dirty'\n")
@@ -361,8 +356,8 @@ def test_rerun_refuses_to_run_code_from_outside_the_clone(repo: Path, monkeypatc
                                                           tmp_path: Path) -> None:
     """A clone without its own ``iqalab`` under src/ would run the installed one: refused before ``dvc repro``
     runs, and the temporary folder is still removed."""
-    _git(repo, "rm", "-rq", "src")
-    _git(repo, "commit", "-qm", "no src")
+    git(repo, "rm", "-rq", "src")
+    git(repo, "commit", "-qm", "no src")
     fake = FakeRepro(monkeypatch)
     with pytest.raises(RuntimeError, match="would import iqalab from"):
         verify.verify(repo)
