@@ -709,21 +709,18 @@ def test_clive_errors_name_matlab_entries(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"^Data/AllImages_release\.mat entry 3: empty file name$"):
         adapt("clive", tmp_path / "calib", tmp_path / "out2", drop_calibration=False, **FAST)
 
-    # out-of-range and duplicate errors carry the same 1-based number (worded "row", see the xfail below)
+    # out-of-range and duplicate errors carry the same 1-based number
     _clive_with(tmp_path / "range", 9, mos=120.0)
-    with pytest.raises(DataError, match=r"^Data/AllMOS_release\.mat (row|entry) 9 column 'AllMOS_release': 120 "
+    with pytest.raises(DataError, match=r"^Data/AllMOS_release\.mat entry 9 column 'AllMOS_release': 120 "
                                         r"outside the MOS range \[0, 100\]"):
         adapt("clive", tmp_path / "range", tmp_path / "out3", **FAST)
     _clive_with(tmp_path / "dup", 12, name="10.bmp")
-    with pytest.raises(DataError, match=r"^Data/AllImages_release\.mat (row|entry) 12 column 'AllImages_release': "
-                                        r"duplicate name '10\.bmp' \(first listed at (row|entry) 8\)"):
+    with pytest.raises(DataError, match=r"^Data/AllImages_release\.mat entry 12 column 'AllImages_release': "
+                                        r"duplicate name '10\.bmp' \(first listed at entry 8\)"):
         adapt("clive", tmp_path / "dup", tmp_path / "out4", **FAST)
     assert not (tmp_path / "out3").exists() and not (tmp_path / "out4").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="clive.py passes MATLAB's 1-based entry numbers to check_range/check_unique, "
-                   "which word them 'row' (and 'first listed at row'); docs/datasets.md says 'row i' counts from 0 "
-                   "and .mat positions are given as entries, so 'row 9' reads as the 10th entry")
 def test_clive_range_and_duplicate_errors_say_entry(tmp_path: Path) -> None:
     _clive_with(tmp_path / "range", 9, mos=120.0)
     with pytest.raises(DataError, match=r"^Data/AllMOS_release\.mat entry 9\b"):

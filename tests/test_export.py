@@ -214,3 +214,32 @@ def test_export_defaults_to_the_first_split_without_full_train(project, capsys) 
     metrics = json.loads((project.root / "default" / "metrics.json").read_text())
     assert metrics["split"] == "r0" and metrics["checkpoint"] == "build/models/exp/r0/best.pt"
     assert json.loads((project.root / "default" / "config.json").read_text())["split"] == "r0"
+
+
+@pytest.mark.parametrize("name, train, resize", [
+    ("backbone_mlp", {}, "square, bicubic"),  # capped, then resized to the square cache and centre-cropped
+    ("niqe", {}, None),  # the published model at the file's own resolution
+    ("hyperiqa", {"resolution": "native"}, None),  # patches cut from the native pixels
+])
+def test_the_preprocessor_config_says_what_the_scorer_does(tmp_path: Path, name: str, train: dict,
+                                                          resize: str | None) -> None:
+    """``preprocessor_config.json`` records the store's ``max_side`` cap and, per kind of model, the resize, crop,
+    normalisation and patches that :class:`Scorer` applies to the same checkpoint (it said "square, bicubic" and
+    left out ``max_side`` for every model before)."""
+    from iqalab.export import _preprocessing
+    from iqalab.models import get_model_class
+
+    kwargs = dict(get_model_class(name).smoke_params)
+    model = build_model(name, ["overall"], **kwargs)
+    config = {"model_name": name, "model_kwargs": kwargs, "attributes": ["overall"], "mos_range": [1.0, 5.0],
+              "cache_size": 64, "eval_crop": 48, "max_side": 300, "train": train}
+    ckpt = tmp_path / "best.pt"
+    save_checkpoint(ckpt, {"model": model.state_dict(), "config": config})
+    scorer = Scorer(ckpt, "cpu")
+    prep, sentence = _preprocessing(config, model)
+    assert prep["max_side"] == scorer.max_side == 300 and "capped to 300 px" in sentence
+    assert prep["resize"] == resize and (resize is None) == scorer.full_resolution
+    assert prep["eval_crop"] == (None if scorer.full_resolution else 48)
+    assert prep.get("patches") == json.loads(json.dumps(scorer.patches)) and ("patches" in prep) == (name == "hyperiqa")
+    assert (prep["normalize"] is None) == scorer.native
+    json.dumps(prep)  # written as JSON

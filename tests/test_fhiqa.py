@@ -274,5 +274,5 @@ def test_engine_builds_fhiqa_on_the_training_scenes_and_score_cuts_its_native_ev
     paths = table.loc[test.image_id, "path"]
     images = [scorer.decode(toy_dataset.root / p) for p in paths]
     assert images[0].shape == decode_image(toy_dataset.root / paths.iloc[0]).shape, "native pixels, no resize"
-    scores = scorer.score(images[::-1])[toy_dataset.attributes[0]][::-1]  # reversed: patches follow the image
+    scores = scorer.score(images[::-1], prepared=True)[toy_dataset.attributes[0]][::-1]  # reversed: patches follow the image
     np.testing.assert_allclose(scores, test.pred.to_numpy(), rtol=1e-5, atol=1e-6)

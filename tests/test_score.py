@@ -508,10 +508,10 @@ def test_a_file_named_twice_is_scored_once_in_the_order_first_given(photos, tmp_
 
     folder = photos[0].parent
     again = folder / ".." / folder.name / photos[1].name  # the same file, another spelling
-    with caplog.at_level(logging.INFO, logger="iqalab.stages.score"):
+    with caplog.at_level(logging.INFO, logger="iqalab.io"):
         frame = score_images(None, [photos[1], folder, again], model="niqe", progress=False, device="cpu")
     assert frame["path"].tolist() == [str(photos[1]), str(photos[0])]
-    assert "2 repeated file(s) scored once" in caplog.text
+    assert "2 repeated file(s) kept once" in caplog.text
     alone = score_images(None, photos, model="niqe", progress=False, device="cpu")
     assert sorted(frame["niqe"]) == pytest.approx(sorted(alone["niqe"]))
 
@@ -619,6 +619,28 @@ def test_a_memory_bound_changes_no_score_and_is_set_by_argument_or_environment(p
     with pytest.raises(ValueError, match="prefetch_mb=0.0: the decode-ahead bound"):
         score_images(None, photos, model="niqe", progress=False, device="cpu", prefetch_mb=0)
 
+
+
+def test_the_command_line_sets_the_memory_bound(photos, tmp_path, monkeypatch, capsys):
+    """`iqalab score --prefetch-mb MIB` reaches `score_images(prefetch_mb=...)` (over the environment variable)
+    and a value that is not a positive number of MiB is an argument error naming the flag."""
+    import iqalab.stages.score as score_stage
+
+    seen = []
+    real = score_stage.prefetch_budget
+    monkeypatch.setattr(score_stage, "prefetch_budget", lambda mb=None: seen.append(mb) or real(mb))
+    monkeypatch.setenv("IQALAB_PREFETCH_MB", "1000")
+    out = tmp_path / "s.csv"
+    assert main(["-q", "score", "--model", "niqe", "--device", "cpu", "--prefetch-mb", "0.5", "--out", str(out),
+                 str(photos[0])]) == 0
+    assert seen == [0.5] and len(pd.read_csv(out)) == 1
+    capsys.readouterr()
+    for value in ("0", "-1", "inf", "lots"):
+        with pytest.raises(SystemExit) as exc:
+            main(["score", "--model", "niqe", "--prefetch-mb", value, str(photos[0])])
+        assert exc.value.code == 2
+        assert "argument --prefetch-mb:" in capsys.readouterr().err
+    assert seen == [0.5]
 
 def test_the_bound_counts_each_file_at_the_size_the_scorer_decodes_it(photos, tmp_path):
     """`decoded_nbytes`: a native-resolution model counts the file's own pixels from its header (capped to a

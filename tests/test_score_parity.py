@@ -135,7 +135,7 @@ def test_tuningiqa_scores_with_crop_boxes_and_camera_equal_the_engines(project, 
     decoded = [scorer.decode(f) for f in files]
     cams = table[list(CAM_COLUMNS)].to_numpy(float)
     with_camera = scorer.score(decoded, cam=cams, person_boxes=table[list(PERSON_BOX)].to_numpy(float),
-                               batch_size=4)
+                               batch_size=4, prepared=True)
     np.testing.assert_allclose(pd.DataFrame(with_camera)[ATTRS].to_numpy(), engine.to_numpy(), rtol=0, atol=1e-5)
 
     # the comparison can fail: the known camera parameters move the scores far beyond the tolerance
@@ -171,7 +171,7 @@ def test_scorer_boxes_are_the_engines_evaluation_boxes(tmp_path, toy_dataset, mo
     seen = _recorded_boxes(monkeypatch)
     scorer = Scorer(ckpt, "cpu")
     table = ds.images.set_index("image_id").loc[ids]
-    scores = scorer.score([scorer.decode(ds.image_path(str(p))) for p in table["path"]],
+    scores = scorer.score([scorer.decode(ds.image_path(str(p))) for p in table["path"]], prepared=True,
                           cam=table[list(CAM_COLUMNS)].to_numpy(float),
                           person_boxes=table[list(PERSON_BOX)].to_numpy(float), batch_size=4)
     torch.testing.assert_close(torch.cat(seen), torch.stack([items[k]["person_box"] for k in range(len(ids))]),
@@ -179,16 +179,9 @@ def test_scorer_boxes_are_the_engines_evaluation_boxes(tmp_path, toy_dataset, mo
     np.testing.assert_allclose(pd.DataFrame(scores)[ATTRS].to_numpy(), engine, rtol=0, atol=1e-5)
 
 
-#: a cap under the cache size makes ``iqalab score`` prepare each file twice (a real bug, reported, not fixed here)
-_CAP_UNDER_CACHE_BUG = (
-    "score_images prepares a file twice when max_side < cache_size: Scorer.decode caps it to max_side and resizes it "
-    "to the cache size, then Scorer.score (Scorer.prepare -> resize) caps that square image to max_side again and "
-    "resizes it back, so it is not the cached pixels (src/iqalab/inference.py, Scorer.prepare/Scorer.resize)")
-
-
 @pytest.mark.parametrize("cap", [
     66,  # under the toy's 72 px side, over the 64 px cache: the usual case (a cap far above the model's input)
-    pytest.param(40, marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=_CAP_UNDER_CACHE_BUG)),
+    40,  # under the 64 px cache: the store caps to 40 and resizes up to 64; scoring must not cap the square again
 ])
 def test_a_capped_stores_max_side_reaches_the_checkpoint_and_scoring_without_hand_editing(project, cap) -> None:
     """README ("What it costs", "Where images live"): a dataset's ``max_side`` (``datasets.<name>.max_side``)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -90,6 +91,16 @@ def _known_experiments(args: argparse.Namespace) -> list[str] | None:
         logging.getLogger("iqalab").debug("no experiment names from the params file: %s", exc)
         return None
 
+
+def _positive_mib(text: str) -> float:
+    """argparse type: a finite number of MiB > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of MiB") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number of MiB, got {text}")
+    return value
 
 def _positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
@@ -164,6 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=_positive_int, default=16)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--workers", type=_positive_int, default=None, help="decoding threads (default: up to 4)")
+    p.add_argument("--prefetch-mb", type=_positive_mib, default=None, metavar="MIB",
+                   help="bound on the decoded images held at once, ahead of and in the batch being scored "
+                        "(default $IQALAB_PREFETCH_MB, else 512); a larger image is still scored, alone")
     p.add_argument("--strict", action="store_true",
                    help="exit with status 2 when any file cannot be scored (default: only when none can)")
     p.add_argument("--detect-regions", action="store_true",
@@ -264,7 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  workers=args.workers, model=args.model, options=_options(args.option),
                                  detect_regions=args.detect_regions,
                                  allow_missing_regions=args.allow_missing_regions, draft=args.draft,
-                                 allow_missing_camera=args.allow_missing_camera, amp=args.amp)
+                                 allow_missing_camera=args.allow_missing_camera, amp=args.amp,
+                                 prefetch_mb=args.prefetch_mb)
             # a failed file's reason goes to stderr once (below) and to the CSV's error column, not this table
             print(frame.drop(columns="error", errors="ignore").to_string(index=False))
             failed = failed_files(frame)

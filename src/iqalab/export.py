@@ -6,9 +6,11 @@ The folder holds everything ``iqalab score --checkpoint <folder>`` needs, and no
 - ``model.safetensors``: the weights (safetensors: no pickled code, loadable without this package);
 - ``config.json``: the training configuration the checkpoint carried (``model_name`` and ``model_kwargs``
   rebuild the model through the registry, :func:`iqalab.models.build_model`), with ``format`` naming this layout;
-- ``preprocessor_config.json``: how images are prepared (square bicubic ``cache_size`` resize, optional centre
-  ``eval_crop``, ImageNet normalisation), the camera-parameter standardisation ``cam_stats`` and ``mos_range``,
-  the scale scores are returned in -- the same keys :class:`iqalab.inference.Scorer` reads from ``config.json``;
+- ``preprocessor_config.json``: how images are prepared (the native store's ``max_side`` cap, then a square
+  bicubic ``cache_size`` resize and optional centre ``eval_crop`` with ImageNet normalisation; or, for a model
+  that reads native resolution or native patches, no resize, named in ``resize`` and ``patches``), the
+  camera-parameter standardisation ``cam_stats`` and ``mos_range``, the scale scores are returned in -- the same
+  keys :class:`iqalab.inference.Scorer` reads from ``config.json``;
 - ``metrics.json``: the experiment's training record (``results/predictions/<experiment>.json``: dataset, splits,
   parameters, training time) and its test metrics (SRCC/PLCC per split and attribute, from the predictions);
 - ``README.md``: a model card (hub front matter, what it was trained on, how to score, metrics, citation).
@@ -38,7 +40,9 @@ log = logging.getLogger(__name__)
 #: ``config.json``'s ``format`` for this layout.
 FORMAT = "iqalab-export/1"
 WEIGHTS = "model.safetensors"
-PREPROCESSING_KEYS = ("cache_size", "eval_crop", "cam_stats", "mos_range")
+PREPROCESSING_KEYS = ("max_side", "cache_size", "eval_crop", "cam_stats", "mos_range")
+#: ImageNet normalisation of the learned models' inputs (:func:`iqalab.data.loaders.normalise_batch`)
+NORMALIZE = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 #: every file an export holds: an existing ``--out`` holding only these (and a ``config.json`` of
 #: :data:`FORMAT`) is an earlier export, replaced whole; anything else there is refused
 FILES = ("README.md", "config.json", "metrics.json", WEIGHTS, "preprocessor_config.json")
@@ -77,9 +81,34 @@ def _metrics(predictions: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
+def _preprocessing(config: dict[str, Any], model: Any) -> tuple[dict[str, Any], str]:
+    """``preprocessor_config.json`` and the model card's sentence on it: what :class:`iqalab.inference.Scorer`
+    does to a file before the model sees it (:func:`iqalab.data.cache.prepare_image`)."""
+    from iqalab.inference import native_patch_options
+
+    cap = config.get("max_side")
+    capped = f"capped to {cap} px on the long side, " if cap else ""
+    prep: dict[str, Any] = {k: config.get(k) for k in PREPROCESSING_KEYS}
+    patches = native_patch_options(model, config)
+    if model.input_resolution == "native":
+        prep.update(resize=None, eval_crop=None, normalize=None)
+        text = f"Images are {capped}read at their own resolution (no resize or crop), as the published model."
+    elif patches is not None:
+        prep.update(resize=None, eval_crop=None, normalize=NORMALIZE, patches=_jsonable(patches))
+        text = (f"Images are {capped}read at their own resolution; the model scores patches cut from them as in "
+                f"training (`patches` in `preprocessor_config.json`).")
+    else:
+        prep.update(resize="square, bicubic", normalize=NORMALIZE)
+        text = (f"Images are {capped}resized to {config['cache_size']}x{config['cache_size']} (bicubic)"
+                + (f" and centre-cropped to {config['eval_crop']}" if config.get("eval_crop") else "")
+                + ", as in training (`preprocessor_config.json`).")
+    return prep, text
+
+
 def _card(experiment: str, config: dict[str, Any], record: dict[str, Any], metrics: list[dict[str, Any]],
-          classical: bool = False) -> str:
-    """The model card ``README.md``; ``classical``: the model scores as published (not fitted to MOS)."""
+          classical: bool, preparing: str) -> str:
+    """The model card ``README.md``; ``classical``: the model scores as published (not fitted to MOS);
+    ``preparing``: :func:`_preprocessing`'s sentence."""
     dataset = record.get("dataset", config.get("split", "?"))
     lines = [
         "---",
@@ -106,9 +135,7 @@ def _card(experiment: str, config: dict[str, Any], record: dict[str, Any], metri
         "iqalab score --checkpoint <this folder> photo.jpg more_photos/ --out scores.csv",
         "```",
         "",
-        f"Images are resized to {config['cache_size']}x{config['cache_size']} (bicubic)"
-        + (f" and centre-cropped to {config['eval_crop']}" if config.get("eval_crop") else "")
-        + ", as in training (`preprocessor_config.json`).",
+        preparing,
         "",
         "## Metrics (test images)",
         "",
@@ -201,7 +228,9 @@ def export_experiment(root: str | Path, experiment: str, out: str | Path | None 
     _check_out(out, experiment)
     ckpt = load_checkpoint(checkpoint)
     config = _jsonable(ckpt["config"])
-    classical = model_from_checkpoint(ckpt, str(checkpoint)).ready_without_training
+    model = model_from_checkpoint(ckpt, str(checkpoint))
+    classical = model.ready_without_training
+    preprocessing, preparing = _preprocessing(config, model)
     preds_path = root / "results" / "predictions" / f"{experiment}.parquet"
     metrics = _metrics(pd.read_parquet(preds_path)) if preds_path.is_file() else []
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -213,12 +242,10 @@ def export_experiment(root: str | Path, experiment: str, out: str | Path | None 
         tensors = {k: v.detach().cpu().contiguous().clone() for k, v in ckpt["model"].items()}
         write_bytes(partial / WEIGHTS, save(tensors, metadata={"format": "pt", "iqalab": FORMAT}))
         write_json(partial / "config.json", {"format": FORMAT, "experiment": experiment, **config})
-        write_json(partial / "preprocessor_config.json",
-                   {**{k: config.get(k) for k in PREPROCESSING_KEYS}, "resize": "square, bicubic",
-                    "normalize": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}})
+        write_json(partial / "preprocessor_config.json", preprocessing)
         write_json(partial / "metrics.json", {"training": _jsonable(record), "test": metrics, "split": split,
                                               "checkpoint": str(checkpoint.relative_to(root))})
-        write_text(partial / "README.md", _card(experiment, config, record, metrics, classical))
+        write_text(partial / "README.md", _card(experiment, config, record, metrics, classical, preparing))
         if out.is_dir():  # an earlier export (_check_out): swapped for the new one, then deleted
             stale = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
             os.rename(out, stale)

@@ -44,18 +44,25 @@ class RegionsMissing(ValueError):
     """A model that reads human regions was asked to score without detection and without the fallback flag."""
 
 
-def check_score_regions(model: Any, name: str, detect_regions: bool, allow_missing_regions: bool) -> list[str]:
-    """The region batch keys ``model`` reads; :class:`RegionsMissing` (one line naming the model and both ways
-    out) when it reads some and neither detection nor the fallback was asked for (here, or by the model's own
-    ``allow_missing_regions`` option in training)."""
+#: how ``iqalab score`` lets a model without its regions through (:func:`check_score_regions`'s ``way_out``)
+SCORE_REGIONS_WAY_OUT = ("pass --detect-regions to detect them as ingest does (MTCNN faces and landmarks, person "
+                         "box by datasets.<name>.detect.person), or --allow-missing-regions to score with the "
+                         "model's whole-image / centre-crop fallback")
+#: how ``iqalab score`` lets a model without camera parameters through (:func:`check_score_camera`'s ``way_out``)
+SCORE_CAMERA_WAY_OUT = "pass --allow-missing-camera"
+
+
+def check_score_regions(model: Any, name: str, detect_regions: bool, allow_missing_regions: bool,
+                        way_out: str = SCORE_REGIONS_WAY_OUT) -> list[str]:
+    """The region batch keys ``model`` reads; :class:`RegionsMissing` (one line naming the model and
+    ``way_out``, the caller's ways out: the command's flags, or gMAD's params) when it reads some and neither
+    detection nor the fallback was asked for (here, or by the model's own ``allow_missing_regions`` option in
+    training)."""
     needed = needed_regions(model)
     allow_missing_regions = allow_missing_regions or bool(getattr(model, "allow_missing_regions", False))
     if needed and not detect_regions and not allow_missing_regions:
-        raise RegionsMissing(
-            f"model {name!r} reads {' and '.join(needed)} regions, which image files do not carry: pass "
-            "--detect-regions to detect them as ingest does (MTCNN faces and landmarks, person box by "
-            "datasets.<name>.detect.person), or --allow-missing-regions to score with the model's whole-image / "
-            "centre-crop fallback")
+        raise RegionsMissing(f"model {name!r} reads {' and '.join(needed)} regions, which image files do not carry, "
+                             f"and was trained without allow_missing_regions: {way_out}")
     if needed and not detect_regions:
         log.warning("model %s reads %s but no region was detected (--allow-missing-regions): every image is "
                     "scored with the model's fallback (column regions)", name, ", ".join(needed))
@@ -73,18 +80,20 @@ def needs_camera(model: Any) -> bool:
     return "cam" in model.inputs
 
 
-def check_score_camera(model: Any, name: str, allow_missing_camera: bool) -> bool:
+def check_score_camera(model: Any, name: str, allow_missing_camera: bool,
+                       way_out: str = SCORE_CAMERA_WAY_OUT) -> bool:
     """True when ``model`` reads camera parameters, which image files do not carry; :class:`CameraMissing` (one line
-    naming the model and the way out) unless the fallback was asked for, here or by the model's own training option
-    ``missing_camera: unknown`` (GCPF's learned "unknown" embedding for every parameter; no silent fallback)."""
+    naming the model and ``way_out``, the caller's opt-in) unless the fallback was asked for, here or by the
+    model's own training option ``missing_camera: unknown`` (GCPF's learned "unknown" embedding for every
+    parameter; no silent fallback)."""
     if not needs_camera(model):
         return False
     trained_with_unknown = getattr(model, "missing_camera", None) == "unknown"
     if not allow_missing_camera and not trained_with_unknown:
         raise CameraMissing(
             f"model {name!r} reads the seven camera parameters (GCPF), which image files do not carry, and was "
-            f"trained with missing_camera: {getattr(model, 'missing_camera', 'refuse')}: pass "
-            "--allow-missing-camera to score with every parameter unknown (GCPF's learned embedding; column camera)")
+            f"trained with missing_camera: {getattr(model, 'missing_camera', 'refuse')}: {way_out} to score it "
+            "with every parameter unknown (GCPF's learned embedding)")
     log.warning("model %s reads camera parameters; image files carry none: every image is scored with all seven "
                 "unknown (column camera)", name)
     return True
@@ -157,6 +166,16 @@ def competing_checkpoints(params: Params, dataset: str, experiments: Sequence[st
     return chosen, skipped
 
 
+def native_patch_options(model: Any, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The patch options of a checkpoint trained on patches the loader cut from the native store
+    (``train.resolution: native``, the HyperIQA family; :meth:`patch_loader_options`), else ``None``: scoring
+    then cuts the same patches as evaluation from the file's native pixels (:func:`cut_patch_sets`)."""
+    options = getattr(model, "patch_loader_options", None)
+    if options is None or config.get("train", {}).get("resolution") != "native":
+        return None
+    return dict(options())
+
+
 class Scorer:
     """A checkpoint ready to score uint8 RGB images (scores in the training dataset's MOS units).
 
@@ -201,11 +220,7 @@ class Scorer:
         self.attributes = list(self.model.attributes)
         self.size = int(self.config["cache_size"])
         self.max_side = self.config.get("max_side")
-        # trained on patches the loader cut from the native store (train.resolution: native, the HyperIQA
-        # family): the same patches as evaluation, cut from the file's native pixels (loaders.cut_patch_sets)
-        options = getattr(self.model, "patch_loader_options", None)
-        self.patches: dict[str, Any] | None = options() if options is not None and \
-            self.config.get("train", {}).get("resolution") == "native" else None
+        self.patches = native_patch_options(self.model, self.config)
         self.draft = bool(draft) and not self.full_resolution
         self.crop = self.config.get("eval_crop")
         stats = self.config.get("cam_stats")
@@ -256,13 +271,17 @@ class Scorer:
 
     def decode(self, source: str | Path) -> np.ndarray:
         """A file decoded by the data package's one decode path and prepared by :meth:`resize` (with ``draft``,
-        a large JPEG is decoded at reduced scale first, to no less than ``RESIZE_REDUCING_GAP x cache_size``)."""
+        a large JPEG is decoded at reduced scale first, to no less than ``RESIZE_REDUCING_GAP x cache_size``).
+        Pass the result to :meth:`score` with ``prepared=True``: preparing is not idempotent (a ``max_side``
+        under the cache size would shrink the square image again)."""
         side = math.ceil(RESIZE_REDUCING_GAP * self.size) if self.draft else None
         return self.resize(decode_image(source, draft=side))
 
-    def prepare(self, image: np.ndarray) -> np.ndarray:
-        """Resize (and centre-crop) one uint8 ``[H, W, 3]`` image as the cache did."""
-        image = self.resize(image)
+    def prepare(self, image: np.ndarray, prepared: bool = False) -> np.ndarray:
+        """Resize (unless ``prepared``: already :meth:`resize`'s output) and centre-crop one uint8 ``[H, W, 3]``
+        image as the cache and the engine's loader did."""
+        if not prepared:
+            image = self.resize(image)
         if self.crop and not self.full_resolution:
             off = (self.size - self.crop) // 2
             image = image[off:off + self.crop, off:off + self.crop]
@@ -272,7 +291,7 @@ class Scorer:
     def score(self, images: Sequence[np.ndarray], cam: np.ndarray | None = None,
               person_boxes: np.ndarray | None = None, face_boxes: np.ndarray | None = None,
               landmarks: np.ndarray | None = None, batch_size: int = 32,
-              with_raw: bool = False) -> dict[str, np.ndarray]:
+              with_raw: bool = False, prepared: bool = False) -> dict[str, np.ndarray]:
         """Scores per attribute for ``images`` (uint8 ``[H, W, 3]`` each); with ``with_raw`` also the model's
         published raw score under :attr:`raw_column` (when it has one), from the same forward pass as the
         engine's (:meth:`IQAModel.predict_with_raw`). Without it (or for a model without a raw score) each batch
@@ -280,6 +299,8 @@ class Scorer:
 
         ``cam`` is ``[N, 7]`` raw camera parameters in ``CAM_PARAMS`` order (NaN = unknown); boxes are normalised
         ``[N, 4]`` x0, y0, x1, y1 and landmarks ``[N, 5, 2]`` in [0, 1] (NaN = unknown, the model's fallback).
+        ``prepared``: the images come from :meth:`decode` (already capped and resized as the store holds them);
+        otherwise each is decoded pixels and is prepared here.
         """
         n = len(images)
         out = {a: np.empty(n, dtype=np.float64) for a in self.attributes}
@@ -290,7 +311,7 @@ class Scorer:
             batch_size, offset = 1, 0.0
         for start in range(0, n, batch_size):
             idx = slice(start, min(n, start + batch_size))
-            chunk = [self.prepare(np.asarray(im, dtype=np.uint8)) for im in images[idx]]
+            chunk = [self.prepare(np.asarray(im, dtype=np.uint8), prepared) for im in images[idx]]
             m = len(chunk)
             batch: dict[str, Any] = {"scene_idx": torch.zeros(m, dtype=torch.long),
                                      "image_id": [str(i) for i in range(start, start + m)]}

@@ -6,11 +6,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import secrets
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def _new_temporary(target: Path) -> Path:
@@ -103,6 +106,21 @@ def write_parquet(path: str | os.PathLike[str], frame: Any) -> None:
         frame.to_parquet(tmp, index=False)
 
 
+def load_error_reason(exc: BaseException) -> str:
+    """One line saying why ``torch.load(weights_only=True)`` refused a file.
+
+    An :class:`pickle.UnpicklingError` (the file holds pickled Python objects, which may be code that runs on
+    unpickling) keeps only the line of torch's several-paragraph text that names the refused object; any other
+    error is its message with its line breaks folded.
+    """
+    import pickle
+
+    if isinstance(exc, pickle.UnpicklingError):
+        lines = [line for line in str(exc).splitlines() if "GLOBAL" in line or "Unsupported" in line]
+        return f"it holds pickled Python objects, refused ({' '.join((lines[0] if lines else str(exc)).split())})"
+    return " ".join(str(exc).split())
+
+
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     """SHA-256 of a file's bytes."""
     digest = hashlib.sha256()
@@ -127,13 +145,16 @@ def project_root(start: str | os.PathLike[str] | None = None) -> Path:
 def workdir(params_file: str | os.PathLike[str] | None = None) -> Path:
     """Folder that receives ``build/`` and ``results/``.
 
-    ``$IQALAB_WORKDIR`` if set; else, when ``params_file`` is a params file other than the project's
-    ``params.yaml`` (a test or paper profile), its own work folder ``build/work/<name>/`` under the project root
-    (:func:`params_workdir`), so that it never overwrites the committed ``results/``; else the project root.
+    ``$IQALAB_WORKDIR`` if set (a relative path counts from the project root, as ``$IQALAB_PARAMS`` does, so
+    that a notebook run from its own folder and a command run from the root agree); else, when ``params_file``
+    is a params file other than the project's ``params.yaml`` (a test or paper profile), its own work folder
+    ``build/work/<name>/`` under the project root (:func:`params_workdir`), so that it never overwrites the
+    committed ``results/``; else the project root.
     """
     override = os.environ.get("IQALAB_WORKDIR")
     if override:
-        return Path(override)
+        chosen = Path(override).expanduser()
+        return chosen if chosen.is_absolute() else project_root() / chosen
     root = project_root()
     if params_file is not None and Path(params_file).resolve() != (root / "params.yaml").resolve():
         return params_workdir(params_file, root)
@@ -157,7 +178,9 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".
 
 
 def expand_images(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """Files as given, folders expanded (recursively) to their image files, sorted."""
+    """Files as given, folders expanded (recursively) to their image files, sorted; a file reached twice (a folder
+    and a file inside it, a path given twice or through a link) is kept once, at its first occurrence, and the
+    repeats left out are logged: one row per image in a scores table."""
     files: list[Path] = []
     for item in inputs:
         path = Path(item)
@@ -169,4 +192,12 @@ def expand_images(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
             raise FileNotFoundError(f"{path}: no such image file or folder")
     if not files:
         raise FileNotFoundError(f"no images found in {list(map(str, inputs))}")
-    return files
+    seen: set[Path] = set()
+    kept = []
+    for path in files:
+        if (key := path.resolve()) not in seen:
+            seen.add(key)
+            kept.append(path)
+    if len(kept) < len(files):
+        log.info("%d repeated file(s) kept once (first occurrence)", len(files) - len(kept))
+    return kept

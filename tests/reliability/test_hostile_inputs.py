@@ -104,18 +104,12 @@ def test_pickle_payload_as_pretrained_stops_training(pretrained_payload_run):
     assert not list((evil.parent / "proj").glob("build/models/e/**/*.pt")), "no checkpoint written"
 
 
-_PRETRAINED_SRC_FIX = ("src fix due: models/backbones.py::_check_weights_file embeds torch's multi-line "
-                       "weights-only message as is (flatten it as engine.load_checkpoint does)")
-
-
-@pytest.mark.xfail(strict=True, reason=_PRETRAINED_SRC_FIX)
 def test_pickle_payload_as_pretrained_is_one_line(pretrained_payload_run):
     """docs/reliability.md: refused in one line, like the checkpoint and ``score`` cases."""
     proc, _, _ = pretrained_payload_run
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
-@pytest.mark.xfail(strict=True, reason=_PRETRAINED_SRC_FIX + "; and say 'holds pickled Python objects, refused'")
 def test_pickle_payload_as_pretrained_gives_the_documented_reason(pretrained_payload_run):
     """docs/reliability.md: ``... it holds pickled Python objects, refused (... GLOBAL posix.mkdir ...)``, the
     wording of load_checkpoint and ``score``, on the error line itself."""

@@ -86,7 +86,7 @@ def test_first_ingest_killed_in_cache_then_rebuilt(tmp_path, clean_ingest):
     refused = run_iqalab(root, params, "train", "e")
     assert refused.returncode == 2, refused.stderr
     assert refused.stderr.strip().splitlines() == [
-        f"iqalab train: error: dataset folder not found: {final} (run the ingest stage first: iqalab ingest <name>)"]
+        f"iqalab train: error: dataset folder not found: {final} (run the ingest stage first: iqalab ingest toy)"]
     assert not (root / "build" / "models").exists() and not (root / "results").exists(), "nothing trained"
     assert partial.is_dir() and not final.exists(), "the refusal leaves the staging folder to the next ingest"
 

@@ -226,6 +226,7 @@ def test_kill_between_the_two_renames_of_a_rerun_is_completed_or_undone(toy_data
     assert _tree(final) == run_b and (final / "best.pt").stat().st_mtime_ns == mtime_b
     assert load_checkpoint(final / "best.pt")["fingerprint"] == fp_b
     assert not retired.exists() and not staged.exists()
+    assert not retired.parent.exists() and not staged.parent.exists(), "no empty .old/.next left behind"
     pd.testing.assert_frame_equal(pd.read_parquet(final / SPLIT_PREDICTIONS), preds)
     pd.testing.assert_frame_equal(pd.read_parquet(root / "results" / "predictions" / "e.parquet"), preds)
 
@@ -247,3 +248,4 @@ def test_kill_between_the_two_renames_of_a_rerun_is_completed_or_undone(toy_data
     shutil.copytree(final, retired)
     engine.finish_swap(final)
     assert not retired.exists() and _tree(final) == run_a
+    assert not retired.parent.exists() and staged.is_dir(), ".old removed, .next kept: it holds the re-run"

@@ -112,3 +112,11 @@ def test_notebook_setup_uses_the_params_files_work_folder(bare_project: Path,
     monkeypatch.setenv("IQALAB_WORKDIR", str(chosen))
     assert notebook.setup("params/paper.yaml")[1] == chosen, "IQALAB_WORKDIR still chooses the folder"
     assert (chosen / notebook.CHECKED_STAMP).is_file()
+
+    # a relative IQALAB_WORKDIR counts from the project root (as IQALAB_PARAMS), not from the notebook's folder:
+    # the notebook and a command run from the root write to the same place
+    monkeypatch.setenv("IQALAB_WORKDIR", "build/mine")
+    assert notebook.setup("params/paper.yaml")[1] == root / "build" / "mine"
+    monkeypatch.chdir(root)
+    assert workdir() == root / "build" / "mine"
+    assert not (root / "notebooks" / "build").exists(), "nothing under the notebook's folder"

@@ -58,18 +58,26 @@ def resize_square(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(resized, dtype=np.uint8)
 
 
+def capped_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """``(width, height)`` of an image capped to ``max_side`` on its longer side (:func:`cap_side`): each side
+    ``round(side * max_side / longer side)``, at least 1; unchanged when it already fits or ``max_side=None``."""
+    if max_side is None or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def cap_side(image: np.ndarray, max_side: int | None) -> np.ndarray:
     """Shrink a uint8 ``[H, W, 3]`` image, aspect kept, so that its longer side is ``max_side`` pixels.
 
     The filter is the cache's (bicubic with :data:`RESIZE_REDUCING_GAP`); the new sides are
-    ``round(side * max_side / longer side)`` (at least 1). An image that already fits, or ``max_side=None``,
-    is returned as it is (native resolution).
+    :func:`capped_size`'s. An image that already fits, or ``max_side=None``, is returned as it is (native
+    resolution).
     """
     h, w = image.shape[:2]
-    if max_side is None or max(h, w) <= max_side:
+    new_w, new_h = capped_size(w, h, max_side)
+    if (new_w, new_h) == (w, h):
         return image
-    scale = max_side / max(h, w)
-    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     resized = Image.fromarray(image).resize((new_w, new_h), Image.Resampling.BICUBIC,
                                             reducing_gap=RESIZE_REDUCING_GAP)
     return np.asarray(resized, dtype=np.uint8)

@@ -68,18 +68,19 @@ TEXT_TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".xlsx", ".xlsm", ".xls")
 
 
 def where(file: str | Path, row: int | None = None, column: str | None = None,
-          line_offset: int | None | str = "auto") -> str:
+          line_offset: int | None | str = "auto", unit: str = "row") -> str:
     """The location part of an error: ``file row i (line i+offset) column 'c'``.
 
     ``row`` counts data rows from 0 (the pandas index). ``line`` is the line a spreadsheet or text editor shows:
     with ``line_offset="auto"`` it is given for text and spreadsheet tables (header on line 1, so offset 2) and
-    left out for parquet, JSON and MATLAB files; an int or ``None`` decides explicitly.
+    left out for parquet, JSON and MATLAB files; an int or ``None`` decides explicitly. ``unit`` names the
+    position otherwise (``"entry"``: a MATLAB array's 1-based entry number, passed as ``row``).
     """
     text = str(file)
     if line_offset == "auto":
         line_offset = 2 if Path(text).suffix.lower() in TEXT_TABLE_SUFFIXES else None
     if row is not None:
-        text += f" row {row}"
+        text += f" {unit} {row}"
         if line_offset is not None:
             text += f" (line {row + int(line_offset)})"
     if column is not None:
@@ -187,29 +188,31 @@ def numeric(frame: pd.DataFrame, file: str | Path, column: str, allow_missing: b
 
 def check_range(values: np.ndarray | Sequence[float], file: str | Path, column: str, bounds: Sequence[float],
                 rows: Sequence[int] | None = None, line_offset: int | None | str = "auto", what: str = "MOS range",
-                hint: str = "") -> None:
+                hint: str = "", unit: str = "row") -> None:
     """Every present value must lie in the closed interval ``bounds``; the error names the first offending row
-    (``rows[i]`` when the values were taken from a subset of the file's rows) and ends with ``hint``."""
+    (``rows[i]`` when the values were taken from a subset of the file's rows; ``unit`` as :func:`where`) and
+    ends with ``hint``."""
     lo, hi = float(bounds[0]), float(bounds[1])
     values = np.asarray(values, dtype=float)
     bad = ~np.isnan(values) & ((values < lo - 1e-9) | (values > hi + 1e-9))
     if bad.any():
         i = _first_bad(bad)
         row = int(rows[i]) if rows is not None else i
-        raise DataError(f"{where(file, row, column, line_offset)}: {values[i]:g} outside the {what} "
+        raise DataError(f"{where(file, row, column, line_offset, unit)}: {values[i]:g} outside the {what} "
                         f"[{lo:g}, {hi:g}]" + (f" ({hint})" if hint else ""))
 
 
 def check_unique(values: Sequence[Any], file: str | Path, column: str, rows: Sequence[int] | None = None,
-                 line_offset: int | None | str = "auto", what: str = "name") -> None:
-    """No value may repeat; the error names the repeat's row and the row that listed it first."""
+                 line_offset: int | None | str = "auto", what: str = "name", unit: str = "row") -> None:
+    """No value may repeat; the error names the repeat's row and the row that listed it first (``unit`` as
+    :func:`where`)."""
     first: dict[Any, int] = {}
     for i, value in enumerate(values):
         if value in first:
             row = int(rows[i]) if rows is not None else i
             prev = int(rows[first[value]]) if rows is not None else first[value]
-            raise DataError(f"{where(file, row, column, line_offset)}: duplicate {what} {value!r} "
-                            f"(first listed at row {prev})")
+            raise DataError(f"{where(file, row, column, line_offset, unit)}: duplicate {what} {value!r} "
+                            f"(first listed at {unit} {prev})")
         first[value] = i
 
 
@@ -426,7 +429,9 @@ def read_dataset(root: str | Path, check_files: bool = False, verify_checksums: 
     """Read and validate a canonical dataset folder; partial or corrupt folders raise :class:`DataError`."""
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"dataset folder not found: {root} (run the ingest stage first: iqalab ingest <name>)")
+        # the ingest stage writes build/datasets/<name>: name the command for that dataset
+        command = f"iqalab ingest {root.name}" if root.parent.name == "datasets" else "iqalab ingest <dataset>"
+        raise DataError(f"dataset folder not found: {root} (run the ingest stage first: {command})")
     marker = root / "dataset.json"
     if not marker.is_file():
         raise DataError(f"{marker}: missing: the dataset folder is incomplete (an interrupted ingest?); rerun ingest")

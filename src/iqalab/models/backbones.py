@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import socket
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from iqalab.io import load_error_reason
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +69,10 @@ def _check_weights_file(name: str, path: Path) -> None:
 
     try:
         state = _read_state(path)
-    except Exception as exc:  # noqa: BLE001 - pickles, damaged files, wrong formats
-        raise PretrainedUnavailable(f"{path}: cannot be read as a weights file ({exc})") from None
+    except pickle.UnpicklingError as exc:  # torch's several-paragraph text, kept to the refused object
+        raise PretrainedUnavailable(f"{path}: cannot be read as a weights file: {load_error_reason(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - damaged files, wrong formats
+        raise PretrainedUnavailable(f"{path}: cannot be read as a weights file ({load_error_reason(exc)})") from None
     keys = {k.removeprefix("module.") for k in state}
     wanted = set(timm.create_model(name, pretrained=False, num_classes=0).state_dict())
     found = len(wanted & keys)

@@ -401,9 +401,8 @@ class NIQE(ClassicalModel):
         if bad.any():  # the original has no score (undefined_in_original; counted in n_undefined): the worst output
             log.warning("NIQE undefined for %d image(s) (a feature undefined in every patch, e.g. a flat image): "
                         "raw NIQE left NaN, outputs scored as the worst (0)", int(bad.sum()))
-        values = torch.where(bad, torch.zeros_like(raw), raw)
-        calib = self.calib.to(values.dtype).cpu()
-        return {attr: torch.where(bad, torch.zeros_like(values), torch.sigmoid(calib[k, 0] - calib[k, 1] * values))
+        calib = self.calib.to(raw.dtype).cpu()
+        return {attr: torch.where(bad, torch.zeros_like(raw), torch.sigmoid(calib[k, 0] - calib[k, 1] * raw))
                 .to(device=image.device, dtype=torch.float32) for k, attr in enumerate(self.attributes)}
 
     def fit(self, batches: Iterable[dict[str, Any]]) -> None:

@@ -132,29 +132,23 @@ def screen_inputs(pool: Pool, checkpoints: dict[str, Path], allow_missing_camera
         model = model_from_checkpoint(load_checkpoint(path), str(path))
         ran = []
         try:
-            if no_camera and check_score_camera(model, name, allow_missing_camera):
+            if no_camera and check_score_camera(model, name, allow_missing_camera,
+                                                "set gmad.allow_missing_camera: true"):
                 why = ("missing_camera: unknown" if getattr(model, "missing_camera", None) == "unknown"
                        else "gmad.allow_missing_camera")
                 ran.append(f"camera parameters unknown on {no_camera} of {len(pool)} images (GCPF's learned "
                            f"'unknown' embedding, {why})")
             lacking = [key for key in needed_regions(model) if key in no_regions]
             if lacking:
-                check_score_regions(model, name, False, allow_missing_regions)
+                check_score_regions(model, name, False, allow_missing_regions,
+                                    "set gmad.allow_missing_regions: true to score it with its fallback (gMAD "
+                                    "detects no regions)")
                 why = ("allow_missing_regions" if getattr(model, "allow_missing_regions", False)
                        else "gmad.allow_missing_regions")
                 ran.append(f"{' and '.join(lacking)} by the model's whole-image / centre-crop fallback on every "
                            f"image ({why})")
-        except CameraMissing:
-            refused[name] = (f"{source}: experiment {name!r} (model {model.registry_name!r}) reads the seven camera "
-                             "parameters (GCPF), which the pool's image files do not carry, and was trained with "
-                             f"missing_camera: {getattr(model, 'missing_camera', 'refuse')}: not competing (set "
-                             "gmad.allow_missing_camera: true to score it with every parameter unknown)")
-            continue
-        except RegionsMissing:
-            refused[name] = (f"{source}: experiment {name!r} (model {model.registry_name!r}) reads "
-                             f"{' and '.join(needed_regions(model))} regions, which the pool's image files do not "
-                             "carry (no detection here), and was trained without allow_missing_regions: not "
-                             "competing (set gmad.allow_missing_regions: true to score it with its fallback)")
+        except (CameraMissing, RegionsMissing) as exc:  # the rules and words of `iqalab score`, gMAD's opt-ins
+            refused[name] = f"{source}: experiment {name!r}: {exc}: not competing"
             continue
         if ran:
             fallbacks[name] = "; ".join(ran)

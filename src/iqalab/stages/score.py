@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from iqalab.data.cache import decode_image, probe_image
+from iqalab.data.cache import capped_size, decode_image, probe_image
 from iqalab.data.regions import DetectionConfig
 from iqalab.data.schema import FACE_BOX, LANDMARKS, PERSON_BOX, DataError
 from iqalab.export import ExportError
@@ -95,7 +95,7 @@ def score_chunk(scorer: Scorer | ModelScorer, images: list[np.ndarray], regions:
     def run(sel: list[int]) -> dict[str, np.ndarray]:
         sub = [images[k] for k in sel]
         if isinstance(scorer, Scorer):
-            return scorer.score(sub, batch_size=batch_size, with_raw=True,
+            return scorer.score(sub, batch_size=batch_size, with_raw=True, prepared=True,
                                 **{k: np.asarray(v)[sel] for k, v in regions.items()})
         return scorer.score(sub)
 
@@ -219,7 +219,7 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
 
         weights = require_fasterrcnn_weights(cfg.fasterrcnn_arch, cfg.fasterrcnn_weights)
     load = scorer.decode if isinstance(scorer, Scorer) else decode_image  # the training pixels / native pixels
-    files = unique_files(expand_images(images))
+    files = expand_images(images)
     workers = workers if workers is not None else max(1, min(4, os.cpu_count() or 1))
     frames = []
     failed: dict[int, str] = {}  # position in ``files`` -> reason
@@ -366,27 +366,10 @@ def decoded_nbytes(scorer: Scorer | ModelScorer) -> Callable[[Path], int]:
             width, height = probe_image(path, verify=False)
         except Exception:  # noqa: BLE001 - PIL raises several kinds for a bad file; decoding reports it
             return 0
-        if cap and max(width, height) > cap:
-            scale = cap / max(width, height)
-            width, height = round(width * scale), round(height * scale)
+        width, height = capped_size(width, height, cap)
         return 3 * width * height
 
     return native
-
-
-def unique_files(files: list[Path]) -> list[Path]:
-    """``files`` without repeats of the same file (a folder and a file inside it, a path given twice or through a
-    link), first occurrence kept in order: one row per image in the CSV. The repeats left out are logged."""
-    seen: set[Path] = set()
-    kept = []
-    for path in files:
-        key = path.resolve()
-        if key not in seen:
-            seen.add(key)
-            kept.append(path)
-    if len(kept) < len(files):
-        log.info("%d repeated file(s) scored once (first occurrence kept)", len(files) - len(kept))
-    return kept
 
 
 #: the reasons :class:`ScoreError` names when no image could be scored (the rest are counted)

@@ -57,7 +57,7 @@ from iqalab.data.loaders import (
 )
 from iqalab.data.regions import check_regions, summarise_regions
 from iqalab.data.schema import CAM_COLUMNS, PREDICTION_COLUMNS, Dataset, read_dataset
-from iqalab.io import atomic_path, write_json, write_parquet
+from iqalab.io import atomic_path, load_error_reason, write_json, write_parquet
 from iqalab.models.base import IQAModel, StepContext
 from iqalab.models.cards import input_size
 from iqalab.models.registry import build_model, get_model_class
@@ -279,7 +279,7 @@ def finish_swap(final: Path) -> None:
     """Complete or undo a swap a kill interrupted (between :func:`swap_in`'s two renames, or before the cleanup).
 
     With ``final`` missing, a complete staged run is moved in, else the retired run is put back; a leftover
-    retired run is deleted once ``final`` exists.
+    retired run is deleted once ``final`` exists, and ``.old``/``.next`` with it when nothing else is in them.
     """
     staged, retired = staging_dir(final), _retired_dir(final)
     if not retired.exists():
@@ -290,6 +290,14 @@ def finish_swap(final: Path) -> None:
         log.info("%s: completed a swap an interrupted run left (from %s)", final, source)
     if retired.exists():
         shutil.rmtree(retired)
+    _remove_empty_parents(staged, retired)
+
+
+def _remove_empty_parents(*folders: Path) -> None:
+    """Remove the parents of ``folders`` (``.next``, ``.old``) that are empty; keep any that holds something."""
+    for parent in {folder.parent for folder in folders}:
+        with contextlib.suppress(OSError):
+            parent.rmdir()  # only when empty
 
 
 def swap_in(staged: Path, final: Path) -> None:
@@ -302,9 +310,7 @@ def swap_in(staged: Path, final: Path) -> None:
     os.replace(final, retired)
     os.replace(staged, final)
     shutil.rmtree(retired)
-    for parent in (retired.parent, staged.parent):
-        with contextlib.suppress(OSError):
-            parent.rmdir()  # only when empty
+    _remove_empty_parents(staged, retired)
 
 
 @contextlib.contextmanager
@@ -341,14 +347,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        # torch's text is several paragraphs; keep the line naming the refused object, on one line
-        lines = [line for line in str(exc).splitlines() if "GLOBAL" in line or "Unsupported" in line]
-        reason = " ".join((lines[0] if lines else str(exc)).split())
-        raise CheckpointError(f"{path}: cannot be loaded as a weights-only checkpoint: it holds pickled Python "
-                              f"objects, refused ({reason})") from None
+        raise CheckpointError(f"{path}: cannot be loaded as a weights-only checkpoint: {load_error_reason(exc)}"
+                              ) from None
     except Exception as exc:  # noqa: BLE001 - many failure types for a damaged file
-        reason = " ".join(str(exc).split())
-        raise CheckpointError(f"{path}: cannot be loaded as a weights-only checkpoint ({reason})") from None
+        raise CheckpointError(f"{path}: cannot be loaded as a weights-only checkpoint ({load_error_reason(exc)})"
+                              ) from None
 
 
 def load_model_state(model: IQAModel, state: dict[str, torch.Tensor], source: str) -> None:

@@ -93,11 +93,12 @@ def adapt(raw_root: Path, out_root: Path, *, drop_calibration: bool = True, n_sp
     for i, name in enumerate(names):
         if not name:
             raise DataError(f"{NAMES} entry {shown[i]}: empty file name")
-    check_unique(names, NAMES, "AllImages_release", rows=shown, line_offset=None)
+    check_unique(names, NAMES, "AllImages_release", rows=shown, line_offset=None, unit="entry")
     if np.isnan(mos).any():
         i = int(np.flatnonzero(np.isnan(mos))[0])
         raise DataError(f"{MOS} entry {shown[i]}: MOS missing (NaN)")
-    check_range(mos, MOS, "AllMOS_release", scale, rows=shown, line_offset=None, hint=RANGE_HINT)
+    check_range(mos, MOS, "AllMOS_release", scale, rows=shown, line_offset=None, hint=RANGE_HINT,
+                unit="entry")
     raw_paths = [first_existing(raw_root, [f"Images/{n}", f"Images/trainingImages/{n}"]) or f"Images/{n}"
                  for n in names]
     widths, heights = inspect_images(raw_root, raw_paths, NAMES, rows=shown, verify=verify, workers=workers,
