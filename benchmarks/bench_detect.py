@@ -118,8 +118,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=24)
     parser.add_argument("--side", type=int, default=512)
-    parser.add_argument("--sim", type=int, default=20, help="simulator scenes per builder (0 = skip)")
+    parser.add_argument("--sim", type=int, default=20, help="simulator scenes per builder (0 = skip, else >= 2)")
     args = parser.parse_args()
+    if args.sim == 1 or args.sim < 0:
+        parser.error(f"--sim {args.sim}: 0 skips the simulator, else at least 2 (a builder splits by scene)")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import torch
 

@@ -171,6 +171,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=0)
     args = parser.parse_args()
+    if args.images < 16:
+        parser.error(f"--images {args.images}: at least 16 (the datasets are split by scene, 8 images a scene)")
+    if args.epochs < 2:
+        parser.error(f"--epochs {args.epochs}: at least 2 (the first epoch, then the steady state)")
     kept = keep_freed_memory()  # as the iqalab command and the notebooks set up a training process (opt-in)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -179,13 +183,13 @@ def main() -> None:
         build_cache(ds, args.cache, progress=False)
         build_seconds = time.perf_counter() - t0
         paths = [ds.root / p for p in ds.images["path"]]
-        rows.append(("native 1024x768 JPEG -> 224 crops", compare(
+        rows.append((f"native 1024x768 JPEG -> {args.crop} crops", compare(
             ds, paths, lambda: ImageCache(ds, args.cache).native, None, args.crop, args.epochs, args.batch_size,
             args.workers)))
         square = _dataset(Path(tmp) / "square", args.images, args.size, args.size)
         build_cache(square, args.cache, progress=False)
         paths = [square.root / p for p in square.images["path"]]
-        rows.append((f"square {args.size} JPEG -> {args.cache} cache -> 224", compare(
+        rows.append((f"square {args.size} JPEG -> {args.cache} cache -> {args.crop} crops", compare(
             square, paths, lambda: ImageCache(square, args.cache), args.cache, args.crop, args.epochs,
             args.batch_size, args.workers)))
     print(f"images={args.images} epochs={args.epochs} batch={args.batch_size} workers={args.workers} "
