@@ -102,6 +102,7 @@ def _positive_mib(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a positive number of MiB, got {text}")
     return value
 
+
 def _positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:

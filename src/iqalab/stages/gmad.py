@@ -132,7 +132,7 @@ def screen_inputs(pool: Pool, checkpoints: dict[str, Path], allow_missing_camera
         model = model_from_checkpoint(load_checkpoint(path), str(path))
         ran = []
         try:
-            if no_camera and check_score_camera(model, name, allow_missing_camera,
+            if no_camera and check_score_camera(model, model.registry_name, allow_missing_camera,
                                                 "set gmad.allow_missing_camera: true"):
                 why = ("missing_camera: unknown" if getattr(model, "missing_camera", None) == "unknown"
                        else "gmad.allow_missing_camera")
@@ -140,7 +140,7 @@ def screen_inputs(pool: Pool, checkpoints: dict[str, Path], allow_missing_camera
                            f"'unknown' embedding, {why})")
             lacking = [key for key in needed_regions(model) if key in no_regions]
             if lacking:
-                check_score_regions(model, name, False, allow_missing_regions,
+                check_score_regions(model, model.registry_name, False, allow_missing_regions,
                                     "set gmad.allow_missing_regions: true to score it with its fallback (gMAD "
                                     "detects no regions)")
                 why = ("allow_missing_regions" if getattr(model, "allow_missing_regions", False)
