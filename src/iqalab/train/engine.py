@@ -776,6 +776,13 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
                 # a sampler of fixed groups (REQA's micro-batches: group_size) is sharded group by group
                 batch_sampler = distributed.ShardedBatchSampler(batch_sampler, dist_info.rank, dist_info.world_size,
                                                                 getattr(batch_sampler, "group_size", 1))
+                if not batch_sampler.batches:  # no silent fallback: a run of no step would save untrained weights
+                    group = batch_sampler.group
+                    raise ValueError(
+                        f"{spec.experiment}/{spec.split}: every training batch holds fewer "
+                        f"{'micro-batches of ' + str(group) if group > 1 else 'rows'} than the "
+                        f"{dist_info.world_size} ranks (train.batch_size {cfg.batch_size}): no step would be trained; "
+                        f"set train.batch_size to at least {group * dist_info.world_size} or run fewer processes")
                 if batch_sampler.dropped and epoch == start_epoch:
                     log.warning("%d batch(es) per epoch hold fewer rows than the %d ranks and are skipped",
                                 batch_sampler.dropped, dist_info.world_size)
