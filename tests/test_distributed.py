@@ -100,6 +100,19 @@ def _smoke(name: str) -> dict:
     return {"name": name, **get_model_class(name).smoke_params}
 
 
+def _torchrun_train(project, model: dict, batch_size: int) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 -m iqalab train e``: ``model`` on the toy data set (copied into ``project``
+    by the caller), 2 epochs on the CPU, one OpenMP thread per rank."""
+    params = toy_params(e={"dataset": "toy", "model": model, "train": {"epochs": 2, "batch_size": batch_size,
+                                                                        "device": "cpu"}})
+    params_file = project.root / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    env = {**os.environ, "IQALAB_WORKDIR": str(project.root), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "iqalab", "--params", str(params_file), "train", "e"]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
 @pytest.mark.parametrize("model", [TINY, "tuningiqa", "reqa"], ids=["backbone_mlp", "pairs", "batch_sampler"])
 def test_torchrun_two_processes_train_one_synchronised_model(project, toy_dataset, model):
     """``torchrun --nproc_per_node 2 -m iqalab train``: gloo DDP on CPU; rank 0 alone writes results.
@@ -112,15 +125,7 @@ def test_torchrun_two_processes_train_one_synchronised_model(project, toy_datase
         model["allow_missing_regions"] = True
     # REQA's batches are whole 5-image micro-batches sharded micro-batch by micro-batch: 10 gives each of the 2
     # ranks one (at 8 a batch holds one micro-batch, fewer than the ranks, and every batch would be skipped)
-    batch_size = 10 if model["name"] == "reqa" else 8
-    params = toy_params(e={"dataset": "toy", "model": model, "train": {"epochs": 2, "batch_size": batch_size,
-                                                                        "device": "cpu"}})
-    params_file = project.root / "params.yaml"
-    params_file.write_text(yaml.safe_dump(params))
-    env = {**os.environ, "IQALAB_WORKDIR": str(project.root), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "iqalab", "--params", str(params_file), "train", "e"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = _torchrun_train(project, model, batch_size=10 if model["name"] == "reqa" else 8)
     assert proc.returncode == 0, proc.stderr[-4000:]
     sums = dict(re.findall(r"rank (\d) weights checksum (\S+)", proc.stderr))
     assert set(sums) == {"0", "1"}, proc.stderr[-4000:]
@@ -154,24 +159,12 @@ def test_compile_traces_every_step_and_matches_eager(project, toy_dataset):
     np.testing.assert_allclose(a.pred.to_numpy(), b.pred.to_numpy(), rtol=1e-4, atol=1e-4)
 
 
-def _reqa_batch_8_run(project, toy_dataset) -> subprocess.CompletedProcess:
-    """``torchrun --nproc_per_node 2 iqalab train`` of REQA at ``batch_size: 8``: one 5-image micro-batch per batch,
-    which 2 ranks cannot share (the sharding keeps micro-batches whole), so every batch is skipped."""
-    _copy_toy(project, toy_dataset)
-    params = toy_params(e={"dataset": "toy", "model": _smoke("reqa"), "train": {"epochs": 2, "batch_size": 8,
-                                                                               "device": "cpu"}})
-    params_file = project.root / "params.yaml"
-    params_file.write_text(yaml.safe_dump(params))
-    env = {**os.environ, "IQALAB_WORKDIR": str(project.root), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "iqalab", "--params", str(params_file), "train", "e"]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-
-
 def test_torchrun_refuses_a_run_whose_every_batch_is_skipped(project, toy_dataset):
     """No silent fallback: a run that would train no step at all stops with one line (on each rank) instead of
     writing the untrained weights as its model (it did, with train_loss 0.0 and exit status 0)."""
-    proc = _reqa_batch_8_run(project, toy_dataset)
+    _copy_toy(project, toy_dataset)
+    # REQA at 8: one 5-image micro-batch per batch, which 2 ranks cannot share, so every batch is skipped
+    proc = _torchrun_train(project, _smoke("reqa"), batch_size=8)
     assert proc.returncode != 0, proc.stderr[-2000:]
     refusals = re.findall(r"^iqalab train: error: (.*)$", proc.stderr, re.MULTILINE)
     assert refusals and set(refusals) == {
