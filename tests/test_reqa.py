@@ -100,6 +100,24 @@ def test_coarse_loss_vanishes_for_shifted_truth_and_grows_with_disorder():
     assert 0 < mild.item() < severe.item()
 
 
+@pytest.mark.parametrize(("coarse_scale", "spreads"), [(1.0, True), (100.0, False)])
+def test_coarse_term_keeps_the_spread_of_a_model_that_misorders_some_pairs(coarse_scale, spreads):
+    # one adjacent pair of five is swapped: on 0-100, Eq. 9's factor |s_i - s_j| + 1 makes the loss fall as the
+    # predictions are drawn together (towards a constant); on [0, 1] it falls as they spread to the MOS distances
+    model = tiny(coarse_scale=coarse_scale)
+    target = torch.tensor([[0.1], [0.3], [0.5], [0.7], [0.9]])
+    order = torch.tensor([0.1, 0.3, 0.7, 0.5, 0.9])
+    alpha = torch.tensor(0.5, requires_grad=True)  # predictions 0.5 + alpha * (order - 0.5): alpha = spread
+    steps = (0.5 + alpha * (order - 0.5)).reshape(1, 5, 1).expand(4, 5, 1)
+    model.loss_terms(steps, target)[0].backward()
+    assert (alpha.grad.item() < 0) is spreads  # a negative gradient: more spread lowers the loss
+
+
+def test_coarse_scale_must_be_positive():
+    with pytest.raises(ValueError, match="coarse_scale"):
+        tiny(coarse_scale=0)
+
+
 # -- curriculum ---------------------------------------------------------------------------------------------------
 def test_curriculum_stages_follow_the_paper_epochs():
     assert [curriculum_stage(e, 40) for e in (0, 9, 10, 19, 20, 29, 30, 39)] == [0, 0, 1, 1, 2, 2, 3, 3]
@@ -196,7 +214,10 @@ def test_loss_ablations_replace_terms_by_l1():
     no_coarse = tiny(use_coarse_loss=False).loss_terms(steps, target)
     no_fine = tiny(use_fine_loss=False).loss_terms(steps, target)
     l1 = (steps[0, :, 0] - target[:, 0]).abs().mean() * 100
-    assert full[0].item() == pytest.approx(coarse_loss(target.T * 100, steps[0].T * 100).item(), rel=1e-5)
+    # the coarse term is read on [0, 1] (coarse_scale 1) and expressed in 0-100 units
+    assert full[0].item() == pytest.approx(coarse_loss(target.T, steps[0].T).item() * 100, rel=1e-5)
+    literal = tiny(coarse_scale=100).loss_terms(steps, target)
+    assert literal[0].item() == pytest.approx(coarse_loss(target.T * 100, steps[0].T * 100).item(), rel=1e-5)
     assert no_coarse[0].item() == pytest.approx(l1.item(), rel=1e-5)
     for t, tol in zip(range(1, 4), [5.0, 2.5, 0.0]):
         assert full[t].item() == pytest.approx(tolerance_loss(target * 100, steps[t] * 100, tol).item(), rel=1e-5)
@@ -236,7 +257,7 @@ def test_missing_mos_skips_micro_batch():
         steps = model.forward_steps(images(10))
         terms = model.loss_terms(steps, target)
     assert all(math.isfinite(t.item()) for t in terms)
-    only_second = coarse_loss(target[5:].T * 100, steps[0, 5:].T * 100)
+    only_second = coarse_loss(target[5:].T, steps[0, 5:].T) * 100
     assert terms[0].item() == pytest.approx(only_second.item(), rel=1e-5)
 
 

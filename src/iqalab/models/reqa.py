@@ -31,6 +31,17 @@ Choices where the paper is silent or the text is garbled (each is a constructor 
   1e-4. The conversion prints the factor as "(||s_i - s_i||_1 + 1)"; we read s_i - s_j. Eq. 10 (the "reduced"
   form, |s_i - s_j| |F_i - F_j|) drops the +1; Eq. 9 is taken as the definition (``rank_offset`` = 1).
 - Coarse loss: sum over the 10 pairs of a micro-batch (Eq. 12), mean over micro-batches and attributes.
+- Scale of the coarse loss (``coarse_scale``): the tolerances l = 5, 2.5, 0 put the fine loss on 0-100; the paper
+  does not say on which scale s enters Eqs. 9-11. The rank and gradient terms are linear in the scale but Eq. 9's
+  factor ``|s_i - s_j| + 1`` is not: on 0-100 a wrongly ordered pair costs ``(|s_i - s_j| + 1) |F_i - F_j|``
+  while the gradient term pays back 1 per unit of spread, so drawing the two predictions together lowers the
+  loss unless more than ``1 - 1 / (|s_i - s_j| + 1)`` of such pairs are ordered right (96 % at a distance of 25).
+  A model that does not yet order 96 % of its pairs is pushed to a constant: the default run's REQA (ResNet-18
+  from scratch) predicted ugc_sim's test images between 51.4 and 53.4 (MOS SD 24; SRCC 0.63).
+  That contradicts the gradient term's stated purpose (keep the predicted distances consistent with the MOS
+  distances), so s and F are read on [0, 1] in Eqs. 9-11 (``coarse_scale`` = 1: the factor is 1-2) and the term
+  is expressed in ``score_scale`` units (x 100, linear parts unchanged) to keep the paper's weighting against
+  the fine terms. ``coarse_scale=100`` is the 0-100 reading (iqalab before 2026-12-04).
 - Curriculum (Sec. IV-A.3): four equal stages of training (epochs 0-9, 10-19, 20-29, 30-39 of 40). The printed
   weights do not all sum to 1 as Eq. 14 requires (stage 1: 0.25, 0.5, 0.25/3, 0.25/3; stage 4: 0.25, 0.25, 0.25,
   0.5); stages 2 and 3 list no w_1, read as 0. Each stage's printed weights are used as given and normalised to
@@ -276,8 +287,8 @@ class REQA(IQAModel):
                  use_transformer: bool = True, use_coarse_loss: bool = True, use_fine_loss: bool = True,
                  tolerances: list[float] | None = None, stage_weights: list[list[float]] | None = None,
                  score_scale: float = 100.0, rank_sigma: float = 1e-4, rank_offset: float = 1.0,
-                 backbone_lr_ratio: float = 0.1, test_crop: int | None = 224, test_crops: int = 25,
-                 eval_seed: int = 0) -> None:
+                 coarse_scale: float = 1.0, backbone_lr_ratio: float = 0.1, test_crop: int | None = 224,
+                 test_crops: int = 25, eval_seed: int = 0) -> None:
         super().__init__(attributes)
         if steps < 1:
             raise ValueError(f"steps (T) must be at least 1, got {steps}")
@@ -291,6 +302,9 @@ class REQA(IQAModel):
         self.tolerances = fine_tolerances(self.steps, tolerances)
         self.stage_weights = [list(map(float, row)) for row in (stage_weights or PAPER_STAGE_WEIGHTS)]
         self.score_scale, self.rank_sigma, self.rank_offset = float(score_scale), rank_sigma, rank_offset
+        self.coarse_scale = float(coarse_scale)
+        if not self.coarse_scale > 0:
+            raise ValueError(f"coarse_scale must be positive, got {coarse_scale}")
         self.backbone_lr_ratio = float(backbone_lr_ratio)
 
         self.backbone = create_backbone(backbone, pretrained=pretrained, features_only=True)
@@ -377,10 +391,11 @@ class REQA(IQAModel):
         """Unweighted loss of each time step, on the ``score_scale`` (0-100) scale.
 
         ``steps`` [T, B, A] predictions and ``target`` [B, A] MOS, both in [0, 1]. Term 1 is the coarse loss on
-        F_1 (L1 without it or when the batch is not made of 5-image micro-batches); term t >= 2 is the tolerance
-        loss on F_t with l_t (L1 without the fine loss).
+        F_1, read on the ``coarse_scale`` and multiplied by ``score_scale / coarse_scale`` (L1 without it or when
+        the batch is not made of 5-image micro-batches); term t >= 2 is the tolerance loss on F_t with l_t (L1
+        without the fine loss).
         """
-        scale = self.score_scale
+        scale, coarse = self.score_scale, self.coarse_scale
         steps, target = steps.float(), target.float()  # bf16 autocast is too coarse for 0-100 scale margins
         zero = steps.sum() * 0.0
         terms: list[torch.Tensor] = []
@@ -390,11 +405,12 @@ class REQA(IQAModel):
             if t == 0 and coarse_ok:  # micro-batches with a target for all 5 images, per attribute
                 per_attr = []
                 for k in range(target.shape[1]):
-                    s_mb = (target[:, k] * scale).reshape(-1, MICRO_BATCH)
-                    f_mb = (steps[t, :, k] * scale).reshape(-1, MICRO_BATCH)
+                    s_mb = (target[:, k] * coarse).reshape(-1, MICRO_BATCH)
+                    f_mb = (steps[t, :, k] * coarse).reshape(-1, MICRO_BATCH)
                     keep = ~torch.isnan(s_mb).any(dim=1)
-                    if keep.any():
-                        per_attr.append(coarse_loss(s_mb[keep], f_mb[keep], self.rank_sigma, self.rank_offset))
+                    if keep.any():  # read on the coarse scale, expressed in score_scale units (x scale / coarse)
+                        per_attr.append(coarse_loss(s_mb[keep], f_mb[keep], self.rank_sigma, self.rank_offset)
+                                        * (scale / coarse))
                 terms.append(torch.stack(per_attr).mean() if per_attr else zero)
                 continue
             tol = 0.0 if t == 0 or not self.use_fine_loss else self.tolerances[t - 1]
