@@ -111,6 +111,30 @@ def test_captions_name_the_rows_whose_logistic_fit_fell_back(project) -> None:
     assert "linear map instead" not in _caption(project.root, "tuningiqa_table2")
 
 
+def test_captions_name_a_nearly_constant_predictor(project) -> None:
+    """A model whose predictions keep the MOS order but span 2 % of its spread (REQA's coarse loss on 0-100 did
+    this) gets a fair SRCC; every table naming it says its predictions are nearly constant, with the ratio, and
+    a model on the MOS's own spread is not named."""
+    truth = ground_truth(n_images=60, attributes=["overall"])
+    good = with_predictions(truth, "noisy")
+    flat = good.assign(pred=good["mos"].mean() + 0.02 * (good["pred"] - good["mos"].mean()))
+    tables = ["tuningiqa_table2", "reqa_table2"]
+    write_experiment(project.root, "flat", flat, tables=tables, label="Flat")
+    write_experiment(project.root, "good", good, tables=tables, label="Good")
+    spec = {"tables": tables}
+    out = evaluate.run(project.write_params(params_dict({"flat": {**spec, "label": "Flat"},
+                                                         "good": {**spec, "label": "Good"}})),
+                       project.root, figures=False)
+    spread = out["all_metrics"].set_index("experiment")["spread"]
+    test = truth[truth.role == "test"]
+    assert spread["flat"] == pytest.approx(0.02 * np.std(good.loc[test.index, "pred"]) / np.std(test["mos"]))
+    assert spread["good"] > 0.5
+    for table in ("all_metrics", *tables):
+        caption = _caption(project.root, table)
+        assert "nearly constant predictions" in caption, table
+        assert "Flat (overall: 1 of 1 split, SD ratio down to" in caption and "Good (overall" not in caption, table
+
+
 def _tier_dataset(root: Path, truth: pd.DataFrame, missing: int = 0) -> pd.Series:
     """A published 0-100 tier column (``tier_overall``, named MOS_zscore) for the toy dataset, ``missing`` test
     images without a value."""

@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 #: Substrings (lower case) of a column's last header level that make lower values better.
 LOWER_IS_BETTER = ("mae", "rmse", "params", "gmacs", "latency", "error")
 #: Column names (lower case, last header level) that are never ranked.
-NOT_RANKED = ("n", "n_undefined", "n_images", "splits", "logistic_fallback", "fallback", "n_splits")
+NOT_RANKED = ("n", "n_undefined", "n_images", "splits", "logistic_fallback", "fallback", "n_splits", "spread")
 SIMULATED_NOTE = "SIMULATED data from the iqalab simulator, not a reproduction of the paper's numbers"
 MISSING = "–"
 

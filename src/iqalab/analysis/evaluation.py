@@ -36,6 +36,8 @@ from iqalab.status import run_status, unavailable_reason
 log = logging.getLogger(__name__)
 
 SUMMARY_KEYS = ("srcc", "plcc", "plcc_logistic", "krcc", "rmse", "fg_acc", "fg_acc_pairwise")
+#: a row whose predictions' SD is under this share of the MOS SD is named in the captions as nearly constant
+NEAR_CONSTANT = 0.1
 SCENE_METRICS: dict[str, metrics.MetricFn] = {"srcc": metrics.srcc, "plcc": metrics.plcc, "krcc": metrics.krcc,
                                                "mae": metrics.mae}
 
@@ -182,6 +184,18 @@ def display_labels(meta: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------------------------- scores
+def prediction_spread(pred: np.ndarray, mos: np.ndarray) -> float:
+    """SD of the predictions over the SD of the MOS on the same test images (pairs with both values finite; NaN
+    for fewer than two or constant MOS). Near 1 for predictions on the MOS's own spread; near 0 for a nearly
+    constant predictor, whose SRCC and PLCC can still look fair because both ignore the scale (REQA with its
+    coarse loss on 0-100, before 2026-12-04: 0.009-0.017 on ugc_sim at SRCC 0.60-0.66)."""
+    keep = np.isfinite(pred) & np.isfinite(mos)
+    if keep.sum() < 2:
+        return math.nan
+    sd_mos = float(np.std(mos[keep]))
+    return float(np.std(pred[keep]) / sd_mos) if sd_mos > 0 else math.nan
+
+
 def published_untrained(info: Mapping[str, Any]) -> bool:
     """True for a model used as published without training whose raw score was recorded (the official NIQE and
     BRISQUE, zero-shot metrics): its table rows correlate that score (see :func:`scored_values`)."""
@@ -247,7 +261,8 @@ def compute_scores(inputs: EvalInputs, fine_pairs_only: bool = True, tier_tags: 
 
     Group ``all`` also records what the captions must report (:mod:`iqalab.paper_tables.common`):
     ``n_undefined``, the test images with a MOS whose scored value is not finite (left out of every metric, so
-    ``n`` is smaller by that many; :func:`undefined_count`), ``logistic_fallback`` (from :func:`metrics.summarise`),
+    ``n`` is smaller by that many; :func:`undefined_count`), ``spread`` (:func:`prediction_spread`; NaN for a
+    published untrained score), ``logistic_fallback`` (from :func:`metrics.summarise`),
     and, for per-tier rows only where it happened, ``tier_from_mos`` (the number of test images without a tier
     value, so the whole split's tiers came from the mapped MOS instead) or ``tiers_failed`` (1: no per-tier
     metrics, e.g. a value outside 0-100).
@@ -269,6 +284,8 @@ def compute_scores(inputs: EvalInputs, fine_pairs_only: bool = True, tier_tags: 
                     value = math.nan  # a published score is not in MOS units: no raw error
                 rows.append((*key, "all", name, value))
             rows.append((*key, "all", "n_undefined", float(undefined_count(pred, mos))))
+            # a published score is not on the MOS scale: its spread says nothing
+            rows.append((*key, "all", "spread", math.nan if untrained else prediction_spread(pred, mos)))
             ds_pairs = pairs.get(dataset)
             if ds_pairs is not None:
                 attr_pairs = ds_pairs.get(attr, ds_pairs.get("*"))

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from iqalab.analysis.evaluation import primary_attribute
+from iqalab.analysis.evaluation import NEAR_CONSTANT, primary_attribute
 from iqalab.status import short_status, unavailable_reason
 from iqalab.tables import Table, dataset_caption
 
@@ -99,8 +99,9 @@ class TableContext:
     def caption(self, layout: str, exps: Sequence[str], notes: Sequence[str] = (), cross: bool | None = False,
                 paper_table: str | None = None, primary_only: bool = False) -> str:
         """The table's caption: layout, datasets (simulated or not), splits, ``notes``, how many test predictions
-        of each row were undefined and left out (over the rows the table reads: ``cross`` false within-dataset,
-        true cross-dataset, ``None`` both; ``primary_only``), which baseline variant each row is, where human
+        of each row were undefined and left out and which rows predicted a nearly constant score (over the rows
+        the table reads: ``cross`` false within-dataset, true cross-dataset, ``None`` both; ``primary_only``),
+        which baseline variant each row is, where human
         regions came from and, for ``paper_table``, the paper's rows that do not run here."""
         datasets: dict[str, bool] = {}
         for exp in exps:
@@ -118,7 +119,8 @@ class TableContext:
         if gone:
             notes = [*notes, "no predictions (zero-shot model could not run), row kept: " + "; ".join(gone)]
         ran = {e: self.meta[e] for e in exps if e not in missing}
-        notes = [*notes, *undefined_notes(self.scoped(list(ran), primary_only, cross), self.note_labels(list(ran))),
+        scoped, note_labels = self.scoped(list(ran), primary_only, cross), self.note_labels(list(ran))
+        notes = [*notes, *undefined_notes(scoped, note_labels), *near_constant_notes(scoped, note_labels),
                  *baseline_notes(ran, self.labels), *region_notes(ran, self.labels),
                  *selection_notes(ran, self.labels), *precision_notes(ran, self.labels),
                  *not_run_notes(paper_table)]
@@ -215,6 +217,24 @@ def undefined_notes(scores: pd.DataFrame, labels: Mapping[str, str]) -> list[str
             counts[labels.get(str(exp), str(exp))] = (dropped, total)
     return ["undefined test predictions (not finite), left out of every metric and of n, of the test predictions "
             "over the splits and attributes shown: " + _count_list(counts)]
+
+
+def near_constant_notes(scores: pd.DataFrame, labels: Mapping[str, str]) -> list[str]:
+    """A caption sentence naming the rows (attribute, splits, least ratio) whose test predictions' SD was under
+    :data:`~iqalab.analysis.evaluation.NEAR_CONSTANT` of the MOS SD (``spread`` of
+    :func:`iqalab.analysis.evaluation.compute_scores`): their correlations rest on small differences between
+    nearly equal scores, and their errors are those of a constant; none when no row was."""
+    flags = scores[scores["metric"] == "spread"].dropna(subset=["value"])
+    items = []
+    for (exp, attr), part in flags.groupby(["experiment", "attribute"], sort=False):
+        low = part[part["value"] < NEAR_CONSTANT]
+        if len(low):
+            items.append(f"{labels.get(str(exp), str(exp))} ({attr}: {len(low)} of {len(part)} "
+                         f"split{'s' if len(part) > 1 else ''}, SD ratio down to {low['value'].min():.3f})")
+    if not items:
+        return []
+    return [f"nearly constant predictions (SD under {NEAR_CONSTANT:g} of the MOS SD on the test images; the "
+            "correlations rest on small differences between nearly equal scores): " + "; ".join(items)]
 
 
 def logistic_fallback_notes(scores: pd.DataFrame, labels: Mapping[str, str]) -> list[str]:
@@ -444,7 +464,7 @@ def all_metrics_table(ctx: TableContext) -> Table | None:
     wide = s.pivot_table(index=["dataset", "experiment", "split", "attribute"], columns="metric", values="value",
                          aggfunc="first", sort=False, dropna=False)
     order = ["n", "n_undefined", "srcc", "plcc", "plcc_logistic", "krcc", "rmse", "mae", "rmse_logistic",
-             "mae_logistic", "fg_acc", "fg_acc_pairwise", "logistic_fallback"]
+             "mae_logistic", "fg_acc", "fg_acc_pairwise", "spread", "logistic_fallback"]
     if "n_undefined" in wide.columns and not (wide["n_undefined"].fillna(0) > 0).any():
         wide = wide.drop(columns="n_undefined")  # shown only when some prediction was undefined
     wide = wide[[c for c in order if c in wide.columns]]
@@ -458,6 +478,7 @@ def all_metrics_table(ctx: TableContext) -> Table | None:
     exps = list(dict.fromkeys([*s["experiment"], *missing]))
     caption = ctx.caption("Every metric of every test split and attribute (role test)", exps,
                           ["PLCC/RMSE/MAE raw and after the 4-parameter logistic (_logistic)",
+                           "spread = SD of the predictions / SD of the MOS (blank for a published score)",
                            *logistic_fallback_notes(ctx.scoped(exps, cross=None), ctx.note_labels(exps)),
                            "best per dataset x split x attribute in bold"], cross=None)
     return Table("all_metrics", wide, caption, group_levels=("dataset", "split", "attribute"), row_status=status)
