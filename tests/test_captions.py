@@ -211,3 +211,21 @@ def test_the_dataset_cap_reaches_the_captions_through_the_params(project, max_si
     assert "not recorded" not in caption
     expected = "at full resolution" if max_side is None else f"capped at {max_side} px on the long side"
     assert expected in caption
+
+
+def test_spread_is_left_blank_where_the_predictions_are_not_on_the_test_sets_scale() -> None:
+    """``spread`` compares SDs on one MOS scale: a cross-dataset row (predictions in the training set's units,
+    e.g. 1-5 against 0-100 MOS) gets none, a within-dataset row gets the SD ratio."""
+    from iqalab.analysis.evaluation import EvalInputs, compute_scores
+
+    rng = np.random.default_rng(0)
+    mos = rng.uniform(1, 5, 40)
+    rows = [pd.DataFrame({"image_id": [f"{ds}{i}" for i in range(40)], "attribute": "overall",
+                          "pred": 0.5 * mos + 1, "mos": mos * scale, "split": "s", "role": "test", "scene": "a",
+                          "experiment": "m", "dataset": ds, "raw": np.nan})
+            for ds, scale in (("toy", 1.0), ("other", 25.0))]
+    meta = {"m": {"train_dataset": "toy", "notes": {}, "tables": [], "mos_range": [1, 5]}}
+    scores = compute_scores(EvalInputs(pd.concat(rows, ignore_index=True), meta))
+    spread = scores[scores.metric == "spread"].set_index("dataset")["value"]
+    assert spread["toy"] == pytest.approx(0.5)
+    assert np.isnan(spread["other"])

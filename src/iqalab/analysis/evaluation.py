@@ -262,7 +262,8 @@ def compute_scores(inputs: EvalInputs, fine_pairs_only: bool = True, tier_tags: 
     Group ``all`` also records what the captions must report (:mod:`iqalab.paper_tables.common`):
     ``n_undefined``, the test images with a MOS whose scored value is not finite (left out of every metric, so
     ``n`` is smaller by that many; :func:`undefined_count`), ``spread`` (:func:`prediction_spread`; NaN for a
-    published untrained score), ``logistic_fallback`` (from :func:`metrics.summarise`),
+    published untrained score and for a cross-dataset row, whose predictions are on the training set's MOS
+    scale), ``logistic_fallback`` (from :func:`metrics.summarise`),
     and, for per-tier rows only where it happened, ``tier_from_mos`` (the number of test images without a tier
     value, so the whole split's tiers came from the mapped MOS instead) or ``tiers_failed`` (1: no per-tier
     metrics, e.g. a value outside 0-100).
@@ -284,8 +285,9 @@ def compute_scores(inputs: EvalInputs, fine_pairs_only: bool = True, tier_tags: 
                     value = math.nan  # a published score is not in MOS units: no raw error
                 rows.append((*key, "all", name, value))
             rows.append((*key, "all", "n_undefined", float(undefined_count(pred, mos))))
-            # a published score is not on the MOS scale: its spread says nothing
-            rows.append((*key, "all", "spread", math.nan if untrained else prediction_spread(pred, mos)))
+            # a published score is not on the MOS scale, nor a cross-dataset prediction on the test set's: no spread
+            comparable = not untrained and dataset == info["train_dataset"]
+            rows.append((*key, "all", "spread", prediction_spread(pred, mos) if comparable else math.nan))
             ds_pairs = pairs.get(dataset)
             if ds_pairs is not None:
                 attr_pairs = ds_pairs.get(attr, ds_pairs.get("*"))

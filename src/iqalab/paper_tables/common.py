@@ -478,7 +478,8 @@ def all_metrics_table(ctx: TableContext) -> Table | None:
     exps = list(dict.fromkeys([*s["experiment"], *missing]))
     caption = ctx.caption("Every metric of every test split and attribute (role test)", exps,
                           ["PLCC/RMSE/MAE raw and after the 4-parameter logistic (_logistic)",
-                           "spread = SD of the predictions / SD of the MOS (blank for a published score)",
+                           "spread = SD of the predictions / SD of the MOS (blank for a published score or "
+                           "another dataset)",
                            *logistic_fallback_notes(ctx.scoped(exps, cross=None), ctx.note_labels(exps)),
                            "best per dataset x split x attribute in bold"], cross=None)
     return Table("all_metrics", wide, caption, group_levels=("dataset", "split", "attribute"), row_status=status)
