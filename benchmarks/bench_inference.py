@@ -6,11 +6,10 @@ Both score the same files with the same freshly built model. The reference decod
 quick script would. ``iqalab score`` decodes in threads ahead of the model (Pillow releases the GIL while it
 decodes and resizes, so this overlaps even when torch uses one thread), prepares each file exactly as the training
 cache did (``prepare_image``) and scores batches; with ``--format jpeg`` it is also timed with ``--draft`` (JPEG
-decoded at reduced DCT scale, within a stated tolerance of the training pixels), and on a CPU with AMX tiles (or
-CUDA) with ``--amp`` (bf16 autocast, channels_last; within a stated tolerance of the fp32 scores). For each torch
-thread count
-(``torch.set_num_threads``; ``--threads``) the sides alternate for ``--rounds`` rounds and the medians are
-compared, so a machine shared with other jobs loads both alike; each ratio is against the reference with the same
+decoded at reduced DCT scale, within a stated tolerance of the training pixels), and on a CPU with native bf16
+(AMX or AVX512_BF16) or CUDA with ``--amp`` (bf16 autocast, channels_last; within a stated tolerance of the fp32
+scores). For each torch thread count (``torch.set_num_threads``; ``--threads``) the sides alternate for
+``--rounds`` rounds and the medians are compared, so a machine shared with other jobs loads both alike; each ratio is against the reference with the same
 thread count. Before the timings, one line per thread count splits one image's cost into decode, ``prepare_image``
 and the model (batch 1 and the scoring batch): with one thread a model-bound run can gain at most
 (decode + prepare + model at batch 1) / (model at batch B), decoding being overlapped. The load average is printed
@@ -40,7 +39,7 @@ from iqalab.data.loaders import IMAGENET_MEAN, IMAGENET_STD, normalise_batch, to
 from iqalab.data.toy import build_toy
 from iqalab.models import build_model, get_model_class
 from iqalab.stages.score import score_images
-from iqalab.train.engine import cpu_has_amx, save_checkpoint
+from iqalab.train.engine import cpu_native_bf16, save_checkpoint
 
 log = logging.getLogger("bench_inference")
 
@@ -112,7 +111,7 @@ def main() -> None:
                                                 "iqalab score (batched Scorer)": score}
         if args.format == "jpeg":
             sides["iqalab score --draft"] = lambda: score(draft=True)
-        amp = device.type == "cuda" or cpu_has_amx()
+        amp = device.type == "cuda" or cpu_native_bf16() is not None
         if amp:
             sides["iqalab score --amp"] = lambda: score(amp=True)
             if args.format == "jpeg":

@@ -1,6 +1,6 @@
 """Training-step benchmark: images/s per registered model, on CPU here and on CUDA where a GPU is present, with and
-without AMP (bf16), channels_last and ``torch.compile`` (AMP and channels_last on a CPU too where it has AMX
-tiles, as the engine then trains: :func:`iqalab.train.engine.autocast_in_effect`). Run:
+without AMP (bf16), channels_last and ``torch.compile`` (AMP and channels_last on a CPU too where it has native
+bf16, AMX or AVX512_BF16, as the engine then trains: :func:`iqalab.train.engine.autocast_in_effect`). Run:
 
     .venv/bin/python benchmarks/bench_train_step.py [--models backbone_mlp reqa ...] [--size 128] [--batch 16]
     python benchmarks/bench_train_step.py --params params/paper.yaml --size 224 --batch 32 --compile backbone_mlp
@@ -8,8 +8,8 @@ tiles, as the engine then trains: :func:`iqalab.train.engine.autocast_in_effect`
 Models are built from the settings of the first experiment that uses them in ``--params`` (default: params.yaml,
 the default profile; ``params/paper.yaml`` gives the papers' backbones, built without pretrained weights), else
 from the model's ``smoke_params``. The step is the engine's own (``TrainingStep``: the model's ``training_step``,
-backward, AdamW). Ratios are printed against ``backbone_mlp`` in fp32 measured in the same run, and, on CUDA or
-an AMX CPU, each mode against the same model's fp32 step.
+backward, AdamW). Ratios are printed against ``backbone_mlp`` in fp32 measured in the same run, and, on CUDA,
+a CPU with native bf16 or with ``--bf16`` (any CPU), each mode against the same model's fp32 step.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 from iqalab.config import TrainConfig, load_params
 from iqalab.models import available, build_model, get_model_class
 from iqalab.models.base import StepContext
-from iqalab.train.engine import cpu_has_amx, to_device, wrap_for_training
+from iqalab.train.engine import cpu_native_bf16, to_device, wrap_for_training
 
 
 def _batch(model, n: int, size: int, device: torch.device, channels_last: bool) -> dict:
@@ -89,6 +89,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--bf16", action="store_true",
+                        help="also time bf16 autocast (and with channels_last) on a CPU without native bf16 units, "
+                             "where the engine does not use it")
     parser.add_argument("--compile", nargs="*", default=[], metavar="MODEL",
                         help="also time these models with torch.compile (CUDA; AMP + channels_last)")
     args = parser.parse_args()
@@ -98,12 +101,14 @@ def main() -> None:
     device = torch.device("cuda" if cuda else "cpu")
     if cuda:
         torch.backends.cudnn.benchmark = True
-    amx = not cuda and cpu_has_amx()
+    bf16_units = None if cuda else cpu_native_bf16()
+    native = bf16_units is not None
     label = torch.cuda.get_device_name() if cuda else \
-        f"CPU x{torch.get_num_threads()} threads{' (AMX)' if amx else ''}"
+        f"CPU x{torch.get_num_threads()} threads{f' ({bf16_units})' if native else ''}"
     print(f"device: {label}; torch {torch.__version__}; params {args.params or 'params.yaml'}; "
           f"input {args.size}px; batch {args.batch}; {args.steps} timed steps after {args.warmup} warm-up")
-    modes = [(False, False, False)] + ([(True, False, False), (True, True, False)] if cuda or amx else [])
+    modes = [(False, False, False)] + ([(True, False, False), (True, True, False)] if cuda or native or args.bf16
+                                       else [])
     reference = None
     for name in ["backbone_mlp", *[n for n in names if n != "backbone_mlp"]]:
         kwargs = configs.get(name, dict(getattr(get_model_class(name), "smoke_params", {})))

@@ -16,7 +16,7 @@ from iqalab.models.backbones import PretrainedUnavailable, create_backbone
 from iqalab.train.engine import (
     PREDICTION_COLUMNS,
     CheckpointError,
-    cpu_has_amx,
+    cpu_native_bf16,
     load_checkpoint,
     model_from_checkpoint,
     train_experiment,
@@ -309,21 +309,23 @@ def test_val_images_trained_on_leave_no_val_predictions(project, toy_dataset):
     assert best["epoch"] == 1, "monitor 'last' keeps the last epoch's weights"
 
 
-def test_cpu_autocast_needs_amx_and_the_opt_in(monkeypatch):
+def test_cpu_autocast_needs_native_bf16_and_the_opt_in(monkeypatch):
     """bf16 autocast applies on CUDA with train.amp; on a CPU only with train.cpu_amp as well and where the CPU has
-    AMX tiles (elsewhere bf16 is no faster); what applied is what the predictions JSON records."""
+    native bf16 units (AMX or AVX512_BF16); what applied, and on which units, is what the predictions JSON
+    records."""
     from iqalab.config import TrainConfig
     from iqalab.train import engine
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     default, opted, off = TrainConfig(), TrainConfig(cpu_amp=True), TrainConfig(cpu_amp=True, amp=False)
-    for amx in (False, True):
-        monkeypatch.setattr(engine, "cpu_has_amx", lambda amx=amx: amx)
+    for units in (None, "AMX", "AVX512_BF16"):
+        monkeypatch.setattr(engine, "cpu_native_bf16", lambda units=units: units)
+        amx = units is not None
         assert not engine.autocast_in_effect(default, cpu) and not engine.autocast_in_effect(off, cpu)
         assert engine.autocast_in_effect(opted, cpu) is amx
         assert engine.autocast_in_effect(default, cuda) and not engine.autocast_in_effect(off, cuda)
         assert engine.training_precision(opted, cpu) == (
-            "bf16 autocast, channels_last (CPU with AMX); fp32 predictions" if amx else "fp32")
+            f"bf16 autocast, channels_last (CPU with {units}); fp32 predictions" if amx else "fp32")
         assert engine.training_precision(opted, cpu, trainable=False) == "fp32 (not trained)"
         # channels_last: on CUDA with or without autocast, on a CPU only under autocast
         assert engine.channels_last_in_effect(off, cuda) and engine.channels_last_in_effect(default, cuda)
@@ -334,14 +336,14 @@ def test_cpu_autocast_needs_amx_and_the_opt_in(monkeypatch):
         assert engine.training_precision(default, cpu) == "fp32"
 
 
-@pytest.mark.skipif(not cpu_has_amx(), reason="CPU autocast needs AMX tiles (Intel Xeon 4th generation and later)")
+@pytest.mark.skipif(cpu_native_bf16() is None, reason="CPU autocast needs native bf16 units (AMX or AVX512_BF16)")
 def test_cpu_amp_trains_in_bf16_and_records_it(project, toy_dataset):
-    """With train.cpu_amp on an AMX CPU the run trains under bf16 autocast in channels_last, predicts in fp32
+    """With train.cpu_amp on a CPU with native bf16 the run trains under bf16 autocast in channels_last, predicts in fp32
     (finite predictions in the MOS range) and says so in the predictions JSON; the default run says fp32."""
     params = _setup(project, toy_dataset, epochs=1, cpu_amp=True)
     preds = train_experiment(params, "e", project.root, progress=False)
     meta = json.loads((project.root / "results" / "predictions" / "e.json").read_text())
-    assert meta["train_precision"] == "bf16 autocast, channels_last (CPU with AMX); fp32 predictions"
+    assert meta["train_precision"] == f"bf16 autocast, channels_last (CPU with {cpu_native_bf16()}); fp32 predictions"
     lo, hi = toy_dataset.mos_range
     assert preds.pred.between(lo, hi).all() and preds.pred.dtype == np.float64
     plain = parse_params(toy_params(e={"dataset": "toy", "model": TINY, "train": {"epochs": 1}}))

@@ -23,7 +23,7 @@ from iqalab.stages.score import (
     REGIONS_NONE,
     score_images,
 )
-from iqalab.train.engine import cpu_has_amx, save_checkpoint
+from iqalab.train.engine import cpu_native_bf16, save_checkpoint
 
 ATTRS = ["overall", "sharpness"]
 
@@ -269,29 +269,29 @@ def test_scores_equal_the_engines_predictions_on_the_same_images(tmp_path):
     assert np.ptp(engine, axis=0).min() > 1e-3, "the images get different scores: the comparison can fail"
 
 
-def test_amp_is_refused_in_one_line_on_a_cpu_without_amx(photos, tmp_path, monkeypatch, capsys):
-    """--amp (off by default) scores under bf16 autocast only where bf16 runs natively: on a CPU without AMX tiles
-    it would be no faster than fp32, so it is refused before any file is read; NIQE and friends have no bf16 path."""
+def test_amp_is_refused_in_one_line_on_a_cpu_without_native_bf16(photos, tmp_path, monkeypatch, capsys):
+    """--amp (off by default) scores under bf16 autocast only where bf16 runs natively (AMX or AVX512_BF16):
+    elsewhere it is refused before any file is read; NIQE and friends have no bf16 path."""
     import iqalab.inference
 
     ckpt = checkpoint(tmp_path / "a.pt", "backbone_mlp", backbone="resnet18", hidden=8)
-    monkeypatch.setattr(iqalab.inference, "cpu_has_amx", lambda: False)
-    with pytest.raises(ValueError, match="no AMX tiles"):
+    monkeypatch.setattr(iqalab.inference, "cpu_native_bf16", lambda: None)
+    with pytest.raises(ValueError, match="no native bf16 units"):
         score_images(ckpt, [tmp_path / "never-read.png"], progress=False, device="cpu", amp=True)
     with pytest.raises(ValueError, match="amp applies to a checkpoint"):
         score_images(None, photos, model="niqe", progress=False, device="cpu", amp=True)
     assert main(["-q", "score", "--checkpoint", str(ckpt), "--amp", "--device", "cpu", "--out",
                  str(tmp_path / "s.csv"), *map(str, photos)]) == 2
-    assert "no AMX tiles" in capsys.readouterr().err and not (tmp_path / "s.csv").exists()
-    monkeypatch.setattr(iqalab.inference, "cpu_has_amx", lambda: True)  # a classical model: refused whatever the CPU
+    assert "no native bf16 units" in capsys.readouterr().err and not (tmp_path / "s.csv").exists()
+    monkeypatch.setattr(iqalab.inference, "cpu_native_bf16", lambda: "AMX")  # a classical model: refused anywhere
     with pytest.raises(ValueError, match="brisque reads each image at its native resolution"):
         score_images(checkpoint(tmp_path / "b.pt", "brisque"), [tmp_path / "never-read.png"], progress=False,
                      device="cpu", amp=True)
 
 
-@pytest.mark.skipif(not cpu_has_amx(), reason="--amp on the CPU needs AMX tiles (Intel Xeon 4th generation+)")
+@pytest.mark.skipif(cpu_native_bf16() is None, reason="--amp on the CPU needs native bf16 (AMX or AVX512_BF16)")
 def test_amp_scores_say_so_and_stay_within_their_tolerance_of_fp32(photos, tmp_path):
-    """Where AMX is present, --amp scores the same files in bf16 with channels_last: a ``precision`` column says
+    """Where the CPU has native bf16, --amp scores the same files in bf16 with channels_last: a ``precision`` column says
     so (the fp32 scores have none) and every score is within 0.05 of the fp32 one on the 1-5 scale."""
     ckpt = checkpoint(tmp_path / "a.pt", "backbone_mlp", backbone="resnet18", hidden=8)
     exact = score_images(ckpt, photos, progress=False, device="cpu")

@@ -192,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="with --checkpoint: decode large JPEGs at reduced scale (faster; within a stated "
                         "tolerance of the training pixels instead of exactly them)")
     p.add_argument("--amp", action="store_true",
-                   help="score under bf16 autocast (CUDA, or a CPU with AMX tiles): faster, scores within a stated "
+                   help="score under bf16 autocast (CUDA, or a CPU with AMX or AVX512_BF16): faster, scores within a stated "
                         "tolerance of the fp32 ones (column precision)")
     p.add_argument("images", nargs="+", help="image files or folders")
     p = sub.add_parser("models", help="list registered models (model cards)")

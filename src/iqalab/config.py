@@ -96,10 +96,11 @@ class TrainConfig(_Strict):
         "(TuningIQA's FineLive-p)")
     num_workers: int = Field(0, ge=0)
     amp: bool = Field(True, description="bf16 autocast in the training steps on CUDA and, with cpu_amp, on a CPU "
-                      "with AMX tiles; predictions stay fp32")
+                      "with native bf16 (AMX or AVX512_BF16); predictions stay fp32")
     channels_last: bool = Field(True, description="channels_last tensors where amp is in effect")
-    cpu_amp: bool = Field(False, description="let amp and channels_last apply on a CPU with AMX tiles (Intel Xeon "
-                          "4th generation and later), where bf16 convolutions run natively; other CPUs train in fp32")
+    cpu_amp: bool = Field(False, description="let amp and channels_last apply on a CPU with native bf16 units: AMX "
+                          "tiles (Intel Xeon 4th generation and later) or AVX512_BF16 (e.g. AMD EPYC Zen 4); other "
+                          "CPUs train in fp32")
     compile: bool = Field(False, description="torch.compile the model's forward (pays on CUDA; first steps slower)")
     compile_backend: Literal["inductor", "aot_eager", "eager"] = Field(
         "inductor", description="torch.compile backend; 'eager' only traces (tests)")

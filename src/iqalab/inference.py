@@ -26,7 +26,7 @@ from iqalab.data.regions import needed_regions
 from iqalab.export import load_export
 from iqalab.train.engine import (
     CheckpointError,
-    cpu_has_amx,
+    cpu_native_bf16,
     load_checkpoint,
     model_from_checkpoint,
     resolve_device,
@@ -185,12 +185,13 @@ class Scorer:
     training pixels (about 18 % of the values differ, by 1 for 99 % of them; ``tests/test_score.py`` bounds the
     difference). Off by default; native-resolution models never draft.
 
-    ``amp`` scores under bf16 autocast with channels_last tensors, on CUDA or on a CPU with AMX tiles
-    (:func:`iqalab.train.engine.cpu_has_amx`; on a 2-core Xeon with AMX a ResNet-18 at 224 px and batch 16 took
-    12.7 ms per image against 36.0 ms in fp32, two torch threads, ``benchmarks/bench_inference.py``, which times
-    ``--amp`` where it applies). bf16 keeps 8 mantissa bits, so the scores differ
-    from the fp32 ones the engine predicts (``tests/test_score.py`` bounds the difference) and close scores can
-    tie; off by default, and refused on a CPU without AMX, where bf16 is no faster.
+    ``amp`` scores under bf16 autocast with channels_last tensors, on CUDA or on a CPU with native bf16 units
+    (:func:`iqalab.train.engine.cpu_native_bf16`: AMX or AVX512_BF16; a ResNet-18 at 224 px and batch 16 took
+    12.7 ms per image against 36.0 ms in fp32 on a 2-core Xeon with AMX, 4.8 ms against 11.5 ms on a 2-core AMD
+    EPYC with AVX512_BF16, two torch threads, ``benchmarks/bench_inference.py``, which times ``--amp`` where it
+    applies). bf16 keeps 8 mantissa bits, so the scores differ from the fp32 ones the engine predicts
+    (``tests/test_score.py`` bounds the difference) and close scores can tie; off by default, and refused on a
+    CPU without native bf16.
     """
 
     #: the native store's cap on the longer side the model was trained with (``None``: native resolution)
@@ -211,8 +212,9 @@ class Scorer:
         if amp and self.model.input_resolution == "native":
             raise ValueError(f"amp: {ckpt['config'].get('model_name', 'this model')} reads each image at its native "
                              "resolution with fp64 features (a classical model); score it without --amp")
-        if amp and self.device.type == "cpu" and not cpu_has_amx():
-            raise ValueError("amp: this CPU has no AMX tiles, so bf16 would be no faster than fp32; score without it")
+        if amp and self.device.type == "cpu" and cpu_native_bf16() is None:
+            raise ValueError("amp: this CPU has no native bf16 units (AMX or AVX512_BF16), so bf16 would be converted "
+                             "in software; score without it")
         self.amp = bool(amp)
         self.model.to(self.device)
         if self.amp:

@@ -172,7 +172,7 @@ def score_images(checkpoint: str | Path | None, images: Sequence[str | Path], ou
     that needs no checkpoint (:class:`iqalab.inference.ModelScorer`), each image at native resolution, one
     column with its published score. ``draft`` decodes large JPEGs at reduced scale for a checkpoint's square input
     (:class:`iqalab.inference.Scorer`; faster, within a stated tolerance of the training pixels, off by default).
-    ``amp`` scores a checkpoint under bf16 autocast (CUDA, or a CPU with AMX tiles; faster, not the fp32 scores
+    ``amp`` scores a checkpoint under bf16 autocast (CUDA, or a CPU with AMX or AVX512_BF16; faster, not the fp32 scores
     the engine predicts, off by default); a ``precision`` column then says so.
     ``workers`` threads (default: up to 4, one per core) decode (and resize)
     the next batches while the model scores the current one; Pillow releases the GIL while it decodes and

@@ -6,7 +6,7 @@ atomically every epoch (``last.pt``, with optimiser state, removed once training
 validation score (``best.pt``, weights and config only), stop early after ``patience`` epochs without
 improvement, then predict the val and test images with the best weights. Random draws are seeded by ``(seed,
 epoch)``, so a run killed at any point and resumed from ``last.pt`` ends with the same metrics as an
-uninterrupted one (on CPU). On CUDA, and with ``train.cpu_amp`` on a CPU with AMX tiles, the loop uses bf16
+uninterrupted one (on CPU). On CUDA, and with ``train.cpu_amp`` on a CPU with native bf16, the loop uses bf16
 autocast and channels_last (:func:`autocast_in_effect`); ``train.compile`` compiles the model's forward with
 ``torch.compile``. Launched by ``torchrun``, the same loop trains with DDP (:mod:`iqalab.train.distributed`):
 ``train.batch_size`` stays the global batch, rank 0 writes every file.
@@ -81,26 +81,34 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cuda", distributed.env_info().local_rank)
 
 
-def cpu_has_amx() -> bool:
-    """Whether this CPU has AMX tiles (Intel Xeon 4th generation and later), on which oneDNN runs bf16
-    convolutions and matrix products natively (``benchmarks/bench_train_step.py`` times both on such a CPU).
-    Without AMX, bf16 is emulated or converted and is no faster, so such CPUs train in fp32."""
-    probe = getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", None)
-    try:
-        return bool(probe()) if probe is not None else False
-    except RuntimeError:  # pragma: no cover - a torch build without the CPU feature query
-        return False
+def cpu_native_bf16() -> str | None:
+    """The units on which this CPU runs bf16 convolutions and matrix products in hardware (oneDNN): ``"AMX"``
+    (tiles; Intel Xeon 4th generation and later) or ``"AVX512_BF16"`` (e.g. AMD EPYC Zen 4, Intel Cooper Lake);
+    None on other CPUs, which train and score in fp32 (bf16 there is converted in software; not measured here).
+
+    Measured with ``benchmarks/bench_train_step.py`` (``--bf16`` times bf16 on any CPU): on the Xeon with AMX a
+    ResNet-18 + MLP step was 1.69x faster in bf16 with channels_last; on an AMD EPYC with AVX512_BF16 and no AMX,
+    1.95x (README, where ``train.amp`` is described)."""
+    probes = (("AMX", "_is_amx_tile_supported"), ("AVX512_BF16", "_is_avx512_bf16_supported"))
+    for label, name in probes:
+        probe = getattr(getattr(torch, "cpu", None), name, None)
+        try:
+            if probe is not None and probe():
+                return label
+        except RuntimeError:  # pragma: no cover - a torch build without the CPU feature query
+            continue
+    return None
 
 
 def autocast_in_effect(cfg: TrainConfig, device: torch.device) -> bool:
     """Whether the training steps run under bf16 autocast (and, with ``train.channels_last``, in channels_last):
-    ``train.amp`` on CUDA, and on a CPU with AMX tiles when ``train.cpu_amp`` also allows it
-    (:func:`cpu_has_amx`). Predictions are made in fp32 either way (:func:`predict_items`)."""
+    ``train.amp`` on CUDA, and on a CPU with native bf16 units when ``train.cpu_amp`` also allows it
+    (:func:`cpu_native_bf16`). Predictions are made in fp32 either way (:func:`predict_items`)."""
     if not cfg.amp:
         return False
     if device.type == "cuda":
         return True
-    return device.type == "cpu" and cfg.cpu_amp and cpu_has_amx()
+    return device.type == "cpu" and cfg.cpu_amp and cpu_native_bf16() is not None
 
 
 def channels_last_in_effect(cfg: TrainConfig, device: torch.device) -> bool:
@@ -112,14 +120,14 @@ def channels_last_in_effect(cfg: TrainConfig, device: torch.device) -> bool:
 
 def training_precision(cfg: TrainConfig, device: torch.device, trainable: bool = True) -> str:
     """What the predictions JSON records of a run's arithmetic (``train_precision``): e.g. ``"bf16 autocast,
-    channels_last (CPU with AMX); fp32 predictions"`` or ``"fp32"``; ``"fp32 (not trained)"`` for a model used
+    channels_last (CPU with AVX512_BF16); fp32 predictions"`` or ``"fp32"``; ``"fp32 (not trained)"`` for a model used
     as published or fitted without gradient steps."""
     if not trainable:
         return "fp32 (not trained)"
     layout = ", channels_last" if channels_last_in_effect(cfg, device) else ""
     if not autocast_in_effect(cfg, device):
         return f"fp32{layout} (CUDA)" if layout else "fp32"
-    where = "CUDA" if device.type == "cuda" else "CPU with AMX"
+    where = "CUDA" if device.type == "cuda" else f"CPU with {cpu_native_bf16()}"
     return f"bf16 autocast{layout} ({where}); fp32 predictions"
 
 
