@@ -380,7 +380,8 @@ def selection_notes(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, 
 def precision_notes(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]) -> list[str]:
     """A caption sentence naming the rows trained under bf16 autocast (``train_precision`` of their predictions
     JSON, :func:`iqalab.train.engine.training_precision`: ``train.amp`` on CUDA, ``train.cpu_amp`` on a CPU with
-    native bf16, AMX or AVX512_BF16), so a table that mixes them with fp32 rows says so; none when every row trained in fp32."""
+    native bf16, AMX or AVX512_BF16), so a table that mixes them with fp32 rows says so; none when every row
+    trained in fp32."""
     bf16 = []
     for exp, info in meta.items():
         # one value, or per split (engine._per_split): "<value> (<splits>); <value> (<splits>)"
@@ -389,8 +390,8 @@ def precision_notes(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, 
     return ["trained under bf16 autocast (predictions in fp32): " + "; ".join(bf16)] if bf16 else []
 
 
-#: a bf16 entry of ``train_precision``: the device (``CUDA`` / ``CPU with AMX`` / ``CPU with AVX512_BF16``) and, where the splits of an
-#: experiment trained differently, its splits
+#: a bf16 entry of ``train_precision``: the device (``CUDA`` / ``CPU with AMX`` / ``CPU with AVX512_BF16``) and,
+#: where the splits of an experiment trained differently, its splits
 _BF16 = re.compile(r"bf16 autocast[^(;]*\(([^)]*)\); fp32 predictions(?: \(([^)]*)\))?")
 
 
