@@ -9,8 +9,8 @@ cache did (``prepare_image``) and scores batches; with ``--format jpeg`` it is a
 decoded at reduced DCT scale, within a stated tolerance of the training pixels), and on a CPU with native bf16
 (AMX or AVX512_BF16) or CUDA with ``--amp`` (bf16 autocast, channels_last; within a stated tolerance of the fp32
 scores). For each torch thread count (``torch.set_num_threads``; ``--threads``) the sides alternate for
-``--rounds`` rounds and the medians are compared, so a machine shared with other jobs loads both alike; each ratio is against the reference with the same
-thread count. Before the timings, one line per thread count splits one image's cost into decode, ``prepare_image``
+``--rounds`` rounds and the medians are compared, so a machine shared with other jobs loads both alike; each
+ratio is against the reference with the same thread count. Before the timings, one line per thread count splits one image's cost into decode, ``prepare_image``
 and the model (batch 1 and the scoring batch): with one thread a model-bound run can gain at most
 (decode + prepare + model at batch 1) / (model at batch B), decoding being overlapped. The load average is printed
 before and after. Run:

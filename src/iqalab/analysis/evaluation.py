@@ -189,11 +189,11 @@ def prediction_spread(pred: np.ndarray, mos: np.ndarray) -> float:
     for fewer than two or constant MOS). Near 1 for predictions on the MOS's own spread; near 0 for a nearly
     constant predictor, whose SRCC and PLCC can still look fair because both ignore the scale (REQA with its
     coarse loss on 0-100, before 2026-12-04: 0.009-0.017 on ugc_sim at SRCC 0.60-0.66)."""
-    keep = np.isfinite(pred) & np.isfinite(mos)
-    if keep.sum() < 2:
+    x, y = metrics.paired_arrays(pred, mos)
+    if x.size < 2:
         return math.nan
-    sd_mos = float(np.std(mos[keep]))
-    return float(np.std(pred[keep]) / sd_mos) if sd_mos > 0 else math.nan
+    sd_mos = float(np.std(y))
+    return float(np.std(x) / sd_mos) if sd_mos > 0 else math.nan
 
 
 def published_untrained(info: Mapping[str, Any]) -> bool:

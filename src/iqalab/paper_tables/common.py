@@ -10,7 +10,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,18 +219,27 @@ def undefined_notes(scores: pd.DataFrame, labels: Mapping[str, str]) -> list[str
             "over the splits and attributes shown: " + _count_list(counts)]
 
 
+def _flagged_splits(scores: pd.DataFrame, labels: Mapping[str, str], metric: str,
+                    flagged: Callable[[pd.Series], pd.Series]) -> list[tuple[str, pd.Series]]:
+    """Per row (experiment, attribute) with at least one split whose ``metric`` value is ``flagged``: the row's
+    note head ``"<label> (<attr>: k of n split(s)"`` (left open for a detail) and the flagged values."""
+    rows = scores[scores["metric"] == metric].dropna(subset=["value"])
+    found = []
+    for (exp, attr), part in rows.groupby(["experiment", "attribute"], sort=False):
+        hit = part.loc[flagged(part["value"]), "value"]
+        if len(hit):
+            found.append((f"{labels.get(str(exp), str(exp))} ({attr}: {len(hit)} of {len(part)} "
+                          f"split{'s' if len(part) > 1 else ''}", hit))
+    return found
+
+
 def near_constant_notes(scores: pd.DataFrame, labels: Mapping[str, str]) -> list[str]:
     """A caption sentence naming the rows (attribute, splits, least ratio) whose test predictions' SD was under
     :data:`~iqalab.analysis.evaluation.NEAR_CONSTANT` of the MOS SD (``spread`` of
     :func:`iqalab.analysis.evaluation.compute_scores`): their correlations rest on small differences between
     nearly equal scores, and their errors are those of a constant; none when no row was."""
-    flags = scores[scores["metric"] == "spread"].dropna(subset=["value"])
-    items = []
-    for (exp, attr), part in flags.groupby(["experiment", "attribute"], sort=False):
-        low = part[part["value"] < NEAR_CONSTANT]
-        if len(low):
-            items.append(f"{labels.get(str(exp), str(exp))} ({attr}: {len(low)} of {len(part)} "
-                         f"split{'s' if len(part) > 1 else ''}, SD ratio down to {low['value'].min():.3f})")
+    items = [f"{head}, SD ratio down to {hit.min():.3f})"
+             for head, hit in _flagged_splits(scores, labels, "spread", lambda v: v < NEAR_CONSTANT)]
     if not items:
         return []
     return [f"nearly constant predictions (SD under {NEAR_CONSTANT:g} of the MOS SD on the test images; the "
@@ -241,13 +250,7 @@ def logistic_fallback_notes(scores: pd.DataFrame, labels: Mapping[str, str]) -> 
     """A caption sentence naming the rows (attribute, splits) whose 4-parameter logistic fit fell back to a
     straight line (``logistic_fallback`` of :func:`iqalab.analysis.metrics.summarise`: too few points, a failed
     fit, or one worse than a line), so their fitted PLCC is that of a linear map; none when no fit fell back."""
-    flags = scores[scores["metric"] == "logistic_fallback"].dropna(subset=["value"])
-    items = []
-    for (exp, attr), part in flags.groupby(["experiment", "attribute"], sort=False):
-        fell = int((part["value"] > 0).sum())
-        if fell:
-            items.append(f"{labels.get(str(exp), str(exp))} ({attr}: {fell} of {len(part)} "
-                         f"split{'s' if len(part) > 1 else ''})")
+    items = [f"{head})" for head, _ in _flagged_splits(scores, labels, "logistic_fallback", lambda v: v > 0)]
     if not items:
         return []
     return ["PLCC after a linear map instead of the logistic, where the logistic fit fell back (too few points, "

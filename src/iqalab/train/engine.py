@@ -120,8 +120,8 @@ def channels_last_in_effect(cfg: TrainConfig, device: torch.device) -> bool:
 
 def training_precision(cfg: TrainConfig, device: torch.device, trainable: bool = True) -> str:
     """What the predictions JSON records of a run's arithmetic (``train_precision``): e.g. ``"bf16 autocast,
-    channels_last (CPU with AVX512_BF16); fp32 predictions"`` or ``"fp32"``; ``"fp32 (not trained)"`` for a model used
-    as published or fitted without gradient steps."""
+    channels_last (CPU with AVX512_BF16); fp32 predictions"`` or ``"fp32"``; ``"fp32 (not trained)"`` for a
+    model used as published or fitted without gradient steps."""
     if not trainable:
         return "fp32 (not trained)"
     layout = ", channels_last" if channels_last_in_effect(cfg, device) else ""
