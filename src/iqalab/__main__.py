@@ -13,6 +13,7 @@ same here, in ``dvc.yaml`` and in its notebook ``notebooks/NN_<stage>.ipynb``.
     iqalab annotation_stats fglive_sim  annotation statistics of one dataset
     iqalab score --checkpoint C IMG.. per-attribute scores of your own images as CSV
     iqalab score --model niqe IMG..   published NIQE / BRISQUE / pyiqa:<metric> scores, no checkpoint
+    iqalab score --model official:hyperiqa --option weights=koniq_pretrained.pkl IMG..   the original's weights
     iqalab models [--write F]         list the registered models (model cards)
     iqalab report                     results/report.md from every stage's outputs
     iqalab data fetch koniq10k        download a benchmark into data/raw/ (or print the manual steps)
@@ -166,8 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                             "written by `iqalab export`; one score per attribute in the training MOS units, "
                             "plus the raw score of NIQE/BRISQUE (raw_niqe, raw_brisque: lower is better)")
     which.add_argument("--model", help="a model that needs no checkpoint: niqe, brisque (the original LIVE "
-                                       "models; raw scores, lower is better) or pyiqa:<metric>; writes its "
-                                       "published score")
+                                       "models; raw scores, lower is better), pyiqa:<metric>, or "
+                                       "official:hyperiqa (the original's released weights, --option "
+                                       "weights=<file>, scored by its test protocol); writes its published score")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a model keyword for --model only (YAML value), e.g. --option patch_size=64")
     p.add_argument("--out", default="scores.csv",

@@ -1,6 +1,8 @@
 """``iqalab score``: scores of a user's own images as a CSV, from a trained checkpoint (per attribute, in the
 training MOS units, and the model's published raw score where it has one: ``raw_niqe``, ``raw_brisque``) or
-from a model that needs none (``--model niqe|brisque|pyiqa:<metric>``: its published score).
+from a model that needs none (``--model niqe|brisque|pyiqa:<metric>``: its published score), or from an original
+implementation's released weights scored by its own test protocol (``--model official:hyperiqa --option
+weights=<file>``, :mod:`iqalab.official`).
 
 A model that reads human regions (``person_box`` / ``face_box`` in its ``inputs``: TuningIQA's human-aware
 feature extractor, SFIQA-Assessor's face views) is refused unless the regions are detected
@@ -32,7 +34,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -49,6 +51,9 @@ from iqalab.inference import (  # the input checks are shared with the gMAD stag
     check_score_regions,
 )
 from iqalab.io import atomic_path, expand_images, unwritable_reason
+
+if TYPE_CHECKING:
+    from iqalab.official import OfficialHyperIQAScorer
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +88,8 @@ def check_output_file(path: str | Path) -> Path:
     return path
 
 
-def score_chunk(scorer: Scorer | ModelScorer, images: list[np.ndarray], regions: dict[str, np.ndarray],
-                batch_size: int) -> tuple[dict[str, np.ndarray], list[int], dict[int, str]]:
+def score_chunk(scorer: Scorer | ModelScorer | OfficialHyperIQAScorer, images: list[np.ndarray],
+                regions: dict[str, np.ndarray], batch_size: int) -> tuple[dict[str, np.ndarray], list[int], dict[int, str]]:
     """Scores of decoded ``images`` (``regions``: the Scorer's per-image box arrays), the positions scored and,
     for the images the model refuses, the reason by position.
 
@@ -129,13 +134,19 @@ def detect_file_regions(path: Path, cfg: DetectionConfig, weights: Path | None) 
 
 
 def _scorer(checkpoint: str | Path | None, model: str | None, options: dict[str, Any] | None, device: str,
-            amp: bool, draft: bool) -> Scorer | ModelScorer:
-    """The scorer of :func:`score_images`. A folder that is not an export but holds training checkpoints (an
-    experiment's ``build/models/<experiment>``) is refused with the checkpoints it holds named. torch 2.14
+            amp: bool, draft: bool) -> Scorer | ModelScorer | OfficialHyperIQAScorer:
+    """The scorer of :func:`score_images`: ``--model official:<name>`` is an original implementation's released
+    weights scored by its own test protocol (:mod:`iqalab.official`). A folder that is not an export but holds
+    training checkpoints (an experiment's ``build/models/<experiment>``) is refused with the checkpoints it holds
+    named. torch 2.14
     deprecates ``torch.jit.script``, which torch_geometric (TuningIQA's GCPF) calls when it is imported: that
     FutureWarning is not the user's to act on and is kept out of the scoring output."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
+        if checkpoint is None and str(model).startswith("official:"):
+            from iqalab.official import official_scorer
+
+            return official_scorer(str(model).split(":", 1)[1], options, device)
         if checkpoint is None:
             return ModelScorer(str(model), options, device)
         try:
@@ -351,7 +362,7 @@ def _outcome(future: Future[np.ndarray]) -> np.ndarray | DataError:
         return exc
 
 
-def decoded_nbytes(scorer: Scorer | ModelScorer) -> Callable[[Path], int]:
+def decoded_nbytes(scorer: Scorer | ModelScorer | OfficialHyperIQAScorer) -> Callable[[Path], int]:
     """The size in bytes of a file as ``scorer`` decodes it (RGB uint8), for :func:`decode_ahead`'s bound: the
     square cache size of a checkpoint fed resized images; else the file's own size read from its header
     (:func:`iqalab.data.cache.probe_image`, no decoding), capped to the checkpoint's ``max_side``. A file whose

@@ -1,0 +1,222 @@
+"""The original HyperIQA's released weights in iqalab's port (:mod:`iqalab.official`).
+
+The reference below is an independent implementation of the original forward pass (github.com/SSL92/hyperIQA,
+``models.py``: ``HyperNet`` + ``TargetNet``) that reads the tensors by the original's names: torchvision's
+ResNet-50 as the trunk (the original's ``ResNetBackbone`` has torchvision's layer names and layout), its LDA
+heads (1x1 conv, 7x7 average pool of stride 7, flatten, linear), the three 1x1 convs to ``H``, the 3x3 weight
+generators viewed channel-major as ``[out, in]``, the biases and the last layer from globally pooled ``H``, and
+the target network (four FC + sigmoid, then a linear FC). A random state dict in the original's names goes
+through both; every patch score must agree within 1e-4 (float32, ResNet-50 depth).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from iqalab.official import (
+    OfficialHyperIQAScorer,
+    OfficialWeightsError,
+    crop_offsets,
+    hyperiqa_from_official,
+    official_resize,
+    to_official_tensor,
+)
+
+LDA = {1: (256, 16, 8), 2: (512, 32, 4), 3: (1024, 64, 2)}  # stage: (in channels, LDA channels, pooled grid)
+SIZES = (224, 112, 56, 28, 14)  # target_in, fc1..fc4
+
+
+def random_official_state(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A state dict with the released ``HyperNet(16, 112, 224, 112, 56, 28, 14, 7)``'s names and shapes (the
+    trunk from torchvision's ResNet-50 with random BatchNorm statistics, the rest random)."""
+    import torchvision
+
+    g = torch.Generator().manual_seed(seed)
+    trunk = torchvision.models.resnet50(weights=None)
+    state = {}
+    for key, value in trunk.state_dict().items():
+        if key.startswith("fc."):
+            continue
+        if key.endswith("running_mean"):
+            value = torch.randn(value.shape, generator=g) * 0.1
+        elif key.endswith("running_var"):
+            value = torch.rand(value.shape, generator=g) + 0.5
+        elif key.endswith("bn3.weight") or key.endswith("downsample.1.weight"):
+            value = torch.rand(value.shape, generator=g) * 0.5 + 0.1  # keep the residual stream bounded
+        state[f"res.{key}"] = value.clone()
+
+    def rnd(*shape: int, scale: float = 0.05) -> torch.Tensor:
+        return torch.randn(shape, generator=g) * scale
+
+    for k, (c, m, grid) in LDA.items():
+        state[f"res.lda{k}_pool.0.weight"] = rnd(m, c, 1, 1, scale=0.1)
+        state[f"res.lda{k}_fc.weight"] = rnd(16, m * grid * grid)
+        state[f"res.lda{k}_fc.bias"] = rnd(16)
+    state["res.lda4_fc.weight"] = rnd(224 - 48, 2048)
+    state["res.lda4_fc.bias"] = rnd(224 - 48)
+    for idx, (cin, cout) in zip((0, 2, 4), ((2048, 1024), (1024, 512), (512, 112))):
+        state[f"conv1.{idx}.weight"] = rnd(cout, cin, 1, 1, scale=0.05)
+        state[f"conv1.{idx}.bias"] = rnd(cout, scale=0.05)
+    for k in range(1, 5):
+        fin, fout = SIZES[k - 1], SIZES[k]
+        state[f"fc{k}w_conv.weight"] = rnd(fin * fout // 49, 112, 3, 3, scale=0.1)
+        state[f"fc{k}w_conv.bias"] = rnd(fin * fout // 49, scale=0.1)
+        state[f"fc{k}b_fc.weight"] = rnd(fout, 112, scale=0.1)
+        state[f"fc{k}b_fc.bias"] = rnd(fout, scale=0.1)
+    state["fc5w_fc.weight"] = rnd(14, 112, scale=0.5)
+    state["fc5w_fc.bias"] = rnd(14, scale=0.5)
+    state["fc5b_fc.weight"] = rnd(1, 112, scale=0.5)
+    state["fc5b_fc.bias"] = torch.tensor([42.0])  # a score on a 0-100 scale, as the KonIQ model's
+    return state
+
+
+@torch.no_grad()
+def original_forward(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """The original's score of each 224 x 224 patch of ``x`` [N, 3, 224, 224], from the tensors by their names."""
+    import torchvision
+
+    trunk = torchvision.models.resnet50(weights=None)
+    trunk.load_state_dict({k[4:]: v for k, v in state.items()
+                           if k.startswith("res.") and not k.startswith("res.lda")}, strict=False)
+    trunk.eval()
+    h = trunk.maxpool(trunk.relu(trunk.bn1(trunk.conv1(x))))
+    ldas = []
+    for k, layer in enumerate((trunk.layer1, trunk.layer2, trunk.layer3), start=1):
+        h = layer(h)
+        pooled = F.avg_pool2d(F.conv2d(h, state[f"res.lda{k}_pool.0.weight"]), 7, stride=7)
+        ldas.append(F.linear(pooled.reshape(len(x), -1), state[f"res.lda{k}_fc.weight"], state[f"res.lda{k}_fc.bias"]))
+    h = trunk.layer4(h)
+    ldas.append(F.linear(F.avg_pool2d(h, 7, stride=7).reshape(len(x), -1), state["res.lda4_fc.weight"],
+                         state["res.lda4_fc.bias"]))
+    vec = torch.cat(ldas, dim=1)
+    hyper = h
+    for idx in (0, 2, 4):
+        hyper = F.relu(F.conv2d(hyper, state[f"conv1.{idx}.weight"], state[f"conv1.{idx}.bias"]))
+    pooled = hyper.mean(dim=(2, 3))
+    scores = []
+    for n in range(len(x)):
+        q = vec[n]
+        for k in range(1, 5):
+            w = F.conv2d(hyper[n:n + 1], state[f"fc{k}w_conv.weight"], state[f"fc{k}w_conv.bias"], padding=1)
+            w = w.reshape(SIZES[k], SIZES[k - 1])  # the original's .view(-1, f_k, f_{k-1}, 1, 1)
+            b = F.linear(pooled[n], state[f"fc{k}b_fc.weight"], state[f"fc{k}b_fc.bias"])
+            q = torch.sigmoid(w @ q + b)
+        w5 = F.linear(pooled[n], state["fc5w_fc.weight"], state["fc5w_fc.bias"])
+        b5 = F.linear(pooled[n], state["fc5b_fc.weight"], state["fc5b_fc.bias"])
+        scores.append(w5 @ q + b5[0])
+    return torch.stack(scores)
+
+
+@pytest.fixture(scope="module")
+def official_state():
+    return random_official_state()
+
+
+@pytest.fixture(scope="module")
+def ported(official_state):
+    return hyperiqa_from_official(official_state)
+
+
+def test_released_weights_give_the_original_patch_scores(official_state, ported):
+    """Every patch scores what the original HyperNet + TargetNet give with the same tensors (within 1e-4 on a
+    score near 42), and the scores differ between patches (the weights reach the output)."""
+    x = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    ref = original_forward(official_state, x)
+    with torch.no_grad():
+        ours = ported.patch_outputs(x[None])["q"].reshape(-1)
+    assert ref.shape == ours.shape == (3,)
+    assert float(ref.std()) > 1e-3
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-5)
+
+
+def test_a_wrong_file_is_refused_with_the_tensors_named(official_state, tmp_path):
+    bad = dict(official_state)
+    bad["head.fc.weight"] = torch.zeros(2, 2)
+    with pytest.raises(OfficialWeightsError, match=r"head\.fc\.weight"):
+        hyperiqa_from_official(bad)
+    short = {k: v for k, v in official_state.items() if not k.startswith("fc3b_fc")}
+    with pytest.raises(OfficialWeightsError, match=r"missing keys.*bias_gens\.2"):
+        hyperiqa_from_official(short)
+    path = tmp_path / "koniq_pretrained.pkl"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(OfficialWeightsError, match="koniq_pretrained.pkl"):
+        hyperiqa_from_official(path)
+
+
+def test_weights_saved_from_dataparallel_load(official_state, ported):
+    """``module.``-prefixed names (saved from ``nn.DataParallel``) give the same model."""
+    model = hyperiqa_from_official({f"module.{k}": v for k, v in official_state.items()})
+    for (name, a), b in zip(model.state_dict().items(), ported.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_resize_and_crops_follow_the_original_protocol():
+    """``Resize((512, 384))`` is height x width with PIL bilinear; crops are uniform over every position,
+    both borders included, and refuse an image smaller than the crop."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (300, 500, 3), dtype=np.uint8)
+    out = official_resize(image, (512, 384))
+    assert out.shape == (512, 384, 3)
+    expected = np.asarray(Image.fromarray(image).resize((384, 512), Image.BILINEAR))
+    assert np.array_equal(out, expected)
+    assert official_resize(image, None) is image
+    offsets = crop_offsets(230, 226, 224, 4000, np.random.default_rng(1))
+    assert set(offsets[:, 0]) == set(range(7)) and set(offsets[:, 1]) == set(range(3))
+    with pytest.raises(ValueError, match="200 x 100 px is smaller than the 224 px crop"):
+        crop_offsets(100, 200, 224, 1, np.random.default_rng(0))
+    tensor = to_official_tensor(np.full((1, 4, 4, 3), 255, dtype=np.uint8))
+    np.testing.assert_allclose(tensor[0, :, 0, 0].numpy(), (1 - np.array([0.485, 0.456, 0.406]))
+                               / np.array([0.229, 0.224, 0.225]), rtol=1e-6)
+
+
+def test_scorer_scores_the_mean_of_the_original_crops(official_state, tmp_path):
+    """The scorer's score is the mean of the original forward over its crops of the resized image, the same on
+    a second call, and different with another seed."""
+    path = tmp_path / "koniq_pretrained.pkl"
+    torch.save(official_state, path)
+    scorer = OfficialHyperIQAScorer({"weights": str(path), "crops": 3})
+    image = np.random.default_rng(2).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    crops = scorer.crops_of(image)
+    assert crops.shape == (3, 224, 224, 3)
+    ref = float(original_forward(official_state, to_official_tensor(crops)).double().mean())
+    score = scorer.score([image])["hyperiqa"]
+    assert score.shape == (1,) and abs(score[0] - ref) < 1e-4
+    assert scorer.score([image])["hyperiqa"][0] == score[0]
+    other = OfficialHyperIQAScorer({"weights": str(path), "crops": 3, "seed": 1})
+    assert not np.array_equal(other.crops_of(image), crops)
+    with pytest.raises(ValueError, match="unknown options.*'crop'"):
+        OfficialHyperIQAScorer({"weights": str(path), "crop": 3})
+    with pytest.raises(ValueError, match="needs --option weights"):
+        OfficialHyperIQAScorer({})
+
+
+def test_score_cli_with_released_weights(official_state, tmp_path):
+    """``iqalab score --model official:hyperiqa --option weights=...`` writes one ``hyperiqa`` column per file;
+    an unknown ``official:`` name is refused with the known ones."""
+    import pandas as pd
+    from PIL import Image
+
+    from iqalab.__main__ import main
+
+    weights = tmp_path / "koniq_pretrained.pkl"
+    torch.save(official_state, weights)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for k in range(2):
+        Image.fromarray(rng.integers(0, 256, (200, 260, 3), dtype=np.uint8)).save(folder / f"p{k}.png")
+    out = tmp_path / "scores.csv"
+    assert main(["-q", "score", "--model", "official:hyperiqa", "--option", f"weights={weights}",
+                 "--option", "crops=2", "--out", str(out), str(folder)]) in (0, None)
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == ["path", "hyperiqa"] and len(frame) == 2
+    assert frame["hyperiqa"].notna().all() and frame["hyperiqa"].nunique() == 2
+    from iqalab.official import official_scorer
+
+    with pytest.raises(ValueError, match="known: official:hyperiqa"):
+        official_scorer("dbcnn", {})
