@@ -276,3 +276,45 @@ def test_engine_builds_fhiqa_on_the_training_scenes_and_score_cuts_its_native_ev
     assert images[0].shape == decode_image(toy_dataset.root / paths.iloc[0]).shape, "native pixels, no resize"
     scores = scorer.score(images[::-1], prepared=True)[toy_dataset.attributes[0]][::-1]  # reversed: patches follow the image
     np.testing.assert_allclose(scores, test.pred.to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_quality_loss_is_weighed_against_the_cross_entropy_in_mos_units():
+    """Seed 001 Sec. IV-B: ``1.0 x Huber(quality) + 0.5 x CE(scene)`` on the JOD scale. With ``mos_span`` (the
+    engine passes the dataset's MOS range width) the Huber term is the one in MOS units: ``mos_span ** 2`` times
+    the normalised-scale term (Huber is homogeneous), so on a 20-JOD range the quality term weighs 400 x what it
+    did before (``loss_units="normalised"``), and the CE term is unchanged."""
+    from iqalab.models.hyperiqa import quality_loss
+
+    b = batch(n=3)
+    ctx = StepContext(epoch=0, epochs=1)
+    parts = {}
+    for units in ("normalised", "mos"):
+        model = tiny(n_scenes=3, top_k=2, mos_span=20.0, loss_units=units).eval()  # eval: no dropout
+        with torch.no_grad():
+            torch.manual_seed(5)  # the same random patches in both
+            total = model.training_step(b, ctx)
+            torch.manual_seed(5)
+            out = model.image_outputs(b["image"], face_box=b["face_box"])
+        q = quality_loss(model._as_dict(out["quality"]), b["mos_norm"], model.attributes, "huber", model.huber_delta)
+        parts[units] = (float(total), float(q), float(total) - model.loss_scale * float(q))
+    (t_norm, q_norm, ce_norm), (t_mos, q_mos, ce_mos) = parts["normalised"], parts["mos"]
+    assert t_norm == pytest.approx(ce_norm + q_norm, rel=1e-5)
+    assert q_norm == pytest.approx(q_mos) and q_norm > 0
+    assert ce_norm == pytest.approx(ce_mos, rel=1e-5) and ce_norm > 0.1  # 0.5 x CE over 3 scenes
+    assert t_mos - ce_mos == pytest.approx(400.0 * q_norm, rel=1e-5)
+    assert tiny(mos_span=20.0).loss_scale == 400.0 and tiny(mos_span=20.0, loss="l1").loss_scale == 20.0
+    assert tiny().loss_scale == 1.0  # built outside training: no range known
+    with pytest.raises(ValueError, match="loss_units"):
+        tiny(loss_units="jod")
+
+
+def test_engine_passes_the_mos_span_of_the_dataset():
+    """``dataset_kwargs`` gives the HyperIQA family the width of the dataset's MOS range next to the scenes."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    ds = SimpleNamespace(mos_range=(-10.0, 10.0), scenes=["a", "b"],
+                         images=pd.DataFrame({"image_id": ["x", "y"], "scene": ["a", "b"]}))
+    assert HyperIQA.dataset_kwargs(ds) == {"mos_span": 20.0}
+    assert FHIQA.dataset_kwargs(ds, ["x"]) == {"mos_span": 20.0, "scenes": ["a"], "dataset_scenes": ["a", "b"]}

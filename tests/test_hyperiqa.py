@@ -194,12 +194,16 @@ def test_huber_loss_option_matches_torch():
 
 
 def test_param_groups_give_the_backbone_the_lower_rate():
+    """As the original's solver: the ResNet module ``res``, which holds the LDA layers, at ``lr``, the hyper
+    network at ``lr * lr_ratio`` (here: backbone + LDA at ``lr * backbone_lr_scale``, the rest at ``lr``)."""
     model = tiny(backbone_lr_scale=0.1)
     groups = model.param_groups(2e-4)
     assert [g["lr"] for g in groups] == pytest.approx([2e-5, 2e-4])
     ids = [id(p) for g in groups for p in g["params"]]
     assert len(ids) == len(set(ids)) == len(list(model.parameters()))
-    assert {id(p) for p in model.backbone.parameters()} == {id(p) for p in groups[0]["params"]}
+    low = {id(p) for p in [*model.backbone.parameters(), *model.lda.parameters()]}
+    assert low == {id(p) for p in groups[0]["params"]}
+    assert {id(p) for p in model.hyper.parameters()} <= {id(p) for p in groups[1]["params"]}
 
 
 def _grad_norm(module: torch.nn.Module) -> float:

@@ -74,7 +74,7 @@ class TrainConfig(_Strict):
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     scheduler: Literal["cosine", "step", "none"] = "cosine"
     step_epochs: list[int] = Field(default_factory=list, validate_default=True,
-                                   description="epochs where 'step' divides lr by gamma")
+                                   description="epochs where 'step' multiplies lr by gamma (0.1: a tenth)")
     gamma: float = Field(0.1, gt=0)
     crop: int | None = Field(224, gt=15, description="random-crop size in training; None = whole cached image")
     flip: bool = True

@@ -101,7 +101,8 @@ class FHIQA(SemHyperIQA):
                  rescaler_hidden: int = 100, ce_weight: float = 0.5, regions: dict[str, str] | str | None = "piq23",
                  face_margin: float = 0.1, allow_missing_regions: bool = False,
                  scenes: Sequence[str] | None = None, dataset_scenes: Sequence[str] | None = None,
-                 scales: Sequence[Sequence[int]] | None = None) -> None:
+                 scales: Sequence[Sequence[int]] | None = None, mos_span: float | None = None,
+                 loss_units: str = "mos") -> None:
         if top_k < 1:
             raise ValueError("top_k must be >= 1")
         super().__init__(attributes, n_scenes=n_scenes, backbone=backbone, pretrained=pretrained,
@@ -113,7 +114,7 @@ class FHIQA(SemHyperIQA):
                          classifier_hidden=classifier_hidden, rescaler_layers=rescaler_layers,
                          rescaler_hidden=rescaler_hidden, ce_weight=ce_weight, regions=regions,
                          face_margin=face_margin, allow_missing_regions=allow_missing_regions, scenes=scenes,
-                         dataset_scenes=dataset_scenes, scales=scales)
+                         dataset_scenes=dataset_scenes, scales=scales, mos_span=mos_span, loss_units=loss_units)
         self.top_k = int(top_k)
 
     def scene_table(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,8 +42,9 @@ What is implemented
   :func:`face_windows`, :func:`sample_region_patches`), its score is the mean over those patches. FHIQA judges
   PIQ23's Details and Exposure so (:mod:`iqalab.models.fhiqa`); the other models do when ``regions`` says so.
 - Losses (seed 001 Sec. IV-B): HyperIQA L1 (original, each patch labelled with its image's score) or Huber;
-  scene models ``Huber(score) + 0.5 * CE(scene)``. ``param_groups`` gives the backbone ``backbone_lr_scale`` times
-  the learning rate (original: backbone 2e-5, hyper network 10x).
+  scene models ``Huber(score) + 0.5 * CE(scene)``. ``param_groups`` gives the backbone and the LDA module
+  ``backbone_lr_scale`` times the learning rate (original: its ResNet module, LDA layers included, at 2e-5, the
+  hyper network 10x).
 
 Readings and deviations (each a constructor argument where it matters)
 ----------------------------------------------------------------------
@@ -352,7 +353,8 @@ class HyperIQA(IQAModel):
                  target_sizes: Sequence[int] = (112, 56, 28, 14), feature_size: int = 7,
                  loss: str = "l1", huber_delta: float = 0.1, backbone_lr_scale: float = 0.1,
                  eval_seed: int = 0, regions: dict[str, str] | str | None = None, face_margin: float = 0.1,
-                 allow_missing_regions: bool = False, scales: Sequence[Sequence[int]] | None = None) -> None:
+                 allow_missing_regions: bool = False, scales: Sequence[Sequence[int]] | None = None,
+                 mos_span: float | None = None, loss_units: str = "mos") -> None:
         super().__init__(attributes)
         self.regions = self._check_regions(regions)
         self.face_margin = float(face_margin)
@@ -375,12 +377,40 @@ class HyperIQA(IQAModel):
         self.huber_delta = float(huber_delta)
         self.backbone_lr_scale = float(backbone_lr_scale)
         self.eval_seed = int(eval_seed)
+        if loss_units not in ("mos", "normalised"):
+            raise ValueError(f"loss_units must be 'mos' or 'normalised', got {loss_units!r}")
+        if mos_span is not None and not float(mos_span) > 0:
+            raise ValueError(f"mos_span must be positive, got {mos_span}")
+        self.mos_span = None if mos_span is None else float(mos_span)
+        self.loss_units = loss_units
         self.backbone = create_backbone(backbone, pretrained=pretrained, features_only=True)
         channels = list(self.backbone.feature_info.channels())[-4:]
         self.lda = LocalDistortionAware(channels, target_in=target_in, lda_out=lda_out)
         self.hyper = HyperNetwork(channels[-1], hyper_in=hyper_in, target_in=target_in,
                                   target_sizes=target_sizes, feature_size=feature_size,
                                   n_outputs=len(self.attributes))
+
+    @classmethod
+    def dataset_kwargs(cls, dataset: Dataset, train_ids: Sequence[str] | None = None) -> dict[str, Any]:
+        """``mos_span``: the width of the dataset's MOS range, so the quality loss is computed in MOS units
+        (:attr:`loss_scale`)."""
+        lo, hi = dataset.mos_range
+        return {"mos_span": float(hi) - float(lo)}
+
+    @property
+    def loss_scale(self) -> float:
+        """Factor that turns the quality loss on the normalised [0, 1] scale into the loss in MOS units
+        (``loss_units="mos"``, the originals' units: HyperIQA's released code regresses the MOS itself, PIQ23's
+        SEM-HyperIQA and FHIQA the JOD scores). L1 is homogeneous of degree 1, so the factor is ``mos_span``;
+        Huber with ``delta`` on the normalised scale is ``mos_span ** 2`` times Huber with ``delta * mos_span`` in
+        MOS units. It matters where the quality loss is weighed against another term: seed 001 Sec. IV-B's
+        ``1.0 x Huber + 0.5 x CE`` of the scene models, whose quality term is about ``mos_span ** 2`` (400 on a
+        20-JOD range) times smaller on the normalised scale, leaving the cross-entropy to drive the shared
+        backbone (``loss_units="normalised"``, iqalab before 2026-12-04). 1 without ``mos_span`` (a model built
+        outside training) or with ``loss_units="normalised"``."""
+        if self.loss_units == "normalised" or self.mos_span is None:
+            return 1.0
+        return self.mos_span if self.loss == "l1" else self.mos_span ** 2
 
     def _check_regions(self, regions: dict[str, str] | str | None) -> dict[str, str]:
         """Every attribute's patch region (``"image"`` unless ``regions`` names it; :data:`PATCH_REGIONS`);
@@ -550,7 +580,8 @@ class HyperIQA(IQAModel):
         return self._as_dict(self.predict_details(batch)["quality"])
 
     def training_step(self, batch: dict[str, Any], ctx: StepContext) -> torch.Tensor:
-        """L1 (original) or Huber on the patch scores, each patch labelled with its image's normalised MOS."""
+        """L1 (original) or Huber on the patch scores, each patch labelled with its image's MOS, in MOS units
+        (:attr:`loss_scale`)."""
         out = self.image_outputs(self.pixels_of(batch), face_box=batch.get("face_box"))
         target = batch["mos_norm"]
         if self.patch_level_loss:
@@ -559,11 +590,13 @@ class HyperIQA(IQAModel):
             target = target.repeat_interleave(q.shape[1], dim=0)
         else:
             pred = self._as_dict(out["quality"])
-        return quality_loss(pred, target, self.attributes, self.loss, self.huber_delta)
+        return self.loss_scale * quality_loss(pred, target, self.attributes, self.loss, self.huber_delta)
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
-        """Backbone at ``lr * backbone_lr_scale``; LDA, hyper network (and heads of subclasses) at ``lr``."""
-        backbone = list(self.backbone.parameters())
+        """Backbone and LDA module at ``lr * backbone_lr_scale``; hyper network (and the heads of subclasses) at
+        ``lr``. As the original (``HyerIQASolver.py``): its LDA layers belong to the ResNet module ``res``, which
+        trains at ``lr``, the rest at ``lr * lr_ratio`` (until 2026-12-04 the LDA module trained at ``lr`` here)."""
+        backbone = [*self.backbone.parameters(), *self.lda.parameters()]
         ids = {id(p) for p in backbone}
         rest = [p for p in self.parameters() if id(p) not in ids and p.requires_grad]
         return [{"params": [p for p in backbone if p.requires_grad], "lr": lr * self.backbone_lr_scale},
@@ -597,13 +630,15 @@ class SemHyperIQA(HyperIQA):
                  rescaler_hidden: int = 100, ce_weight: float = 0.5, regions: dict[str, str] | str | None = None,
                  face_margin: float = 0.1, allow_missing_regions: bool = False,
                  scenes: Sequence[str] | None = None, dataset_scenes: Sequence[str] | None = None,
-                 scales: Sequence[Sequence[int]] | None = None) -> None:
+                 scales: Sequence[Sequence[int]] | None = None, mos_span: float | None = None,
+                 loss_units: str = "mos") -> None:
         super().__init__(attributes, backbone=backbone, pretrained=pretrained, patch_size=patch_size,
                          n_patches=n_patches, test_rounds=test_rounds, reference_side=reference_side,
                          hyper_in=hyper_in, target_in=target_in, lda_out=lda_out, target_sizes=target_sizes,
                          feature_size=feature_size, loss=loss, huber_delta=huber_delta,
                          backbone_lr_scale=backbone_lr_scale, eval_seed=eval_seed, regions=regions,
-                         face_margin=face_margin, allow_missing_regions=allow_missing_regions, scales=scales)
+                         face_margin=face_margin, allow_missing_regions=allow_missing_regions, scales=scales,
+                         mos_span=mos_span, loss_units=loss_units)
         self.scenes = None if scenes is None else [str(s) for s in scenes]
         if self.scenes is not None:
             if len(set(self.scenes)) != len(self.scenes):
@@ -642,7 +677,8 @@ class SemHyperIQA(HyperIQA):
         table = dataset.images
         if train_ids is not None:
             table = table.set_index("image_id").loc[list(train_ids)]
-        return {"scenes": sorted(table["scene"].astype(str).unique()), "dataset_scenes": list(dataset.scenes)}
+        return {**super().dataset_kwargs(dataset, train_ids), "scenes": sorted(table["scene"].astype(str).unique()),
+                "dataset_scenes": list(dataset.scenes)}
 
     def scene_classes(self, scene_idx: torch.Tensor) -> torch.Tensor:
         """Batch ``scene_idx`` (indices into ``dataset_scenes``) -> class indices of the classifier, -1 for an
@@ -693,8 +729,8 @@ class SemHyperIQA(HyperIQA):
     def training_step(self, batch: dict[str, Any], ctx: StepContext) -> torch.Tensor:
         """``Huber(quality) + ce_weight * CE(scene)`` (seed 001 Sec. IV-B: weights 1.0 and 0.5)."""
         out = self.image_outputs(self.pixels_of(batch), face_box=batch.get("face_box"))
-        q_loss = quality_loss(self._as_dict(out["quality"]), batch["mos_norm"], self.attributes, self.loss,
-                              self.huber_delta)
+        q_loss = self.loss_scale * quality_loss(self._as_dict(out["quality"]), batch["mos_norm"], self.attributes,
+                                                self.loss, self.huber_delta)
         raw = batch["scene_idx"].to(out["logits"].device).long()
         bound = self.n_scenes if self.scene_targets is None else len(self.scene_targets)
         if int(raw.max()) >= bound:

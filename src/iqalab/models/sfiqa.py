@@ -86,7 +86,8 @@ ptflops with default hooks) would report 0.21 less (3.60 / 1.91 / 1.26), so the 
 counting conventions; fvcore, which also counts the bilinear upsampling, gives 3.85 (S) and 1.50 (XXS). Latency is
 machine-specific: the paper's were measured on an RTX 3090 including preprocessing; ours come from
 ``profile_model`` with the device named (the views are cut inside ``forward``, so cropping is included; MTCNN
-detection runs once at ingest and is not). The CPU-sized default (XXS, 112 x 112 views) is 0.37 GMACs.
+detection runs once at ingest and is not). The XXS at 112 x 112 views is 0.37 GMACs (the default run's views:
+96 px).
 
 Ablation numbers the paper reports but this reading does not reproduce (Table VI, ours in brackets): original view
 only 6.91 M / 1.32 GMACs (6.878 M / 1.41), original + face or + eyes-mouth 12.34 M / 2.54 (12.303 M / 2.61); without
