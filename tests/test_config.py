@@ -369,3 +369,32 @@ def test_default_profile_test_set_sizes_are_as_documented():
     for text in ("(26 of 60 scenes, 208 images)", "(18 test scenes, 288 images;", "(202 of 460 images)",
                  "(120 test images per fold)"):
         assert text in doc, f"docs/deviations.md no longer says {text!r}: update this test with it"
+
+
+def test_every_runnable_comparison_row_has_a_paper_profile_experiment():
+    """docs/baselines.md marks a paper's comparison row "runs ... own `<model>`" (or a ``pyiqa_arch``): the paper
+    profile then has an experiment of that model listing the table (regression: DBCNN and HyperIQA of REQA's
+    Tables I-II, HyperIQA of TuningIQA's Table 2 and SFIQA's Table II were "runs" without one)."""
+    import re
+
+    from iqalab.comparison_rows import COMPARISON_TABLES, NOT_RUN
+    from iqalab.config import load_params
+
+    params = load_params(REPO / "params" / "paper.yaml")
+    by_table: dict[str, set[str]] = {}
+    for exp in params.experiments.values():
+        for tag in exp.tables:
+            by_table.setdefault(tag, set()).add(exp.model.name)
+    missing = []
+    for tag, table in COMPARISON_TABLES.items():
+        for row in table.rows:
+            if row.kind in NOT_RUN:
+                continue
+            names = re.findall(r"`([a-z0-9_]+(?::[a-z0-9_]+)?)`", row.how)
+            model = next((n for n in names if not n.startswith("pyiqa:")), None)
+            if model is None:  # "as above with the PaQ-2-PiQ checkpoint": the row above's model
+                assert row.how.startswith("as above"), row
+                continue
+            if model not in by_table.get(tag, set()):
+                missing.append(f"{tag}: {row.label} ({model})")
+    assert not missing, missing
