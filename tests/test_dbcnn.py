@@ -107,6 +107,42 @@ def test_param_groups_scale_the_streams():
     assert len(streams["params"]) + len(heads["params"]) == len(list(model.parameters()))
 
 
+def test_fine_tuning_phase_trains_the_heads_at_the_streams_rate():
+    """Released DBCNN.py: phase 2 fine-tunes every parameter at one rate (1e-5), the heads included; without a
+    head-only phase the groups keep their own rates."""
+    assert _model(freeze_epochs=0, stream_lr_scale=0.01).lr_scales(0) is None
+    model = _model(freeze_epochs=2, stream_lr_scale=0.01)
+    assert model.lr_scales(0) is None and model.lr_scales(1) is None
+    assert model.lr_scales(2) == [1.0, 0.01] and model.lr_scales(5) == [1.0, 0.01]
+
+
+def test_engine_applies_the_phase_rates_for_the_epoch_only(project, toy_dataset, monkeypatch):
+    """The engine trains each epoch at the scheduled rates times ``lr_scales`` and hands the scheduler its own rates
+    back (a cosine schedule continues as without the factors)."""
+    import iqalab.train.engine as engine
+    from iqalab.config import parse_params
+
+    from .conftest import toy_params
+
+    seen = []
+    original = engine._iterate_train
+
+    def recording(step_module, model, loader, opt, *args, **kwargs):
+        seen.append([g["lr"] for g in opt.param_groups])
+        return original(step_module, model, loader, opt, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "_iterate_train", recording)
+    shutil.copytree(toy_dataset.root, project.root / "build" / "datasets" / "toy")
+    params = parse_params(toy_params(e={"dataset": "toy", "model": {"name": "dbcnn", **SMOKE, "freeze_epochs": 1,
+                                                                    "stream_lr_scale": 0.1},
+                                        "train": {"epochs": 3, "lr": 1e-3, "scheduler": "cosine"}}))
+    engine.train_experiment(params, "e", project.root, progress=False)
+    cosine = [1e-3 * 0.5 * (1 + np.cos(np.pi * e / 3)) for e in range(3)]
+    assert seen[0] == pytest.approx([0.1 * cosine[0], cosine[0]])            # heads alone, at lr
+    assert seen[1] == pytest.approx([0.1 * cosine[1], 0.1 * cosine[1]])      # all parts at lr x 0.1
+    assert seen[2] == pytest.approx([0.1 * cosine[2], 0.1 * cosine[2]])      # the schedule went on unscaled
+
+
 def test_backbone_stage_out_of_range_names_the_key():
     with pytest.raises(ValueError, match="backbone_stage"):
         _model(backbone_stage=7)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from iqalab.data.samplers import ScaleMicroBatchSampler
-from iqalab.models import build_model
+from iqalab.models import build_model, get_model_class
 from iqalab.models.base import StepContext
 from iqalab.models.reqa import (
     PAPER_STAGE_WEIGHTS,
@@ -131,6 +131,16 @@ def test_curriculum_weights_t4_are_the_normalised_table():
         np.testing.assert_allclose(got, np.asarray(row) / sum(row))
     first, last = curriculum_weights(0, 40, 4), curriculum_weights(39, 40, 4)
     assert first[1] > first[3] and last[3] > last[1]  # easy-to-hard: emphasis moves from l=5 to l=0
+
+
+def test_curriculum_weights_as_printed_without_normalisation():
+    """``normalise_stage_weights=False``: the paper's printed rows (stage 1 sums to 0.917, stage 4 to 1.25)."""
+    for stage, row in enumerate(PAPER_STAGE_WEIGHTS):
+        np.testing.assert_allclose(curriculum_weights(stage * 10, 40, 4, normalise=False), row)
+    assert sum(curriculum_weights(0, 40, 4, normalise=False)) == pytest.approx(11 / 12)
+    model = build_model("reqa", ["q"], **{**get_model_class("reqa").smoke_params, "steps": 4,
+                                         "normalise_stage_weights": False})
+    assert model.loss_weights(StepContext(epoch=39, epochs=40)) == pytest.approx([0.25, 0.25, 0.25, 0.5])
 
 
 @pytest.mark.parametrize("steps", [1, 2, 3, 5, 6])

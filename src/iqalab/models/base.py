@@ -179,6 +179,13 @@ class IQAModel(nn.Module):
         """Optimiser parameter groups; override for per-part learning rates."""
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
 
+    def lr_scales(self, epoch: int) -> list[float] | None:
+        """Factors on the scheduled learning rate of each :meth:`param_groups` group during ``epoch`` (a training
+        protocol whose phases give parts different rates, e.g. DBCNN's fine-tuning phase); ``None`` (default):
+        the schedule alone. The engine applies them for the epoch and restores the scheduled rates before the
+        scheduler steps, so the schedule itself is unchanged."""
+        return None
+
     def num_parameters(self) -> int:
         """Number of parameters (trainable or not)."""
         return sum(p.numel() for p in self.parameters())

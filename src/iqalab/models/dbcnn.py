@@ -28,7 +28,9 @@ normalised MOS (the paper's l2 loss; released code ``nn.MSELoss``).
 **Training** (Sec. III-D and the released ``DBCNN.py``): first only the linear layer is trained with both
 streams frozen (SGD, lr 1e-3), then everything is fine-tuned (Adam, lr 1e-5, weight decay 5e-4, batch 8).
 Here one optimiser runs both phases: for the first ``freeze_epochs`` epochs the streams' features are computed
-without gradients (the heads alone learn), then all parts train, the streams at ``lr * stream_lr_scale``.
+without gradients (the heads alone learn, at ``lr``), then all parts train at ``lr * stream_lr_scale``, the heads
+too (:meth:`DBCNN.lr_scales`). Not reproduced: the release's phase 1 is SGD (momentum 0.9) and its phase 2 a new
+Adam started from the best phase-1 weights; here one Adam continues from the last head-only epoch.
 With ``freeze_epochs=0`` (default, sensible from scratch) all parts train from the start.
 """
 
@@ -167,9 +169,20 @@ class DBCNN(IQAModel):
         return masked_mse(pred, batch["mos_norm"], self.attributes)
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Streams at ``lr * stream_lr_scale``, heads at ``lr`` (from ``freeze_epochs`` on, :meth:`lr_scales`)."""
         streams = [p for s in self.streams() for p in s.parameters() if p.requires_grad]
         return [{"params": streams, "lr": lr * self.stream_lr_scale},
                 {"params": list(self.heads.parameters()), "lr": lr}]
+
+    def lr_scales(self, epoch: int) -> list[float] | None:
+        """The released protocol's second phase: after ``freeze_epochs`` head-only epochs (at ``lr``, the release's
+        1e-3) everything is fine-tuned at one rate (1e-5), the heads too, so from then on the heads train at
+        ``lr * stream_lr_scale`` like the streams. Without a head-only phase (``freeze_epochs=0``) the rates of
+        :meth:`param_groups` hold throughout (until 2026-12-04 they did in both cases: the heads kept ``lr`` while
+        everything was fine-tuned)."""
+        if self.freeze_epochs and epoch >= self.freeze_epochs:
+            return [1.0, self.stream_lr_scale]
+        return None
 
 
 def _feature_stage(name: str, pretrained: bool | str | Path, stage: int) -> nn.Module:

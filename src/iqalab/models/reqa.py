@@ -45,7 +45,7 @@ Choices where the paper is silent or the text is garbled (each is a constructor 
 - Curriculum (Sec. IV-A.3): four equal stages of training (epochs 0-9, 10-19, 20-29, 30-39 of 40). The printed
   weights do not all sum to 1 as Eq. 14 requires (stage 1: 0.25, 0.5, 0.25/3, 0.25/3; stage 4: 0.25, 0.25, 0.25,
   0.5); stages 2 and 3 list no w_1, read as 0. Each stage's printed weights are used as given and normalised to
-  sum 1 (:data:`PAPER_STAGE_WEIGHTS`). For T != 4 the fine weights of each stage are resampled linearly onto T - 1
+  sum 1 (:data:`PAPER_STAGE_WEIGHTS`; ``normalise_stage_weights=False`` uses them as printed). For T != 4 the fine weights of each stage are resampled linearly onto T - 1
   steps, keeping the stage's coarse weight and total fine weight (:func:`curriculum_weights`).
 - Tolerances (Eq. 13): l = 5, 2.5, 0 on the 0-100 scale for T = 4; for other T they are spaced evenly from 5 down
   to 0 over the T - 1 fine steps (T = 3: 5, 0; T = 5: 5, 3.33, 1.67, 0) unless ``tolerances`` is given.
@@ -154,12 +154,13 @@ def curriculum_stage(epoch: int, epochs: int, n_stages: int = 4) -> int:
 
 
 def curriculum_weights(epoch: int, epochs: int, steps: int,
-                       table: Sequence[Sequence[float]] = PAPER_STAGE_WEIGHTS) -> list[float]:
+                       table: Sequence[Sequence[float]] = PAPER_STAGE_WEIGHTS, normalise: bool = True) -> list[float]:
     """Loss weights ``[w_1 (coarse), w_2..w_T (fine)]`` at ``epoch`` (Eq. 14), summing to 1.
 
     ``table`` rows are stages, each ``[w_1, fine weights...]`` for its own number of fine steps; its fine weights
     are resampled linearly onto ``steps - 1`` positions when that number differs, with the stage's total fine
-    weight kept, then the row is normalised to sum 1.
+    weight kept, then the row is normalised to sum 1 (``normalise=False``: the row as printed, e.g. stage 1's
+    0.25, 0.5, 0.25/3, 0.25/3, which sum to 0.917).
     """
     row = np.asarray(table[curriculum_stage(epoch, epochs, len(table))], dtype=float)
     coarse, fine = row[0], row[1:]
@@ -176,7 +177,7 @@ def curriculum_weights(epoch: int, epochs: int, steps: int,
     total = weights.sum()
     if total <= 0:
         raise ValueError(f"curriculum stage weights sum to {total}; at least one must be positive")
-    return (weights / total).tolist()
+    return (weights / total).tolist() if normalise else weights.tolist()
 
 
 # -- building blocks -------------------------------------------------------------------------------------------
@@ -288,7 +289,7 @@ class REQA(IQAModel):
                  tolerances: list[float] | None = None, stage_weights: list[list[float]] | None = None,
                  score_scale: float = 100.0, rank_sigma: float = 1e-4, rank_offset: float = 1.0,
                  coarse_scale: float = 1.0, backbone_lr_ratio: float = 0.1, test_crop: int | None = 224,
-                 test_crops: int = 25, eval_seed: int = 0) -> None:
+                 test_crops: int = 25, eval_seed: int = 0, normalise_stage_weights: bool = True) -> None:
         super().__init__(attributes)
         if steps < 1:
             raise ValueError(f"steps (T) must be at least 1, got {steps}")
@@ -301,6 +302,7 @@ class REQA(IQAModel):
         self.use_coarse_loss, self.use_fine_loss = bool(use_coarse_loss), bool(use_fine_loss)
         self.tolerances = fine_tolerances(self.steps, tolerances)
         self.stage_weights = [list(map(float, row)) for row in (stage_weights or PAPER_STAGE_WEIGHTS)]
+        self.normalise_stage_weights = bool(normalise_stage_weights)
         self.score_scale, self.rank_sigma, self.rank_offset = float(score_scale), rank_sigma, rank_offset
         self.coarse_scale = float(coarse_scale)
         if not self.coarse_scale > 0:
@@ -385,7 +387,8 @@ class REQA(IQAModel):
 
     def loss_weights(self, ctx: StepContext) -> list[float]:
         """Curriculum weights [w_1, ..., w_T] for the current epoch (Eq. 14, Sec. IV-A.3)."""
-        return curriculum_weights(ctx.epoch, ctx.epochs, self.steps, self.stage_weights)
+        return curriculum_weights(ctx.epoch, ctx.epochs, self.steps, self.stage_weights,
+                                  self.normalise_stage_weights)
 
     def loss_terms(self, steps: torch.Tensor, target: torch.Tensor) -> list[torch.Tensor]:
         """Unweighted loss of each time step, on the ``score_scale`` (0-100) scale.

@@ -796,8 +796,18 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
                                 batch_sampler.dropped, dist_info.world_size)
             loader = _loader(train_set, cfg.batch_size, True, spec.seed * 1000 + epoch, cfg.num_workers,
                              batch_sampler)
+            scheduled = [group["lr"] for group in opt.param_groups]
+            scales = model.lr_scales(epoch)  # a protocol's phase (DBCNN's fine-tuning); None: the schedule alone
+            if scales is not None:
+                if len(scales) != len(scheduled):
+                    raise ValueError(f"{spec.model_name}.lr_scales gave {len(scales)} factors for "
+                                     f"{len(scheduled)} parameter groups")
+                for group, lr, scale in zip(opt.param_groups, scheduled, scales):
+                    group["lr"] = lr * float(scale)
             train_loss = _iterate_train(step_module, model, loader, opt, device, cfg, ctx, progress,
                                         f"{spec.experiment}/{spec.split} epoch {epoch + 1}/{cfg.epochs}")
+            for group, lr in zip(opt.param_groups, scheduled):  # the scheduler steps from its own rates
+                group["lr"] = lr
             if dist_info.enabled:  # the logged loss is the mean over ranks
                 train_loss = distributed.mean_over_ranks(train_loss, dist_info)
             sched.step()
