@@ -220,3 +220,44 @@ def test_score_cli_with_released_weights(official_state, tmp_path):
 
     with pytest.raises(ValueError, match="known: official:hyperiqa"):
         official_scorer("dbcnn", {})
+
+
+def pyiqa_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The original's tensors under the names of pyiqa's copy of the network (``pyiqa/archs/hypernet_arch.py``:
+    ``base_model`` = timm ResNet-50, ``lda_modules[k]`` = conv, pool, flatten, linear, ``fc_w_modules[0..3]``
+    convs and ``[4]`` pool, flatten, linear, ``fc_b_modules[k]`` pool, flatten, linear)."""
+    out = {}
+    for key, value in state.items():
+        if key.startswith("res.lda"):
+            k = int(key[7])
+            if k == 4:
+                out[key.replace("res.lda4_fc.", "lda_modules.3.2.")] = value
+            elif "_pool.0." in key:
+                out[f"lda_modules.{k - 1}.0.weight"] = value
+            else:
+                out[key.replace(f"res.lda{k}_fc.", f"lda_modules.{k - 1}.3.")] = value
+        elif key.startswith("res."):
+            out["base_model." + key[4:]] = value
+        elif key.startswith("fc5w_fc."):
+            out[key.replace("fc5w_fc.", "fc_w_modules.4.2.")] = value
+        elif key.startswith("fc5b_fc."):
+            out[key.replace("fc5b_fc.", "fc_b_modules.4.2.")] = value
+        elif key.startswith("fc") and "w_conv." in key:
+            out[key.replace(f"fc{key[2]}w_conv.", f"fc_w_modules.{int(key[2]) - 1}.")] = value
+        elif key.startswith("fc") and "b_fc." in key:
+            out[key.replace(f"fc{key[2]}b_fc.", f"fc_b_modules.{int(key[2]) - 1}.2.")] = value
+        else:
+            out[key] = value  # conv1.{0,2,4}: the same names in both
+    return out
+
+
+def test_pyiqa_copy_of_the_weights_loads_to_the_same_model(official_state, ported, tmp_path):
+    """pyiqa's ``hyperiqa`` weights (other names for the same tensors, nested under ``params``) give the model the
+    original's file gives, tensor for tensor."""
+    renamed = pyiqa_names(official_state)
+    assert len(renamed) == len(official_state) and not any(k.startswith(("res.", "fc1w")) for k in renamed)
+    path = tmp_path / "HyperIQA_resnet50_koniq10k.pth"
+    torch.save({"params": renamed}, path)
+    model = hyperiqa_from_official(path)
+    for (name, a), b in zip(model.state_dict().items(), ported.state_dict().values()):
+        assert torch.equal(a, b), name

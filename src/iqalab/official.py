@@ -11,7 +11,9 @@ renames its tensors onto :class:`iqalab.models.hyperiqa.HyperIQA` with a ResNet-
 ``hyper.last_bias_gens.0``). The port adds a constant 0.5 to the target network's output (an untrained model
 starts mid-scale, :mod:`iqalab.models.hyperiqa`); the import subtracts it from the last bias, so a patch scores
 exactly what the original ``TargetNet`` gives (``tests/test_official.py`` checks every patch against an
-independent implementation of the original forward pass on the original's tensor names, within 1e-4).
+independent implementation of the original forward pass on the original's tensor names, within 1e-4). pyiqa's
+copy of the network (``pyiqa/archs/hypernet_arch.py``; its ``hyperiqa`` weights file in pyiqa's cache) loads too:
+its tensors have other names for the same layers.
 
 :class:`OfficialHyperIQAScorer` applies the original's test protocol (``data_loader.py`` and ``demo.py``): the
 image resized with PIL bilinear to 512 x 384 (height x width, KonIQ's ``Resize((512, 384))``; ``resize: null``
@@ -60,17 +62,32 @@ _RENAMES: tuple[tuple[str, str], ...] = (
 )
 
 
+#: pyiqa's port of the same network (``pyiqa/archs/hypernet_arch.py``, the ``hyperiqa`` metric's weights file):
+#: its module names -> the port's; its timm ResNet-50 (``base_model``) has the port's backbone names
+_PYIQA_RENAMES: tuple[tuple[str, str], ...] = (
+    (r"^base_model\.(.+)$", "backbone.{0}"),
+    (r"^lda_modules\.([012])\.0\.weight$", "lda.convs.{0}.weight"),
+    (r"^lda_modules\.([012])\.3\.(weight|bias)$", "lda.fcs.{0}.{1}"),
+    (r"^lda_modules\.3\.2\.(weight|bias)$", "lda.fc_last.{0}"),
+    (r"^conv1\.([024])\.(weight|bias)$", "hyper.reduce.{0}.{1}"),
+    (r"^fc_w_modules\.([0-3])\.(weight|bias)$", "hyper.weight_gens.{0}.{1}"),
+    (r"^fc_w_modules\.4\.2\.(weight|bias)$", "hyper.last_weight_gens.0.{0}"),
+    (r"^fc_b_modules\.([0-3])\.2\.(weight|bias)$", "hyper.bias_gens.{0}.{1}"),
+    (r"^fc_b_modules\.4\.2\.(weight|bias)$", "hyper.last_bias_gens.0.{0}"),
+)
+
+
 class OfficialWeightsError(ValueError):
     """A file that is not the original implementation's weights (names the file and the tensors that differ)."""
 
 
-def _renamed(key: str) -> str | None:
-    for pattern, target in _RENAMES:
+def _renamed(key: str, pyiqa: bool = False) -> str | None:
+    for pattern, target in _PYIQA_RENAMES if pyiqa else _RENAMES:
         match = re.match(pattern, key)
         if match:
             groups = list(match.groups())
             # the original numbers its LDA stages and target layers from 1, the port's module lists from 0
-            if target.startswith(("lda.convs", "lda.fcs", "hyper.weight_gens", "hyper.bias_gens")):
+            if not pyiqa and target.startswith(("lda.convs", "lda.fcs", "hyper.weight_gens", "hyper.bias_gens")):
                 groups[0] = str(int(groups[0]) - 1)
             return target.format(*groups)
     return None
@@ -78,12 +95,16 @@ def _renamed(key: str) -> str | None:
 
 def hyperiqa_state_from_official(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The released ``HyperNet`` state dict renamed onto the port's (module docstring), the last bias shifted by
-    :data:`PORT_OFFSET`. A ``module.`` prefix (weights saved from ``DataParallel``) is dropped; tensors the port
-    has no place for raise :class:`OfficialWeightsError` with their names."""
+    :data:`PORT_OFFSET`. pyiqa's copy of the network (``base_model``, ``lda_modules``, ``fc_w_modules``,
+    ``fc_b_modules``: the ``hyperiqa`` metric's weights file) is recognised by its names and renamed the same way.
+    A ``module.`` prefix (weights saved from ``DataParallel``) is dropped; tensors the port has no place for raise
+    :class:`OfficialWeightsError` with their names."""
     out: dict[str, torch.Tensor] = {}
     unknown = []
+    keys = [k[len("module."):] if k.startswith("module.") else k for k in state]
+    pyiqa = any(k.startswith(("base_model.", "lda_modules.")) for k in keys)
     for key, value in state.items():
-        name = _renamed(key[len("module."):] if key.startswith("module.") else key)
+        name = _renamed(key[len("module."):] if key.startswith("module.") else key, pyiqa)
         if name is None:
             unknown.append(key)
             continue
@@ -110,8 +131,10 @@ def hyperiqa_from_official(weights: str | Path | Mapping[str, torch.Tensor]) -> 
             state = load_checkpoint(weights)
         except CheckpointError as exc:
             raise OfficialWeightsError(str(exc)) from None
-        if "state_dict" in state and isinstance(state["state_dict"], Mapping):
-            state = state["state_dict"]
+        for wrapper in ("params", "state_dict"):  # pyiqa's files nest the weights under one of these
+            if isinstance(state.get(wrapper), Mapping):
+                state = state[wrapper]
+                break
     else:
         state = weights
     try:
