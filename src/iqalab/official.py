@@ -20,16 +20,14 @@ image resized with PIL bilinear to 512 x 384 (height x width, KonIQ's ``Resize((
 keeps the file's size, the LIVE Challenge protocol), ``crops`` random 224 x 224 crops (25 in the original's
 test, 10 in its demo), ``ToTensor`` and the ImageNet ``Normalize``, and the mean of the crops' scores: the
 KonIQ model's scores are on its 0-100 MOS scale, higher is better. The original draws unseeded crops, so its own
-score of an image varies from run to run by a few tenths; here they come from a generator seeded by ``seed`` and
+score of an image varies from run to run (not measured here); here they come from a generator seeded by ``seed`` and
 the image's pixels, so a score is repeatable. The original reads files with ``PIL.Image.open(...).convert("RGB")``
 (EXIF orientation not applied); iqalab's decoder applies it, as a viewer shows the photo.
 """
 
 from __future__ import annotations
 
-import logging
 import re
-import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,14 +36,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-log = logging.getLogger(__name__)
+from iqalab.data.cache import planar_crc
+from iqalab.data.loaders import IMAGENET_MEAN, IMAGENET_STD, patch_corners, patch_rng
 
 #: ``HyperNet(lda_out, hyper_in, target_in, fc1..fc4, feature_size)`` of the released KonIQ model
 OFFICIAL_HYPERIQA_SIZES = {"lda_out": 16, "hyper_in": 112, "target_in": 224, "target_sizes": (112, 56, 28, 14),
                            "feature_size": 7}
-#: the original's ImageNet normalisation (``torchvision.transforms.Normalize``)
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
 #: the port's constant output offset (:meth:`iqalab.models.hyperiqa.HyperIQA.patch_outputs`)
 PORT_OFFSET = 0.5
 
@@ -101,10 +97,10 @@ def hyperiqa_state_from_official(state: Mapping[str, torch.Tensor]) -> dict[str,
     :class:`OfficialWeightsError` with their names."""
     out: dict[str, torch.Tensor] = {}
     unknown = []
-    keys = [k[len("module."):] if k.startswith("module.") else k for k in state]
-    pyiqa = any(k.startswith(("base_model.", "lda_modules.")) for k in keys)
+    keys = {key: key.removeprefix("module.") for key in state}
+    pyiqa = any(k.startswith(("base_model.", "lda_modules.")) for k in keys.values())
     for key, value in state.items():
-        name = _renamed(key[len("module."):] if key.startswith("module.") else key, pyiqa)
+        name = _renamed(keys[key], pyiqa)
         if name is None:
             unknown.append(key)
             continue
@@ -167,15 +163,15 @@ def crop_offsets(height: int, width: int, side: int, n: int, rng: np.random.Gene
     ``RandomCrop`` does."""
     if height < side or width < side:
         raise ValueError(f"image of {width} x {height} px is smaller than the {side} px crop")
-    return np.stack([rng.integers(0, height - side + 1, n), rng.integers(0, width - side + 1, n)], axis=1)
+    return patch_corners((height, width), [(side, n)], 1, rng)[0][1]
 
 
 def to_official_tensor(crops: np.ndarray) -> torch.Tensor:
-    """uint8 ``[n, s, s, 3]`` -> float32 ``[n, 3, s, s]``: ``ToTensor`` (x / 255) then ``Normalize``."""
+    """uint8 ``[n, s, s, 3]`` -> float32 ``[n, 3, s, s]``: ``ToTensor`` (x / 255) then ``Normalize``, in float32
+    as the original computes it (the engine's :func:`iqalab.data.loaders.normalise_batch` folds the two into one
+    scale and shift)."""
     x = torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float().div(255.0)
-    mean = torch.tensor(MEAN, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(STD, dtype=torch.float32).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return (x - torch.from_numpy(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.from_numpy(IMAGENET_STD).view(1, 3, 1, 1)
 
 
 class OfficialHyperIQAScorer:
@@ -216,9 +212,10 @@ class OfficialHyperIQAScorer:
 
     def crops_of(self, image: np.ndarray) -> np.ndarray:
         """The ``crops`` uint8 crops of one decoded image, ``[n, side, side, 3]``, from its resized pixels; the
-        generator is seeded by ``seed`` and the CRC32 of those pixels (the same file, the same crops)."""
+        generator is seeded by ``seed`` and those pixels as evaluation patches are (:func:`patch_rng` of
+        :func:`planar_crc`: the same file, the same crops)."""
         resized = official_resize(np.asarray(image, dtype=np.uint8), self.resize)
-        rng = np.random.default_rng([self.seed, zlib.crc32(np.ascontiguousarray(resized).tobytes())])
+        rng = patch_rng(self.seed, planar_crc(resized))
         offsets = crop_offsets(resized.shape[0], resized.shape[1], self.side, self.crops, rng)
         return np.stack([resized[r:r + self.side, c:c + self.side] for r, c in offsets])
 
