@@ -3,6 +3,7 @@ gradients to both streams, the frozen-streams phase, S-CNN weight loading and a 
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 from iqalab.models import build_model, get_model_class
 from iqalab.models.base import StepContext
 from iqalab.models.dbcnn import DBCNN, SCNN, SCNN_CHANNELS, SCNN_STRIDES, bilinear_pool
+from iqalab.train.engine import load_checkpoint
 
 ATTRS = ["overall", "noise", "color"]
 SMOKE = dict(get_model_class("dbcnn").smoke_params)
@@ -53,10 +55,23 @@ def test_bilinear_pool_resizes_the_second_map_to_the_first():
     rng = np.random.default_rng(1)
     a = rng.normal(size=(1, 2, 2, 2))
     b = rng.normal(size=(1, 3, 4, 4))
-    # halving with bilinear interpolation (align_corners=False) samples the centre of each 2x2 block: its mean
-    b_small = b.reshape(1, 3, 2, 2, 2, 2).mean(axis=(3, 5))
+    # the release's F.upsample_bilinear aligns corners: 4 -> 2 samples rows and columns 0 and 3 exactly
+    # (align_corners=False, iqalab until 2026-12-04, averaged each 2x2 block)
+    b_small = b[:, :, [0, 3]][:, :, :, [0, 3]]
     got = bilinear_pool(torch.from_numpy(a), torch.from_numpy(b)).numpy()
     np.testing.assert_allclose(got, _hand_bilinear(a, b_small), atol=1e-6)
+
+
+def test_bilinear_pool_takes_the_release_root_of_zero_products():
+    """DBCNN.py: sqrt(X + 1e-8) on the (non-negative) pooled map, so a zero product becomes 1e-4 before the
+    normalisation, not 0 (sign(0) = 0 would drop it)."""
+    a = torch.zeros(1, 2, 2, 2, dtype=torch.float64)
+    a[0, 0] = 1.0  # channel 1 of a is zero everywhere: its products are 0
+    b = torch.ones(1, 2, 2, 2, dtype=torch.float64)
+    raw = torch.tensor([[1.0, 1.0, 0.0, 0.0]], dtype=torch.float64)
+    expected = torch.nn.functional.normalize(torch.sqrt(raw + 1e-8), dim=1)
+    torch.testing.assert_close(bilinear_pool(a, b), expected)
+    assert bilinear_pool(a, b)[0, 2] > 0
 
 
 def test_scnn_follows_the_paper_layout():
@@ -205,3 +220,111 @@ def test_fhiqa_table1_has_its_dbcnn_row_in_both_profiles():
         ("vgg16", 4, True, 50)
     assert kwargs["stream_lr_scale"] * train.lr == pytest.approx(1e-5)
     assert (train.epochs, train.batch_size, train.crop, train.patience) == (100, 8, None, 0)
+
+
+def _phase_params(toy_dataset, project, **model):
+    from iqalab.config import parse_params
+
+    from .conftest import toy_params
+
+    if not (project.root / "build" / "datasets" / "toy").exists():
+        shutil.copytree(toy_dataset.root, project.root / "build" / "datasets" / "toy")
+    return parse_params(toy_params(e={"dataset": "toy", "model": {"name": "dbcnn", **SMOKE, "freeze_epochs": 2,
+                                                                  "stream_lr_scale": 0.1, **model},
+                                      "train": {"epochs": 4, "lr": 1e-3, "optimizer": "adam", "scheduler": "none",
+                                                "weight_decay": 5e-4}}))
+
+
+def test_released_protocol_runs_sgd_on_the_heads_then_a_new_adam_from_the_best_head_only_weights(
+        project, toy_dataset, monkeypatch):
+    """DBCNN.py's two trainings: SGD (momentum 0.9) on the heads for freeze_epochs, then a new Adam on everything
+    loaded from the best head-only epoch's weights, selecting its own best epoch."""
+    import iqalab.train.engine as engine
+
+    seen = []  # per epoch: the optimiser, its rates, the weights it starts from and ends with
+    original = engine._iterate_train
+
+    def recording(step_module, model, loader, opt, *args, **kwargs):
+        start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        loss = original(step_module, model, loader, opt, *args, **kwargs)
+        seen.append({"opt": type(opt).__name__, "lr": [g["lr"] for g in opt.param_groups],
+                     "momentum": opt.param_groups[0].get("momentum"), "opt_id": id(opt), "start": start,
+                     "end": {k: v.detach().clone() for k, v in model.state_dict().items()}})
+        return loss
+
+    monkeypatch.setattr(engine, "_iterate_train", recording)
+    # the monitor prefers earlier epochs: the best head-only epoch is the first, not the last
+    monkeypatch.setattr(engine, "monitor_score", lambda record, monitor: -float(record["epoch"]))
+    params = _phase_params(toy_dataset, project, head_optimizer="sgd", restart_from_best=True)
+    engine.train_experiment(params, "e", project.root, progress=False)
+    assert [s["opt"] for s in seen] == ["SGD", "SGD", "Adam", "Adam"]
+    assert seen[0]["momentum"] == 0.9 and seen[0]["opt_id"] == seen[1]["opt_id"] != seen[2]["opt_id"]
+    assert seen[0]["lr"] == pytest.approx([1e-4, 1e-3]) and seen[2]["lr"] == pytest.approx([1e-4, 1e-4])
+    heads = [k for k in seen[0]["start"] if k.startswith("heads.")]
+    assert any(not torch.equal(seen[0]["end"][k], seen[1]["end"][k]) for k in heads)  # epoch 1 moved the heads
+    for key, value in seen[2]["start"].items():  # phase 2 starts from the best (first) head-only epoch's weights
+        torch.testing.assert_close(value, seen[0]["end"][key])
+    # the streams stayed frozen in phase 1 (BN running statistics move, as in the release's train mode)
+    weights = [k for k in seen[0]["start"] if k.startswith(("backbone.", "scnn.")) and "running" not in k
+               and "num_batches" not in k]
+    for key in weights:
+        torch.testing.assert_close(seen[1]["end"][key], seen[0]["start"][key])
+    best = load_checkpoint(project.root / "build" / "models" / "e" / "scene" / "best.pt")
+    assert best["best_epoch"] == 2  # phase 2 selects among its own epochs (epoch 0 scored higher overall)
+    history = json.loads((project.root / "build" / "models" / "e" / "scene" / "history.json").read_text())
+    assert [h["epoch"] for h in history["history"]] == [0, 1, 2, 3]
+
+
+def test_released_protocol_resumes_in_the_phase_it_was_killed_in(project, toy_dataset):
+    """A kill after the first Adam epoch resumes with the Adam state (not a new SGD) and ends where an
+    uninterrupted run ends."""
+    import iqalab.train.engine as engine
+
+    params = _phase_params(toy_dataset, project, head_optimizer="sgd", restart_from_best=True)
+    full = engine.train_experiment(params, "e", project.root, progress=False)
+    shutil.rmtree(project.root / "build" / "models")
+    original = engine.save_checkpoint
+    calls = {"n": 0}
+
+    def crash_after_third_epoch(path, state):
+        original(path, state)
+        if path.name == "last.pt":
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt("simulated kill after epoch 3")
+
+    engine.save_checkpoint = crash_after_third_epoch
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            engine.train_experiment(params, "e", project.root, progress=False)
+    finally:
+        engine.save_checkpoint = original
+    saved = load_checkpoint(project.root / "build" / "models" / "e" / "scene" / "last.pt")
+    assert saved["epoch"] == 2 and "exp_avg" in next(iter(saved["optimizer"]["state"].values()))  # Adam's state
+    resumed = engine.train_experiment(params, "e", project.root, progress=False)
+    np.testing.assert_allclose(full.pred.to_numpy(), resumed.pred.to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_linear_head_scores_in_mos_units_and_weighs_the_loss_in_them():
+    """head='linear': the release's fc output is in MOS units (mapped onto the normalised scale for the engine) and
+    the MSE is the one on the MOS (span**2 times the normalised one)."""
+    model = _model(head="linear", mos_range=[1.0, 5.0])
+    model.eval()
+    image = torch.randn(2, 3, 64, 64)
+    feats = model.features(image)
+    raw = model.heads["overall"](feats).squeeze(-1)
+    torch.testing.assert_close(model({"image": image})["overall"], (raw - 1.0) / 4.0)
+    assert model.loss_scale == 16.0 and _model().loss_scale == 1.0
+    target = torch.rand(2, len(model.attributes))
+    loss = model.training_step({"image": image, "mos_norm": target}, StepContext(epoch=0, epochs=1))
+    pred = model({"image": image})
+    mos_mse = torch.stack([((4.0 * pred[a] + 1.0 - (4.0 * target[:, k] + 1.0)) ** 2).mean()
+                           for k, a in enumerate(model.attributes)]).mean()
+    torch.testing.assert_close(loss, mos_mse)
+    with pytest.raises(ValueError, match="mos_range"):
+        _model(head="linear")
+    with pytest.raises(ValueError, match="freeze_epochs"):
+        _model(head_optimizer="sgd")
+    assert _model(freeze_epochs=3).optimizer_phases() == []  # one optimiser unless asked
+    phases = _model(freeze_epochs=3, head_optimizer="sgd", restart_from_best=True).optimizer_phases()
+    assert [(p.start, p.optimizer, p.from_best) for p in phases] == [(0, "sgd", False), (3, None, True)]

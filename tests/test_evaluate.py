@@ -336,3 +336,29 @@ def test_reference_rows_are_never_ranked() -> None:
     assert mask["SRCC"].tolist() == [False, False, True, False]  # m3 is now the best ranked row of group a
     assert mask["MAE"].tolist() == [True, False, False, False]
     assert "| a | m2 | 0.9500 | 0.2000 | 20 |" in table.to_markdown()
+
+
+def test_scene_averaged_correlations_figure_fhiqa_fig3(project) -> None:
+    """FHIQA Fig. 3: per test scene the mean of SRCC, raw PLCC and KRCC (scipy's), one box per model and
+    attribute, written by the stage for per-scene experiments only."""
+    from iqalab.eval_figures import scene_averaged_correlations
+
+    mos = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    swapped = np.array([1.0, 3.0, 2.0, 4.0, 5.0])
+    rows = []
+    for scene, pred in (("s0", mos), ("s1", -mos), ("s2", swapped), ("s3", mos[:2])):
+        for i in range(len(pred)):
+            rows.append({"image_id": f"{scene}_{i}", "attribute": "overall", "mos": mos[i], "pred": pred[i],
+                         "split": "scene", "role": "test", "scene": scene})
+    frame = pd.DataFrame(rows)
+    write_experiment(project.root, "fh", frame, tables=["fhiqa_table1"], protocol="per_scene")
+    params = project.write_params(params_dict({"fh": {"tables": ["fhiqa_table1"], "protocol": "per_scene"}}))
+    evaluate.run(params, project.root, figures=True)
+    assert (project.root / "results" / "figures" / "evaluation" / "scene_correlations_toy.png").is_file()
+    inputs = evaluation.load_inputs(params, project.root)
+    test = inputs.predictions[inputs.predictions["role"] == "test"]
+    values = scene_averaged_correlations(test, inputs.meta)
+    swap = np.mean([stats.spearmanr(swapped, mos).statistic, stats.pearsonr(swapped, mos).statistic,
+                    stats.kendalltau(swapped, mos).statistic])
+    # s3 has two images: left out, as in Table I's medians
+    np.testing.assert_allclose(np.sort(values["overall", "fh"]), [-1.0, swap, 1.0], rtol=1e-9)

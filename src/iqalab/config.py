@@ -91,6 +91,10 @@ class TrainConfig(_Strict):
     val_images: Literal["monitor", "train"] = Field(
         "monitor", description="the split's val images: held out for the monitor, or trained on (no validation "
         "split carved out of the training scenes; select with monitor 'last')")
+    separate_attributes: bool = Field(
+        False, description="one model per attribute, each trained, selected and stored on its own "
+        "(build/models/<e>/<split>/<attribute>/; PIQ23's protocol, FHIQA seed 001 Sec. IV-D); false: one model "
+        "with a head per attribute")
     subset: Literal["all", "camera_complete"] = Field(
         "all", description="images of every role: all, or those with all seven camera parameters known "
         "(TuningIQA's FineLive-p)")

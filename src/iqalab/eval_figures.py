@@ -5,7 +5,9 @@
 - :func:`tier_bars`: SROCC / PLCC per REQA quality tier (Table I as bars);
 - :func:`fg_acc_by_dmos`: accuracy of the predicted order of image pairs against the MOS gap |dMOS| (how
   TuningIQA's FG-ACC degrades as pairs get finer);
-- :func:`significance_grid`: the REQA Table III 1/0/-1 matrix as a coloured grid.
+- :func:`significance_grid`: the REQA Table III 1/0/-1 matrix as a coloured grid;
+- :func:`scene_correlation_boxes`: FHIQA Fig. 3, the distribution over test scenes of the averaged correlation
+  (mean of SRCC, PLCC and KRCC within each scene) per model and attribute, for the per-scene (PIQ23) protocol.
 
 Every figure of simulated data carries the "simulated data" stamp (:func:`iqalab.plots.label_simulated`);
 :func:`evaluation_figures` writes the stage's set with :func:`iqalab.plots.save`.
@@ -124,6 +126,54 @@ def tier_bars(tier_scores: pd.DataFrame, labels: Mapping[str, str], title: str, 
     return fig
 
 
+#: the correlations FHIQA Fig. 3 averages within each scene (raw PLCC, as Table I's within-scene PLCC)
+SCENE_CORRELATIONS: dict[str, metrics.MetricFn] = {"srcc": metrics.srcc, "plcc": metrics.plcc,
+                                                   "krcc": metrics.krcc}
+
+
+def scene_averaged_correlations(test: pd.DataFrame, meta: Mapping[str, Mapping]) -> dict[tuple[str, str], np.ndarray]:
+    """``{(attribute, experiment): values}``: per test scene of the first split, the mean of SRCC, raw PLCC and
+    KRCC between the scored values (:func:`iqalab.analysis.evaluation.scored_values`: NIQE and BRISQUE negated,
+    as Table I) and the MOS within the scene (FHIQA seed 001 Sec. IV-A "the averaged correlations", Fig. 3);
+    scenes with fewer than 3 images or an undefined correlation are left out."""
+    from iqalab.analysis.evaluation import scored_values
+
+    out: dict[tuple[str, str], np.ndarray] = {}
+    for (exp, attr), part in first_split(test).groupby(["experiment", "attribute"], sort=False):
+        pred = scored_values(part, meta[exp])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", metrics.MetricWarning)
+            table = metrics.per_group_metrics(part.assign(pred=pred), "scene", SCENE_CORRELATIONS)
+        averaged = table[list(SCENE_CORRELATIONS)].mean(axis=1, skipna=False).to_numpy(float)
+        out[str(attr), str(exp)] = averaged[np.isfinite(averaged)]
+    return out
+
+
+def scene_correlation_boxes(values: Mapping[tuple[str, str], np.ndarray], labels: Mapping[str, str], title: str,
+                            simulated: bool) -> plt.Figure | None:
+    """FHIQA Fig. 3: one panel per attribute, one box per model over the test scenes' averaged correlations
+    (:func:`scene_averaged_correlations`); None when no scene has a value."""
+    if not any(len(v) for v in values.values()):
+        return None
+    attrs = list(dict.fromkeys(a for a, _ in values))
+    exps = list(dict.fromkeys(e for _, e in values))
+    fig, axes = plt.subplots(1, len(attrs), figsize=(PAGE_WIDTH_IN, 0.9 + 0.22 * len(exps)), sharey=True,
+                             squeeze=False)
+    for ax, attr in zip(axes[0], attrs):
+        data = [values.get((attr, e), np.array([])) for e in exps]
+        ax.boxplot([d if len(d) else [np.nan] for d in data], orientation="horizontal", widths=0.6,
+                   tick_labels=[labels.get(e, e) for e in exps], flierprops={"markersize": 2})
+        ax.set_title(attr, fontsize=8)
+        ax.set_xlabel("mean of SRCC, PLCC, KRCC within a scene", fontsize=6)
+        ax.axvline(0, color="0.5", lw=0.5)
+        ax.tick_params(labelsize=6)
+    axes[0][0].invert_yaxis()  # the first model on top
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    label_simulated(fig, simulated)
+    return fig
+
+
 def pair_correct(pairs: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
     """Per decided pair with both images in ``test`` (one experiment, one split): ``|dMOS|`` and the credit of
     the predicted order (1 right, 0 wrong, 0.5 predicted tie; the :func:`iqalab.analysis.metrics.fg_acc` rules)."""
@@ -206,8 +256,9 @@ def evaluation_figures(inputs: EvalInputs, scores: pd.DataFrame, folder: Path,
                        formats: Sequence[str] = ("png", "pdf"), logistic_bounds: bool = True) -> list[Path]:
     """Write the stage's figures: ``scatter_<dataset>_<attribute>`` (PNG only: a grid of up to ~20 rasterised
     panels per attribute is slow as PDF and gains nothing), ``tiers_<dataset>_<attribute>`` (when tier metrics
-    exist) and ``fg_acc_dmos_<dataset>`` (when the dataset has pairs), the last two in ``formats``. Stale figures
-    are removed."""
+    exist), ``scene_correlations_<dataset>`` (FHIQA Fig. 3, for experiments with ``protocol: per_scene``) and
+    ``fg_acc_dmos_<dataset>`` (when the dataset has pairs), the last three in ``formats``. Stale figures are
+    removed."""
     from iqalab.analysis.evaluation import display_labels
 
     folder = Path(folder)
@@ -234,6 +285,12 @@ def evaluation_figures(inputs: EvalInputs, scores: pd.DataFrame, folder: Path,
         if not tiers.empty:
             emit(tier_bars(tiers, labels, f"{dataset}: {attr} per quality tier", sim),
                  f"tiers_{safe_name(dataset)}_{safe_name(attr)}")
+    per_scene = [e for e, info in inputs.meta.items() if info.get("protocol") == "per_scene"]
+    for dataset, part in test[test["experiment"].isin(per_scene)].groupby("dataset", sort=False):
+        values = scene_averaged_correlations(part, inputs.meta)
+        emit(scene_correlation_boxes(values, labels, f"{dataset}: averaged correlation per test scene (FHIQA Fig. 3 "
+                                     "layout)", simulated.get(dataset, False)),
+             f"scene_correlations_{safe_name(dataset)}")
     for dataset, pairs in inputs.pairs.items():
         part = test[test["dataset"] == dataset]
         if part.empty:

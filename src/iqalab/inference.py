@@ -117,8 +117,8 @@ def check_checkpoint_file(path: str | Path) -> None:
                               "by training, or the folder `iqalab export` writes)")
 
 
-def experiment_checkpoint(root: str | Path, experiment: str,
-                          split: str | None = None) -> tuple[Path | None, str]:
+def experiment_checkpoint(root: str | Path, experiment: str, split: str | None = None,
+                          attribute: str | None = None) -> tuple[Path | None, str]:
     """The checkpoint the analysis stages use for a trained experiment and, when there is none, why.
 
     It is ``build/models/<experiment>/<first split>/best.pt`` (or ``split``'s, when it trained), the splits
@@ -142,7 +142,14 @@ def experiment_checkpoint(root: str | Path, experiment: str,
         return None, f"{meta.relative_to(root)} lists no split"
     if split is not None and split not in splits:
         return None, f"split {split!r} not trained (trained: {', '.join(splits)})"
-    ckpt = root / "build" / "models" / experiment / (split or splits[0]) / "best.pt"
+    folder = root / "build" / "models" / experiment / (split or splits[0])
+    if info.get("separate_attributes"):  # one model per attribute (train.separate_attributes)
+        attributes = [str(a) for a in info.get("attributes") or []]
+        if attribute not in attributes:
+            return None, (f"one model per attribute (train.separate_attributes): {folder.relative_to(root)}/"
+                          f"<attribute>/best.pt for one of {', '.join(attributes)}")
+        folder = folder / attribute
+    ckpt = folder / "best.pt"
     if not ckpt.is_file():
         return None, f"checkpoint {ckpt.relative_to(root)} missing"
     return ckpt, ""

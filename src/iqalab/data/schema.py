@@ -29,7 +29,7 @@ import logging
 import math
 import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,21 @@ class Dataset:
     def image_path(self, image_id_or_path: str) -> Path:
         """Absolute path of an image given its relative ``path`` value."""
         return self.root / image_id_or_path
+
+    def only_attribute(self, attribute: str) -> Dataset:
+        """The same dataset with one attribute: ``attributes`` is ``[attribute]`` and the pairs and ratings of other
+        attributes are left out; images, splits and files are shared. A model built on it has one head and its
+        loaders read that attribute's MOS only (``train.separate_attributes``: one model per attribute, PIQ23's
+        protocol, FHIQA seed 001 Sec. IV-D)."""
+        if attribute not in self.attributes:
+            raise DataError(f"{where('dataset.json', column='attributes')}: dataset {self.name!r} has no attribute "
+                            f"{attribute!r}; attributes: {self.attributes}")
+
+        def keep(frame: pd.DataFrame | None) -> pd.DataFrame | None:
+            return None if frame is None else frame[frame["attribute"] == attribute].reset_index(drop=True)
+
+        return replace(self, meta={**self.meta, "attributes": [attribute]}, pairs=keep(self.pairs),
+                       ratings=keep(self.ratings))
 
     def split_ids(self, split: str, role: str) -> list[str]:
         """Image ids with ``role`` in ``split`` (in images-table order, for determinism)."""

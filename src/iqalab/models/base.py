@@ -55,13 +55,30 @@ class StepContext:
     step: int = 0
 
 
+@dataclass(frozen=True)
+class OptimizerPhase:
+    """A phase of a released protocol that starts a new optimiser (:meth:`IQAModel.optimizer_phases`), as when a
+    release runs its phases as separate trainings (DBCNN's ``DBCNN.py``: SGD on the heads, then a new Adam on
+    everything from the best head-only weights).
+
+    ``start``: the phase's first epoch. ``optimizer``: ``"adam"``, ``"adamw"`` or ``"sgd"`` (momentum 0.9);
+    ``None`` is ``train.optimizer``. Each phase gets a new optimiser and a new ``train.scheduler`` at the rates
+    of :meth:`IQAModel.param_groups` (and :meth:`IQAModel.lr_scales`). ``from_best``: the phase starts from the
+    weights of the best epoch so far (``best.pt``) and selects its own best epoch, as a separate training would;
+    otherwise it continues from the last epoch's weights and the selection runs on across the phases."""
+
+    start: int
+    optimizer: str | None = None
+    from_best: bool = False
+
+
 #: The optional hooks of the model contract: every one is declared on :class:`IQAModel` with a default, listed in
 #: README "Adding a model", and checked for every registered model by ``tests/test_models_registry.py``.
 HOOKS: tuple[str, ...] = (
     "training_step", "predict", "param_groups", "trainable", "fit", "make_train_sampler", "dataset_kwargs",
     "has_pair_head", "predict_with_embedding", "pair_logits", "raw_score_name", "raw_lower_is_better",
     "input_resolution", "predict_with_raw", "ready_without_training", "run_notes", "allow_missing_regions",
-    "smoke_params", "smoke_image_size", "select_images",
+    "smoke_params", "smoke_image_size", "select_images", "lr_scales", "optimizer_phases",
 )
 
 
@@ -185,6 +202,12 @@ class IQAModel(nn.Module):
         the schedule alone. The engine applies them for the epoch and restores the scheduled rates before the
         scheduler steps, so the schedule itself is unchanged."""
         return None
+
+    def optimizer_phases(self) -> list[OptimizerPhase]:
+        """Phases that each start a new optimiser (:class:`OptimizerPhase`: its first epoch, its optimiser, whether
+        it starts from the best weights so far), in epoch order; ``[]`` (default): one optimiser for the whole
+        run. A phase starting at epoch 0 sets the first optimiser (DBCNN's SGD head phase)."""
+        return []
 
     def num_parameters(self) -> int:
         """Number of parameters (trainable or not)."""

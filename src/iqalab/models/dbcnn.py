@@ -26,11 +26,15 @@ so predictions are on the normalised [0, 1] scale of :mod:`iqalab.models.base`. 
 normalised MOS (the paper's l2 loss; released code ``nn.MSELoss``).
 
 **Training** (Sec. III-D and the released ``DBCNN.py``): first only the linear layer is trained with both
-streams frozen (SGD, lr 1e-3), then everything is fine-tuned (Adam, lr 1e-5, weight decay 5e-4, batch 8).
-Here one optimiser runs both phases: for the first ``freeze_epochs`` epochs the streams' features are computed
-without gradients (the heads alone learn, at ``lr``), then all parts train at ``lr * stream_lr_scale``, the heads
-too (:meth:`DBCNN.lr_scales`). Not reproduced: the release's phase 1 is SGD (momentum 0.9) and its phase 2 a new
-Adam started from the best phase-1 weights; here one Adam continues from the last head-only epoch.
+streams frozen (SGD, momentum 0.9, lr 1e-3), then everything is fine-tuned (Adam, lr 1e-5, weight decay 5e-4,
+batch 8), each phase a training of its own: phase 2 loads phase 1's best weights, and each keeps its best epoch.
+The release's linear layer outputs the MOS itself (MSE on the MOS, no sigmoid). Here: for the first
+``freeze_epochs`` epochs the streams' features are computed without gradients (the heads alone learn, at
+``lr``), then all parts train at ``lr * stream_lr_scale``, the heads too (:meth:`DBCNN.lr_scales`).
+``head_optimizer="sgd"`` and ``restart_from_best=True`` make the two phases the release's two trainings
+(:meth:`DBCNN.optimizer_phases`; without them one ``train.optimizer`` continues from the last head-only epoch),
+``head="linear"`` gives the release's linear layer in the dataset's MOS units with the MSE on the MOS
+(:attr:`DBCNN.loss_scale`; default ``"sigmoid"``: a sigmoid on the normalised scale, MSE there).
 With ``freeze_epochs=0`` (default, sensible from scratch) all parts train from the start.
 """
 
@@ -39,16 +43,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from iqalab.models.backbones import PretrainedUnavailable, create_backbone
-from iqalab.models.base import IQAModel, StepContext
+from iqalab.models.base import IQAModel, OptimizerPhase, StepContext
 from iqalab.models.registry import register
 from iqalab.train.losses import masked_mse
+
+if TYPE_CHECKING:
+    from iqalab.data.schema import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +96,13 @@ class SCNN(nn.Module):
 def bilinear_pool(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """DBCNN bilinear pooling (Sec. III-C): ``[B, C1, H, W]`` x ``[B, C2, H', W']`` -> ``[B, C1 * C2]``.
 
-    ``b`` is resized (bilinear) to ``a``'s spatial size; the result is ``vec(a b^T / (H W))`` (feature
-    ``c1 * C2 + c2`` pairs channel ``c1`` of ``a`` with channel ``c2`` of ``b``) after the signed square root
-    ``sign(z) sqrt(|z| + eps)`` and l2 normalisation. ``eps`` keeps the square root's gradient finite at 0.
-    Computed in at least float32 (autocast off; float64 inputs stay float64).
+    ``b`` is resized (bilinear, corners aligned: the release's ``F.upsample_bilinear``) to ``a``'s spatial size;
+    the result is ``vec(a b^T / (H W))`` (feature ``c1 * C2 + c2`` pairs channel ``c1`` of ``a`` with channel
+    ``c2`` of ``b``) after the square root ``sqrt(z + eps)`` and l2 normalisation, as the release's (its maps
+    follow ReLUs, so ``z >= 0``); a negative ``z`` (a backbone whose map is not rectified) gets the signed root
+    ``-sqrt(|z| + eps)``. ``eps`` keeps the square root's gradient finite at 0. Computed in at least float32
+    (autocast off; float64 inputs stay float64). Until 2026-12-04 the resize did not align corners and a zero
+    ``z`` stayed 0 (``sign(z) sqrt(|z| + eps)``), both unlike the release.
     """
     n, c1, h, w = a.shape
     # in float32 even under bf16 autocast: the square root of small products and the norm over C1 * C2 terms
@@ -101,11 +111,11 @@ def bilinear_pool(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.
         dtype = torch.promote_types(torch.promote_types(a.dtype, b.dtype), torch.float32)
         a, b = a.to(dtype), b.to(dtype)
         if b.shape[-2:] != (h, w):
-            b = F.interpolate(b, size=(h, w), mode="bilinear", align_corners=False)
+            b = F.interpolate(b, size=(h, w), mode="bilinear", align_corners=True)
         c2 = b.shape[1]
         pooled = torch.bmm(a.reshape(n, c1, h * w), b.reshape(n, c2, h * w).transpose(1, 2)) / (h * w)
         pooled = pooled.reshape(n, c1 * c2)
-        pooled = torch.sign(pooled) * torch.sqrt(pooled.abs() + eps)
+        pooled = torch.where(pooled < 0, -1.0, 1.0).to(pooled) * torch.sqrt(pooled.abs() + eps)
         return F.normalize(pooled, dim=1)
 
 
@@ -127,10 +137,26 @@ class DBCNN(IQAModel):
     def __init__(self, attributes: list[str], backbone: str = "resnet18", pretrained: bool | str | Path = False,
                  backbone_stage: int = -1, scnn_channels: Sequence[int] = SCNN_CHANNELS,
                  scnn_strides: Sequence[int] = SCNN_STRIDES, scnn_weights: str | Path | None = None,
-                 freeze_epochs: int = 0, stream_lr_scale: float = 1.0) -> None:
+                 freeze_epochs: int = 0, stream_lr_scale: float = 1.0, head: str = "sigmoid",
+                 mos_range: Sequence[float] | None = None, head_optimizer: str | None = None,
+                 restart_from_best: bool = False) -> None:
         super().__init__(attributes)
         if freeze_epochs < 0:
             raise ValueError(f"freeze_epochs must be >= 0, got {freeze_epochs}")
+        if head not in ("sigmoid", "linear"):
+            raise ValueError(f"head {head!r}: 'sigmoid' (scores on the normalised scale) or 'linear' (the release's "
+                             "linear layer in the dataset's MOS units)")
+        if head == "linear" and (mos_range is None or len(mos_range) != 2 or not mos_range[1] > mos_range[0]):
+            raise ValueError(f"head 'linear' needs mos_range [low, high] (the engine passes the dataset's), got "
+                             f"{mos_range}")
+        if head_optimizer not in (None, "adam", "adamw", "sgd"):
+            raise ValueError(f"head_optimizer {head_optimizer!r}: null (train.optimizer), 'sgd', 'adam' or 'adamw'")
+        if (head_optimizer is not None or restart_from_best) and not freeze_epochs:
+            raise ValueError("head_optimizer and restart_from_best describe the head-only phase: set freeze_epochs")
+        self.head = head
+        self.mos_range = None if mos_range is None else (float(mos_range[0]), float(mos_range[1]))
+        self.head_optimizer = head_optimizer
+        self.restart_from_best = bool(restart_from_best)
         self.backbone = _feature_stage(backbone, pretrained, backbone_stage)
         self.scnn = SCNN(tuple(scnn_channels), tuple(scnn_strides))
         if scnn_weights is not None:
@@ -152,8 +178,29 @@ class DBCNN(IQAModel):
         """Bilinear features ``[B, C1 * C2]`` (backbone channels x S-CNN channels)."""
         return bilinear_pool(self.backbone(image)[-1], self.scnn(image))
 
+    @classmethod
+    def dataset_kwargs(cls, dataset: Dataset, train_ids: Sequence[str] | None = None) -> dict[str, Any]:
+        """``mos_range``: the dataset's MOS range, the units of the release's linear head (``head="linear"``)."""
+        lo, hi = dataset.mos_range
+        return {"mos_range": [float(lo), float(hi)]}
+
     def scores(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each attribute's score on the normalised scale: the sigmoid of its head (``head="sigmoid"``) or, with
+        the release's linear layer (``head="linear"``), its output in MOS units mapped linearly onto it."""
+        if self.head == "linear":
+            lo, hi = self.mos_range
+            return {a: (head(feats).squeeze(-1) - lo) / (hi - lo) for a, head in self.heads.items()}
         return {a: torch.sigmoid(head(feats).squeeze(-1)) for a, head in self.heads.items()}
+
+    @property
+    def loss_scale(self) -> float:
+        """Factor from the MSE on the normalised scale to the MSE in MOS units: ``(high - low) ** 2`` with the
+        linear head (the release's ``nn.MSELoss`` on the MOS: under its SGD head phase the loss's units set the
+        step size), 1 with the sigmoid head."""
+        if self.head == "linear":
+            lo, hi = self.mos_range
+            return (hi - lo) ** 2
+        return 1.0
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         return self.scores(self.features(batch["image"]))
@@ -166,7 +213,7 @@ class DBCNN(IQAModel):
             pred = self.scores(feats)
         else:
             pred = self(batch)
-        return masked_mse(pred, batch["mos_norm"], self.attributes)
+        return masked_mse(pred, batch["mos_norm"], self.attributes) * self.loss_scale
 
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         """Streams at ``lr * stream_lr_scale``, heads at ``lr`` (from ``freeze_epochs`` on, :meth:`lr_scales`)."""
@@ -183,6 +230,16 @@ class DBCNN(IQAModel):
         if self.freeze_epochs and epoch >= self.freeze_epochs:
             return [1.0, self.stream_lr_scale]
         return None
+
+    def optimizer_phases(self) -> list[OptimizerPhase]:
+        """The released ``DBCNN.py`` runs its two phases as two trainings: the heads alone with SGD (momentum 0.9;
+        ``head_optimizer="sgd"``), then a new Adam on everything, loaded from the best head-only weights
+        (``restart_from_best``), each phase with its own best epoch. Without either option one optimiser
+        (``train.optimizer``) runs through both phases."""
+        if not self.freeze_epochs or (self.head_optimizer is None and not self.restart_from_best):
+            return []
+        return [OptimizerPhase(0, self.head_optimizer),
+                OptimizerPhase(self.freeze_epochs, None, from_best=self.restart_from_best)]
 
 
 def _feature_stage(name: str, pretrained: bool | str | Path, stage: int) -> nn.Module:

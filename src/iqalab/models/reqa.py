@@ -45,8 +45,9 @@ Choices where the paper is silent or the text is garbled (each is a constructor 
 - Curriculum (Sec. IV-A.3): four equal stages of training (epochs 0-9, 10-19, 20-29, 30-39 of 40). The printed
   weights do not all sum to 1 as Eq. 14 requires (stage 1: 0.25, 0.5, 0.25/3, 0.25/3; stage 4: 0.25, 0.25, 0.25,
   0.5); stages 2 and 3 list no w_1, read as 0. Each stage's printed weights are used as given and normalised to
-  sum 1 (:data:`PAPER_STAGE_WEIGHTS`; ``normalise_stage_weights=False`` uses them as printed). For T != 4 the fine weights of each stage are resampled linearly onto T - 1
-  steps, keeping the stage's coarse weight and total fine weight (:func:`curriculum_weights`).
+  sum 1 (:data:`PAPER_STAGE_WEIGHTS`; ``normalise_stage_weights=False`` uses them as printed). For T != 4 the
+  fine weights of each stage are resampled linearly onto T - 1 steps, keeping the stage's coarse weight and total
+  fine weight (:func:`curriculum_weights`).
 - Tolerances (Eq. 13): l = 5, 2.5, 0 on the 0-100 scale for T = 4; for other T they are spaced evenly from 5 down
   to 0 over the T - 1 fine steps (T = 3: 5, 0; T = 5: 5, 3.33, 1.67, 0) unless ``tolerances`` is given.
 - Ablations (Tables V-VI): ``use_feedback=False`` removes the feedback blocks (MLP-III sees v_m only, so every

@@ -122,7 +122,8 @@ class TableContext:
         scoped, note_labels = self.scoped(list(ran), primary_only, cross), self.note_labels(list(ran))
         notes = [*notes, *undefined_notes(scoped, note_labels), *near_constant_notes(scoped, note_labels),
                  *baseline_notes(ran, self.labels), *region_notes(ran, self.labels),
-                 *selection_notes(ran, self.labels), *precision_notes(ran, self.labels),
+                 *selection_notes(ran, self.labels), *separate_attribute_notes(ran, self.labels),
+                 *precision_notes(ran, self.labels),
                  *not_run_notes(paper_table)]
         return ". ".join([layout, dataset_caption(datasets), split_note, *notes]) + "."
 
@@ -378,6 +379,18 @@ def selection_notes(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, 
         return []
     return ["weights of the epoch with the lowest training loss (train.monitor: train_loss), not selected on "
             "validation images: " + ", ".join(rows)]
+
+
+def separate_attribute_notes(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]) -> list[str]:
+    """A caption sentence naming the rows trained as one model per attribute (``separate_attributes`` of their
+    predictions JSON, ``train.separate_attributes``: PIQ23's protocol, FHIQA seed 001 Sec. IV-D), each model with
+    its own best epoch, and saying that their parameter count is that of all the models; none otherwise (one
+    model with a head per attribute)."""
+    rows = [labels.get(exp, exp) for exp, info in meta.items() if info.get("separate_attributes")]
+    if not rows:
+        return []
+    return ["one model per attribute (train.separate_attributes; PIQ23's protocol), each with its own selected "
+            "epoch, Params (M) counting all of them: " + ", ".join(rows)]
 
 
 def precision_notes(meta: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]) -> list[str]:

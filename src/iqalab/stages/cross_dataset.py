@@ -86,6 +86,8 @@ def training_checkpoint(root: Path, experiment: str) -> tuple[Path | None, str, 
     if not splits:
         return None, "", "no split trained"
     split = FULL_TRAIN if FULL_TRAIN in splits else splits[0]
+    if info.get("separate_attributes"):
+        return None, split, "one model per attribute (train.separate_attributes); cross-dataset runs take one model"
     ckpt = root / "build" / "models" / experiment / split / "best.pt"
     return (ckpt, split, "") if ckpt.is_file() else (None, split, f"checkpoint {ckpt} missing")
 

@@ -10,6 +10,7 @@ could not run (zero-shot weights unavailable, :mod:`iqalab.status`) gets a profi
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,10 @@ def profile_experiment(params: Params, experiment: str, root: Path, image_size: 
         write_json(root / "results" / "profile" / f"{experiment}.json",
                    {**result, "_provenance": provenance.collect(params, device="cpu")})
         return result
-    ckpt, why = experiment_checkpoint(root, experiment)
+    # one model per attribute (train.separate_attributes): each is the same network with one head; the first
+    # attribute's is profiled and the record says how many models score an image
+    attributes = per_attribute_models(root, experiment)
+    ckpt, why = experiment_checkpoint(root, experiment, attribute=attributes[0] if attributes else None)
     if ckpt is None:
         raise FileNotFoundError(f"experiment {experiment!r}: {why}")
     model = model_from_checkpoint(load_checkpoint(ckpt), str(ckpt))
@@ -52,6 +56,16 @@ def profile_experiment(params: Params, experiment: str, root: Path, image_size: 
     if not model.trainable:  # numpy feature pipelines: no torch graph to count MACs on
         result.update(gmacs=None, params=model.num_parameters(), params_m=model.num_parameters() / 1e6)
     result.update({"experiment": experiment, "model": model.registry_name, "checkpoint": str(ckpt.relative_to(root))})
+    if attributes:
+        result["models_per_image"] = len(attributes)  # params, GMACs and latency are of one attribute's model
     write_json(root / "results" / "profile" / f"{experiment}.json",
                {**result, "_provenance": provenance.collect(params, device="cpu")})
     return result
+
+
+def per_attribute_models(root: Path, experiment: str) -> list[str]:
+    """The attributes of an experiment trained with one model per attribute (``train.separate_attributes``,
+    recorded in ``results/predictions/<experiment>.json``); empty for one model with a head per attribute."""
+    meta = root / "results" / "predictions" / f"{experiment}.json"
+    info = json.loads(meta.read_text()) if meta.is_file() else {}
+    return [str(a) for a in info.get("attributes") or []] if info.get("separate_attributes") else []

@@ -58,7 +58,7 @@ from iqalab.data.loaders import (
 from iqalab.data.regions import check_regions, summarise_regions
 from iqalab.data.schema import CAM_COLUMNS, PREDICTION_COLUMNS, Dataset, read_dataset
 from iqalab.io import atomic_path, load_error_reason, write_json, write_parquet
-from iqalab.models.base import IQAModel, StepContext
+from iqalab.models.base import IQAModel, OptimizerPhase, StepContext
 from iqalab.models.cards import input_size
 from iqalab.models.registry import build_model, get_model_class
 from iqalab.repro import seed_everything
@@ -402,13 +402,41 @@ def _loader(dataset: Any, batch_size: int, shuffle: bool, seed: int, workers: in
                       drop_last=shuffle and len(dataset) > batch_size)
 
 
-def _optimizer(model: IQAModel, cfg: TrainConfig) -> torch.optim.Optimizer:
+def _optimizer(model: IQAModel, cfg: TrainConfig, kind: str | None = None) -> torch.optim.Optimizer:
+    """A new optimiser over :meth:`IQAModel.param_groups`: ``kind`` (an :class:`OptimizerPhase`'s) or
+    ``train.optimizer``."""
     groups = model.param_groups(cfg.lr)
-    if cfg.optimizer == "adamw":
+    kind = kind or cfg.optimizer
+    if kind == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adam":
+    if kind == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    if kind == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    raise ValueError(f"optimizer {kind!r}: one of adamw, adam, sgd")
+
+
+def optimizer_phases(model: IQAModel, epochs: int, where: str) -> list[OptimizerPhase]:
+    """The model's :meth:`IQAModel.optimizer_phases`, checked: starts strictly increasing inside the run's
+    ``epochs``, known optimisers (a wrong phase is the model's bug: one line naming ``where``)."""
+    phases = list(model.optimizer_phases())
+    starts = [phase.start for phase in phases]
+    if starts != sorted(set(starts)) or any(not 0 <= s < epochs for s in starts):
+        raise ValueError(f"{where}: optimizer phases start at epochs {starts}; they must increase within "
+                         f"0..{epochs - 1}")
+    bad = [phase.optimizer for phase in phases if phase.optimizer not in (None, "adam", "adamw", "sgd")]
+    if bad:
+        raise ValueError(f"{where}: optimizer phase with optimizer {bad[0]!r}: one of adamw, adam, sgd")
+    return phases
+
+
+def phase_at(phases: list[OptimizerPhase], epoch: int) -> OptimizerPhase | None:
+    """The phase ``epoch`` belongs to (the last starting at or before it); None before the first or without any."""
+    current = None
+    for phase in phases:
+        if phase.start <= epoch:
+            current = phase
+    return current
 
 
 def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
@@ -747,7 +775,9 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
             log.info("training on %d pairs", len(train_set))
         ctx = StepContext(epoch=0, epochs=cfg.epochs, step=0)
         step_module = wrap_for_training(model, ctx, cfg, device)
-        opt = _optimizer(model, cfg)
+        phases = optimizer_phases(model, cfg.epochs, f"experiments.{spec.experiment} (model {spec.model_name})")
+        first = phase_at(phases, 0)
+        opt = _optimizer(model, cfg, first.optimizer if first else None)
         sched = _scheduler(opt, cfg)
         start_epoch, best, best_epoch, bad_epochs = 0, -math.inf, -1, 0
         last = ckpt_dir / "last.pt"
@@ -755,6 +785,10 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
             state = load_checkpoint(last)
             if state.get("fingerprint") == fp:
                 load_model_state(model, state["model"], str(last))
+                resumed = phase_at(phases, state["epoch"])  # the optimiser of the phase the saved epoch ran in
+                if resumed is not first:
+                    opt = _optimizer(model, cfg, resumed.optimizer if resumed else None)
+                    sched = _scheduler(opt, cfg)
                 opt.load_state_dict(state["optimizer"])
                 sched.load_state_dict(state["scheduler"])
                 start_epoch, best, best_epoch = state["epoch"] + 1, state["best"], state["best_epoch"]
@@ -796,6 +830,17 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
                                 batch_sampler.dropped, dist_info.world_size)
             loader = _loader(train_set, cfg.batch_size, True, spec.seed * 1000 + epoch, cfg.num_workers,
                              batch_sampler)
+            phase = phase_at(phases, epoch)
+            if phase is not None and phase.start == epoch and epoch > 0:  # a new optimiser (OptimizerPhase)
+                if phase.from_best and best_epoch >= 0:  # as a separate training started from the best weights
+                    distributed.barrier()  # rank 0 has written best.pt
+                    best_path = ckpt_dir / "best.pt"
+                    load_model_state(model, load_checkpoint(best_path)["model"], str(best_path))
+                    log.info("%s/%s epoch %d: new %s optimiser from the weights of epoch %d", spec.experiment,
+                             spec.split, epoch + 1, phase.optimizer or cfg.optimizer, best_epoch + 1)
+                    best, best_epoch, bad_epochs = -math.inf, -1, 0  # the phase selects its own best epoch
+                opt = _optimizer(model, cfg, phase.optimizer)
+                sched = _scheduler(opt, cfg)
             scheduled = [group["lr"] for group in opt.param_groups]
             scales = model.lr_scales(epoch)  # a protocol's phase (DBCNN's fine-tuning); None: the schedule alone
             if scales is not None:
@@ -806,8 +851,9 @@ def train_split(spec: RunSpec) -> pd.DataFrame:
                     group["lr"] = lr * float(scale)
             train_loss = _iterate_train(step_module, model, loader, opt, device, cfg, ctx, progress,
                                         f"{spec.experiment}/{spec.split} epoch {epoch + 1}/{cfg.epochs}")
-            for group, lr in zip(opt.param_groups, scheduled):  # the scheduler steps from its own rates
-                group["lr"] = lr
+            if scales is not None:  # the scheduler steps from its own rates
+                for group, lr in zip(opt.param_groups, scheduled):
+                    group["lr"] = lr
             if dist_info.enabled:  # the logged loss is the mean over ranks
                 train_loss = distributed.mean_over_ranks(train_loss, dist_info)
             sched.step()
@@ -961,6 +1007,7 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
     dcfg = params.dataset(exp.dataset)
     ds = read_dataset(root / "build" / "datasets" / exp.dataset)
     cache = ImageCache(ds, dcfg.cache_size)
+    separate = params.train_config(experiment).separate_attributes
     frames = []
     pair_frames: list[pd.DataFrame] = []
     train_seconds = 0.0
@@ -975,16 +1022,22 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
     try:
         with experiment_lock(root, experiment):
             splits = list(_splits(ds, exp.splits, f"experiments.{experiment}.splits"))
-            for split in splits:
-                spec = RunSpec(experiment=experiment, dataset=ds, cache=cache, model_name=exp.model.name,
+            run_notes: dict[tuple[str, str | None], dict[str, Any]] = {}
+            for split, attribute in run_plan(splits, ds.attributes, separate):
+                out_dir = root / "build" / "models" / experiment / split
+                spec = RunSpec(experiment=experiment, cache=cache, model_name=exp.model.name,
+                               dataset=ds if attribute is None else ds.only_attribute(attribute),
                                model_kwargs=params.model_kwargs(experiment), train=params.train_config(experiment),
-                               split=split, seed=params.seed,
-                               out_dir=root / "build" / "models" / experiment / split, progress=progress)
+                               split=split, seed=params.seed, progress=progress,
+                               out_dir=out_dir if attribute is None else out_dir / attribute)
                 frames.append(train_split(spec))
                 if spec.extra.get("pair_predictions") is not None:
                     pair_frames.append(spec.extra["pair_predictions"])
-                n_params = spec.extra.get("n_params", n_params)
-                notes = merge_notes(notes, spec.extra.get("notes", {}))
+                if attribute is None or attribute == ds.attributes[0]:
+                    n_params = spec.extra.get("n_params", n_params)
+                elif n_params is not None and spec.extra.get("n_params") is not None:
+                    n_params += spec.extra["n_params"]  # one model per attribute: the parameters of all of them
+                run_notes[split, attribute] = spec.extra.get("notes", {})
                 regions.append(spec.extra.get("regions", {}))
                 inputs.setdefault(spec.extra.get("input_size", "-"), []).append(split)
                 precisions.setdefault(spec.extra.get("train_precision", "-"), []).append(split)
@@ -992,6 +1045,8 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
                     selections.setdefault(spec.extra["model_selection"], []).append(split)
                 n_images[split] = spec.extra.get("n_images", {})
                 train_seconds += spec.extra.get("train_seconds", 0.0)
+            for split in splits:
+                notes = merge_notes(notes, notes_of_split([n for (s, _), n in run_notes.items() if s == split]))
     except ModelUnavailable as exc:
         status, detail, frames, n_params = exc.status, exc.detail, [], None
         log.warning("experiment %s (model %s): %s%s; the stage completes with an empty predictions file and this "
@@ -1016,6 +1071,9 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
         # subset (train.subset: FineLive-p) and the images per split and role
         "input_size": _per_split(inputs),
         "subset": params.train_config(experiment).subset, "n_images": n_images,
+        # one model per attribute (train.separate_attributes), each in build/models/<e>/<split>/<attribute>/;
+        # n_params is then the sum over the attributes' models
+        "separate_attributes": separate,
         # bf16 autocast or fp32 (training_precision; per split only where splits differ)
         "train_precision": _per_split(precisions),
         # the epoch whose weights were kept (train.monitor; null for models fitted or used as published)
@@ -1041,6 +1099,30 @@ def train_experiment(params: Params, experiment: str, root: Path, progress: bool
     return preds
 
 
+def run_plan(splits: list[str], attributes: list[str], separate: bool) -> list[tuple[str, str | None]]:
+    """The runs of an experiment, ``(split, attribute)``: one per split with ``attribute`` None (one model with a
+    head per attribute), or with ``separate`` (``train.separate_attributes``, PIQ23's protocol) one per split and
+    attribute, each a model of its own trained, selected (its own best epoch) and stored in
+    ``<split>/<attribute>/``."""
+    if not separate:
+        return [(split, None) for split in splits]
+    return [(split, attribute) for split in splits for attribute in attributes]
+
+
+def notes_of_split(attribute_notes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The notes of one split from its runs' (one run, or one per attribute with ``train.separate_attributes``):
+    the attributes' models saw the same images, so a count (``n_*``) is the largest of theirs, not their sum
+    (e.g. the test images without a face box, counted by the Details and Exposure models alike)."""
+    merged: dict[str, Any] = {}
+    for notes in attribute_notes:
+        for key, value in notes.items():
+            if key.startswith("n_") and isinstance(value, int) and not isinstance(value, bool) and key in merged:
+                merged[key] = max(int(merged[key] or 0), value)
+            else:
+                merged[key] = value
+    return merged
+
+
 def merge_notes(before: dict[str, Any], split_notes: dict[str, Any]) -> dict[str, Any]:
     """The notes of an experiment after one more split (:meth:`IQAModel.run_notes`, one model per split): counts
     (``n_*`` integers, e.g. the images scored by a fallback) are summed over the splits, so a caption's count
@@ -1056,7 +1138,7 @@ def _per_split(values: dict[str, list[str]]) -> str | None:
     """One value when every split had it, else ``"<value> (<splits>); ..."``; None when there were no splits."""
     if len(values) == 1:
         return next(iter(values))
-    return "; ".join(f"{value} ({', '.join(splits)})" for value, splits in values.items()) or None
+    return "; ".join(f"{value} ({', '.join(dict.fromkeys(splits))})" for value, splits in values.items()) or None
 
 
 def _splits(ds: Dataset, wanted: list[str], path: str) -> Iterator[str]:
