@@ -218,8 +218,8 @@ def test_score_cli_with_released_weights(official_state, tmp_path):
     assert frame["hyperiqa"].notna().all() and frame["hyperiqa"].nunique() == 2
     from iqalab.official import official_scorer
 
-    with pytest.raises(ValueError, match="known: official:hyperiqa"):
-        official_scorer("dbcnn", {})
+    with pytest.raises(ValueError, match="known: official:hyperiqa, official:dbcnn"):
+        official_scorer("musiq", {})
 
 
 def pyiqa_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,5 +1,6 @@
 """Released weights of an original implementation, loaded into iqalab's port and scored by the original's test
-protocol: ``iqalab score --model official:hyperiqa --option weights=koniq_pretrained.pkl photos/``.
+protocol: ``iqalab score --model official:hyperiqa --option weights=koniq_pretrained.pkl photos/``, or
+``--model official:dbcnn --option weights=net_params_best.pkl``.
 
 HyperIQA (S. Su et al., "Blindly Assess Image Quality in the Wild Guided by a Self-Adaptive Hyper Network",
 CVPR 2020; code github.com/SSL92/hyperIQA, ``models.py``) releases ``koniq_pretrained.pkl``: the ``state_dict``
@@ -23,6 +24,20 @@ KonIQ model's scores are on its 0-100 MOS scale, higher is better. The original 
 score of an image varies from run to run (not measured here); here they come from a generator seeded by ``seed`` and
 the image's pixels, so a score is repeatable. The original reads files with ``PIL.Image.open(...).convert("RGB")``
 (EXIF orientation not applied); iqalab's decoder applies it, as a viewer shows the photo.
+
+DBCNN (W. Zhang et al., "Blind Image Quality Assessment Using a Deep Bilinear Convolutional Neural Network",
+TCSVT 2020; code github.com/zwx8981/DBCNN-PyTorch, ``DBCNN.py``) saves its fine-tuned ``DBCNN`` with
+``torch.save(net.state_dict())``: ``features1.*`` (torchvision's VGG-16 ``features`` less the last pooling),
+``features2.*`` (the S-CNN's ``features``), ``fc.*`` (the linear layer on the 512 x 128 bilinear features, whose
+output is the MOS of the training set), under ``module.`` when saved from ``DataParallel``; pyiqa's copy
+(``pyiqa/archs/dbcnn_arch.py``, its DBCNN weight files) has the same names under ``params``.
+:func:`dbcnn_from_official` renames them onto :class:`iqalab.models.dbcnn.DBCNN` with ``backbone="vgg16",
+backbone_stage=4`` (timm's VGG-16 features, the same layer indices: ``features1.{i}`` -> ``backbone.features_{i}``),
+``scnn.features.*`` and the release's linear head (``head="linear"`` on the unit range, so the port's score is
+the layer's output). :class:`OfficialDBCNNScorer` applies the release's test protocol: the whole image at its
+size (``ToTensor`` and the ImageNet ``Normalize``, no resize), batch 1; ``tests/test_official.py`` checks the
+score against an independent implementation of the release's forward pass (torchvision's VGG-16, the S-CNN,
+``F.upsample_bilinear``, ``sqrt(X + 1e-8)``, l2 normalisation, ``fc``) within 1e-5.
 """
 
 from __future__ import annotations
@@ -118,21 +133,9 @@ def hyperiqa_from_official(weights: str | Path | Mapping[str, torch.Tensor]) -> 
     original's released weights: a file written by ``torch.save(model_hyper.state_dict())`` (e.g.
     ``koniq_pretrained.pkl``) or that state dict. Its :meth:`patch_outputs` give the original's patch scores."""
     from iqalab.models import build_model
-    from iqalab.train.engine import CheckpointError, load_checkpoint, load_model_state
+    from iqalab.train.engine import CheckpointError, load_model_state
 
-    source = "state dict"
-    if not isinstance(weights, Mapping):
-        source = str(weights)
-        try:
-            state = load_checkpoint(weights)
-        except CheckpointError as exc:
-            raise OfficialWeightsError(str(exc)) from None
-        for wrapper in ("params", "state_dict"):  # pyiqa's files nest the weights under one of these
-            if isinstance(state.get(wrapper), Mapping):
-                state = state[wrapper]
-                break
-    else:
-        state = weights
+    state, source = _official_state(weights)
     try:
         renamed = hyperiqa_state_from_official(state)
     except OfficialWeightsError as exc:
@@ -141,6 +144,72 @@ def hyperiqa_from_official(weights: str | Path | Mapping[str, torch.Tensor]) -> 
                         **{k: list(v) if isinstance(v, tuple) else v for k, v in OFFICIAL_HYPERIQA_SIZES.items()})
     try:
         load_model_state(model, renamed, f"{source} (renamed from the original HyperNet's tensor names)")
+    except CheckpointError as exc:
+        raise OfficialWeightsError(str(exc)) from None
+    return model.eval()
+
+
+#: the released DBCNN's tensor names (``DBCNN.py``, pyiqa's ``dbcnn_arch.py``) -> the port's
+_DBCNN_RENAMES: tuple[tuple[str, str], ...] = (
+    (r"^features1\.(\d+)\.(weight|bias)$", "backbone.features_{0}.{1}"),
+    (r"^features2\.(\d+)\.(weight|bias|running_mean|running_var|num_batches_tracked)$", "scnn.features.{0}.{1}"),
+    (r"^fc\.(weight|bias)$", "heads.quality.{0}"),
+)
+
+
+def _official_state(weights: str | Path | Mapping[str, torch.Tensor]) -> tuple[Mapping[str, torch.Tensor], str]:
+    """The state dict of a released weights file (or the mapping itself) and how to name its source: pyiqa's
+    files nest the weights under ``params`` or ``state_dict``."""
+    from iqalab.train.engine import CheckpointError, load_checkpoint
+
+    if isinstance(weights, Mapping):
+        return weights, "state dict"
+    try:
+        state = load_checkpoint(weights)
+    except CheckpointError as exc:
+        raise OfficialWeightsError(str(exc)) from None
+    for wrapper in ("params", "state_dict"):
+        if isinstance(state.get(wrapper), Mapping):
+            return state[wrapper], str(weights)
+    return state, str(weights)
+
+
+def dbcnn_state_from_official(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The released ``DBCNN`` state dict (or pyiqa's copy) renamed onto the port's (module docstring); a
+    ``module.`` prefix is dropped; tensors the port has no place for raise :class:`OfficialWeightsError` with
+    their names."""
+    out: dict[str, torch.Tensor] = {}
+    unknown = []
+    for key, value in state.items():
+        name = key.removeprefix("module.")
+        for pattern, target in _DBCNN_RENAMES:
+            match = re.match(pattern, name)
+            if match:
+                out[target.format(*match.groups())] = value
+                break
+        else:
+            unknown.append(key)
+    if unknown:
+        raise OfficialWeightsError(f"{len(unknown)} tensors are not DBCNN's: {unknown[:5]}")
+    return out
+
+
+def dbcnn_from_official(weights: str | Path | Mapping[str, torch.Tensor]) -> Any:
+    """iqalab's :class:`~iqalab.models.dbcnn.DBCNN` (VGG-16 conv5_3 x S-CNN, the release's linear layer, one
+    attribute ``quality``) holding the release's weights: a file of ``torch.save(net.state_dict())`` (or pyiqa's
+    DBCNN weights) or that state dict. Its ``quality`` score is the release's ``fc`` output."""
+    from iqalab.models import build_model
+    from iqalab.train.engine import CheckpointError, load_model_state
+
+    state, source = _official_state(weights)
+    try:
+        renamed = dbcnn_state_from_official(state)
+    except OfficialWeightsError as exc:
+        raise OfficialWeightsError(f"{source}: {exc}") from None
+    model = build_model("dbcnn", ["quality"], backbone="vgg16", pretrained=False, backbone_stage=4, head="linear",
+                        mos_range=[0.0, 1.0])
+    try:
+        load_model_state(model, renamed, f"{source} (renamed from the released DBCNN's tensor names)")
     except CheckpointError as exc:
         raise OfficialWeightsError(str(exc)) from None
     return model.eval()
@@ -230,11 +299,54 @@ class OfficialHyperIQAScorer:
         return {self.column: out}
 
 
+class OfficialDBCNNScorer:
+    """The released DBCNN weights scored by the release's test protocol (module docstring).
+
+    ``options`` (``iqalab score --option``): ``weights`` (required: the state dict file), ``resize`` (height,
+    width, PIL bilinear; default ``null``: the image at its size, as the release tests). One column, ``dbcnn``:
+    the linear layer's output on the weights' training scale (the release's LIVE / LIVE Challenge models: their
+    MOS or DMOS, as that dataset's files give it).
+    """
+
+    column = "dbcnn"
+
+    def __init__(self, options: Mapping[str, Any] | None = None, device: str = "auto") -> None:
+        from iqalab.train.engine import resolve_device
+
+        opts = dict(options or {})
+        weights = opts.pop("weights", None)
+        if weights is None:
+            raise ValueError("--model official:dbcnn needs --option weights=<file>: the released DBCNN state dict "
+                             "(DBCNN.py's db_models/net_params_best.pkl, or pyiqa's DBCNN weights)")
+        resize = opts.pop("resize", None)
+        self.resize = None if resize is None else tuple(int(v) for v in resize)
+        if self.resize is not None and (len(self.resize) != 2 or min(self.resize) < 1):
+            raise ValueError(f"--option resize={resize}: give [height, width] in pixels, or null")
+        if opts:
+            raise ValueError(f"--model official:dbcnn: unknown options {sorted(opts)}; known: weights, resize")
+        self.model = dbcnn_from_official(Path(str(weights)))
+        self.device = resolve_device(device)
+        self.model.to(self.device)
+        self.name = "DBCNN (original weights)"
+
+    @torch.no_grad()
+    def score(self, images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """``{"dbcnn": [N]}``: each whole image's score, one image per forward pass (module docstring)."""
+        out = np.empty(len(images), dtype=np.float64)
+        for k, image in enumerate(images):
+            pixels = official_resize(np.asarray(image, dtype=np.uint8), self.resize)
+            x = to_official_tensor(pixels[None]).to(self.device)
+            out[k] = float(self.model({"image": x})["quality"].double()[0])
+        return {self.column: out}
+
+
+#: a scorer of ``--model official:<name>``
+OfficialScorer = OfficialHyperIQAScorer | OfficialDBCNNScorer
 #: ``--model official:<name>`` -> scorer class
-OFFICIAL_SCORERS = {"hyperiqa": OfficialHyperIQAScorer}
+OFFICIAL_SCORERS: dict[str, type[OfficialScorer]] = {"hyperiqa": OfficialHyperIQAScorer, "dbcnn": OfficialDBCNNScorer}
 
 
-def official_scorer(name: str, options: Mapping[str, Any] | None, device: str = "auto") -> OfficialHyperIQAScorer:
+def official_scorer(name: str, options: Mapping[str, Any] | None, device: str = "auto") -> OfficialScorer:
     """The scorer of ``--model official:<name>`` (:data:`OFFICIAL_SCORERS`); an unknown name is refused with the
     known ones."""
     if name not in OFFICIAL_SCORERS:

@@ -53,7 +53,7 @@ from iqalab.inference import (  # the input checks are shared with the gMAD stag
 from iqalab.io import atomic_path, expand_images, unwritable_reason
 
 if TYPE_CHECKING:
-    from iqalab.official import OfficialHyperIQAScorer
+    from iqalab.official import OfficialScorer
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def check_output_file(path: str | Path) -> Path:
     return path
 
 
-def score_chunk(scorer: Scorer | ModelScorer | OfficialHyperIQAScorer, images: list[np.ndarray],
+def score_chunk(scorer: Scorer | ModelScorer | OfficialScorer, images: list[np.ndarray],
                 regions: dict[str, np.ndarray], batch_size: int) -> tuple[dict[str, np.ndarray], list[int], dict[int, str]]:
     """Scores of decoded ``images`` (``regions``: the Scorer's per-image box arrays), the positions scored and,
     for the images the model refuses, the reason by position.
@@ -134,7 +134,7 @@ def detect_file_regions(path: Path, cfg: DetectionConfig, weights: Path | None) 
 
 
 def _scorer(checkpoint: str | Path | None, model: str | None, options: dict[str, Any] | None, device: str,
-            amp: bool, draft: bool) -> Scorer | ModelScorer | OfficialHyperIQAScorer:
+            amp: bool, draft: bool) -> Scorer | ModelScorer | OfficialScorer:
     """The scorer of :func:`score_images`: ``--model official:<name>`` is an original implementation's released
     weights scored by its own test protocol (:mod:`iqalab.official`). A folder that is not an export but holds
     training checkpoints (an experiment's ``build/models/<experiment>``) is refused with the checkpoints it holds
@@ -362,7 +362,7 @@ def _outcome(future: Future[np.ndarray]) -> np.ndarray | DataError:
         return exc
 
 
-def decoded_nbytes(scorer: Scorer | ModelScorer | OfficialHyperIQAScorer) -> Callable[[Path], int]:
+def decoded_nbytes(scorer: Scorer | ModelScorer | OfficialScorer) -> Callable[[Path], int]:
     """The size in bytes of a file as ``scorer`` decodes it (RGB uint8), for :func:`decode_ahead`'s bound: the
     square cache size of a checkpoint fed resized images; else the file's own size read from its header
     (:func:`iqalab.data.cache.probe_image`, no decoding), capped to the checkpoint's ``max_side``. A file whose
