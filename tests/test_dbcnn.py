@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from iqalab.models import build_model, get_model_class
+from iqalab.models.backbones import PretrainedUnavailable
 from iqalab.models.base import StepContext
 from iqalab.models.dbcnn import DBCNN, SCNN, SCNN_CHANNELS, SCNN_STRIDES, bilinear_pool
 from iqalab.train.engine import load_checkpoint
@@ -328,3 +329,29 @@ def test_linear_head_scores_in_mos_units_and_weighs_the_loss_in_them():
     assert _model(freeze_epochs=3).optimizer_phases() == []  # one optimiser unless asked
     phases = _model(freeze_epochs=3, head_optimizer="sgd", restart_from_best=True).optimizer_phases()
     assert [(p.start, p.optimizer, p.from_best) for p in phases] == [(0, "sgd", False), (3, None, True)]
+
+
+def test_release_weights_initialise_the_whole_model_from_a_released_dbcnn(tmp_path):
+    """model.release_weights: a DBCNN saved by the release (e.g. its LIVE Challenge model, DataParallel names)
+    starts the fine-tuning: VGG-16 and S-CNN as saved, the release's fc in every attribute head."""
+    from .test_official_dbcnn import random_release_state
+
+    state = random_release_state(seed=5)
+    path = tmp_path / "net_params_best.pkl"
+    torch.save({f"module.{k}": v for k, v in state.items()}, path)
+    model = build_model("dbcnn", ATTRS, backbone="vgg16", backbone_stage=4, release_weights=str(path))
+    own = model.state_dict()
+    torch.testing.assert_close(own["backbone.features_28.weight"], state["features1.28.weight"])
+    torch.testing.assert_close(own["scnn.features.25.running_var"], state["features2.25.running_var"])
+    for attr in ATTRS:
+        torch.testing.assert_close(own[f"heads.{attr}.weight"], state["fc.weight"])
+        torch.testing.assert_close(own[f"heads.{attr}.bias"], state["fc.bias"])
+    assert own["heads.overall.weight"].data_ptr() != own["heads.noise.weight"].data_ptr()  # heads train apart
+    with pytest.raises(PretrainedUnavailable, match="does not fit this DBCNN.*vgg16"):
+        build_model("dbcnn", ATTRS, **SMOKE, release_weights=str(path))  # another backbone: refused in one line
+    with pytest.raises(PretrainedUnavailable, match="release_weights: .*missing.pkl not found"):
+        build_model("dbcnn", ATTRS, backbone="vgg16", backbone_stage=4, release_weights=str(tmp_path / "missing.pkl"))
+    junk = tmp_path / "junk.pkl"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(PretrainedUnavailable, match="junk.pkl is not a torch state dict"):
+        build_model("dbcnn", ATTRS, backbone="vgg16", backbone_stage=4, release_weights=str(junk))

@@ -111,6 +111,8 @@ def test_fhiqa_table1_says_what_each_row_is(project) -> None:
     frame = with_predictions(ground_truth(n_images=40, n_scenes=2), "noisy")
     rows = {
         "dbcnn": ("dbcnn", {"backbone": "resnet18", "pretrained": False}, {}),
+        "dbcnn_livec": ("dbcnn", {"backbone": "vgg16", "pretrained": True,
+                                  "release_weights": "/weights/dbcnn_livec.pkl"}, {}),
         "hyper": ("hyperiqa", {"pretrained": True}, {}),
         "musiq": ("pyiqa_arch:musiq", {"backbone_weights": "/weights/musiq_koniq_ckpt.pth"}, {"pretrained": False}),
         "zs": ("pyiqa:musiq", {}, {}),
@@ -125,7 +127,8 @@ def test_fhiqa_table1_says_what_each_row_is(project) -> None:
     table = evaluate.run(params, project.root, figures=False)["fhiqa_table1"].set_index("model")
     column = next(c for c in table.columns if str(c).startswith("Training"))
     assert table[column].to_dict() == {
-        "dbcnn": "trained on toy, random init", "hyper": "trained on toy, ImageNet backbone",
+        "dbcnn": "trained on toy, random init", "dbcnn_livec": "trained on toy, from dbcnn_livec.pkl",
+        "hyper": "trained on toy, ImageNet backbone",
         "musiq": "trained on toy, from musiq_koniq_ckpt.pth", "zs": "zero-shot (published weights; not trained here)",
         "niqe": "none (published model)", "brisque": "SVR fitted on toy"}
 

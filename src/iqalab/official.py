@@ -149,14 +149,6 @@ def hyperiqa_from_official(weights: str | Path | Mapping[str, torch.Tensor]) -> 
     return model.eval()
 
 
-#: the released DBCNN's tensor names (``DBCNN.py``, pyiqa's ``dbcnn_arch.py``) -> the port's
-_DBCNN_RENAMES: tuple[tuple[str, str], ...] = (
-    (r"^features1\.(\d+)\.(weight|bias)$", "backbone.features_{0}.{1}"),
-    (r"^features2\.(\d+)\.(weight|bias|running_mean|running_var|num_batches_tracked)$", "scnn.features.{0}.{1}"),
-    (r"^fc\.(weight|bias)$", "heads.quality.{0}"),
-)
-
-
 def _official_state(weights: str | Path | Mapping[str, torch.Tensor]) -> tuple[Mapping[str, torch.Tensor], str]:
     """The state dict of a released weights file (or the mapping itself) and how to name its source: pyiqa's
     files nest the weights under ``params`` or ``state_dict``."""
@@ -175,23 +167,16 @@ def _official_state(weights: str | Path | Mapping[str, torch.Tensor]) -> tuple[M
 
 
 def dbcnn_state_from_official(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The released ``DBCNN`` state dict (or pyiqa's copy) renamed onto the port's (module docstring); a
-    ``module.`` prefix is dropped; tensors the port has no place for raise :class:`OfficialWeightsError` with
-    their names."""
-    out: dict[str, torch.Tensor] = {}
-    unknown = []
-    for key, value in state.items():
-        name = key.removeprefix("module.")
-        for pattern, target in _DBCNN_RENAMES:
-            match = re.match(pattern, name)
-            if match:
-                out[target.format(*match.groups())] = value
-                break
-        else:
-            unknown.append(key)
-    if unknown:
-        raise OfficialWeightsError(f"{len(unknown)} tensors are not DBCNN's: {unknown[:5]}")
-    return out
+    """The released ``DBCNN`` state dict (or pyiqa's copy) renamed onto the port's with one attribute
+    ``quality`` (:func:`iqalab.models.dbcnn.release_state`, which ``model.release_weights`` uses to fine-tune
+    from it); a ``module.`` prefix is dropped; tensors the port has no place for raise
+    :class:`OfficialWeightsError` with their names."""
+    from iqalab.models.dbcnn import release_state
+
+    try:
+        return release_state(state, ["quality"])
+    except ValueError as exc:
+        raise OfficialWeightsError(str(exc)) from None
 
 
 def dbcnn_from_official(weights: str | Path | Mapping[str, torch.Tensor]) -> Any:

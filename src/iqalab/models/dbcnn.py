@@ -35,13 +35,17 @@ The release's linear layer outputs the MOS itself (MSE on the MOS, no sigmoid). 
 (:meth:`DBCNN.optimizer_phases`; without them one ``train.optimizer`` continues from the last head-only epoch),
 ``head="linear"`` gives the release's linear layer in the dataset's MOS units with the MSE on the MOS
 (:attr:`DBCNN.loss_scale`; default ``"sigmoid"``: a sigmoid on the normalised scale, MSE there).
-With ``freeze_epochs=0`` (default, sensible from scratch) all parts train from the start.
+With ``freeze_epochs=0`` (default, sensible from scratch) all parts train from the start. ``release_weights``
+starts from a whole DBCNN saved by the release (e.g. its LIVE Challenge model, as FHIQA's Table I row was
+fine-tuned from; pyiqa's DBCNN weights have the same names): VGG-16 and S-CNN as saved, the release's ``fc`` in
+every attribute head (:func:`release_state`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -139,7 +143,7 @@ class DBCNN(IQAModel):
                  scnn_strides: Sequence[int] = SCNN_STRIDES, scnn_weights: str | Path | None = None,
                  freeze_epochs: int = 0, stream_lr_scale: float = 1.0, head: str = "sigmoid",
                  mos_range: Sequence[float] | None = None, head_optimizer: str | None = None,
-                 restart_from_best: bool = False) -> None:
+                 restart_from_best: bool = False, release_weights: str | Path | None = None) -> None:
         super().__init__(attributes)
         if freeze_epochs < 0:
             raise ValueError(f"freeze_epochs must be >= 0, got {freeze_epochs}")
@@ -157,7 +161,8 @@ class DBCNN(IQAModel):
         self.mos_range = None if mos_range is None else (float(mos_range[0]), float(mos_range[1]))
         self.head_optimizer = head_optimizer
         self.restart_from_best = bool(restart_from_best)
-        self.backbone = _feature_stage(backbone, pretrained, backbone_stage)
+        # a released whole model replaces the ImageNet weights: nothing to fetch for them
+        self.backbone = _feature_stage(backbone, pretrained if release_weights is None else False, backbone_stage)
         self.scnn = SCNN(tuple(scnn_channels), tuple(scnn_strides))
         if scnn_weights is not None:
             load_scnn_weights(self.scnn, scnn_weights)
@@ -169,6 +174,21 @@ class DBCNN(IQAModel):
             nn.init.zeros_(head.bias)
         self.freeze_epochs = int(freeze_epochs)
         self.stream_lr_scale = float(stream_lr_scale)
+        if release_weights is not None:  # a whole released DBCNN (e.g. the LIVE Challenge model) to fine-tune from
+            state = read_release_weights(release_weights)
+            try:
+                renamed = release_state(state, self.attributes)
+            except ValueError as exc:
+                raise PretrainedUnavailable(f"model.release_weights: {release_weights}: {exc}") from None
+            own = self.state_dict()
+            misfit = sorted(set(own) ^ set(renamed)) + sorted(
+                k for k in set(own) & set(renamed) if own[k].shape != renamed[k].shape)
+            if misfit:
+                raise PretrainedUnavailable(
+                    f"model.release_weights: {release_weights} does not fit this DBCNN ({len(misfit)} keys, e.g. "
+                    f"{misfit[:3]}): the release is backbone vgg16, backbone_stage 4 and the default S-CNN")
+            self.load_state_dict(renamed)
+            log.info("loaded the released DBCNN from %s (its fc into every attribute head)", release_weights)
 
     def streams(self) -> list[nn.Module]:
         """The two feature streams (backbone, S-CNN)."""
@@ -251,6 +271,57 @@ def _feature_stage(name: str, pretrained: bool | str | Path, stage: int) -> nn.M
     if not 0 <= index < n:
         raise ValueError(f"model.backbone_stage: backbone {name!r} has feature stages 0..{n - 1}, got {stage}")
     return create_backbone(name, pretrained=pretrained, features_only=True, out_indices=(index,))
+
+
+#: the released DBCNN's tensor names (``DBCNN.py``, pyiqa's ``dbcnn_arch.py``) -> the port's with ``backbone
+#: "vgg16", backbone_stage 4`` (timm's VGG-16 features keep torchvision's layer indices); ``{head}``: an attribute
+RELEASE_RENAMES: tuple[tuple[str, str], ...] = (
+    (r"^features1\.(\d+)\.(weight|bias)$", "backbone.features_{0}.{1}"),
+    (r"^features2\.(\d+)\.(weight|bias|running_mean|running_var|num_batches_tracked)$", "scnn.features.{0}.{1}"),
+    (r"^fc\.(weight|bias)$", "heads.{head}.{0}"),
+)
+
+
+def release_state(state: Mapping[str, torch.Tensor], heads: Sequence[str]) -> dict[str, torch.Tensor]:
+    """A released DBCNN state dict (``torch.save(net.state_dict())`` of ``DBCNN.py``, ``module.`` names from
+    ``DataParallel`` dropped; pyiqa's copy has the same names) renamed onto :class:`DBCNN` (:data:`RELEASE_RENAMES`),
+    the release's single ``fc`` copied into each of ``heads``. Tensors without a place raise ``ValueError``
+    naming them."""
+    out: dict[str, torch.Tensor] = {}
+    unknown = []
+    for key, value in state.items():
+        name = key.removeprefix("module.")
+        for pattern, target in RELEASE_RENAMES:
+            match = re.match(pattern, name)
+            if match:
+                for head in heads if "{head}" in target else [None]:
+                    out[target.format(*match.groups(), head=head)] = value.clone() if head else value
+                break
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(f"{len(unknown)} tensors are not DBCNN's: {unknown[:5]}")
+    return out
+
+
+def read_release_weights(path: str | Path) -> Mapping[str, torch.Tensor]:
+    """The state dict in a released DBCNN weights file (tensors only, ``weights_only``); pyiqa's files nest it
+    under ``params`` or ``state_dict``. A missing or unreadable file raises :class:`PretrainedUnavailable` naming
+    it."""
+    path = Path(path)
+    if not path.is_file():
+        raise PretrainedUnavailable(f"model.release_weights: {path} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is refused in one line naming it
+        raise PretrainedUnavailable(f"model.release_weights: {path} is not a torch state dict "
+                                    f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    for wrapper in ("params", "state_dict"):
+        if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
+            return state[wrapper]
+    if not isinstance(state, Mapping):
+        raise PretrainedUnavailable(f"model.release_weights: {path} holds a {type(state).__name__}, not a state dict")
+    return state
 
 
 def load_scnn_weights(scnn: SCNN, path: str | Path) -> None:

@@ -168,7 +168,7 @@ def training_description(info: Mapping[str, Any]) -> str:
     """What a row is, in words (FHIQA Table I's ``Training`` column): a zero-shot ``pyiqa:<metric>`` (published
     weights, not trained here), a classical model used as published, a classical model fitted on the training
     split, or a network trained on its dataset from ImageNet weights, a local file (``pretrained: <file>``,
-    ``backbone_weights``) or random initialisation."""
+    ``backbone_weights``, DBCNN's released model ``release_weights``) or random initialisation."""
     model = str(info.get("model") or "")
     notes = info.get("notes") or {}
     kwargs = info.get("model_kwargs") or {}
@@ -182,8 +182,8 @@ def training_description(info: Mapping[str, Any]) -> str:
         return f"SVR fitted on {data}"
     if variant.startswith("NIQE, pristine model refitted"):
         return f"pristine model refitted on {data}"
-    weights, pretrained = kwargs.get("backbone_weights"), kwargs.get("pretrained")
-    if weights:
+    weights, pretrained = kwargs.get("backbone_weights") or kwargs.get("release_weights"), kwargs.get("pretrained")
+    if weights:  # a whole model to start from (pyiqa_arch's backbone_weights, DBCNN's release_weights)
         init = f"from {Path(str(weights)).name}"
     elif isinstance(pretrained, str) and pretrained:
         init = f"backbone from {Path(pretrained).name}"
