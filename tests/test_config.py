@@ -398,3 +398,15 @@ def test_every_runnable_comparison_row_has_a_paper_profile_experiment():
             if model not in by_table.get(tag, set()):
                 missing.append(f"{tag}: {row.label} ({model})")
     assert not missing, missing
+
+
+def test_paper_profile_hyperiqa_family_loads_the_releases_resnet50_weights():
+    """The HyperIQA and PIQ23 releases start from torchvision's ResNet-50 ImageNet weights; timm's default
+    ``resnet50`` weights (``a1_in1k``) are another training recipe. Every paper-profile experiment of the HyperIQA
+    family, the comparison rows included, names timm's copy of torchvision's (docs/deviations.md)."""
+    params = load_params(REPO / "params" / "paper.yaml")
+    family = {name: exp for name, exp in params.experiments.items()
+              if exp.model.name in ("hyperiqa", "sem_hyperiqa", "sem_hyperiqa_co", "fhiqa")}
+    assert len(family) >= 10
+    backbones = {name: params.model_kwargs(name).get("backbone") for name in family}
+    assert backbones == dict.fromkeys(family, "resnet50.tv_in1k")
