@@ -35,7 +35,9 @@ def random_official_state(seed: int = 0) -> dict[str, torch.Tensor]:
     import torchvision
 
     g = torch.Generator().manual_seed(seed)
-    trunk = torchvision.models.resnet50(weights=None)
+    with torch.random.fork_rng():  # the trunk's init draws from the global generator: seed it, leave it as it was
+        torch.manual_seed(seed)
+        trunk = torchvision.models.resnet50(weights=None)
     state = {}
     for key, value in trunk.state_dict().items():
         if key.startswith("fc."):

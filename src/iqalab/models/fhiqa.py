@@ -102,7 +102,7 @@ class FHIQA(SemHyperIQA):
                  face_margin: float = 0.1, allow_missing_regions: bool = False,
                  scenes: Sequence[str] | None = None, dataset_scenes: Sequence[str] | None = None,
                  scales: Sequence[Sequence[int]] | None = None, mos_span: float | None = None,
-                 loss_units: str = "mos") -> None:
+                 loss_units: str = "mos", patch_rate: int | None = None) -> None:
         if top_k < 1:
             raise ValueError("top_k must be >= 1")
         super().__init__(attributes, n_scenes=n_scenes, backbone=backbone, pretrained=pretrained,
@@ -114,7 +114,8 @@ class FHIQA(SemHyperIQA):
                          classifier_hidden=classifier_hidden, rescaler_layers=rescaler_layers,
                          rescaler_hidden=rescaler_hidden, ce_weight=ce_weight, regions=regions,
                          face_margin=face_margin, allow_missing_regions=allow_missing_regions, scenes=scenes,
-                         dataset_scenes=dataset_scenes, scales=scales, mos_span=mos_span, loss_units=loss_units)
+                         dataset_scenes=dataset_scenes, scales=scales, mos_span=mos_span, loss_units=loss_units,
+                         patch_rate=patch_rate)
         self.top_k = int(top_k)
 
     def scene_table(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,7 +31,7 @@ What is implemented
   file's own pixels (:meth:`HyperIQA.patch_loader_options`, :class:`iqalab.data.loaders.PatchItems`), face-region
   patches included. A patch is never resized: a 672 or 1344 px patch goes through the backbone at its size, and
   the adaptive pools below give the same target-network input size (PIQ23's code instead widens the network by
-  ``patch_size // 224``).
+  ``patch_size // 224``: ``patch_rate``, below).
 - SEM-HyperIQA (PIQ23; seed 001 Sec. II-a): the per-patch semantic features (``H`` average-pooled) of the
   ``n_patches`` crops (of every scale) are concatenated and classified into the training scenes by an MLP (3 layers, 500 hidden,
   as the official code); a rescaler MLP (3 hidden layers of 100) maps the softmax scene vector to (a, b) and the
@@ -48,18 +48,24 @@ What is implemented
 
 Readings and deviations (each a constructor argument where it matters)
 ----------------------------------------------------------------------
-- Any patch size: the original needs 224 px patches (fixed 7x7 pools and FC widths); PIQ23 multiplies every width
-  by ``patch_size // 224``. We keep the 224 architecture and pool *adaptively* (8/4/2/1 grids for the LDA module,
-  7x7 for ``H``): at 224 px this is exactly the original computation, and one network (one parameter count)
-  serves every scale of the protocol and the small CPU patches.
+- Any patch size: the original needs 224 px patches (fixed 7x7 pools and FC widths). By default we keep the 224
+  architecture and pool *adaptively* (8/4/2/1 grids for the LDA module, 7x7 for ``H``): at 224 px this is exactly
+  the original computation, and one network (one parameter count) serves every scale of the protocol and the
+  small CPU patches. PIQ23's release instead widens the network by ``r = patch_size // 224``
+  (``sem_hyperiqa_arch.py``: ``HyperNet(16, 112r, 224r, 112r, 56r, 28r, 14r, 7r, r)``), and seed 001 Table I's
+  HyperIQA-family rows are that network at 1344 x 1 (r = 6; the PIQ23 README's scene-split rows, digit for
+  digit): ``patch_rate=r`` builds it: ``H`` of 112r channels at 7r x 7r (the 1344 px patch's stage-4 map, not
+  pooled), target network 224r-112r-56r-28r-14r, the LDA's 7x7 pools as 8r/4r/2r grids and stage 4 kept as an
+  r x r grid (not pooled globally), LDA output 16 per stage as the release. The hyper network's reduction halves
+  the stage-4 channels twice before ``hyper_in`` (2048 -> 1024 -> 512 -> 112r), as both releases.
 - Parameter count: with ``resnet50`` and one attribute the model has :data:`DOCUMENTED_PARAMS` ``["hyperiqa"]``
   parameters = 27.38 M, the figure TuningIQA's table gives (timm's ResNet-50 without classifier 23.51 M + LDA
   0.48 M + hyper network 3.39 M), the same layer sizes as the original code; asserted by the unit tests.
 - Several attributes: the backbone, LDA and hyper network (target layers 1-4) are shared; each attribute has its
   own generator for the last target layer (14 -> 1 weights and bias), i.e. one target-net head per attribute. With
-  one attribute this is exactly the original. PIQ23 trains one model per attribute; iqalab trains one network for
-  the three (one best epoch for all), in both profiles, since an experiment has no attribute selection yet
-  (docs/deviations.md, "One model per attribute": open).
+  one attribute this is exactly the original. PIQ23 trains one model per attribute: ``train.separate_attributes``
+  (the paper profile's Table I rows) trains one model of one attribute each; the default run trains one network
+  for the three (one best epoch for all; docs/deviations.md, "One model per attribute").
 - Output scale: models predict MOS scaled to [0, 1]; the target network's last layer is linear as in the original,
   plus a constant 0.5 so an untrained model starts mid-scale (the original learns this offset in its bias).
 - Huber loss: PyTorch's default ``delta = 1`` is meant for JOD units (PIQ23 MAE ~ 1); on the [0, 1] scale we use
@@ -236,12 +242,14 @@ class LocalDistortionAware(nn.Module):
     """LDA module (Su et al. Sec. 3.2): stage maps -> the target network's input vector.
 
     Stages 1-3: 1x1 conv (no bias) to ``lda_channels[i]``, adaptive average pool to ``grids[i]`` (8/4/2 = the
-    original's 7x7 pooling at 224 px), linear to ``lda_out``. Stage 4: global average pool, linear to
-    ``target_in - 3 * lda_out``.
+    original's 7x7 pooling at 224 px), linear to ``lda_out``. Stage 4: average pool to ``last_grid`` (1: the
+    global pool of the original at 224 px; PIQ23's widened network keeps its 7x7 pooling's ``patch_rate`` x
+    ``patch_rate`` grid), linear to ``target_in - 3 * lda_out``. Pooled maps are flattened channel-major.
     """
 
     def __init__(self, in_channels: Sequence[int], target_in: int = 224, lda_out: int = 16,
-                 lda_channels: Sequence[int] = (16, 32, 64), grids: Sequence[int] = (8, 4, 2)) -> None:
+                 lda_channels: Sequence[int] = (16, 32, 64), grids: Sequence[int] = (8, 4, 2),
+                 last_grid: int = 1) -> None:
         super().__init__()
         if len(in_channels) != 4:
             raise ValueError(f"LDA needs four stage widths, got {list(in_channels)}")
@@ -250,14 +258,17 @@ class LocalDistortionAware(nn.Module):
         self.convs = nn.ModuleList(nn.Conv2d(c, m, 1, bias=False) for c, m in zip(in_channels[:3], lda_channels))
         self.pools = nn.ModuleList(nn.AdaptiveAvgPool2d(g) for g in grids)
         self.fcs = nn.ModuleList(nn.Linear(m * g * g, lda_out) for m, g in zip(lda_channels, grids))
-        self.fc_last = nn.Linear(in_channels[3], target_in - 3 * lda_out)
+        self.last_grid = int(last_grid)
+        self.fc_last = nn.Linear(in_channels[3] * self.last_grid ** 2, target_in - 3 * lda_out)
         for module in [*self.convs, *self.fcs, self.fc_last]:
             nn.init.kaiming_normal_(module.weight)
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
         parts = [fc(pool(conv(f)).flatten(1)) for f, conv, pool, fc in zip(feats[:3], self.convs, self.pools,
                                                                            self.fcs)]
-        parts.append(self.fc_last(feats[3].mean(dim=(2, 3))))
+        last = feats[3].mean(dim=(2, 3)) if self.last_grid == 1 else \
+            F.adaptive_avg_pool2d(feats[3], self.last_grid).flatten(1)
+        parts.append(self.fc_last(last))
         return torch.cat(parts, dim=1)
 
 
@@ -276,7 +287,8 @@ class HyperNetwork(nn.Module):
         self.hyper_in = hyper_in
         self.feature_size = feature_size
         self.sizes = [target_in, *target_sizes]
-        mid1, mid2 = max(hyper_in, in_channels // 2), max(hyper_in, in_channels // 4)
+        # the releases' 2048 -> 1024 -> 512 -> hyper_in (HyperIQA's and PIQ23's ``conv1``): halve twice
+        mid1, mid2 = in_channels // 2, in_channels // 4
         self.reduce = nn.Sequential(
             nn.Conv2d(in_channels, mid1, 1), nn.ReLU(inplace=True),
             nn.Conv2d(mid1, mid2, 1), nn.ReLU(inplace=True),
@@ -354,7 +366,7 @@ class HyperIQA(IQAModel):
                  loss: str = "l1", huber_delta: float = 0.1, backbone_lr_scale: float = 0.1,
                  eval_seed: int = 0, regions: dict[str, str] | str | None = None, face_margin: float = 0.1,
                  allow_missing_regions: bool = False, scales: Sequence[Sequence[int]] | None = None,
-                 mos_span: float | None = None, loss_units: str = "mos") -> None:
+                 mos_span: float | None = None, loss_units: str = "mos", patch_rate: int | None = None) -> None:
         super().__init__(attributes)
         self.regions = self._check_regions(regions)
         self.face_margin = float(face_margin)
@@ -383,9 +395,19 @@ class HyperIQA(IQAModel):
             raise ValueError(f"mos_span must be positive, got {mos_span}")
         self.mos_span = None if mos_span is None else float(mos_span)
         self.loss_units = loss_units
+        self.patch_rate = None if patch_rate is None else int(patch_rate)
+        grids, last_grid = (8, 4, 2), 1
+        if self.patch_rate is not None:  # PIQ23's widened network (seed 001 Table I's 1344 px rows)
+            if self.patch_rate < 1:
+                raise ValueError(f"patch_rate must be a positive integer, got {patch_rate}")
+            r = self.patch_rate
+            hyper_in, target_in, feature_size = 112 * r, 224 * r, 7 * r
+            target_sizes = (112 * r, 56 * r, 28 * r, 14 * r)
+            grids, last_grid = (8 * r, 4 * r, 2 * r), r
         self.backbone = create_backbone(backbone, pretrained=pretrained, features_only=True)
         channels = list(self.backbone.feature_info.channels())[-4:]
-        self.lda = LocalDistortionAware(channels, target_in=target_in, lda_out=lda_out)
+        self.lda = LocalDistortionAware(channels, target_in=target_in, lda_out=lda_out, grids=grids,
+                                        last_grid=last_grid)
         self.hyper = HyperNetwork(channels[-1], hyper_in=hyper_in, target_in=target_in,
                                   target_sizes=target_sizes, feature_size=feature_size,
                                   n_outputs=len(self.attributes))
@@ -631,14 +653,14 @@ class SemHyperIQA(HyperIQA):
                  face_margin: float = 0.1, allow_missing_regions: bool = False,
                  scenes: Sequence[str] | None = None, dataset_scenes: Sequence[str] | None = None,
                  scales: Sequence[Sequence[int]] | None = None, mos_span: float | None = None,
-                 loss_units: str = "mos") -> None:
+                 loss_units: str = "mos", patch_rate: int | None = None) -> None:
         super().__init__(attributes, backbone=backbone, pretrained=pretrained, patch_size=patch_size,
                          n_patches=n_patches, test_rounds=test_rounds, reference_side=reference_side,
                          hyper_in=hyper_in, target_in=target_in, lda_out=lda_out, target_sizes=target_sizes,
                          feature_size=feature_size, loss=loss, huber_delta=huber_delta,
                          backbone_lr_scale=backbone_lr_scale, eval_seed=eval_seed, regions=regions,
                          face_margin=face_margin, allow_missing_regions=allow_missing_regions, scales=scales,
-                         mos_span=mos_span, loss_units=loss_units)
+                         mos_span=mos_span, loss_units=loss_units, patch_rate=patch_rate)
         self.scenes = None if scenes is None else [str(s) for s in scenes]
         if self.scenes is not None:
             if len(set(self.scenes)) != len(self.scenes):
@@ -662,7 +684,7 @@ class SemHyperIQA(HyperIQA):
         self.ce_weight = float(ce_weight)
         self.scene_pool_width = int(scene_pool_width or self.n_scenes)
         self.scene_pool = nn.AdaptiveAvgPool2d((1, self.scene_pool_width))
-        sem_features = self.n_patches * hyper_in * self.scene_pool_width
+        sem_features = self.n_patches * self.hyper.hyper_in * self.scene_pool_width
         # official SceneClassNet: numLayers=3 linear layers (two hidden of 500)
         self.classifier = mlp(sem_features, classifier_hidden, self.n_scenes, max(0, classifier_layers - 1))
         if self.rescale:
