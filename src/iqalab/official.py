@@ -35,9 +35,11 @@ output is the MOS of the training set), under ``module.`` when saved from ``Data
 backbone_stage=4`` (timm's VGG-16 features, the same layer indices: ``features1.{i}`` -> ``backbone.features_{i}``),
 ``scnn.features.*`` and the release's linear head (``head="linear"`` on the unit range, so the port's score is
 the layer's output). :class:`OfficialDBCNNScorer` applies the release's test protocol: the whole image at its
-size (``ToTensor`` and the ImageNet ``Normalize``, no resize), batch 1; ``tests/test_official.py`` checks the
-score against an independent implementation of the release's forward pass (torchvision's VGG-16, the S-CNN,
-``F.upsample_bilinear``, ``sqrt(X + 1e-8)``, l2 normalisation, ``fc``) within 1e-5.
+size (``ToTensor`` and the ImageNet ``Normalize``, no resize), batch 1; ``tests/test_official_dbcnn.py`` checks
+the score against an independent implementation of the release's forward pass (torchvision's VGG-16, the S-CNN,
+``F.upsample_bilinear``, ``sqrt(X + 1e-8)``, l2 normalisation, ``fc``) within 1e-4 on a 0-100 scale. The
+renaming is :func:`iqalab.models.dbcnn.release_state`, which ``model.release_weights`` also uses to fine-tune from
+a released DBCNN.
 """
 
 from __future__ import annotations
