@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,3 +92,26 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def killed_after_epochs(epochs: int) -> Iterator[None]:
+    """Training inside the block is interrupted (``KeyboardInterrupt``) right after the resume point ``last.pt`` of
+    its ``epochs``-th epoch is written, as a kill there would leave it; the engine's writer is restored after."""
+    import iqalab.train.engine as engine
+
+    original = engine.save_checkpoint
+    saved = {"n": 0}
+
+    def save_then_kill(path: Path, state: dict) -> None:
+        original(path, state)
+        if path.name == "last.pt":
+            saved["n"] += 1
+            if saved["n"] == epochs:
+                raise KeyboardInterrupt(f"simulated kill after epoch {epochs}")
+
+    engine.save_checkpoint = save_then_kill
+    try:
+        yield
+    finally:
+        engine.save_checkpoint = original

@@ -281,25 +281,13 @@ def test_released_protocol_resumes_in_the_phase_it_was_killed_in(project, toy_da
     uninterrupted run ends."""
     import iqalab.train.engine as engine
 
+    from .conftest import killed_after_epochs
+
     params = _phase_params(toy_dataset, project, head_optimizer="sgd", restart_from_best=True)
     full = engine.train_experiment(params, "e", project.root, progress=False)
     shutil.rmtree(project.root / "build" / "models")
-    original = engine.save_checkpoint
-    calls = {"n": 0}
-
-    def crash_after_third_epoch(path, state):
-        original(path, state)
-        if path.name == "last.pt":
-            calls["n"] += 1
-            if calls["n"] == 3:
-                raise KeyboardInterrupt("simulated kill after epoch 3")
-
-    engine.save_checkpoint = crash_after_third_epoch
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            engine.train_experiment(params, "e", project.root, progress=False)
-    finally:
-        engine.save_checkpoint = original
+    with killed_after_epochs(3), pytest.raises(KeyboardInterrupt):
+        engine.train_experiment(params, "e", project.root, progress=False)
     saved = load_checkpoint(project.root / "build" / "models" / "e" / "scene" / "last.pt")
     assert saved["epoch"] == 2 and "exp_avg" in next(iter(saved["optimizer"]["state"].values()))  # Adam's state
     resumed = engine.train_experiment(params, "e", project.root, progress=False)

@@ -86,22 +86,10 @@ def test_resume_after_interruption_matches_uninterrupted(project, toy_dataset):
 
     import iqalab.train.engine as engine
 
-    original = engine.save_checkpoint
-    calls = {"n": 0}
+    from .conftest import killed_after_epochs
 
-    def crash_after_first_epoch(path, state):
-        original(path, state)
-        if path.name == "last.pt":
-            calls["n"] += 1
-            if calls["n"] == 1:
-                raise KeyboardInterrupt("simulated kill after epoch 1")
-
-    engine.save_checkpoint = crash_after_first_epoch
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            train_experiment(short, "e", project.root, progress=False)
-    finally:
-        engine.save_checkpoint = original
+    with killed_after_epochs(1), pytest.raises(KeyboardInterrupt):
+        train_experiment(short, "e", project.root, progress=False)
     state_after_one = load_checkpoint(run_dir / "last.pt")
     assert state_after_one["epoch"] == 0
     trained_epochs = []  # README "a fault costs at most the current epoch": the resumed run trains epochs 1 and 2 only

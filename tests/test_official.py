@@ -29,10 +29,14 @@ LDA = {1: (256, 16, 8), 2: (512, 32, 4), 3: (1024, 64, 2)}  # stage: (in channel
 SIZES = (224, 112, 56, 28, 14)  # target_in, fc1..fc4
 
 
-def random_official_state(seed: int = 0) -> dict[str, torch.Tensor]:
+def random_official_state(seed: int = 0, rate: int = 1, last_bias: float = 42.0) -> dict[str, torch.Tensor]:
     """A state dict with the released ``HyperNet(16, 112, 224, 112, 56, 28, 14, 7)``'s names and shapes (the
-    trunk from torchvision's ResNet-50 with random BatchNorm statistics, the rest random)."""
+    trunk from torchvision's ResNet-50 with random BatchNorm statistics, the rest random); with ``rate`` r, those of
+    PIQ23's widened ``HyperNet(16, 112r, 224r, 112r, 56r, 28r, 14r, 7r, r)`` (the same names), the weights read by
+    the widened layers scaled down by r to keep activations bounded."""
     import torchvision
+
+    sizes, hyper_in, area = [v * rate for v in SIZES], 112 * rate, (7 * rate) ** 2
 
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():  # the trunk's init draws from the global generator: seed it, leave it as it was
@@ -55,30 +59,34 @@ def random_official_state(seed: int = 0) -> dict[str, torch.Tensor]:
 
     for k, (c, m, grid) in LDA.items():
         state[f"res.lda{k}_pool.0.weight"] = rnd(m, c, 1, 1, scale=0.1)
-        state[f"res.lda{k}_fc.weight"] = rnd(16, m * grid * grid)
+        state[f"res.lda{k}_fc.weight"] = rnd(16, m * (grid * rate) ** 2, scale=0.05 / rate)
         state[f"res.lda{k}_fc.bias"] = rnd(16)
-    state["res.lda4_fc.weight"] = rnd(224 - 48, 2048)
-    state["res.lda4_fc.bias"] = rnd(224 - 48)
-    for idx, (cin, cout) in zip((0, 2, 4), ((2048, 1024), (1024, 512), (512, 112))):
+    state["res.lda4_fc.weight"] = rnd(sizes[0] - 48, 2048 * rate * rate, scale=0.05 / rate)
+    state["res.lda4_fc.bias"] = rnd(sizes[0] - 48)
+    for idx, (cin, cout) in zip((0, 2, 4), ((2048, 1024), (1024, 512), (512, hyper_in))):
         state[f"conv1.{idx}.weight"] = rnd(cout, cin, 1, 1, scale=0.05)
         state[f"conv1.{idx}.bias"] = rnd(cout, scale=0.05)
     for k in range(1, 5):
-        fin, fout = SIZES[k - 1], SIZES[k]
-        state[f"fc{k}w_conv.weight"] = rnd(fin * fout // 49, 112, 3, 3, scale=0.1)
-        state[f"fc{k}w_conv.bias"] = rnd(fin * fout // 49, scale=0.1)
-        state[f"fc{k}b_fc.weight"] = rnd(fout, 112, scale=0.1)
+        fin, fout = sizes[k - 1], sizes[k]
+        state[f"fc{k}w_conv.weight"] = rnd(fin * fout // area, hyper_in, 3, 3, scale=0.1 / rate)
+        state[f"fc{k}w_conv.bias"] = rnd(fin * fout // area, scale=0.1)
+        state[f"fc{k}b_fc.weight"] = rnd(fout, hyper_in, scale=0.1)
         state[f"fc{k}b_fc.bias"] = rnd(fout, scale=0.1)
-    state["fc5w_fc.weight"] = rnd(14, 112, scale=0.5)
-    state["fc5w_fc.bias"] = rnd(14, scale=0.5)
-    state["fc5b_fc.weight"] = rnd(1, 112, scale=0.5)
-    state["fc5b_fc.bias"] = torch.tensor([42.0])  # a score on a 0-100 scale, as the KonIQ model's
+    state["fc5w_fc.weight"] = rnd(sizes[4], hyper_in, scale=0.5)
+    state["fc5w_fc.bias"] = rnd(sizes[4], scale=0.5)
+    state["fc5b_fc.weight"] = rnd(1, hyper_in, scale=0.5)
+    state["fc5b_fc.bias"] = torch.tensor([last_bias])  # default: a score on KonIQ's 0-100 scale
     return state
 
 
 @torch.no_grad()
-def original_forward(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """The original's score of each 224 x 224 patch of ``x`` [N, 3, 224, 224], from the tensors by their names."""
+def original_forward(state: dict[str, torch.Tensor], x: torch.Tensor, rate: int = 1) -> torch.Tensor:
+    """The original's score of each 224 x 224 patch of ``x`` [N, 3, 224, 224], from the tensors by their names;
+    with ``rate`` r, PIQ23's widened network on 224r px patches (its fixed 7x7 pools then keep 8r / 4r / 2r / r
+    grids, ``H`` is 7r x 7r)."""
     import torchvision
+
+    sizes = [v * rate for v in SIZES]
 
     trunk = torchvision.models.resnet50(weights=None)
     trunk.load_state_dict({k[4:]: v for k, v in state.items()
@@ -89,21 +97,24 @@ def original_forward(state: dict[str, torch.Tensor], x: torch.Tensor) -> torch.T
     for k, layer in enumerate((trunk.layer1, trunk.layer2, trunk.layer3), start=1):
         h = layer(h)
         pooled = F.avg_pool2d(F.conv2d(h, state[f"res.lda{k}_pool.0.weight"]), 7, stride=7)
+        assert pooled.shape[-1] == LDA[k][2] * rate
         ldas.append(F.linear(pooled.reshape(len(x), -1), state[f"res.lda{k}_fc.weight"], state[f"res.lda{k}_fc.bias"]))
     h = trunk.layer4(h)
-    ldas.append(F.linear(F.avg_pool2d(h, 7, stride=7).reshape(len(x), -1), state["res.lda4_fc.weight"],
-                         state["res.lda4_fc.bias"]))
+    last = F.avg_pool2d(h, 7, stride=7)
+    assert last.shape[-1] == rate
+    ldas.append(F.linear(last.reshape(len(x), -1), state["res.lda4_fc.weight"], state["res.lda4_fc.bias"]))
     vec = torch.cat(ldas, dim=1)
     hyper = h
     for idx in (0, 2, 4):
         hyper = F.relu(F.conv2d(hyper, state[f"conv1.{idx}.weight"], state[f"conv1.{idx}.bias"]))
+    assert hyper.shape[1:] == (112 * rate, 7 * rate, 7 * rate)
     pooled = hyper.mean(dim=(2, 3))
     scores = []
     for n in range(len(x)):
         q = vec[n]
         for k in range(1, 5):
             w = F.conv2d(hyper[n:n + 1], state[f"fc{k}w_conv.weight"], state[f"fc{k}w_conv.bias"], padding=1)
-            w = w.reshape(SIZES[k], SIZES[k - 1])  # the original's .view(-1, f_k, f_{k-1}, 1, 1)
+            w = w.reshape(sizes[k], sizes[k - 1])  # the original's .view(-1, f_k, f_{k-1}, 1, 1)
             b = F.linear(pooled[n], state[f"fc{k}b_fc.weight"], state[f"fc{k}b_fc.bias"])
             q = torch.sigmoid(w @ q + b)
         w5 = F.linear(pooled[n], state["fc5w_fc.weight"], state["fc5w_fc.bias"])

@@ -142,3 +142,14 @@ def test_score_cli_with_released_dbcnn_weights(release_state, tmp_path):
     expected = [float(release_forward(release_state, to_official_tensor(_image(10 + k, 80, 96)[None]))[0])
                 for k in range(2)]
     np.testing.assert_allclose(frame["dbcnn"].to_numpy(), expected, rtol=0, atol=1e-3)
+
+
+def test_resize_option_is_read_alike_by_both_official_scorers():
+    from iqalab.official import resize_option
+
+    opts = {"resize": [384, 512], "weights": "w"}
+    assert resize_option(opts, None) == (384, 512) and opts == {"weights": "w"}
+    assert resize_option({}, [512, 384]) == (512, 384) and resize_option({"resize": None}, [512, 384]) is None
+    for bad in ([512], [0, 384]):
+        with pytest.raises(ValueError, match=r"--option resize=.*\[height, width\]"):
+            resize_option({"resize": bad}, None)

@@ -213,6 +213,16 @@ def official_resize(image: np.ndarray, size: Sequence[int] | None) -> np.ndarray
     return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
 
 
+def resize_option(opts: dict[str, Any], default: Sequence[int] | None) -> tuple[int, int] | None:
+    """``--option resize=[height, width]`` popped from ``opts`` (``default`` when absent; ``null``: the file's
+    size), checked: two positive pixel counts, else a ``ValueError`` naming the option."""
+    resize = opts.pop("resize", default)
+    size = None if resize is None else tuple(int(v) for v in resize)
+    if size is not None and (len(size) != 2 or min(size) < 1):
+        raise ValueError(f"--option resize={resize}: give [height, width] in pixels, or null")
+    return size  # type: ignore[return-value]
+
+
 def crop_offsets(height: int, width: int, side: int, n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` top-left corners of ``RandomCrop(side)``: uniform over every position inside the image, ``[n, 2]``
     (row, column). An image smaller than ``side`` raises a ``ValueError`` naming its size, as the original's
@@ -249,10 +259,7 @@ class OfficialHyperIQAScorer:
         if weights is None:
             raise ValueError("--model official:hyperiqa needs --option weights=<file>: the original's released "
                              "state dict (koniq_pretrained.pkl from github.com/SSL92/hyperIQA)")
-        resize = opts.pop("resize", [512, 384])
-        self.resize = None if resize is None else tuple(int(v) for v in resize)
-        if self.resize is not None and (len(self.resize) != 2 or min(self.resize) < 1):
-            raise ValueError(f"--option resize={resize}: give [height, width] in pixels, or null")
+        self.resize = resize_option(opts, [512, 384])
         self.crops = int(opts.pop("crops", 25))
         self.side = int(opts.pop("side", 224))
         self.seed = int(opts.pop("seed", 0))
@@ -305,10 +312,7 @@ class OfficialDBCNNScorer:
         if weights is None:
             raise ValueError("--model official:dbcnn needs --option weights=<file>: the released DBCNN state dict "
                              "(DBCNN.py's db_models/net_params_best.pkl, or pyiqa's DBCNN weights)")
-        resize = opts.pop("resize", None)
-        self.resize = None if resize is None else tuple(int(v) for v in resize)
-        if self.resize is not None and (len(self.resize) != 2 or min(self.resize) < 1):
-            raise ValueError(f"--option resize={resize}: give [height, width] in pixels, or null")
+        self.resize = resize_option(opts, None)
         if opts:
             raise ValueError(f"--model official:dbcnn: unknown options {sorted(opts)}; known: weights, resize")
         self.model = dbcnn_from_official(Path(str(weights)))
