@@ -126,25 +126,22 @@ def tier_bars(tier_scores: pd.DataFrame, labels: Mapping[str, str], title: str, 
     return fig
 
 
-#: the correlations FHIQA Fig. 3 averages within each scene (raw PLCC, as Table I's within-scene PLCC)
-SCENE_CORRELATIONS: dict[str, metrics.MetricFn] = {"srcc": metrics.srcc, "plcc": metrics.plcc,
-                                                   "krcc": metrics.krcc}
-
-
 def scene_averaged_correlations(test: pd.DataFrame, meta: Mapping[str, Mapping]) -> dict[tuple[str, str], np.ndarray]:
     """``{(attribute, experiment): values}``: per test scene of the first split, the mean of SRCC, raw PLCC and
     KRCC between the scored values (:func:`iqalab.analysis.evaluation.scored_values`: NIQE and BRISQUE negated,
     as Table I) and the MOS within the scene (FHIQA seed 001 Sec. IV-A "the averaged correlations", Fig. 3);
     scenes with fewer than 3 images or an undefined correlation are left out."""
-    from iqalab.analysis.evaluation import scored_values
+    from iqalab.analysis.evaluation import SCENE_METRICS, scored_values
 
+    # Table I's within-scene correlations (raw PLCC), without its MAE
+    correlations = {name: fn for name, fn in SCENE_METRICS.items() if name != "mae"}
     out: dict[tuple[str, str], np.ndarray] = {}
     for (exp, attr), part in first_split(test).groupby(["experiment", "attribute"], sort=False):
         pred = scored_values(part, meta[exp])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", metrics.MetricWarning)
-            table = metrics.per_group_metrics(part.assign(pred=pred), "scene", SCENE_CORRELATIONS)
-        averaged = table[list(SCENE_CORRELATIONS)].mean(axis=1, skipna=False).to_numpy(float)
+            table = metrics.per_group_metrics(part.assign(pred=pred), "scene", correlations)
+        averaged = table[list(correlations)].mean(axis=1, skipna=False).to_numpy(float)
         out[str(attr), str(exp)] = averaged[np.isfinite(averaged)]
     return out
 
