@@ -29,7 +29,6 @@ phase is one epoch (``freeze_epochs: 1``), so its last epoch times the whole net
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import os
@@ -71,15 +70,16 @@ def bench_params(profile: str, experiments: list[str], epochs: int, workers: int
     unknown = [e for e in experiments if e not in raw["experiments"]]
     if unknown:
         raise SystemExit(f"{profile}: no experiment(s) {unknown}")
-    raw["experiments"] = {name: copy.deepcopy(raw["experiments"][name]) for name in experiments}
-    datasets = sorted({exp["dataset"] for exp in raw["experiments"].values()})
-    raw["datasets"] = {name: raw["datasets"][name] for name in datasets}
+    # every dataset and experiment stays (other sections name them); only the chosen ones are built and trained
+    datasets = sorted({raw["experiments"][name]["dataset"] for name in experiments})
     for name, cfg in raw["datasets"].items():
         cfg["options"] = {**cfg.get("options", {}), **BENCH_OPTIONS.get(name, {}),
                           **(TINY_OPTIONS.get(name, {}) if tiny else {})}
         if tiny:
             cfg["cache_size"] = min(cfg.get("cache_size", 160), 96)
     for exp in raw["experiments"].values():
+        if exp is None:
+            continue
         model = exp["model"]
         for key in list(model):
             if key == "pretrained" or key == "human_pretrained":
@@ -260,7 +260,8 @@ def main() -> None:
             print(line, flush=True)
     print(f"datasets ready in {time.perf_counter() - started:.0f} s", flush=True)
     # one split per experiment: the dataset's first one matching the experiment's patterns
-    for name, exp in raw["experiments"].items():
+    for name in args.experiments:
+        exp = raw["experiments"][name]
         ds = read_dataset(root / "build" / "datasets" / exp["dataset"])
         wanted = exp.get("splits") or parse_params(raw, check_models=False).experiment(name).splits
         exp["splits"] = [next(engine._splits(ds, list(wanted), f"experiments.{name}.splits"))]

@@ -79,6 +79,15 @@ CASES: dict[str, tuple[list[str], list[str]]] = {
         ["--models", "backbone_mlp", "--size", "32", "--batch", "2", "--steps", "1", "--warmup", "0",
          "--device", "cpu"],
         [rf"backbone_mlp\s+amp=False channels_last=False compile=False\s+{NUMBER} images/s\s+x1\.00 vs backbone_mlp"]),
+    # the paper profile's SFIQA-XXS through the engine on a tiny face_sim (64 px views, 2 epochs, no workers): the
+    # timed epoch, the model-only steps on its first batch and the FLOP count all run
+    "bench_train_loader": (
+        ["--tiny", "--epochs", "2", "--workers", "0", "--experiments", "sfiqa_xxs_face", "--root", "{tmp}",
+         "--out", "{tmp}/rows.json"],
+        [r"^datasets ready in \d+ s$",
+         rf"sfiqa_xxs_face\s+sfiqa_xxs\s+4\s+\d+\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER} (?:met|NOT met)\s+{NUMBER}"
+         rf"\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}%",
+         r"target: steady/model >= 0\.8"]),
     # a fake `dvc repro` build: three executed notebooks with papermill metadata and one older one that --since
     # leaves out (see _fake_executed)
     "stage_times": (
@@ -142,8 +151,13 @@ def test_benchmark_runs(script: str, tmp_path: Path) -> None:
                           timeout=TIMEOUT_S)
     output = done.stdout  # stdout and stderr together: several scripts report through logging (stderr)
     assert done.returncode == 0, f"{' '.join(command)} exited {done.returncode}:\n{output[-4000:]}"
-    if script == "bench_train_step":  # it reports a model's error and goes on with the next
+    if script in ("bench_train_step", "bench_train_loader"):  # they report a model's error and go on
         assert " failed: " not in output, output[-4000:]
+    if script == "bench_train_loader":  # the rows as JSON, the ratios from the timed epoch
+        rows = json.loads((tmp_path / "rows.json").read_text())
+        assert [r["experiment"] for r in rows] == ["sfiqa_xxs_face"]
+        assert rows[0]["steady_img_s"] >= rows[0]["loader_img_s"] > 0 and rows[0]["model_img_s"] > 0
+        assert rows[0]["gflop_per_image"] > 0
     for pattern in patterns:
         assert re.search(pattern, output, re.MULTILINE), f"{pattern!r} not in the output of {script}:\n{output[-4000:]}"
 
