@@ -152,20 +152,17 @@ def hyperiqa_from_official(weights: str | Path | Mapping[str, torch.Tensor]) -> 
 
 
 def _official_state(weights: str | Path | Mapping[str, torch.Tensor]) -> tuple[Mapping[str, torch.Tensor], str]:
-    """The state dict of a released weights file (or the mapping itself) and how to name its source: pyiqa's
-    files nest the weights under ``params`` or ``state_dict``."""
-    from iqalab.train.engine import CheckpointError, load_checkpoint
+    """The state dict of a released weights file (or the mapping itself) and how to name its source: the file is
+    read by :func:`iqalab.models.release.read_release_state` (pyiqa's files nest the weights under ``params`` or
+    ``state_dict``); a file it refuses raises :class:`OfficialWeightsError` naming the file."""
+    from iqalab.models.release import ReleaseWeightsError, read_release_state
 
     if isinstance(weights, Mapping):
         return weights, "state dict"
     try:
-        state = load_checkpoint(weights)
-    except CheckpointError as exc:
+        return read_release_state(weights), str(weights)
+    except ReleaseWeightsError as exc:
         raise OfficialWeightsError(str(exc)) from None
-    for wrapper in ("params", "state_dict"):
-        if isinstance(state.get(wrapper), Mapping):
-            return state[wrapper], str(weights)
-    return state, str(weights)
 
 
 def dbcnn_state_from_official(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -56,6 +56,7 @@ from torch import nn
 from iqalab.models.backbones import PretrainedUnavailable, create_backbone
 from iqalab.models.base import IQAModel, OptimizerPhase, StepContext
 from iqalab.models.registry import register
+from iqalab.models.release import ReleaseWeightsError, read_release_state
 from iqalab.train.losses import masked_mse
 
 if TYPE_CHECKING:
@@ -305,23 +306,13 @@ def release_state(state: Mapping[str, torch.Tensor], heads: Sequence[str]) -> di
 
 
 def read_release_weights(path: str | Path) -> Mapping[str, torch.Tensor]:
-    """The state dict in a released DBCNN weights file (tensors only, ``weights_only``); pyiqa's files nest it
-    under ``params`` or ``state_dict``. A missing or unreadable file raises :class:`PretrainedUnavailable` naming
-    it."""
-    path = Path(path)
-    if not path.is_file():
-        raise PretrainedUnavailable(f"model.release_weights: {path} not found")
+    """The state dict in a released DBCNN weights file (:func:`iqalab.models.release.read_release_state`: tensors
+    only, unwrapped from pyiqa's ``params`` or ``state_dict``). A missing or unreadable file raises
+    :class:`PretrainedUnavailable` naming it."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is refused in one line naming it
-        raise PretrainedUnavailable(f"model.release_weights: {path} is not a torch state dict "
-                                    f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
-    for wrapper in ("params", "state_dict"):
-        if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
-            return state[wrapper]
-    if not isinstance(state, Mapping):
-        raise PretrainedUnavailable(f"model.release_weights: {path} holds a {type(state).__name__}, not a state dict")
-    return state
+        return read_release_state(path)
+    except ReleaseWeightsError as exc:
+        raise PretrainedUnavailable(f"model.release_weights: {exc}") from None
 
 
 def load_scnn_weights(scnn: SCNN, path: str | Path) -> None:
