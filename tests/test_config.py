@@ -410,3 +410,19 @@ def test_paper_profile_hyperiqa_family_loads_the_releases_resnet50_weights():
     assert len(family) >= 10
     backbones = {name: params.model_kwargs(name).get("backbone") for name in family}
     assert backbones == dict.fromkeys(family, "resnet50.tv_in1k")
+
+
+def test_optimizer_names_are_defined_once():
+    """``train.optimizer`` takes exactly ``OPTIMIZERS``, the names read from the ``OptimizerName`` literal that DBCNN's
+    ``head_optimizer`` is annotated with too (so ``check`` refuses a mistyped one there as well)."""
+    import typing
+
+    from iqalab.config import OPTIMIZERS, OptimizerName, TrainConfig
+    from iqalab.models.dbcnn import DBCNN
+
+    assert OPTIMIZERS == typing.get_args(OptimizerName) == ("adamw", "adam", "sgd")
+    assert TrainConfig.model_fields["optimizer"].annotation == OptimizerName
+    assert typing.get_type_hints(DBCNN.__init__)["head_optimizer"] == OptimizerName | None
+    raw = toy_params(e={"dataset": "toy", "model": {"name": "backbone_mlp"}, "train": {"optimizer": "rmsprop"}})
+    with pytest.raises(ParamsError, match=r"experiments\.e\.train\.optimizer.*'adamw', 'adam' or 'sgd'"):
+        parse_params(raw)

@@ -314,6 +314,8 @@ def test_linear_head_scores_in_mos_units_and_weighs_the_loss_in_them():
         _model(head="linear")
     with pytest.raises(ValueError, match="freeze_epochs"):
         _model(head_optimizer="sgd")
+    with pytest.raises(ValueError, match=r"head_optimizer 'rmsprop': null \(train.optimizer\) or one of adamw, adam, sgd"):
+        _model(freeze_epochs=3, head_optimizer="rmsprop")
     assert _model(freeze_epochs=3).optimizer_phases() == []  # one optimiser unless asked
     phases = _model(freeze_epochs=3, head_optimizer="sgd", restart_from_best=True).optimizer_phases()
     assert [(p.start, p.optimizer, p.from_best) for p in phases] == [(0, "sgd", False), (3, None, True)]

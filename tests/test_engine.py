@@ -337,3 +337,22 @@ def test_cpu_amp_trains_in_bf16_and_records_it(project, toy_dataset):
     plain = parse_params(toy_params(e={"dataset": "toy", "model": TINY, "train": {"epochs": 1}}))
     train_experiment(plain, "e", project.root, progress=False)  # another configuration: trained anew
     assert json.loads((project.root / "results" / "predictions" / "e.json").read_text())["train_precision"] == "fp32"
+
+
+def test_every_optimizer_name_builds_its_optimizer_and_an_unknown_one_lists_the_names():
+    """The engine builds each of ``config.OPTIMIZERS`` (the ``train.optimizer`` names) and refuses another name,
+    from ``train`` or from a model's optimiser phase, listing them."""
+    from iqalab.config import OPTIMIZERS, TrainConfig
+    from iqalab.models import build_model
+    from iqalab.models.base import OptimizerPhase
+    from iqalab.train.engine import _optimizer, optimizer_phases
+
+    model = build_model("backbone_mlp", ["overall"], backbone=TINY["backbone"], hidden=TINY["hidden"])
+    built = {name: type(_optimizer(model, TrainConfig(optimizer=name))) for name in OPTIMIZERS}
+    assert built == {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+    assert type(_optimizer(model, TrainConfig(optimizer="adamw"), "sgd")) is torch.optim.SGD  # a phase's choice
+    with pytest.raises(ValueError, match="optimizer 'rmsprop': one of adamw, adam, sgd"):
+        _optimizer(model, TrainConfig(), "rmsprop")
+    model.optimizer_phases = lambda: [OptimizerPhase(0, "sgd"), OptimizerPhase(1, "rmsprop")]
+    with pytest.raises(ValueError, match="here: optimizer phase with optimizer 'rmsprop': one of adamw, adam, sgd"):
+        optimizer_phases(model, 3, "here")

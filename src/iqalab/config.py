@@ -42,6 +42,13 @@ SectionT = TypeVar("SectionT", bound=BaseModel)
 log = logging.getLogger(__name__)
 
 
+#: The optimisers ``train.optimizer``, a model's :class:`iqalab.models.base.OptimizerPhase` and DBCNN's
+#: ``head_optimizer`` can name (the training engine builds them, ``iqalab.train.engine._optimizer``);
+#: :data:`OPTIMIZERS` is read from the ``Literal``, so the two cannot drift.
+OptimizerName = Literal["adamw", "adam", "sgd"]
+OPTIMIZERS: tuple[str, ...] = typing.get_args(OptimizerName)
+
+
 class ParamsError(ValueError):
     """``params.yaml`` is invalid; the message names the key path."""
 
@@ -71,7 +78,7 @@ class TrainConfig(_Strict):
     batch_size: int = Field(16, ge=1)
     lr: float = Field(3e-4, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
-    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    optimizer: OptimizerName = "adamw"
     scheduler: Literal["cosine", "step", "none"] = "cosine"
     step_epochs: list[int] = Field(default_factory=list, validate_default=True,
                                    description="epochs where 'step' multiplies lr by gamma (0.1: a tenth)")

@@ -39,6 +39,7 @@ from torch.utils.data import Sampler
 from iqalab.train.losses import masked_l1
 
 if TYPE_CHECKING:
+    from iqalab.config import OptimizerName
     from iqalab.data.schema import Dataset
 
 BATCH_KEYS = frozenset(
@@ -61,14 +62,14 @@ class OptimizerPhase:
     release runs its phases as separate trainings (DBCNN's ``DBCNN.py``: SGD on the heads, then a new Adam on
     everything from the best head-only weights).
 
-    ``start``: the phase's first epoch. ``optimizer``: ``"adam"``, ``"adamw"`` or ``"sgd"`` (momentum 0.9);
-    ``None`` is ``train.optimizer``. Each phase gets a new optimiser and a new ``train.scheduler`` at the rates
+    ``start``: the phase's first epoch. ``optimizer``: one of :data:`iqalab.config.OPTIMIZERS` (``"sgd"`` with
+    momentum 0.9); ``None`` is ``train.optimizer``. Each phase gets a new optimiser and a new ``train.scheduler`` at the rates
     of :meth:`IQAModel.param_groups` (and :meth:`IQAModel.lr_scales`). ``from_best``: the phase starts from the
     weights of the best epoch so far (``best.pt``) and selects its own best epoch, as a separate training would;
     otherwise it continues from the last epoch's weights and the selection runs on across the phases."""
 
     start: int
-    optimizer: str | None = None
+    optimizer: OptimizerName | None = None
     from_best: bool = False
 
 

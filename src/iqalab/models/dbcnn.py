@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from iqalab.config import OPTIMIZERS, OptimizerName
 from iqalab.models.backbones import PretrainedUnavailable, create_backbone
 from iqalab.models.base import IQAModel, OptimizerPhase, StepContext
 from iqalab.models.registry import register
@@ -143,7 +144,7 @@ class DBCNN(IQAModel):
                  backbone_stage: int = -1, scnn_channels: Sequence[int] = SCNN_CHANNELS,
                  scnn_strides: Sequence[int] = SCNN_STRIDES, scnn_weights: str | Path | None = None,
                  freeze_epochs: int = 0, stream_lr_scale: float = 1.0, head: str = "sigmoid",
-                 mos_range: Sequence[float] | None = None, head_optimizer: str | None = None,
+                 mos_range: Sequence[float] | None = None, head_optimizer: OptimizerName | None = None,
                  restart_from_best: bool = False, release_weights: str | Path | None = None) -> None:
         super().__init__(attributes)
         if freeze_epochs < 0:
@@ -154,8 +155,9 @@ class DBCNN(IQAModel):
         if head == "linear" and (mos_range is None or len(mos_range) != 2 or not mos_range[1] > mos_range[0]):
             raise ValueError(f"head 'linear' needs mos_range [low, high] (the engine passes the dataset's), got "
                              f"{mos_range}")
-        if head_optimizer not in (None, "adam", "adamw", "sgd"):
-            raise ValueError(f"head_optimizer {head_optimizer!r}: null (train.optimizer), 'sgd', 'adam' or 'adamw'")
+        if head_optimizer is not None and head_optimizer not in OPTIMIZERS:
+            raise ValueError(f"head_optimizer {head_optimizer!r}: null (train.optimizer) or one of "
+                             f"{', '.join(OPTIMIZERS)}")
         if (head_optimizer is not None or restart_from_best) and not freeze_epochs:
             raise ValueError("head_optimizer and restart_from_best describe the head-only phase: set freeze_epochs")
         self.head = head

@@ -43,7 +43,7 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Subset
 from tqdm.auto import tqdm
 
 from iqalab import provenance
-from iqalab.config import Params, TrainConfig, check_splits
+from iqalab.config import OPTIMIZERS, Params, TrainConfig, check_splits
 from iqalab.data.cache import ImageCache
 from iqalab.data.loaders import (
     CamStats,
@@ -413,7 +413,7 @@ def _optimizer(model: IQAModel, cfg: TrainConfig, kind: str | None = None) -> to
         return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if kind == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-    raise ValueError(f"optimizer {kind!r}: one of adamw, adam, sgd")
+    raise ValueError(f"optimizer {kind!r}: one of {', '.join(OPTIMIZERS)}")
 
 
 def optimizer_phases(model: IQAModel, epochs: int, where: str) -> list[OptimizerPhase]:
@@ -424,9 +424,9 @@ def optimizer_phases(model: IQAModel, epochs: int, where: str) -> list[Optimizer
     if starts != sorted(set(starts)) or any(not 0 <= s < epochs for s in starts):
         raise ValueError(f"{where}: optimizer phases start at epochs {starts}; they must increase within "
                          f"0..{epochs - 1}")
-    bad = [phase.optimizer for phase in phases if phase.optimizer not in (None, "adam", "adamw", "sgd")]
+    bad = [phase.optimizer for phase in phases if phase.optimizer is not None and phase.optimizer not in OPTIMIZERS]
     if bad:
-        raise ValueError(f"{where}: optimizer phase with optimizer {bad[0]!r}: one of adamw, adam, sgd")
+        raise ValueError(f"{where}: optimizer phase with optimizer {bad[0]!r}: one of {', '.join(OPTIMIZERS)}")
     return phases
 
 
