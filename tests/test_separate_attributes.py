@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -41,7 +42,7 @@ def test_run_plan_and_split_notes():
     assert merged == {"n_missing": 3, "kind": "x", "flag": True}
 
 
-def test_engine_trains_one_model_per_attribute(toy_dataset, project, one_thread):
+def test_engine_trains_one_model_per_attribute(toy_dataset, project, one_thread, monkeypatch):
     """Every attribute gets its own one-head model in <split>/<attribute>/, selected on its own validation SRCC;
     the experiment's predictions are theirs (the predictions of each attribute's checkpoint), its JSON says so
     and counts the parameters of all of them; the consumers that take one checkpoint name the attribute folders."""
@@ -90,7 +91,18 @@ def test_engine_trains_one_model_per_attribute(toy_dataset, project, one_thread)
     ckpt, why = experiment_checkpoint(project.root, "sep", attribute="noise")
     assert ckpt == folder / "noise" / "best.pt" and why == ""
     assert training_checkpoint(project.root, "sep")[0] is None
+    reads: list[Path] = []  # profile reads the experiment's record once (status, attributes, checkpoint)
+    read_text = Path.read_text
+
+    def counted(self: Path, *args, **kwargs) -> str:
+        if self.name == "sep.json":
+            reads.append(self)
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", counted)
     profile = profile_experiment(params, "sep", project.root, image_size=64, repeats=1)
+    monkeypatch.undo()
+    assert reads == [project.root / "results" / "predictions" / "sep.json"]
     assert profile["models_per_image"] == 3 and profile["checkpoint"].endswith("random_00/overall/best.pt")
     assert profile["params"] == n_params // 3
 
@@ -103,3 +115,25 @@ def test_caption_names_the_rows_with_one_model_per_attribute():
         "one model per attribute (train.separate_attributes; PIQ23's protocol), each with its own selected epoch, "
         "Params (M) counting all of them: FHIQA"]
     assert separate_attribute_notes({"b": {"separate_attributes": False}}, {}) == []
+
+
+def test_experiment_checkpoint_takes_the_record_its_caller_read(tmp_path):
+    """``training_record`` reads ``results/predictions/<e>.json`` (None when missing); ``experiment_checkpoint``
+    uses the record it is given instead of reading the file again; ``per_attribute_models`` reads a record."""
+    from iqalab.inference import experiment_checkpoint, per_attribute_models, training_record
+
+    record = {"splits": ["random_00"], "attributes": ["overall", "noise"], "separate_attributes": True}
+    assert per_attribute_models(record) == ["overall", "noise"]
+    assert per_attribute_models({**record, "separate_attributes": False}) == [] == per_attribute_models(None)
+    assert training_record(tmp_path, "sep") is None
+    ckpt = tmp_path / "build" / "models" / "sep" / "random_00" / "noise" / "best.pt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"")
+    assert experiment_checkpoint(tmp_path, "sep", attribute="noise", record=record) == (ckpt, "")
+    assert experiment_checkpoint(tmp_path, "sep", attribute="noise")[1].startswith("not trained")
+    meta = tmp_path / "results" / "predictions" / "sep.json"
+    meta.parent.mkdir(parents=True)
+    meta.write_text(json.dumps(record))
+    assert training_record(tmp_path, "sep") == record
+    assert experiment_checkpoint(tmp_path, "sep", attribute="noise") == (ckpt, "")
+    assert "one of overall, noise" in experiment_checkpoint(tmp_path, "sep", record=record)[1]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -117,23 +117,40 @@ def check_checkpoint_file(path: str | Path) -> None:
                               "by training, or the folder `iqalab export` writes)")
 
 
+def training_record(root: str | Path, experiment: str) -> dict[str, Any] | None:
+    """``results/predictions/<experiment>.json`` under ``root``, the record training writes once every split has
+    finished (splits, attributes, ``separate_attributes``, status); None when it is missing."""
+    meta = Path(root) / "results" / "predictions" / f"{experiment}.json"
+    return json.loads(meta.read_text()) if meta.is_file() else None
+
+
+def per_attribute_models(record: Mapping[str, Any] | None) -> list[str]:
+    """The attributes of an experiment trained with one model per attribute (``train.separate_attributes``, as
+    its :func:`training_record` says); empty for one model with a head per attribute, or no record."""
+    if not record or not record.get("separate_attributes"):
+        return []
+    return [str(a) for a in record.get("attributes") or []]
+
+
 def experiment_checkpoint(root: str | Path, experiment: str, split: str | None = None,
-                          attribute: str | None = None) -> tuple[Path | None, str]:
+                          attribute: str | None = None, record: Mapping[str, Any] | None = None
+                          ) -> tuple[Path | None, str]:
     """The checkpoint the analysis stages use for a trained experiment and, when there is none, why.
 
     It is ``build/models/<experiment>/<first split>/best.pt`` (or ``split``'s, when it trained), the splits
     taken from ``results/predictions/<experiment>.json``, which training writes only once every split has
-    finished. An experiment whose model could not run (a zero-shot ``pyiqa:<metric>`` without its weights) has
-    none: the reason is its status (``"pyiqa not installed"``, ``"weights unavailable: ..."``, see
-    :mod:`iqalab.status`).
+    finished (``record``: that file as the caller read it with :func:`training_record`; read here when None).
+    An experiment trained with one model per attribute has one under ``<split>/<attribute>/``. An experiment
+    whose model could not run (a zero-shot ``pyiqa:<metric>`` without its weights) has none: the reason is its
+    status (``"pyiqa not installed"``, ``"weights unavailable: ..."``, see :mod:`iqalab.status`).
     """
     from iqalab.status import unavailable_reason
 
     root = Path(root)
     meta = root / "results" / "predictions" / f"{experiment}.json"
-    if not meta.is_file():
+    info = record if record is not None else training_record(root, experiment)
+    if info is None:
         return None, f"not trained ({meta.relative_to(root)} missing)"
-    info = json.loads(meta.read_text())
     status = unavailable_reason(info)
     if status is not None:
         return None, status
@@ -144,7 +161,7 @@ def experiment_checkpoint(root: str | Path, experiment: str, split: str | None =
         return None, f"split {split!r} not trained (trained: {', '.join(splits)})"
     folder = root / "build" / "models" / experiment / (split or splits[0])
     if info.get("separate_attributes"):  # one model per attribute (train.separate_attributes)
-        attributes = [str(a) for a in info.get("attributes") or []]
+        attributes = per_attribute_models(info)
         if attribute not in attributes:
             return None, (f"one model per attribute (train.separate_attributes): {folder.relative_to(root)}/"
                           f"<attribute>/best.pt for one of {', '.join(attributes)}")

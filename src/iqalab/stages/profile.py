@@ -10,17 +10,16 @@ could not run (zero-shot weights unavailable, :mod:`iqalab.status`) gets a profi
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from iqalab import provenance
 from iqalab.config import Params
-from iqalab.inference import experiment_checkpoint
+from iqalab.inference import experiment_checkpoint, per_attribute_models, training_record
 from iqalab.io import write_json
 from iqalab.models.profile import profile_model
-from iqalab.status import experiment_unavailable
+from iqalab.status import unavailable_reason
 from iqalab.train.engine import load_checkpoint, model_from_checkpoint
 
 log = logging.getLogger(__name__)
@@ -37,7 +36,8 @@ def profile_experiment(params: Params, experiment: str, root: Path, image_size: 
                        repeats: int = 10) -> dict[str, Any]:
     """Profile ``experiment``'s trained model on the CPU (the device the default profile trains on)."""
     exp = params.experiment(experiment)
-    status = experiment_unavailable(root, experiment)
+    record = training_record(root, experiment)  # read once: the status, the attributes and the checkpoint
+    status = unavailable_reason(record) if record is not None else None
     if status is not None:  # a zero-shot model that could not run: nothing to profile, say why
         result = {"experiment": experiment, "model": exp.model.name, "status": status, "params": None,
                   "params_m": None, "gmacs": None, "latency_ms": None}
@@ -47,8 +47,9 @@ def profile_experiment(params: Params, experiment: str, root: Path, image_size: 
         return result
     # one model per attribute (train.separate_attributes): each is the same network with one head; the first
     # attribute's is profiled and the record says how many models score an image
-    attributes = per_attribute_models(root, experiment)
-    ckpt, why = experiment_checkpoint(root, experiment, attribute=attributes[0] if attributes else None)
+    attributes = per_attribute_models(record)
+    ckpt, why = experiment_checkpoint(root, experiment, attribute=attributes[0] if attributes else None,
+                                      record=record)
     if ckpt is None:
         raise FileNotFoundError(f"experiment {experiment!r}: {why}")
     model = model_from_checkpoint(load_checkpoint(ckpt), str(ckpt))
@@ -61,11 +62,3 @@ def profile_experiment(params: Params, experiment: str, root: Path, image_size: 
     write_json(root / "results" / "profile" / f"{experiment}.json",
                {**result, "_provenance": provenance.collect(params, device="cpu")})
     return result
-
-
-def per_attribute_models(root: Path, experiment: str) -> list[str]:
-    """The attributes of an experiment trained with one model per attribute (``train.separate_attributes``,
-    recorded in ``results/predictions/<experiment>.json``); empty for one model with a head per attribute."""
-    meta = root / "results" / "predictions" / f"{experiment}.json"
-    info = json.loads(meta.read_text()) if meta.is_file() else {}
-    return [str(a) for a in info.get("attributes") or []] if info.get("separate_attributes") else []
