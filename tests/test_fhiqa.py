@@ -5,6 +5,7 @@ rescaler, and Exposure / Details judged on the face region (Sec. IV-D; tiny mode
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -130,6 +131,26 @@ def test_gradients_reach_backbone_hyper_network_classifier_and_rescaler():
                        ("rescaler out", model.rescaler[-1])]:
         grad = sum(float(p.grad.abs().sum()) for p in part.parameters() if p.grad is not None)
         assert grad > 0, f"no gradient reaches {name}"
+
+
+def test_head_init_sets_the_scene_table_at_init():
+    """``head_init="identity"`` (default): every scene's (a, b) starts at (1, 0); ``"release"`` (PIQ23's
+    SEM-HyperIQA init: Kaiming-normal weights, zero biases in the classifier and rescaler): a random table around 0
+    whose root-mean-square is about ``sqrt(2 / S)``, and no (1, 0) start."""
+    s = 30
+    identity = tiny(n_scenes=s, rescaler_hidden=100)
+    with torch.no_grad():
+        a, b = identity.scene_table()
+    torch.testing.assert_close(a, torch.ones(s, len(ATTRS)), atol=0.02, rtol=0)
+    torch.testing.assert_close(b, torch.zeros(s, len(ATTRS)), atol=0.02, rtol=0)
+    release = tiny(n_scenes=s, rescaler_hidden=100, head_init="release")
+    assert not any(layer.bias.any() for part in (release.classifier, release.rescaler) for layer in part
+                   if isinstance(layer, torch.nn.Linear))
+    with torch.no_grad():
+        a, b = release.scene_table()
+    rms = float(torch.cat([a, b]).pow(2).mean().sqrt())
+    assert rms == pytest.approx(math.sqrt(2.0 / s), rel=0.5)
+    assert float((a - 1.0).abs().mean()) > 0.5  # far from the identity start
 
 
 def test_registry_builds_fhiqa_and_checks_k():

@@ -17,6 +17,7 @@ from iqalab.models.hyperiqa import (
     PIQ23_SCALES,
     HyperIQA,
     SemHyperIQA,
+    SemHyperIQACO,
     crop_patches,
     patch_protocol,
     random_patch_offsets,
@@ -239,6 +240,52 @@ def test_sem_rescaler_starts_as_identity_and_co_does_not_rescale():
     assert not hasattr(co, "rescaler")
     d = co.predict_details(batch())
     torch.testing.assert_close(d["quality"], d["pre_quality"])
+
+
+HEAD_SIZES = {"n_scenes": 30, "classifier_hidden": 500, "rescaler_hidden": 100}
+
+
+def test_head_init_release_is_piq23s_init_of_the_classifier_and_rescaler():
+    """``head_init="release"``: every linear layer of the scene classifier and the rescaler Kaiming-normal (std
+    ``sqrt(2 / fan_in)``) with zero biases, as PIQ23's ``weights_init_xavier`` (``sem_hyperiqa_util.py``), and no
+    other parameter drawn otherwise; the bias-free rescaler maps 0 to 0, is positively homogeneous, and gives a
+    and b near 0 on the near-uniform scene vector of an untrained classifier."""
+    model = tiny(SemHyperIQA, head_init="release", **HEAD_SIZES)
+    layers = [m for part in (model.classifier, model.rescaler) for m in part if isinstance(m, torch.nn.Linear)]
+    assert len(layers) == 3 + 4  # classifier_layers = 3, rescaler_layers = 3 hidden + the output
+    for layer in layers:
+        assert not layer.bias.any()
+        expected = math.sqrt(2.0 / layer.in_features)
+        weight = layer.weight.detach()
+        assert float(weight.std()) == pytest.approx(expected, rel=0.15)
+        assert abs(float(weight.mean())) < 0.1 * expected
+    default = tiny(SemHyperIQA, **HEAD_SIZES)
+    others = {k: v for k, v in default.state_dict().items() if not k.startswith(("classifier.", "rescaler."))}
+    mine = model.state_dict()
+    assert all(torch.equal(mine[k], v) for k, v in others.items()), "only the classifier and rescaler change"
+    s = HEAD_SIZES["n_scenes"]
+    probs = torch.rand(4, s, generator=torch.Generator().manual_seed(1)).softmax(-1)
+    with torch.no_grad():
+        assert not model.rescaler(torch.zeros(1, s)).any()
+        torch.testing.assert_close(model.rescaler(3.0 * probs), 3.0 * model.rescaler(probs))
+        a, b = model.rescale_params(torch.full((1, s), 1.0 / s))
+    assert float(torch.cat([a, b]).abs().max()) < 0.25  # root-mean-square about sqrt(2) / 30 = 0.05
+    co = tiny(SemHyperIQACO, head_init="release", **HEAD_SIZES)
+    assert not any(layer.bias.any() for layer in co.classifier if isinstance(layer, torch.nn.Linear))
+    with pytest.raises(ValueError, match="head_init must be one of identity, release"):
+        tiny(SemHyperIQA, head_init="kaiming")
+
+
+def test_head_init_identity_is_the_default_and_starts_every_scene_at_a_1_b_0():
+    model = tiny(SemHyperIQA, **HEAD_SIZES)
+    assert model.head_init == "identity"
+    explicit = tiny(SemHyperIQA, head_init="identity", **HEAD_SIZES)
+    assert all(torch.equal(v, explicit.state_dict()[k]) for k, v in model.state_dict().items())
+    with torch.no_grad():
+        a, b = model.rescale_params(torch.eye(HEAD_SIZES["n_scenes"]))
+    torch.testing.assert_close(a, torch.ones_like(a), atol=0.02, rtol=0)
+    torch.testing.assert_close(b, torch.zeros_like(b), atol=0.02, rtol=0)
+    torch.testing.assert_close(model.rescaler[-1].bias, torch.tensor([1.0, 1.0, 0.0, 0.0]))
 
 
 def test_sem_rescaling_is_affine_in_the_pre_quality():

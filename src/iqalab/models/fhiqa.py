@@ -20,6 +20,12 @@ The rescaler is evaluated once on the identity matrix, giving a per-scene table 
 
 Readings (each a constructor argument)
 --------------------------------------
+- ``head_init``: the scene classifier's and rescaler's initialisation, as SEM-HyperIQA's
+  (:mod:`iqalab.models.hyperiqa`): ``"identity"`` (default) starts every scene's (a, b) at (1, 0); ``"release"``
+  applies PIQ23's SEM-HyperIQA init (Kaiming-normal weights, zero biases: ``weights_init_xavier`` of the release's
+  ``src/models/archs/sem_hyperiqa_util.py``) to the same layers, FHIQA's own code not being public; each scene's
+  (a, b), the rescaler of its one-hot vector, then starts random around 0 with a root-mean-square of about
+  ``sqrt(2 / S)`` (0.26 for 30 scenes) instead of (1, 0).
 - ``top_k`` (paper: 3, 5, 10, 25): the same fusion in training and evaluation (the text describes one forward
   pass); ``top_k >= n_scenes`` uses every scene. Gradients of the quality loss flow into both the rescaler and
   the scene probabilities.
@@ -59,7 +65,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from iqalab.models.hyperiqa import SemHyperIQA
+from iqalab.models.hyperiqa import HeadInit, SemHyperIQA
 from iqalab.models.registry import register
 
 
@@ -102,7 +108,7 @@ class FHIQA(SemHyperIQA):
                  face_margin: float = 0.1, allow_missing_regions: bool = False,
                  scenes: Sequence[str] | None = None, dataset_scenes: Sequence[str] | None = None,
                  scales: Sequence[Sequence[int]] | None = None, mos_span: float | None = None,
-                 loss_units: str = "mos", patch_rate: int | None = None) -> None:
+                 loss_units: str = "mos", patch_rate: int | None = None, head_init: HeadInit = "identity") -> None:
         if top_k < 1:
             raise ValueError("top_k must be >= 1")
         super().__init__(attributes, n_scenes=n_scenes, backbone=backbone, pretrained=pretrained,
@@ -115,7 +121,7 @@ class FHIQA(SemHyperIQA):
                          rescaler_hidden=rescaler_hidden, ce_weight=ce_weight, regions=regions,
                          face_margin=face_margin, allow_missing_regions=allow_missing_regions, scenes=scenes,
                          dataset_scenes=dataset_scenes, scales=scales, mos_span=mos_span, loss_units=loss_units,
-                         patch_rate=patch_rate)
+                         patch_rate=patch_rate, head_init=head_init)
         self.top_k = int(top_k)
 
     def scene_table(self) -> tuple[torch.Tensor, torch.Tensor]:

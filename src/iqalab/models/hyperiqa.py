@@ -77,8 +77,14 @@ Readings and deviations (each a constructor argument where it matters)
   rescaler fed by the predicted scene vector (SEM-HyperIQA), classifier without rescaler, and rescaler fed by the
   *ground-truth* scene one-hot (reported as SEM-HyperIQA-SO, on the device split only, where test scenes are
   known). We read CO as "classification only": multitask training (Huber + 0.5 CE) with the unscaled score.
-- The rescaler's last layer starts as the identity rescaling (weights ~ 1e-3, bias a = 1, b = 0) so the quality
-  head learns from the first step; the official code draws Kaiming-normal weights there.
+- Initialisation of the scene classifier and rescaler (``head_init``). ``"identity"`` (default): the rescaler's
+  last layer starts as the identity rescaling (weights ~ 1e-3, bias a = 1, b = 0) so the quality head learns from
+  the first step; the classifier and the rescaler's other layers keep PyTorch's default init. ``"release"``: as
+  PIQ23's release (``src/models/archs/sem_hyperiqa_util.py``: ``SceneClassNet`` and ``RescaleNet`` each end with
+  ``self.apply(weights_init_xavier)``, which draws Kaiming-normal weights, fan-in, and sets zero biases, on every
+  linear layer of both; :func:`release_head_init`). The rescaler is then a ReLU network without biases: 0 for a
+  zero scene vector, ``f(c p) = c f(p)`` for ``c > 0``, so on the near-uniform scene vector of an untrained
+  classifier (entries ~ 1/S) a and b start near 0, with a root-mean-square of about ``sqrt(2) / S``.
 - The scene space is the training scenes (seed 001 Sec. II-b: the scene vector gives "coordinates in the
   vectorial space of scenes defined in the training set"; Sec. III: test scenes are unseen). ``scenes`` names the
   classifier's classes (the engine passes the training split's scenes, :meth:`SemHyperIQA.dataset_kwargs`, and
@@ -94,9 +100,10 @@ from __future__ import annotations
 
 import logging
 import math
+import typing
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -330,6 +337,22 @@ def target_network(x: torch.Tensor, params: dict[str, Any]) -> torch.Tensor:
     for w, b in zip(params["weights"], params["biases"]):
         h = torch.sigmoid(torch.baddbmm(b.unsqueeze(-1), w, h.unsqueeze(-1)).squeeze(-1))
     return torch.baddbmm(params["last_biases"].unsqueeze(-1), params["last_weights"], h.unsqueeze(-1)).squeeze(-1)
+
+
+#: initialisations of the scene classifier and rescaler (:class:`SemHyperIQA` ``head_init``)
+HeadInit = Literal["identity", "release"]
+HEAD_INITS: tuple[str, ...] = typing.get_args(HeadInit)
+
+
+def release_head_init(module: nn.Module) -> None:
+    """PIQ23's initialisation of its scene classifier and rescaler on ``module`` (release
+    ``src/models/archs/sem_hyperiqa_util.py``, ``weights_init_xavier`` as ``SceneClassNet`` and ``RescaleNet``
+    apply it): every ``nn.Linear`` gets Kaiming-normal weights (``nn.init.kaiming_normal_``'s defaults, as the
+    release calls it: fan-in, gain sqrt(2), std ``sqrt(2 / fan_in)``) and zero biases."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.kaiming_normal_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
 
 def mlp(in_features: int, hidden: int, out_features: int, hidden_layers: int) -> nn.Sequential:
@@ -653,7 +676,9 @@ class SemHyperIQA(HyperIQA):
                  face_margin: float = 0.1, allow_missing_regions: bool = False,
                  scenes: Sequence[str] | None = None, dataset_scenes: Sequence[str] | None = None,
                  scales: Sequence[Sequence[int]] | None = None, mos_span: float | None = None,
-                 loss_units: str = "mos", patch_rate: int | None = None) -> None:
+                 loss_units: str = "mos", patch_rate: int | None = None, head_init: HeadInit = "identity") -> None:
+        if head_init not in HEAD_INITS:
+            raise ValueError(f"head_init must be one of {', '.join(HEAD_INITS)}, got {head_init!r}")
         super().__init__(attributes, backbone=backbone, pretrained=pretrained, patch_size=patch_size,
                          n_patches=n_patches, test_rounds=test_rounds, reference_side=reference_side,
                          hyper_in=hyper_in, target_in=target_in, lda_out=lda_out, target_sizes=target_sizes,
@@ -685,11 +710,17 @@ class SemHyperIQA(HyperIQA):
         self.scene_pool_width = int(scene_pool_width or self.n_scenes)
         self.scene_pool = nn.AdaptiveAvgPool2d((1, self.scene_pool_width))
         sem_features = self.n_patches * self.hyper.hyper_in * self.scene_pool_width
+        self.head_init = head_init
         # official SceneClassNet: numLayers=3 linear layers (two hidden of 500)
         self.classifier = mlp(sem_features, classifier_hidden, self.n_scenes, max(0, classifier_layers - 1))
+        if head_init == "release":
+            release_head_init(self.classifier)
         if self.rescale:
             self.rescaler = mlp(self.n_scenes, rescaler_hidden, 2 * len(self.attributes), rescaler_layers)
-            self._init_identity_rescale()
+            if head_init == "release":
+                release_head_init(self.rescaler)
+            else:
+                self._init_identity_rescale()
 
     @classmethod
     def dataset_kwargs(cls, dataset: Dataset, train_ids: Sequence[str] | None = None) -> dict[str, Any]:
@@ -712,6 +743,7 @@ class SemHyperIQA(HyperIQA):
         return torch.where(scene >= 0, table[scene.clamp(min=0)], torch.full_like(scene, -1))
 
     def _init_identity_rescale(self) -> None:
+        """``head_init="identity"``: the rescaler's last layer gives a = 1, b = 0 up to weights of std 1e-3."""
         last = self.rescaler[-1]
         nn.init.normal_(last.weight, std=1e-3)
         with torch.no_grad():
