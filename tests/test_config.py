@@ -412,6 +412,20 @@ def test_paper_profile_hyperiqa_family_loads_the_releases_resnet50_weights():
     assert backbones == dict.fromkeys(family, "resnet50.tv_in1k")
 
 
+def test_paper_profile_scene_heads_start_as_the_piq23_release():
+    """PIQ23's release initialises SEM-HyperIQA's scene classifier and rescaler Kaiming-normal with zero biases
+    (``model.head_init: release``); every paper-profile SEM-HyperIQA, SEM-HyperIQA-CO and FHIQA row starts so, the
+    default profile from the identity rescaling (docs/deviations.md)."""
+    paper = load_params(REPO / "params" / "paper.yaml")
+    scene_models = ("sem_hyperiqa", "sem_hyperiqa_co", "fhiqa")
+    rows = [name for name, exp in paper.experiments.items() if exp.model.name in scene_models]
+    assert len(rows) >= 6
+    assert {name: paper.model_kwargs(name).get("head_init") for name in rows} == dict.fromkeys(rows, "release")
+    default = load_params(REPO / "params.yaml")
+    assert all(default.model_kwargs(name).get("head_init", "identity") == "identity"
+               for name, exp in default.experiments.items() if exp.model.name in scene_models)
+
+
 def test_optimizer_names_are_defined_once():
     """``train.optimizer`` takes exactly ``OPTIMIZERS``, the names read from the ``OptimizerName`` literal that DBCNN's
     ``head_optimizer`` is annotated with too (so ``check`` refuses a mistyped one there as well)."""
