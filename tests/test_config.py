@@ -426,6 +426,19 @@ def test_paper_profile_scene_heads_start_as_the_piq23_release():
                for name, exp in default.experiments.items() if exp.model.name in scene_models)
 
 
+def test_paper_profile_tuningiqa_runs_eq3_on_each_partition():
+    """TuningIQA Eq. 3 applies each ``Phi_k`` to its partition ``M_hat_k``: every paper-profile TuningIQA row says
+    ``partition_window: partition`` (docs/deviations.md); the default profile keeps the whole-map window."""
+    paper = load_params(REPO / "params" / "paper.yaml")
+    rows = [name for name, exp in paper.experiments.items() if exp.model.name == "tuningiqa"]
+    assert len(rows) >= 7
+    assert {name: paper.model_kwargs(name).get("partition_window") for name in rows} == dict.fromkeys(rows,
+                                                                                                      "partition")
+    default = load_params(REPO / "params.yaml")
+    assert all(default.model_kwargs(name).get("partition_window", "whole") == "whole"
+               for name, exp in default.experiments.items() if exp.model.name == "tuningiqa")
+
+
 def test_optimizer_names_are_defined_once():
     """``train.optimizer`` takes exactly ``OPTIMIZERS``, the names read from the ``OptimizerName`` literal that DBCNN's
     ``head_optimizer`` is annotated with too (so ``check`` refuses a mistyped one there as well)."""

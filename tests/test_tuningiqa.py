@@ -15,6 +15,7 @@ from iqalab.models import build_model
 from iqalab.models.base import StepContext
 from iqalab.models.tuningiqa import (
     GCPF_NODES,
+    HumanAwareFeatures,
     TuningIQA,
     gcpf_edge_index,
     parameter_breakdown,
@@ -193,6 +194,59 @@ def test_partition_masks_follow_the_box() -> None:
     assert cols.tolist() == [0, 1, 1, 1, 2]  # cells 1..3 overlap x in [1.5, 3.2]
     assert rows.tolist() == [0, 0, 1, 1, 2]  # cells 2..3 overlap y in [2, 4]; cell 4 starts at 4
     assert label[2, 2].item() == 4  # the centre partition is the box
+
+
+def _hfe_by_crops(hfe: HumanAwareFeatures, feature_map: torch.Tensor, boxes: torch.Tensor,
+                  image_hw: tuple[int, int]) -> torch.Tensor:
+    """Eq. 3 read literally, independently of the masks: each ``Phi_k`` runs on the rectangle of partition k cut
+    out of ``M_hat`` (its own zero padding at the rectangle's borders), its output is placed back, the residual
+    added and the map averaged."""
+    from torchvision.ops import roi_align
+
+    m = hfe.reduce(feature_map)
+    b, _, h, w = m.shape
+    scale = torch.tensor([w / image_hw[1], h / image_hw[0]] * 2)
+    fboxes = boxes.float() * scale
+    rois = torch.cat([torch.arange(b, dtype=torch.float32)[:, None], fboxes], dim=1)
+    region = roi_align(m, rois, output_size=hfe.roi_size, spatial_scale=1.0, sampling_ratio=2,
+                       aligned=True).mean(dim=(2, 3))
+    m_hat = torch.cat([m, hfe.roi_reduce(region)[:, :, None, None].expand(-1, -1, h, w)], dim=1)
+    out = m_hat.clone()
+    for i in range(b):
+        x0, y0, x1, y1 = fboxes[i].tolist()
+        # the grid cells left of / overlapping / right of the box, per axis (partition_masks' rule)
+        cols = [[j for j in range(w) if j + 1 <= x0], [j for j in range(w) if j + 1 > x0 and j < x1],
+                [j for j in range(w) if j >= x1]]
+        rows = [[j for j in range(h) if j + 1 <= y0], [j for j in range(h) if j + 1 > y0 and j < y1],
+                [j for j in range(h) if j >= y1]]
+        for k, phi in enumerate(hfe.partitions):
+            r, c = rows[k // 3], cols[k % 3]
+            if not r or not c:
+                continue
+            crop = m_hat[i:i + 1, :, r[0]:r[-1] + 1, c[0]:c[-1] + 1]
+            out[i:i + 1, :, r[0]:r[-1] + 1, c[0]:c[-1] + 1] += phi(crop)
+    return out.mean(dim=(2, 3))
+
+
+@pytest.mark.parametrize("conv", ["depthwise", "full"])
+def test_partition_window_partition_is_eq3_on_each_cropped_partition(conv: str) -> None:
+    """``partition_window="partition"``: ``Phi_k`` sees partition k alone (zero padding at its borders), as an
+    independent crop-convolve-paste computation of Eq. 3 gives; ``"whole"`` (default) differs only through the
+    cells along the internal borders, which see their neighbours."""
+    torch.manual_seed(0)
+    hfe = HumanAwareFeatures(6, hfe_dim=4, partition_conv=conv, partition_window="partition").eval()
+    feature_map = torch.randn(2, 6, 7, 9)
+    boxes = torch.tensor([[40.0, 30.0, 150.0, 120.0], [10.0, 50.0, 200.0, 190.0]])  # pixels of a 224 x 280 image
+    with torch.no_grad():
+        got = hfe(feature_map, boxes, (224, 280))
+        want = _hfe_by_crops(hfe, feature_map, boxes, (224, 280))
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        hfe.partition_window = "whole"
+        assert not torch.allclose(hfe(feature_map, boxes, (224, 280)), want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="partition_window must be one of whole, partition"):
+        HumanAwareFeatures(6, partition_window="crop")
+    assert make_model(partition_window="partition").hfe.partition_window == "partition"
+    assert make_model().hfe.partition_window == "whole"
 
 
 def test_missing_person_falls_back_to_whole_image(model: TuningIQA) -> None:

@@ -21,9 +21,12 @@ Choices where the text is ambiguous (each is a constructor argument where it mat
   channels.
 - Nine partitions "centred on the human": the box's x- and y-extent cut the feature grid into 3 x 3 regions
   (left/centre/right x top/centre/bottom); a cell belongs to the centre column when it overlaps the box. Each
-  ``Phi_k`` is a 3x3 conv + GELU applied to the whole map and kept inside its partition by a mask, so Eq. 3's
-  residual ``F_k = Phi_k(M_hat_k) + M_hat_k`` holds exactly and border cells see their neighbours (instead of
-  zero padding at partition borders). The paper says ``Phi_k`` has "C output channels"; the residual needs the
+  ``Phi_k`` is a 3x3 conv + GELU kept inside its partition by a mask, so Eq. 3's residual
+  ``F_k = Phi_k(M_hat_k) + M_hat_k`` holds exactly. ``partition_window`` says what ``Phi_k`` sees:
+  ``"whole"`` (default) runs it on the whole map, so a cell at a partition border sees its neighbours across the
+  border; ``"partition"`` runs it on ``M_hat_k`` alone, the partition cut out with zero padding at its borders,
+  Eq. 3 read literally (the map is zeroed outside the partition before the conv, which equals cropping: the
+  partitions are rectangles). The two differ only in the cells along the eight internal borders. The paper says ``Phi_k`` has "C output channels"; the residual needs the
   3C/2 channels of ``M_hat``, so ``Phi_k`` keeps them. ``partition_conv="depthwise"`` uses depthwise 3x3 convs:
   full 3x3 convs on EfficientNetV2-M's 512 (+256) channels would add 9 x 5.3M = 47.8M parameters, which the
   paper's 58.29M total cannot contain (see :func:`parameter_breakdown`), so depthwise is the default (it is also
@@ -164,15 +167,23 @@ def partition_masks(boxes: torch.Tensor, height: int, width: int) -> torch.Tenso
     return F.one_hot(label, 9).permute(0, 3, 1, 2).to(boxes.dtype)
 
 
+#: what each partition's transform ``Phi_k`` of Eq. 3 sees (:class:`HumanAwareFeatures`)
+PARTITION_WINDOWS: tuple[str, ...] = ("whole", "partition")
+
+
 class HumanAwareFeatures(nn.Module):
     """HFE (Sec. "Human-aware Feature Extraction", Eq. 3): RoI feature appended to ``M``, nine partition-specific
     residual 3x3 transforms, global average pooling -> ``F_h``."""
 
     def __init__(self, in_channels: int, hfe_dim: int | None = None, roi_size: int = 3,
-                 partition_conv: str = "depthwise") -> None:
+                 partition_conv: str = "depthwise", partition_window: str = "whole") -> None:
         super().__init__()
         if partition_conv not in ("full", "depthwise"):
             raise ValueError(f"partition_conv must be 'full' or 'depthwise', got {partition_conv!r}")
+        if partition_window not in PARTITION_WINDOWS:
+            raise ValueError(f"partition_window must be one of {', '.join(PARTITION_WINDOWS)}, got "
+                             f"{partition_window!r}")
+        self.partition_window = partition_window
         channels = hfe_dim or in_channels
         self.reduce = nn.Conv2d(in_channels, channels, 1) if hfe_dim else nn.Identity()
         self.roi_size = roi_size
@@ -201,7 +212,9 @@ class HumanAwareFeatures(nn.Module):
         masks = partition_masks(fboxes, h, w).to(m_hat.dtype)
         out = m_hat
         for k, phi in enumerate(self.partitions):
-            out = out + masks[:, k:k + 1] * phi(m_hat)
+            mask = masks[:, k:k + 1]
+            # Eq. 3's Phi_k(M_hat_k): on the whole map, or on partition k alone (zero outside = zero padding)
+            out = out + mask * phi(m_hat if self.partition_window == "whole" else m_hat * mask)
         return out.mean(dim=(2, 3))
 
 
@@ -290,7 +303,8 @@ class TuningIQA(IQAModel):
     def __init__(self, attributes: list[str], backbone: str = "mobilenetv3_small_100",
                  human_backbone: str = "mobilenetv3_small_050", pretrained: bool | str | Path = False,
                  human_pretrained: bool | str | Path | None = None, use_hfe: bool = True, use_gcpf: bool = True,
-                 hfe_dim: int | None = 64, partition_conv: str = "depthwise", roi_size: int = 3,
+                 hfe_dim: int | None = 64, partition_conv: str = "depthwise", partition_window: str = "whole",
+                 roi_size: int = 3,
                  embed_dim: int = 128, attn_heads: int = 1, query_residual: bool = False, gcpf_dim: int = 64,
                  gat_heads: int = 4, head_hidden: int = 64, dropout: float = 0.0, lambda_reg: float = 1.0,
                  lambda_rank: float = 2.0, variance_scale: float = 4.0, backbone_lr_scale: float = 1.0,
@@ -319,7 +333,7 @@ class TuningIQA(IQAModel):
                 human_backbone, pretrained=pretrained if human_pretrained is None else human_pretrained,
                 features_only=True)
             self.hfe = HumanAwareFeatures(int(self.human_backbone.feature_info.channels()[-1]), hfe_dim,
-                                          roi_size, partition_conv)
+                                          roi_size, partition_conv, partition_window)
             self.attention = CrossAttention(self.hfe.out_channels, backbone_channels, embed_dim, attn_heads,
                                             query_residual)
         else:
