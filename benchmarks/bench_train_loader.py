@@ -89,7 +89,7 @@ def bench_params(profile: str, experiments: list[str], epochs: int, workers: int
         if model.get("freeze_epochs"):
             model["freeze_epochs"] = 1
         train = exp.setdefault("train", {})
-        for key in ("step_epochs", "gamma", "patience"):
+        for key in ("step_epochs", "gamma"):
             train.pop(key, None)
         train.update(epochs=epochs, scheduler="none", separate_attributes=False, patience=0)
         if workers is not None:
@@ -97,7 +97,8 @@ def bench_params(profile: str, experiments: list[str], epochs: int, workers: int
         if batch is not None:
             train["batch_size"] = batch
         if tiny:
-            train["crop"] = 64 if train.get("crop") else train.get("crop")
+            if train.get("crop"):
+                train["crop"] = 64
             train["eval_crop"] = 64 if train.get("eval_crop") else None
             for key in ("patch_size", "view_size", "test_crop"):
                 if key in model:
@@ -260,11 +261,12 @@ def main() -> None:
             print(line, flush=True)
     print(f"datasets ready in {time.perf_counter() - started:.0f} s", flush=True)
     # one split per experiment: the dataset's first one matching the experiment's patterns
+    parsed = parse_params(raw, check_models=False, source="bench_train_loader")
     for name in args.experiments:
         exp = raw["experiments"][name]
         ds = read_dataset(root / "build" / "datasets" / exp["dataset"])
-        wanted = exp.get("splits") or parse_params(raw, check_models=False).experiment(name).splits
-        exp["splits"] = [next(engine._splits(ds, list(wanted), f"experiments.{name}.splits"))]
+        wanted = list(parsed.experiment(name).splits)
+        exp["splits"] = [next(engine._splits(ds, wanted, f"experiments.{name}.splits"))]
     params = parse_params(raw, check_models=False, source="bench_train_loader")
     rows = []
     header = (f"{'experiment':26s} {'model':16s} {'batch':>5s} {'steps':>5s} {'loader':>8s} {'steady':>8s} "
