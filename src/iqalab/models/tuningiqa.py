@@ -26,8 +26,9 @@ Choices where the text is ambiguous (each is a constructor argument where it mat
   ``"whole"`` (default) runs it on the whole map, so a cell at a partition border sees its neighbours across the
   border; ``"partition"`` runs it on ``M_hat_k`` alone, the partition cut out with zero padding at its borders,
   Eq. 3 read literally (the map is zeroed outside the partition before the conv, which equals cropping: the
-  partitions are rectangles). The two differ only in the cells along the eight internal borders. The paper says ``Phi_k`` has "C output channels"; the residual needs the
-  3C/2 channels of ``M_hat``, so ``Phi_k`` keeps them. ``partition_conv="depthwise"`` uses depthwise 3x3 convs:
+  partitions are rectangles). The two differ only in the cells along the eight internal borders. The paper
+  says ``Phi_k`` has "C output channels"; the residual needs the 3C/2 channels of ``M_hat``, so ``Phi_k``
+  keeps them. ``partition_conv="depthwise"`` uses depthwise 3x3 convs:
   full 3x3 convs on EfficientNetV2-M's 512 (+256) channels would add 9 x 5.3M = 47.8M parameters, which the
   paper's 58.29M total cannot contain (see :func:`parameter_breakdown`), so depthwise is the default (it is also
   several times cheaper on a CPU); ``"full"`` is the literal reading.
@@ -419,10 +420,10 @@ class TuningIQA(IQAModel):
     def training_step(self, batch: dict[str, Any], ctx: StepContext) -> torch.Tensor:
         """Pair batches: ``lambda_reg * L_reg(a, b) + lambda_rank * L_rank`` (Eqs. 10-11); single batches: L_reg.
 
-        ``p`` is ``[B, A]`` (every attribute of the pair, NaN where not annotated; :class:`iqalab.data.loaders.PairItems`): Eq. 11
-        sums the BCE over the attributes of each pair, as L_reg (Eq. 10) sums over the attributes of each image,
-        so the 1 : 2 weighting compares like with like. A ``[B]`` ``p`` with ``attr_idx`` (one attribute per
-        row) is also accepted.
+        ``p`` is ``[B, A]`` (every attribute of the pair, NaN where not annotated;
+        :class:`iqalab.data.loaders.PairItems`): Eq. 11 sums the BCE over the attributes of each pair, as L_reg
+        (Eq. 10) sums over the attributes of each image, so the 1 : 2 weighting compares like with like. A ``[B]``
+        ``p`` with ``attr_idx`` (one attribute per row) is also accepted.
         """
         if "a" not in batch:
             return self._regression_loss(self.features(batch), batch["mos_norm"], batch.get("std_norm"))
