@@ -467,3 +467,21 @@ def test_optimizer_names_are_defined_once():
     raw = toy_params(e={"dataset": "toy", "model": {"name": "backbone_mlp"}, "train": {"optimizer": "rmsprop"}})
     with pytest.raises(ParamsError, match=r"experiments\.e\.train\.optimizer.*'adamw', 'adam' or 'sgd'"):
         parse_params(raw)
+
+
+def test_check_builds_models_with_what_the_engine_reads_from_the_dataset(tmp_path, capsys):
+    """``iqalab check`` builds each model with a stand-in for the engine's ``dataset_kwargs``: DB-CNN's release head
+    (``head: linear``) needs the dataset's MOS range, and the check refused it ("needs mos_range ... got None"), so
+    ``iqalab --params params/paper.yaml check`` failed on the paper profile's DB-CNN rows. A params value still
+    wins over the stand-in (a bad ``mos_range`` is named), and the paper profile checks clean."""
+    from iqalab.__main__ import main
+
+    model = {"name": "dbcnn", "backbone": "resnet18", "pretrained": False, "head": "linear",
+             "head_optimizer": "sgd", "freeze_epochs": 1}
+    raw = toy_params(e={"dataset": "toy", "model": model})
+    assert main(["--params", str(_write(tmp_path, raw)), "check"]) == 0, capsys.readouterr().err
+    model["mos_range"] = [5.0, 1.0]
+    assert main(["--params", str(_write(tmp_path, raw)), "check"]) == 2
+    err = capsys.readouterr().err
+    assert "experiments.e.model" in err and "needs mos_range" in err, err
+    assert main(["-q", "--params", str(REPO / "params" / "paper.yaml"), "check"]) == 0, capsys.readouterr().err

@@ -516,16 +516,32 @@ def check_names(params: Params) -> None:
             check_splits(f"experiments.{name}.splits", exp.splits, available, exp.dataset)
 
 
+def _check_dataset() -> Any:
+    """The stand-in dataset :func:`check_models_build` passes to a model's ``dataset_kwargs``: MOS range 0-1 and
+    one scene (``check``) with one image, the attributes a ``dataset_kwargs`` reads (``mos_range``, ``images``,
+    ``scenes``)."""
+    import types
+
+    import pandas as pd
+
+    return types.SimpleNamespace(mos_range=(0.0, 1.0), scenes=["check"],
+                                 images=pd.DataFrame({"image_id": ["check"], "scene": ["check"]}))
+
+
 def check_models_build(params: Params, source: str = "params.yaml") -> None:
     """``iqalab check``'s last step: build every experiment's model once, without pretrained weights (on the meta
     device where the model allows: seconds), so that what only the constructor can judge (a backbone timm does not
     know, a width of -4) fails here with its key instead of at training. A ``pretrained:`` path (any string
     keyword whose name holds ``pretrained``) must name an existing file. Zero-shot ``pyiqa:`` models are not
     built, and a model whose optional package is missing (:class:`~iqalab.status.ModelUnavailable`: pyiqa) passes:
-    training records that status in its row by design. Errors start with ``source``."""
+    training records that status in its row by design. What the engine reads from the training data
+    (:meth:`iqalab.models.base.Model.dataset_kwargs`: DB-CNN's ``mos_range`` for its linear head, the HyperIQA
+    family's ``mos_span`` and scenes) comes from :func:`_check_dataset`, a one-scene stand-in on the 0-1 scale, since
+    the check runs before any dataset is built; a value set in the params wins, as in training. Errors start with
+    ``source``."""
     import torch
 
-    from iqalab.models.registry import build_model
+    from iqalab.models.registry import build_model, get_model_class
     from iqalab.status import ModelUnavailable
 
     for name, exp in params.experiments.items():
@@ -535,7 +551,11 @@ def check_models_build(params: Params, source: str = "params.yaml") -> None:
         for key, value in kwargs.items():
             if "pretrained" in key and isinstance(value, str) and not Path(value).is_file():
                 raise ParamsError(f"{source}: experiments.{name}.model.{key}: weights file {value} not found")
-        build = {k: (False if "pretrained" in k else v) for k, v in kwargs.items()}
+        try:
+            derived = get_model_class(exp.model.name).dataset_kwargs(_check_dataset())
+        except Exception:  # noqa: BLE001 - a model that needs more of a dataset than the stand-in: build without
+            derived = {}
+        build = {**derived, **{k: (False if "pretrained" in k else v) for k, v in kwargs.items()}}
         try:
             try:
                 with torch.device("meta"):  # no memory, no initialisation
