@@ -535,10 +535,10 @@ def check_models_build(params: Params, source: str = "params.yaml") -> None:
     keyword whose name holds ``pretrained``) must name an existing file. Zero-shot ``pyiqa:`` models are not
     built, and a model whose optional package is missing (:class:`~iqalab.status.ModelUnavailable`: pyiqa) passes:
     training records that status in its row by design. What the engine reads from the training data
-    (:meth:`iqalab.models.base.Model.dataset_kwargs`: DB-CNN's ``mos_range`` for its linear head, the HyperIQA
-    family's ``mos_span`` and scenes) comes from :func:`_check_dataset`, a one-scene stand-in on the 0-1 scale, since
-    the check runs before any dataset is built; a value set in the params wins, as in training. Errors start with
-    ``source``."""
+    (:meth:`iqalab.models.base.IQAModel.dataset_kwargs`: DB-CNN's ``mos_range`` for its linear head, the
+    HyperIQA family's ``mos_span`` and scenes) comes from :func:`_check_dataset`, a one-scene stand-in on the
+    0-1 scale, since the check runs before any dataset is built; a value set in the params wins, as in training.
+    Errors start with ``source``."""
     import torch
 
     from iqalab.models.registry import build_model, get_model_class
