@@ -1,0 +1,64 @@
+"""ugc_sim's MOS tier shares over several seeds: the measurement behind the README's note on the Bad-tier miss.
+
+Builds ugc_sim (:func:`iqalab.sim.builders.ugc_sim`) in a temporary folder once per seed, with the default profile's
+size unless ``--images`` says otherwise, and prints each seed's count and share of images per REQA tier (Bad < 20,
+Poor, Fair, Good, Excellent >= 80 on 0-100; the builder's own ``tier_counts``, which the calibration report's
+``bad_tier_share`` / ``excellent_tier_share`` are computed from). ``--severity`` and ``--conditions`` replace
+:data:`iqalab.sim.builders.UGC_SEVERITY` and :data:`~iqalab.sim.builders.UGC_CONDITIONS` for the run, to try a refit
+before changing the builder::
+
+    python scripts/ugc_tier_shares.py --seeds 0 1 2
+    python scripts/ugc_tier_shares.py --seeds 0 1 2 --severity 0.35 0.26 4 --conditions 0.36 0.36 0.18 0.10
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+import iqalab.sim.builders as builders
+
+TIERS = ("Bad", "Poor", "Fair", "Good", "Excellent")
+CONDITIONS = ("outdoor", "indoor", "lowlight", "night")
+
+
+def tier_counts(seed: int, n_images: int, image_size: int = 256) -> list[int]:
+    """Images per tier (Bad .. Excellent) of ugc_sim built with ``seed`` and ``n_images``."""
+    with tempfile.TemporaryDirectory(prefix="ugc-tiers-") as folder:
+        ds = builders.ugc_sim(Path(folder), seed=seed, n_images=n_images, image_size=image_size)
+    return [int(c) for c in ds.meta["generator"]["tier_counts"]]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--images", type=int, default=720, help="n_images (default: the default profile's 720)")
+    parser.add_argument("--size", type=int, default=256, help="image_size (default: the default profile's 256)")
+    parser.add_argument("--severity", type=float, nargs=3, metavar=("OFFSET", "SPAN", "K"),
+                        help="UGC_SEVERITY: offset + span x Beta(k, k)")
+    parser.add_argument("--conditions", type=float, nargs=4, metavar=CONDITIONS,
+                        help="UGC_CONDITIONS: odds of outdoor, indoor, lowlight, night")
+    args = parser.parse_args(argv)
+    saved = builders.UGC_SEVERITY, builders.UGC_CONDITIONS
+    try:  # the overrides hold for this run only (the module's values are restored, also in a test process)
+        if args.severity:
+            builders.UGC_SEVERITY = tuple(args.severity)
+        if args.conditions:
+            builders.UGC_CONDITIONS = dict(zip(CONDITIONS, args.conditions, strict=True))
+        print(f"UGC_SEVERITY={builders.UGC_SEVERITY} UGC_CONDITIONS={builders.UGC_CONDITIONS} "
+              f"n_images={args.images}")
+        print(f"{'seed':>4s} " + " ".join(f"{t:>14s}" for t in TIERS))
+        for seed in args.seeds:
+            counts = np.array(tier_counts(seed, args.images, args.size))
+            shares = counts / counts.sum()
+            print(f"{seed:4d} " + " ".join(f"{c:5d} ({s:6.2%})" for c, s in zip(counts, shares, strict=True)),
+                  flush=True)
+    finally:
+        builders.UGC_SEVERITY, builders.UGC_CONDITIONS = saved
+
+
+if __name__ == "__main__":
+    main()
