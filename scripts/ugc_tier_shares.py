@@ -4,11 +4,13 @@ Builds ugc_sim (:func:`iqalab.sim.builders.ugc_sim`) in a temporary folder once 
 size unless ``--images`` says otherwise, and prints each seed's count and share of images per REQA tier (Bad < 20,
 Poor, Fair, Good, Excellent >= 80 on 0-100; the builder's own ``tier_counts``, which the calibration report's
 ``bad_tier_share`` / ``excellent_tier_share`` are computed from). ``--severity`` and ``--conditions`` replace
-:data:`iqalab.sim.builders.UGC_SEVERITY` and :data:`~iqalab.sim.builders.UGC_CONDITIONS` for the run, to try a refit
-before changing the builder::
+:data:`iqalab.sim.builders.UGC_SEVERITY` and :data:`~iqalab.sim.builders.UGC_CONDITIONS` for the run, ``--exponent``
+the ground truth's power-mean exponent of the ``ugc`` profile (:data:`iqalab.sim.observers.PROFILE_EXPONENT`), to
+try a refit before changing the builder or the ground truth::
 
-    python scripts/ugc_tier_shares.py --seeds 0 1 2
+    python scripts/ugc_tier_shares.py --seeds 0 1 2 3 4 5
     python scripts/ugc_tier_shares.py --seeds 0 1 2 --severity 0.35 0.26 4 --conditions 0.36 0.36 0.18 0.10
+    python scripts/ugc_tier_shares.py --seeds 0 1 2 --exponent -1.5     # the fit before 2026-12-05
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import iqalab.sim.builders as builders
+import iqalab.sim.observers as observers
 
 TIERS = ("Bad", "Poor", "Fair", "Good", "Excellent")
 CONDITIONS = ("outdoor", "indoor", "lowlight", "night")
@@ -41,15 +44,18 @@ def main(argv: list[str] | None = None) -> None:
                         help="UGC_SEVERITY: offset + span x Beta(k, k)")
     parser.add_argument("--conditions", type=float, nargs=4, metavar=CONDITIONS,
                         help="UGC_CONDITIONS: odds of outdoor, indoor, lowlight, night")
+    parser.add_argument("--exponent", type=float, help="PROFILE_EXPONENT['ugc']: the overall's power-mean exponent")
     args = parser.parse_args(argv)
-    saved = builders.UGC_SEVERITY, builders.UGC_CONDITIONS
+    saved = builders.UGC_SEVERITY, builders.UGC_CONDITIONS, observers.PROFILE_EXPONENT["ugc"]
     try:  # the overrides hold for this run only (the module's values are restored, also in a test process)
         if args.severity:
             builders.UGC_SEVERITY = tuple(args.severity)
         if args.conditions:
             builders.UGC_CONDITIONS = dict(zip(CONDITIONS, args.conditions, strict=True))
+        if args.exponent is not None:
+            observers.PROFILE_EXPONENT["ugc"] = args.exponent
         print(f"UGC_SEVERITY={builders.UGC_SEVERITY} UGC_CONDITIONS={builders.UGC_CONDITIONS} "
-              f"n_images={args.images}")
+              f"exponent={observers.PROFILE_EXPONENT['ugc']} n_images={args.images}")
         print(f"{'seed':>4s} " + " ".join(f"{t:>14s}" for t in TIERS))
         for seed in args.seeds:
             counts = np.array(tier_counts(seed, args.images, args.size))
@@ -57,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{seed:4d} " + " ".join(f"{c:5d} ({s:6.2%})" for c, s in zip(counts, shares, strict=True)),
                   flush=True)
     finally:
-        builders.UGC_SEVERITY, builders.UGC_CONDITIONS = saved
+        builders.UGC_SEVERITY, builders.UGC_CONDITIONS, observers.PROFILE_EXPONENT["ugc"] = saved
 
 
 if __name__ == "__main__":
