@@ -92,10 +92,11 @@ DEFAULT_HDR_SHARE = 0.25
 #: (daylight-heavy, as photo-sharing collections such as KonIQ-10k's are; None: the four equally often). Both fitted
 #: to the KonIQ-like tier shares (:mod:`iqalab.sim.calibration`: a peak mid-scale and 1-12 % in each extreme tier):
 #: with the issue #23 content (sharper, never-upsampled backgrounds, HDR) the former (0.2, 0.45, 3) with equal
-#: conditions gave Bad 12.8 % / Excellent 14.3 %; these gave 10.2 % / 10.9 % at 460 images, 12.1 % / 10.8 % at 720,
-#: and with the ``ugc`` ground truth's exponent refitted (:data:`iqalab.sim.observers.PROFILE_EXPONENT`) 8.3 % /
-#: 10.4 % (README, NOTES)
-UGC_SEVERITY = (0.33, 0.30, 4.0)
+#: conditions gave Bad 12.8 % / Excellent 14.3 %; (0.33, 0.30, 4) with these conditions 10.2 % / 10.9 % at 460
+#: images but 12.1-14.9 % Bad on seeds 0-2 at 720; refitted on 2026-12-05 with the ``ugc`` ground truth's exponent
+#: (:data:`iqalab.sim.observers.PROFILE_EXPONENT`): Bad 7.4-10.5 %, Excellent 5.5-12.4 % on seeds 0-7 at 860 images
+#: (README, docs/notes/simulator-content-2026-12.md)
+UGC_SEVERITY = (0.35, 0.26, 4.0)
 UGC_CONDITIONS: dict[str, float] | None = {"outdoor": 0.35, "indoor": 0.35, "lowlight": 0.18, "night": 0.12}
 
 

@@ -70,8 +70,9 @@ PROFILES: dict[str, dict[str, float]] = {
 }
 #: the power mean's exponent per profile (:func:`combine`). ``ugc``: -0.5, fitted to the KonIQ-like tier shares
 #: (:mod:`iqalab.sim.calibration`, 1-12 % in each extreme tier): at -1.5 the worst attribute, mostly an over-exposed
-#: frame, put 12.1-14.9 % of ugc_sim's 720 images in Bad on seeds 0-2; at -0.5 Bad 8.2-10.1 % and Excellent
-#: 4.2-12.5 % on seeds 0-5 (``scripts/ugc_tier_shares.py --exponent``; README, calibration of ugc_sim)
+#: frame, put 12.1-14.9 % of ugc_sim's 720 images in Bad on seeds 0-2; at -0.5, with ugc_sim's severity refitted
+#: with it (:data:`iqalab.sim.builders.UGC_SEVERITY`), Bad 7.4-10.5 % and Excellent 5.5-12.4 % on seeds 0-7 at 860
+#: images (``scripts/ugc_tier_shares.py --exponent``; README, calibration of ugc_sim)
 PROFILE_EXPONENT = {"livestream": -1.5, "surveillance": 1.0, "portrait": -1.0, "ugc": -0.5}
 JOD_SIGMA = 1.0 / 0.6744897501960817  # Thurstone Case V: 1 JOD difference = 75 % preference
 
