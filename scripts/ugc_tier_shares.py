@@ -8,9 +8,9 @@ Poor, Fair, Good, Excellent >= 80 on 0-100; the builder's own ``tier_counts``, w
 the ground truth's power-mean exponent of the ``ugc`` profile (:data:`iqalab.sim.observers.PROFILE_EXPONENT`), to
 try a refit before changing the builder or the ground truth::
 
-    python scripts/ugc_tier_shares.py --seeds 0 1 2 3 4 5
-    python scripts/ugc_tier_shares.py --seeds 0 1 2 --severity 0.35 0.26 4 --conditions 0.36 0.36 0.18 0.10
-    python scripts/ugc_tier_shares.py --seeds 0 1 2 --exponent -1.5     # the fit before 2026-12-05
+    python scripts/ugc_tier_shares.py --seeds 0 1 2 3 4 5 6 7
+    python scripts/ugc_tier_shares.py --seeds 0 1 2 --severity 0.33 0.30 4 --conditions 0.36 0.36 0.18 0.10
+    python scripts/ugc_tier_shares.py --seeds 0 1 2 --images 720 --exponent -1.5 --severity 0.33 0.30 4
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def tier_counts(seed: int, n_images: int, image_size: int = 256) -> list[int]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--images", type=int, default=720, help="n_images (default: the default profile's 720)")
+    parser.add_argument("--images", type=int, default=860, help="n_images (default: the default profile's 860)")
     parser.add_argument("--size", type=int, default=256, help="image_size (default: the default profile's 256)")
     parser.add_argument("--severity", type=float, nargs=3, metavar=("OFFSET", "SPAN", "K"),
                         help="UGC_SEVERITY: offset + span x Beta(k, k)")
