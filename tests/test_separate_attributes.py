@@ -137,3 +137,22 @@ def test_experiment_checkpoint_takes_the_record_its_caller_read(tmp_path):
     assert training_record(tmp_path, "sep") == record
     assert experiment_checkpoint(tmp_path, "sep", attribute="noise") == (ckpt, "")
     assert "one of overall, noise" in experiment_checkpoint(tmp_path, "sep", record=record)[1]
+
+
+def test_one_reader_of_the_training_record(tmp_path):
+    """``status.training_record`` is the one reader of ``results/predictions/<e>.json`` (``inference`` uses the
+    same function); ``experiment_unavailable`` reads through it and says None for a missing, unreadable or ok
+    record, the status for a model that could not run."""
+    from iqalab import inference, status
+
+    assert inference.training_record is status.training_record
+    assert status.experiment_unavailable(tmp_path, "e") is None
+    meta = tmp_path / "results" / "predictions" / "e.json"
+    meta.parent.mkdir(parents=True)
+    meta.write_text("{not json")
+    assert status.experiment_unavailable(tmp_path, "e") is None
+    meta.write_text(json.dumps({"splits": ["scene"]}))
+    assert status.experiment_unavailable(tmp_path, "e") is None
+    meta.write_text(json.dumps({"splits": [], "status": "pyiqa not installed"}))
+    assert status.experiment_unavailable(tmp_path, "e") == "pyiqa not installed"
+    assert status.training_record(tmp_path, "e")["status"] == "pyiqa not installed"

@@ -544,6 +544,7 @@ def check_models_build(params: Params, source: str = "params.yaml") -> None:
     from iqalab.models.registry import build_model, get_model_class
     from iqalab.status import ModelUnavailable
 
+    stand_in = _check_dataset()
     for name, exp in params.experiments.items():
         if exp.model.name.startswith("pyiqa:"):
             continue
@@ -552,7 +553,7 @@ def check_models_build(params: Params, source: str = "params.yaml") -> None:
             if "pretrained" in key and isinstance(value, str) and not Path(value).is_file():
                 raise ParamsError(f"{source}: experiments.{name}.model.{key}: weights file {value} not found")
         try:
-            derived = get_model_class(exp.model.name).dataset_kwargs(_check_dataset())
+            derived = get_model_class(exp.model.name).dataset_kwargs(stand_in)
         except Exception:  # noqa: BLE001 - a model that needs more of a dataset than the stand-in: build without
             derived = {}
         build = {**derived, **{k: (False if "pretrained" in k else v) for k, v in kwargs.items()}}

@@ -10,7 +10,6 @@ the very array the cache holds for it (``tests/test_score.py``).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -24,6 +23,7 @@ from iqalab.data.cache import RESIZE_REDUCING_GAP, decode_image, planar_crc, pre
 from iqalab.data.loaders import CamStats, cut_patch_sets, patch_rng, to_chw_uint8
 from iqalab.data.regions import needed_regions
 from iqalab.export import load_export
+from iqalab.status import training_record, unavailable_reason
 from iqalab.train.engine import (
     CheckpointError,
     cpu_native_bf16,
@@ -117,13 +117,6 @@ def check_checkpoint_file(path: str | Path) -> None:
                               "by training, or the folder `iqalab export` writes)")
 
 
-def training_record(root: str | Path, experiment: str) -> dict[str, Any] | None:
-    """``results/predictions/<experiment>.json`` under ``root``, the record training writes once every split has
-    finished (splits, attributes, ``separate_attributes``, status); None when it is missing."""
-    meta = Path(root) / "results" / "predictions" / f"{experiment}.json"
-    return json.loads(meta.read_text()) if meta.is_file() else None
-
-
 def per_attribute_models(record: Mapping[str, Any] | None) -> list[str]:
     """The attributes of an experiment trained with one model per attribute (``train.separate_attributes``, as
     its :func:`training_record` says); empty for one model with a head per attribute, or no record."""
@@ -144,8 +137,6 @@ def experiment_checkpoint(root: str | Path, experiment: str, split: str | None =
     whose model could not run (a zero-shot ``pyiqa:<metric>`` without its weights) has none: the reason is its
     status (``"pyiqa not installed"``, ``"weights unavailable: ..."``, see :mod:`iqalab.status`).
     """
-    from iqalab.status import unavailable_reason
-
     root = Path(root)
     meta = root / "results" / "predictions" / f"{experiment}.json"
     info = record if record is not None else training_record(root, experiment)

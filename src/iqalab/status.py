@@ -63,13 +63,18 @@ def short_status(status: str) -> str:
     return status.split(":", 1)[0].strip()
 
 
+def training_record(root: str | Path, experiment: str) -> dict[str, Any] | None:
+    """``results/predictions/<experiment>.json`` under ``root``, the record training writes once every split has
+    finished (splits, attributes, ``separate_attributes``, status); None when it is missing."""
+    meta = Path(root) / "results" / "predictions" / f"{experiment}.json"
+    return json.loads(meta.read_text()) if meta.is_file() else None
+
+
 def experiment_unavailable(root: str | Path, experiment: str) -> str | None:
-    """The status of ``experiment`` when its ``results/predictions/<experiment>.json`` (under ``root``) says its
-    model could not run, else None (also when the file is missing or unreadable: not trained is not
-    unavailable)."""
-    path = Path(root) / "results" / "predictions" / f"{experiment}.json"
+    """The status of ``experiment`` when its :func:`training_record` (under ``root``) says its model could not
+    run, else None (also when the file is missing or unreadable: not trained is not unavailable)."""
     try:
-        meta = json.loads(path.read_text())
+        meta = training_record(root, experiment)
     except (OSError, ValueError):
         return None
     return unavailable_reason(meta) if isinstance(meta, dict) else None
