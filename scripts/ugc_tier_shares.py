@@ -1,7 +1,7 @@
-"""ugc_sim's MOS tier shares over several seeds: the measurement behind the README's note on the Bad-tier miss.
+"""ugc_sim's MOS tier shares over several seeds: the measurement behind the README's calibration note on its tails.
 
-Builds ugc_sim (:func:`iqalab.sim.builders.ugc_sim`) in a temporary folder once per seed, with the default profile's
-size unless ``--images`` says otherwise, and prints each seed's count and share of images per REQA tier (Bad < 20,
+Builds ugc_sim (:func:`iqalab.sim.builders.ugc_sim`) in a temporary folder once per seed, at the size
+``params.yaml`` gives it unless ``--images`` / ``--size`` say otherwise, and prints each seed's count and share of images per REQA tier (Bad < 20,
 Poor, Fair, Good, Excellent >= 80 on 0-100; the builder's own ``tier_counts``, which the calibration report's
 ``bad_tier_share`` / ``excellent_tier_share`` are computed from). ``--severity`` and ``--conditions`` replace
 :data:`iqalab.sim.builders.UGC_SEVERITY` and :data:`~iqalab.sim.builders.UGC_CONDITIONS` for the run, ``--exponent``
@@ -23,9 +23,13 @@ import numpy as np
 
 import iqalab.sim.builders as builders
 import iqalab.sim.observers as observers
+from iqalab.analysis.metrics import TIERS as BEST_FIRST
+from iqalab.config import load_params
+from iqalab.sim.scenes import CONDITIONS as SCENE_CONDITIONS
 
-TIERS = ("Bad", "Poor", "Fair", "Good", "Excellent")
-CONDITIONS = ("outdoor", "indoor", "lowlight", "night")
+ROOT = Path(__file__).resolve().parents[1]
+TIERS = tuple(reversed(BEST_FIRST))  # Bad .. Excellent, the order of the builder's tier_counts
+CONDITIONS = tuple(SCENE_CONDITIONS)
 
 
 def tier_counts(seed: int, n_images: int, image_size: int = 256) -> list[int]:
@@ -36,10 +40,13 @@ def tier_counts(seed: int, n_images: int, image_size: int = 256) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    profile = load_params(ROOT / "params.yaml").datasets["ugc_sim"].options  # the default run's size
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--images", type=int, default=860, help="n_images (default: the default profile's 860)")
-    parser.add_argument("--size", type=int, default=256, help="image_size (default: the default profile's 256)")
+    parser.add_argument("--images", type=int, default=profile["n_images"],
+                        help=f"n_images (default: params.yaml's {profile['n_images']})")
+    parser.add_argument("--size", type=int, default=profile["image_size"],
+                        help=f"image_size (default: params.yaml's {profile['image_size']})")
     parser.add_argument("--severity", type=float, nargs=3, metavar=("OFFSET", "SPAN", "K"),
                         help="UGC_SEVERITY: offset + span x Beta(k, k)")
     parser.add_argument("--conditions", type=float, nargs=4, metavar=CONDITIONS,
