@@ -260,6 +260,21 @@ def test_spaq_exif_to_camera_parameters(tmp_path: Path) -> None:
         assert ds.images[col].isna().all()
 
 
+def test_spaq_scene_workbook_gives_the_condition(tmp_path: Path) -> None:
+    """The optional scene-class workbook: each image's most probable class becomes its ``condition`` and the
+    workbook is checksummed with the others (until 2026-12-05 the adapter crashed on it: a local name shadowed
+    the folder searched)."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    scores, _ = make_spaq(raw)
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.2, 0.3, 0.5], [0.6, 0.3, 0.1], [0.0, 0.1, 0.9]])
+    pd.DataFrame({"Image name": scores["Image name"], "Portrait": probs[:, 0], "Landscape": probs[:, 1],
+                  "Night": probs[:, 2]}).to_excel(raw / "Annotations/Scene category labels.xlsx", index=False)
+    ds = read_dataset(adapt("spaq", raw, out, n_splits=2, **FAST).root, check_files=True)
+    assert ds.images["condition"].tolist() == ["Portrait", "Landscape", "Night", "Portrait", "Night"]
+    assert "Annotations/Scene category labels.xlsx" in ds.meta["raw_files"]
+    assert ds.meta["raw_layout_root"] == "."
+
+
 def test_parse_exposure() -> None:
     assert parse_exposure("1/250") == pytest.approx(0.004)
     assert parse_exposure("0.5 s") == pytest.approx(0.5)

@@ -173,10 +173,21 @@ def test_scnn_weights_load_from_the_released_key_layout(tmp_path):
     model = _model(scnn_weights=str(path))
     for key, value in source.state_dict().items():
         torch.testing.assert_close(model.scnn.state_dict()[key], value)
+    wrapped = tmp_path / "wrapped.pkl"  # pyiqa-style nesting, read by the one release reader
+    torch.save({"params": state}, wrapped)
+    nested = _model(scnn_weights=str(wrapped))
+    for key, value in source.state_dict().items():
+        torch.testing.assert_close(nested.scnn.state_dict()[key], value)
     wrong = tmp_path / "wrong.pkl"
     torch.save({"module.features.0.weight": torch.zeros(1)}, wrong)
-    with pytest.raises(Exception, match="scnn_weights"):
+    with pytest.raises(PretrainedUnavailable, match="scnn_weights: .*wrong.pkl does not fit this S-CNN"):
         _model(scnn_weights=str(wrong))
+    junk = tmp_path / "junk.pkl"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(PretrainedUnavailable, match=r"^model.scnn_weights: .*junk.pkl is not a torch state dict"):
+        _model(scnn_weights=str(junk))  # one line naming the key and the file, not torch's unpickling error
+    with pytest.raises(PretrainedUnavailable, match=r"^model.scnn_weights: .*missing.pkl not found$"):
+        _model(scnn_weights=str(tmp_path / "missing.pkl"))
 
 
 def test_engine_trains_dbcnn(project, toy_dataset):

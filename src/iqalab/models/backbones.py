@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from iqalab.io import load_error_reason
+from iqalab.models.release import unwrap_state
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +53,13 @@ def load_local_weights(model: nn.Module, path: str | Path, strict: bool = False)
 
 
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in a local weights file: safetensors, or ``torch.load(weights_only=True)`` unwrapped by
+    :func:`iqalab.models.release.unwrap_state` (timm's ``model`` / ``state_dict_ema``, ``state_dict``)."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model", "state_dict_ema"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            return state[key]
-    return state
+    return unwrap_state(torch.load(path, map_location="cpu", weights_only=True))
 
 
 def _check_weights_file(name: str, path: Path) -> None:

@@ -319,13 +319,12 @@ def read_release_weights(path: str | Path) -> Mapping[str, torch.Tensor]:
 
 def load_scnn_weights(scnn: SCNN, path: str | Path) -> None:
     """Load the S-CNN convolutional weights from a state dict file, e.g. the authors' ``scnn.pkl`` (keys
-    ``module.features.*``; the classification head's keys are ignored)."""
-    path = Path(path)
-    if not path.is_file():
-        raise PretrainedUnavailable(f"model.scnn_weights: {path} not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
+    ``module.features.*``; the classification head's keys are ignored), read by
+    :func:`iqalab.models.release.read_release_state`."""
+    try:
+        state = read_release_state(path)
+    except ReleaseWeightsError as exc:
+        raise PretrainedUnavailable(f"model.scnn_weights: {exc}") from None
     found = {k.removeprefix("module.").removeprefix("scnn."): v for k, v in state.items()}
     found = {k: v for k, v in found.items() if k.startswith("features.")}
     wanted = scnn.state_dict()

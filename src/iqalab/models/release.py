@@ -4,9 +4,11 @@ An original implementation saves its network with ``torch.save(net.state_dict())
 ``koniq_pretrained.pkl``, DBCNN's ``net_params_best.pkl``); pyiqa's weight files of the same networks
 (``pyiqa/archs/hypernet_arch.py``, ``pyiqa/archs/dbcnn_arch.py``) hold that dict under ``params``, other
 checkpoints under ``state_dict``. :func:`read_release_state` returns the tensors either way; it is the one reader
-of :func:`iqalab.official.hyperiqa_from_official`, :func:`iqalab.official.dbcnn_from_official` and DBCNN's
-``model.release_weights`` (:func:`iqalab.models.dbcnn.read_release_weights`), each of which turns
-:class:`ReleaseWeightsError` into its own error type.
+of :func:`iqalab.official.hyperiqa_from_official`, :func:`iqalab.official.dbcnn_from_official`, DBCNN's
+``model.release_weights`` (:func:`iqalab.models.dbcnn.read_release_weights`) and ``model.scnn_weights``
+(:func:`iqalab.models.dbcnn.load_scnn_weights`), each of which turns :class:`ReleaseWeightsError` into its own
+error type; a backbone's local weights file (:mod:`iqalab.models.backbones`) is unwrapped by :func:`unwrap_state`
+too.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import torch
 
 from iqalab.io import load_error_reason
 
-#: the keys under which a checkpoint file may nest the network's state dict (pyiqa's files: ``params``)
-WRAPPERS: tuple[str, ...] = ("params", "state_dict")
+#: the keys under which a checkpoint file may nest the network's state dict, first found first: pyiqa's files
+#: ``params``, training checkpoints ``state_dict``, timm's ``model`` / ``state_dict_ema``
+WRAPPERS: tuple[str, ...] = ("params", "state_dict", "model", "state_dict_ema")
 
 
 class ReleaseWeightsError(ValueError):

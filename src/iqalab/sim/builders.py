@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from iqalab.analysis.metrics import quality_tiers
 from iqalab.data.schema import CAM_COLUMNS, FACE_BOX, LANDMARKS, PERSON_BOX, Dataset, write_dataset
 from iqalab.data.splits import kfold_split_names, kfold_splits, random_split_names, random_splits, scene_split
 from iqalab.sim.camera import CameraParams, auto_params, capture
@@ -569,7 +570,8 @@ def ugc_sim(root: Path, seed: int = 0, n_images: int = 320, image_size: int = 25
     images, ratings, truth, _, screened = _single_stimulus(images, infos, attributes, "ugc", panel, screening,
                                                            scale=(-25.0, 25.0))
     images = _attach(images, infos, truth, attributes)
-    tiers = np.histogram(images["mos_overall"], bins=[0, 20, 40, 60, 80, 100.0001])[0]
+    # REQA's tiers (Sec. IV-A-1), counted Bad first
+    tiers = pd.Series(quality_tiers(images["mos_overall"])).value_counts(sort=False).to_numpy()
     log.info("ugc_sim MOS per tier (Bad..Excellent): %s", tiers.tolist())
     splits = random_splits(images, n_splits=n_splits, test_fraction=test_fraction, seed=seed)
     generator = {"builder": "ugc_sim", "seed": seed, "n_images": n_images, "image_size": image_size,

@@ -162,10 +162,13 @@ def fingerprint(obj: Any) -> str:
 
 #: the code that decides what a run computes, relative to the ``iqalab`` package: part of a run's fingerprint
 #: (:func:`source_hash`), so a finished split is reused only by the code that made it (DVC's ``persist: true``
-#: on ``build/models/<exp>`` relies on it: docs/reliability.md). With :data:`RUN_CODE_EXEMPT` it covers every code
-#: dep of the train stage in dvc.yaml (``tests/test_layout.py`` checks it)
-RUN_CODE = ("__init__.py", "train", "models", "data", "config.py", "io.py", "analysis/metrics.py", "numerics.py",
-            "repro.py", "stages/train.py", "status.py")
+#: on ``build/models/<exp>`` relies on it: docs/reliability.md). With :data:`RUN_CODE_EXEMPT` it is exactly the code
+#: deps of the train stage in dvc.yaml, which are the modules a training process imports (``tests/test_layout.py``
+#: checks both): the dataset adapters, the simulator and the split makers write the dataset, whose checksum the
+#: fingerprint holds itself
+RUN_CODE = ("__init__.py", "train", "models", "data/cache.py", "data/detect.py", "data/loaders.py",
+            "data/regions.py", "data/samplers.py", "data/schema.py", "config.py", "io.py", "analysis/metrics.py",
+            "numerics.py", "repro.py", "stages/train.py", "status.py")
 #: the train stage's code deps left out of :data:`RUN_CODE`, each with why it cannot change what a run computes
 RUN_CODE_EXEMPT = {
     "memory.py": "allocator settings: where memory comes from, no computed value (iqalab.memory)",

@@ -43,7 +43,17 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from iqalab.data.cache import probe_image
-from iqalab.data.schema import CAM_COLUMNS, DataError, Dataset, where, write_dataset
+from iqalab.data.schema import (
+    CAM_COLUMNS,
+    DataError,
+    Dataset,
+    check_range,
+    check_unique,
+    numeric,
+    require_columns,
+    where,
+    write_dataset,
+)
 from iqalab.data.splits import cross_dataset_splits, random_splits
 from iqalab.io import sha256_file
 
@@ -142,12 +152,13 @@ class Layout:
 
 @dataclass(frozen=True)
 class FoundLayout:
-    """Where an adapter found its benchmark: the dataset ``root`` (``raw_root`` or a single folder inside it),
-    the :class:`Layout` that matched and the path of every role present."""
+    """Where an adapter found its benchmark: the dataset ``root`` (``top``, the folder searched, or a single
+    folder inside it), the :class:`Layout` that matched and the path of every role present."""
 
     root: Path
     layout: Layout
     files: Mapping[str, str]
+    top: Path
 
     def __getitem__(self, role: str) -> str:
         return self.files[role]
@@ -155,8 +166,10 @@ class FoundLayout:
     def get(self, role: str) -> str | None:
         return self.files.get(role)
 
-    def meta(self, raw_root: Path) -> dict[str, str]:
-        """``dataset.json`` fields recording which layout was read and where."""
+    def meta(self, raw_root: Path | None = None) -> dict[str, str]:
+        """``dataset.json`` fields recording which layout was read and where (relative to ``raw_root``, by
+        default the folder searched)."""
+        raw_root = self.top if raw_root is None else Path(raw_root)
         inner = self.root.relative_to(raw_root).as_posix() if self.root != raw_root else "."
         return {"raw_layout": self.layout.name, "raw_layout_root": inner}
 
@@ -171,14 +184,15 @@ def _single_folder(root: Path) -> Path | None:
 def match_layout(raw_root: Path, layouts: Sequence[Layout], depth: int = 2) -> FoundLayout | None:
     """The first of ``layouts`` present in ``raw_root``, or in the single folder an unzip left inside it
     (``depth`` levels at most: ``raw/koniq10k/koniq10k/...``); ``None`` if none is."""
-    root: Path | None = Path(raw_root)
+    top = Path(raw_root)
+    root: Path | None = top
     for _ in range(depth + 1):
         if root is None or not root.is_dir():
             return None
         for layout in layouts:
             files, missing = layout.locate(root)
             if not missing:
-                return FoundLayout(root, layout, files)
+                return FoundLayout(root, layout, files, top)
         root = _single_folder(root)
     return None
 
@@ -198,6 +212,14 @@ def find_layout(card: DatasetCard, raw_root: Path, layouts: Sequence[Layout], de
         raise layout_error(card, raw_root, layouts[0].locate(raw_root)[1])
     report = "; or ".join(f"{', '.join(layout.locate(raw_root)[1])} ({layout.name})" for layout in layouts)
     raise layout_error(card, raw_root, [report])
+
+
+def open_layout(card: DatasetCard, raw_root: Path, layouts: Sequence[Layout],
+                mos_range: Sequence[float] | None = None) -> tuple[FoundLayout, tuple[float, ...]]:
+    """Where an adapter starts: the layout found under ``raw_root`` (:func:`find_layout`) and the scale its
+    scores are checked against, ``mos_range`` where given, else the card's."""
+    found = find_layout(card, raw_root, layouts)
+    return found, (tuple(mos_range) if mos_range is not None else card.mos_range)
 
 
 def guard_out_root(raw_root: Path, out_root: Path) -> None:
@@ -256,6 +278,27 @@ def relative_image_path(value: Any, file: str | Path, row: int, column: str) -> 
     return path.as_posix()
 
 
+def read_score_table(raw_root: Path, rel: str, name_column: str,
+                     columns: Sequence[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Read the score table ``rel`` (:func:`read_table`), which must have ``name_column`` and ``columns``;
+    return it with its image names, each a clean relative path (:func:`relative_image_path`) and none
+    repeated."""
+    table = read_table(raw_root / rel)
+    require_columns(table, rel, [name_column, *columns])
+    names = [relative_image_path(v, rel, i, name_column) for i, v in enumerate(table[name_column])]
+    check_unique(names, rel, name_column)
+    return table, names
+
+
+def scores_in_range(table: pd.DataFrame, rel: str, column: str, scale: Sequence[float],
+                    allow_missing: bool = False) -> np.ndarray:
+    """Column ``column`` of the score table ``rel`` as numbers (:func:`~iqalab.data.schema.numeric`), every
+    value present inside ``scale``; an out-of-range error ends with :data:`RANGE_HINT`."""
+    values = numeric(table, rel, column, allow_missing=allow_missing)
+    check_range(values, rel, column, scale, hint=RANGE_HINT)
+    return values
+
+
 def first_existing(raw_root: Path, candidates: Sequence[str]) -> str | None:
     """The first of ``candidates`` (relative paths) that is a file under ``raw_root``."""
     for rel in candidates:
@@ -294,6 +337,18 @@ def inspect_images(raw_root: Path, rel_paths: Sequence[str], source: str | Path,
             sizes.append(size)
     arr = np.array(sizes, dtype=np.int64).reshape(-1, 2)
     return arr[:, 0], arr[:, 1]
+
+
+def overall_images(image_ids: Sequence[str], raw_paths: Sequence[str], widths: np.ndarray,
+                   heights: np.ndarray, mos: np.ndarray | Sequence[float],
+                   std: np.ndarray | float = np.nan) -> pd.DataFrame:
+    """The ``images`` table of a benchmark scored on ``overall`` only, each image its own scene, with no
+    condition: ``image_id, raw_path, scene, condition, width, height, mos_overall, std_overall`` (``std``
+    NaN where the release gives none)."""
+    return pd.DataFrame({
+        "image_id": image_ids, "raw_path": raw_paths, "scene": image_ids, "condition": None,
+        "width": widths, "height": heights, "mos_overall": mos, "std_overall": std,
+    })
 
 
 def _place(src: Path, dst: Path, mode: str) -> str:
@@ -382,6 +437,18 @@ def publish(raw_root: Path, out_root: Path, images: pd.DataFrame, splits: pd.Dat
     ds.root = out_root
     log.info("adapted %s: %d images, %d split rows -> %s", ds.name, len(ds.images), len(ds.splits), out_root)
     return ds
+
+
+def publish_release(card: DatasetCard, found: FoundLayout, out_root: Path, images: pd.DataFrame,
+                    splits: pd.DataFrame, scale: Sequence[float], dataset_name: str | None, read: Iterable[str],
+                    *, pairs: pd.DataFrame | None = None, ratings: pd.DataFrame | None = None,
+                    link: str = "hardlink", **extra: Any) -> Dataset:
+    """Where an adapter ends: ``card``'s ``dataset.json`` (:meth:`DatasetCard.meta` on ``scale``, with
+    ``extra``, the checksums of the annotation files ``read`` and the layout ``found``), then :func:`publish`
+    from the folder the layout was found in."""
+    meta = card.meta(scale, dataset_name, **extra, raw_files=file_checksums(found.root, read),
+                     **found.meta())
+    return publish(found.root, out_root, images, splits, meta, pairs=pairs, ratings=ratings, link=link)
 
 
 AdapterFn = Callable[..., Dataset]

@@ -14,21 +14,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from iqalab.data.adapters.base import (
-    RANGE_HINT,
     DatasetCard,
     Layout,
     default_splits,
-    file_checksums,
-    find_layout,
     first_existing,
     inspect_images,
-    publish,
+    open_layout,
+    overall_images,
+    publish_release,
     read_table,
+    scores_in_range,
 )
-from iqalab.data.schema import DataError, Dataset, check_range, check_unique, numeric, require_columns
+from iqalab.data.schema import DataError, Dataset, check_unique, numeric, require_columns
 
 GRADES = "DatabaseGrades.xlsx"
 NUMBER, GRADE = "Image Number", "Average Subjective Grade"
@@ -56,10 +55,8 @@ def adapt(raw_root: Path, out_root: Path, *, n_splits: int = 20, test_fraction: 
           mos_range: tuple[float, float] | None = None, link: str = "hardlink", verify: bool = True,
           workers: int = 4, dataset_name: str | None = None) -> Dataset:
     """Turn ``raw_root`` (BID as published) into a canonical dataset at ``out_root``."""
-    raw_root, out_root = Path(raw_root), Path(out_root)
-    found = find_layout(CARD, raw_root, LAYOUTS)
-    top, raw_root = raw_root, found.root
-    scale = tuple(mos_range) if mos_range is not None else CARD.mos_range
+    found, scale = open_layout(CARD, raw_root, LAYOUTS, mos_range)
+    raw_root = found.root
     table = read_table(raw_root / GRADES)
     require_columns(table, GRADES, [NUMBER, GRADE])
     numbers = numeric(table, GRADES, NUMBER)
@@ -70,16 +67,11 @@ def adapt(raw_root: Path, out_root: Path, *, n_splits: int = 20, test_fraction: 
                         "image number")
     names = [f"DatabaseImage{int(n):04d}.JPG" for n in numbers]
     check_unique(names, GRADES, NUMBER)
-    mos = numeric(table, GRADES, GRADE)
-    check_range(mos, GRADES, GRADE, scale, hint=RANGE_HINT)
+    mos = scores_in_range(table, GRADES, GRADE, scale)
     std_col = next((c for c in table.columns if c.lower() in ("std", "standard deviation", "sd")), None)
     std = numeric(table, GRADES, std_col, allow_missing=True) if std_col else np.full(len(names), np.nan)
     raw_paths = [first_existing(raw_root, [d + n for d in IMAGE_DIRS]) or n for n in names]
     widths, heights = inspect_images(raw_root, raw_paths, GRADES, verify=verify, workers=workers)
-    images = pd.DataFrame({
-        "image_id": names, "raw_path": raw_paths, "scene": names, "condition": None,
-        "width": widths, "height": heights, "mos_overall": mos, "std_overall": std,
-    })
+    images = overall_images(names, raw_paths, widths, heights, mos, std)
     splits = default_splits(images, n_splits, test_fraction, val_fraction, seed, cross)
-    meta = CARD.meta(scale, dataset_name, raw_files=file_checksums(raw_root, [GRADES]), **found.meta(top))
-    return publish(raw_root, out_root, images, splits, meta, link=link)
+    return publish_release(CARD, found, out_root, images, splits, scale, dataset_name, [GRADES], link=link)

@@ -25,10 +25,10 @@ from iqalab.data.adapters.base import (
     DatasetCard,
     FoundLayout,
     Layout,
-    file_checksums,
-    find_layout,
     inspect_images,
-    publish,
+    open_layout,
+    overall_images,
+    publish_release,
     relative_image_path,
 )
 from iqalab.data.schema import DataError, Dataset, check_range, check_unique, where
@@ -79,10 +79,8 @@ def adapt(raw_root: Path, out_root: Path, *, seed: int = 0, cross: bool = True,
           mos_range: tuple[float, float] | None = None, link: str = "hardlink", verify: bool = True,
           workers: int = 4, dataset_name: str | None = None) -> Dataset:
     """Turn ``raw_root`` (CGFIQA-40K as published) into a canonical dataset at ``out_root``."""
-    raw_root, out_root = Path(raw_root), Path(out_root)
-    found = find_layout(CARD, raw_root, LAYOUTS)
-    top, raw_root = raw_root, found.root
-    scale = tuple(mos_range) if mos_range is not None else CARD.mos_range
+    found, scale = open_layout(CARD, raw_root, LAYOUTS, mos_range)
+    raw_root = found.root
     ids: list[str] = []
     raw_paths: list[str] = []
     mos: list[float] = []
@@ -91,8 +89,8 @@ def adapt(raw_root: Path, out_root: Path, *, seed: int = 0, cross: bool = True,
     rows: list[int] = []
     for part, (source, content) in _labels(found).items():
         if not isinstance(content, dict) or "Image" not in content or "MOS" not in content:
-            found = sorted(content) if isinstance(content, dict) else type(content).__name__
-            raise DataError(f"{where(source, column='Image')}: expected keys 'Image' and 'MOS' (found {found})")
+            keys = sorted(content) if isinstance(content, dict) else type(content).__name__
+            raise DataError(f"{where(source, column='Image')}: expected keys 'Image' and 'MOS' (found {keys})")
         names, scores = list(content["Image"]), list(content["MOS"])
         if len(names) != len(scores):
             raise DataError(f"{source}: {len(names)} images but {len(scores)} MOS values")
@@ -107,16 +105,13 @@ def adapt(raw_root: Path, out_root: Path, *, seed: int = 0, cross: bool = True,
         sources += [source] * len(clean)
         rows += list(range(len(clean)))
     widths, heights = _inspect_by_source(raw_root, raw_paths, sources, rows, verify, workers)
-    images = pd.DataFrame({
-        "image_id": ids, "raw_path": raw_paths, "scene": ids, "condition": None,
-        "width": widths, "height": heights, "mos_overall": mos, "std_overall": np.nan,
-    })
+    images = overall_images(ids, raw_paths, widths, heights, mos)
     splits = [pd.DataFrame({"image_id": ids, "split": "official", "role": roles})]
     if cross:
         splits.append(cross_dataset_splits(images, seed=seed))
     label_files = [found[f"label_{p}"] for p in PARTS] if found.get("label") is None else [LABEL]
-    meta = CARD.meta(scale, dataset_name, raw_files=file_checksums(raw_root, label_files), **found.meta(top))
-    return publish(raw_root, out_root, images, pd.concat(splits, ignore_index=True), meta, link=link)
+    return publish_release(CARD, found, out_root, images, pd.concat(splits, ignore_index=True), scale,
+                           dataset_name, label_files, link=link)
 
 
 def _score(value: Any, source: str, row: int) -> float:

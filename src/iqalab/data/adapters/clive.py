@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import scipy.io
 
 from iqalab.data.adapters.base import (
@@ -24,11 +23,11 @@ from iqalab.data.adapters.base import (
     DatasetCard,
     Layout,
     default_splits,
-    file_checksums,
-    find_layout,
     first_existing,
     inspect_images,
-    publish,
+    open_layout,
+    overall_images,
+    publish_release,
 )
 from iqalab.data.schema import DataError, Dataset, check_range, check_unique
 
@@ -76,10 +75,8 @@ def adapt(raw_root: Path, out_root: Path, *, drop_calibration: bool = True, n_sp
           mos_range: tuple[float, float] | None = None, link: str = "hardlink", verify: bool = True,
           workers: int = 4, dataset_name: str | None = None) -> Dataset:
     """Turn ``raw_root`` (CLIVE as published) into a canonical dataset at ``out_root``."""
-    raw_root, out_root = Path(raw_root), Path(out_root)
-    found = find_layout(CARD, raw_root, LAYOUTS)
-    top, raw_root = raw_root, found.root
-    scale = tuple(mos_range) if mos_range is not None else CARD.mos_range
+    found, scale = open_layout(CARD, raw_root, LAYOUTS, mos_range)
+    raw_root = found.root
     names = [_as_text(e) for e in _mat_variable(raw_root, NAMES, "AllImages_release").ravel()]
     mos = _mat_variable(raw_root, MOS, "AllMOS_release").astype(float).ravel()
     std = _mat_variable(raw_root, STD, "AllStdDev_release").astype(float).ravel()
@@ -103,11 +100,7 @@ def adapt(raw_root: Path, out_root: Path, *, drop_calibration: bool = True, n_sp
                  for n in names]
     widths, heights = inspect_images(raw_root, raw_paths, NAMES, rows=shown, verify=verify, workers=workers,
                                      line_offset=None)
-    images = pd.DataFrame({
-        "image_id": names, "raw_path": raw_paths, "scene": names, "condition": None,
-        "width": widths, "height": heights, "mos_overall": mos, "std_overall": std,
-    })
+    images = overall_images(names, raw_paths, widths, heights, mos, std)
     splits = default_splits(images, n_splits, test_fraction, val_fraction, seed, cross)
-    meta = CARD.meta(scale, dataset_name, dropped_calibration_images=start,
-                     raw_files=file_checksums(raw_root, [NAMES, MOS, STD]), **found.meta(top))
-    return publish(raw_root, out_root, images, splits, meta, link=link)
+    return publish_release(CARD, found, out_root, images, splits, scale, dataset_name, [NAMES, MOS, STD],
+                           link=link, dropped_calibration_images=start)

@@ -46,15 +46,14 @@ import numpy as np
 import pandas as pd
 
 from iqalab.data.adapters.base import (
-    RANGE_HINT,
     DatasetCard,
     Layout,
-    file_checksums,
     find_layout,
     inspect_images,
-    publish,
+    publish_release,
     read_table,
     relative_image_path,
+    scores_in_range,
 )
 from iqalab.data.schema import (
     CAM_COLUMNS,
@@ -105,9 +104,8 @@ def adapt(raw_root: Path, out_root: Path, *, mos_range: Sequence[float] | None =
           citation: str = "", url: str = "", link: str = "hardlink", verify: bool = True, workers: int = 4,
           dataset_name: str | None = None) -> Dataset:
     """Turn ``raw_root`` (the documented tables + images) into a canonical dataset at ``out_root``."""
-    raw_root, out_root = Path(raw_root), Path(out_root)
     found = find_layout(CARD, raw_root, LAYOUTS)
-    top, raw_root = raw_root, found.root
+    raw_root = found.root
     if mos_range is None or len(mos_range) != 2:
         raise DataError("generic adapter: options.mos_range is required (the native rating scale, e.g. [1, 5])")
     scale = (float(mos_range[0]), float(mos_range[1]))
@@ -134,8 +132,7 @@ def adapt(raw_root: Path, out_root: Path, *, mos_range: Sequence[float] | None =
     if "condition" not in images:
         images["condition"] = None
     for a in attrs:
-        images[f"mos_{a}"] = numeric(table, rel, f"mos_{a}", allow_missing=True)
-        check_range(images[f"mos_{a}"].to_numpy(), rel, f"mos_{a}", scale, hint=RANGE_HINT)
+        images[f"mos_{a}"] = scores_in_range(table, rel, f"mos_{a}", scale, allow_missing=True)
         for prefix in ("std", "n"):
             if f"{prefix}_{a}" in table:
                 images[f"{prefix}_{a}"] = numeric(table, rel, f"{prefix}_{a}", allow_missing=True)
@@ -153,10 +150,11 @@ def adapt(raw_root: Path, out_root: Path, *, mos_range: Sequence[float] | None =
     if (votes_rel := found.get("votes")) is not None:
         ratings = _votes(read_table(raw_root / votes_rel), votes_rel, set(ids), attrs)
         read.append(votes_rel)
-    card = DatasetCard(name="generic", title=title or (dataset_name or top.name), attributes=tuple(attrs),
-                       mos_range=scale, url=url, licence=licence, citation=citation, layout=CARD.layout)
-    meta = card.meta(scale, dataset_name or top.name, raw_files=file_checksums(raw_root, read), **found.meta(top))
-    return publish(raw_root, out_root, images, splits, meta, pairs=pairs, ratings=ratings, link=link)
+    name = dataset_name or found.top.name
+    card = DatasetCard(name="generic", title=title or name, attributes=tuple(attrs), mos_range=scale, url=url,
+                       licence=licence, citation=citation, layout=CARD.layout)
+    return publish_release(card, found, out_root, images, splits, scale, name, read, pairs=pairs,
+                           ratings=ratings, link=link)
 
 
 def _splits(table: pd.DataFrame, rel: str, images: pd.DataFrame, protocols: Sequence[str] | None,

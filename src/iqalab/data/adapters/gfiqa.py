@@ -13,22 +13,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from iqalab.data.adapters.base import (
-    RANGE_HINT,
     DatasetCard,
     Layout,
     default_splits,
-    file_checksums,
-    find_layout,
     inspect_images,
-    publish,
-    read_table,
-    relative_image_path,
+    open_layout,
+    overall_images,
+    publish_release,
+    read_score_table,
+    scores_in_range,
 )
-from iqalab.data.schema import Dataset, check_range, check_unique, numeric, require_columns
+from iqalab.data.schema import Dataset
 
 RATINGS = "mos_val_rating.csv"
 IMAGES = "image"
@@ -52,22 +48,12 @@ def adapt(raw_root: Path, out_root: Path, *, n_splits: int = 10, test_fraction: 
           mos_range: tuple[float, float] | None = None, link: str = "hardlink", verify: bool = True,
           workers: int = 4, dataset_name: str | None = None) -> Dataset:
     """Turn ``raw_root`` (GFIQA-20K as published) into a canonical dataset at ``out_root``."""
-    raw_root, out_root = Path(raw_root), Path(out_root)
-    found = find_layout(CARD, raw_root, LAYOUTS)
-    top, raw_root = raw_root, found.root
-    scale = tuple(mos_range) if mos_range is not None else CARD.mos_range
-    table = read_table(raw_root / RATINGS)
-    require_columns(table, RATINGS, ["img_name", "mos"])
-    names = [relative_image_path(v, RATINGS, i, "img_name") for i, v in enumerate(table["img_name"])]
-    check_unique(names, RATINGS, "img_name")
-    mos = numeric(table, RATINGS, "mos")
-    check_range(mos, RATINGS, "mos", scale, hint=RANGE_HINT)
+    found, scale = open_layout(CARD, raw_root, LAYOUTS, mos_range)
+    raw_root = found.root
+    table, names = read_score_table(raw_root, RATINGS, "img_name", ["mos"])
+    mos = scores_in_range(table, RATINGS, "mos", scale)
     raw_paths = [f"{IMAGES}/{n}" for n in names]
     widths, heights = inspect_images(raw_root, raw_paths, RATINGS, verify=verify, workers=workers)
-    images = pd.DataFrame({
-        "image_id": names, "raw_path": raw_paths, "scene": names, "condition": None,
-        "width": widths, "height": heights, "mos_overall": mos, "std_overall": np.nan,
-    })
+    images = overall_images(names, raw_paths, widths, heights, mos)
     splits = default_splits(images, n_splits, test_fraction, val_fraction, seed, cross)
-    meta = CARD.meta(scale, dataset_name, raw_files=file_checksums(raw_root, [RATINGS]), **found.meta(top))
-    return publish(raw_root, out_root, images, splits, meta, link=link)
+    return publish_release(CARD, found, out_root, images, splits, scale, dataset_name, [RATINGS], link=link)

@@ -24,18 +24,18 @@ import numpy as np
 import pandas as pd
 
 from iqalab.data.adapters.base import (
-    RANGE_HINT,
     DatasetCard,
     Layout,
     default_splits,
-    file_checksums,
-    find_layout,
     inspect_images,
-    publish,
+    open_layout,
+    overall_images,
+    publish_release,
+    read_score_table,
     read_table,
-    relative_image_path,
+    scores_in_range,
 )
-from iqalab.data.schema import DataError, Dataset, check_range, check_unique, numeric, require_columns
+from iqalab.data.schema import DataError, Dataset, numeric, require_columns
 from iqalab.data.splits import mapped_split
 
 SCORES = "koniq10k_scores_and_distributions.csv"
@@ -66,20 +66,13 @@ def adapt(raw_root: Path, out_root: Path, *, resolution: str = "auto", n_splits:
           ratings: bool = True, mos_range: tuple[float, float] | None = None, link: str = "hardlink",
           verify: bool = True, workers: int = 4, dataset_name: str | None = None) -> Dataset:
     """Turn ``raw_root`` (KonIQ-10k as published) into a canonical dataset at ``out_root``."""
-    raw_root, out_root = Path(raw_root), Path(out_root)
     if resolution != "auto" and resolution not in RESOLUTIONS:
         raise DataError(f"KonIQ-10k option resolution={resolution!r}: expected 'auto' or one of {RESOLUTIONS}")
     layouts = LAYOUTS if resolution == "auto" else [LAYOUTS[RESOLUTIONS.index(resolution)]]
-    found = find_layout(CARD, raw_root, layouts)
-    top, raw_root = raw_root, found.root
-    resolution = found["images"]
-    scale = tuple(mos_range) if mos_range is not None else CARD.mos_range
-    table = read_table(raw_root / SCORES)
-    require_columns(table, SCORES, ["image_name", *VOTES, "c_total", "MOS", "SD"])
-    names = [relative_image_path(v, SCORES, i, "image_name") for i, v in enumerate(table["image_name"])]
-    check_unique(names, SCORES, "image_name")
-    mos = numeric(table, SCORES, "MOS")
-    check_range(mos, SCORES, "MOS", scale, hint=RANGE_HINT)
+    found, scale = open_layout(CARD, raw_root, layouts, mos_range)
+    raw_root, resolution = found.root, found["images"]
+    table, names = read_score_table(raw_root, SCORES, "image_name", [*VOTES, "c_total", "MOS", "SD"])
+    mos = scores_in_range(table, SCORES, "MOS", scale)
     sd = numeric(table, SCORES, "SD", allow_missing=True)
     counts = np.stack([numeric(table, SCORES, c) for c in VOTES], axis=1)
     total = numeric(table, SCORES, "c_total")
@@ -90,15 +83,10 @@ def adapt(raw_root: Path, out_root: Path, *, resolution: str = "auto", n_splits:
                         f"{counts[row].astype(int).tolist()} do not sum to c_total={total[row]:g}")
     raw_paths = [f"{resolution}/{n}" for n in names]
     widths, heights = inspect_images(raw_root, raw_paths, SCORES, verify=verify, workers=workers)
-    images = pd.DataFrame({
-        "image_id": names, "raw_path": raw_paths, "scene": names, "condition": None,
-        "width": widths, "height": heights,
-        "mos_overall": mos, "std_overall": sd, "n_overall": total,
-    })
+    images = overall_images(names, raw_paths, widths, heights, mos, sd).assign(n_overall=total)
     tier_scale = {}
     if "MOS_zscore" in table.columns:  # REQA's tiers (Sec. IV-A-1) on KonIQ's 0-100 scale
-        images["tier_overall"] = numeric(table, SCORES, "MOS_zscore")
-        check_range(images["tier_overall"].to_numpy(), SCORES, "MOS_zscore", (0.0, 100.0), hint=RANGE_HINT)
+        images["tier_overall"] = scores_in_range(table, SCORES, "MOS_zscore", (0.0, 100.0))
         tier_scale = {"tier_scale": {"overall": "MOS_zscore (0-100)"}}
     splits = [default_splits(images, n_splits, test_fraction, val_fraction, seed, cross)]
     read = [SCORES]
@@ -115,10 +103,9 @@ def adapt(raw_root: Path, out_root: Path, *, resolution: str = "auto", n_splits:
     # the rater ids number votes within an image: no rater-level statistics on them (analysis.annotation)
     extra = {"ratings_from": "vote histogram c1..c5, anonymous raters numbered per image",
              "rater_identities": False} if ratings else {}
-    meta = CARD.meta(scale, dataset_name, resolution=resolution, raw_files=file_checksums(raw_root, read),
-                     **found.meta(top), **extra, **tier_scale)
-    return publish(raw_root, out_root, images, pd.concat(splits, ignore_index=True), meta,
-                   ratings=vote_table, link=link)
+    return publish_release(CARD, found, out_root, images, pd.concat(splits, ignore_index=True), scale,
+                           dataset_name, read, ratings=vote_table, link=link, resolution=resolution, **extra,
+                           **tier_scale)
 
 
 def _votes(names: list[str], counts: np.ndarray) -> pd.DataFrame:

@@ -41,11 +41,10 @@ from iqalab.data.adapters.base import (
     RANGE_HINT,
     DatasetCard,
     Layout,
-    file_checksums,
     find_layout,
     first_existing,
     inspect_images,
-    publish,
+    publish_release,
     read_table,
     relative_image_path,
 )
@@ -114,9 +113,8 @@ def adapt(raw_root: Path, out_root: Path, *, val_scenes: int = 0, device_split: 
     Splits: ``scene`` (official 35/15 scenes; ``val_scenes`` training scenes moved to val), ``device`` (the
     official device split, if its file is present and ``device_split``), ``full_train``/``full_test``.
     """
-    raw_root, out_root = Path(raw_root), Path(out_root)
     found = find_layout(CARD, raw_root, LAYOUTS)
-    top, raw_root = raw_root, found.root
+    raw_root = found.root
     score_files = {a: found[f"scores_{a}"] for a in ATTRIBUTES}
     merged: pd.DataFrame | None = None
     order: dict[str, None] = {}  # images in file order: Overall's, then any only in Details, then Exposure
@@ -199,11 +197,11 @@ def adapt(raw_root: Path, out_root: Path, *, val_scenes: int = 0, device_split: 
         log.warning("PIQ23: %s not found; no device split", raw_root / DEVICE_SPLIT)
     if cross:
         splits.append(cross_dataset_splits(images, seed=seed))
-    meta = CARD.meta(scale, dataset_name, scale_per_scene=True, mos_range_source=(
-        "given" if mos_range is not None else "floor/ceil of the JOD scores"),
-        scene_level_splits=["scene"], raw_files=file_checksums(raw_root, read), **found.meta(top),
-        **({"path_substituted": {listed: used for listed, used in moved}} if moved else {}))
-    return publish(raw_root, out_root, images, pd.concat(splits, ignore_index=True), meta, link=link)
+    range_source = "given" if mos_range is not None else "floor/ceil of the JOD scores"
+    substituted = {"path_substituted": {listed: used for listed, used in moved}} if moved else {}
+    return publish_release(CARD, found, out_root, images, pd.concat(splits, ignore_index=True), scale,
+                           dataset_name, read, link=link, scale_per_scene=True, mos_range_source=range_source,
+                           scene_level_splits=["scene"], **substituted)
 
 
 def _scene_split(raw_root: Path, rel: str, images: pd.DataFrame, val_scenes: int, seed: int) -> pd.DataFrame:

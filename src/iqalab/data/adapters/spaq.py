@@ -28,18 +28,17 @@ import numpy as np
 import pandas as pd
 
 from iqalab.data.adapters.base import (
-    RANGE_HINT,
     DatasetCard,
     Layout,
     default_splits,
-    file_checksums,
-    find_layout,
     inspect_images,
-    publish,
+    open_layout,
+    publish_release,
+    read_score_table,
     read_table,
-    relative_image_path,
+    scores_in_range,
 )
-from iqalab.data.schema import DataError, Dataset, check_range, check_unique, numeric, require_columns, where
+from iqalab.data.schema import DataError, Dataset, check_unique, numeric, require_columns, where
 
 log = logging.getLogger(__name__)
 
@@ -146,20 +145,13 @@ def adapt(raw_root: Path, out_root: Path, *, exif: bool = True, max_exposure_s: 
           cross: bool = True, mos_range: tuple[float, float] | None = None, link: str = "hardlink",
           verify: bool = True, workers: int = 4, dataset_name: str | None = None) -> Dataset:
     """Turn ``raw_root`` (SPAQ as published) into a canonical dataset at ``out_root``."""
-    raw_root, out_root = Path(raw_root), Path(out_root)
-    found = find_layout(CARD, raw_root, LAYOUTS if exif else LAYOUTS_NO_EXIF)
-    top, raw_root = raw_root, found.root
-    scale = tuple(mos_range) if mos_range is not None else CARD.mos_range
-    table = read_table(raw_root / SCORES)
-    require_columns(table, SCORES, [NAME, *ATTRIBUTE_COLUMNS])
-    names = [relative_image_path(v, SCORES, i, NAME) for i, v in enumerate(table[NAME])]
-    check_unique(names, SCORES, NAME)
+    found, scale = open_layout(CARD, raw_root, LAYOUTS if exif else LAYOUTS_NO_EXIF, mos_range)
+    raw_root = found.root
+    table, names = read_score_table(raw_root, SCORES, NAME, list(ATTRIBUTE_COLUMNS))
     columns: dict[str, Any] = {"image_id": names, "raw_path": [f"{IMAGES}/{n}" for n in names],
                                "scene": names, "condition": None}
     for col, attr in ATTRIBUTE_COLUMNS.items():
-        values = numeric(table, SCORES, col, allow_missing=(attr != "overall"))
-        check_range(values, SCORES, col, scale, hint=RANGE_HINT)
-        columns[f"mos_{attr}"] = values
+        columns[f"mos_{attr}"] = scores_in_range(table, SCORES, col, scale, allow_missing=(attr != "overall"))
     read = [SCORES]
     if (raw_root / SCENES).is_file():
         scenes = read_table(raw_root / SCENES)
@@ -167,8 +159,8 @@ def adapt(raw_root: Path, out_root: Path, *, exif: bool = True, max_exposure_s: 
         classes = [c for c in scenes.columns if c != NAME]
         if classes:
             probs = scenes[classes].apply(pd.to_numeric, errors="coerce").fillna(-1).to_numpy()
-            top = dict(zip(scenes[NAME].astype(str).str.strip(), np.asarray(classes)[probs.argmax(axis=1)]))
-            columns["condition"] = [top.get(n) for n in names]
+            best = dict(zip(scenes[NAME].astype(str).str.strip(), np.asarray(classes)[probs.argmax(axis=1)]))
+            columns["condition"] = [best.get(n) for n in names]
             read.append(SCENES)
     widths, heights = inspect_images(raw_root, columns["raw_path"], SCORES, verify=verify, workers=workers)
     images = pd.DataFrame(columns).assign(width=widths, height=heights)
@@ -176,7 +168,6 @@ def adapt(raw_root: Path, out_root: Path, *, exif: bool = True, max_exposure_s: 
         images = pd.concat([images, _camera_parameters(raw_root, names, max_exposure_s)], axis=1)
         read.append(EXIF)
     splits = default_splits(images, n_splits, test_fraction, val_fraction, seed, cross)
-    meta = CARD.meta(scale, dataset_name, raw_files=file_checksums(raw_root, read), **found.meta(top),
-                     camera_parameters="EXIF: aperture=F-number, shutter=exposure time (s), iso=ISO" if exif
-                     else "none")
-    return publish(raw_root, out_root, images, splits, meta, link=link)
+    cameras = "EXIF: aperture=F-number, shutter=exposure time (s), iso=ISO" if exif else "none"
+    return publish_release(CARD, found, out_root, images, splits, scale, dataset_name, read, link=link,
+                           camera_parameters=cameras)
